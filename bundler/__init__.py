@@ -1,0 +1,1 @@
+"""bundler: the build side (Python 3.11+)."""

@@ -1,0 +1,38 @@
+"""Error types shared by both sides; each carries the exit code the CLI and the stub use."""
+
+
+class BundleError(Exception):
+    """A failure with a one-line message meant for the user."""
+
+    exit_code = 1
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self):
+        return self.message
+
+
+class UsageError(BundleError):
+    """Bad command line or manifest."""
+
+    exit_code = 2
+
+
+class IntegrityError(BundleError):
+    """A checksum, signature or the index does not hold."""
+
+    exit_code = 3
+
+
+class HostError(BundleError):
+    """The environment is unfit: no space, noexec mount, permissions."""
+
+    exit_code = 4
+
+
+class NetworkError(BundleError):
+    """A download or registry failed."""
+
+    exit_code = 5

@@ -1,0 +1,1 @@
+"""OCI registry client and image archive writer (requests imported lazily)."""
