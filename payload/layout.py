@@ -1,0 +1,92 @@
+"""The payload section: a fixed header, the index, an optional signature, then the compressed groups.
+
+    magic(8) format(u32) sig_len(u32) index_len(u64) data_len(u64) index_sha256(32)
+    index bytes | signature bytes | data area (groups at the offsets the index gives)
+
+The header carries the sha256 of the index, so a damaged index is caught before it is parsed; the index carries
+the sha256 of every group and every entry, so the bundle id (the sha256 of the index) covers every byte.
+"""
+
+import hashlib
+import shutil
+import struct
+
+from . import FORMAT_VERSION
+from .errors import IntegrityError
+from .index import Index
+
+SECTION = "bundle"
+MAGIC = b"BUNDLER\x00"
+_HEADER = struct.Struct("<8sIIQQ32s")
+MAX_INDEX = 64 << 20
+MAX_SIGNATURE = 4096
+
+
+class Payload(object):
+    """An opened payload: its parsed index, and where its data area starts in the file."""
+
+    def __init__(self, path, index, index_bytes, signature, data_offset, data_size):
+        self.path = path
+        self.index = index
+        self.index_bytes = index_bytes
+        self.signature = signature
+        self.data_offset = data_offset
+        self.data_size = data_size
+
+    @property
+    def bundle_id(self):
+        return hashlib.sha256(self.index_bytes).hexdigest()
+
+
+def header_and_index(index, signature=b""):
+    """The bytes that precede the data area in the payload section."""
+    index_bytes = index.to_bytes()
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, len(signature), len(index_bytes), index.payload_size,
+                          hashlib.sha256(index_bytes).digest())
+    return header + index_bytes + signature
+
+
+def write_section_content(out, index, group_paths, signature=b""):
+    """Write the whole payload section to the binary file `out`; group_paths maps group name to its frame file."""
+    out.write(header_and_index(index, signature))
+    for group in sorted(index.groups, key=lambda g: g.offset):
+        with open(group_paths[group.name], "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+
+
+def _damaged(path, what):
+    return IntegrityError("%s: %s; the file is damaged or truncated, copy it again" % (path, what))
+
+
+def open_payload(path, f):
+    """Read and check the payload of the bundle executable open as `f`."""
+    from .elf import find_section
+
+    found = find_section(f, SECTION)
+    if found is None:
+        raise IntegrityError("%s: no bundle payload in this executable; it is a bare stub, build it with `bundler make`" % path)
+    offset, size = found
+    if size < _HEADER.size:
+        raise _damaged(path, "payload section is %d bytes, too small for its header" % size)
+    f.seek(offset)
+    magic, fmt, sig_len, index_len, data_size, index_sha = _HEADER.unpack(f.read(_HEADER.size))
+    if magic != MAGIC:
+        raise _damaged(path, "payload magic is wrong")
+    if fmt != FORMAT_VERSION:
+        raise IntegrityError("%s: payload format %d, this stub reads %d" % (path, fmt, FORMAT_VERSION))
+    if index_len > MAX_INDEX or sig_len > MAX_SIGNATURE:
+        raise _damaged(path, "payload header gives impossible sizes")
+    if _HEADER.size + index_len + sig_len + data_size != size:
+        raise _damaged(path, "payload header sizes do not add up to the section's %d bytes" % size)
+    index_bytes = f.read(index_len)
+    if len(index_bytes) != index_len or hashlib.sha256(index_bytes).digest() != index_sha:
+        raise _damaged(path, "bundle index does not match its checksum")
+    signature = f.read(sig_len)
+    if len(signature) != sig_len:
+        raise _damaged(path, "signature is cut short")
+    index = Index.from_bytes(index_bytes, data_size)
+    data_offset = offset + _HEADER.size + index_len + sig_len
+    f.seek(0, 2)
+    if f.tell() < data_offset + data_size:
+        raise _damaged(path, "file ends inside the payload")
+    return Payload(path, index, index_bytes, signature, data_offset, data_size)

@@ -1,0 +1,48 @@
+"""What a bundle holds and whether it holds: shared by `bundler inspect/verify` and the stub's
+--bundle-info/--bundle-verify."""
+
+import json
+
+from .blobs import extract_group
+from .errors import IntegrityError
+
+
+def describe(payload, as_json=False):
+    index = payload.index
+    if as_json:
+        doc = index.to_json()
+        doc["bundle_id"] = payload.bundle_id
+        doc["signed"] = bool(payload.signature)
+        return json.dumps(doc, indent=2, sort_keys=True)
+    lines = [
+        "name:       %s" % index.name,
+        "version:    %s" % index.version,
+        "variant:    %s" % index.variant,
+        "arch:       %s" % index.arch,
+        "bundle id:  %s" % payload.bundle_id,
+        "built by:   bundler %s" % index.bundler_version,
+        "entrypoint: %s" % " ".join(index.entrypoint),
+        "files:      %d, %.1f MB installed, %.1f MB stored in %d group(s)" % (
+            len(index.files()), index.installed_size / 1e6, index.payload_size / 1e6, len(index.groups)),
+        "signed:     %s" % ("yes" if payload.signature else "no"),
+    ]
+    for image in index.images:
+        where = "embedded, %.1f MB stored" % (image.get("stored_size", 0) / 1e6) if image.get("embedded") \
+            else "pulled at run time"
+        lines.append("image:      %s %s@%s (%s)" % (image.get("name"), image.get("ref"), image.get("digest"), where))
+    return "\n".join(lines)
+
+
+def verify_all(payload, f):
+    """Re-hash every group and entry; report every failing group in one IntegrityError."""
+    index = payload.index
+    failures = []
+    for group in index.groups:
+        try:
+            extract_group(f, payload.data_offset, group, index.entries_of(group.name))
+        except IntegrityError as exc:
+            failures.append(str(exc))
+    if failures:
+        raise IntegrityError("%s: %s" % (payload.path, " | ".join(failures)))
+    return "%s: ok, %d entries in %d group(s) verified, bundle id %s" % (
+        payload.path, len(index.entries), len(index.groups), payload.bundle_id)
