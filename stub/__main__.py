@@ -1,0 +1,3 @@
+from stub.main import main
+
+main()

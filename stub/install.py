@@ -1,0 +1,151 @@
+"""Install a bundle into <root>/<bundle-id>/ once: lock, check again, extract and verify into a sibling work
+dir, fsync, rename into place, then move the `current` and `previous` symlinks."""
+
+import os
+import shutil
+import stat
+
+from payload.blobs import extract_group
+from payload.errors import HostError
+
+from . import locking
+
+MARKER = ".bundle-installed"
+WORK_SUFFIX = ".tmp-"
+LOCK = ".lock"
+LOCKS_DIR = ".locks"
+SPACE_MARGIN = 16 << 20
+
+
+def default_root(name, environ):
+    if environ.get("BUNDLE_DIR"):
+        return environ["BUNDLE_DIR"]
+    if os.geteuid() == 0:
+        return os.path.join("/var/lib", name)
+    base = environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, name)
+
+
+class Installation(object):
+    """Where one bundle version lives on this device."""
+
+    def __init__(self, root, bundle_id):
+        self.root = os.path.abspath(root)
+        self.bundle_id = bundle_id
+        self.path = os.path.join(self.root, bundle_id)
+        self.images = os.path.join(self.path, "images")
+        self.data = os.path.join(self.root, "data")
+
+    def is_installed(self):
+        return os.path.isfile(os.path.join(self.path, MARKER))
+
+    def version_lock(self):
+        return os.path.join(self.root, LOCKS_DIR, self.bundle_id)
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def prepare_root(root):
+    """Create the install root and refuse one that others could tamper with when running as root."""
+    try:
+        os.makedirs(os.path.join(root, LOCKS_DIR), mode=0o755, exist_ok=True)
+    except OSError as exc:
+        raise HostError("cannot create install root %s: %s; choose a writable --bundle-dir" % (root, exc.strerror))
+    if os.geteuid() == 0:
+        if os.path.islink(root):
+            raise HostError("install root %s is a symlink; as root, use a real directory (--bundle-dir)" % root)
+        st = os.stat(root)
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_uid != 0:
+            raise HostError("install root %s is writable by other users or not owned by root; "
+                            "fix its permissions or choose another --bundle-dir" % root)
+
+
+def check_host(root, needed):
+    """Refuse early, with numbers, a root without room or on a noexec mount."""
+    st = os.statvfs(root)
+    free = st.f_bavail * st.f_frsize
+    if free < needed + SPACE_MARGIN:
+        raise HostError("not enough space in %s: the install needs %.1f MB, %.1f MB free; free space or choose "
+                        "another --bundle-dir" % (root, (needed + SPACE_MARGIN) / 1e6, free / 1e6))
+    if st.f_flag & getattr(os, "ST_NOEXEC", 8):
+        raise HostError("install root %s is on a noexec mount, programs installed there cannot run; choose "
+                        "another --bundle-dir (or env BUNDLE_DIR)" % root)
+
+
+def remove_stale_work(root):
+    """Work dirs left by an install that was killed; only called under the install lock."""
+    for name in os.listdir(root):
+        if WORK_SUFFIX in name and name.startswith("."):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def _replace_symlink(target, link):
+    tmp = link + WORK_SUFFIX + str(os.getpid())
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.rename(tmp, link)
+
+
+def point_current(root, bundle_id):
+    """Make `current` name this version, and `previous` the one `current` named before."""
+    current = os.path.join(root, "current")
+    old = os.readlink(current) if os.path.islink(current) else None
+    if old == bundle_id:
+        return
+    if old is not None:
+        _replace_symlink(old, os.path.join(root, "previous"))
+    _replace_symlink(bundle_id, current)
+    _fsync_dir(root)
+
+
+def install(payload, f, inst, after_extract=None):
+    """Install `payload` (open as `f`) into `inst` unless it is there already. Returns True if it extracted."""
+    prepare_root(inst.root)
+    lock = locking.exclusive(os.path.join(inst.root, LOCK))
+    try:
+        if inst.is_installed():
+            point_current(inst.root, inst.bundle_id)
+            return False
+        remove_stale_work(inst.root)
+        if os.path.lexists(inst.path):  # a dir without its marker was not made by us: replace it
+            shutil.rmtree(inst.path)
+        index = payload.index
+        check_host(inst.root, index.installed_size)
+        work = os.path.join(inst.root, "." + inst.bundle_id + WORK_SUFFIX + str(os.getpid()))
+        os.mkdir(work, 0o755)
+        try:
+            for group in index.groups:
+                extract_group(f, payload.data_offset, group, index.entries_of(group.name), work)
+            if after_extract is not None:
+                after_extract(work)
+            _write_marker(work, inst.bundle_id)
+            os.rename(work, inst.path)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        _fsync_dir(inst.root)
+        point_current(inst.root, inst.bundle_id)
+        return True
+    except OSError as exc:
+        raise HostError("cannot install into %s: %s" % (inst.root, exc.strerror or exc))
+    finally:
+        os.close(lock)
+
+
+def _write_marker(work, bundle_id):
+    for dirpath, _, _ in os.walk(work):
+        _fsync_dir(dirpath)
+    path = os.path.join(work, MARKER)
+    with open(path, "w") as out:
+        out.write(bundle_id + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    _fsync_dir(work)
+

@@ -1,0 +1,77 @@
+"""The options the stub consumes. They come first; everything from the first other argument (or after `--`)
+is passed to the runtime untouched."""
+
+from payload.errors import UsageError
+
+FLAGS = ("--bundle-info", "--bundle-verify", "--bundle-gc", "--bundle-no-pull", "--bundle-help")
+VALUED = ("--bundle-dir", "--bundle-extract", "--bundle-key", "--bundle-registry-mirror",
+          "--bundle-insecure-registry")
+REPEATABLE = ("--bundle-registry-mirror", "--bundle-insecure-registry")
+
+HELP = """\
+usage: %(prog)s [BUNDLE OPTIONS] [--] [ARGS...]
+
+Installs the bundle once (verified), then runs its entrypoint with ARGS.
+
+bundle options (consumed here, never passed on; they must come before ARGS):
+  --bundle-info [--json]          show what this bundle holds and exit
+  --bundle-verify [--bundle-key PUB]
+                                  re-hash every blob (and check the signature) and exit
+  --bundle-extract DIR            install into DIR and exit, do not run
+  --bundle-dir DIR                install root (env BUNDLE_DIR; default /var/lib/NAME as root,
+                                  ~/.local/share/NAME otherwise)
+  --bundle-gc                     remove installed versions other than current and previous
+  --bundle-no-pull                do not pull the images the online variant left out
+  --bundle-registry-mirror HOST[:PORT]   try this registry first (repeatable; env BUNDLE_REGISTRY_MIRRORS)
+  --bundle-insecure-registry HOST:PORT   allow plain http to this registry (repeatable)
+  --bundle-help                   this text
+
+exit codes: 0 (or the runtime's own), 2 usage, 3 integrity, 4 environment, 5 network or registry
+"""
+
+
+class Options(object):
+    def __init__(self):
+        self.info = self.json = self.verify = self.gc = self.no_pull = self.help = False
+        self.dir = self.extract = self.key = None
+        self.registry_mirror = []
+        self.insecure_registry = []
+        self.args = []
+
+
+def parse(argv):
+    """Split argv (without the program name) into stub Options and the runtime's args."""
+    opts = Options()
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            i += 1
+            break
+        if arg == "--json" and opts.info:
+            opts.json = True
+            i += 1
+            continue
+        name, eq, value = arg.partition("=")
+        if not name.startswith("--bundle-"):
+            break
+        attr = name[len("--bundle-"):].replace("-", "_")
+        if name in FLAGS and not eq:
+            setattr(opts, attr, True)
+        elif name in VALUED:
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise UsageError("%s needs a value" % name)
+                i += 1
+                value = argv[i]
+            if not value:
+                raise UsageError("%s needs a non-empty value" % name)
+            if name in REPEATABLE:
+                getattr(opts, attr).append(value)
+            else:
+                setattr(opts, attr, value)
+        else:
+            raise UsageError("unknown option %s; see --bundle-help (put `--` before ARGS meant for the runtime)" % name)
+        i += 1
+    opts.args = list(argv[i:])
+    return opts
