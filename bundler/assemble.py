@@ -1,0 +1,60 @@
+"""Write the bundle executable: the stub with the payload section inserted before PyInstaller's `pydata`,
+written atomically with its run bit, plus `<output>.sha256` in `sha256sum -c` format."""
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from payload.elf import insert_section
+from payload.index import Entry, Group, Index
+from payload.layout import SECTION, write_section_content
+
+from . import __version__
+
+
+def build_index(identity, groups, images=(), require_key=None):
+    """The index for compressed `groups` laid out one after another in the data area."""
+    index_groups, entries = [], []
+    offset = 0
+    for group in groups:
+        index_groups.append(Group(group.name, offset, group.csize, group.size, group.sha256))
+        offset += group.csize
+        position = 0
+        for m in group.members:
+            entries.append(Entry(m.path, m.kind, m.mode, m.size, m.sha256, group.name, position))
+            position += m.size
+    return Index(identity["name"], identity["version"], identity["variant"], identity["arch"], __version__,
+                 identity["entrypoint"], index_groups, entries, images, require_key)
+
+
+def write_bundle(stub, index, groups, output, signature=b""):
+    """Write the executable to `output` and its checksum file beside it; returns the executable's sha256."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    frames = {g.name: g.frame for g in groups}
+    fd, content = tempfile.mkstemp(prefix="." + output.name + ".payload-", dir=output.parent)
+    tmp = output.with_name("." + output.name + ".tmp-%d" % os.getpid())
+    try:
+        with os.fdopen(fd, "wb") as out:
+            write_section_content(out, index, frames, signature)
+        insert_section(str(stub), str(tmp), SECTION, content)
+        os.chmod(tmp, 0o755)
+        digest = _sha256(tmp)
+        checksum_tmp = output.with_name("." + output.name + ".sha256.tmp-%d" % os.getpid())
+        checksum_tmp.write_text("%s  %s\n" % (digest, output.name))
+        os.replace(tmp, output)
+        os.replace(checksum_tmp, output.with_name(output.name + ".sha256"))
+        return digest
+    finally:
+        for leftover in (content, tmp):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+
+
+def _sha256(path):
+    sha = hashlib.sha256()
+    with open(path, "rb") as src:
+        for chunk in iter(lambda: src.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()

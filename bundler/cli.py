@@ -1,0 +1,128 @@
+"""The `bundler` command line."""
+
+import sys
+from pathlib import Path
+
+import click
+
+from payload.errors import BundleError
+from payload.index import ARCHES
+
+from . import __version__
+
+LEVEL = click.IntRange(1, 22)
+ARCH = click.Choice(ARCHES)
+
+
+def _log(message):
+    click.echo(message, err=True)
+
+
+class _Group(click.Group):
+    """Turns every BundleError into one line on stderr and its exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BundleError as exc:
+            click.echo("bundler: error: %s" % exc, err=True)
+            sys.exit(exc.exit_code)
+
+
+def _cache(cache_dir):
+    from .cache import Cache
+
+    return Cache(cache_dir)
+
+
+manifest_option = click.option("--manifest", "-m", type=click.Path(path_type=Path), default=Path("bundle.toml"),
+                               show_default=True, help="The bundle manifest.")
+arch_option = click.option("--arch", type=ARCH, help="Target architecture (default: this host's).")
+cache_option = click.option("--cache-dir", type=click.Path(path_type=Path), envvar="BUNDLER_CACHE_DIR",
+                            help="Download and build cache (default: ~/.cache/bundler).")
+insecure_option = click.option("--insecure-registry", "insecure_registries", multiple=True, metavar="HOST:PORT",
+                               help="Allow plain http to this registry (repeatable).")
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="bundler")
+def main():
+    """Turn binaries and container images into one self-extracting executable."""
+
+
+@main.command()
+@manifest_option
+@click.option("--variant", help="Variant from the manifest (default: its first).")
+@arch_option
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Default: dist/NAME-VERSION-VARIANT-ARCH.")
+@cache_option
+@click.option("--stub", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A stub prebuilt with `bundler stub` (e.g. on a machine of another architecture).")
+@click.option("--level", type=LEVEL, default=19, show_default=True, help="zstd compression level.")
+@click.option("--locked", is_flag=True, help="Refuse any source or image that bundle.lock or the manifest does not pin.")
+@click.option("--offline", is_flag=True, envvar="BUNDLER_OFFLINE", help="Use only the cache; never touch the network.")
+@insecure_option
+def make(manifest, variant, arch, output, cache_dir, stub, level, locked, offline, insecure_registries):
+    """Build the bundle executable."""
+    from .make import MakeRequest, make as run_make
+
+    request = MakeRequest(manifest=manifest, variant=variant, arch=arch, output=output, stub=stub, level=level,
+                          locked=locked, offline=offline, insecure_registries=tuple(insecure_registries))
+    output, index = run_make(request, _cache(cache_dir), log=_log)
+    click.echo("%s  (%s, %.1f MB stored, bundle id %s)" % (output, index.variant, output.stat().st_size / 1e6,
+                                                          index.bundle_id[:16]))
+
+
+@main.command()
+@manifest_option
+@arch_option
+@click.option("--all-arches", is_flag=True, help="Fetch the sources of every architecture.")
+@cache_option
+@insecure_option
+def fetch(manifest, arch, all_arches, cache_dir, insecure_registries):
+    """Fill the cache without building, for a later `make --offline` on an air-gapped host."""
+    from .commands import fetch_all
+
+    fetch_all(manifest, arch, all_arches, _cache(cache_dir), insecure_registries, log=_log)
+
+
+@main.command()
+@manifest_option
+@click.option("--arch", "arches", type=ARCH, multiple=True, help="Architectures to pin (default: every one the manifest has sources for).")
+@cache_option
+@insecure_option
+def lock(manifest, arches, cache_dir, insecure_registries):
+    """Download every source once and pin its sha256 (and every image's digest) in bundle.lock."""
+    from .commands import write_lock
+
+    path = write_lock(manifest, arches, _cache(cache_dir), insecure_registries, log=_log)
+    click.echo(str(path))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the index as JSON.")
+def inspect(bundle, as_json):
+    """Show what a bundle holds, without running it."""
+    from .commands import inspect_bundle
+
+    click.echo(inspect_bundle(bundle, as_json))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def verify(bundle):
+    """Re-hash every blob of a bundle, without running it."""
+    from .commands import verify_bundle
+
+    click.echo(verify_bundle(bundle))
+
+
+@main.command()
+@cache_option
+def stub(cache_dir):
+    """Build (or find in the cache) the stub for this host's architecture and print its path."""
+    from .arch import host_arch
+    from .stubbuild import build_stub
+
+    click.echo(str(build_stub(_cache(cache_dir), host_arch(), log=_log)))

@@ -1,0 +1,73 @@
+"""The smaller commands: inspect, verify, fetch, lock."""
+
+from payload.layout import open_payload
+from payload.errors import UsageError
+from payload.report import describe, verify_all
+
+from .lockfile import Lock
+from .manifest import load_manifest
+from .sources import fetch_source
+
+
+def _open(bundle):
+    f = open(bundle, "rb")
+    try:
+        return open_payload(str(bundle), f), f
+    except BaseException:
+        f.close()
+        raise
+
+
+def inspect_bundle(bundle, as_json=False):
+    payload, f = _open(bundle)
+    with f:
+        return describe(payload, as_json)
+
+
+def verify_bundle(bundle):
+    payload, f = _open(bundle)
+    with f:
+        return verify_all(payload, f)
+
+
+def _arches_with_sources(manifest):
+    from payload.index import ARCHES
+
+    found = set()
+    for spec in manifest.files:
+        found.update(spec.sources)
+    return list(ARCHES) if "*" in found else [a for a in ARCHES if a in found]
+
+
+def fetch_all(manifest_path, arch, all_arches, cache, insecure_registries, log=print):
+    from .arch import host_arch
+
+    manifest = load_manifest(manifest_path)
+    lock = Lock.load(manifest.dir / "bundle.lock")
+    arches = _arches_with_sources(manifest) if all_arches else [arch or host_arch()]
+    for a in arches:
+        manifest.check_arch(a)
+        for spec in manifest.files:
+            fetch_source(manifest, lock, spec, a, cache, locked=False, offline=False, log=log)
+    log("cache filled for %s: %s" % (", ".join(arches), cache.root))
+
+
+def write_lock(manifest_path, arches, cache, insecure_registries, log=print):
+    from .download import fetch
+
+    manifest = load_manifest(manifest_path)
+    lock = Lock.load(manifest.dir / "bundle.lock")
+    arches = list(arches) or _arches_with_sources(manifest)
+    if not arches:
+        raise UsageError("%s: no file has a source; nothing to lock" % manifest_path)
+    for a in arches:
+        for spec in manifest.files:
+            if a not in spec.sources and "*" not in spec.sources:
+                continue
+            source = manifest.source_for(spec, a)
+            url = manifest.resolve_url(source)
+            path = fetch(url, sha256=source.sha256 or lock.file_sha256(spec.path, a, url), cache=cache)
+            lock.set_file(spec.path, a, url, path.name)
+    path = manifest.dir / "bundle.lock"
+    lock.save(path)
+    return path

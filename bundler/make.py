@@ -1,0 +1,69 @@
+"""`bundler make`: manifest -> sources -> compressed groups -> one executable."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from payload.elf import elf_machine, find_section
+from payload.errors import UsageError
+
+from .arch import host_arch
+from .assemble import build_index, write_bundle
+from .compress import compress
+from .lockfile import Lock
+from .manifest import load_manifest
+from .sources import gather_files
+from .stubbuild import build_stub
+
+DEFAULT_LEVEL = 19
+
+
+@dataclass
+class MakeRequest:
+    manifest: Path = Path("bundle.toml")
+    variant: Optional[str] = None
+    arch: Optional[str] = None
+    output: Optional[Path] = None
+    stub: Optional[Path] = None
+    level: int = DEFAULT_LEVEL
+    locked: bool = False
+    offline: bool = False
+    insecure_registries: tuple = field(default_factory=tuple)
+
+
+def check_stub(path, arch):
+    """A prebuilt stub must be a PyInstaller one-file ELF of the target architecture."""
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise UsageError("cannot read stub %s: %s" % (path, exc.strerror))
+    with f:
+        machine = elf_machine(f)
+        if machine != arch:
+            raise UsageError("stub %s is built for %s, not %s; pass a stub of the target architecture" % (path, machine, arch))
+        if find_section(f, "pydata") is None:
+            raise UsageError("stub %s has no PyInstaller `pydata` section; build it with `bundler stub`" % path)
+
+
+def default_output(manifest, variant, arch):
+    return Path("dist") / ("%s-%s-%s-%s" % (manifest.name, manifest.version, variant, arch))
+
+
+def make(request, cache, log=print):
+    """Build the bundle; returns (output path, index)."""
+    manifest = load_manifest(request.manifest)
+    variant = manifest.variant(request.variant)
+    arch = request.arch or host_arch()
+    manifest.check_arch(arch)
+    if request.stub is not None:
+        check_stub(request.stub, arch)
+    lock = Lock.load(manifest.dir / "bundle.lock")
+    members_by_group = gather_files(manifest, arch, lock, cache, locked=request.locked, offline=request.offline, log=log)
+    stub = request.stub or build_stub(cache, arch, log=log)
+    groups = [compress(cache, name, members, request.level, log=log) for name, members in members_by_group.items()]
+    identity = {"name": manifest.name, "version": manifest.version, "variant": variant.name, "arch": arch,
+                "entrypoint": list(manifest.entrypoint)}
+    index = build_index(identity, groups)
+    output = Path(request.output) if request.output else default_output(manifest, variant.name, arch)
+    write_bundle(stub, index, groups, output)
+    return output, index
