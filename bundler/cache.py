@@ -1,0 +1,232 @@
+"""A content-addressed store for downloads and other build artefacts.
+
+Layout under the root:
+
+    blobs/sha256/<hex>   immutable files, named by the sha256 of their bytes
+    tmp/                 files being written; renamed into blobs/ only when complete
+    maps/<ns>/<hash>     small key -> sha256 records (which URL gave which blob, ...)
+    <kind>/              free-form caches other modules ask for with dir(kind)
+
+Every visible name appears by an atomic rename from tmp/ (same file system), and
+temp names are unique, so two builds may share one cache at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from payload.errors import HostError, IntegrityError, UsageError
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_KIND_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
+_RESERVED_KINDS = {"blobs", "tmp", "maps"}
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+CHUNK = 1 << 20
+
+
+def default_root() -> Path:
+    """$BUNDLER_CACHE_DIR, else $XDG_CACHE_HOME/bundler, else ~/.cache/bundler."""
+    if os.environ.get("BUNDLER_CACHE_DIR"):
+        return Path(os.environ["BUNDLER_CACHE_DIR"])
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "bundler"
+    return Path.home() / ".cache" / "bundler"
+
+
+def check_sha256(sha256: str) -> str:
+    """Return the digest in lower case; a UsageError if it is not 64 hex digits."""
+    normal = str(sha256).strip().lower()
+    if not _SHA256_HEX.fullmatch(normal):
+        raise UsageError(f"sha256 {sha256!r} is not 64 hex digits; check the pin in bundle.toml / bundle.lock")
+    return normal
+
+
+def _host_error(exc: OSError, what: str, root: Path) -> HostError:
+    """An OSError while writing into the cache, as a one-line HostError the user can act on."""
+    if exc.errno in _NO_SPACE:
+        return HostError(
+            f"no space left in the cache {root} while writing {what}; free space or set BUNDLER_CACHE_DIR / --cache-dir"
+        )
+    return HostError(f"cannot write {what} into the cache {root}: {exc.strerror or exc}; check its permissions")
+
+
+class BlobWriter:
+    """A temp file in the cache that hashes what is written and becomes a blob on commit()."""
+
+    def __init__(self, cache: Cache, what: str):
+        self._cache = cache
+        self._what = what
+        fd, name = tempfile.mkstemp(dir=cache.root / "tmp", prefix="blob-", suffix=".part")
+        self.path = Path(name)
+        self._file = os.fdopen(fd, "wb")
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self.committed: str | None = None
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise _host_error(exc, self._what, self._cache.root) from None
+        self._hash.update(data)
+        self.size += len(data)
+
+    def reset(self) -> None:
+        """Forget everything written so far (a download that has to start again)."""
+        self._file.seek(0)
+        self._file.truncate()
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+    def commit(self, expected_sha256: str | None = None) -> str:
+        """Make the bytes visible as blobs/sha256/<hex>; returns the hex digest.
+
+        With expected_sha256 a mismatch raises IntegrityError and nothing becomes visible.
+        """
+        actual = self.hexdigest()
+        if expected_sha256 is not None and actual != check_sha256(expected_sha256):
+            raise IntegrityError(
+                f"{self._what}: sha256 is {actual}, expected {check_sha256(expected_sha256)};"
+                " check the pin in bundle.toml / bundle.lock"
+            )
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.chmod(self.path, 0o444)
+            target = self._cache.blob_path(actual)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.path, target)
+        except OSError as exc:
+            raise _host_error(exc, self._what, self._cache.root) from None
+        self.committed = actual
+        return actual
+
+    def _discard(self) -> None:
+        with contextlib.suppress(OSError):  # closing flushes, and the disk may still be full
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+class Cache:
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else default_root()
+        self.root = self.root.expanduser().absolute()
+        try:
+            for sub in ("blobs/sha256", "tmp", "maps"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HostError(
+                f"cannot create the cache directory {self.root}: {exc.strerror}; set BUNDLER_CACHE_DIR / --cache-dir"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"Cache({str(self.root)!r})"
+
+    # blobs
+
+    def blob_path(self, sha256: str) -> Path:
+        return self.root / "blobs" / "sha256" / check_sha256(sha256)
+
+    def has(self, sha256: str) -> bool:
+        return self.blob_path(sha256).is_file()
+
+    @contextlib.contextmanager
+    def writer(self, what: str = "a cache entry"):
+        """Yield a BlobWriter; call .commit() inside the block. Anything not committed is removed.
+
+        `what` names the content in error messages ("download of URL").
+        """
+        try:
+            blob = BlobWriter(self, what)
+        except OSError as exc:
+            raise _host_error(exc, what, self.root) from None
+        try:
+            yield blob
+        finally:
+            if blob.committed is None:
+                blob._discard()
+
+    def put_file(self, src: str | os.PathLike, sha256: str | None = None, what: str | None = None) -> str:
+        """Copy a file into the store (verifying it when sha256 is given); returns its sha256."""
+        src = Path(src)
+        what = what or f"copy of {src}"
+        if sha256 is not None and self.has(sha256):
+            return check_sha256(sha256)
+        try:
+            source = open(src, "rb")  # noqa: SIM115 -- closed by the with below; opened apart to name the error
+        except OSError as exc:
+            raise UsageError(f"cannot read {src}: {exc.strerror}; check the path and its permissions") from None
+        with source, self.writer(what) as blob:
+            while chunk := source.read(CHUNK):
+                blob.write(chunk)
+            return blob.commit(sha256)
+
+    # key -> sha256 records
+
+    def lookup(self, namespace: str, key: str) -> str | None:
+        """The sha256 recorded for key, or None."""
+        try:
+            value = self._record_path(namespace, key).read_text().strip()
+        except FileNotFoundError:
+            return None
+        return value if _SHA256_HEX.fullmatch(value) else None
+
+    def record(self, namespace: str, key: str, sha256: str) -> None:
+        path = self._record_path(namespace, key)
+        value = check_sha256(sha256) + "\n"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self.root / "tmp", prefix="map-")
+            try:
+                with os.fdopen(fd, "w") as out:
+                    out.write(value)
+                os.replace(name, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name)
+        except OSError as exc:
+            raise _host_error(exc, f"the record for {key}", self.root) from None
+
+    def url_sha256(self, url: str) -> str | None:
+        """The sha256 of the last complete download of url (recorded by fetch), or None."""
+        return self.lookup("urls", url)
+
+    def record_url(self, url: str, sha256: str) -> None:
+        self.record("urls", url, sha256)
+
+    def _record_path(self, namespace: str, key: str) -> Path:
+        _check_kind(namespace)
+        return self.root / "maps" / namespace / hashlib.sha256(key.encode()).hexdigest()
+
+    # other caches
+
+    def dir(self, kind: str) -> Path:
+        """A directory for another cache (stubs, compressed groups); created on first use."""
+        _check_kind(kind)
+        if kind in _RESERVED_KINDS:
+            raise ValueError(f"cache kind {kind!r} is reserved")
+        path = self.root / kind
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def clear_tmp(self) -> None:
+        """Remove leftovers of interrupted writes. Only safe when no other build uses this cache."""
+        shutil.rmtree(self.root / "tmp", ignore_errors=True)
+        (self.root / "tmp").mkdir(exist_ok=True)
+
+
+def _check_kind(kind: str) -> None:
+    if not _KIND_NAME.fullmatch(kind):
+        raise ValueError(f"cache kind {kind!r} must be a simple lower-case name")
