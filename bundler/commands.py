@@ -61,13 +61,15 @@ def write_lock(manifest_path, arches, cache, insecure_registries, log=print):
     if not arches:
         raise UsageError("%s: no file has a source; nothing to lock" % manifest_path)
     for a in arches:
+        manifest.check_arch(a)
+    for a in arches:
         for spec in manifest.files:
-            if a not in spec.sources and "*" not in spec.sources:
-                continue
             source = manifest.source_for(spec, a)
-            url = manifest.resolve_url(source)
-            path = fetch(url, sha256=source.sha256 or lock.file_sha256(spec.path, a, url), cache=cache)
-            lock.set_file(spec.path, a, url, path.name)
+            # Rows keep the URL as the manifest writes it, so the lock holds in any checkout.
+            known = source.sha256 or lock.file_sha256(spec.path, a, source.url)
+            path = fetch(manifest.resolve_url(source), sha256=known, cache=cache)
+            lock.set_file(spec.path, a, source.url, path.name)
+    lock.prune(manifest)
     path = manifest.dir / "bundle.lock"
     lock.save(path)
     return path

@@ -4,6 +4,7 @@ dir, fsync, rename into place, then move the `current` and `previous` symlinks."
 import os
 import shutil
 import stat
+import sys
 
 from payload.blobs import extract_group
 from payload.errors import HostError
@@ -118,6 +119,8 @@ def install(payload, f, inst, after_extract=None):
             shutil.rmtree(inst.path)
         index = payload.index
         check_host(inst.root, index.installed_size)
+        sys.stderr.write("%s: installing %s %s (%s, %.1f MB) into %s\n" % (
+            index.name, index.name, index.version, index.variant, index.installed_size / 1e6, inst.path))
         work = os.path.join(inst.root, "." + inst.bundle_id + WORK_SUFFIX + str(os.getpid()))
         os.mkdir(work, 0o755)
         try:

@@ -1,0 +1,44 @@
+"""Helpers for tests that build and run real bundles."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bundler(*args, cwd=None, env=None, check=True):
+    """Run the real `bundler` CLI in a subprocess."""
+    full_env = dict(os.environ, **(env or {}))
+    full_env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run([sys.executable, "-m", "bundler", *map(str, args)], cwd=cwd, env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError("bundler %s failed (%d):\n%s\n%s" % (args, result.returncode, result.stdout, result.stderr))
+    return result
+
+
+def run(cmd, env=None, **kw):
+    """Run a built bundle (or any command) and capture its output."""
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([str(c) for c in cmd], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, **kw)
+
+
+def section_span(path, name):
+    """(offset, size) of an ELF section as `readelf` (binutils, not our code) reports it."""
+    out = subprocess.run(["readelf", "-S", "-W", str(path)], stdout=subprocess.PIPE, text=True, check=True).stdout
+    for line in out.splitlines():
+        fields = line.replace("[ ", "[").split()
+        if len(fields) > 5 and fields[1] == name:
+            return int(fields[4], 16), int(fields[5], 16)
+    raise AssertionError("no section %s in %s" % (name, path))
+
+
+def flip_byte(path, offset):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0x01]))
