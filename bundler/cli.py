@@ -62,12 +62,16 @@ def main():
 @click.option("--locked", is_flag=True, help="Refuse any source or image that bundle.lock or the manifest does not pin.")
 @click.option("--offline", is_flag=True, envvar="BUNDLER_OFFLINE", help="Use only the cache; never touch the network.")
 @insecure_option
-def make(manifest, variant, arch, output, cache_dir, stub, level, locked, offline, insecure_registries):
+@click.option("--layers", type=click.Choice(["raw", "exact"]), default="raw", show_default=True,
+              help="raw: store image layers uncompressed (smaller, keeps the image id); exact: keep the registry's "
+                   "blobs byte for byte (keeps the manifest digest).")
+def make(manifest, variant, arch, output, cache_dir, stub, level, locked, offline, insecure_registries, layers):
     """Build the bundle executable."""
     from .make import MakeRequest, make as run_make
 
     request = MakeRequest(manifest=manifest, variant=variant, arch=arch, output=output, stub=stub, level=level,
-                          locked=locked, offline=offline, insecure_registries=tuple(insecure_registries))
+                          locked=locked, offline=offline, insecure_registries=tuple(insecure_registries),
+                          layers=layers)
     output, index = run_make(request, _cache(cache_dir), log=_log)
     click.echo("%s  (%s, %.1f MB stored, bundle id %s)" % (output, index.variant, output.stat().st_size / 1e6,
                                                           index.bundle_id[:16]))

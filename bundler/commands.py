@@ -45,10 +45,16 @@ def fetch_all(manifest_path, arch, all_arches, cache, insecure_registries, log=p
     manifest = load_manifest(manifest_path)
     lock = Lock.load(manifest.dir / "bundle.lock")
     arches = _arches_with_sources(manifest) if all_arches else [arch or host_arch()]
+    from .images import embed_images, pin_images
+    from .make import registry_client
+
     for a in arches:
         manifest.check_arch(a)
         for spec in manifest.files:
             fetch_source(manifest, lock, spec, a, cache, locked=False, offline=False, log=log)
+        with registry_client(insecure_registries) as client:
+            everything = manifest.variant(None).__class__("all", tuple(i.name for i in manifest.images))
+            embed_images(pin_images(manifest, everything, lock, a, client, False, log=log), client, cache, log=log)
     log("cache filled for %s: %s" % (", ".join(arches), cache.root))
 
 
@@ -69,7 +75,23 @@ def write_lock(manifest_path, arches, cache, insecure_registries, log=print):
             known = source.sha256 or lock.file_sha256(spec.path, a, source.url)
             path = fetch(manifest.resolve_url(source), sha256=known, cache=cache)
             lock.set_file(spec.path, a, source.url, path.name)
+    _lock_images(manifest, lock, arches, insecure_registries, log)
     lock.prune(manifest)
     path = manifest.dir / "bundle.lock"
     lock.save(path)
     return path
+
+
+def _lock_images(manifest, lock, arches, insecure_registries, log):
+    """Pin every image for every architecture; rows already in the lock are kept (delete one to re-resolve)."""
+    from .images import resolve_digest
+    from .make import registry_client
+
+    if not manifest.images:
+        return
+    with registry_client(insecure_registries) as client:
+        for a in arches:
+            for spec in manifest.images:
+                platform = spec.platform_for(a)
+                if lock.image_digest(spec.name, spec.ref, platform) is None:
+                    lock.set_image(spec.name, spec.ref, platform, resolve_digest(spec, platform, client, log))

@@ -10,6 +10,7 @@ from payload.errors import UsageError
 from .arch import host_arch
 from .assemble import build_index, write_bundle
 from .compress import compress
+from .images import GROUP as IMAGES_GROUP, LAYERS_RAW, embed_images, pin_images
 from .lockfile import Lock
 from .manifest import load_manifest
 from .sources import gather_files
@@ -29,6 +30,7 @@ class MakeRequest:
     locked: bool = False
     offline: bool = False
     insecure_registries: tuple = field(default_factory=tuple)
+    layers: str = LAYERS_RAW
 
 
 def check_stub(path, arch):
@@ -45,6 +47,13 @@ def check_stub(path, arch):
             raise UsageError("stub %s has no PyInstaller `pydata` section; build it with `bundler stub`" % path)
 
 
+def registry_client(insecure_registries=()):
+    """A registry client for the build host (requests is only imported when a registry is used)."""
+    from payload.oci.registry import RegistryClient
+
+    return RegistryClient(insecure_registries=tuple(insecure_registries))
+
+
 def default_output(manifest, variant, arch):
     return Path("dist") / ("%s-%s-%s-%s" % (manifest.name, manifest.version, variant, arch))
 
@@ -59,11 +68,16 @@ def make(request, cache, log=print):
         check_stub(request.stub, arch)
     lock = Lock.load(manifest.dir / "bundle.lock")
     members_by_group = gather_files(manifest, arch, lock, cache, locked=request.locked, offline=request.offline, log=log)
+    with registry_client(request.insecure_registries) as client:
+        pinned = pin_images(manifest, variant, lock, arch, client, request.locked, log=log)
+        image_members, image_records = embed_images(pinned, client, cache, request.layers, log=log)
+    if image_members:
+        members_by_group[IMAGES_GROUP] = image_members
     stub = request.stub or build_stub(cache, arch, log=log)
     groups = [compress(cache, name, members, request.level, log=log) for name, members in members_by_group.items()]
     identity = {"name": manifest.name, "version": manifest.version, "variant": variant.name, "arch": arch,
                 "entrypoint": list(manifest.entrypoint)}
-    index = build_index(identity, groups)
+    index = build_index(identity, groups, images=image_records)
     output = Path(request.output) if request.output else default_output(manifest, variant.name, arch)
     write_bundle(stub, index, groups, output)
     return output, index

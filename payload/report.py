@@ -27,8 +27,8 @@ def describe(payload, as_json=False):
         "signed:     %s" % ("yes" if payload.signature else "no"),
     ]
     for image in index.images:
-        where = "embedded, %.1f MB stored" % (image.get("stored_size", 0) / 1e6) if image.get("embedded") \
-            else "pulled at run time"
+        where = "embedded, %.1f MB of %s layers before compression" % (image.get("size", 0) / 1e6, image.get("layers")) \
+            if image.get("embedded") else "pulled at run time"
         lines.append("image:      %s %s@%s (%s)" % (image.get("name"), image.get("ref"), image.get("digest"), where))
     return "\n".join(lines)
 

@@ -51,13 +51,14 @@ def run(prog, args):
 
 
 def _install_and_run(payload, f, opts):
-    from . import install, launch, locking
+    from . import images, install, launch, locking
 
     index = payload.index
     root = opts.extract or opts.dir or install.default_root(index.name, os.environ)
     inst = install.Installation(root, payload.bundle_id)
     if not inst.is_installed():
-        install.install(payload, f, inst)
+        install.install(payload, f, inst, after_extract=lambda work: images.write_embedded(work, index))
+    images.pull_missing(inst, index, opts, os.environ)
     if opts.extract:
         sys.stdout.write(inst.path + "\n")
         return 0

@@ -1,3 +1,4 @@
+import shutil
 import sys
 from pathlib import Path
 
@@ -6,6 +7,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import pytest  # noqa: E402
+
+from tests.fixtures.registry import BUSYBOX, ImageLayout  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +23,37 @@ def stub_path(cache_dir):
     from tests.helpers import bundler
 
     return Path(bundler("stub", "--cache-dir", cache_dir).stdout.strip())
+
+
+ATTESTATION = {"vnd.docker.reference.type": "attestation-manifest"}
+
+
+def require_registry_tools():
+    missing = [tool for tool in ("docker-registry", "umoci", "skopeo", "htpasswd") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (scripts/setup installs them)")
+
+@pytest.fixture(scope="session")
+def image_layout(tmp_path_factory):
+    require_registry_tools()
+    root = tmp_path_factory.mktemp("oci-images")
+    motd = root / "motd"
+    motd.write_text("hello from the derived image\n")
+    statement = root / "statement.json"
+    statement.write_text('{"_type": "https://in-toto.io/Statement/v0.1"}\n')
+    layout = ImageLayout(root / "layout")
+    layout.build("base", {"/bin/busybox": BUSYBOX})
+    layout.build("derived", {"/etc/motd": str(motd)}, base="base")
+    layout.build("armv7", {"/bin/busybox": BUSYBOX}, architecture="arm")
+    layout.build("attest", {"/statement.json": str(statement)})
+    layout.add_index(
+        "multi",
+        [
+            # Attestations first: a client that does not skip them picks the wrong manifest.
+            layout.descriptor("attest", {"os": "unknown", "architecture": "unknown"}, ATTESTATION),
+            layout.descriptor("attest", {"os": "linux", "architecture": "amd64"}, ATTESTATION),
+            layout.descriptor("base", {"os": "linux", "architecture": "amd64"}),
+            layout.descriptor("armv7", {"os": "linux", "architecture": "arm", "variant": "v7"}),
+        ],
+    )
+    return layout

@@ -1,23 +1,14 @@
 """Fixtures for the OCI tests: test images built once, a real registry holding them for the whole session."""
 
 import dataclasses
-import shutil
 
 import pytest
 
 from payload.oci.registry import RegistryClient
-from tests.fixtures.registry import BUSYBOX, ImageLayout, Registry, TokenService, push
+from tests.fixtures.registry import ImageLayout, Registry, TokenService, push
 
 USER, PASSWORD = "alice", "s3cret-pw"
 IDENTITY_TOKEN = "refresh-token-for-robot"
-
-ATTESTATION = {"vnd.docker.reference.type": "attestation-manifest"}
-
-
-def _require_tools():
-    missing = [tool for tool in ("docker-registry", "umoci", "skopeo", "htpasswd") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)} (scripts/setup installs them)")
 
 
 @dataclasses.dataclass
@@ -44,32 +35,6 @@ class PushedImages:
 
     def layers(self, tag: str) -> list:
         return self.layout.manifest(tag)["layers"]
-
-
-@pytest.fixture(scope="session")
-def image_layout(tmp_path_factory):
-    _require_tools()
-    root = tmp_path_factory.mktemp("oci-images")
-    motd = root / "motd"
-    motd.write_text("hello from the derived image\n")
-    statement = root / "statement.json"
-    statement.write_text('{"_type": "https://in-toto.io/Statement/v0.1"}\n')
-    layout = ImageLayout(root / "layout")
-    layout.build("base", {"/bin/busybox": BUSYBOX})
-    layout.build("derived", {"/etc/motd": str(motd)}, base="base")
-    layout.build("armv7", {"/bin/busybox": BUSYBOX}, architecture="arm")
-    layout.build("attest", {"/statement.json": str(statement)})
-    layout.add_index(
-        "multi",
-        [
-            # Attestations first: a client that does not skip them picks the wrong manifest.
-            layout.descriptor("attest", {"os": "unknown", "architecture": "unknown"}, ATTESTATION),
-            layout.descriptor("attest", {"os": "linux", "architecture": "amd64"}, ATTESTATION),
-            layout.descriptor("base", {"os": "linux", "architecture": "amd64"}),
-            layout.descriptor("armv7", {"os": "linux", "architecture": "arm", "variant": "v7"}),
-        ],
-    )
-    return layout
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,99 @@
+"""Images on the device: one archive per image in BUNDLE_IMAGES, which `ctr images import`, skopeo, podman and
+k3s all read. Embedded images are written at install from their blobs; images the online variant left out are
+pulled by their pinned digest (never by tag), verified, and written atomically."""
+
+import os
+import shutil
+import sys
+
+IMAGES_DIR = "images"
+PULLS_DIR = ".pulls"
+
+
+def archive_name(image):
+    return image["name"] + ".tar"
+
+
+def _blob(root, digest):
+    return os.path.join(root, IMAGES_DIR, "blobs", "sha256", digest.partition(":")[2])
+
+
+def write_embedded(work, index):
+    """At install, in the work dir: turn the extracted blobs into one archive per embedded image."""
+    from payload.oci.archive import write_image_archive
+    from payload.oci.reference import parse_image_manifest, parse_reference
+
+    images = os.path.join(work, IMAGES_DIR)
+    os.makedirs(images, exist_ok=True)
+    for image in index.images:
+        if not image.get("embedded"):
+            continue
+        with open(_blob(work, image["manifest"]), "rb") as f:
+            manifest_bytes = f.read()
+        config, layers = parse_image_manifest(manifest_bytes, "manifest of %s" % image["name"])
+        with open(_blob(work, config.digest), "rb") as f:
+            config_bytes = f.read()
+        blobs = dict((layer.digest, _blob(work, layer.digest)) for layer in layers)
+        write_image_archive(os.path.join(images, archive_name(image)), parse_reference(image["ref"]),
+                            manifest_bytes, config_bytes, blobs)
+    shutil.rmtree(os.path.join(images, "blobs"), ignore_errors=True)
+
+
+def missing(inst, index):
+    return [i for i in index.images if not i.get("embedded")
+            and not os.path.exists(os.path.join(inst.images, archive_name(i)))]
+
+
+def _registries(values, env_name, environ):
+    from payload.oci.reference import parse_registry_host
+
+    extra = [v for v in environ.get(env_name, "").replace(",", " ").split() if v]
+    return tuple(parse_registry_host(v) for v in list(values) + extra)
+
+
+def pull_missing(inst, index, opts, environ):
+    """Pull what the online variant left out. Already pulled: nothing to do, no network touched."""
+    todo = missing(inst, index)
+    if not todo or opts.no_pull:
+        return
+    from payload.oci.registry import RegistryClient
+
+    from . import locking
+    from .install import LOCK
+
+    lock = locking.exclusive(os.path.join(inst.root, LOCK))
+    try:
+        todo = missing(inst, index)  # another start may have pulled them while we waited
+        if not todo:
+            return
+        pulls = os.path.join(inst.root, PULLS_DIR)
+        os.makedirs(pulls, exist_ok=True)
+        mirrors = _registries(opts.registry_mirror, "BUNDLE_REGISTRY_MIRRORS", environ)
+        insecure = _registries(opts.insecure_registry, "BUNDLE_INSECURE_REGISTRIES", environ)
+        with RegistryClient(insecure_registries=insecure + mirrors, mirrors=mirrors) as client:
+            for image in todo:
+                sys.stderr.write("%s: pulling %s (%s)\n" % (index.name, image["ref"], image["digest"][:19]))
+                _pull_one(client, image, inst, pulls)
+        shutil.rmtree(pulls, ignore_errors=True)
+    finally:
+        os.close(lock)
+
+
+def _pull_one(client, image, inst, pulls):
+    from payload.oci.archive import write_image_archive
+    from payload.oci.reference import parse_image_manifest, parse_reference
+
+    ref = parse_reference(image["ref"])
+    pinned = ref.with_digest(image["digest"])
+    manifest_bytes = client.fetch_manifest(pinned)
+    config, layers = parse_image_manifest(manifest_bytes, "manifest of %s" % image["name"])
+    config_bytes = client.fetch_blob_bytes(pinned, config.digest, config.size)
+    blobs = {}
+    for layer in layers:
+        # Partial blobs stay in .pulls after a failure, so the next start resumes them with Range.
+        dest = os.path.join(pulls, layer.digest.partition(":")[2])
+        if not os.path.exists(dest):
+            client.fetch_blob(pinned, layer.digest, dest, layer.size)
+        blobs[layer.digest] = dest
+    os.makedirs(inst.images, exist_ok=True)
+    write_image_archive(os.path.join(inst.images, archive_name(image)), ref, manifest_bytes, config_bytes, blobs)

@@ -1,0 +1,158 @@
+"""Images end to end against a real registry (Debian's docker-registry on loopback): pinned at bundle time,
+embedded in the offline variant, pulled by digest at the online variant's first start."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.registry import Registry, push
+from tests.helpers import bundler, run
+
+LIST_IMAGES = """#!/bin/sh
+ls "$BUNDLE_IMAGES"
+"""
+
+MANIFEST = """
+[bundle]
+name = "imgs"
+version = "1.0.0"
+entrypoint = ["bin/list"]
+
+[[file]]
+path = "bin/list"
+mode = "0755"
+source = {{ url = "list.sh" }}
+
+[[image]]
+name = "base"
+ref = "{host}/test/busybox:1"
+
+[[image]]
+name = "derived"
+ref = "{host}/test/derived:1"
+
+[variants.online]
+embed = ["base"]
+[variants.offline]
+embed = "all"
+"""
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, image_layout):
+    reg = Registry(tmp_path_factory.mktemp("e2e-registry")).start()
+    push(image_layout, "base", reg, "test/busybox:1")
+    push(image_layout, "derived", reg, "test/derived:1")
+    push(image_layout, "multi", reg, "test/multi:1", all_platforms=True)
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, registry):
+    directory = tmp_path_factory.mktemp("img-project")
+    (directory / "list.sh").write_text(LIST_IMAGES)
+    (directory / "bundle.toml").write_text(MANIFEST.format(host=registry.host))
+    return directory
+
+
+def _make(project, cache_dir, variant, *extra):
+    out = project / "dist" / ("%s-%s" % (variant, "-".join(extra) or "default"))
+    bundler("make", "--variant", variant, "--cache-dir", cache_dir, "--level", "3", "-o", out, *extra, cwd=project)
+    return out
+
+
+def _layout_config(layout, tag):
+    return json.loads(layout.blob(layout.manifest(tag)["config"]["digest"]))
+
+
+def test_offline_embeds_every_image_and_shares_the_base_layer(project, cache_dir, image_layout, tmp_path):
+    exe = _make(project, cache_dir, "offline")
+    info = json.loads(bundler("inspect", "--json", exe).stdout)
+    images = {i["name"]: i for i in info["images"]}
+    assert images["base"]["embedded"] and images["derived"]["embedded"]
+    assert images["base"]["digest"] == image_layout.manifest_digest("base")
+    assert images["derived"]["digest"] == image_layout.manifest_digest("derived")
+    # Raw layers are stored by their diff_id; the base layer appears once although both images use it.
+    diff_ids = set()
+    for tag in ("base", "derived"):
+        diff_ids.update(_layout_config(image_layout, tag)["rootfs"]["diff_ids"])
+    configs = {image_layout.manifest(t)["config"]["digest"] for t in ("base", "derived")}
+    manifests = {i["manifest"] for i in images.values()}
+    blob_entries = sorted(e["path"] for e in info["entries"] if e["kind"] == "blob")
+    expected = sorted("images/blobs/sha256/" + d.split(":")[1] for d in diff_ids | configs | manifests)
+    assert blob_entries == expected
+
+    root = tmp_path / "root"
+    result = run([exe, "--bundle-dir", root])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["base.tar", "derived.tar"]
+    archive = root / "current" / "images" / "derived.tar"
+    # skopeo (not our code) reads the archive, and the image id (config digest) is the registry's.
+    inspected = json.loads(subprocess.run(["skopeo", "inspect", "--raw", "oci-archive:%s" % archive],
+                                          stdout=subprocess.PIPE, check=True, text=True).stdout)
+    assert inspected["config"]["digest"] == image_layout.manifest("derived")["config"]["digest"]
+    copied = tmp_path / "copied"
+    subprocess.run(["skopeo", "copy", "--quiet", "docker-archive:%s" % archive, "dir:%s" % copied], check=True)
+    assert (copied / "manifest.json").exists()
+
+
+def test_layers_exact_keeps_the_manifest_digest(project, cache_dir, image_layout, tmp_path):
+    exe = _make(project, cache_dir, "offline", "--layers", "exact")
+    root = tmp_path / "root"
+    assert run([exe, "--bundle-dir", root]).returncode == 0
+    archive = root / "current" / "images" / "base.tar"
+    raw = subprocess.run(["skopeo", "inspect", "--raw", "oci-archive:%s" % archive], stdout=subprocess.PIPE,
+                         check=True).stdout
+    import hashlib
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == image_layout.manifest_digest("base")
+
+
+def test_online_pulls_at_first_start_then_runs_without_the_registry(project, cache_dir, registry, tmp_path):
+    exe = _make(project, cache_dir, "online")
+    offline_exe = _make(project, cache_dir, "offline")
+    print("online %d bytes, offline %d bytes" % (exe.stat().st_size, offline_exe.stat().st_size))
+    assert exe.stat().st_size < offline_exe.stat().st_size
+    info = json.loads(bundler("inspect", "--json", exe).stdout)
+    assert {i["name"]: i["embedded"] for i in info["images"]} == {"base": True, "derived": False}
+    root = tmp_path / "root"
+    first = run([exe, "--bundle-dir", root])
+    assert first.returncode == 0, first.stderr
+    assert "pulling" in first.stderr and first.stdout.split() == ["base.tar", "derived.tar"]
+    registry.stop()
+    try:
+        second = run([exe, "--bundle-dir", root])
+        assert second.returncode == 0, second.stderr
+        assert "pulling" not in second.stderr and second.stdout.split() == ["base.tar", "derived.tar"]
+        # A device that never pulled, with the registry gone: one line naming image and registry, exit 5,
+        # and the installed version kept for the next try.
+        other = tmp_path / "other"
+        failed = run([exe, "--bundle-dir", other])
+        assert failed.returncode == 5, failed.stderr
+        error = [line for line in failed.stderr.splitlines() if "error" in line]
+        assert len(error) == 1 and registry.host in error[0] and "derived" in error[0]
+        assert "Traceback" not in failed.stderr
+        assert (other / "current" / "images" / "base.tar").exists()
+        assert not (other / "current" / "images" / "derived.tar").exists()
+        # --bundle-no-pull starts without the images left out.
+        assert run([exe, "--bundle-dir", other, "--bundle-no-pull"]).stdout.split() == ["base.tar"]
+    finally:
+        registry.start()
+
+
+def test_lock_pins_each_platform_of_an_index(registry, image_layout, tmp_path):
+    project = tmp_path / "multi"
+    project.mkdir()
+    (project / "list.sh").write_text(LIST_IMAGES)
+    manifest = MANIFEST.format(host=registry.host).replace("test/busybox:1", "test/multi:1")
+    manifest = manifest.split("[[image]]\nname = \"derived\"")[0] + "[variants.offline]\nembed = \"all\"\n"
+    (project / "bundle.toml").write_text(manifest)
+    bundler("lock", "--arch", "amd64", "--arch", "arm", "--cache-dir", tmp_path / "cache", cwd=project)
+    import tomllib
+    lock = tomllib.loads((project / "bundle.lock").read_text())
+    pins = {(i["name"], i["platform"]): i["digest"] for i in lock["image"]}
+    assert pins[("base", "linux/amd64")] == image_layout.manifest_digest("base")
+    assert pins[("base", "linux/arm/v7")] == image_layout.manifest_digest("armv7")
