@@ -156,3 +156,45 @@ def test_lock_pins_each_platform_of_an_index(registry, image_layout, tmp_path):
     pins = {(i["name"], i["platform"]): i["digest"] for i in lock["image"]}
     assert pins[("base", "linux/amd64")] == image_layout.manifest_digest("base")
     assert pins[("base", "linux/arm/v7")] == image_layout.manifest_digest("armv7")
+
+
+@pytest.fixture
+def proxied(tmp_path, registry, image_layout):
+    """An online project whose images are named through a fault-injecting proxy in front of the real registry."""
+    from tests.fixtures.registry import FaultProxy
+
+    proxy = FaultProxy(registry.port).start()
+    directory = tmp_path / "proxied"
+    directory.mkdir()
+    (directory / "list.sh").write_text(LIST_IMAGES)
+    (directory / "bundle.toml").write_text(MANIFEST.format(host=proxy.host))
+    yield directory, proxy
+    proxy.stop()
+
+
+def _derived_layer(image_layout):
+    return image_layout.manifest("derived")["layers"][-1]["digest"]
+
+
+def test_pull_cut_mid_blob_resumes_with_range(proxied, cache_dir, image_layout, tmp_path):
+    directory, proxy = proxied
+    exe = _make(directory, cache_dir, "online")
+    layer = _derived_layer(image_layout)
+    size = next(item["size"] for item in image_layout.manifest("derived")["layers"] if item["digest"] == layer)
+    proxy.cut_blob(layer, after=size // 2, times=1)
+    result = run([exe, "--bundle-dir", tmp_path / "root"])
+    assert result.returncode == 0, result.stderr
+    gets = proxy.blob_requests(layer)
+    assert len(gets) == 2 and gets[1]["Range"] == "bytes=%d-" % (size // 2)
+    assert result.stdout.split() == ["base.tar", "derived.tar"]
+
+
+def test_byte_corrupted_in_transit_is_refused(proxied, cache_dir, image_layout, tmp_path):
+    directory, proxy = proxied
+    exe = _make(directory, cache_dir, "online")
+    proxy.flip_blob_byte(_derived_layer(image_layout), at=100, times=None)
+    root = tmp_path / "root"
+    result = run([exe, "--bundle-dir", root])
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr and "sha256" in result.stderr
+    assert not (root / "current" / "images" / "derived.tar").exists()
