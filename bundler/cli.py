@@ -65,13 +65,18 @@ def main():
 @click.option("--layers", type=click.Choice(["raw", "exact"]), default="raw", show_default=True,
               help="raw: store image layers uncompressed (smaller, keeps the image id); exact: keep the registry's "
                    "blobs byte for byte (keeps the manifest digest).")
-def make(manifest, variant, arch, output, cache_dir, stub, level, locked, offline, insecure_registries, layers):
+@click.option("--sign", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="KEY",
+              help="Sign the bundle with this private key (from `bundler keygen`).")
+@click.option("--require-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="PUB",
+              help="Make the bundle refuse to install unless signed by this key (needs --sign with its pair).")
+def make(manifest, variant, arch, output, cache_dir, stub, level, locked, offline, insecure_registries, layers,
+         sign, require_key):
     """Build the bundle executable."""
     from .make import MakeRequest, make as run_make
 
     request = MakeRequest(manifest=manifest, variant=variant, arch=arch, output=output, stub=stub, level=level,
                           locked=locked, offline=offline, insecure_registries=tuple(insecure_registries),
-                          layers=layers)
+                          layers=layers, sign=sign, require_key=require_key)
     output, index = run_make(request, _cache(cache_dir), log=_log)
     click.echo("%s  (%s, %.1f MB stored, bundle id %s)" % (output, index.variant, output.stat().st_size / 1e6,
                                                           index.bundle_id[:16]))
@@ -115,11 +120,24 @@ def inspect(bundle, as_json):
 
 @main.command()
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def verify(bundle):
-    """Re-hash every blob of a bundle, without running it."""
+@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="PUB",
+              help="Also require a valid signature by this public key.")
+def verify(bundle, key):
+    """Re-hash every blob of a bundle (and check its signature), without running it."""
     from .commands import verify_bundle
 
-    click.echo(verify_bundle(bundle))
+    click.echo(verify_bundle(bundle, key))
+
+
+@main.command()
+@click.option("--out", "prefix", type=click.Path(path_type=Path), default=Path("bundle-signing"), show_default=True,
+              metavar="PREFIX", help="Writes PREFIX.key (private, mode 0600) and PREFIX.pub.")
+def keygen(prefix):
+    """Make an ed25519 key pair for `make --sign` and `--require-key`."""
+    from .signing import generate_keypair
+
+    key_path, pub_path, fingerprint = generate_keypair(prefix)
+    click.echo("%s\n%s\nkey %s" % (key_path, pub_path, fingerprint))
 
 
 @main.command()

@@ -24,10 +24,14 @@ def inspect_bundle(bundle, as_json=False):
         return describe(payload, as_json)
 
 
-def verify_bundle(bundle):
+def verify_bundle(bundle, key=None):
+    from payload.signing import load_public_key, verify_report
+
+    public_key = load_public_key(str(key)) if key else None
     payload, f = _open(bundle)
     with f:
-        return verify_all(payload, f)
+        signature = verify_report(payload, public_key, key_option="--key")
+        return verify_all(payload, f) + "\n" + signature
 
 
 def _arches_with_sources(manifest):

@@ -13,6 +13,7 @@ from .compress import compress
 from .images import GROUP as IMAGES_GROUP, LAYERS_RAW, embed_images, pin_images
 from .lockfile import Lock
 from .manifest import load_manifest
+from .signing import Signing
 from .sources import gather_files
 from .stubbuild import build_stub
 
@@ -31,6 +32,8 @@ class MakeRequest:
     offline: bool = False
     insecure_registries: tuple = field(default_factory=tuple)
     layers: str = LAYERS_RAW
+    sign: Optional[Path] = None          # private key to sign the index with
+    require_key: Optional[Path] = None   # public key the bundle will demand a signature by
 
 
 def check_stub(path, arch):
@@ -66,6 +69,7 @@ def make(request, cache, log=print):
     manifest.check_arch(arch)
     if request.stub is not None:
         check_stub(request.stub, arch)
+    signing = Signing.from_paths(request.sign, request.require_key)  # before the long part: a bad key fails now
     lock = Lock.load(manifest.dir / "bundle.lock")
     members_by_group = gather_files(manifest, arch, lock, cache, locked=request.locked, offline=request.offline, log=log)
     with registry_client(request.insecure_registries) as client:
@@ -77,7 +81,7 @@ def make(request, cache, log=print):
     groups = [compress(cache, name, members, request.level, log=log) for name, members in members_by_group.items()]
     identity = {"name": manifest.name, "version": manifest.version, "variant": variant.name, "arch": arch,
                 "entrypoint": list(manifest.entrypoint)}
-    index = build_index(identity, groups, images=image_records)
+    index = build_index(identity, groups, images=image_records, require_key=signing.require_key_id)
     output = Path(request.output) if request.output else default_output(manifest, variant.name, arch)
-    write_bundle(stub, index, groups, output)
+    write_bundle(stub, index, groups, output, signature=signing.signature_block(index.to_bytes()))
     return output, index

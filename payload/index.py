@@ -14,6 +14,9 @@ from .paths import check_relative
 ARCHES = ("amd64", "arm64", "arm", "riscv64")
 KINDS = ("file", "blob")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+# Names become paths on the device (/var/lib/NAME, images/NAME.tar): the manifest's rule, checked again here.
+_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 
 
 def _require(cond, message):
@@ -23,6 +26,17 @@ def _require(cond, message):
 
 def _is_int(value, minimum=0):
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _check_image(image):
+    name = image.get("name")
+    _require(isinstance(name, str) and _NAME.match(name), "image name %r is not a plain name" % (name,))
+    _require(isinstance(image.get("ref"), str) and image["ref"], "image %r: ref is missing" % name)
+    _require(isinstance(image.get("digest"), str) and _DIGEST.match(image["digest"]), "image %r: bad digest" % name)
+    _require(isinstance(image.get("embedded"), bool), "image %r: embedded is not true or false" % name)
+    if image["embedded"]:
+        _require(isinstance(image.get("manifest"), str) and _DIGEST.match(image["manifest"]),
+                 "image %r: bad manifest digest" % name)
 
 
 class Group(object):
@@ -124,6 +138,7 @@ class Index(object):
                  "format %r, this stub reads format %d" % (doc.get("format"), FORMAT_VERSION))
         for key in ("name", "version", "variant", "arch", "bundler_version"):
             _require(isinstance(doc.get(key), str) and doc[key], "%s is missing" % key)
+        _require(_NAME.match(doc["name"]), "name %r is not a plain name" % doc["name"])
         ep = doc.get("entrypoint")
         _require(isinstance(ep, list) and ep and all(isinstance(a, str) for a in ep), "entrypoint is not a list")
         groups = []
@@ -156,6 +171,9 @@ class Index(object):
             _require(isinstance(e.get("sha256"), str) and _HEX64.match(e["sha256"]), "entry %r: bad sha256" % path)
             _require(e.get("group") in names, "entry %r: unknown group %r" % (path, e.get("group")))
             entries.append(Entry(path, e["kind"], e["mode"], e["size"], e["sha256"], e["group"], e["offset"]))
+        # The program run after install must be verified content inside the root, never a path of the host.
+        _require("{" not in ep[0] and any(e.path == ep[0] and e.kind == "file" for e in entries),
+                 "entrypoint %r is not a file of the bundle" % ep[0])
         parents = set()
         for path in paths:
             parts = path.split("/")
@@ -171,6 +189,8 @@ class Index(object):
             _require(pos == g.size, "group %r holds %d bytes, its entries %d" % (g.name, g.size, pos))
         images = doc.get("images", [])
         _require(isinstance(images, list) and all(isinstance(i, dict) for i in images), "images is not a list")
+        for image in images:
+            _check_image(image)
         require_key = doc.get("require_key")
         _require(require_key is None or isinstance(require_key, str), "require_key is not a string")
         return cls(doc["name"], doc["version"], doc["variant"], doc["arch"], doc["bundler_version"], ep,

@@ -5,6 +5,7 @@ import json
 
 from .blobs import extract_group
 from .errors import IntegrityError
+from .signing import describe_signature
 
 
 def describe(payload, as_json=False):
@@ -13,6 +14,7 @@ def describe(payload, as_json=False):
         doc = index.to_json()
         doc["bundle_id"] = payload.bundle_id
         doc["signed"] = bool(payload.signature)
+        doc["signature"] = describe_signature(payload)
         return json.dumps(doc, indent=2, sort_keys=True)
     lines = [
         "name:       %s" % index.name,
@@ -24,7 +26,7 @@ def describe(payload, as_json=False):
         "entrypoint: %s" % " ".join(index.entrypoint),
         "files:      %d, %.1f MB installed, %.1f MB stored in %d group(s)" % (
             len(index.files()), index.installed_size / 1e6, index.payload_size / 1e6, len(index.groups)),
-        "signed:     %s" % ("yes" if payload.signature else "no"),
+        "signed:     %s" % describe_signature(payload),
     ]
     for image in index.images:
         where = "embedded, %.1f MB of %s layers before compression" % (image.get("size", 0) / 1e6, image.get("layers")) \

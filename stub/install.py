@@ -75,19 +75,30 @@ def check_host(root, needed):
         raise HostError("not enough space in %s: the install needs %.1f MB, %.1f MB free; free space or choose "
                         "another --bundle-dir" % (root, (needed + SPACE_MARGIN) / 1e6, free / 1e6))
     if st.f_flag & getattr(os, "ST_NOEXEC", 8):
-        raise HostError("install root %s is on a noexec mount, programs installed there cannot run; choose "
-                        "another --bundle-dir (or env BUNDLE_DIR)" % root)
+        raise HostError("install root %s is on the noexec mount %s, programs installed there cannot run; choose "
+                        "another --bundle-dir (or env BUNDLE_DIR)" % (root, _mount_point(root)))
+
+
+def _mount_point(path):
+    path = os.path.realpath(path)
+    while not os.path.ismount(path):
+        path = os.path.dirname(path)
+    return path
 
 
 def remove_stale_work(root):
     """Work dirs left by an install that was killed; only called under the install lock."""
     for name in os.listdir(root):
         if WORK_SUFFIX in name and name.startswith("."):
-            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            path = os.path.join(root, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:  # a symlink being replaced when the process died
+                os.unlink(path)
 
 
 def _replace_symlink(target, link):
-    tmp = link + WORK_SUFFIX + str(os.getpid())
+    tmp = os.path.join(os.path.dirname(link), "." + os.path.basename(link) + WORK_SUFFIX + str(os.getpid()))
     if os.path.lexists(tmp):
         os.unlink(tmp)
     os.symlink(target, tmp)
@@ -111,10 +122,10 @@ def install(payload, f, inst, after_extract=None):
     prepare_root(inst.root)
     lock = locking.exclusive(os.path.join(inst.root, LOCK))
     try:
+        remove_stale_work(inst.root)
         if inst.is_installed():
             point_current(inst.root, inst.bundle_id)
             return False
-        remove_stale_work(inst.root)
         if os.path.lexists(inst.path):  # a dir without its marker was not made by us: replace it
             shutil.rmtree(inst.path)
         index = payload.index

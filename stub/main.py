@@ -43,27 +43,42 @@ def run(prog, args):
     with open(path, "rb") as f:
         payload = open_payload(path, f)
         if opts.info or opts.verify:
-            from payload.report import describe, verify_all
+            from payload.report import describe
 
-            sys.stdout.write((describe(payload, opts.json) if opts.info else verify_all(payload, f)) + "\n")
+            from .trust import verify_bundle
+
+            report = describe(payload, opts.json) if opts.info else verify_bundle(payload, f, opts.key)
+            sys.stdout.write(report + "\n")
+            return 0
+        if opts.gc:
+            from . import gc, install
+
+            root = opts.dir or install.default_root(payload.index.name, os.environ)
+            sys.stdout.write(gc.collect(root).summary() + "\n")
             return 0
         return _install_and_run(payload, f, opts)
 
 
 def _install_and_run(payload, f, opts):
-    from . import images, install, launch, locking
+    from . import images, install, launch, locking, preflight, trust
 
     index = payload.index
     root = opts.extract or opts.dir or install.default_root(index.name, os.environ)
     inst = install.Installation(root, payload.bundle_id)
-    if not inst.is_installed():
+    install.prepare_root(inst.root)
+    if not opts.extract:
+        # Taken before looking, and held by the runtime after exec, so --bundle-gc never removes a version in use.
+        locking.hold_shared(inst.version_lock())
+    installed = inst.is_installed()
+    key_to_pin = preflight.before_install(payload, f, inst.root, opts.key) if not installed or opts.key else None
+    if not installed or not os.path.lexists(os.path.join(inst.root, "current")):  # a crash can leave it unset
         install.install(payload, f, inst, after_extract=lambda work: images.write_embedded(work, index))
+    if key_to_pin is not None:
+        trust.pin(inst.root, key_to_pin)  # only once the install holds
     images.pull_missing(inst, index, opts, os.environ)
     if opts.extract:
         sys.stdout.write(inst.path + "\n")
         return 0
-    # Held by the runtime after exec, so that --bundle-gc never removes a version in use.
-    locking.hold_shared(inst.version_lock())
     argv = launch.command(index.entrypoint, inst, opts.args)
     env = launch.environment(os.environ, inst, index)
     launch.exec_entrypoint(argv, env)

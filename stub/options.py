@@ -17,6 +17,7 @@ bundle options (consumed here, never passed on; they must come before ARGS):
   --bundle-info [--json]          show what this bundle holds and exit
   --bundle-verify [--bundle-key PUB]
                                   re-hash every blob (and check the signature) and exit
+  --bundle-key PUB                install only if signed by this key (then pinned in ROOT/.trusted-keys)
   --bundle-extract DIR            install into DIR and exit, do not run
   --bundle-dir DIR                install root (env BUNDLE_DIR; default /var/lib/NAME as root,
                                   ~/.local/share/NAME otherwise)

@@ -1,0 +1,183 @@
+"""Bundle signatures: what is signed, how the signature sits in the payload, and how it is checked.
+
+What is signed: the index bytes, behind a fixed context string. The index holds the sha256 of every group
+and every entry (and the key the bundle requires, if any), so one signature covers every byte that is
+installed. The signature block sits between the index and the data area (payload/layout.py):
+
+    magic "ed25519\\0" (8) | public key (32) | signature (64)
+
+The public key in the block only says who claims to have signed; trust comes from the keys a caller passes
+(docs/signing.md explains which keys those are and what each protects against).
+"""
+
+import base64
+import binascii
+import hashlib
+import struct
+
+from . import ed25519
+from .errors import IntegrityError, UsageError
+
+BLOCK_MAGIC = b"ed25519\x00"
+BLOCK_SIZE = len(BLOCK_MAGIC) + ed25519.PUBLIC_KEY_SIZE + ed25519.SIGNATURE_SIZE
+CONTEXT = b"bundler index signature v1\x00"
+KEY_ID_PREFIX = "ed25519:"
+# DER of an Ed25519 SubjectPublicKeyInfo up to the key: SEQUENCE { SEQUENCE { OID 1.3.101.112 }, BIT STRING }
+SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
+PEM_BEGIN = "-----BEGIN PUBLIC KEY-----"
+PEM_END = "-----END PUBLIC KEY-----"
+
+
+def signed_message(index_bytes):
+    """The bytes a bundle signature is made over."""
+    return CONTEXT + bytes(index_bytes)
+
+
+def encode_block(public_key, signature):
+    if len(public_key) != ed25519.PUBLIC_KEY_SIZE or len(signature) != ed25519.SIGNATURE_SIZE:
+        raise ValueError("an ed25519 signature block needs a 32-byte key and a 64-byte signature")
+    return BLOCK_MAGIC + bytes(public_key) + bytes(signature)
+
+
+def decode_block(block, where):
+    """(public key, signature) from a payload's signature block."""
+    if len(block) != BLOCK_SIZE or not block.startswith(BLOCK_MAGIC):
+        raise IntegrityError("%s: the signature block is not an ed25519 signature (%d bytes); the bundle is "
+                             "damaged, copy it again" % (where, len(block)))
+    key_end = len(BLOCK_MAGIC) + ed25519.PUBLIC_KEY_SIZE
+    return bytes(block[len(BLOCK_MAGIC):key_end]), bytes(block[key_end:])
+
+
+def fingerprint(public_key):
+    """SHA256:<base64>, exactly what `ssh-keygen -l` prints for the same key, so it can be checked by other tools."""
+    wire = b"".join(struct.pack(">I", len(part)) + part for part in (b"ssh-ed25519", bytes(public_key)))
+    return "SHA256:" + base64.b64encode(hashlib.sha256(wire).digest()).decode("ascii").rstrip("=")
+
+
+def key_id(public_key):
+    """The text form of a public key stored in an index (`require_key`)."""
+    return KEY_ID_PREFIX + base64.b64encode(public_key).decode("ascii")
+
+
+def parse_key_id(text, where):
+    raw = None
+    if isinstance(text, str) and text.startswith(KEY_ID_PREFIX):
+        try:
+            raw = base64.b64decode(text[len(KEY_ID_PREFIX):].encode("ascii"), validate=True)
+        except (binascii.Error, ValueError, UnicodeEncodeError):
+            raw = None
+    if raw is None or len(raw) != ed25519.PUBLIC_KEY_SIZE:
+        raise IntegrityError("%s: the required key %r in the index is not an ed25519 key; the bundle is damaged"
+                             % (where, text))
+    return raw
+
+
+def required_key(payload):
+    """The public key the bundle's own index requires a signature by, or None."""
+    text = payload.index.require_key
+    return None if text is None else parse_key_id(text, payload.path)
+
+
+def public_key_from_pem(text, where):
+    """The raw 32-byte key of an Ed25519 public key PEM (SubjectPublicKeyInfo), as `bundler keygen` writes."""
+    start, end = text.find(PEM_BEGIN), text.find(PEM_END)
+    if start < 0 or end < start:
+        raise UsageError("%s is not a PEM public key (no %s line); pass the .pub file `bundler keygen` wrote"
+                         % (where, PEM_BEGIN))
+    body = "".join(text[start + len(PEM_BEGIN):end].split())
+    try:
+        der = base64.b64decode(body.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        der = b""
+    if len(der) != len(SPKI_PREFIX) + ed25519.PUBLIC_KEY_SIZE or not der.startswith(SPKI_PREFIX):
+        raise UsageError("%s is not an ed25519 public key; pass the .pub file `bundler keygen` wrote" % where)
+    return der[len(SPKI_PREFIX):]
+
+
+def public_key_to_pem(public_key):
+    body = base64.b64encode(SPKI_PREFIX + bytes(public_key)).decode("ascii")
+    return "%s\n%s\n%s\n" % (PEM_BEGIN, body, PEM_END)
+
+
+def load_public_key(path):
+    try:
+        with open(path, "rb") as f:
+            data = f.read(64 << 10)
+    except OSError as exc:
+        raise UsageError("cannot read public key %s: %s" % (path, exc.strerror))
+    return public_key_from_pem(data.decode("ascii", "replace"), path)
+
+
+def signer(payload):
+    """The public key that signed `payload`, once the signature is checked against it; None if unsigned.
+
+    This alone proves only that the signature is intact, not who may be trusted: see verify_signature.
+    """
+    if not payload.signature:
+        return None
+    public_key, signature = decode_block(payload.signature, payload.path)
+    try:
+        valid = ed25519.verify(public_key, signed_message(payload.index_bytes), signature)
+    except ed25519.Ed25519Error as exc:  # decode_block fixed the lengths; kept so no error escapes raw
+        raise IntegrityError("%s: %s" % (payload.path, exc))
+    if not valid:
+        raise IntegrityError("%s: the signature by key %s does not hold; the bundle was altered after signing "
+                             "or is damaged, copy it again" % (payload.path, fingerprint(public_key)))
+    return public_key
+
+
+def claimed_signer_in(payload, trusted_public_keys, reason):
+    """Raise IntegrityError unless the signature block names one of `trusted_public_keys`. This alone checks
+    no signature: pair it with signer(), as verify_signature does. `reason` says who asks for the key."""
+    trusted = [bytes(k) for k in trusted_public_keys]
+    wanted = " or ".join(fingerprint(k) for k in trusted)
+    if not payload.signature:
+        raise IntegrityError("%s is not signed, but %s requires a signature by key %s; use a bundle signed "
+                             "with that key" % (payload.path, reason, wanted))
+    public_key, _ = decode_block(payload.signature, payload.path)
+    if public_key not in trusted:
+        raise IntegrityError("%s is signed by key %s, but %s requires key %s; use a bundle signed with that key"
+                             % (payload.path, fingerprint(public_key), reason, wanted))
+    return public_key
+
+
+def verify_signature(payload, trusted_public_keys, reason="the caller"):
+    """Raise IntegrityError unless the bundle is validly signed by one of `trusted_public_keys`, and also
+    by the key its own index requires, if any. Returns the signing key."""
+    claimed_signer_in(payload, trusted_public_keys, reason)
+    wanted = required_key(payload)
+    if wanted is not None:
+        claimed_signer_in(payload, [wanted], "the bundle's own require_key")
+    return signer(payload)
+
+
+def describe_signature(payload):
+    """A few words for --bundle-info and `bundler inspect`: who claims to have signed, without judging trust."""
+    try:
+        wanted = required_key(payload)
+    except IntegrityError:
+        return "damaged require_key in the index"
+    required = "" if wanted is None else "; the bundle requires key %s" % fingerprint(wanted)
+    if not payload.signature:
+        return "no" + required
+    try:
+        public_key, _ = decode_block(payload.signature, payload.path)
+    except IntegrityError:
+        return "damaged signature block" + required
+    return "yes, key %s (verify with the key to check it)%s" % (fingerprint(public_key), required)
+
+
+def verify_report(payload, public_key=None, key_option="--bundle-key"):
+    """Check the signature for `verify`: against `public_key` when given (and the bundle's own required key);
+    otherwise only that a signature present holds. Returns one line; raises IntegrityError when it does not."""
+    if public_key is not None:
+        verify_signature(payload, [public_key], "%s %s" % (key_option, fingerprint(public_key)))
+        return "signature: ok, signed by the trusted key %s" % fingerprint(public_key)
+    wanted = required_key(payload)
+    if wanted is not None:
+        claimed_signer_in(payload, [wanted], "the bundle's own require_key")
+    key = signer(payload)
+    if key is None:
+        return "signature: none (unsigned bundle; pass %s PUB to require one)" % key_option
+    return "signature: intact, key %s, not checked against a trusted key (pass %s PUB)" % (
+        fingerprint(key), key_option)

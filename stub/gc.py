@@ -1,0 +1,84 @@
+"""--bundle-gc: remove installed versions other than `current` and `previous`, sparing every version a running
+process holds (it keeps a shared flock on <root>/.locks/<bundle-id> for as long as it runs).
+
+Runs under the install lock, so no install is half-way. A version is first renamed to a work-dir name, so a
+crash during removal leaves a stale work dir (cleaned by the next install), never a marked but partial version.
+Lock files stay: unlinking one could let a starting process lock a file nobody else will ever look at.
+"""
+
+import os
+import re
+import shutil
+
+from payload.errors import HostError
+
+from . import install, locking
+
+_BUNDLE_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Collection(object):
+    def __init__(self, root):
+        self.root = root
+        self.removed, self.kept, self.in_use = [], [], []
+
+    def summary(self):
+        def ids(values):
+            return ", ".join(v[:12] for v in values) or "none"
+
+        return "%s: removed %d version(s) [%s]; kept current/previous [%s]; in use by a running process [%s]" % (
+            self.root, len(self.removed), ids(self.removed), ids(self.kept), ids(self.in_use))
+
+
+def _link_target(root, name):
+    path = os.path.join(root, name)
+    return os.readlink(path) if os.path.islink(path) else None
+
+
+def _installed_versions(root):
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name)
+        if _BUNDLE_ID.match(name) and os.path.isdir(path) and not os.path.islink(path):
+            yield name
+
+
+def collect(root):
+    """Remove the versions under `root` that are neither current, previous, nor in use. Returns a Collection."""
+    root = os.path.abspath(root)
+    done = Collection(root)
+    if not os.path.isdir(os.path.join(root, install.LOCKS_DIR)):
+        return done  # nothing was ever installed here
+    install.prepare_root(root)
+    lock = locking.exclusive(os.path.join(root, install.LOCK))
+    try:
+        install.remove_stale_work(root)
+        keep = set(filter(None, (_link_target(root, "current"), _link_target(root, "previous"))))
+        for bundle_id in _installed_versions(root):
+            if bundle_id in keep:
+                done.kept.append(bundle_id)
+                continue
+            held = locking.try_exclusive(os.path.join(root, install.LOCKS_DIR, bundle_id))
+            if held is None:
+                done.in_use.append(bundle_id)
+                continue
+            try:
+                _remove(root, bundle_id)
+            finally:
+                os.close(held)
+            done.removed.append(bundle_id)
+    except OSError as exc:
+        raise HostError("cannot collect old versions in %s: %s" % (root, exc.strerror or exc))
+    finally:
+        os.close(lock)
+    return done
+
+
+def _remove(root, bundle_id):
+    doomed = os.path.join(root, "." + bundle_id + install.WORK_SUFFIX + "gc-%d" % os.getpid())
+    os.rename(os.path.join(root, bundle_id), doomed)
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the version is gone for good before its files are
+    finally:
+        os.close(fd)
+    shutil.rmtree(doomed)

@@ -1,0 +1,85 @@
+"""Which signature a start demands before it installs, and the keys this device has pinned.
+
+Every key that applies must have signed the bundle (there is one signature, so in practice they name one key):
+  - the operator's `--bundle-key PUB`;
+  - the keys pinned in <root>/.trusted-keys/ (an operator can put .pub files there; an install verified
+    against a key, by --bundle-key or by the bundle's own require_key, pins that key);
+  - the bundle's own `require_key`.
+A signature that is present must hold even when no key is asked for. docs/signing.md gives the threat model.
+"""
+
+import hashlib
+import os
+
+from payload.errors import HostError
+from payload.report import verify_all
+from payload.signing import (claimed_signer_in, fingerprint, load_public_key, public_key_to_pem, required_key,
+                             signer, verify_report)
+
+from . import install, locking
+
+PINS_DIR = ".trusted-keys"
+
+
+def pins_dir(root):
+    return os.path.join(root, PINS_DIR)
+
+
+def pinned_keys(root):
+    """The public keys pinned under `root`, in a stable order."""
+    directory = pins_dir(root)
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.endswith(".pub"))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise HostError("cannot read the pinned keys in %s: %s" % (directory, exc.strerror))
+    return [load_public_key(os.path.join(directory, n)) for n in names]
+
+
+def pin(root, public_key):
+    """Pin `public_key` under `root` (atomically; a no-op when it is pinned already)."""
+    directory = pins_dir(root)
+    path = os.path.join(directory, hashlib.sha256(public_key).hexdigest()[:32] + ".pub")
+    if os.path.exists(path):
+        return path
+    # Under the install lock and named like a work dir, so a crash leaves nothing the next install keeps.
+    lock = locking.exclusive(os.path.join(root, install.LOCK))
+    tmp = os.path.join(root, ".pin" + install.WORK_SUFFIX + str(os.getpid()))
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        with open(tmp, "w") as out:
+            out.write(public_key_to_pem(public_key))
+            out.flush()
+            os.fsync(out.fileno())
+        os.rename(tmp, path)
+    except OSError as exc:
+        raise HostError("cannot pin key %s in %s: %s" % (fingerprint(public_key), directory, exc.strerror))
+    finally:
+        os.close(lock)
+    return path
+
+
+def check_before_install(payload, root, key_path=None):
+    """Raise IntegrityError unless the bundle's signature satisfies every key this start trusts. Returns the
+    key to pin once the install holds: the signer, when a key (--bundle-key or require_key) was checked;
+    else None. Call it with the install root prepared (its ownership checked)."""
+    demands = []
+    if key_path:
+        demands.append(([load_public_key(key_path)], "--bundle-key %s" % key_path))
+    pins = pinned_keys(root)
+    if pins:
+        demands.append((pins, "this device (keys pinned in %s)" % pins_dir(root)))
+    wanted = required_key(payload)
+    if wanted is not None:
+        demands.append(([wanted], "the bundle's own require_key"))
+    for keys, reason in demands:
+        claimed_signer_in(payload, keys, reason)
+    signed_by = signer(payload)  # a signature present must hold, asked for or not
+    return signed_by if key_path or wanted is not None else None
+
+
+def verify_bundle(payload, f, key_path=None):
+    """--bundle-verify: the signature (against --bundle-key PUB when given), then every blob re-hashed."""
+    signature = verify_report(payload, load_public_key(key_path) if key_path else None)
+    return verify_all(payload, f) + "\n" + signature

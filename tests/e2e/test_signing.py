@@ -1,0 +1,141 @@
+"""Signed bundles end to end: `bundler keygen`, `make --sign/--require-key`, `bundler verify --key`, and the real
+frozen stub's `--bundle-verify --bundle-key`, `--bundle-key` on install and the keys it pins (docs/signing.md)."""
+
+import json
+import os
+import struct
+import subprocess
+
+import pytest
+
+from tests.fixtures.faults import SMALL, build, expected_files, install_problems, start, version_dirs, write_project
+from tests.fixtures.mutations import join_section, read_section, split_section, with_section
+from tests.helpers import bundler, run
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory, cache_dir, stub_path):
+    work = tmp_path_factory.mktemp("signing")
+    keys = {}
+    for name in ("release", "rogue"):
+        printed = bundler("keygen", "--out", work / name).stdout.splitlines()
+        keys[name] = {"key": work / (name + ".key"), "pub": work / (name + ".pub"), "fingerprint": printed[2][4:]}
+    project = write_project(work / "project", SMALL)
+    required = build(project, cache_dir, "--sign", keys["release"]["key"], "--require-key", keys["release"]["pub"])
+    os.replace(required, work / "required")
+    signed = build(project, cache_dir, "--sign", keys["release"]["key"])
+    os.replace(signed, work / "signed")
+    unsigned = build(write_project(work / "v2", SMALL, version="2.0.0"), cache_dir)
+    return {"keys": keys, "required": work / "required", "signed": work / "signed", "unsigned": unsigned,
+            "expected": expected_files(project, SMALL), "stub": stub_path, "work": work}
+
+
+def test_build_host_verify_checks_the_signature_against_the_given_key(made):
+    keys = made["keys"]
+    ok = bundler("verify", made["required"], "--key", keys["release"]["pub"])
+    assert "signature: ok, signed by the trusted key %s" % keys["release"]["fingerprint"] in ok.stdout
+    wrong = bundler("verify", made["required"], "--key", keys["rogue"]["pub"], check=False)
+    assert wrong.returncode == 3 and keys["release"]["fingerprint"] in wrong.stderr
+    unsigned = bundler("verify", made["unsigned"], "--key", keys["release"]["pub"], check=False)
+    assert unsigned.returncode == 3 and "is not signed" in unsigned.stderr
+    assert "signature: none" in bundler("verify", made["unsigned"]).stdout
+
+
+def test_device_verify_and_info_show_and_check_the_key(made):
+    keys = made["keys"]
+    ok = run([made["signed"], "--bundle-verify", "--bundle-key", keys["release"]["pub"]])
+    assert ok.returncode == 0 and "signature: ok" in ok.stdout, ok.stderr
+    wrong = run([made["signed"], "--bundle-verify", "--bundle-key", keys["rogue"]["pub"]])
+    assert wrong.returncode == 3 and "Traceback" not in wrong.stderr and len(wrong.stderr.splitlines()) == 1
+    info = run([made["required"], "--bundle-info"]).stdout
+    assert "signed:     yes, key %s" % keys["release"]["fingerprint"] in info
+    assert "requires key %s" % keys["release"]["fingerprint"] in info
+    doc = json.loads(run([made["required"], "--bundle-info", "--json"]).stdout)
+    assert doc["signed"] is True and doc["require_key"].startswith("ed25519:")
+
+
+def test_first_install_of_a_bundle_that_requires_its_key_pins_the_key(made, tmp_path):
+    root = tmp_path / "root"
+    result = start(made["required"], root)
+    assert result.returncode == 0 and result.stdout.startswith("RAN 1.0.0"), result.stderr
+    assert install_problems(root, made["expected"]) == []
+    pins = list((root / ".trusted-keys").iterdir())
+    # The pinned file is the key itself, byte for byte what keygen wrote (via cryptography).
+    assert [p.read_text() for p in pins] == [made["keys"]["release"]["pub"].read_text()]
+    # Later: an unsigned bundle of a newer version is refused on this device, and nothing of it is kept.
+    refused = start(made["unsigned"], root)
+    assert refused.returncode == 3 and "RAN" not in refused.stdout
+    assert "keys pinned in %s" % (root / ".trusted-keys") in refused.stderr
+    assert len(version_dirs(root)) == 1 and install_problems(root, made["expected"]) == []
+
+
+def test_operator_key_on_the_command_line_refuses_other_signers(made, tmp_path):
+    keys = made["keys"]
+    refused = start(made["signed"], tmp_path / "a", "--bundle-key", keys["rogue"]["pub"])
+    assert refused.returncode == 3 and "RAN" not in refused.stdout and version_dirs(tmp_path / "a") == []
+    unsigned = run([made["unsigned"], "--bundle-dir", tmp_path / "b", "--bundle-key", keys["release"]["pub"]])
+    assert unsigned.returncode == 3 and "is not signed" in unsigned.stderr
+    ok = run([made["signed"], "--bundle-dir", tmp_path / "c", "--bundle-key", keys["release"]["pub"], "x"])
+    assert ok.returncode == 0 and ok.stdout.startswith("RAN"), ok.stderr
+
+
+def _rewrite_index(made, source, output, change, keep_signature):
+    """What an attacker without the private key can do: rewrite the index (fixing the header's sha256)."""
+    _, index_bytes, signature, data = split_section(read_section(source))
+    doc = json.loads(index_bytes)
+    change(doc)
+    new_index = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return with_section(made["stub"], join_section(new_index, signature if keep_signature else b"", data), output)
+
+
+def test_an_index_changed_after_signing_is_refused_even_when_no_key_is_asked_for(made, tmp_path):
+    tampered = _rewrite_index(made, made["signed"], tmp_path / "tampered",
+                              lambda doc: doc.update(version="6.6.6"), keep_signature=True)
+    result = start(tampered, tmp_path / "root")
+    assert result.returncode == 3 and "does not hold" in result.stderr and "RAN" not in result.stdout
+    assert version_dirs(tmp_path / "root") == []
+
+
+def test_stripping_the_signature_and_the_requirement_is_stopped_by_the_device_not_the_file(made, tmp_path):
+    stripped = _rewrite_index(made, made["required"], tmp_path / "stripped",
+                              lambda doc: doc.pop("require_key"), keep_signature=False)
+    # The threat model of docs/signing.md: a file cannot vouch for itself. On a device with no anchor the
+    # stripped bundle is just an unsigned bundle (its content is still verified against its own index).
+    fresh = start(stripped, tmp_path / "fresh")
+    assert fresh.returncode == 0 and fresh.stdout.startswith("RAN")
+    # With an anchor it is refused: the operator's key, or the key pinned by an earlier signed install.
+    anchored = start(stripped, tmp_path / "anchored", "--bundle-key", made["keys"]["release"]["pub"])
+    assert anchored.returncode == 3 and "is not signed" in anchored.stderr
+    pinned = tmp_path / "pinned"
+    assert start(made["required"], pinned).returncode == 0
+    refused = start(stripped, pinned)
+    assert refused.returncode == 3 and "keys pinned in" in refused.stderr
+
+
+def test_require_key_without_sign_is_a_usage_error(made, cache_dir):
+    result = bundler("make", "--cache-dir", cache_dir, "--require-key", made["keys"]["release"]["pub"],
+                     "--output", made["work"] / "never", cwd=made["work"] / "project", check=False)
+    assert result.returncode == 2 and "--require-key needs --sign" in result.stderr
+    assert not (made["work"] / "never").exists()
+
+
+def test_the_signature_checks_out_with_openssl_as_docs_signing_md_says(made, tmp_path):
+    # A verifier that is not in the file (docs/signing.md): binutils cuts the section out, OpenSSL checks it.
+    subprocess.run(["objcopy", "--dump-section", "bundle=%s" % (tmp_path / "payload.bin"), str(made["required"]),
+                    str(tmp_path / "scratch")], check=True)
+    data = (tmp_path / "payload.bin").read_bytes()
+    _, _, sig_len, index_len, _, _ = struct.unpack_from("<8sIIQQ32s", data)
+    index = data[64:64 + index_len]
+    block = data[64 + index_len:64 + index_len + sig_len]
+    (tmp_path / "signature.bin").write_bytes(block[40:])
+
+    def openssl_verify(message):
+        (tmp_path / "signed.bin").write_bytes(message)
+        return subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(made["keys"]["release"]["pub"]),
+                               "-rawin", "-in", str(tmp_path / "signed.bin"),
+                               "-sigfile", str(tmp_path / "signature.bin")],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    ok = openssl_verify(b"bundler index signature v1\0" + index)
+    assert ok.returncode == 0 and "Signature Verified Successfully" in ok.stdout, ok.stdout
+    assert openssl_verify(b"bundler index signature v1\0" + index.replace(b"1.0.0", b"1.0.1")).returncode != 0

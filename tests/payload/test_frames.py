@@ -1,0 +1,73 @@
+"""payload/frames.py: frame headers checked against the index before anything is extracted."""
+
+import io
+import os
+
+import pytest
+import zstandard
+
+from payload.blobs import MAX_WINDOW, compress_group
+from payload.errors import IntegrityError
+from payload.frames import check_frame_headers
+from payload.index import Group, Index
+from payload.layout import Payload
+
+
+def payload_of(frames_and_sizes):
+    """A data area holding the given frames one after another, and a Payload whose index gives `sizes`."""
+    data, groups, offset = b"", [], 0
+    for number, (frame, size) in enumerate(frames_and_sizes):
+        groups.append(Group("g%d" % number, offset, len(frame), size, "0" * 64))
+        data += frame
+        offset += len(frame)
+    index = Index("demo", "1", "v", "amd64", "0", ["x"], groups, [])
+    return Payload("demo", index, b"", b"", 0, len(data)), io.BytesIO(data)
+
+
+def real_group(tmp_path, content):
+    src = tmp_path / "member"
+    src.write_bytes(content)
+    out = io.BytesIO()
+    compress_group([str(src)], out, level=3)
+    return out.getvalue()
+
+
+def test_frames_made_by_bundler_pass(tmp_path):
+    frame = real_group(tmp_path, os.urandom(1000) * 50)
+    payload, f = payload_of([(frame, 50000), (real_group(tmp_path, b""), 0)])
+    check_frame_headers(f, payload)
+
+
+def test_an_index_that_lies_about_a_group_size_is_refused(tmp_path):
+    frame = real_group(tmp_path, b"abc" * 1000)
+    payload, f = payload_of([(frame, 3000), (frame, 10 ** 12)])
+    with pytest.raises(IntegrityError, match="group 'g1': its frame holds 3000 bytes, the index says 1000000000000"):
+        check_frame_headers(f, payload)
+
+
+def test_a_frame_asking_for_a_window_above_the_bound_is_refused():
+    size = 2 * MAX_WINDOW + 1
+    params = zstandard.ZstdCompressionParameters.from_level(1, window_log=27, write_content_size=True)
+    writer = io.BytesIO()
+    with zstandard.ZstdCompressor(compression_params=params).stream_writer(writer, size=size, closefd=False) as w:
+        w.write(b"\0" * size)
+    frame = writer.getvalue()
+    assert zstandard.get_frame_parameters(frame).window_size > MAX_WINDOW
+    payload, f = payload_of([(frame, size)])
+    with pytest.raises(IntegrityError, match="needs a 64 MiB decoder window, more than the 32 MiB"):
+        check_frame_headers(f, payload)
+
+
+@pytest.mark.parametrize("frame", [b"", b"\x28\xb5", b"not a zstd frame at all"])
+def test_bytes_that_are_no_frame_are_refused(frame):
+    payload, f = payload_of([(frame, 0)])
+    with pytest.raises(IntegrityError, match="does not start with a zstd frame"):
+        check_frame_headers(f, payload)
+
+
+def test_a_frame_without_its_size_is_refused():
+    cobj = zstandard.ZstdCompressor().compressobj()
+    frame = cobj.compress(b"x" * 100) + cobj.flush()
+    payload, f = payload_of([(frame, 100)])
+    with pytest.raises(IntegrityError, match="does not record its size"):
+        check_frame_headers(f, payload)

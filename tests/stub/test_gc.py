@@ -1,0 +1,94 @@
+"""stub/gc.py on real directories, with versions held by real processes (util-linux `flock`, not our code)."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from stub import gc, install
+
+IDS = {name: (name[0] * 64) for name in ("a", "b", "c", "d", "e")}
+
+
+def make_version(root, bundle_id):
+    path = os.path.join(root, bundle_id)
+    os.makedirs(os.path.join(path, "bin"))
+    with open(os.path.join(path, "bin", "tool"), "w") as f:
+        f.write("#!/bin/sh\n")
+    with open(os.path.join(path, install.MARKER), "w") as f:
+        f.write(bundle_id + "\n")
+
+
+@pytest.fixture
+def root(tmp_path):
+    root = str(tmp_path / "root")
+    os.makedirs(os.path.join(root, install.LOCKS_DIR))
+    for bundle_id in IDS.values():
+        make_version(root, bundle_id)
+    os.symlink(IDS["e"], os.path.join(root, "current"))
+    os.symlink(IDS["d"], os.path.join(root, "previous"))
+    os.makedirs(os.path.join(root, "data", "state"))  # the runtime's persistent data
+    os.makedirs(os.path.join(root, "f" * 63))  # not a bundle id: not ours to remove
+    os.makedirs(os.path.join(root, "." + IDS["a"] + install.WORK_SUFFIX + "999"))  # a crashed install
+    return root
+
+
+class Holder(object):
+    """A real process that holds a version's shared lock, as a running runtime does."""
+
+    def __init__(self, root, bundle_id):
+        lock = os.path.join(root, install.LOCKS_DIR, bundle_id)
+        self.ready = lock + ".ready"
+        self.proc = subprocess.Popen(["flock", "--shared", lock, "sh", "-c", 'touch "$0"; exec sleep 30', self.ready],
+                                     start_new_session=True)
+        deadline = time.time() + 10
+        while not os.path.exists(self.ready):
+            assert time.time() < deadline and self.proc.poll() is None, "flock did not start"
+            time.sleep(0.01)
+
+    def stop(self):
+        os.killpg(self.proc.pid, signal.SIGKILL)  # flock and its child: both hold the lock
+        self.proc.wait()
+
+
+def present(root):
+    return sorted(n for n in os.listdir(root) if not n.startswith("."))
+
+
+def test_removes_all_but_current_previous_and_versions_in_use(root):
+    holder = Holder(root, IDS["b"])
+    try:
+        done = gc.collect(root)
+    finally:
+        holder.stop()
+    assert sorted(done.removed) == [IDS["a"], IDS["c"]]
+    assert sorted(done.kept) == [IDS["d"], IDS["e"]] and done.in_use == [IDS["b"]]
+    assert present(root) == sorted([IDS["b"], IDS["d"], IDS["e"], "current", "data", "f" * 63, "previous"])
+    assert os.path.isdir(os.path.join(root, "data", "state"))
+    assert [n for n in os.listdir(root) if install.WORK_SUFFIX in n] == []
+    # Once its process has exited, the version goes too.
+    assert gc.collect(root).removed == [IDS["b"]]
+    assert gc.collect(root).removed == []
+
+
+def test_waits_for_an_install_in_progress(root):
+    # The install lock is held by a real process: gc must not touch the root until it is released.
+    started = time.time()
+    proc = subprocess.Popen(["flock", os.path.join(root, install.LOCK), "sleep", "0.5"])
+    time.sleep(0.1)
+    done = gc.collect(root)
+    proc.wait()
+    assert time.time() - started >= 0.45 and len(done.removed) == 3
+
+
+def test_a_root_where_nothing_was_installed_is_left_alone(tmp_path):
+    root = tmp_path / "never"
+    assert gc.collect(str(root)).removed == []
+    assert not root.exists()
+
+
+def test_summary_names_what_happened(root):
+    text = gc.collect(root).summary()
+    assert "removed 3 version(s)" in text and IDS["a"][:12] in text and "in use by a running process [none]" in text

@@ -1,0 +1,98 @@
+"""stub/trust.py: the keys a start demands (--bundle-key, pinned keys, the bundle's require_key) and pinning."""
+
+import os
+import re
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from payload.errors import IntegrityError, UsageError
+from payload.signing import fingerprint
+from stub import trust
+from tests.fixtures.signed import make_payload, raw, spki_pem
+
+
+@pytest.fixture(scope="module")
+def release():
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture(scope="module")
+def rogue():
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def root(tmp_path):
+    path = tmp_path / "root"
+    path.mkdir()
+    return str(path)
+
+
+def pub_file(tmp_path, key, name="release.pub"):
+    path = tmp_path / name
+    path.write_text(spki_pem(key))
+    return str(path)
+
+
+def pinned_files(root):
+    directory = os.path.join(root, trust.PINS_DIR)
+    return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+
+
+def test_unsigned_bundle_installs_when_nothing_demands_a_key(root, release):
+    assert trust.check_before_install(make_payload(None), root) is None
+    # A signature nobody asked for is checked, but gives nothing to pin.
+    assert trust.check_before_install(make_payload(release), root) is None
+
+
+def test_a_signature_present_must_hold_even_when_no_key_is_asked_for(root, release):
+    tampered = make_payload(release, tamper=lambda b: b.replace(b"1.0.0", b"6.6.6"))
+    with pytest.raises(IntegrityError, match="does not hold"):
+        trust.check_before_install(tampered, root)
+
+
+def test_operator_key_is_demanded_and_given_back_to_pin(root, release, rogue, tmp_path):
+    key = pub_file(tmp_path, release)
+    with pytest.raises(IntegrityError, match="requires a signature by key"):
+        trust.check_before_install(make_payload(None), root, key)
+    with pytest.raises(IntegrityError, match="but --bundle-key .* requires key"):
+        trust.check_before_install(make_payload(rogue), root, key)
+    assert trust.check_before_install(make_payload(release), root, key) == raw(release)
+    assert pinned_files(root) == []  # pinning waits for the install to hold
+    trust.pin(root, raw(release))
+    assert trust.pinned_keys(root) == [raw(release)]
+
+
+def test_a_pinned_key_refuses_unsigned_and_foreign_bundles_later(root, release, rogue):
+    trust.pin(root, trust.check_before_install(make_payload(release, require=release), root))
+    with pytest.raises(IntegrityError) as caught:
+        trust.check_before_install(make_payload(None, version="2.0.0"), root)
+    assert "this device (keys pinned in %s)" % os.path.join(root, trust.PINS_DIR) in str(caught.value)
+    # A bundle that names another key as its own requirement gets nowhere either.
+    with pytest.raises(IntegrityError, match=re.escape(fingerprint(raw(release)))):
+        trust.check_before_install(make_payload(rogue, require=rogue), root)
+    assert trust.check_before_install(make_payload(release, version="2.0.0"), root) is None  # accepted, pinned already
+
+
+def test_the_operator_can_pin_a_key_by_copying_a_pub_file(root, release, rogue, tmp_path):
+    os.makedirs(os.path.join(root, trust.PINS_DIR))
+    pub_file(tmp_path / "root", release, os.path.join(trust.PINS_DIR, "ops.pub"))
+    with pytest.raises(IntegrityError):
+        trust.check_before_install(make_payload(rogue), root)
+    trust.check_before_install(make_payload(release), root)
+
+
+def test_a_broken_pin_file_is_named(root, release):
+    os.makedirs(os.path.join(root, trust.PINS_DIR))
+    with open(os.path.join(root, trust.PINS_DIR, "bad.pub"), "w") as f:
+        f.write("not a key\n")
+    with pytest.raises(UsageError, match="bad.pub is not a PEM public key"):
+        trust.check_before_install(make_payload(release), root)
+
+
+def test_pinning_is_atomic_and_idempotent(root, release):
+    first = trust.pin(root, raw(release))
+    assert trust.pin(root, raw(release)) == first
+    assert pinned_files(root) == [os.path.basename(first)]
+    assert [n for n in os.listdir(root) if ".tmp-" in n] == []
