@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""Reliability figures of the hardening issue (5), measured in ONE run, each printed with its goal:
+
+  1. mutated bundles tried and refused: bit flips, truncations, lying and spliced indexes (goal: >= 2,000
+     tries, every harmful one refused with exit 3, 0 tracebacks, 0 executed);
+  2. kill -9 trials of a real installing process, and broken installs after the next start (goal: >= 50
+     trials, 0 broken);
+  3. concurrent first starts and the extractions they performed (goal: 16 starts, 1 extraction), plus an
+     installed version and a newer one started together.
+
+    scripts/reliability.py                        # the full run (about 4-5 minutes on 2 cores)
+    scripts/reliability.py --tries 200 --kills 10 # a smoke run
+
+Run it with the project's Python (the one with PyInstaller and zstandard). Trials 2 and 3 use the real frozen
+stub. Trial 1 runs the stub's code as `python -m stub` with BUNDLE_EXECUTABLE=<mutated file>, which reads the
+file exactly as the frozen stub does at a fifth of the cost of the PyInstaller bootloader. docs/reliability.md
+records the figures of a full run and lists the faults.
+"""
+
+import argparse
+import collections
+import os
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ["PYTHONPATH"] = str(ROOT)
+
+from tests.fixtures import faults, mutations  # noqa: E402
+from tests.helpers import bundler  # noqa: E402
+
+
+def log(message):
+    print("  .. " + message, file=sys.stderr, flush=True)
+
+
+def verdict(ok):
+    return "PASS" if ok else "MISS"
+
+
+# ---------------------------------------------------------------- 1. mutations
+
+def mutation_trials(work, cache, stub, tries, workers, seed):
+    bases, splices, expected = mutations.build_bases(work / "bases", cache, stub)
+    counts = collections.Counter()
+    by_kind = collections.defaultdict(collections.Counter)
+    problems = []
+    lock = threading.Lock()
+    next_try = iter(range(tries))
+
+    def worker(number):
+        lab = mutations.Lab(bases, splices, str(work / ("lab%d" % number)), expected)
+        rng = random.Random(seed * 1000 + number)
+        while True:
+            with lock:
+                if next(next_try, None) is None:
+                    break
+            mutation = mutations.random_mutation(lab, rng)
+            outcome, problem = lab.attempt(mutation)
+            with lock:
+                counts[outcome] += 1
+                by_kind[mutation[0]][outcome] += 1
+                if problem:
+                    problems.append((mutation, outcome, problem))
+                done = sum(counts.values())
+                if done % 250 == 0:
+                    log("%d mutated bundles tried" % done)
+        assert lab.all_intact(), "a mutation was not undone"
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return counts, by_kind, problems
+
+
+# ---------------------------------------------------------------- 2. kill -9
+
+def kill_trials(work, exe, expected, kills, seed):
+    rng = random.Random(seed)
+    duration = faults.timed_install(exe, work / "timing")
+    states = collections.Counter()
+    broken = []
+    for trial in range(kills):
+        root = work / ("kill%d" % trial)
+        how = ("at a random moment", "during extraction", "right after the rename")[trial % 3]
+        if how == "at a random moment":
+            state = faults.kill_during_install(exe, root, rng.uniform(0, duration), work / "tmp")
+        else:
+            state = faults.kill_at(exe, root, how, rng, work / "tmp")
+        states[state] += 1
+        recovered = faults.start(exe, root)
+        problems = faults.install_problems(root, expected)
+        if recovered.returncode != 0 or not recovered.stdout.startswith("RAN") or problems:
+            broken.append((trial, how, state, recovered.returncode, recovered.stderr.strip()[-300:], problems))
+        shutil.rmtree(root, ignore_errors=True)
+    return duration, states, broken
+
+
+# ---------------------------------------------------------------- 3. concurrency
+
+def concurrency_trials(work, large, versions):
+    exe, expected = large
+    root = work / "concurrent"
+    results = faults.concurrent_starts([[exe, "--bundle-dir", root, "n%d" % i] for i in range(16)])
+    ran = sum(r.returncode == 0 and r.stdout.startswith("RAN") for r in results)
+    first = (len(results), ran, faults.extractions(results), faults.install_problems(root, expected))
+    (v1, _), (v2, expected2) = versions
+    root = work / "two-versions"
+    faults.start(v1, root)
+    results = faults.concurrent_starts([[exe, "--bundle-dir", root] for exe in (v1, v2) * 4])
+    both = sum(r.returncode == 0 for r in results), len(results), faults.install_problems(root, expected2)
+    return first, both
+
+
+def scratch(work, name):
+    """A work dir in memory (/dev/shm) when there is one: the mutation trials install thousands of small
+    bundles, and the disk's fsyncs would be most of their time. The kill trials stay on the disk."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        path = Path(tempfile.mkdtemp(prefix="reliability-", dir=shm))
+        os.symlink(path, work / name)
+        return path
+    return work / name
+
+
+def build_bundles(work, cache, stub):
+    files = faults.large_files(30)
+    project = faults.write_project(work / "large", files)
+    large = faults.build(project, cache, "--stub", stub), faults.expected_files(project, files)
+    versions = []
+    for version in ("1.0.0", "2.0.0"):
+        project = faults.write_project(work / ("v" + version), faults.SMALL, version=version)
+        versions.append((faults.build(project, cache, "--stub", stub), faults.expected_files(project, faults.SMALL)))
+    return large, versions
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tries", type=int, default=2000, help="mutated bundles to try (default 2000)")
+    parser.add_argument("--kills", type=int, default=54, help="kill -9 trials (default 54)")
+    parser.add_argument("--workers", type=int, default=3, help="mutation trials run at once (default 3)")
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--cache-dir", help="bundler cache for the stub (default: bundler's own, so a stub built "
+                                            "once is reused; the bundles always go through a fresh cache)")
+    args = parser.parse_args(argv)
+    began = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="reliability-"))
+    try:
+        cache = str(work / "cache")
+        log("building the stub (once per stub version) and the bundles...")
+        stub = bundler("stub", *(["--cache-dir", args.cache_dir] if args.cache_dir else [])).stdout.strip()
+        large, versions = build_bundles(work, cache, stub)
+        build_seconds = time.monotonic() - began
+
+        log("mutation trials (python -m stub)...")
+        t = time.monotonic()
+        counts, by_kind, problems = mutation_trials(scratch(work, "mutations"), cache, stub, args.tries, args.workers,
+                                                    args.seed)
+        mutation_seconds = time.monotonic() - t
+        log("kill -9 trials (frozen stub)...")
+        t = time.monotonic()
+        duration, states, broken = kill_trials(work / "kills", large[0], large[1], args.kills, args.seed)
+        kill_seconds = time.monotonic() - t
+        log("concurrency trials (frozen stub)...")
+        first, both = concurrency_trials(work / "concurrency", large, versions)
+    finally:
+        for link in work.iterdir():
+            if link.is_symlink():
+                shutil.rmtree(os.path.realpath(link), ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+    tried = sum(counts.values())
+    tracebacks = counts["traceback"] + sum("traceback" in p for _, _, p in problems)
+    executed = sum("entrypoint ran" in p for _, _, p in problems)
+    print("reliability, %s, %d cores, seed %d, %.0f s (stub and bundles built in %.0f s)" % (
+        sys.platform, os.cpu_count(), args.seed, time.monotonic() - began, build_seconds))
+    print()
+    print("1. mutated bundles (python -m stub, %.0f s):" % mutation_seconds)
+    print("   tried %d; refused with exit 3: %d; ran verified content (mutation outside the payload, or a "
+          "harmless index change): %d" % (tried, counts["refused"], counts["ran"]))
+    for kind in mutations.KINDS:
+        c = by_kind[kind]
+        print("   %-9s %5d tried, %5d refused, %4d ran verified" % (kind, sum(c.values()), c["refused"], c["ran"]))
+    print("   problems: %d (tracebacks %d, executed when it should not have %d)" % (len(problems), tracebacks,
+                                                                                     executed))
+    for mutation, outcome, problem in problems[:10]:
+        print("     %s -> %s: %s" % (mutation, outcome, problem))
+    print("   %s: >= 2000 tries, every harmful one refused, 0 tracebacks, 0 executed" % verdict(
+        tried >= 2000 and not problems))
+    print()
+    print("2. kill -9 (frozen stub, 30 MB of real binaries, a full first start takes %.2f s; %.0f s):" % (
+        duration, kill_seconds))
+    print("   trials %d; where the install stood when killed: %s" % (
+        sum(states.values()), ", ".join("%s %d" % kv for kv in sorted(states.items()))))
+    print("   broken installs after the next start: %d" % len(broken))
+    for row in broken[:10]:
+        print("     %s" % (row,))
+    print("   %s: >= 50 trials, 0 broken" % verdict(sum(states.values()) >= 50 and not broken))
+    print()
+    starts, ran, extracted, problems16 = first
+    print("3. concurrency (frozen stub):")
+    print("   concurrent first starts %d, ran %d, extractions %d%s" % (
+        starts, ran, extracted, ("; problems: %s" % problems16) if problems16 else ""))
+    print("   installed 1.0.0 and new 2.0.0 started together: %d of %d ran%s" % (
+        both[0], both[1], ("; problems: %s" % both[2]) if both[2] else ""))
+    print("   %s: 16 starts, 1 extraction, both versions work" % verdict(
+        starts == ran == 16 and extracted == 1 and not problems16 and both[0] == both[1] and not both[2]))
+
+
+if __name__ == "__main__":
+    main()
