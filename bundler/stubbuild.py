@@ -52,7 +52,9 @@ def build_stub(cache, arch, log=print):
         for module in EXCLUDES:
             cmd += ["--exclude-module", module]
         cmd.append(str(PROJECT / "stub" / "__main__.py"))
-        result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # A private PyInstaller cache: two builds sharing ~/.cache/pyinstaller with --clean break each other.
+        env = dict(os.environ, PYINSTALLER_CONFIG_DIR=str(cache.dir("pyinstaller")))
+        result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         if result.returncode != 0:
             tail = result.stdout.strip().splitlines()[-5:]
             raise BundleError("PyInstaller failed to build the stub: %s" % " | ".join(tail))
