@@ -7,49 +7,22 @@ The registry-backed variants (offline, online) reuse write_solo_manifest() and t
 """
 
 import os
-import queue
 import shutil
 import signal
 import subprocess
-import threading
 import time
-import tomllib
 import uuid
 from pathlib import Path
 
 import pytest
-import tomli_w
 
 from tests.fixtures.images import build_image, build_solo_images
-from tests.helpers import ROOT, bundler
+from tests.fixtures.solo import EXAMPLE_REGISTRY, RUN_TIMEOUT, Lines, Solo, alive, processes, write_solo_manifest
+from tests.helpers import bundler
 
-EXAMPLE = ROOT / "examples" / "solo"
-EXAMPLE_REGISTRY = "127.0.0.1:5000"  # the registry address examples/solo/bundle.toml is written with
-RUN_TIMEOUT = 90
 DEBIAN_CTR = "/usr/bin/ctr"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containerd and runc need root")
-
-
-def write_solo_manifest(directory, registry_host=None, with_images=True):
-    """examples/solo/bundle.toml as `directory`/bundle.toml: file sources made absolute (so the copy builds from
-    anywhere), the example's registry address replaced by `registry_host`; with_images=False drops [[image]] and
-    [variants] for a bundle of files only."""
-    data = tomllib.loads((EXAMPLE / "bundle.toml").read_text())
-    for spec in data["file"]:
-        sources = [spec["source"]] if "url" in spec["source"] else spec["source"].values()
-        for source in sources:
-            if "://" not in source["url"] and not source["url"].startswith("/"):
-                source["url"] = str(EXAMPLE / source["url"])
-    if with_images:
-        for image in data["image"]:
-            image["ref"] = image["ref"].replace(EXAMPLE_REGISTRY, registry_host or EXAMPLE_REGISTRY)
-    else:
-        data.pop("image", None)
-        data.pop("variants", None)
-    path = Path(directory) / "bundle.toml"
-    path.write_text(tomli_w.dumps(data))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -86,121 +59,6 @@ def solo(installed, solo_images, tmp_path):
     launcher = Solo(installed, images, tmp_path / "data")
     yield launcher
     launcher.kill_leftovers()
-
-
-class Solo:
-    def __init__(self, root, images, data):
-        self.root, self.images, self.data = Path(root), Path(images), Path(data)
-        self.pids = []
-
-    def env(self, **extra):
-        return dict(os.environ, BUNDLE_ROOT=str(self.root), BUNDLE_IMAGES=str(self.images),
-                    BUNDLE_DATA=str(self.data), **extra)
-
-    def start(self, *args, env=None, prefix=()):
-        """bin/solo ARGS in a session of its own, output piped."""
-        process = subprocess.Popen([*prefix, str(self.root / "bin" / "solo"), *map(str, args)],
-                                   env=self.env(**(env or {})), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
-        self.pids.append(process.pid)
-        return process
-
-    def run(self, *args, env=None, timeout=RUN_TIMEOUT):
-        process = self.start(*args, env=env)
-        try:
-            stdout, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            stdout, stderr = process.communicate()
-            raise AssertionError(f"solo {args} did not finish in {timeout}s:\n{stderr}")
-        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-
-    @property
-    def socket(self):
-        """containerd's socket, as the config solo wrote says (a long data path moves it under /run)."""
-        config = (self.data / "solo" / "containerd.toml").read_text()
-        return tomllib.loads(config)["grpc"]["address"]
-
-    def containerd_pids(self):
-        """containerd, its shims and ctr clients of this data directory, found in /proc, not through solo."""
-        return [pid for pid, cmdline in _processes() if str(self.data) in cmdline and _alive(pid)]
-
-    def kill_leftovers(self):
-        for pid in self.pids:
-            _kill_group(pid)
-        containers = [f"/solo/solo-{pid}-" for pid in self.pids]
-        for pid, _ in _processes():
-            try:
-                cgroup = Path(f"/proc/{pid}/cgroup").read_text()
-            except OSError:
-                continue
-            if any(c in cgroup for c in containers):
-                _kill(pid)
-        for pid in self.containerd_pids():
-            _kill(pid)
-        # A shim killed with its container leaves the container's rootfs mounted under the data directory.
-        with open("/proc/self/mounts") as mounts:
-            points = [line.split()[1] for line in mounts if line.split()[1].startswith(str(self.data) + "/")]
-        for point in sorted(points, reverse=True):
-            subprocess.run(["umount", "--lazy", point], check=False, capture_output=True)
-
-
-def _processes():
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                yield int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                pass
-
-
-def _alive(pid):
-    """Running, not a zombie (exited shims are reparented to this machine's init, which reaps them late)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-def _kill(pid):
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _kill_group(pid):
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-class Lines:
-    """Lines of a pipe, read by a thread, waited for with a timeout."""
-
-    def __init__(self, pipe):
-        self.lines = []
-        self._queue = queue.Queue()
-        threading.Thread(target=self._read, args=(pipe,), daemon=True).start()
-
-    def _read(self, pipe):
-        for line in pipe:
-            self._queue.put(line)
-        self._queue.put(None)
-
-    def wait_for(self, text, timeout):
-        deadline = time.monotonic() + timeout
-        while not any(text in line for line in self.lines):
-            try:
-                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no line with {text!r} in {timeout}s; got:\n{''.join(self.lines)}")
-            if line is None:
-                raise AssertionError(f"pipe closed before a line with {text!r}; got:\n{''.join(self.lines)}")
-            self.lines.append(line)
-        return next(line for line in self.lines if text in line)
 
 
 def _marker():
@@ -316,13 +174,13 @@ def test_a_killed_solo_leaves_nothing_the_next_start_cannot_clean(solo):
     os.killpg(victim.pid, signal.SIGKILL)  # solo and ctr; containerd has a session of its own and survives
     victim.wait(timeout=10)
     orphans = solo.containerd_pids()
-    assert orphans and any(sleeper == cmd.strip() for _, cmd in _processes())
+    assert orphans and any(sleeper == cmd.strip() for _, cmd in processes())
     marker = _marker()
     result = solo.run("run", "hello", "echo", marker)
     assert result.returncode == 0 and result.stdout.strip() == marker, result.stderr
     assert "left running by a solo that was killed" in result.stderr
-    assert not any(sleeper == cmd.strip() for _, cmd in _processes())  # the left container was removed
-    assert not any(_alive(pid) for pid in orphans)
+    assert not any(sleeper == cmd.strip() for _, cmd in processes())  # the left container was removed
+    assert not any(alive(pid) for pid in orphans)
 
 
 @pytest.mark.skipif(not _host_has_cgroup_v1(), reason="needs a host with cgroup v1 hierarchies")
