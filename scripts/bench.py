@@ -1,0 +1,588 @@
+#!/usr/bin/env python3
+"""Benchmarks of the core (issue 2) and the images (issue 3), measured in ONE run.
+
+Every figure is a ratio against a reference measured in the same run on the same machine (or a plain size),
+printed with its goal and PASS/MISS:
+
+    scripts/bench.py              # the full run (about 4 minutes on an idle 2-core machine)
+    scripts/bench.py --quick      # smaller sizes and fewer repetitions: a smoke run (under a minute once
+                                  # the stub is cached)
+
+Run it with the project's Python (the one with PyInstaller and zstandard), e.g. `.venv/bin/python scripts/bench.py`.
+It needs the `zstd` and `sha256sum` commands. docs/benchmarks.md records the figures of a full run.
+"""
+
+import argparse
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+MB = 1000 * 1000
+
+# Real ELF binaries for figures 4 and 5, taken in this order until the set reaches the target size.
+BINARIES = ("/usr/bin/containerd-shim-runc-v2", "/usr/bin/runc", "/usr/bin/crun", "/usr/bin/ctr", "/usr/lib/cni/*",
+            "/usr/bin/docker-registry", "/usr/bin/skopeo", "/usr/bin/umoci", "/usr/bin/containerd-shim-runc-v1",
+            "/usr/bin/containerd-shim", "/usr/bin/containerd")
+
+TRUE_SCRIPT = "#!/bin/sh\nexit 0\n"
+HELLO_PY = 'print("hello, world")\n'
+
+
+@dataclass(frozen=True)
+class Sizes:
+    payload_mb: int      # figure 1: the large payload
+    binaries_mb: int     # figures 4 and 5: real binaries
+    binaries: tuple      # where to take them from (globs, in order)
+    level: int           # zstd level of figures 4 and 5 (bundler's default is 19)
+    start_reps: int      # timed starts per program
+    extract_reps: int    # timed extractions per method
+
+
+FULL = Sizes(payload_mb=300, binaries_mb=100, binaries=BINARIES, level=19, start_reps=40, extract_reps=7)
+# A smoke run: the same code paths, small sizes, a fast level (its figures are not the goals' figures).
+QUICK = Sizes(payload_mb=30, binaries_mb=8, binaries=("/usr/lib/cni/*",), level=9, start_reps=8, extract_reps=3)
+
+
+@dataclass
+class Figure:
+    label: str
+    value: Optional[float]       # None: not measured (yet)
+    goal: Optional[float]        # the figure must be <= goal
+    unit: str = ""               # "" for a ratio
+    details: List[str] = field(default_factory=list)
+
+    @property
+    def verdict(self):
+        if self.value is None:
+            return "not yet measured"
+        return "PASS" if self.value <= self.goal else "MISS"
+
+
+# ---------------------------------------------------------------- helpers
+
+def log(message):
+    print("  .. " + message, file=sys.stderr, flush=True)
+
+
+def run(cmd, **kw):
+    """Run a command, failing the benchmark loudly (with its output) when it fails."""
+    result = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    if result.returncode != 0:
+        raise SystemExit("bench: %s failed (%d):\n%s%s" % (
+            " ".join(map(str, cmd)), result.returncode, result.stdout.decode(errors="replace")[-2000:],
+            result.stderr.decode(errors="replace")[-2000:]))
+    return result
+
+
+def bundler(*args, cwd=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return run([sys.executable, "-m", "bundler"] + list(args), cwd=cwd, env=env).stdout.decode().strip()
+
+
+def private_pyinstaller_cache(bench_cache):
+    """PyInstaller keeps a binary cache under ~/.cache/pyinstaller whose index concurrent builds corrupt
+    (seen here: `IndentationError` from load_py_data_struct); give the benchmark's builds their own."""
+    os.environ["PYINSTALLER_CONFIG_DIR"] = str(bench_cache / "pyinstaller")
+
+
+def timed(fn, *args, **kw):
+    start = time.perf_counter()
+    result = fn(*args, **kw)
+    return time.perf_counter() - start, result
+
+
+def median(samples):
+    return statistics.median(samples)
+
+
+def spread(samples):
+    """`median (min..max, n)` in milliseconds."""
+    return "%.1f ms (min %.1f, max %.1f, n=%d)" % (median(samples) * 1e3, min(samples) * 1e3, max(samples) * 1e3,
+                                                   len(samples))
+
+
+def time_starts(programs, reps, warmup=3):
+    """Start each program `reps` times, interleaved (so drift and other load hit all alike).
+
+    Returns {name: (wall seconds, cpu seconds)} lists; cpu is user + sys of the process and its children
+    (from wait4), which other load on a shared machine disturbs far less than wall time."""
+    walls = {name: [] for name in programs}
+    cpus = {name: [] for name in programs}
+    for i in range(warmup + reps):
+        for name, argv in programs.items():
+            start = time.perf_counter()
+            proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _, status, usage = os.wait4(proc.pid, 0)
+            elapsed = time.perf_counter() - start
+            proc.returncode = code = os.waitstatus_to_exitcode(status)
+            if code != 0:
+                raise SystemExit("bench: %s exited %d" % (" ".join(map(str, argv)), code))
+            if i >= warmup:
+                walls[name].append(elapsed)
+                cpus[name].append(usage.ru_utime + usage.ru_stime)
+    return walls, cpus
+
+
+def pick_binaries(target_bytes, patterns=BINARIES):
+    """Real ELF binaries of this machine, in `patterns` order, until about `target_bytes`."""
+    import glob
+
+    chosen, total = [], 0
+    for pattern in patterns:
+        for path in sorted(glob.glob(pattern)):
+            real = os.path.realpath(path)
+            if not os.path.isfile(real) or real in chosen:
+                continue
+            with open(real, "rb") as f:
+                if f.read(4) != b"\x7fELF":
+                    continue
+            size = os.path.getsize(real)
+            if total + size > target_bytes * 1.15:
+                continue
+            chosen.append(real)
+            total += size
+            if total >= target_bytes * 0.95:
+                return chosen, total
+    if not chosen:
+        raise SystemExit("bench: none of the binaries %s exist; install containerd, runc, crun and "
+                         "containernetworking-plugins (scripts/setup)" % (patterns,))
+    return chosen, total
+
+
+# ---------------------------------------------------------------- building what is measured
+
+class Workspace(object):
+    def __init__(self, base, stub, bench_cache):
+        self.dir = Path(base)
+        self.stub = stub
+        self.bench_cache = bench_cache
+        # A fresh build cache per run: every group is really compressed (and its time is honest).
+        self.cache = self.dir / "cache"
+
+    def make_bundle(self, name, files, level):
+        """A real bundle (entrypoint: a script that exits 0) built by the real CLI. `files`: (path, source)."""
+        project = self.dir / name
+        project.mkdir()
+        (project / "true.sh").write_text(TRUE_SCRIPT)
+        lines = ['[bundle]', 'name = "%s"' % name, 'version = "1.0.0"', 'entrypoint = ["bin/true"]', '',
+                 '[[file]]', 'path = "bin/true"', 'mode = "0755"', 'source = { url = "true.sh" }']
+        for path, source in files:
+            lines += ['', '[[file]]', 'path = "%s"' % path, 'mode = "0755"',
+                      'source = { url = "file://%s" }' % source]
+        lines += ['', '[variants.offline]', 'embed = "all"', '']
+        (project / "bundle.toml").write_text("\n".join(lines))
+        exe = project / name
+        seconds, _ = timed(bundler, "make", "--manifest", project / "bundle.toml", "--stub", self.stub,
+                           "--cache-dir", self.cache, "--level", str(level), "--output", exe)
+        return exe, seconds
+
+    def install(self, exe):
+        root = self.dir / (exe.name + "-root")
+        run([exe, "--bundle-dir", root])
+        if not (root / "current" / ".bundle-installed").exists():
+            raise SystemExit("bench: %s did not install into %s" % (exe, root))
+        return root
+
+
+def open_bundle(exe):
+    from payload.layout import open_payload
+
+    f = open(exe, "rb")
+    return f, open_payload(str(exe), f)
+
+
+HELLO_OPTIONS = ("--onefile", "--strip", "--noconfirm", "--clean", "--log-level=WARN")
+
+
+def build_hello(work, cache, reuse):
+    """A bare PyInstaller hello-world one-file, built with the same PyInstaller and options as the stub.
+
+    Returns (path, build seconds or None when `reuse` took one built by an earlier run)."""
+    import PyInstaller
+
+    key = hashlib.sha256("|".join((PyInstaller.__version__, sys.version, HELLO_PY) + HELLO_OPTIONS).encode())
+    cached = cache / ("hello-" + key.hexdigest()[:24])
+    if reuse and cached.exists():
+        return cached, None
+    src = work / "hello" / "hello.py"
+    src.parent.mkdir()
+    src.write_text(HELLO_PY)
+    seconds, _ = timed(run, [sys.executable, "-m", "PyInstaller", *HELLO_OPTIONS, "--name", "hello",
+                             "--distpath", src.parent / "dist", "--workpath", src.parent / "build",
+                             "--specpath", src.parent, src])
+    built = src.parent / "dist" / "hello"
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_name(cached.name + ".tmp-%d" % os.getpid())
+    shutil.copy2(built, tmp)
+    os.replace(tmp, cached)
+    return built, seconds
+
+
+def write_random(path, size):
+    with open(path, "wb") as out:
+        left = size
+        while left:
+            n = min(left, 1 << 20)
+            out.write(os.urandom(n))
+            left -= n
+
+
+# ---------------------------------------------------------------- issue 2 figures
+
+def figure_startup(ws, sizes, stub_size, reuse_hello):
+    """Figures 1 and 2: start-up of installed bundles (large and tiny payload) and of a bare hello-world."""
+    data = ws.dir / "random.bin"
+    write_random(data, sizes.payload_mb * MB)
+    tiny, _ = ws.make_bundle("tiny", [], level=1)
+    big, big_build = ws.make_bundle("big", [("data/random.bin", data)], level=1)
+    log("big bundle built in %.1f s (%.1f MB); building a PyInstaller hello-world" % (big_build,
+                                                                                      big.stat().st_size / MB))
+    hello, hello_build = build_hello(ws.dir, ws.bench_cache, reuse_hello)
+    built = "built in %.1f s" % hello_build if hello_build is not None else "built by an earlier run (--quick)"
+    roots = {exe: ws.install(exe) for exe in (tiny, big)}
+    log("timing %d starts each (interleaved)" % sizes.start_reps)
+    samples, cpu = time_starts({"big": [big, "--bundle-dir", roots[big]], "tiny": [tiny, "--bundle-dir", roots[tiny]],
+                                "hello": [hello]}, sizes.start_reps)
+    t_big, t_tiny, t_hello = (median(samples[k]) for k in ("big", "tiny", "hello"))
+    c_big, c_tiny, c_hello = (median(cpu[k]) for k in ("big", "tiny", "hello"))
+    f, payload = open_bundle(big)
+    f.close()
+    section = "payload section %.1f MB at offset %d of a %.1f MB file" % (
+        payload.data_size / MB, payload.data_offset, big.stat().st_size / MB)
+    hello_size = hello.stat().st_size
+    fig1 = Figure("start-up, %d MB payload / empty payload" % sizes.payload_mb, t_big / t_tiny, 1.10, details=[
+        "installed, %d MB payload: %s" % (sizes.payload_mb, spread(samples["big"])),
+        "installed, tiny payload:  %s" % spread(samples["tiny"]),
+        "cpu time (user+sys, all processes): %.1f ms / %.1f ms -> %.3f" % (c_big * 1e3, c_tiny * 1e3, c_big / c_tiny),
+        section])
+    fig2 = Figure("installed start-up / PyInstaller hello-world", t_tiny / t_hello, 1.15, details=[
+        "installed bundle (tiny payload): %s" % spread(samples["tiny"]),
+        "hello-world --onefile --strip:   %s, %.2f MB, %s" % (spread(samples["hello"]), hello_size / MB, built),
+        "cpu time (user+sys, all processes): %.1f ms / %.1f ms -> %.3f" % (c_tiny * 1e3, c_hello * 1e3,
+                                                                          c_tiny / c_hello),
+        "stub %.2f MB vs hello-world %.2f MB (the one-file bootloader unpacks its binaries at every start)" % (
+            stub_size / MB, hello_size / MB),
+        "for context, %d MB payload / hello-world: %.3f" % (sizes.payload_mb, t_big / t_hello)])
+    return [fig1, fig2]
+
+
+def figure_stub_size(stub, build_seconds):
+    size = stub.stat().st_size
+    return Figure("stub size", size / MB, 10.0, unit="MB", details=[
+        "%s: %d bytes (%.2f MiB); `bundler stub` took %.1f s (cached when the stub sources are unchanged)" % (
+            stub.name, size, size / (1 << 20), build_seconds)])
+
+
+def _extract_blob(exe, out):
+    """Copy the bundle's compressed groups (one zstd frame each) out of its payload section into `out`."""
+    f, payload = open_bundle(exe)
+    with f, open(out, "wb") as dst:
+        for group in payload.index.groups:
+            f.seek(payload.data_offset + group.offset)
+            dst.write(f.read(group.csize))
+    return payload
+
+
+def _cpu_timed(fn):
+    """(wall seconds, CPU seconds of this whole process, all threads) of fn()."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _in_process_extract(exe, dest_base, reps):
+    """payload.blobs.extract_group in this process, verify only (decompress + hash) and verify + write + fsync:
+    {label: [(wall, cpu)]}. cpu/wall above 1 means the two threads really ran at once."""
+    from payload.blobs import extract_group
+
+    f, payload = open_bundle(exe)
+    index = payload.index
+
+    def extract(dest=None):
+        for group in index.groups:
+            extract_group(f, payload.data_offset, group, index.entries_of(group.name), dest)
+
+    runs = {"verify": [], "write": []}
+    with f:
+        for i in range(reps):
+            runs["verify"].append(_cpu_timed(extract))
+            dest = dest_base / ("inproc-%d" % i)
+            dest.mkdir(parents=True)
+            runs["write"].append(_cpu_timed(lambda dest=dest: extract(str(dest))))
+            shutil.rmtree(dest)
+    return runs
+
+
+def _floors(exe, reps):
+    """One thread, in this process: decompress alone, sha256 alone, and both one after the other per chunk
+    (CPU seconds): what the two halves of the pipeline cost, and what a serial loop costs."""
+    import zstandard
+
+    from payload.blobs import MAX_WINDOW
+
+    f, payload = open_bundle(exe)
+    with f:
+        frames = []
+        for group in payload.index.groups:
+            f.seek(payload.data_offset + group.offset)
+            frames.append(f.read(group.csize))
+
+    def chunks():
+        for frame in frames:
+            dobj = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).decompressobj()
+            for i in range(0, len(frame), 1 << 20):
+                yield dobj.decompress(frame[i:i + (1 << 20)])
+
+    decompress, hashing, serial = [], [], []
+    for _ in range(reps):
+        start = time.process_time()
+        outs = list(chunks())
+        decompress.append(time.process_time() - start)
+        start = time.process_time()
+        for chunk in outs:
+            hashlib.sha256(chunk).digest()
+        hashing.append(time.process_time() - start)
+        del outs
+        start = time.process_time()
+        for chunk in chunks():
+            hashlib.sha256(chunk).digest()
+        serial.append(time.process_time() - start)
+    return decompress, hashing, serial
+
+
+def _walls_cpus(runs):
+    return [w for w, _ in runs], median([c for _, c in runs])
+
+
+def figure_extract(ws, exe, sizes, total):
+    """Figure 4: verified extraction by the real stub / `zstd -d | sha256sum` of the same compressed frame."""
+    blob = ws.dir / "bins.zst"
+    payload = _extract_blob(exe, blob)
+    pipeline = "set -o pipefail; zstd -q -d -c %s | sha256sum >/dev/null" % shlex.quote(str(blob))
+    stub_runs, zstd_runs = [], []
+    log("timing %d verified extractions by the stub, and of `zstd -d | sha256sum`" % sizes.extract_reps)
+    run(["bash", "-c", pipeline])  # the page cache holds the frame and the bundle for both from here on
+    for i in range(sizes.extract_reps):
+        dest = ws.dir / ("extract-%d" % i)
+        seconds, _ = timed(run, [exe, "--bundle-extract", dest])
+        stub_runs.append(seconds)
+        shutil.rmtree(dest)
+        seconds, _ = timed(run, ["bash", "-c", pipeline])
+        zstd_runs.append(seconds)
+    log("timing extract_group in this process")
+    inproc = _in_process_extract(exe, ws.dir, sizes.extract_reps)
+    decompress, hashing, serial = _floors(exe, sizes.extract_reps)
+    root = ws.install(exe)
+    starts = time_starts({"bins": [exe, "--bundle-dir", root]}, max(5, sizes.start_reps // 2), warmup=1)[0]["bins"]
+    t_stub, t_zstd, t_start = median(stub_runs), median(zstd_runs), median(starts)
+    verify_walls, verify_cpu = _walls_cpus(inproc["verify"])
+    write_walls, write_cpu = _walls_cpus(inproc["write"])
+    size = sum(g.size for g in payload.index.groups)
+    csize = sum(g.csize for g in payload.index.groups)
+    d, h, s = median(decompress), median(hashing), median(serial)
+    return Figure("verified extract of %.0f MB binaries / zstd -d | sha256sum" % (total / MB), t_stub / t_zstd,
+                  0.6, details=[
+                      "stub --bundle-extract DIR (whole process): %s" % spread(stub_runs),
+                      "zstd -d | sha256sum (%.1f MB frame -> %.1f MB): %s" % (csize / MB, size / MB, spread(zstd_runs)),
+                      "  the stub's start-up alone (installed, same bundle): %s" % spread(starts),
+                      "  whole minus start-up: %.1f ms -> %.3f of the pipeline" % (
+                          (t_stub - t_start) * 1e3, (t_stub - t_start) / t_zstd),
+                      "in-process extract_group, verify only (decompress + sha256): %s -> %.3f of the pipeline;"
+                      " CPU %.1f ms (cpu/wall %.2f)" % (spread(verify_walls), median(verify_walls) / t_zstd,
+                                                       verify_cpu * 1e3, verify_cpu / median(verify_walls)),
+                      "in-process extract_group, verify + write + fsync: %s -> %.3f of the pipeline;"
+                      " CPU %.1f ms (cpu/wall %.2f)" % (spread(write_walls), median(write_walls) / t_zstd,
+                                                       write_cpu * 1e3, write_cpu / median(write_walls)),
+                      "one thread, CPU: decompress alone %.1f ms, sha256 alone %.1f ms, both in one loop %.1f ms" % (
+                          d * 1e3, h * 1e3, s * 1e3),
+                      "  ideal two-core pipelining: max(decompress, sha256) = %.1f ms -> %.3f of the pipeline" % (
+                          max(d, h) * 1e3, max(d, h) / t_zstd)])
+
+
+def _zstd_size(cmd, stdin_paths=None):
+    """Bytes that a zstd command line writes to stdout (its input: a file argument, or `stdin_paths` catenated)."""
+    if stdin_paths is None:
+        return len(run(cmd).stdout)
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    with ThreadPoolExecutor(1) as pool:
+        counted = pool.submit(lambda: sum(len(b) for b in iter(lambda: proc.stdout.read(1 << 20), b"")))
+        for path in stdin_paths:
+            with open(path, "rb") as src:
+                shutil.copyfileobj(src, proc.stdin, 1 << 20)
+        proc.stdin.close()
+        total = counted.result()
+    if proc.wait() != 0:
+        raise SystemExit("bench: %s failed" % " ".join(cmd))
+    return total
+
+
+def figure_stored_size(exe, make_seconds, binaries, total, level):
+    """Figure 5: stored size as `bundler make` stores it (solid, 32 MiB window) / one `zstd -N` per file."""
+    f, payload = open_bundle(exe)
+    f.close()
+    stored = sum(g.csize for g in payload.index.groups)
+    cores = os.cpu_count() or 1
+    log("compressing %d files one by one with zstd -%d (%d at a time)" % (len(binaries), level, cores))
+    with ThreadPoolExecutor(cores) as pool:
+        per_file_seconds, sizes = timed(lambda: list(pool.map(
+            lambda p: _zstd_size(["zstd", "-%d" % level, "-q", "-c", p]), binaries)))
+    per_file = sum(sizes)
+    log("compressing them as one plain solid zstd -%d -T0 stream" % level)
+    solid_seconds, solid = timed(_zstd_size, ["zstd", "-%d" % level, "-T0", "-q", "-c", "--stream-size=%d" % total],
+                                 binaries)
+    return Figure("stored size of %.0f MB binaries / one zstd -%d per file" % (total / MB, level), stored / per_file,
+                  0.6, details=[
+                      "%d files, %.1f MB: %s" % (len(binaries), total / MB,
+                                                 " ".join(os.path.basename(p) for p in binaries)),
+                      "bundler make (solid, level %d, 32 MiB window): %.2f MB (%.1f%%), make took %.1f s" % (
+                          level, stored / MB, 100.0 * stored / total, make_seconds),
+                      "one zstd -%d per file (the KubeSolo way): %.2f MB (%.1f%%), %.1f s, %d at a time" % (
+                          level, per_file / MB, 100.0 * per_file / total, per_file_seconds, cores),
+                      "plain solid zstd -%d -T0 (its own default window): %.2f MB (%.1f%%), %.1f s -> ratio %.3f" % (
+                          level, solid / MB, 100.0 * solid / total, solid_seconds, solid / per_file)])
+
+
+# ---------------------------------------------------------------- issue 3 figures: hooks for the lead
+#
+# Each hook returns a Figure. Until images land they return value=None, printed as "not yet measured";
+# never put a made-up number here.
+
+def figure_images_embedded(ws):
+    """Stored size of a set of images embedded in the default mode (layers uncompressed inside the zstd group)
+    divided by the sum of their registry gzip layers (goal <= 0.75).
+
+    To fill in: push a few real multi-layer images to a loopback docker-registry (tests/fixtures/registry.py),
+    `bundler make` an offline bundle embedding them, take the image groups' csize from the index and divide by
+    the sum of the layer `size`s in the pinned manifests (what the registry stores)."""
+    return Figure("images embedded (default) / registry gzip layers", None, 0.75)
+
+
+def figure_images_exact(ws):
+    """The same as figure_images_embedded for `--layers exact` (the registry's gzip blobs kept byte for byte;
+    goal <= 1.0: zstd over gzip must at least not grow them)."""
+    return Figure("images embedded --layers exact / registry gzip layers", None, 1.0)
+
+
+def figure_image_pull(ws):
+    """Run-time pull of an image by the online bundle from the loopback registry (its first start, minus an
+    installed start) divided by `skopeo copy --src-tls-verify=false docker://127.0.0.1:PORT/IMG@DIGEST
+    oci-archive:OUT` of the same image (goal <= 1.1). Take medians over several runs, each into a fresh root."""
+    return Figure("run-time image pull / skopeo copy to oci-archive", None, 1.1)
+
+
+# ---------------------------------------------------------------- report
+
+def machine_facts():
+    import PyInstaller
+    import zstandard
+
+    def first_line(cmd):
+        try:
+            out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).stdout
+            return out.strip().splitlines()[0]
+        except (OSError, IndexError):
+            return "unavailable"
+
+    cpu, flags = "unknown", ""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name") and cpu == "unknown":
+                    cpu = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = line
+    except OSError:
+        pass
+    return [
+        ("command", " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)),
+        ("nproc", "%d (usable: %d)" % (os.cpu_count() or 0, len(os.sched_getaffinity(0)))),
+        ("cpu", "%s%s" % (cpu, ", sha_ni" if " sha_ni" in flags else "")),
+        ("kernel", "%s %s" % (platform.system(), platform.release())),
+        ("python", sys.version.split()[0]),
+        ("PyInstaller", PyInstaller.__version__),
+        ("zstandard", "%s (libzstd %s)" % (zstandard.__version__, ".".join(map(str, zstandard.ZSTD_VERSION)))),
+        ("zstd CLI", first_line(["zstd", "--version"])),
+        ("load", "%.2f %.2f %.2f at the start (a shared machine makes wall times noisy)" % os.getloadavg()),
+    ]
+
+
+def print_report(facts, figures, wall):
+    print("bundler benchmarks")
+    for key, value in facts:
+        print("  %-12s %s" % (key + ":", value))
+    print()
+    print("%-62s %10s %8s  %s" % ("figure", "value", "goal", "verdict"))
+    for fig in figures:
+        if fig.value is None:
+            value = "-"
+        else:
+            value = "%.2f %s" % (fig.value, fig.unit) if fig.unit else "%.3f" % fig.value
+        goal = "<= %g%s" % (fig.goal, " " + fig.unit if fig.unit else "")
+        print("%-62s %10s %8s  %s" % (fig.label, value, goal, fig.verdict))
+        for line in fig.details:
+            print("      " + line)
+    print()
+    print("whole run: %.0f s; load average at the end %.2f %.2f %.2f" % ((wall,) + os.getloadavg()))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repetitions (a smoke run)")
+    parser.add_argument("--cache-dir", type=Path,
+                        help="bundler cache for the stub and the hello-world (default: bundler's own default)")
+    parser.add_argument("--work-dir", help="where to build and install (default: a temp dir, removed afterwards)")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir")
+    args = parser.parse_args(argv)
+    for tool in ("zstd", "sha256sum", "bash"):
+        if shutil.which(tool) is None:
+            raise SystemExit("bench: `%s` is not installed; run scripts/setup" % tool)
+    sizes = QUICK if args.quick else FULL
+    began = time.perf_counter()
+    facts = machine_facts()
+    work = Path(tempfile.mkdtemp(prefix="bundler-bench-", dir=args.work_dir))
+    try:
+        from bundler.cache import default_root
+
+        cache = args.cache_dir or default_root()
+        bench_cache = cache / "bench"
+        private_pyinstaller_cache(bench_cache)
+        log("building (or finding) the stub")
+        stub_seconds, stub = timed(bundler, "stub", "--cache-dir", cache)
+        stub = Path(stub.splitlines()[-1])
+        ws = Workspace(work, stub, bench_cache)
+        figures = figure_startup(ws, sizes, stub.stat().st_size, reuse_hello=args.quick)
+        figures.append(figure_stub_size(stub, stub_seconds))
+        binaries, total = pick_binaries(sizes.binaries_mb * MB, sizes.binaries)
+        log("building a bundle of %d real binaries, %.1f MB, at level %d" % (len(binaries), total / MB, sizes.level))
+        files = [("bin/%02d-%s" % (i, os.path.basename(p)), p) for i, p in enumerate(binaries)]
+        bins, make_seconds = ws.make_bundle("bins", files, level=sizes.level)
+        figures.append(figure_extract(ws, bins, sizes, total))
+        figures.append(figure_stored_size(bins, make_seconds, binaries, total, sizes.level))
+        figures += [figure_images_embedded(ws), figure_images_exact(ws), figure_image_pull(ws)]
+    finally:
+        if args.keep:
+            log("work dir kept: %s" % work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print_report(facts, figures, time.perf_counter() - began)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
