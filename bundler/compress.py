@@ -9,7 +9,7 @@ from pathlib import Path
 
 import zstandard
 
-from payload.blobs import WINDOW_LOG, compress_group
+from payload.blobs import JOB_SIZE, WINDOW_LOG, compress_group
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class CompressedGroup:
 
 
 def group_key(members, level):
-    material = {"inputs": [[m.sha256, m.size] for m in members], "level": level, "window_log": WINDOW_LOG,
+    material = {"inputs": [[m.sha256, m.size] for m in members], "level": level, "window_log": WINDOW_LOG, "job_size": JOB_SIZE,
                 "zstd": zstandard.ZSTD_VERSION}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 

@@ -15,10 +15,13 @@ from .arch import host_arch
 
 PROJECT = Path(__file__).resolve().parent.parent
 RUN_SIDE = ("stub", "payload")
-# Modules the stub never uses; leaving them out keeps it under 10 MB.
+# Modules the stub never uses. Leaving them out keeps it under 10 MB and its start-up short: every start
+# unpacks the stub's libraries, and `inspect` brings PyInstaller's pyi_rth_inspect hook (35-40 ms a start).
+# tests/stub/test_imports.py checks that the run side needs none of them.
 EXCLUDES = ("tkinter", "unittest", "pydoc", "pydoc_data", "lib2to3", "distutils", "setuptools", "pkg_resources",
             "pip", "test", "xmlrpc", "sqlite3", "multiprocessing", "asyncio", "concurrent", "curses", "readline",
-            "doctest", "ftplib", "cryptography", "click", "bundler", "PyInstaller")
+            "doctest", "ftplib", "cryptography", "click", "bundler", "PyInstaller", "inspect",
+            "zstandard._cffi", "_cffi_backend", "charset_normalizer")
 
 
 def _sources_digest():

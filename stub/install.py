@@ -6,7 +6,6 @@ import shutil
 import stat
 import sys
 
-from payload.blobs import extract_group
 from payload.errors import HostError
 
 from . import locking
@@ -119,6 +118,8 @@ def point_current(root, bundle_id):
 
 def install(payload, f, inst, after_extract=None):
     """Install `payload` (open as `f`) into `inst` unless it is there already. Returns True if it extracted."""
+    from payload.blobs import extract_group
+
     prepare_root(inst.root)
     lock = locking.exclusive(os.path.join(inst.root, LOCK))
     try:

@@ -60,7 +60,7 @@ def run(prog, args):
 
 
 def _install_and_run(payload, f, opts):
-    from . import images, install, launch, locking, preflight, trust
+    from . import images, install, launch, locking
 
     index = payload.index
     root = opts.extract or opts.dir or install.default_root(index.name, os.environ)
@@ -70,10 +70,16 @@ def _install_and_run(payload, f, opts):
         # Taken before looking, and held by the runtime after exec, so --bundle-gc never removes a version in use.
         locking.hold_shared(inst.version_lock())
     installed = inst.is_installed()
-    key_to_pin = preflight.before_install(payload, f, inst.root, opts.key) if not installed or opts.key else None
+    key_to_pin = None
+    if not installed or opts.key:  # the installed fast path imports and checks nothing more
+        from . import preflight
+
+        key_to_pin = preflight.before_install(payload, f, inst.root, opts.key)
     if not installed or not os.path.lexists(os.path.join(inst.root, "current")):  # a crash can leave it unset
         install.install(payload, f, inst, after_extract=lambda work: images.write_embedded(work, index))
     if key_to_pin is not None:
+        from . import trust
+
         trust.pin(inst.root, key_to_pin)  # only once the install holds
     images.pull_missing(inst, index, opts, os.environ)
     if opts.extract:

@@ -586,8 +586,14 @@ def _progress_callback(progress) -> ProgressCallback:
 
 
 def _requests():
+    import warnings
+
     try:
-        import requests
+        with warnings.catch_warnings():
+            # The stub leaves out charset_normalizer (registry answers are JSON and bytes, never guessed text);
+            # requests warns when it finds no character detector.
+            warnings.filterwarnings("ignore", message=".*character detection dependency.*")
+            import requests
     except ImportError:
         raise HostError("pulling images needs the Python package requests, which is missing here") from None
     return requests

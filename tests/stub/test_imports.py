@@ -16,11 +16,15 @@ FORBIDDEN = {"bundler", "click", "cryptography", "PyInstaller", "requests", "url
 PROBE = """
 import json, sys
 before = set(sys.modules)
-import stub.main, stub.install, stub.launch, stub.options, stub.locking
-import payload.layout, payload.blobs, payload.index, payload.elf, payload.report
+import stub.main, stub.install, stub.launch, stub.options, stub.locking, stub.images, stub.gc, stub.trust
+import stub.preflight
+import payload.layout, payload.blobs, payload.index, payload.elf, payload.report, payload.signing
 import payload.oci.registry, payload.oci.archive, payload.oci.reference
 print(json.dumps(sorted(set(sys.modules) - before)))
 """
+
+# Left out of the frozen stub by bundler/stubbuild.py EXCLUDES: nothing on the run side may need them.
+EXCLUDED_FROM_STUB = {"inspect", "cryptography", "click"}
 
 
 def _third_party(names):
@@ -34,6 +38,25 @@ def test_stub_imports_nothing_from_the_build_side():
     third_party = _third_party(loaded)
     assert not third_party & FORBIDDEN, "run side imported %s" % sorted(third_party & FORBIDDEN)
     assert third_party <= ALLOWED_THIRD_PARTY, "run side imported %s" % sorted(third_party - ALLOWED_THIRD_PARTY)
+
+
+def test_run_side_needs_nothing_the_stub_leaves_out():
+    from bundler.stubbuild import EXCLUDES
+
+    assert EXCLUDED_FROM_STUB <= set(EXCLUDES)
+    # The pull path too: requests is imported only there.
+    probe = PROBE.replace("print(", "payload.oci.registry._requests()\nprint(")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, stdout=subprocess.PIPE, check=True, text=True).stdout
+    loaded = {name.split(".")[0] for name in json.loads(out)}
+    assert not loaded & EXCLUDED_FROM_STUB, sorted(loaded & EXCLUDED_FROM_STUB)
+
+
+def test_installed_start_imports_neither_zstandard_nor_requests():
+    """The fast path (an installed bundle) must not pay for the decoder or the network stack."""
+    code = ("import sys\nimport stub.main, stub.install, stub.launch, stub.locking, stub.images, payload.layout\n"
+            "print(sorted(m for m in ('zstandard', 'requests', 'payload.blobs') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, check=True, text=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_run_side_is_python_39_syntax():
