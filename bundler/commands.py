@@ -34,13 +34,19 @@ def verify_bundle(bundle, key=None):
         return verify_all(payload, f) + "\n" + signature
 
 
-def _arches_with_sources(manifest):
+def _complete_arches(manifest, log=print):
+    """The architectures every file has a source for; those only some files have are named and skipped."""
     from payload.index import ARCHES
 
-    found = set()
-    for spec in manifest.files:
-        found.update(spec.sources)
-    return list(ARCHES) if "*" in found else [a for a in ARCHES if a in found]
+    def has(spec, arch):
+        return "*" in spec.sources or arch in spec.sources
+
+    complete = [a for a in ARCHES if all(has(spec, a) for spec in manifest.files)]
+    for a in ARCHES:
+        missing = [spec.path for spec in manifest.files if not has(spec, a)]
+        if a not in complete and len(missing) < len(manifest.files):
+            log("skipping %s: no source for %s" % (a, ", ".join(missing)))
+    return complete
 
 
 def fetch_all(manifest_path, arch, all_arches, cache, insecure_registries, log=print):
@@ -48,16 +54,18 @@ def fetch_all(manifest_path, arch, all_arches, cache, insecure_registries, log=p
 
     manifest = load_manifest(manifest_path)
     lock = Lock.load(manifest.dir / "bundle.lock")
-    arches = _arches_with_sources(manifest) if all_arches else [arch or host_arch()]
     from .images import embed_images, pin_images
     from .make import registry_client
+    from .manifest import Variant
+
+    arches = _complete_arches(manifest, log) if all_arches else [arch or host_arch()]
 
     for a in arches:
         manifest.check_arch(a)
         for spec in manifest.files:
             fetch_source(manifest, lock, spec, a, cache, locked=False, offline=False, log=log)
         with registry_client(insecure_registries) as client:
-            everything = manifest.variant(None).__class__("all", tuple(i.name for i in manifest.images))
+            everything = Variant("all", tuple(i.name for i in manifest.images))
             embed_images(pin_images(manifest, everything, lock, a, client, False, log=log), client, cache, log=log)
     log("cache filled for %s: %s" % (", ".join(arches), cache.root))
 
@@ -67,7 +75,7 @@ def write_lock(manifest_path, arches, cache, insecure_registries, log=print):
 
     manifest = load_manifest(manifest_path)
     lock = Lock.load(manifest.dir / "bundle.lock")
-    arches = list(arches) or _arches_with_sources(manifest)
+    arches = list(arches) or _complete_arches(manifest, log)
     if not arches:
         raise UsageError("%s: no file has a source; nothing to lock" % manifest_path)
     for a in arches:
