@@ -162,3 +162,24 @@ def test_bundle_extract_installs_without_running(bundle, tmp_path):
     result = run([bundle, "--bundle-extract", tmp_path / "x"])
     assert result.returncode == 0 and "ARGC" not in result.stdout
     assert Path(result.stdout.strip(), "bin", "crun").read_bytes() == Path("/usr/bin/crun").read_bytes()
+
+
+def test_payload_goes_into_a_stub_of_another_architecture(tmp_path, cache_dir, stub_path):
+    """A stub prebuilt on an arm64 machine: here, the real stub with its ELF machine set to AArch64 (183).
+    The writer must not care about the architecture; readelf (binutils) checks the result."""
+    foreign = tmp_path / "stub-arm64"
+    data = bytearray(stub_path.read_bytes())
+    data[18:20] = (183).to_bytes(2, "little")  # e_machine of an ELF64 little-endian header
+    foreign.write_bytes(bytes(data))
+    project = write_project(tmp_path / "project")
+    out = tmp_path / "demo-arm64"
+    bundler("make", "--arch", "arm64", "--stub", foreign, "--cache-dir", cache_dir, "--level", "3", "-o", out,
+            cwd=project)
+    header = subprocess.run(["readelf", "-h", str(out)], stdout=subprocess.PIPE, text=True, check=True).stdout
+    assert "AArch64" in header
+    assert section_span(out, "bundle")[0] < section_span(out, "pydata")[0]
+    assert json.loads(bundler("inspect", "--json", out).stdout)["arch"] == "arm64"
+    assert "ok" in bundler("verify", out).stdout
+    # A stub whose architecture is not the target's is refused before anything is downloaded.
+    wrong = bundler("make", "--arch", "amd64", "--stub", foreign, "--cache-dir", cache_dir, cwd=project, check=False)
+    assert wrong.returncode == 2 and "arm64" in wrong.stderr and "Traceback" not in wrong.stderr
