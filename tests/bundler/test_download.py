@@ -262,23 +262,6 @@ def test_progress_bar_drawing():
     assert stream.getvalue().endswith("\n")
 
 
-@pytest.fixture
-def tiny_tmpfs(tmp_path):
-    """A real 1 MiB file system, so the disk really fills up (no mock can show the temp file is removed)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mountpoint = tmp_path / "tiny"
-    mountpoint.mkdir()
-    mount = ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)]
-    mounted = subprocess.run(mount, capture_output=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", str(mountpoint)], check=True)
-
-
 def test_full_disk_is_a_host_error_and_leaves_no_temp_file(server, tiny_tmpfs):
     cache = Cache(tiny_tmpfs / f"cache-{uuid.uuid4().hex}")
     with pytest.raises(HostError) as err:

@@ -2,7 +2,6 @@
 make --locked, a changed pin refused, groups not recompressed when nothing changed, a release archive member."""
 
 import hashlib
-import io
 import json
 import subprocess
 import tarfile

@@ -2,9 +2,7 @@
 embedded in the offline variant, pulled by digest at the online variant's first start."""
 
 import json
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 

@@ -355,20 +355,6 @@ def test_unreadable_inputs_are_usage_errors(sample, content, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.fixture
-def tiny_tmpfs(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mountpoint = tmp_path / "tiny"
-    mountpoint.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mountpoint], capture_output=True,
-                             check=False)
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    yield mountpoint
-    subprocess.run(["umount", mountpoint], check=True)
-
-
 @pytest.mark.parametrize("sample", ["amd64"], indirect=True)
 def test_a_full_disk_is_a_host_error_and_leaves_nothing(sample, tiny_tmpfs, tmp_path):
     _, src, _ = sample
