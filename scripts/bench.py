@@ -4,16 +4,18 @@
 Every figure is a ratio against a reference measured in the same run on the same machine (or a plain size),
 printed with its goal and PASS/MISS:
 
-    scripts/bench.py              # the full run (about 4 minutes on an idle 2-core machine)
-    scripts/bench.py --quick      # smaller sizes and fewer repetitions: a smoke run (under a minute once
-                                  # the stub is cached)
+    scripts/bench.py              # the full run (about 7.5 minutes on a shared 2-core machine at load 3)
+    scripts/bench.py --quick      # smaller sizes and fewer repetitions: a smoke run (under a minute)
 
 Run it with the project's Python (the one with PyInstaller and zstandard), e.g. `.venv/bin/python scripts/bench.py`.
-It needs the `zstd` and `sha256sum` commands. docs/benchmarks.md records the figures of a full run.
+It needs the `zstd` and `sha256sum` commands, and for the image figures (6-8) docker-registry, umoci, skopeo and
+busybox-static: it builds the images from this machine's files and serves them from a docker-registry it starts
+on 127.0.0.1 (no network). docs/benchmarks.md records the figures of a full run.
 """
 
 import argparse
 import hashlib
+import json
 import os
 import platform
 import shlex
@@ -39,6 +41,12 @@ BINARIES = ("/usr/bin/containerd-shim-runc-v2", "/usr/bin/runc", "/usr/bin/crun"
             "/usr/bin/docker-registry", "/usr/bin/skopeo", "/usr/bin/umoci", "/usr/bin/containerd-shim-runc-v1",
             "/usr/bin/containerd-shim", "/usr/bin/containerd")
 
+# Real files for the images of figures 6-8 (see build_image_set), taken in sorted order up to the target size,
+# none bigger than IMAGE_MAX_FILE so that a layer holds many files, as a real one does.
+IMAGE_LIBS = ("/usr/lib/*-linux-gnu/*.so*",)
+IMAGE_BINS = ("/usr/bin/*",)
+IMAGE_MAX_FILE = 6 * MB
+
 TRUE_SCRIPT = "#!/bin/sh\nexit 0\n"
 HELLO_PY = 'print("hello, world")\n'
 
@@ -48,14 +56,19 @@ class Sizes:
     payload_mb: int      # figure 1: the large payload
     binaries_mb: int     # figures 4 and 5: real binaries
     binaries: tuple      # where to take them from (globs, in order)
-    level: int           # zstd level of figures 4 and 5 (bundler's default is 19)
+    level: int           # zstd level of figures 4 to 7 (bundler's default is 19)
     start_reps: int      # timed starts per program
     extract_reps: int    # timed extractions per method
+    image_libs_mb: int   # figures 6-8: the shared-library layer of the `app` image
+    image_bins_mb: int   # figures 6-8: its binaries layer
+    pull_reps: int       # figure 8: timed rounds (each: pull, no pull, skopeo, in-process)
 
 
-FULL = Sizes(payload_mb=300, binaries_mb=100, binaries=BINARIES, level=19, start_reps=40, extract_reps=7)
+FULL = Sizes(payload_mb=300, binaries_mb=100, binaries=BINARIES, level=19, start_reps=40, extract_reps=7,
+             image_libs_mb=28, image_bins_mb=14, pull_reps=7)
 # A smoke run: the same code paths, small sizes, a fast level (its figures are not the goals' figures).
-QUICK = Sizes(payload_mb=30, binaries_mb=8, binaries=("/usr/lib/cni/*",), level=9, start_reps=8, extract_reps=3)
+QUICK = Sizes(payload_mb=30, binaries_mb=8, binaries=("/usr/lib/cni/*",), level=9, start_reps=8, extract_reps=3,
+              image_libs_mb=3, image_bins_mb=2, pull_reps=3)
 
 
 @dataclass
@@ -138,8 +151,8 @@ def time_starts(programs, reps, warmup=3):
     return walls, cpus
 
 
-def pick_binaries(target_bytes, patterns=BINARIES):
-    """Real ELF binaries of this machine, in `patterns` order, until about `target_bytes`."""
+def pick_binaries(target_bytes, patterns=BINARIES, max_file=None):
+    """Real ELF binaries of this machine, in `patterns` order, until about `target_bytes` (none over `max_file`)."""
     import glob
 
     chosen, total = [], 0
@@ -152,7 +165,7 @@ def pick_binaries(target_bytes, patterns=BINARIES):
                 if f.read(4) != b"\x7fELF":
                     continue
             size = os.path.getsize(real)
-            if total + size > target_bytes * 1.15:
+            if total + size > target_bytes * 1.15 or (max_file and size > max_file):
                 continue
             chosen.append(real)
             total += size
@@ -457,32 +470,290 @@ def figure_stored_size(exe, make_seconds, binaries, total, level):
                           level, solid / MB, 100.0 * solid / total, solid_seconds, solid / per_file)])
 
 
-# ---------------------------------------------------------------- issue 3 figures: hooks for the lead
+# ---------------------------------------------------------------- issue 3 figures: images
 #
-# Each hook returns a Figure. Until images land they return value=None, printed as "not yet measured";
-# never put a made-up number here.
+# One image set for figures 6-8, built with umoci from real files of this machine (no network) and pushed to
+# Debian's docker-registry on loopback: `base` (busybox-static with its applets, one layer) and `app` (base's
+# layer, shared, plus a layer of real shared libraries and a layer of real binaries). The registry's layers are
+# gzip as umoci writes them (pgzip at its default level, like the Go gzip that docker and buildkit push).
 
-def figure_images_embedded(ws):
-    """Stored size of a set of images embedded in the default mode (layers uncompressed inside the zstd group)
-    divided by the sum of their registry gzip layers (goal <= 0.75).
+IMAGE_REPOSITORY = "bench"
+IMAGE_TAG = "1"
+ACCEPT_MANIFESTS = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
 
-    To fill in: push a few real multi-layer images to a loopback docker-registry (tests/fixtures/registry.py),
-    `bundler make` an offline bundle embedding them, take the image groups' csize from the index and divide by
-    the sum of the layer `size`s in the pinned manifests (what the registry stores)."""
-    return Figure("images embedded (default) / registry gzip layers", None, 0.75)
+IMAGES_MANIFEST = """[bundle]
+name = "{name}"
+version = "1.0.0"
+entrypoint = ["bin/true"]
+
+[[file]]
+path = "bin/true"
+mode = "0755"
+source = {{ url = "true.sh" }}
+{images}
+[variants.{variant}]
+embed = {embed}
+"""
 
 
-def figure_images_exact(ws):
-    """The same as figure_images_embedded for `--layers exact` (the registry's gzip blobs kept byte for byte;
-    goal <= 1.0: zstd over gzip must at least not grow them)."""
-    return Figure("images embedded --layers exact / registry gzip layers", None, 1.0)
+@dataclass
+class BenchImage:
+    name: str          # the [[image]] name in the bundle manifests
+    digest: str        # manifest digest, as the registry serves it
+    layers: list       # [(digest, size)] from the registry's manifest: what the registry stores and serves
+    what: str          # what its own layers hold
+
+    @property
+    def repository(self):
+        return "%s/%s" % (IMAGE_REPOSITORY, self.name)
+
+    def ref(self, host):
+        return "%s/%s:%s" % (host, self.repository, IMAGE_TAG)
 
 
-def figure_image_pull(ws):
-    """Run-time pull of an image by the online bundle from the loopback registry (its first start, minus an
-    installed start) divided by `skopeo copy --src-tls-verify=false docker://127.0.0.1:PORT/IMG@DIGEST
-    oci-archive:OUT` of the same image (goal <= 1.1). Take medians over several runs, each into a fresh root."""
-    return Figure("run-time image pull / skopeo copy to oci-archive", None, 1.1)
+@dataclass
+class ImageSet:
+    host: str
+    images: List[BenchImage]
+    build_seconds: float
+
+    @property
+    def distinct_layers(self):
+        """{digest: gzip size}: every layer once, however many images share it (as the registry stores them)."""
+        return dict(layer for image in self.images for layer in image.layers)
+
+    def describe(self):
+        distinct = self.distinct_layers
+        per_image = sum(size for image in self.images for _, size in image.layers)
+        return ["images: %s" % "; ".join("%s = %s" % (i.name, i.what) for i in self.images),
+                "registry gzip layers (sizes from the registry's manifests): %.2f MB in %d distinct layers"
+                " (%.2f MB counted once per image)" % (sum(distinct.values()) / MB, len(distinct), per_image / MB)]
+
+
+def _stage(directory, paths):
+    """Copies of `paths` in a new `directory`, by base name: what one layer adds."""
+    directory.mkdir(parents=True)
+    for path in paths:
+        target = directory / os.path.basename(path)
+        if not target.exists():
+            shutil.copy2(path, target)
+    return directory
+
+
+def _registry_image(host, name, what):
+    """The image as the registry serves it: its manifest digest (checked) and its layers' sizes (each checked
+    against the blob's Content-Length)."""
+    import urllib.request
+
+    image = BenchImage(name, "", [], what)
+    request = urllib.request.Request("http://%s/v2/%s/manifests/%s" % (host, image.repository, IMAGE_TAG),
+                                     headers={"Accept": ACCEPT_MANIFESTS})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        data, image.digest = response.read(), response.headers["Docker-Content-Digest"]
+    if image.digest != "sha256:" + hashlib.sha256(data).hexdigest():
+        raise SystemExit("bench: the registry's manifest of %s does not match its digest" % image.repository)
+    for layer in json.loads(data)["layers"]:
+        head = urllib.request.Request("http://%s/v2/%s/blobs/%s" % (host, image.repository, layer["digest"]),
+                                      method="HEAD")
+        with urllib.request.urlopen(head, timeout=30) as response:
+            stored = int(response.headers["Content-Length"])
+        if stored != layer["size"]:
+            raise SystemExit("bench: the registry serves %s with %d bytes, its manifest says %d" % (
+                layer["digest"], stored, layer["size"]))
+        image.layers.append((layer["digest"], layer["size"]))
+    return image
+
+
+def build_image_set(ws, sizes, registry):
+    """Build `base` and `app` with umoci and push them to `registry` (tests/fixtures/registry.py)."""
+    from bundler.arch import host_arch
+    from tests.fixtures.images import busybox_applets
+    from tests.fixtures.registry import ImageLayout, push
+
+    began = time.perf_counter()
+    work = ws.dir / "images"
+    layout = ImageLayout(work / "layout")
+    applets = busybox_applets(work / "busybox")
+    libs, libs_total = pick_binaries(sizes.image_libs_mb * MB, IMAGE_LIBS, max_file=IMAGE_MAX_FILE)
+    bins, bins_total = pick_binaries(sizes.image_bins_mb * MB, IMAGE_BINS, max_file=IMAGE_MAX_FILE)
+    log("building images with umoci: busybox, and %d libraries (%.1f MB) + %d binaries (%.1f MB) on top" % (
+        len(libs), libs_total / MB, len(bins), bins_total / MB))
+    arch = host_arch()  # what `bundler make` pins by default
+    layout.build("base", files={"/bin": str(applets)}, architecture=arch)
+    layout.build("app", base="base", architecture=arch,
+                 files={os.path.dirname(libs[0]): str(_stage(work / "libs", libs)),
+                        "/usr/bin": str(_stage(work / "bins", bins))})
+    for tag in ("base", "app"):
+        push(layout, tag, registry, "%s/%s:%s" % (IMAGE_REPOSITORY, tag, IMAGE_TAG))
+    images = [_registry_image(registry.host, "base", "busybox-static and its applets (1 layer)"),
+              _registry_image(registry.host, "app", "base's layer + %d shared libraries (%.1f MB) + %d binaries"
+                              " (%.1f MB) from %s and %s (3 layers)" % (
+                                  len(libs), libs_total / MB, len(bins), bins_total / MB,
+                                  os.path.join(os.path.dirname(libs[0]), "*.so*"), IMAGE_BINS[0]))]
+    if images[1].layers[0] != images[0].layers[0]:
+        raise SystemExit("bench: app does not share base's layer in the registry")
+    return ImageSet(registry.host, images, time.perf_counter() - began)
+
+
+def _images_project(ws, name, images, host, variant, embed):
+    project = ws.dir / name
+    project.mkdir()
+    (project / "true.sh").write_text(TRUE_SCRIPT)
+    entries = "".join('\n[[image]]\nname = "%s"\nref = "%s"\n' % (i.name, i.ref(host)) for i in images)
+    (project / "bundle.toml").write_text(IMAGES_MANIFEST.format(name=name, images=entries, variant=variant,
+                                                                embed=embed))
+    return project / "bundle.toml"
+
+
+def _embedded_images(ws, image_set, layers, level, goal):
+    """Figures 6 and 7: the `images` group's csize (as `bundler inspect --json` reports it) of an offline bundle
+    embedding the whole set / the registry's gzip layers, each counted once."""
+    manifest = _images_project(ws, "images-" + layers, image_set.images, image_set.host, "offline", '"all"')
+    exe = manifest.parent / ("images-" + layers)
+    log("bundler make --layers %s at level %d of the image set" % (layers, level))
+    seconds, _ = timed(bundler, "make", "--manifest", manifest, "--stub", ws.stub, "--cache-dir", ws.cache,
+                       "--level", str(level), "--layers", layers, "--output", exe)
+    info = json.loads(bundler("inspect", "--json", exe))
+    group = [g for g in info["groups"] if g["name"] == "images"]
+    if len(group) != 1 or not all(i["embedded"] and i["layers"] == layers for i in info["images"]):
+        raise SystemExit("bench: %s does not embed the images in one `images` group with --layers %s" % (exe, layers))
+    group = group[0]
+    distinct = image_set.distinct_layers
+    gzip_total = sum(distinct.values())
+    per_image = sum(size for image in image_set.images for _, size in image.layers)
+    label = "images embedded (default) / registry gzip layers" if layers == "raw" else \
+        "images embedded --layers exact / registry gzip layers"
+    return Figure(label, group["csize"] / gzip_total, goal, details=image_set.describe() + [
+        "bundle `images` group (--layers %s, level %d): %.2f MB stored, holding %.2f MB (layers%s, configs,"
+        " manifests); make took %.1f s" % (layers, level, group["csize"] / MB, group["size"] / MB,
+                                            " uncompressed" if layers == "raw" else " as gzip", seconds),
+        "  against the layers counted once per image: %.3f" % (group["csize"] / per_image)])
+
+
+def figure_images_embedded(ws, image_set, sizes):
+    """Figure 6: stored size of the image set embedded in the default mode (layers uncompressed inside the zstd
+    group) / the sum of their registry gzip layers (goal <= 0.75)."""
+    return _embedded_images(ws, image_set, "raw", sizes.level, 0.75)
+
+
+def figure_images_exact(ws, image_set, sizes):
+    """Figure 7: the same for `--layers exact` (the registry's gzip blobs kept byte for byte; goal <= 1.0: zstd over
+    gzip must at least not grow them)."""
+    return _embedded_images(ws, image_set, "exact", sizes.level, 1.0)
+
+
+def _timed_process(argv, env=None):
+    """(wall seconds, CPU seconds of the process and its children) of a command that must succeed."""
+    with tempfile.TemporaryFile() as errors:
+        start = time.perf_counter()
+        proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=errors, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            errors.seek(0)
+            raise SystemExit("bench: %s exited %d:\n%s" % (" ".join(map(str, argv)), code,
+                                                          errors.read().decode(errors="replace")[-2000:]))
+    return elapsed, usage.ru_utime + usage.ru_stime
+
+
+def _pull_in_process(host, image, directory):
+    """What stub/images.py does for one image left out, in this process: fetch the manifest, config and layers
+    by digest with RegistryClient (all verified, each layer fsync'ed), then write_image_archive (fsync'ed).
+
+    Returns (seconds fetching, seconds writing the archive)."""
+    from payload.oci.archive import write_image_archive
+    from payload.oci.reference import parse_image_manifest, parse_reference
+    from payload.oci.registry import RegistryClient
+
+    ref = parse_reference(image.ref(host))
+    pinned = ref.with_digest(image.digest)
+    os.makedirs(directory)
+    start = time.perf_counter()
+    with RegistryClient(progress=False) as client:
+        manifest_bytes = client.fetch_manifest(pinned)
+        config, layers = parse_image_manifest(manifest_bytes, "manifest of %s" % image.name)
+        config_bytes = client.fetch_blob_bytes(pinned, config.digest, config.size)
+        blobs = {}
+        for layer in layers:
+            blobs[layer.digest] = client.fetch_blob(pinned, layer.digest,
+                                                    os.path.join(directory, layer.digest.partition(":")[2]),
+                                                    layer.size)
+    fetched = time.perf_counter()
+    write_image_archive(os.path.join(directory, image.name + ".tar"), ref, manifest_bytes, config_bytes, blobs)
+    return fetched - start, time.perf_counter() - fetched
+
+
+def figure_image_pull(ws, image_set, sizes):
+    """Figure 8: run-time pull of `app` from the loopback registry by an online bundle that leaves it out: its
+    first start (install + pull) minus the first start of the same bundle with --bundle-no-pull (install only),
+    each into a fresh root / `skopeo copy --src-tls-verify=false docker://HOST/IMG@DIGEST oci-archive:OUT` of
+    the same image (goal <= 1.1). Medians of runs interleaved round by round, after one warm-up round."""
+    image = image_set.images[-1]
+    manifest = _images_project(ws, "pull", [image], image_set.host, "online", "[]")
+    exe = manifest.parent / "pull"
+    bundler("make", "--manifest", manifest, "--stub", ws.stub, "--cache-dir", ws.cache, "--level", "3",
+            "--output", exe)
+    archive = "current/images/%s.tar" % image.name
+    skopeo_env = dict(os.environ, TMPDIR=str(ws.dir))  # skopeo stages oci-archive in TMPDIR: the same disk
+    source = "docker://%s/%s@%s" % (image_set.host, image.repository, image.digest)
+    runs = {"pull": [], "nopull": [], "skopeo": [], "inproc": []}
+    sizes_seen = {}
+    log("timing %d first starts that pull %s, without pulling, skopeo copy, and in-process pulls" % (
+        sizes.pull_reps, image.name))
+    for i in range(1 + sizes.pull_reps):
+        measured = i > 0
+        root = ws.dir / ("pull-root-%d" % i)
+        wall_cpu = _timed_process([exe, "--bundle-dir", root])
+        if not (root / archive).is_file():
+            raise SystemExit("bench: the online bundle's first start did not write %s" % (root / archive))
+        sizes_seen["stub"] = (root / archive).stat().st_size
+        shutil.rmtree(root)
+        if measured:
+            runs["pull"].append(wall_cpu)
+        root = ws.dir / ("nopull-root-%d" % i)
+        wall_cpu = _timed_process([exe, "--bundle-dir", root, "--bundle-no-pull"])
+        if (root / archive).exists() or not (root / "current").is_dir():
+            raise SystemExit("bench: --bundle-no-pull did not install without pulling into %s" % root)
+        shutil.rmtree(root)
+        if measured:
+            runs["nopull"].append(wall_cpu)
+        out = ws.dir / ("skopeo-%d.tar" % i)
+        wall_cpu = _timed_process(["skopeo", "copy", "--quiet", "--src-tls-verify=false", source,
+                                   "oci-archive:%s" % out], env=skopeo_env)
+        sizes_seen["skopeo"] = out.stat().st_size
+        out.unlink()
+        if measured:
+            runs["skopeo"].append(wall_cpu)
+        directory = ws.dir / ("inproc-pull-%d" % i)
+        fetch_archive = _pull_in_process(image_set.host, image, str(directory))
+        shutil.rmtree(directory)
+        if measured:
+            runs["inproc"].append(fetch_archive)
+    walls = {k: [w for w, _ in v] if k != "inproc" else [f + a for f, a in v] for k, v in runs.items()}
+    cpus = {k: median([c for _, c in v]) for k, v in runs.items() if k != "inproc"}
+    fetch, write = median([f for f, _ in runs["inproc"]]), median([a for _, a in runs["inproc"]])
+    pull, nopull, skopeo = median(walls["pull"]), median(walls["nopull"]), median(walls["skopeo"])
+    paired = median([p - n for p, n in zip(walls["pull"], walls["nopull"])])
+    gzip_total = sum(size for _, size in image.layers)
+    return Figure("run-time image pull / skopeo copy to oci-archive", (pull - nopull) / skopeo, 1.1, details=[
+        "image %s: %.2f MB of gzip layers (%d layers), pulled by digest from %s" % (
+            image.name, gzip_total / MB, len(image.layers), image_set.host),
+        "online bundle, first start that pulls it (install + pull): %s" % spread(walls["pull"]),
+        "same bundle, first start with --bundle-no-pull (install only): %s" % spread(walls["nopull"]),
+        "  pull = difference of the medians: %.1f ms (median of the per-round differences: %.1f ms -> %.3f)" % (
+            (pull - nopull) * 1e3, paired * 1e3, paired / skopeo),
+        "skopeo copy docker://...@digest oci-archive:OUT: %s" % spread(walls["skopeo"]),
+        "cpu time (user+sys of the process and its children; the registry's own CPU not counted):"
+        " (%.1f - %.1f) / %.1f ms -> %.3f" % (cpus["pull"] * 1e3, cpus["nopull"] * 1e3, cpus["skopeo"] * 1e3,
+                                            (cpus["pull"] - cpus["nopull"]) / cpus["skopeo"]),
+        "in-process pull (RegistryClient + write_image_archive as stub/images.py does; no interpreter start,"
+        " requests already imported): %s -> %.3f" % (spread(walls["inproc"]), median(walls["inproc"]) / skopeo),
+        "  of which fetching (manifest, config, layers, each layer fsync'ed) %.1f ms, writing the archive (copy"
+        " of the layers + fsync) %.1f ms" % (fetch * 1e3, write * 1e3),
+        "archives written: stub %.2f MB (fsync'ed), skopeo %.2f MB" % (sizes_seen["stub"] / MB,
+                                                                         sizes_seen["skopeo"] / MB)])
 
 
 # ---------------------------------------------------------------- report
@@ -540,6 +811,23 @@ def print_report(facts, figures, wall):
     print("whole run: %.0f s; load average at the end %.2f %.2f %.2f" % ((wall,) + os.getloadavg()))
 
 
+def image_figures(ws, sizes):
+    """Figures 6-8, against a docker-registry on loopback started (and stopped) here."""
+    from tests.fixtures.registry import Registry
+
+    if shutil.which("docker-registry") is None or shutil.which("umoci") is None or shutil.which("skopeo") is None:
+        raise SystemExit("bench: figures 6-8 need docker-registry, umoci and skopeo; run scripts/setup")
+    registry = Registry(ws.dir / "registry-storage").start()
+    try:
+        image_set = build_image_set(ws, sizes, registry)
+        log("image set built and pushed in %.1f s" % image_set.build_seconds)
+        return [figure_images_embedded(ws, image_set, sizes), figure_images_exact(ws, image_set, sizes),
+                figure_image_pull(ws, image_set, sizes)]
+    finally:
+        registry.stop()
+        shutil.rmtree(registry.workdir, ignore_errors=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -574,7 +862,7 @@ def main(argv=None):
         bins, make_seconds = ws.make_bundle("bins", files, level=sizes.level)
         figures.append(figure_extract(ws, bins, sizes, total))
         figures.append(figure_stored_size(bins, make_seconds, binaries, total, sizes.level))
-        figures += [figure_images_embedded(ws), figure_images_exact(ws), figure_image_pull(ws)]
+        figures += image_figures(ws, sizes)
     finally:
         if args.keep:
             log("work dir kept: %s" % work)
