@@ -414,7 +414,13 @@ class RegistryClient:
         """Set the endpoint's base URL and challenge; return "" or why no URL answered."""
         requests = _requests()
         session = self._requests_session()
-        schemes = (("https", False), ("http", False)) if endpoint.insecure else (("https", True),)
+        if not endpoint.insecure:
+            schemes = (("https", True),)
+        elif is_loopback_host(endpoint.host):
+            # Loopback registries are plain http far more often than not; a TLS one answers 400 and is tried next.
+            schemes = (("http", False), ("https", False))
+        else:
+            schemes = (("https", False), ("http", False))
         reason = "no answer"
         for attempt in range(self.retries + 1):
             if attempt:

@@ -264,7 +264,7 @@ def test_a_dead_mirror_is_probed_once_per_client(images, tmp_path):
                 client.fetch_blob(pinned, layer["digest"], str(tmp_path / layer["digest"][7:]), layer["size"])
     finally:
         listener.close()
-    assert probes == 4  # (1 + 1 retry) x (https, then http)
+    assert probes == 4  # (1 + 1 retry) x (http, then https)
     assert len(accepted) == probes
 
 
@@ -442,3 +442,19 @@ def test_https_registry_certificate_is_checked(images, image_layout, tmp_path, m
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificate))
         with quick_client() as client:
             assert client.resolve(ref, AMD64).manifest_digest == images.digest("base")
+
+
+@pytest.mark.slow
+def test_loopback_registry_over_tls_is_found_after_plain_http(images, image_layout, tmp_path):
+    """Plain http is tried first on loopback; a TLS registry there answers it with 400 and https follows."""
+    pytest.importorskip("cryptography")
+    certificate, key = self_signed_certificate(tmp_path, "127.0.0.1")
+    with Registry(tmp_path / "storage", tls=(certificate, key)) as registry:
+        subprocess.run(
+            ["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
+             f"oci:{image_layout.path}:base", f"docker://{registry.host}/test/busybox:1"],
+            check=True, capture_output=True,
+        )
+        with quick_client() as client:
+            resolved = client.resolve(f"{registry.host}/test/busybox:1", AMD64)
+        assert resolved.manifest_digest == images.digest("base")
