@@ -7,6 +7,7 @@ MAX_WINDOW, so a hostile or mistaken bundle cannot make a small device allocate 
 import errno
 import hashlib
 import os
+import queue
 import threading
 
 import zstandard
@@ -20,6 +21,10 @@ MAX_WINDOW = 1 << WINDOW_LOG
 CHUNK = 1 << 20
 # zstd's default job for a 32 MiB window is 128 MiB, which leaves one core idle on most groups.
 JOB_SIZE = 32 << 20
+# Extraction hands decompressed data between threads in BUFFERS reused buffers of BUFFER_SIZE: no allocation per
+# chunk, few hand-overs, a few MiB of memory, and small enough to still be in the shared cache when hashed.
+BUFFERS = 4
+BUFFER_SIZE = 1 << 20
 
 
 def compress_group(sources, out, level=19, threads=-1):
@@ -68,131 +73,198 @@ def _host_error(exc, where):
     return HostError("cannot write %s: %s" % (where, exc.strerror))
 
 
-def _decompressed_chunks(f, start, group, out_queue, failure):
-    """Reader thread: read the group's frame, check its sha256, decompress, and hand chunks on."""
-    try:
-        sha = hashlib.sha256()
-        dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
-        dobj = dctx.decompressobj()
-        f.seek(start + group.offset)
-        left = group.csize
-        produced = 0
-        while left:
-            data = f.read(min(CHUNK, left))
-            if not data:
-                raise IntegrityError("group %r is cut short; the bundle is truncated, copy it again" % group.name)
-            left -= len(data)
-            sha.update(data)
-            out = dobj.decompress(data)
-            produced += len(out)
-            if produced > group.size:
-                raise IntegrityError("group %r decompresses to more than its %d bytes" % (group.name, group.size))
-            if out:
-                out_queue.put(out)
-        if sha.hexdigest() != group.sha256:
-            raise IntegrityError("group %r does not match its sha256; the bundle is damaged, copy it again" % group.name)
-        if produced != group.size or not dobj.eof:
-            raise IntegrityError("group %r decompresses to %d bytes, expected %d" % (group.name, produced, group.size))
-    except zstandard.ZstdError as exc:
-        failure.append(IntegrityError("group %r does not decompress (%s); the bundle is damaged" % (group.name, exc)))
-    except BundleError as exc:
-        failure.append(exc)
-    except OSError as exc:
-        failure.append(IntegrityError("cannot read group %r: %s" % (group.name, exc.strerror)))
-    finally:
-        out_queue.put(None)
-
-
 def extract_group(f, data_offset, group, entries, dest=None):
     """Decompress `group` from the bundle file `f` and check every entry's sha256.
 
     With `dest`, write each entry under that directory (with its mode, fsynced). Every mismatch is
     collected and all are named in one IntegrityError at the end; the group's own checksum is checked too.
-    Decompression runs in a second thread so that hashing and writing use the other core.
+    Decompression, most of the work, has a thread to itself. This thread hashes the compressed and the
+    decompressed bytes and writes the files, and a third one fsyncs each finished file meanwhile.
     """
-    import queue
-
-    chunks = queue.Queue(maxsize=16)
-    failure = []
-    reader = threading.Thread(target=_decompressed_chunks, args=(f, data_offset, group, chunks, failure))
+    entries_size = sum(e.size for e in entries)
+    if entries_size != group.size:
+        raise IntegrityError("group %r holds %d bytes, its entries %d" % (group.name, group.size, entries_size))
+    filled, free = queue.Queue(), queue.Queue()
+    for _ in range(BUFFERS):
+        free.put(bytearray(BUFFER_SIZE))
+    reader = threading.Thread(target=_decompress, args=(f, data_offset, group, filled, free))
     reader.daemon = True
     reader.start()
-    mismatched = []
+    frame_sha = hashlib.sha256()
+    splitter = _Splitter(entries, dest)
+    failure = None
     try:
-        _split_into_entries(chunks, entries, dest, mismatched)
+        splitter.next_entry()
+        while True:
+            kind, data, size = filled.get()
+            if kind is _FRAME:
+                frame_sha.update(data)
+            elif kind is _DATA:
+                splitter.feed(memoryview(data)[:size])
+                free.put(data)
+            else:
+                failure = data
+                break
     finally:
-        while reader.is_alive():
-            try:
-                chunks.get(timeout=0.1)
-            except queue.Empty:
-                pass
+        free.put(None)  # stops the reader thread if this one gave up early
         reader.join()
-    if failure:
-        raise failure[0]
-    if mismatched:
-        raise IntegrityError("sha256 mismatch in %s; the bundle is damaged, copy it again" % ", ".join(mismatched))
+        sync_failure = splitter.close()
+    if failure is None and frame_sha.hexdigest() != group.sha256:
+        failure = IntegrityError("group %r does not match its sha256; the bundle is damaged, copy it again" % group.name)
+    if failure is None and splitter.mismatched:
+        failure = IntegrityError("sha256 mismatch in %s; the bundle is damaged, copy it again" % ", ".join(splitter.mismatched))
+    if failure is not None or sync_failure is not None:
+        raise failure or sync_failure
 
 
-class _ChunkReader(object):
-    def __init__(self, chunks):
-        self.chunks, self.view = chunks, memoryview(b"")
-
-    def take(self, limit):
-        """Up to `limit` bytes of the stream, or None once it has ended."""
-        if not self.view:
-            data = self.chunks.get()
-            if data is None:
-                self.chunks.put(None)
-                return None
-            self.view = memoryview(data)
-        piece, self.view = self.view[:limit], self.view[limit:]
-        return piece
+_FRAME, _DATA, _END = "frame", "data", "end"
 
 
-def _split_into_entries(chunks, entries, dest, mismatched):
-    reader = _ChunkReader(chunks)
-    for entry in entries:
-        sha = hashlib.sha256()
-        out = _open_entry(dest, entry) if dest is not None else None
-        left = entry.size
-        try:
-            while left:
-                piece = reader.take(left)
-                if piece is None:
-                    return  # the stream ended early: the reader thread says why
-                sha.update(piece)
-                if out is not None:
-                    try:
-                        out.write(piece)
-                    except OSError as exc:
-                        raise _host_error(exc, entry.path)
-                left -= len(piece)
-            _finish(entry, sha, out, mismatched)
-            out = None
-        finally:
-            if out is not None:
-                out.close()
+def _decompress(f, data_offset, group, filled, free):
+    """Reader thread: decompress the group's frame into buffers taken from `free`, and put them on `filled`.
+
+    The compressed bytes go on `filled` too, for the other thread to hash. Ends with (_END, error or None, 0).
+    """
+    failure = None
+    try:
+        source = _FrameSource(f, data_offset + group.offset, group, filled)
+        dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+        stream = dctx.stream_reader(source, read_size=BUFFER_SIZE, read_across_frames=False)
+        produced = 0
+        while True:
+            buf = free.get()
+            if buf is None:
+                return
+            size = stream.readinto(buf)  # fills the whole buffer unless the frame ends
+            if not size:
+                break
+            produced += size
+            if produced > group.size:
+                raise IntegrityError("group %r decompresses to more than its %d bytes" % (group.name, group.size))
+            filled.put((_DATA, buf, size))
+        if produced != group.size or source.left:
+            raise IntegrityError("group %r decompresses to %d bytes, expected %d" % (group.name, produced, group.size))
+    except zstandard.ZstdError as exc:
+        failure = IntegrityError("group %r does not decompress (%s); the bundle is damaged" % (group.name, exc))
+    except BundleError as exc:
+        failure = exc
+    except OSError as exc:
+        failure = IntegrityError("cannot read group %r: %s" % (group.name, exc.strerror))
+    except Exception as exc:  # a bug or MemoryError: raised again in the calling thread, never taken for success
+        failure = exc
+    finally:
+        filled.put((_END, failure, 0))
+
+
+class _FrameSource(object):
+    """The group's compressed bytes as a file for the decompressor; each chunk read is also put on `filled`."""
+
+    def __init__(self, f, start, group, filled):
+        f.seek(start)
+        self.f, self.group, self.filled, self.left = f, group, filled, group.csize
+
+    def read(self, size):
+        data = self.f.read(min(size, self.left))
+        if data:
+            self.left -= len(data)
+            self.filled.put((_FRAME, data, 0))
+        elif self.left:
+            raise IntegrityError("group %r is cut short; the bundle is truncated, copy it again" % self.group.name)
+        return data
+
+
+class _Splitter(object):
+    """Cuts the decompressed stream into entries, hashes each one, and writes it when there is a `dest`."""
+
+    def __init__(self, entries, dest):
+        self.entries, self.dest, self.mismatched = iter(entries), dest, []
+        self.syncer = _Syncer() if dest is not None else None
+        self.entry, self.fd = None, None
+
+    def feed(self, view):
+        pos, end = 0, len(view)
+        while pos < end:
+            if self.entry is None:
+                raise IntegrityError("the group holds more bytes than its entries")
+            piece = view[pos:pos + self.left]
+            self.sha.update(piece)
+            if self.fd is not None:
+                _write_all(self.fd, piece, self.entry.path)
+            pos += len(piece)
+            self.left -= len(piece)
+            if not self.left:
+                self.next_entry()
+
+    def next_entry(self):
+        """Finish the current entry and any empty ones after it; open the next one that has bytes."""
+        while True:
+            if self.entry is not None:
+                if self.sha.hexdigest() != self.entry.sha256:
+                    self.mismatched.append(self.entry.path)
+                if self.fd is not None:
+                    self.syncer.put(self.fd, self.entry)
+                    self.fd = None
+            self.entry = next(self.entries, None)
+            if self.entry is None:
+                return
+            self.sha, self.left = hashlib.sha256(), self.entry.size
+            if self.dest is not None:
+                self.fd = _open_entry(self.dest, self.entry)
+            if self.left:
+                return
+
+    def close(self):
+        """Close the file left open, wait for every fsync, and return the first HostError of those, if any."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        return self.syncer.close() if self.syncer is not None else None
+
+
+class _Syncer(object):
+    """Gives finished files their mode and fsyncs them on a thread of its own, while decompression goes on."""
+
+    def __init__(self):
+        self.files, self.failure = queue.Queue(), None
+        self.thread = threading.Thread(target=self._run)
+        self.thread.daemon = True
+        self.thread.start()
+
+    def put(self, fd, entry):
+        self.files.put((fd, entry))
+
+    def _run(self):
+        while True:
+            fd, entry = self.files.get()
+            if fd is None:
+                return
+            try:
+                if self.failure is None:
+                    os.fchmod(fd, entry.mode)
+                    os.fsync(fd)
+            except OSError as exc:
+                self.failure = _host_error(exc, entry.path)
+            finally:
+                os.close(fd)
+
+    def close(self):
+        self.files.put((None, None))
+        self.thread.join()
+        return self.failure
+
+
+def _write_all(fd, view, where):
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as exc:
+        raise _host_error(exc, where)
 
 
 def _open_entry(dest, entry):
     path = os.path.join(dest, entry.path)
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     except OSError as exc:
         raise _host_error(exc, entry.path)
-    return os.fdopen(fd, "wb")
-
-
-def _finish(entry, sha, out, mismatched):
-    if sha.hexdigest() != entry.sha256:
-        mismatched.append(entry.path)
-    if out is not None:
-        try:
-            out.flush()
-            os.fsync(out.fileno())
-            os.fchmod(out.fileno(), entry.mode)
-        except OSError as exc:
-            raise _host_error(exc, entry.path)
-        finally:
-            out.close()

@@ -1,11 +1,15 @@
+import errno
 import hashlib
 import io
 import os
 import subprocess
+import threading
+import time
 
 import pytest
 import zstandard
 
+from payload import blobs
 from payload.blobs import MAX_WINDOW, WINDOW_LOG, compress_group, extract_group
 from payload.errors import HostError, IntegrityError
 from payload.index import Entry, Group
@@ -121,7 +125,124 @@ def test_full_disk_is_a_host_error(tmp_path):
         paths = _files(tmp_path, [os.urandom(3 << 20)])
         frame, size, sha, _ = _compress(paths)
         group, entries = _group_and_entries(paths, frame, sha, size)
+        threads, fds = threading.active_count(), _open_fds()
         with pytest.raises(HostError, match="no space"):
             extract_group(io.BytesIO(frame), 0, group, entries, str(mnt))
+        assert threading.active_count() == threads and _open_fds() == fds
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def _open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_entries_cut_across_many_small_buffers(tmp_path, monkeypatch):
+    # Tiny buffers make entries start and end inside buffers, span several, and sit empty between them.
+    monkeypatch.setattr(blobs, "BUFFER_SIZE", 4099)
+    monkeypatch.setattr(blobs, "BUFFERS", 2)
+    contents = [b"", os.urandom(10000), b"", b"z" * 4099, os.urandom(1), os.urandom(30000), b""]
+    paths = _files(tmp_path, contents)
+    frame, size, sha, _ = _compress(paths)
+    group, entries = _group_and_entries(paths, frame, sha, size)
+    extract_group(io.BytesIO(frame), 0, group, entries)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    extract_group(io.BytesIO(frame), 0, group, entries, str(dest))
+    out = subprocess.run(["sha256sum"] + ["d/f%d" % i for i in range(len(contents))], cwd=str(dest),
+                         stdout=subprocess.PIPE, check=True).stdout.decode().split()
+    assert out[0::2] == [hashlib.sha256(c).hexdigest() for c in contents]
+
+
+def test_group_at_an_offset_in_a_real_file_is_read_only_up_to_its_end(tmp_path):
+    paths = _files(tmp_path, [os.urandom(3 << 20), b"abc" * 1000])
+    frame, size, sha, _ = _compress(paths)
+    group, entries = _group_and_entries(paths, frame, sha, size)
+    group.offset = 7
+    bundle = tmp_path / "bundle"
+    bundle.write_bytes(b"header" + b"\0" * 94 + b"x" * 7 + frame + b"trailing bytes of the next group")
+    with open(str(bundle), "rb") as f:
+        extract_group(f, 100, group, entries)
+
+
+def test_stream_longer_than_the_group_says_is_refused(tmp_path):
+    paths = _files(tmp_path, [os.urandom(3 << 20)])
+    frame, size, sha, _ = _compress(paths)
+    group, entries = _group_and_entries(paths, frame, sha, size)
+    group.size -= 1
+    entries[0].size -= 1
+    with pytest.raises(IntegrityError, match="more than"):
+        extract_group(io.BytesIO(frame), 0, group, entries)
+
+
+def test_frame_cut_short_by_the_index_is_refused(tmp_path):
+    # The index itself says the frame is shorter (and hashes only that part): every byte is there, the frame is not.
+    paths = _files(tmp_path, [os.urandom(300000)])
+    frame, size, sha, _ = _compress(paths)
+    group, entries = _group_and_entries(paths, frame, sha, size)
+    short = frame[:-1000]
+    group.csize, group.sha256 = len(short), hashlib.sha256(short).hexdigest()
+    with pytest.raises(IntegrityError, match="expected %d" % size):
+        extract_group(io.BytesIO(frame), 0, group, entries)
+
+
+def test_entries_that_do_not_cover_the_group_are_refused(tmp_path):
+    paths = _files(tmp_path, [b"a" * 100])
+    frame, size, sha, _ = _compress(paths)
+    group, entries = _group_and_entries(paths, frame, sha, size)
+    entries[0].size = 99
+    with pytest.raises(IntegrityError, match="its entries 99"):
+        extract_group(io.BytesIO(frame), 0, group, entries)
+
+
+def test_damaged_group_leaves_no_thread_or_file_open(tmp_path):
+    paths = _files(tmp_path, [os.urandom(3 << 20), os.urandom(3 << 20)])
+    frame, size, sha, _ = _compress(paths)
+    group, entries = _group_and_entries(paths, frame, sha, size)
+    threads, fds = threading.active_count(), _open_fds()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(IntegrityError, match="cut short"):
+        extract_group(io.BytesIO(frame[:len(frame) * 2 // 3]), 0, group, entries, str(dest))
+    assert threading.active_count() == threads and _open_fds() == fds
+
+
+def test_failed_fsync_is_a_host_error(tmp_path, monkeypatch):
+    # No real disk here fails fsync on demand (tmpfs never does), so os.fsync is made to fail with EIO.
+    def failing_fsync(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    paths = _files(tmp_path, [os.urandom(1000), os.urandom(1000)])
+    frame, size, sha, _ = _compress(paths)
+    group, entries = _group_and_entries(paths, frame, sha, size)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    fds = _open_fds()
+    with pytest.raises(HostError, match="d/f0: Input/output error"):
+        extract_group(io.BytesIO(frame), 0, group, entries, str(dest))
+    assert _open_fds() == fds
+
+
+class _SlowFile(io.BytesIO):
+    """A bundle on a slow device: every read takes a while, so the reader thread is still busy when the
+    writing side fails (an in-memory file is read too fast to see whether extract_group waits for it)."""
+
+    def read(self, size=-1):
+        time.sleep(0.005)
+        return super().read(size)
+
+
+def test_write_failure_stops_the_reader_thread_and_waits_for_it(tmp_path):
+    # The first file cannot be created, so extract_group gives up while the reader has most of 40 MiB left.
+    paths = _files(tmp_path, [os.urandom(1 << 20) * 40])
+    frame, size, sha, _ = _compress(paths)
+    group, entries = _group_and_entries(paths, frame, sha, size)
+    (tmp_path / "dest" / "d").mkdir(parents=True)
+    (tmp_path / "dest" / "d" / "f0").write_bytes(b"in the way")
+    threads, fds = threading.active_count(), _open_fds()
+    started = time.monotonic()
+    with pytest.raises(HostError, match="d/f0"):
+        extract_group(_SlowFile(frame), 0, group, entries, str(tmp_path / "dest"))
+    assert time.monotonic() - started < 1.0  # not the 40 reads of the whole group
+    assert threading.active_count() == threads and _open_fds() == fds
