@@ -33,7 +33,7 @@ ATTESTATION = {"vnd.docker.reference.type": "attestation-manifest"}
 def require_registry_tools():
     missing = [tool for tool in ("docker-registry", "umoci", "skopeo", "htpasswd") if shutil.which(tool) is None]
     if missing:
-        pytest.skip(f"needs {', '.join(missing)} (scripts/setup installs them)")
+        pytest.skip(reason=f"needs {', '.join(missing)} (scripts/setup installs them)")
 
 @pytest.fixture(scope="session")
 def image_layout(tmp_path_factory):
@@ -65,13 +65,13 @@ def image_layout(tmp_path_factory):
 def tiny_tmpfs(tmp_path):
     """A real 1 MiB file system, so the disk really fills up (no mock can show what a full disk leaves behind)."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        pytest.skip(reason="mounting a tmpfs needs root")
     mountpoint = tmp_path / "tiny"
     mountpoint.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)], capture_output=True,
                              check=False)
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+        pytest.skip(reason=f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:
         yield mountpoint
     finally:

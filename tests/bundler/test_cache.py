@@ -221,10 +221,10 @@ def test_put_file_of_a_missing_source_is_a_usage_error(cache, tmp_path):
 def test_unwritable_cache_is_a_host_error(cache, tmp_path):
     """A read-only bind mount: refuses writes even to root, so the test holds when run as root."""
     if os.geteuid() != 0:
-        pytest.skip("bind-mounting needs root")
+        pytest.skip(reason="bind-mounting needs root")
     target = cache.root / "tmp"
     if subprocess.run(["mount", "--bind", "-o", "ro", str(target), str(target)], check=False).returncode != 0:
-        pytest.skip("cannot bind-mount here")
+        pytest.skip(reason="cannot bind-mount here")
     try:
         src = tmp_path / "src"
         src.write_bytes(b"data")

@@ -27,7 +27,7 @@ def tmpfs(tmp_path):
         done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], stderr=subprocess.PIPE,
                               text=True)
         if done.returncode != 0:
-            pytest.skip("cannot mount tmpfs here: %s" % done.stderr.strip())
+            pytest.skip(reason="cannot mount tmpfs here: %s" % done.stderr.strip())
         mounted.append(point)
         return point
 

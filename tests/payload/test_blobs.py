@@ -117,7 +117,7 @@ def test_frame_with_a_window_above_the_bound_is_refused(tmp_path):
 
 def test_full_disk_is_a_host_error(tmp_path):
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        pytest.skip(reason="mounting a tmpfs needs root")
     mnt = tmp_path / "small"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)

@@ -148,7 +148,7 @@ def samples(tmp_path_factory):
 def sample(samples, request, tmp_path):
     made, pydata = samples
     if request.param not in made:
-        pytest.skip(f"cannot build a {request.param} sample here (no as/ld)")
+        pytest.skip(reason=f"cannot build a {request.param} sample here (no as/ld)")
     path = tmp_path / request.param
     shutil.copy2(made[request.param], path)
     return request.param, path, pydata
@@ -277,7 +277,7 @@ def test_program_still_runs_after_insert(sample, content, tmp_path):
     kind, src, _ = sample
     before = subprocess.run([src], capture_output=True, check=False)
     if before.returncode != 0:
-        pytest.skip(f"this kernel does not run {kind} programs: {before.stderr!r}")
+        pytest.skip(reason=f"this kernel does not run {kind} programs: {before.stderr!r}")
     dst = tmp_path / "out"
     insert_section(src, dst, "bundle", content)
     after = subprocess.run([dst], capture_output=True, check=False)

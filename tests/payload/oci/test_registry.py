@@ -411,7 +411,7 @@ def test_loopback_hosts():
 def test_plain_http_only_for_registries_named_insecure(images):
     address = non_loopback_address()
     if address is None:
-        pytest.skip("this machine has no non-loopback address")
+        pytest.skip(reason="this machine has no non-loopback address")
     with FaultProxy(images.registry.port, listen=address) as proxy:
         ref = f"{proxy.host}/test/busybox:1"
         with quick_client() as client, pytest.raises(NetworkError) as caught:
@@ -427,7 +427,7 @@ def test_https_registry_certificate_is_checked(images, image_layout, tmp_path, m
     pytest.importorskip("cryptography")
     address = non_loopback_address()
     if address is None:
-        pytest.skip("this machine has no non-loopback address")
+        pytest.skip(reason="this machine has no non-loopback address")
     certificate, key = self_signed_certificate(tmp_path, address)
     with Registry(tmp_path / "storage", listen=address, tls=(certificate, key)) as registry:
         subprocess.run(
