@@ -2,7 +2,8 @@
 
 from payload.layout import open_payload
 from payload.errors import UsageError
-from payload.report import describe, verify_all
+from payload import report
+from payload.report import describe
 
 from .lockfile import Lock
 from .manifest import load_manifest
@@ -25,13 +26,9 @@ def inspect_bundle(bundle, as_json=False):
 
 
 def verify_bundle(bundle, key=None):
-    from payload.signing import load_public_key, verify_report
-
-    public_key = load_public_key(str(key)) if key else None
     payload, f = _open(bundle)
     with f:
-        signature = verify_report(payload, public_key, key_option="--key")
-        return verify_all(payload, f) + "\n" + signature
+        return report.verify_bundle(payload, f, key, key_option="--key")
 
 
 def _complete_arches(manifest, log=print):

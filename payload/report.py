@@ -5,7 +5,7 @@ import json
 
 from .blobs import extract_group
 from .errors import IntegrityError
-from .signing import describe_signature
+from .signing import describe_signature, load_public_key, verify_report
 
 
 def describe(payload, as_json=False):
@@ -48,3 +48,9 @@ def verify_all(payload, f):
         raise IntegrityError("%s: %s" % (payload.path, " | ".join(failures)))
     return "%s: ok, %d entries in %d group(s) verified, bundle id %s" % (
         payload.path, len(index.entries), len(index.groups), payload.bundle_id)
+
+
+def verify_bundle(payload, f, key_path=None, key_option="--bundle-key"):
+    """The signature (against the public key at `key_path` when given), then every blob re-hashed."""
+    signature = verify_report(payload, load_public_key(str(key_path)) if key_path else None, key_option=key_option)
+    return verify_all(payload, f) + "\n" + signature

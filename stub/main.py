@@ -43,9 +43,7 @@ def run(prog, args):
     with open(path, "rb") as f:
         payload = open_payload(path, f)
         if opts.info or opts.verify:
-            from payload.report import describe
-
-            from .trust import verify_bundle
+            from payload.report import describe, verify_bundle
 
             report = describe(payload, opts.json) if opts.info else verify_bundle(payload, f, opts.key)
             sys.stdout.write(report + "\n")

@@ -12,9 +12,8 @@ import hashlib
 import os
 
 from payload.errors import HostError
-from payload.report import verify_all
 from payload.signing import (claimed_signer_in, fingerprint, load_public_key, public_key_to_pem, required_key,
-                             signer, verify_report)
+                             signer)
 
 from . import install, locking
 
@@ -78,8 +77,3 @@ def check_before_install(payload, root, key_path=None):
     signed_by = signer(payload)  # a signature present must hold, asked for or not
     return signed_by if key_path or wanted is not None else None
 
-
-def verify_bundle(payload, f, key_path=None):
-    """--bundle-verify: the signature (against --bundle-key PUB when given), then every blob re-hashed."""
-    signature = verify_report(payload, load_public_key(key_path) if key_path else None)
-    return verify_all(payload, f) + "\n" + signature
