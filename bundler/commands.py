@@ -60,7 +60,7 @@ def fetch_all(manifest_path, arch, all_arches, cache, insecure_registries, log=p
     for a in arches:
         manifest.check_arch(a)
         for spec in manifest.files:
-            fetch_source(manifest, lock, spec, a, cache, locked=False, offline=False, log=log)
+            fetch_source(manifest, lock, spec, a, cache, locked=False, offline=False)
         with registry_client(insecure_registries) as client:
             everything = Variant("all", tuple(i.name for i in manifest.images))
             embed_images(pin_images(manifest, everything, lock, a, client, False, log=log), client, cache, log=log)

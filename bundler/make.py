@@ -71,7 +71,7 @@ def make(request, cache, log=print):
         check_stub(request.stub, arch)
     signing = Signing.from_paths(request.sign, request.require_key)  # before the long part: a bad key fails now
     lock = Lock.load(manifest.dir / "bundle.lock")
-    members_by_group = gather_files(manifest, arch, lock, cache, locked=request.locked, offline=request.offline, log=log)
+    members_by_group = gather_files(manifest, arch, lock, cache, locked=request.locked, offline=request.offline)
     with registry_client(request.insecure_registries) as client:
         pinned = pin_images(manifest, variant, lock, arch, client, request.locked, log=log)
         image_members, image_records = embed_images(pinned, client, cache, request.layers, log=log)

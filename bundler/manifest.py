@@ -41,6 +41,7 @@ ARCH_ALIASES = {
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.xz", ".tar.zst", ".zip")
 PLACEHOLDERS = ("{root}", "{images}")
 DEFAULT_GROUP = "files"
+IMAGES_GROUP = "images"  # reserved: bundler/images.py puts the embedded images there
 DEFAULT_MODE = 0o644
 DEFAULT_VARIANT = "default"
 EMBED_ALL = "all"
@@ -644,6 +645,11 @@ class _Reader:
             self.fail(
                 self.lines.line(table, "group"),
                 f"group '{group}' is not allowed; {_NAME_RULE}",
+            )
+        if group == IMAGES_GROUP:
+            self.fail(
+                self.lines.line(table, "group"),
+                f"group '{group}' is where bundler keeps embedded images; choose another group name",
             )
 
         if "source" not in raw:

@@ -761,3 +761,14 @@ def test_resolve_url_method_matches_the_function(tmp_path):
     manifest = load(tmp_path, HEAD)
     source = manifest.source_for("bin/hello", "arm")
     assert manifest.resolve_url(source) == resolve_url(source) == (tmp_path / "hello.sh").as_uri()
+
+
+def test_the_images_group_is_reserved_for_embedded_images(tmp_path):
+    from bundler.manifest import load_manifest
+    from payload.errors import UsageError
+
+    path = tmp_path / "bundle.toml"
+    path.write_text('[bundle]\nname = "x"\nversion = "1"\nentrypoint = ["bin/x"]\n\n'
+                    '[[file]]\npath = "bin/x"\nmode = "0755"\ngroup = "images"\nsource = { url = "x" }\n')
+    with pytest.raises(UsageError, match=r"bundle.toml:9: group 'images' is where bundler keeps embedded images"):
+        load_manifest(path)
