@@ -70,14 +70,16 @@ def _install_and_run(payload, f, opts):
     installed = inst.is_installed()
     key_to_pin = None
     if not installed or opts.key:  # the installed fast path imports and checks nothing more
-        from . import preflight
+        from payload.frames import check_frame_headers
 
-        key_to_pin = preflight.before_install(payload, f, inst.root, opts.key)
+        from . import trust
+
+        # Before a single file is written: frame headers against the index, the signature against trusted keys.
+        check_frame_headers(f, payload)
+        key_to_pin = trust.check_before_install(payload, inst.root, opts.key)
     if not installed or not os.path.lexists(os.path.join(inst.root, "current")):  # a crash can leave it unset
         install.install(payload, f, inst, after_extract=lambda work: images.write_embedded(work, index))
     if key_to_pin is not None:
-        from . import trust
-
         trust.pin(inst.root, key_to_pin)  # only once the install holds
     images.pull_missing(inst, index, opts, os.environ)
     if opts.extract:

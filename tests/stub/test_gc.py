@@ -39,7 +39,7 @@ class Holder(object):
     """A real process that holds a version's shared lock, as a running runtime does."""
 
     def __init__(self, root, bundle_id):
-        lock = os.path.join(root, install.LOCKS_DIR, bundle_id)
+        lock = self.lock = os.path.join(root, install.LOCKS_DIR, bundle_id)
         self.ready = lock + ".ready"
         self.proc = subprocess.Popen(["flock", "--shared", lock, "sh", "-c", 'touch "$0"; exec sleep 30', self.ready],
                                      start_new_session=True)
@@ -51,6 +51,11 @@ class Holder(object):
     def stop(self):
         os.killpg(self.proc.pid, signal.SIGKILL)  # flock and its child: both hold the lock
         self.proc.wait()
+        # The killed child (sleep) may outlive flock by a moment: wait until the lock is really free.
+        deadline = time.time() + 10
+        while subprocess.run(["flock", "--nonblock", self.lock, "true"]).returncode != 0:
+            assert time.time() < deadline, "the holder's lock was not released"
+            time.sleep(0.01)
 
 
 def present(root):
