@@ -73,7 +73,8 @@ def make(request, cache, log=print):
     lock = Lock.load(manifest.dir / "bundle.lock")
     members_by_group = gather_files(manifest, arch, lock, cache, locked=request.locked, offline=request.offline)
     with registry_client(request.insecure_registries) as client:
-        pinned = pin_images(manifest, variant, lock, arch, client, request.locked, log=log)
+        # Offline, a tag cannot be resolved: every image must be pinned (and its blobs come from the cache).
+        pinned = pin_images(manifest, variant, lock, arch, client, request.locked or request.offline, log=log)
         image_members, image_records = embed_images(pinned, client, cache, request.layers, log=log)
     if image_members:
         members_by_group[IMAGES_GROUP] = image_members
