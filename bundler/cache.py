@@ -159,11 +159,12 @@ class Cache:
                 blob._discard()
 
     def put_file(self, src: str | os.PathLike, sha256: str | None = None, what: str | None = None) -> str:
-        """Copy a file into the store (verifying it when sha256 is given); returns its sha256."""
+        """Copy a file into the store (verifying it when sha256 is given); returns its sha256.
+
+        The source is always read, even when the store holds the pinned blob: a file edited since it was pinned
+        must be refused, not replaced by the old bytes."""
         src = Path(src)
         what = what or f"copy of {src}"
-        if sha256 is not None and self.has(sha256):
-            return check_sha256(sha256)
         try:
             source = open(src, "rb")  # noqa: SIM115 -- closed by the with below; opened apart to name the error
         except OSError as exc:

@@ -68,7 +68,7 @@ def fetch_all(manifest_path, arch, all_arches, cache, insecure_registries, log=p
 
 
 def write_lock(manifest_path, arches, cache, insecure_registries, log=print):
-    from .download import fetch
+    from .download import fetch, is_local
 
     manifest = load_manifest(manifest_path)
     lock = Lock.load(manifest.dir / "bundle.lock")
@@ -80,9 +80,11 @@ def write_lock(manifest_path, arches, cache, insecure_registries, log=print):
     for a in arches:
         for spec in manifest.files:
             source = manifest.source_for(spec, a)
-            # Rows keep the URL as the manifest writes it, so the lock holds in any checkout.
-            known = source.sha256 or lock.file_sha256(spec.path, a, source.url)
-            path = fetch(manifest.resolve_url(source), sha256=known, cache=cache)
+            # Rows keep the URL as the manifest writes it, so the lock holds in any checkout. A local file is
+            # pinned afresh (locking is how its new contents are accepted); a download keeps its pin.
+            url = manifest.resolve_url(source)
+            known = source.sha256 or (None if is_local(url) else lock.file_sha256(spec.path, a, source.url))
+            path = fetch(url, sha256=known, cache=cache)
             lock.set_file(spec.path, a, source.url, path.name)
     _lock_images(manifest, lock, arches, insecure_registries, log)
     lock.prune(manifest)

@@ -45,6 +45,7 @@ def fetch(
     """Return the path of url's bytes in the cache, downloading or copying them when needed.
 
     sha256:          the pin; a cached pin never touches the network, a wrong one raises IntegrityError.
+                     A local file is read every time and checked against the pin.
     progress:        None = a bar on stderr when it is a terminal; True/False force it.
     offline:         (or BUNDLER_OFFLINE=1) use only the cache and local files.
     base_dir:        where relative paths start (the manifest's directory); default the working directory.
@@ -54,12 +55,13 @@ def fetch(
     offline = offline or is_offline()
     if sha256 is not None:
         sha256 = check_sha256(sha256)
-        if cache.has(sha256):
-            return cache.blob_path(sha256)
 
+    # A local file is always read: it may have changed since it was pinned, whatever the cache holds.
     local = _local_path(url, base_dir)
     if local is not None:
         return _copy_local(url, local, sha256, cache)
+    if sha256 is not None and cache.has(sha256):
+        return cache.blob_path(sha256)
 
     if sha256 is None and (reuse_unpinned or offline):
         recorded = cache.url_sha256(url)
@@ -72,6 +74,19 @@ def fetch(
     digest = _download(url, sha256, cache, retries, backoff, timeout, show)
     cache.record_url(url, digest)
     return cache.blob_path(digest)
+
+
+def is_local(url: str) -> bool:
+    """True for a file:// URL or a plain path: a source that is read from this machine at every build."""
+    return _local_path(url, None) is not None
+
+
+def local_path(url: str) -> Path:
+    """The file a local source (file:// URL or absolute path) names."""
+    path = _local_path(url, None)
+    if path is None:
+        raise ValueError(f"{url} is not a local source")
+    return path
 
 
 def _local_path(url: str, base_dir) -> Path | None:

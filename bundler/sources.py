@@ -1,9 +1,12 @@
 """Gather a manifest's files for one architecture: download (pinned, cached), extract from release archives."""
 
+import hashlib
 from pathlib import Path
 
+from payload.errors import IntegrityError
+
 from .compress import Member
-from .download import fetch
+from .download import fetch, is_local, local_path
 from .lockfile import pin_for
 from .unpack import extract_cached
 
@@ -14,10 +17,35 @@ def _sha256_of_cached(path):
 
 
 def fetch_source(manifest, lock, spec, arch, cache, locked, offline):
-    """Download one file's source for `arch`, verified against its pin; returns (source, path in the cache)."""
+    """Download one file's source for `arch`, verified against its pin; returns (source, path in the cache).
+
+    A local source is read at every build; one edited since it was pinned is refused, naming the manifest line."""
     source = manifest.source_for(spec, arch)
     expected = pin_for(manifest, lock, spec, arch, locked)
-    return source, Path(fetch(manifest.resolve_url(source), sha256=expected, cache=cache, offline=offline))
+    url = manifest.resolve_url(source)
+    try:
+        return source, Path(fetch(url, sha256=expected, cache=cache, offline=offline))
+    except IntegrityError:
+        if not is_local(url):
+            raise
+        raise _local_file_changed(manifest, lock, spec, arch, source, url, expected) from None
+
+
+def _local_file_changed(manifest, lock, spec, arch, source, url, expected):
+    path = local_path(url)
+    with open(path, "rb") as f:
+        actual = hashlib.file_digest(f, "sha256").hexdigest()
+    where = f"{manifest.path}:{source.line or spec.line}"
+    if source.sha256 is not None:
+        pinned_by, todo = "its sha256 in the manifest", "correct that sha256 (or restore the file)"
+    else:
+        row = lock.file_pin(spec.path, arch)
+        pinned_by = f"{lock.path or 'bundle.lock'}:{row.line}" if row is not None and row.line else "bundle.lock"
+        todo = "run `bundler lock` to pin the new contents (or restore the file)"
+    return IntegrityError(
+        f"{where}: local file {path} (for '{spec.path}') changed since it was pinned: sha256 {actual}, "
+        f"{pinned_by} says {expected}; {todo}"
+    )
 
 
 def gather_files(manifest, arch, lock, cache, locked=False, offline=False):

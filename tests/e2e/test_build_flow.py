@@ -6,6 +6,7 @@ import json
 import subprocess
 import tarfile
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +113,49 @@ def test_manifest_typo_is_one_line_with_the_line_number(tmp_path):
     assert failed.returncode == 2
     lines = failed.stderr.strip().splitlines()
     assert len(lines) == 1 and "bundle.toml:4" in lines[0] and "entrypoint" in lines[0]
+
+
+LOCAL_MANIFEST = """[bundle]
+name = "local"
+version = "1.0.0"
+entrypoint = ["bin/true"]
+
+[[file]]
+path = "bin/true"
+mode = "0755"
+source = { url = "file:///bin/true" }
+
+[[file]]
+path = "etc/data.txt"
+source = { url = "data.txt" }
+"""
+
+
+def test_a_local_file_edited_after_lock_is_refused_until_locked_again(tmp_path, stub_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "bundle.toml").write_text(LOCAL_MANIFEST)
+    data = project / "data.txt"
+    data.write_text("first\n")
+    cache = tmp_path / "cache"
+    bundler("lock", "--arch", "amd64", "--cache-dir", cache, cwd=project)
+    make = ["make", "--stub", stub_path, "--cache-dir", cache, "--level", "3"]
+    bundler(*make, "-o", project / "app", cwd=project)  # the old contents are now in the cache as well
+
+    data.write_text("first\nedited after lock\n")
+    for extra in ([], ["--locked"]):
+        failed = bundler(*make, *extra, "-o", project / "stale", cwd=project, check=False)
+        assert failed.returncode == 3, failed.stderr
+        message = failed.stderr.strip().splitlines()
+        assert len(message) == 1 and "Traceback" not in failed.stderr
+        line = LOCAL_MANIFEST.splitlines().index('source = { url = "data.txt" }') + 1
+        assert f"bundle.toml:{line}:" in message[0] and str(data) in message[0]
+        assert _sha(data) in message[0] and "`bundler lock`" in message[0]
+        assert not (project / "stale").exists()
+
+    # Locking again accepts the new contents, and the bundle carries them.
+    bundler("lock", "--arch", "amd64", "--cache-dir", cache, cwd=project)
+    bundler(*make, "--locked", "-o", project / "app", cwd=project)
+    extracted = run([project / "app", "--bundle-extract", tmp_path / "x"])
+    assert extracted.returncode == 0, extracted.stderr
+    assert (Path(extracted.stdout.strip()) / "etc" / "data.txt").read_text() == "first\nedited after lock\n"
