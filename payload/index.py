@@ -13,10 +13,10 @@ from .paths import check_relative
 
 ARCHES = ("amd64", "arm64", "arm", "riscv64")
 KINDS = ("file", "blob")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # Names become paths on the device (/var/lib/NAME, images/NAME.tar): the manifest's rule, checked again here.
-_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+_NAME = re.compile(r"[a-z][a-z0-9-]*")
 
 
 def _require(cond, message):
@@ -28,15 +28,16 @@ def _is_int(value, minimum=0):
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
-def _check_image(image):
+def _check_image(image, blobs):
     name = image.get("name")
-    _require(isinstance(name, str) and _NAME.match(name), "image name %r is not a plain name" % (name,))
+    _require(isinstance(name, str) and _NAME.fullmatch(name), "image name %r is not a plain name" % (name,))
     _require(isinstance(image.get("ref"), str) and image["ref"], "image %r: ref is missing" % name)
-    _require(isinstance(image.get("digest"), str) and _DIGEST.match(image["digest"]), "image %r: bad digest" % name)
+    _require(isinstance(image.get("digest"), str) and _DIGEST.fullmatch(image["digest"]), "image %r: bad digest" % name)
     _require(isinstance(image.get("embedded"), bool), "image %r: embedded is not true or false" % name)
     if image["embedded"]:
-        _require(isinstance(image.get("manifest"), str) and _DIGEST.match(image["manifest"]),
+        _require(isinstance(image.get("manifest"), str) and _DIGEST.fullmatch(image["manifest"]),
                  "image %r: bad manifest digest" % name)
+        _require(image["manifest"] in blobs, "image %r: its manifest %s is not an entry" % (name, image["manifest"]))
 
 
 class Group(object):
@@ -138,7 +139,7 @@ class Index(object):
                  "format %r, this stub reads format %d" % (doc.get("format"), FORMAT_VERSION))
         for key in ("name", "version", "variant", "arch", "bundler_version"):
             _require(isinstance(doc.get(key), str) and doc[key], "%s is missing" % key)
-        _require(_NAME.match(doc["name"]), "name %r is not a plain name" % doc["name"])
+        _require(_NAME.fullmatch(doc["name"]), "name %r is not a plain name" % doc["name"])
         ep = doc.get("entrypoint")
         _require(isinstance(ep, list) and ep and all(isinstance(a, str) for a in ep), "entrypoint is not a list")
         groups = []
@@ -149,7 +150,7 @@ class Index(object):
             _require(isinstance(g.get("name"), str) and g["name"] not in names, "group name missing or repeated")
             for key in ("offset", "csize", "size"):
                 _require(_is_int(g.get(key)), "group %r: %s is not a size" % (g["name"], key))
-            _require(isinstance(g.get("sha256"), str) and _HEX64.match(g["sha256"]), "group %r: bad sha256" % g["name"])
+            _require(isinstance(g.get("sha256"), str) and _HEX64.fullmatch(g["sha256"]), "group %r: bad sha256" % g["name"])
             _require(g["offset"] + g["csize"] <= data_size,
                      "group %r ends at %d, past the payload's %d bytes" % (g["name"], g["offset"] + g["csize"], data_size))
             names.add(g["name"])
@@ -168,7 +169,7 @@ class Index(object):
             _require(e.get("kind") in KINDS, "entry %r: unknown kind %r" % (path, e.get("kind")))
             _require(_is_int(e.get("mode")) and e["mode"] <= 0o777, "entry %r: bad mode" % path)
             _require(_is_int(e.get("size")) and _is_int(e.get("offset")), "entry %r: bad size or offset" % path)
-            _require(isinstance(e.get("sha256"), str) and _HEX64.match(e["sha256"]), "entry %r: bad sha256" % path)
+            _require(isinstance(e.get("sha256"), str) and _HEX64.fullmatch(e["sha256"]), "entry %r: bad sha256" % path)
             _require(e.get("group") in names, "entry %r: unknown group %r" % (path, e.get("group")))
             entries.append(Entry(path, e["kind"], e["mode"], e["size"], e["sha256"], e["group"], e["offset"]))
         # The program run after install must be verified content inside the root, never a path of the host.
@@ -189,8 +190,10 @@ class Index(object):
             _require(pos == g.size, "group %r holds %d bytes, its entries %d" % (g.name, g.size, pos))
         images = doc.get("images", [])
         _require(isinstance(images, list) and all(isinstance(i, dict) for i in images), "images is not a list")
+        blobs = set("sha256:" + e.sha256 for e in entries
+                    if e.kind == "blob" and e.path == "images/blobs/sha256/" + e.sha256)
         for image in images:
-            _check_image(image)
+            _check_image(image, blobs)
         require_key = doc.get("require_key")
         _require(require_key is None or isinstance(require_key, str), "require_key is not a string")
         return cls(doc["name"], doc["version"], doc["variant"], doc["arch"], doc["bundler_version"], ep,

@@ -14,7 +14,7 @@ from payload.errors import HostError
 
 from . import install, locking
 
-_BUNDLE_ID = re.compile(r"^[0-9a-f]{64}$")
+_BUNDLE_ID = re.compile(r"[0-9a-f]{64}")
 
 
 class Collection(object):
@@ -38,7 +38,7 @@ def _link_target(root, name):
 def _installed_versions(root):
     for name in sorted(os.listdir(root)):
         path = os.path.join(root, name)
-        if _BUNDLE_ID.match(name) and os.path.isdir(path) and not os.path.islink(path):
+        if _BUNDLE_ID.fullmatch(name) and os.path.isdir(path) and not os.path.islink(path):
             yield name
 
 

@@ -58,3 +58,30 @@ def test_index_that_lies_is_refused(mutate, message):
 def test_garbage_is_an_integrity_error(data):
     with pytest.raises(IntegrityError):
         Index.from_bytes(data, 150)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.update(name="demo\n"), "not a plain name"),
+    (lambda d: d["groups"][0].update(sha256="a" * 64 + "\n"), "bad sha256"),
+    (lambda d: d["entries"][0].update(sha256="c" * 64 + "\n"), "bad sha256"),
+    (lambda d: d.update(images=[{"name": "pause\n", "ref": "pause:3.10", "digest": "sha256:" + "f" * 64,
+                                 "embedded": False}]), "not a plain name"),
+    (lambda d: d.update(images=[{"name": "pause", "ref": "pause:3.10", "digest": "sha256:" + "f" * 64 + "\n",
+                                 "embedded": False}]), "bad digest"),
+])
+def test_a_trailing_newline_is_not_a_name_or_digest(mutate, message):
+    doc = json.loads(_index())
+    mutate(doc)
+    with pytest.raises(IntegrityError, match=message):
+        Index.from_bytes(json.dumps(doc).encode(), 150)
+
+
+def test_an_embedded_image_whose_manifest_is_not_an_entry_is_refused():
+    doc = json.loads(_index())
+    doc["images"] = [{"name": "pause", "ref": "pause:3.10", "digest": "sha256:" + "f" * 64, "embedded": True,
+                      "manifest": "sha256:" + "e" * 64}]
+    # blobs/z holds those bytes, but not at the path an image blob has: the device would not find it.
+    with pytest.raises(IntegrityError, match="manifest sha256:e+ is not an entry"):
+        Index.from_bytes(json.dumps(doc).encode(), 150)
+    doc["entries"][2]["path"] = "images/blobs/sha256/" + "e" * 64
+    assert Index.from_bytes(json.dumps(doc).encode(), 150).images[0]["manifest"] == "sha256:" + "e" * 64

@@ -97,3 +97,9 @@ def test_a_root_where_nothing_was_installed_is_left_alone(tmp_path):
 def test_summary_names_what_happened(root):
     text = gc.collect(root).summary()
     assert "removed 3 version(s)" in text and IDS["a"][:12] in text and "in use by a running process [none]" in text
+
+
+def test_an_id_with_a_trailing_newline_is_not_a_version(root):
+    make_version(root, IDS["a"] + "\n")  # not a name bundler gives a version: not ours to remove
+    assert IDS["a"] + "\n" not in gc.collect(root).removed
+    assert os.path.isdir(os.path.join(root, IDS["a"] + "\n"))
