@@ -6,6 +6,8 @@ import os
 import shutil
 import sys
 
+from payload.errors import IntegrityError
+
 IMAGES_DIR = "images"
 PULLS_DIR = ".pulls"
 
@@ -18,6 +20,15 @@ def _blob(root, digest):
     return os.path.join(root, IMAGES_DIR, "blobs", "sha256", digest.partition(":")[2])
 
 
+def _read_blob(root, digest, image, what):
+    try:
+        with open(_blob(root, digest), "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise IntegrityError("image %r: its %s %s is not in the bundle; the bundle is damaged, copy it again"
+                             % (image["name"], what, digest))
+
+
 def write_embedded(work, index):
     """At install, in the work dir: turn the extracted blobs into one archive per embedded image."""
     from payload.oci.archive import write_image_archive
@@ -28,11 +39,9 @@ def write_embedded(work, index):
     for image in index.images:
         if not image.get("embedded"):
             continue
-        with open(_blob(work, image["manifest"]), "rb") as f:
-            manifest_bytes = f.read()
+        manifest_bytes = _read_blob(work, image["manifest"], image, "manifest")
         config, layers = parse_image_manifest(manifest_bytes, "manifest of %s" % image["name"])
-        with open(_blob(work, config.digest), "rb") as f:
-            config_bytes = f.read()
+        config_bytes = _read_blob(work, config.digest, image, "config")
         blobs = dict((layer.digest, _blob(work, layer.digest)) for layer in layers)
         write_image_archive(os.path.join(images, archive_name(image)), parse_reference(image["ref"]),
                             manifest_bytes, config_bytes, blobs)
