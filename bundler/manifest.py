@@ -39,7 +39,7 @@ ARCH_ALIASES = {
     "riscv": "riscv64",
 }
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.xz", ".tar.zst", ".zip")
-PLACEHOLDERS = ("{root}", "{images}")
+PLACEHOLDERS = ("{root}", "{images}", "{data}")
 DEFAULT_GROUP = "files"
 IMAGES_GROUP = "images"  # reserved: bundler/images.py puts the embedded images there
 DEFAULT_MODE = 0o644
@@ -444,6 +444,9 @@ def _path_problem(path: str) -> str | None:
         return "is empty; write a path relative to the installed root, like 'bin/hello'"
     if "\0" in path or "\n" in path:
         return "holds a NUL or newline character; rename it"
+    if "\\" in path:
+        forward = path.replace("\\", "/")
+        return f"holds a backslash, which devices refuse; separate directories with '/', like '{forward}'"
     if path.startswith("/"):
         return f"is absolute; write it relative to the installed root, like '{path.lstrip('/') or 'bin/hello'}'"
     if ".." in path.split("/"):
@@ -567,7 +570,7 @@ class _Reader:
                     hint = _did_you_mean(placeholder, PLACEHOLDERS)
                     self.fail(
                         self.lines.value_line(table, "entrypoint", item),
-                        f"unknown placeholder {placeholder} in entrypoint{hint}; use {{root}} or {{images}}",
+                        f"unknown placeholder {placeholder} in entrypoint{hint}; use {{root}}, {{images}} or {{data}}",
                     )
         program = entrypoint[0]
         program_line = self.lines.value_line(table, "entrypoint", program)

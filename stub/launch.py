@@ -9,8 +9,17 @@ PYINSTALLER_VARS = ("_PYI_ARCHIVE_FILE", "_PYI_APPLICATION_HOME_DIR", "_PYI_PARE
                     "_PYI_LINUX_PROCESS_NAME", "_PYI_SPLASH_IPC", "_MEIPASS2")
 
 
+def prepare_data(inst):
+    """Create <root>/data, the state that outlives versions (BUNDLE_DATA, {data}), before the runtime needs it."""
+    try:
+        os.makedirs(inst.data, 0o755, exist_ok=True)
+    except OSError as exc:
+        raise HostError("cannot create the data directory %s: %s; choose a writable --bundle-dir"
+                        % (inst.data, exc.strerror))
+
+
 def command(entrypoint, inst, args):
-    """The argv to exec: the entrypoint with {root} and {images} expanded, then the user's args untouched."""
+    """The argv to exec: the entrypoint with {root}, {images} and {data} expanded, then the user's args untouched."""
     values = {"root": inst.path, "images": inst.images, "data": inst.data}
     argv = [_expand(a, values) for a in entrypoint]
     argv[0] = os.path.join(inst.path, argv[0])

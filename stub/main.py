@@ -85,6 +85,7 @@ def _install_and_run(payload, f, opts):
     if opts.extract:
         sys.stdout.write(inst.path + "\n")
         return 0
+    launch.prepare_data(inst)
     argv = launch.command(index.entrypoint, inst, opts.args)
     env = launch.environment(os.environ, inst, index)
     launch.exec_entrypoint(argv, env)

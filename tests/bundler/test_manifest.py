@@ -543,6 +543,10 @@ ERRORS = {
         HEAD + '[[file]]\npath = "./bin//crun"   # <-\nsource = { url = "x" }\n',
         ["path './bin//crun' is not normalised; write 'bin/crun'"],
     ),
+    "path with a backslash": (
+        HEAD + '[[file]]\npath = "etc\\\\conf"   # <-\nsource = { url = "x" }\n',
+        ["path 'etc\\conf' holds a backslash, which devices refuse; separate directories with '/', like 'etc/conf'"],
+    ),
     "empty path": (HEAD + '[[file]]\npath = ""   # <-\nsource = { url = "x" }\n', ["path '' is empty"]),
     "file under another file": (
         HEAD + '[[file]]\npath = "bin/hello/extra"   # <-\nsource = { url = "x" }\n',
@@ -637,7 +641,7 @@ ERRORS = {
     ),
     "unknown placeholder": (
         HEAD.replace('entrypoint = ["bin/hello"]', 'entrypoint = [\n  "bin/hello",\n  "--data={rot}/data",   # <-\n]'),
-        ["unknown placeholder {rot} in entrypoint (did you mean '{root}'?); use {root} or {images}"],
+        ["unknown placeholder {rot} in entrypoint (did you mean '{root}'?); use {root}, {images} or {data}"],
     ),
     "variant naming an unknown image": (
         HEAD
@@ -772,3 +776,13 @@ def test_the_images_group_is_reserved_for_embedded_images(tmp_path):
                     '[[file]]\npath = "bin/x"\nmode = "0755"\ngroup = "images"\nsource = { url = "x" }\n')
     with pytest.raises(UsageError, match=r"bundle.toml:9: group 'images' is where bundler keeps embedded images"):
         load_manifest(path)
+
+
+def test_every_placeholder_the_device_expands_is_accepted(tmp_path):
+    """README: {root}, {images} and {data} expand in the entrypoint, and stub/launch.py expands all three."""
+    from stub.launch import command
+
+    text = HEAD.replace('entrypoint = ["bin/hello"]', 'entrypoint = ["bin/hello", "{root}", "{images}", "--state={data}/x"]')
+    manifest = load(tmp_path, text)
+    inst = type("Inst", (), {"path": "/r/id", "images": "/r/id/images", "data": "/r/data"})()
+    assert command(manifest.entrypoint, inst, ["a"]) == ["/r/id/bin/hello", "/r/id", "/r/id/images", "--state=/r/data/x", "a"]

@@ -16,9 +16,10 @@ from tests.helpers import bundler, flip_byte, run, section_span
 HELLO = """#!/bin/sh
 echo "ARGC=$#"
 for a in "$@"; do printf 'ARG=[%s]\\n' "$a"; done
-for v in BUNDLE_ROOT BUNDLE_IMAGES BUNDLE_ID BUNDLE_VARIANT BUNDLE_ARCH LD_LIBRARY_PATH _PYI_ARCHIVE_FILE; do
+for v in BUNDLE_ROOT BUNDLE_IMAGES BUNDLE_DATA BUNDLE_ID BUNDLE_VARIANT BUNDLE_ARCH LD_LIBRARY_PATH _PYI_ARCHIVE_FILE; do
   eval "printf '%s=%s\\n' $v \\"\\${$v-<unset>}\\""
 done
+[ -d "$BUNDLE_DATA" ] && echo "DATA_IS_A_DIR=yes"
 "$BUNDLE_ROOT/bin/crun" --version | head -n 1
 exit ${HELLO_EXIT:-0}
 """
@@ -92,6 +93,8 @@ def test_arguments_pass_through_untouched_and_environment_is_set(bundle, tmp_pat
     env = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("ARG"))
     assert env["BUNDLE_ROOT"] == installed
     assert env["BUNDLE_IMAGES"] == os.path.join(installed, "images")
+    # The state that outlives versions: there before the runtime starts, beside the versions.
+    assert env["BUNDLE_DATA"] == str(root / "data") and env.get("DATA_IS_A_DIR") == "yes"
     assert env["BUNDLE_VARIANT"] == "offline" and env["BUNDLE_ARCH"] == "amd64"
     assert env["BUNDLE_ID"] == os.path.basename(installed)
     assert "_MEI" not in env["LD_LIBRARY_PATH"] and env["_PYI_ARCHIVE_FILE"] == "<unset>"
@@ -154,7 +157,7 @@ def test_eight_concurrent_first_starts_extract_once_and_all_run(bundle, tmp_path
     assert sum("installing" in r.stderr for r in results) == 1
     for i, r in enumerate(results):
         assert "ARG=[start%d]" % i in r.stdout
-    installed = [p for p in root.iterdir() if not p.name.startswith(".") and not p.is_symlink()]
+    installed = [p for p in root.iterdir() if not p.name.startswith(".") and not p.is_symlink() and p.name != "data"]
     assert len(installed) == 1
 
 
