@@ -2,10 +2,9 @@
 written atomically with its run bit, plus `<output>.sha256` in `sha256sum -c` format."""
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
+from payload import fs
 from payload.elf import insert_section
 from payload.index import Entry, Group, Index
 from payload.layout import SECTION, write_section_content
@@ -29,27 +28,23 @@ def build_index(identity, groups, images=(), require_key=None):
 
 
 def write_bundle(stub, index, groups, output, signature=b""):
-    """Write the executable to `output` and its checksum file beside it; returns the executable's sha256."""
+    """Write the executable to `output` and its checksum file beside it; returns the executable's sha256.
+
+    Both appear whole or not at all: the executable first, then its checksum file."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     frames = {g.name: g.frame for g in groups}
-    fd, content = tempfile.mkstemp(prefix="." + output.name + ".payload-", dir=output.parent)
-    tmp = output.with_name("." + output.name + ".tmp-%d" % os.getpid())
+    content = fs.temp_name(output)  # the section's bytes, a scratch file beside the output
     try:
-        with os.fdopen(fd, "wb") as out:
+        with open(content, "wb") as out:
             write_section_content(out, index, frames, signature)
-        insert_section(str(stub), str(tmp), SECTION, content)
-        os.chmod(tmp, 0o755)
-        digest = _sha256(tmp)
-        checksum_tmp = output.with_name("." + output.name + ".sha256.tmp-%d" % os.getpid())
-        checksum_tmp.write_text("%s  %s\n" % (digest, output.name))
-        os.replace(tmp, output)
-        os.replace(checksum_tmp, output.with_name(output.name + ".sha256"))
+        with fs.atomic_path(output, mode=0o755) as tmp:
+            insert_section(str(stub), tmp, SECTION, content)
+            digest = _sha256(tmp)
+        fs.write_atomic(output.with_name(output.name + ".sha256"), "%s  %s\n" % (digest, output.name))
         return digest
     finally:
-        for leftover in (content, tmp):
-            if os.path.exists(leftover):
-                os.unlink(leftover)
+        fs.safe_unlink(content)
 
 
 def _sha256(path):

@@ -18,10 +18,9 @@ import errno
 import hashlib
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
+from payload import fs
 from payload.errors import HostError, IntegrityError, UsageError
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -57,15 +56,22 @@ def _host_error(exc: OSError, what: str, root: Path) -> HostError:
     return HostError(f"cannot write {what} into the cache {root}: {exc.strerror or exc}; check its permissions")
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as src:
+        while chunk := src.read(CHUNK):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
 class BlobWriter:
     """A temp file in the cache that hashes what is written and becomes a blob on commit()."""
 
     def __init__(self, cache: Cache, what: str):
         self._cache = cache
         self._what = what
-        fd, name = tempfile.mkstemp(dir=cache.root / "tmp", prefix="blob-", suffix=".part")
-        self.path = Path(name)
-        self._file = os.fdopen(fd, "wb")
+        self.path = Path(fs.temp_name(cache.tmp / "blob"))
+        self._file = open(self.path, "wb")  # noqa: SIM115 -- closed by commit() or _discard()
         self._hash = hashlib.sha256()
         self.size = 0
         self.committed: str | None = None
@@ -100,13 +106,11 @@ class BlobWriter:
                 " check the pin in bundle.toml / bundle.lock"
             )
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
             self._file.close()
             os.chmod(self.path, 0o444)
             target = self._cache.blob_path(actual)
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.path, target)
+            fs.commit(self.path, target)
         except OSError as exc:
             raise _host_error(exc, self._what, self._cache.root) from None
         self.committed = actual
@@ -115,8 +119,7 @@ class BlobWriter:
     def _discard(self) -> None:
         with contextlib.suppress(OSError):  # closing flushes, and the disk may still be full
             self._file.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        fs.safe_unlink(self.path)
 
 
 class Cache:
@@ -126,10 +129,16 @@ class Cache:
         try:
             for sub in ("blobs/sha256", "tmp", "maps"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
+            self.clear_tmp()
         except OSError as exc:
             raise HostError(
                 f"cannot create the cache directory {self.root}: {exc.strerror}; set BUNDLER_CACHE_DIR / --cache-dir"
             ) from None
+
+    @property
+    def tmp(self) -> Path:
+        """Where every cache entry is written before its rename (same file system as the entries)."""
+        return self.root / "tmp"
 
     def __repr__(self) -> str:
         return f"Cache({str(self.root)!r})"
@@ -157,6 +166,23 @@ class Cache:
         finally:
             if blob.committed is None:
                 blob._discard()
+
+    def adopt(self, path: str | os.PathLike, sha256: str, what: str) -> Path:
+        """Move a finished file (written under this cache's root by another tool) into the store as the blob
+        `sha256`, after hashing it again: a blob in the store always holds what its name says."""
+        path = Path(path)
+        expected = check_sha256(sha256)
+        actual = file_sha256(path)
+        if actual != expected:
+            fs.safe_unlink(path)
+            raise IntegrityError(f"{what}: sha256 is {actual}, expected {expected}")
+        target = self.blob_path(expected)
+        try:
+            os.chmod(path, 0o444)
+            fs.commit(path, target)
+        except OSError as exc:
+            raise _host_error(exc, what, self.root) from None
+        return target
 
     def put_file(self, src: str | os.PathLike, sha256: str | None = None, what: str | None = None) -> str:
         """Copy a file into the store (verifying it when sha256 is given); returns its sha256.
@@ -189,14 +215,7 @@ class Cache:
         value = check_sha256(sha256) + "\n"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(dir=self.root / "tmp", prefix="map-")
-            try:
-                with os.fdopen(fd, "w") as out:
-                    out.write(value)
-                os.replace(name, path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(name)
+            fs.write_atomic(path, value, temp_dir=self.tmp)
         except OSError as exc:
             raise _host_error(exc, f"the record for {key}", self.root) from None
 
@@ -222,10 +241,10 @@ class Cache:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def clear_tmp(self) -> None:
-        """Remove leftovers of interrupted writes. Only safe when no other build uses this cache."""
-        shutil.rmtree(self.root / "tmp", ignore_errors=True)
-        (self.root / "tmp").mkdir(exist_ok=True)
+    def clear_tmp(self) -> list[str]:
+        """Remove the temp files of builds that died (killed, power cut) and return their names. Temp names carry
+        their writer's PID, so those of a build running beside this one, sharing the cache, are kept."""
+        return fs.remove_dead_temps(self.tmp)
 
 
 def _check_kind(kind: str) -> None:

@@ -3,12 +3,12 @@ group recompresses none of it."""
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import zstandard
 
+from payload import fs
 from payload.blobs import JOB_SIZE, WINDOW_LOG, compress_group
 
 
@@ -48,15 +48,7 @@ def compress(cache, name, members, level, log=print):
         return CompressedGroup(name, tuple(members), frame, info["size"], info["csize"], info["sha256"])
     total = sum(m.size for m in members)
     log("compressing group %r: %d files, %.1f MB (zstd -%d)..." % (name, len(members), total / 1e6, level))
-    tmp = frame.with_name(frame.name + ".tmp-%d" % os.getpid())
-    try:
-        with open(tmp, "wb") as out:
-            size, sha256, csize = compress_group([m.source for m in members], out, level=level)
-        os.replace(tmp, frame)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    meta_tmp = meta.with_name(meta.name + ".tmp-%d" % os.getpid())
-    meta_tmp.write_text(json.dumps({"size": size, "csize": csize, "sha256": sha256}))
-    os.replace(meta_tmp, meta)
+    with fs.atomic_file(frame, temp_dir=cache.tmp) as out:
+        size, sha256, csize = compress_group([m.source for m in members], out, level=level)
+    fs.write_atomic(meta, json.dumps({"size": size, "csize": csize, "sha256": sha256}), temp_dir=cache.tmp)
     return CompressedGroup(name, tuple(members), frame, size, csize, sha256)

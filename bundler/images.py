@@ -9,6 +9,7 @@ the registry's blobs byte for byte, so the manifest digest is kept too, for user
 import os
 from dataclasses import dataclass
 
+from payload import fs
 from payload.errors import UsageError
 from payload.oci.archive import read_image_archive, uncompress_layer, uncompressed_manifest
 from payload.oci.reference import parse_image_manifest, parse_platform, parse_reference, sha256_digest
@@ -107,7 +108,7 @@ def _fetch_registry_image(image, client, store):
             partial_dir = store.cache.dir("pulls")
             dest = os.path.join(str(partial_dir), layer.digest.partition(":")[2])
             client.fetch_blob(ref, layer.digest, dest, layer.size)
-            os.replace(dest, store.path(layer.digest))
+            store.cache.adopt(dest, layer.digest.partition(":")[2], "layer %s of %s" % (layer.digest, image.ref))
     return manifest_bytes, store.path(config.digest).read_bytes()
 
 
@@ -127,10 +128,13 @@ def _raw_layers(layers, store):
     for layer in layers:
         raw_sha = store.cache.lookup("raw-layers", layer.digest)
         if raw_sha is None or not store.cache.has(raw_sha):
-            tmp = os.path.join(str(store.cache.dir("pulls")), "raw-" + layer.digest.partition(":")[2])
-            digest, _ = uncompress_layer(str(store.path(layer.digest)), layer.media_type, tmp)
-            os.replace(tmp, store.path(digest))
-            raw_sha = digest.partition(":")[2]
+            tmp = fs.temp_name(store.cache.tmp / "raw-layer")
+            try:
+                digest, _ = uncompress_layer(str(store.path(layer.digest)), layer.media_type, tmp)
+                raw_sha = digest.partition(":")[2]
+                store.cache.adopt(tmp, raw_sha, "uncompressed layer %s" % layer.digest)
+            finally:
+                fs.safe_unlink(tmp)
             store.cache.record("raw-layers", layer.digest, raw_sha)
         path = store.cache.blob_path(raw_sha)
         raw.append(("sha256:" + raw_sha, path.stat().st_size))

@@ -7,10 +7,8 @@ ref): changing either invalidates the pin.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -26,6 +24,7 @@ from bundler.manifest import (
     parse_toml,
     read_toml_text,
 )
+from payload import fs
 from payload.errors import HostError, IntegrityError, UsageError
 
 LOCK_VERSION = 1
@@ -141,19 +140,9 @@ class Lock:
         if target is None:
             raise ValueError("Lock.save() needs a path")
         text = self.dumps()
-        temp = None
         try:
-            fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as stream:
-                stream.write(text)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.chmod(temp, 0o644)
-            os.replace(temp, target)
+            fs.write_atomic(target, text, mode=0o644)
         except OSError as error:
-            if temp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp)
             raise HostError(
                 f"{target}: cannot write the lock file ({error.strerror}); check free space and permissions"
             ) from None

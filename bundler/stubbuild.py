@@ -9,6 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from payload import fs
 from payload.errors import BundleError, UsageError
 
 from .arch import host_arch
@@ -61,8 +62,6 @@ def build_stub(cache, arch, log=print):
         if result.returncode != 0:
             tail = result.stdout.strip().splitlines()[-5:]
             raise BundleError("PyInstaller failed to build the stub: %s" % " | ".join(tail))
-        tmp_path = path.with_name(path.name + ".tmp-%d" % os.getpid())
-        shutil.copyfile(os.path.join(tmp, "dist", "stub"), tmp_path)
-        os.chmod(tmp_path, 0o755)
-        os.replace(tmp_path, path)
+        with fs.atomic_path(path, mode=0o755) as tmp_path:
+            shutil.copyfile(os.path.join(tmp, "dist", "stub"), tmp_path)
     return path

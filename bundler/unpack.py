@@ -18,7 +18,6 @@ import os
 import posixpath
 import stat
 import tarfile
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import zstandard
 
 from bundler.cache import CHUNK, Cache, check_sha256
+from payload import fs
 from payload.errors import HostError, IntegrityError, UsageError
 
 MAX_LINK_HOPS = 16
@@ -46,18 +46,10 @@ def extract_member(archive_path, member: str, dest_path, *, archive_name: str | 
     dest = Path(dest_path)
     label = archive_name or str(archive_path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    except OSError as exc:
-        raise HostError(f"cannot write {dest}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as out:
+        with fs.atomic_file(dest) as out:
             _extract_to(Path(archive_path), _norm(member), _FileSink(out, dest, label), label)
-        os.replace(tmp, dest)
     except OSError as exc:
         raise _write_error(exc, dest, label) from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
     return dest
 
 

@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from payload import fs  # noqa: E402
+
 MB = 1000 * 1000
 
 # Real ELF binaries for figures 4 and 5, taken in this order until the set reaches the target size.
@@ -240,9 +242,8 @@ def build_hello(work, cache, reuse):
                              "--specpath", src.parent, src])
     built = src.parent / "dist" / "hello"
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_name(cached.name + ".tmp-%d" % os.getpid())
-    shutil.copy2(built, tmp)
-    os.replace(tmp, cached)
+    with fs.atomic_path(cached, mode=0o755) as tmp:
+        shutil.copy2(built, tmp)
     return built, seconds
 
 

@@ -8,8 +8,8 @@ Lock files stay: unlinking one could let a starting process lock a file nobody e
 
 import os
 import re
-import shutil
 
+from payload import fs
 from payload.errors import HostError
 
 from . import install, locking
@@ -76,9 +76,5 @@ def collect(root):
 def _remove(root, bundle_id):
     doomed = os.path.join(root, "." + bundle_id + install.WORK_SUFFIX + "gc-%d" % os.getpid())
     os.rename(os.path.join(root, bundle_id), doomed)
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # the version is gone for good before its files are
-    finally:
-        os.close(fd)
-    shutil.rmtree(doomed)
+    fs.fsync_dir(root)  # the version is gone for good before its files are
+    fs.safe_rmtree(doomed)

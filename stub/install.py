@@ -2,16 +2,16 @@
 dir, fsync, rename into place, then move the `current` and `previous` symlinks."""
 
 import os
-import shutil
 import stat
 import sys
 
+from payload import fs
 from payload.errors import HostError
 
 from . import locking
 
 MARKER = ".bundle-installed"
-WORK_SUFFIX = ".tmp-"
+WORK_SUFFIX = fs.TEMP_MARK  # work dirs, temp files and symlinks being swapped all carry it
 LOCK = ".lock"
 LOCKS_DIR = ".locks"
 SPACE_MARGIN = 16 << 20
@@ -41,14 +41,6 @@ class Installation(object):
 
     def version_lock(self):
         return os.path.join(self.root, LOCKS_DIR, self.bundle_id)
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def prepare_root(root):
@@ -89,19 +81,7 @@ def remove_stale_work(root):
     """Work dirs left by an install that was killed; only called under the install lock."""
     for name in os.listdir(root):
         if WORK_SUFFIX in name and name.startswith("."):
-            path = os.path.join(root, name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:  # a symlink being replaced when the process died
-                os.unlink(path)
-
-
-def _replace_symlink(target, link):
-    tmp = os.path.join(os.path.dirname(link), "." + os.path.basename(link) + WORK_SUFFIX + str(os.getpid()))
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    os.symlink(target, tmp)
-    os.rename(tmp, link)
+            fs.safe_rmtree(os.path.join(root, name))
 
 
 def point_current(root, bundle_id):
@@ -111,9 +91,8 @@ def point_current(root, bundle_id):
     if old == bundle_id:
         return
     if old is not None:
-        _replace_symlink(old, os.path.join(root, "previous"))
-    _replace_symlink(bundle_id, current)
-    _fsync_dir(root)
+        fs.replace_symlink(old, os.path.join(root, "previous"), durable=False)
+    fs.replace_symlink(bundle_id, current)
 
 
 def install(payload, f, inst, after_extract=None):
@@ -128,24 +107,20 @@ def install(payload, f, inst, after_extract=None):
             point_current(inst.root, inst.bundle_id)
             return False
         if os.path.lexists(inst.path):  # a dir without its marker was not made by us: replace it
-            shutil.rmtree(inst.path)
+            fs.safe_rmtree(inst.path)
         index = payload.index
         check_host(inst.root, index.installed_size)
         sys.stderr.write("%s: installing %s %s (%s, %.1f MB) into %s\n" % (
             index.name, index.name, index.version, index.variant, index.installed_size / 1e6, inst.path))
-        work = os.path.join(inst.root, "." + inst.bundle_id + WORK_SUFFIX + str(os.getpid()))
-        os.mkdir(work, 0o755)
-        try:
+        # Not durable=True: the extraction fsyncs every file as it writes it, and the marker goes last.
+        with fs.atomic_directory(inst.path, durable=False) as work:
+            os.chmod(work, 0o755)
             for group in index.groups:
                 extract_group(f, payload.data_offset, group, index.entries_of(group.name), work)
             if after_extract is not None:
                 after_extract(work)
             _write_marker(work, inst.bundle_id)
-            os.rename(work, inst.path)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
-        _fsync_dir(inst.root)
+        fs.fsync_dir(inst.root)
         point_current(inst.root, inst.bundle_id)
         return True
     except OSError as exc:
@@ -156,11 +131,11 @@ def install(payload, f, inst, after_extract=None):
 
 def _write_marker(work, bundle_id):
     for dirpath, _, _ in os.walk(work):
-        _fsync_dir(dirpath)
+        fs.fsync_dir(dirpath)
     path = os.path.join(work, MARKER)
     with open(path, "w") as out:
         out.write(bundle_id + "\n")
         out.flush()
         os.fsync(out.fileno())
-    _fsync_dir(work)
+    fs.fsync_dir(work)
 

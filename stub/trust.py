@@ -11,6 +11,7 @@ A signature that is present must hold even when no key is asked for. docs/signin
 import hashlib
 import os
 
+from payload import fs
 from payload.errors import HostError
 from payload.signing import (claimed_signer_in, fingerprint, load_public_key, public_key_to_pem, required_key,
                              signer)
@@ -42,16 +43,11 @@ def pin(root, public_key):
     path = os.path.join(directory, hashlib.sha256(public_key).hexdigest()[:32] + ".pub")
     if os.path.exists(path):
         return path
-    # Under the install lock and named like a work dir, so a crash leaves nothing the next install keeps.
     lock = locking.exclusive(os.path.join(root, install.LOCK))
-    tmp = os.path.join(root, ".pin" + install.WORK_SUFFIX + str(os.getpid()))
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
-        with open(tmp, "w") as out:
-            out.write(public_key_to_pem(public_key))
-            out.flush()
-            os.fsync(out.fileno())
-        os.rename(tmp, path)
+        fs.remove_dead_temps(directory)  # left by a start killed while pinning
+        fs.write_atomic(path, public_key_to_pem(public_key), mode=0o644)
     except OSError as exc:
         raise HostError("cannot pin key %s in %s: %s" % (fingerprint(public_key), directory, exc.strerror))
     finally:

@@ -76,3 +76,17 @@ def tiny_tmpfs(tmp_path):
         yield mountpoint
     finally:
         subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+@pytest.fixture(scope="session")
+def plain_stub(tmp_path_factory):
+    """A stand-in for the PyInstaller stub in in-process tests: /bin/true with a `pydata` section added by objcopy
+    (the way PyInstaller adds it). `bundler make --stub` and the payload writer take it; it does not run a bundle."""
+    if shutil.which("objcopy") is None:
+        pytest.skip(reason="needs objcopy (binutils) to add a pydata section")
+    work = tmp_path_factory.mktemp("plain-stub")
+    (work / "pydata").write_bytes(b"not a PyInstaller archive\n" * 8)
+    stub = work / "stub"
+    subprocess.run(["objcopy", "--add-section", f"pydata={work / 'pydata'}", "--set-section-flags",
+                    "pydata=noload,readonly", "/bin/true", str(stub)], check=True)
+    return stub

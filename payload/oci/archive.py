@@ -14,6 +14,7 @@ import tarfile
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 from payload.errors import HostError, IntegrityError, UsageError
+from payload.fs import atomic_file
 from payload.oci.reference import (
     DOCKER_LAYER_FOREIGN,
     DOCKER_LAYER_GZIP,
@@ -98,10 +99,8 @@ def write_image_archive(
         }
     ]
 
-    directory = os.path.dirname(os.path.abspath(out_path))
-    temp_path = os.path.join(directory, f".{os.path.basename(out_path)}.tmp{os.getpid()}")
     try:
-        with open(temp_path, "wb") as handle:
+        with atomic_file(out_path, mode=0o644) as handle:
             with tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 _add_bytes(tar, "oci-layout", _OCI_LAYOUT)
                 _add_bytes(tar, "index.json", _json_bytes(index))
@@ -115,15 +114,8 @@ def write_image_archive(
                     if layer.digest not in written:
                         _add_layer(tar, layer, blobs, verify, ref)
                         written.add(layer.digest)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_path, out_path)
     except OSError as error:
-        _remove_quietly(temp_path)
         raise HostError(f"cannot write image archive {out_path}: {error.strerror or error}") from None
-    except BaseException:
-        _remove_quietly(temp_path)
-        raise
     return out_path
 
 
@@ -457,10 +449,3 @@ def _json_bytes(document) -> bytes:
 
 def _normalise(name: str) -> str:
     return os.path.normpath(name.lstrip("/"))
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

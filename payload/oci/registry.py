@@ -16,6 +16,7 @@ import time
 import urllib.parse
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
+from payload import fs
 from payload.errors import HostError, IntegrityError, NetworkError, UsageError
 from payload.oci.auth import AUTH_FILE_ENV, basic_authorization, load_auth_config, parse_challenges
 from payload.oci.reference import (
@@ -242,7 +243,7 @@ class RegistryClient:
         while True:
             offset = _file_size(partial)
             if size is not None and offset > size:
-                _remove(partial)
+                fs.safe_unlink(partial)
                 offset = 0
             hasher = _hash_file(partial, digest) if offset else digest_hasher(digest)
             headers = {"Range": f"bytes={offset}-"} if offset else {}
@@ -276,9 +277,9 @@ class RegistryClient:
                 continue
             actual = hasher.name + ":" + hasher.hexdigest()
             if actual == digest:
-                _commit(partial, dest_path)
+                fs.commit(partial, dest_path)
                 return dest_path
-            _remove(partial)
+            fs.safe_unlink(partial)
             if offset and not restarted:
                 restarted = True  # the kept partial file may be what was wrong: fetch the blob whole once
                 continue
@@ -292,7 +293,7 @@ class RegistryClient:
             match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
             if match and int(match.group(1)) == offset:
                 return offset
-            _remove(partial)
+            fs.safe_unlink(partial)
             return None
         if response.status_code == 416:
             # The partial file may already hold the whole blob; its digest decides.
@@ -314,7 +315,7 @@ class RegistryClient:
                 done += len(chunk)
                 if size is not None and done > size:
                     handle.close()
-                    _remove(partial)
+                    fs.safe_unlink(partial)
                     raise IntegrityError(f"blob {label} of {ref} is larger than its {size} bytes; refused it")
                 try:
                     handle.write(chunk)
@@ -661,13 +662,6 @@ def _file_size(path: str) -> int:
         return 0
 
 
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 def _truncate(path: str) -> None:
     with open(path, "wb"):
         pass
@@ -680,15 +674,3 @@ def _hash_file(path: str, digest: str):
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             hasher.update(chunk)
     return hasher
-
-
-def _commit(partial: str, dest_path: str) -> None:
-    os.replace(partial, dest_path)
-    try:
-        directory = os.open(os.path.dirname(os.path.abspath(dest_path)), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

@@ -1,0 +1,182 @@
+"""File-system steps written once, for both sides: atomic file, atomic directory, symlink swap, quiet removal.
+
+Every write that must appear whole goes through a temp name beside its target (same directory, so the rename
+is atomic), and the temp is removed on any failure, Ctrl-C included. `durable=True` (the default) also fsyncs
+the bytes before the rename and the directory after it, so a power cut leaves the old name or the new one,
+never a name with missing bytes. Temp names hold the writer's PID (`.NAME.tmp-PID-XXXX`), so stale ones can be
+told from those of a live process.
+"""
+
+import contextlib
+import errno
+import os
+import shutil
+import tempfile
+
+TEMP_MARK = ".tmp-"
+
+
+def temp_name(path, temp_dir=None):
+    """A fresh temp path beside `path` (or in `temp_dir`, on the same file system), created empty (mode 0600)
+    so that no other writer can take it."""
+    directory, name = os.path.split(os.path.abspath(path))
+    fd, temp = tempfile.mkstemp(prefix="." + name + TEMP_MARK + "%d-" % os.getpid(), dir=temp_dir or directory)
+    os.close(fd)
+    return temp
+
+
+def _umask_mode():
+    """The mode a plain open() would give a new file: 0666 less the umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def temp_pid(name):
+    """The PID in a temp name made here, or None when `name` is not one."""
+    _, mark, rest = os.path.basename(name).rpartition(TEMP_MARK)
+    pid = rest.split("-", 1)[0]
+    return int(pid) if mark and pid.isdigit() else None
+
+
+def fsync_path(path):
+    """fsync a file or a directory by name."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path):
+    fsync_path(path)
+
+
+def commit(temp, path, durable=True):
+    """Rename the finished `temp` over `path` (fsyncing it first, and the directory after, when durable)."""
+    if durable:
+        fsync_path(temp)
+    os.replace(temp, path)
+    if durable:
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+@contextlib.contextmanager
+def atomic_path(path, durable=True, mode=None, temp_dir=None):
+    """Yield a temp path for a tool that writes a file by name; it becomes `path` when the block ends without
+    an exception (with `mode`, default 0666 less the umask), and is removed otherwise."""
+    temp = temp_name(path, temp_dir)
+    try:
+        yield temp
+        os.chmod(temp, _umask_mode() if mode is None else mode)
+        commit(temp, path, durable)
+    finally:
+        safe_unlink(temp)
+
+
+@contextlib.contextmanager
+def atomic_file(path, binary=True, durable=True, mode=None, temp_dir=None, encoding="utf-8"):
+    """Yield a file open for writing; `path` gets its bytes only once the block ends without an exception."""
+    with atomic_path(path, durable, mode, temp_dir) as temp:
+        with open(temp, "wb") if binary else open(temp, "w", encoding=encoding) as out:
+            yield out
+
+
+def write_atomic(path, data, durable=True, mode=None, temp_dir=None):
+    """Write `data` (bytes or str) to `path` atomically."""
+    with atomic_file(path, binary=isinstance(data, bytes), durable=durable, mode=mode, temp_dir=temp_dir) as out:
+        out.write(data)
+
+
+@contextlib.contextmanager
+def atomic_directory(path, durable=True):
+    """Yield an empty work dir beside `path`; it is renamed to `path` when the block ends without an exception
+    (every file and directory in it fsynced first when durable), and removed otherwise. `path` must not exist."""
+    parent, name = os.path.split(os.path.abspath(path))
+    work = tempfile.mkdtemp(prefix="." + name + TEMP_MARK + "%d-" % os.getpid(), dir=parent)
+    try:
+        yield work
+        if durable:
+            sync_tree(work)
+        os.rename(work, path)
+        if durable:
+            fsync_dir(parent)
+    finally:
+        safe_rmtree(work)
+
+
+def sync_tree(top):
+    """fsync every regular file and directory under `top` (symlinks are not followed)."""
+    for dirpath, _, filenames in os.walk(top):
+        for filename in filenames:
+            full = os.path.join(dirpath, filename)
+            if not os.path.islink(full):
+                fsync_path(full)
+        fsync_dir(dirpath)
+
+
+def replace_symlink(target, link, durable=True):
+    """Point `link` at `target` atomically: a new symlink under a temp name, renamed over `link`."""
+    directory, name = os.path.split(os.path.abspath(link))
+    temp = os.path.join(directory, "." + name + TEMP_MARK + "%d-link" % os.getpid())
+    safe_unlink(temp)
+    os.symlink(target, temp)
+    try:
+        os.rename(temp, link)
+    except BaseException:
+        safe_unlink(temp)
+        raise
+    if durable:
+        fsync_dir(directory)
+
+
+def safe_unlink(path):
+    """Remove a file or symlink; one that is not there is fine."""
+    try:
+        os.unlink(path)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
+
+
+def safe_rmtree(path):
+    """Remove a directory tree (or a file or symlink at `path`); one that is not there is fine."""
+    try:
+        if os.path.islink(path) or not os.path.isdir(path):
+            os.unlink(path)
+        else:
+            shutil.rmtree(path)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
+
+
+def safe_mkdir(path, mode=0o755):
+    """Create a directory and its parents; one that exists is fine."""
+    os.makedirs(path, mode=mode, exist_ok=True)
+
+
+def pid_alive(pid):
+    """Whether a process with this PID exists (in this PID namespace)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_dead_temps(directory):
+    """Remove the temp names made here (see temp_name) in `directory` whose process is gone; returns them."""
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        pid = temp_pid(name)
+        if pid is not None and pid != os.getpid() and not pid_alive(pid):
+            safe_rmtree(os.path.join(directory, name))
+            removed.append(name)
+    return removed
