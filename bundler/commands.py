@@ -53,7 +53,7 @@ def fetch_all(manifest_path, arch, all_arches, cache, insecure_registries, log=p
     lock = Lock.load(manifest.dir / "bundle.lock")
     from .images import embed_images, pin_images
     from .make import registry_client
-    from .manifest import Variant
+    from .manifest.model import Variant
 
     arches = _complete_arches(manifest, log) if all_arches else [arch or host_arch()]
 

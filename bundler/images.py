@@ -16,7 +16,7 @@ from payload.oci.reference import parse_image_manifest, parse_platform, parse_re
 
 from .compress import Member
 from .lockfile import image_pin_for
-from .manifest import IMAGES_GROUP as GROUP
+from .manifest.model import IMAGES_GROUP as GROUP
 
 LAYERS_RAW = "raw"
 LAYERS_EXACT = "exact"

@@ -15,15 +15,8 @@ from typing import NoReturn
 
 import tomli_w
 
-from bundler.manifest import (
-    ARCHS,
-    FileSpec,
-    ImageSpec,
-    Manifest,
-    TomlLines,
-    parse_toml,
-    read_toml_text,
-)
+from bundler.manifest.model import ARCHS, FileSpec, ImageSpec, Manifest
+from bundler.toml_lines import TomlLines, parse_toml, read_toml_text
 from payload import fs
 from payload.errors import HostError, IntegrityError, UsageError
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bundler.manifest import ARCHS, load_manifest, resolve_url
+from bundler.manifest import load_manifest
+from bundler.manifest.model import ARCHS, resolve_url
 from payload.errors import UsageError
 
 SHA = "a" * 64

@@ -8,7 +8,8 @@ import tomllib
 
 import tomli_w
 
-from bundler.manifest import ARCHS, load_manifest
+from bundler.manifest import load_manifest
+from bundler.manifest.model import ARCHS
 from payload.oci.reference import parse_reference
 from tests.helpers import ROOT, bundler
 
