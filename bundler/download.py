@@ -1,4 +1,4 @@
-"""Fetch a source into the cache: http(s) with retries and resume, file:// and paths by copy.
+"""Fetch a source into the cache: http(s) through payload/http (retries, resume), file:// and paths by copy.
 
 Bytes are hashed while they are written to a temp file inside the cache, and checked against
 the pin before the file becomes visible there: a file in the cache always holds what its name says.
@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import os
 import posixpath
-import re
-import sys
-import time
 import urllib.parse
 from pathlib import Path
 
 import requests
-import urllib3
 
-from bundler.cache import CHUNK, Cache, check_sha256
+from bundler.cache import Cache, check_sha256
+from payload import http
+from payload import progress as progress_display
 from payload.errors import NetworkError, UsageError
 
-TIMEOUT = (15, 60)  # connect, between bytes (seconds)
-RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+TIMEOUT = http.TIMEOUT
 OFFLINE_ENV = "BUNDLER_OFFLINE"
 
 
@@ -70,8 +67,7 @@ def fetch(
     if offline:
         raise NetworkError(f"{url} is not in the cache; run `bundler fetch` on a machine with network")
 
-    show = sys.stderr.isatty() if progress is None else progress
-    digest = _download(url, sha256, cache, retries, backoff, timeout, show)
+    digest = _download(url, sha256, cache, retries, backoff, timeout, progress)
     cache.record_url(url, digest)
     return cache.blob_path(digest)
 
@@ -115,141 +111,50 @@ def _copy_local(url: str, path: Path, sha256: str | None, cache: Cache) -> Path:
     return cache.blob_path(cache.put_file(path, sha256, what=f"copy of {url}"))
 
 
-class _Retryable(Exception):
-    """A failure that another attempt may cure (connection trouble, 5xx)."""
-
-
 def _download(url, sha256, cache, retries, backoff, timeout, show_progress) -> str:
-    session = requests.Session()
-    session.headers["User-Agent"] = "bundler"
-    bar = _ProgressBar(_display_name(url)) if show_progress else None
+    session = http.session("bundler")
+    display = progress_display.callback(show_progress)
+    policy = http.RetryPolicy(retries, backoff)
+
+    def give_up(reason, attempts):
+        return NetworkError(
+            f"download of {url} failed after {http.attempts_text(attempts)}: {reason}; check the URL and the network"
+        )
+
     try:
         with cache.writer(f"download of {url}") as blob:
-            attempt = 0
-            while True:
-                try:
-                    _attempt(session, url, blob, timeout, bar)
-                    break
-                except _Retryable as exc:
-                    if attempt >= retries:
-                        tries = "1 attempt" if attempt == 0 else f"{attempt + 1} attempts"
-                        raise NetworkError(
-                            f"download of {url} failed after {tries}: {exc}; check the URL and the network"
-                        ) from None
-                    time.sleep(backoff * 2**attempt)
-                    attempt += 1
+            policy.run(lambda: _attempt(session, url, blob, timeout, display), give_up)
             return blob.commit(sha256)
     finally:
         session.close()
-        if bar:
-            bar.close()
+        progress_display.finish(display)
 
 
-def _attempt(session, url, blob, timeout, bar) -> None:
+def _attempt(session, url, blob, timeout, display) -> None:
     """One GET into blob, resuming with Range when bytes from an earlier attempt are kept."""
     headers = {"Accept-Encoding": "identity"}  # store the bytes as published, never a decoded copy
-    if blob.size:
-        headers["Range"] = f"bytes={blob.size}-"
+    headers.update(http.resume_headers(blob))
     try:
         response = session.get(url, headers=headers, stream=True, timeout=timeout)
     except (requests.ConnectionError, requests.Timeout) as exc:
-        raise _Retryable(_reason(exc)) from None
+        raise http.Retry(http.short_reason(exc)) from None
     except requests.RequestException as exc:
-        raise NetworkError(f"download of {url} failed: {_reason(exc)}; check the URL") from None
+        raise NetworkError(f"download of {url} failed: {http.short_reason(exc)}; check the URL") from None
 
     with response:
         status = response.status_code
-        resumed = (
-            status == 206
-            and blob.size > 0
-            and response.headers.get("Content-Range", "").startswith(f"bytes {blob.size}-")
-        )
         if status == 416 and blob.size:
             blob.reset()
-            raise _Retryable("the server refused to resume")
-        if status in RETRY_STATUSES or status >= 500:
-            raise _Retryable(f"HTTP {status} {response.reason}")
-        if status != 200 and not resumed:
+            raise http.Retry("the server refused to resume")
+        failure = http.status_failure(response)
+        if failure is not None:
+            raise failure
+        if status not in (200, 206):
             raise NetworkError(f"download of {url} failed: HTTP {status} {response.reason}; check the URL")
-        if not resumed:
-            blob.reset()
-
-        length = response.headers.get("Content-Length")
-        expected = blob.size + int(length) if length and length.isdigit() else None
-        if bar:
-            bar.start(blob.size, expected)
-        try:
-            for chunk in response.raw.stream(CHUNK, decode_content=False):
-                blob.write(chunk)
-                if bar:
-                    bar.update(blob.size)
-        except (requests.RequestException, urllib3.exceptions.HTTPError, ConnectionError) as exc:
-            what = "timed out" if isinstance(exc, urllib3.exceptions.TimeoutError) else "connection broken"
-            of = f" of {expected}" if expected is not None else ""
-            raise _Retryable(f"{what} after {blob.size}{of} bytes") from None
-        if expected is not None and blob.size != expected:
-            raise _Retryable(f"connection closed after {blob.size} of {expected} bytes")
-
-
-def _reason(exc: BaseException) -> str:
-    """One short line out of the nested exceptions requests and urllib3 raise."""
-    inner = exc.args[0] if exc.args else None
-    if isinstance(inner, urllib3.exceptions.MaxRetryError) and inner.reason is not None:
-        exc = inner.reason
-    if isinstance(exc, urllib3.exceptions.NameResolutionError):
-        host = re.search(r"Failed to resolve '([^']+)'", str(exc))
-        return f"cannot resolve host {host.group(1)}" if host else "cannot resolve host"
-    text = str(exc)
-    errno_text = re.findall(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
-    if errno_text:
-        return errno_text[-1].strip().lower()
-    # after the errno check: urllib3's NewConnectionError is a subclass of its timeout error
-    if isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError)):
-        return "timed out"
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+        http.body_start(response, blob)
+        http.stream_body(response, blob, display, _display_name(url))
 
 
 def _display_name(url: str) -> str:
     name = posixpath.basename(urllib.parse.urlsplit(url).path.rstrip("/")) or url
     return name if len(name) <= 30 else name[:27] + "..."
-
-
-class _ProgressBar:
-    """`name  [#####.....]  45%  12.3/27.0 MB` on one stderr line, redrawn at most 10 times a second."""
-
-    WIDTH = 30
-
-    def __init__(self, name: str, stream=None):
-        self.name = name
-        self.stream = stream or sys.stderr
-        self.total = None
-        self.done = 0
-        self._drawn_at = 0.0
-
-    def start(self, done: int, total: int | None) -> None:
-        self.total = total
-        self.update(done, force=True)
-
-    def update(self, done: int, force: bool = False) -> None:
-        self.done = done
-        now = time.monotonic()
-        if force or now - self._drawn_at >= 0.1:
-            self._drawn_at = now
-            self._draw()
-
-    def close(self) -> None:
-        self._draw()
-        self.stream.write("\n")
-        self.stream.flush()
-
-    def _draw(self) -> None:
-        mb = self.done / 1e6
-        if self.total:
-            filled = min(self.WIDTH, self.WIDTH * self.done // self.total)
-            percent = min(100, 100 * self.done // self.total)
-            bar = "#" * filled + "." * (self.WIDTH - filled)
-            line = f"{self.name}  [{bar}] {percent:3d}%  {mb:.1f}/{self.total / 1e6:.1f} MB"
-        else:
-            line = f"{self.name}  {mb:.1f} MB"
-        self.stream.write("\r" + line)
-        self.stream.flush()

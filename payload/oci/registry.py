@@ -10,13 +10,12 @@
 
 import ipaddress
 import os
-import re
 import sys
-import time
 import urllib.parse
-from typing import Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
-from payload import fs
+from payload import fs, http
+from payload import progress as progress_display
 from payload.errors import HostError, IntegrityError, NetworkError, UsageError
 from payload.oci.auth import AUTH_FILE_ENV, basic_authorization, load_auth_config, parse_challenges
 from payload.oci.reference import (
@@ -49,7 +48,6 @@ LOGIN_HINT = (
     "log in (docker login / skopeo login) or point " + AUTH_FILE_ENV + " at a docker config.json with credentials"
 )
 
-ProgressCallback = Callable[[str, int, Optional[int]], None]
 
 
 class ResolvedImage(NamedTuple):
@@ -106,14 +104,14 @@ class RegistryClient:
         self._mirrors = tuple(parse_registry_host(m, "registry mirror") for m in mirrors)
         self._auth_file = auth_file
         self._auth = None
-        self.retries = retries
-        self.backoff = backoff
+        self._policy = http.RetryPolicy(retries, backoff)
         self.timeout = timeout
-        self._progress = _progress_callback(progress)
+        self._progress = progress_display.callback(progress)
         self._endpoints: Dict[str, _Endpoint] = {}
         self._session = None
 
     def close(self) -> None:
+        progress_display.finish(self._progress)
         if self._session is not None:
             self._session.close()
             self._session = None
@@ -167,8 +165,7 @@ class RegistryClient:
 
         def fetch(endpoint):
             path = f"/v2/{ref.repository}/blobs/{digest}"
-            with self._request(endpoint, ref, path, {}, stream=True) as response:
-                data = self._read_limited(response, min(limit, size) if size is not None else limit, endpoint, ref)
+            data = self._get_small(endpoint, ref, path, {}, min(limit, size) if size is not None else limit)[0]
             return verify_bytes(data, digest, f"blob {digest} of {ref} from {endpoint.host}")
 
         return self._from_sources(ref, fetch)
@@ -207,150 +204,87 @@ class RegistryClient:
 
         def fetch(endpoint):
             path = f"/v2/{ref.repository}/manifests/{target}"
-            with self._request(endpoint, ref, path, {"Accept": _ACCEPT_MANIFESTS}, stream=True) as response:
-                data = self._read_limited(response, MAX_MANIFEST_SIZE, endpoint, ref)
-                content_type = response.headers.get("Content-Type", "")
+            data, content_type = self._get_small(endpoint, ref, path, {"Accept": _ACCEPT_MANIFESTS}, MAX_MANIFEST_SIZE)
             if ref.digest:
                 verify_bytes(data, ref.digest, f"manifest of {ref} from {endpoint.host}")
             return data, manifest_media_type(data, content_type)
 
         return self._from_sources(ref, fetch, by_digest=bool(ref.digest))
 
-    def _read_limited(self, response, limit: int, endpoint: _Endpoint, ref: Reference) -> bytes:
-        requests = _requests()
-        chunks, total = [], 0
-        try:
-            for chunk in response.raw.stream(_CHUNK, decode_content=False):
-                total += len(chunk)
-                if total > limit:
-                    raise IntegrityError(f"{response.url} of {ref} is larger than {limit} bytes; refusing it")
-                chunks.append(chunk)
-        except _transfer_errors(requests) as error:
-            raise NetworkError(
-                f"reading from registry {endpoint.host} for {ref} failed: {_short_reason(error)}; try again"
-            ) from None
-        return b"".join(chunks)
+    def _get_small(self, endpoint: _Endpoint, ref: Reference, path: str, headers: dict, limit: int):
+        """(body, Content-Type) of a GET whose answer is held in memory (a manifest, a config), retried whole."""
+
+        def attempt():
+            with self._request(endpoint, ref, path, headers) as response:
+                body = _MemorySink()
+                try:
+                    http.stream_body(response, body, _no_progress, path, limit=limit)
+                except ValueError:
+                    raise IntegrityError(f"{response.url} of {ref} is larger than {limit} bytes; refusing it") from None
+                return bytes(body.data), response.headers.get("Content-Type", "")
+
+        return self._policy.run(attempt, self._give_up(endpoint, ref, path))
+
+    def _give_up(self, endpoint: _Endpoint, ref: Reference, path: str):
+        def give_up(reason, attempts):
+            return http.network_error(f"GET {path} for {ref}", f"registry {endpoint.host}",
+                                      f"{reason} ({http.attempts_text(attempts)})",
+                                      "check the network and that the registry is up")
+
+        return give_up
 
     # blobs
 
     def _fetch_blob_from(self, endpoint, ref, digest, dest_path, size) -> str:
-        requests = _requests()
-        partial = dest_path + ".partial"
-        label = digest[7:19]
+        partial = _PartialBlob(dest_path + ".partial", digest, size)
         path = f"/v2/{ref.repository}/blobs/{digest}"
-        failures = 0
-        restarted = False
-        while True:
-            offset = _file_size(partial)
-            if size is not None and offset > size:
-                fs.safe_unlink(partial)
-                offset = 0
-            hasher = _hash_file(partial, digest) if offset else digest_hasher(digest)
-            headers = {"Range": f"bytes={offset}-"} if offset else {}
+        label = digest[7:19]
+        state = {"whole": False}
+
+        def attempt():
+            resumed = partial.size > 0
             try:
-                with self._request(endpoint, ref, path, headers, stream=True) as response:
-                    start = self._start_offset(response, offset, partial)
-                    if start is None:
-                        continue  # the server could not serve the range asked: ask again from byte 0
-                    if start == 0 and offset:
-                        hasher = digest_hasher(digest)
-                    unsatisfiable = response.status_code == 416
-                    if not unsatisfiable:
-                        self._stream_to(response, partial, start, size, hasher, label, ref)
-            except _transfer_errors(requests) as error:
-                failures += 1
-                if failures > self.retries:
-                    raise NetworkError(
-                        f"pulling blob {digest} of {ref} from registry {endpoint.host} was interrupted "
-                        f"({_short_reason(error)}); run again to resume"
-                    ) from None
-                self._sleep(failures)
-                continue
-            received = _file_size(partial)
-            if size is not None and received < size and not unsatisfiable:
-                failures += 1  # the body ended early without a transport error
-                if failures > self.retries:
-                    raise NetworkError(
-                        f"registry {endpoint.host} sent {received} of {size} bytes of blob {digest} of {ref}; "
-                        "run again to resume"
-                    )
-                continue
-            actual = hasher.name + ":" + hasher.hexdigest()
-            if actual == digest:
-                fs.commit(partial, dest_path)
+                with self._request(endpoint, ref, path, http.resume_headers(partial)) as response:
+                    # 416: the kept partial file may already hold the whole blob; its digest decides.
+                    if response.status_code != 416:
+                        http.body_start(response, partial)
+                        http.stream_body(response, partial, self._progress, label, limit=size)
+            except ValueError:
+                partial.remove()
+                raise IntegrityError(f"blob {label} of {ref} is larger than its {size} bytes; refused it") from None
+            finally:
+                partial.close()
+            if partial.actual() == digest:
+                fs.commit(partial.path, dest_path)
                 return dest_path
-            fs.safe_unlink(partial)
-            if offset and not restarted:
-                restarted = True  # the kept partial file may be what was wrong: fetch the blob whole once
-                continue
-            raise IntegrityError(
-                f"blob {digest} of {ref} from registry {endpoint.host} has digest {actual}; refused it"
+            actual = partial.actual()
+            partial.remove()
+            if resumed and not state["whole"]:
+                state["whole"] = True  # the kept partial file may be what was wrong: fetch the blob whole once
+                raise http.Retry(f"the resumed blob has digest {actual}")
+            raise IntegrityError(f"blob {digest} of {ref} from registry {endpoint.host} has digest {actual}; refused it")
+
+        def give_up(reason, attempts):
+            return NetworkError(
+                f"pulling blob {digest} of {ref} from registry {endpoint.host} was interrupted ({reason}, "
+                f"{http.attempts_text(attempts)}); run again to resume"
             )
 
-    def _start_offset(self, response, offset: int, partial: str) -> Optional[int]:
-        """Where the body of `response` starts in the blob, or None to ask again from byte 0."""
-        if response.status_code == 206:
-            match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
-            if match and int(match.group(1)) == offset:
-                return offset
-            fs.safe_unlink(partial)
-            return None
-        if response.status_code == 416:
-            # The partial file may already hold the whole blob; its digest decides.
-            return offset
-        if offset:
-            _truncate(partial)  # the server ignored Range and sends everything
-        return 0
-
-    def _stream_to(self, response, partial, offset, size, hasher, label, ref) -> None:
-        total = size if size is not None else _content_total(response, offset)
-        done = offset
-        try:
-            handle = open(partial, "ab")
-        except OSError as error:
-            raise HostError(f"cannot write {partial}: {error.strerror}") from None
-        with handle:
-            self._progress(label, done, total)
-            for chunk in response.raw.stream(_CHUNK, decode_content=False):
-                done += len(chunk)
-                if size is not None and done > size:
-                    handle.close()
-                    fs.safe_unlink(partial)
-                    raise IntegrityError(f"blob {label} of {ref} is larger than its {size} bytes; refused it")
-                try:
-                    handle.write(chunk)
-                except OSError as error:
-                    raise HostError(f"cannot write {partial}: {error.strerror}") from None
-                hasher.update(chunk)
-                self._progress(label, done, total)
-            try:
-                handle.flush()
-                os.fsync(handle.fileno())
-            except OSError as error:
-                raise HostError(f"cannot write {partial}: {error.strerror}") from None
+        return self._policy.run(attempt, give_up)
 
     # HTTP with auth, redirects and retries
 
-    def _request(self, endpoint: _Endpoint, ref: Reference, path: str, headers: dict, stream: bool):
-        """GET `path` on `endpoint`; returns a response with status 200, 206 or 416, raises otherwise."""
-        requests = _requests()
+    def _request(self, endpoint: _Endpoint, ref: Reference, path: str, headers: dict):
+        """One GET of `path` on `endpoint` (two when the registry asks for new credentials): a streamed response
+        with status 200, 206 or 416; http.Retry for what another attempt may cure; NetworkError otherwise."""
         self._probe(endpoint, ref)
         url = endpoint.base_url + path
-        renewed_auth = False
-        failures = 0
-        while True:
+        for renewed_auth in (False, True):
             authorization = self._authorization(endpoint, ref)
             try:
-                response = self._get_following_redirects(endpoint, url, headers, authorization, stream)
-            except requests.RequestException as error:
-                failures += 1
-                if failures > self.retries:
-                    raise NetworkError(
-                        f"cannot reach registry {endpoint.host} for image {ref}: {_short_reason(error)}; "
-                        "check the network and that the registry is up"
-                    ) from None
-                self._sleep(failures)
-                continue
+                response = self._get_following_redirects(endpoint, url, headers, authorization)
+            except http.requests_module().RequestException as error:
+                raise http.Retry(http.short_reason(error)) from None
             status = response.status_code
             if status in (200, 206, 416):
                 return response
@@ -360,7 +294,6 @@ class RegistryClient:
                 if challenge is not None:
                     endpoint.challenge = challenge
                     endpoint.tokens.clear()
-                    renewed_auth = True
                     continue
             if status in (401, 403):
                 raise self._access_error(endpoint, ref, status)
@@ -370,14 +303,14 @@ class RegistryClient:
                     f"{ref}: {what[-2][:-1]} {what[-1]} not found on registry {endpoint.host}; "
                     "check the image name, tag and digest"
                 )
-            if status == 429 or status >= 500:
-                failures += 1
-                if failures <= self.retries:
-                    self._sleep(failures)
-                    continue
-            raise NetworkError(f"registry {endpoint.host} answered HTTP {status} for {ref} ({path})")
+            failure = http.status_failure(response)
+            if failure is not None:
+                raise failure
+            raise http.network_error(f"GET {path} for {ref}", f"registry {endpoint.host}", f"HTTP {status}",
+                                     "check the image reference and the registry")
+        raise AssertionError("unreachable")
 
-    def _get_following_redirects(self, endpoint, url, headers, authorization, stream):
+    def _get_following_redirects(self, endpoint, url, headers, authorization):
         """Registries send blobs from storage hosts: Authorization goes only to the registry's own host."""
         session = self._requests_session()
         own = urllib.parse.urlsplit(endpoint.base_url).netloc
@@ -388,7 +321,7 @@ class RegistryClient:
                 request_headers["Authorization"] = authorization
             verify = endpoint.verify if target == own else not self._insecure_host(target)
             response = session.get(
-                url, headers=request_headers, stream=stream, allow_redirects=False, timeout=self.timeout, verify=verify
+                url, headers=request_headers, stream=True, allow_redirects=False, timeout=self.timeout, verify=verify
             )
             if response.status_code not in _REDIRECTS or "Location" not in response.headers:
                 return response
@@ -404,16 +337,20 @@ class RegistryClient:
         if endpoint.base_url is not None:
             return
         if endpoint.unreachable is None:
-            endpoint.unreachable = self._find_base_url(endpoint, ref)
+            try:
+                self._policy.run(lambda: self._find_base_url(endpoint, ref), lambda reason, _: _Unreachable(reason))
+                endpoint.unreachable = ""
+            except _Unreachable as error:
+                endpoint.unreachable = str(error)
         if endpoint.unreachable:
             raise NetworkError(
                 f"cannot reach registry {endpoint.host} for image {ref}: {endpoint.unreachable}; "
                 "check the network and that the registry is up"
             )
 
-    def _find_base_url(self, endpoint: _Endpoint, ref: Reference) -> str:
-        """Set the endpoint's base URL and challenge; return "" or why no URL answered."""
-        requests = _requests()
+    def _find_base_url(self, endpoint: _Endpoint, ref: Reference) -> None:
+        """Set the endpoint's base URL and challenge, or raise http.Retry saying why no URL answered."""
+        requests = http.requests_module()
         session = self._requests_session()
         if not endpoint.insecure:
             schemes = (("https", True),)
@@ -422,34 +359,33 @@ class RegistryClient:
             schemes = (("http", False), ("https", False))
         else:
             schemes = (("https", False), ("http", False))
-        reason = "no answer"
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self._sleep(attempt)
-            for scheme, verify in schemes:
-                base_url = f"{scheme}://{endpoint.host}"
-                try:
-                    # A plain-http server may never answer a TLS hello: do not wait the full read timeout.
-                    timeout = (self.timeout[0], min(self.timeout[1], 15.0))
-                    response = session.get(base_url + "/v2/", timeout=timeout, verify=verify)
-                    response.close()
-                except requests.exceptions.SSLError as error:
-                    if verify:
-                        raise NetworkError(
-                            f"TLS check of registry {endpoint.host} failed for image {ref} ({_short_reason(error)}); "
-                            "install its CA certificate (or set REQUESTS_CA_BUNDLE), or name it an insecure registry"
-                        ) from None
-                    reason = _short_reason(error)
-                    continue
-                except requests.RequestException as error:
-                    reason = _short_reason(error)
-                    continue
-                if response.status_code in (200, 401):
-                    endpoint.base_url, endpoint.verify = base_url, verify
-                    endpoint.challenge = _preferred_challenge(response.headers.get("WWW-Authenticate", ""))
-                    return ""
-                reason = f"GET /v2/ answered HTTP {response.status_code}"
-        return reason
+        reason, after = "no answer", None
+        # One pass over the schemes is one attempt.
+        for scheme, verify in schemes:
+            base_url = f"{scheme}://{endpoint.host}"
+            try:
+                # A plain-http server may never answer a TLS hello: do not wait the full read timeout.
+                timeout = (self.timeout[0], min(self.timeout[1], 15.0))
+                response = session.get(base_url + "/v2/", timeout=timeout, verify=verify)
+                response.close()
+            except requests.exceptions.SSLError as error:
+                if verify:
+                    raise NetworkError(
+                        f"TLS check of registry {endpoint.host} failed for image {ref} ({http.short_reason(error)}); "
+                        "install its CA certificate (or set REQUESTS_CA_BUNDLE), or name it an insecure registry"
+                    ) from None
+                reason = http.short_reason(error)
+                continue
+            except requests.RequestException as error:
+                reason = http.short_reason(error)
+                continue
+            if response.status_code in (200, 401):
+                endpoint.base_url, endpoint.verify = base_url, verify
+                endpoint.challenge = _preferred_challenge(response.headers.get("WWW-Authenticate", ""))
+                return
+            reason = f"GET /v2/ answered HTTP {response.status_code}"
+            after = http.retry_after(response)
+        raise http.Retry(reason, after)
 
     # authentication
 
@@ -479,7 +415,7 @@ class RegistryClient:
     def _fetch_token(self, endpoint, params, scope, credentials, ref) -> str:
         """An OAuth2 bearer token from the challenge's realm: anonymous, with user:password, or from an
         identity (refresh) token."""
-        requests = _requests()
+        requests = http.requests_module()
         realm = params.get("realm", "")
         parts = urllib.parse.urlsplit(realm)
         if parts.scheme not in ("https", "http") or not parts.netloc:
@@ -493,8 +429,7 @@ class RegistryClient:
             fields["service"] = params["service"]
         session = self._requests_session()
         verify = not self._insecure_host(parts.netloc)
-        failures = 0
-        while True:
+        def attempt():
             try:
                 if credentials is not None and credentials.identity_token:
                     fields.update(
@@ -507,16 +442,12 @@ class RegistryClient:
                         auth = (credentials.username, credentials.password)
                     response = session.get(realm, params=fields, auth=auth, timeout=self.timeout, verify=verify)
             except requests.RequestException as error:
-                failures += 1
-                if failures > self.retries:
-                    raise NetworkError(
-                        f"cannot reach token service {parts.netloc} of registry {endpoint.host} for image {ref}: "
-                        f"{_short_reason(error)}"
-                    ) from None
-                self._sleep(failures)
-                continue
+                raise http.Retry(http.short_reason(error)) from None
             if response.status_code in (401, 403):
                 raise self._access_error(endpoint, ref, response.status_code)
+            failure = http.status_failure(response)
+            if failure is not None:
+                raise failure
             if response.status_code != 200:
                 raise NetworkError(
                     f"token service {parts.netloc} of registry {endpoint.host} answered HTTP {response.status_code}"
@@ -529,6 +460,13 @@ class RegistryClient:
             if not isinstance(token, str) or not token:
                 raise NetworkError(f"token service {parts.netloc} of registry {endpoint.host} sent no token")
             return token
+
+        def give_up(reason, attempts):
+            return http.network_error(f"a token for {ref}", f"token service {parts.netloc} of registry {endpoint.host}",
+                                      f"{reason} ({http.attempts_text(attempts)})",
+                                      "check the network and that the token service is up")
+
+        return self._policy.run(attempt, give_up)
 
     def _access_error(self, endpoint: _Endpoint, ref: Reference, status: int) -> NetworkError:
         credentials = self._credentials(endpoint.host)
@@ -549,68 +487,82 @@ class RegistryClient:
 
     def _requests_session(self):
         if self._session is None:
-            requests = _requests()
-            self._session = requests.Session()
-            self._session.headers["User-Agent"] = "bundler-oci/1"
+            self._session = http.session("bundler-oci/1")
             import urllib3
 
             # Certificates are skipped only for loopback and named insecure registries, on purpose.
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         return self._session
 
-    def _sleep(self, failures: int) -> None:
-        time.sleep(min(self.backoff * (2 ** (failures - 1)), 30.0))
+
+class _Unreachable(Exception):
+    """Why no URL of a registry answered its /v2/ probe."""
 
 
-class StderrProgress:
-    """One line per blob on stderr, redrawn at most ten times a second."""
-
-    def __init__(self, stream=None):
-        self._stream = stream or sys.stderr
-        self._last = 0.0
-
-    def __call__(self, label: str, done: int, total: Optional[int]) -> None:
-        finished = total is not None and done >= total
-        now = time.monotonic()
-        if not finished and now - self._last < 0.1:
-            return
-        self._last = now
-        if total:
-            filled = int(30 * done / total)
-            line = f"\r{label} [{'#' * filled}{'.' * (30 - filled)}] {done / 1e6:7.1f}/{total / 1e6:.1f} MB"
-        else:
-            line = f"\r{label} {done / 1e6:7.1f} MB"
-        self._stream.write(line + ("\n" if finished else ""))
-        self._stream.flush()
+def _no_progress(label, done, total):
+    pass
 
 
-def _progress_callback(progress) -> ProgressCallback:
-    if callable(progress):
-        return progress
-    if progress is None and sys.stderr is not None and sys.stderr.isatty():
-        return StderrProgress()
-    return lambda label, done, total: None
+class _MemorySink(object):
+    """A small body kept in memory (with the size/write/reset of the other sinks)."""
+
+    def __init__(self):
+        self.data = bytearray()
+
+    @property
+    def size(self):
+        return len(self.data)
+
+    def write(self, chunk):
+        self.data += chunk
+
+    def reset(self):
+        del self.data[:]
 
 
-def _requests():
-    import warnings
+class _PartialBlob(object):
+    """A blob being pulled into `path` (dest + ".partial"), kept across attempts and runs for Range resume, and
+    hashed as its bytes arrive."""
 
-    try:
-        with warnings.catch_warnings():
-            # The stub leaves out charset_normalizer (registry answers are JSON and bytes, never guessed text);
-            # requests warns when it finds no character detector.
-            warnings.filterwarnings("ignore", message=".*character detection dependency.*")
-            import requests
-    except ImportError:
-        raise HostError("pulling images needs the Python package requests, which is missing here") from None
-    return requests
+    def __init__(self, path, digest, expected_size):
+        self.path, self.digest = path, digest
+        self.size = _file_size(path)
+        if expected_size is not None and self.size > expected_size:
+            self.remove()
+        self.hasher = _hash_file(path, digest) if self.size else digest_hasher(digest)
+        self._handle = None
 
+    def write(self, chunk):
+        try:
+            if self._handle is None:
+                self._handle = open(self.path, "ab")
+            self._handle.write(chunk)
+        except OSError as error:
+            raise HostError(f"cannot write {self.path}: {error.strerror}") from None
+        self.hasher.update(chunk)
+        self.size += len(chunk)
 
-def _transfer_errors(requests):
-    """What a body read raises when the connection drops or stalls (urllib3 comes with requests)."""
-    import urllib3
+    def reset(self):
+        self.remove()
 
-    return (requests.RequestException, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
+    def remove(self):
+        self.close()
+        fs.safe_unlink(self.path)
+        self.size, self.hasher = 0, digest_hasher(self.digest)
+
+    def close(self):
+        if self._handle is not None:
+            handle, self._handle = self._handle, None
+            try:
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError as error:
+                raise HostError(f"cannot write {self.path}: {error.strerror}") from None
+            finally:
+                handle.close()
+
+    def actual(self):
+        return self.hasher.name + ":" + self.hasher.hexdigest()
 
 
 def _as_reference(ref) -> Reference:
@@ -639,32 +591,11 @@ def _preferred_challenge(header: str):
     return None
 
 
-def _short_reason(error: BaseException) -> str:
-    text = str(error)
-    for pattern in (r"\[Errno -?\d+\] ([^'\")]+)", r"(certificate verify failed[^'\")]*)", r"(Read timed out)"):
-        match = re.search(pattern, text)
-        if match:
-            return match.group(1).strip()
-    if "IncompleteRead" in text or "Connection broken" in text:
-        return "connection closed in the middle of the transfer"
-    return type(error).__name__
-
-
-def _content_total(response, offset: int) -> Optional[int]:
-    length = response.headers.get("Content-Length")
-    return offset + int(length) if length and length.isdigit() else None
-
-
 def _file_size(path: str) -> int:
     try:
         return os.path.getsize(path)
     except OSError:
         return 0
-
-
-def _truncate(path: str) -> None:
-    with open(path, "wb"):
-        pass
 
 
 def _hash_file(path: str, digest: str):

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from bundler.cache import Cache
-from bundler.download import _ProgressBar, fetch
+from bundler.download import fetch
+from payload.progress import Bar
 from payload.errors import HostError, IntegrityError, NetworkError, UsageError
 from tests.fixtures.http_server import FileServer
 
@@ -254,8 +255,7 @@ def test_forced_progress_bar_goes_to_stderr_only(server, cache, capfd):
 
 def test_progress_bar_drawing():
     stream = io.StringIO()
-    bar = _ProgressBar("x.bin", stream)
-    bar.start(0, 4_000_000)
+    bar = Bar("x.bin", 4_000_000, stream)
     bar.update(2_000_000, force=True)
     bar.close()
     assert "[" + "#" * 15 + "." * 15 + "]  50%  2.0/4.0 MB" in stream.getvalue()

@@ -45,7 +45,7 @@ def test_run_side_needs_nothing_the_stub_leaves_out():
 
     assert EXCLUDED_FROM_STUB <= set(EXCLUDES)
     # The pull path too: requests is imported only there.
-    probe = PROBE.replace("print(", "payload.oci.registry._requests()\nprint(")
+    probe = PROBE.replace("print(", "import payload.http\npayload.http.requests_module()\nprint(")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, stdout=subprocess.PIPE, check=True, text=True).stdout
     loaded = {name.split(".")[0] for name in json.loads(out)}
     assert not loaded & EXCLUDED_FROM_STUB, sorted(loaded & EXCLUDED_FROM_STUB)
