@@ -1,15 +1,10 @@
-"""Architecture names as bundles use them."""
+"""The architecture of the machine bundler runs on, named as bundles name it (payload/arches.py)."""
 
 import platform
 
-from payload.index import ARCHES
-
-_MACHINES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
-             "armv7l": "arm", "armv6l": "arm", "riscv64": "riscv64"}
+from payload import arches
 
 
 def host_arch():
-    return _MACHINES.get(platform.machine(), platform.machine())
-
-
-__all__ = ["ARCHES", "host_arch"]
+    machine = platform.machine()
+    return arches.from_uname(machine) or machine

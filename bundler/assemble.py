@@ -6,13 +6,14 @@ from pathlib import Path
 
 from payload import fs
 from payload.elf import insert_section
+from payload.errors import BundleError, IntegrityError
 from payload.index import Entry, Group, Index
 from payload.layout import SECTION, write_section_content
 
 from . import __version__
 
 
-def build_index(identity, groups, images=(), require_key=None):
+def build_index(identity, groups, images=(), require_key=None, bundler_version=__version__):
     """The index for compressed `groups` laid out one after another in the data area."""
     index_groups, entries = [], []
     offset = 0
@@ -23,14 +24,24 @@ def build_index(identity, groups, images=(), require_key=None):
         for m in group.members:
             entries.append(Entry(m.path, m.kind, m.mode, m.size, m.sha256, group.name, position))
             position += m.size
-    return Index(identity["name"], identity["version"], identity["variant"], identity["arch"], __version__,
+    return Index(identity["name"], identity["version"], identity["variant"], identity["arch"], bundler_version,
                  identity["entrypoint"], index_groups, entries, images, require_key)
+
+
+def check_as_device(index):
+    """Parse the index with the device's own reader: whatever the build accepts, every device accepts."""
+    try:
+        Index.from_bytes(index.to_bytes(), index.payload_size)
+    except IntegrityError as exc:
+        raise BundleError("internal error: every device would refuse the index this build made (%s); nothing was "
+                          "written, please report this" % exc) from None
 
 
 def write_bundle(stub, index, groups, output, signature=b""):
     """Write the executable to `output` and its checksum file beside it; returns the executable's sha256.
 
     Both appear whole or not at all: the executable first, then its checksum file."""
+    check_as_device(index)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     frames = {g.name: g.frame for g in groups}

@@ -6,7 +6,8 @@ from pathlib import Path
 import click
 
 from payload.errors import BundleError
-from payload.index import ARCHES
+from payload.arches import NAMES as ARCHES
+from payload.index import LAYER_MODES, LAYERS_RAW
 
 from . import __version__
 
@@ -62,7 +63,7 @@ def main():
 @click.option("--locked", is_flag=True, help="Refuse any source or image that bundle.lock or the manifest does not pin.")
 @click.option("--offline", is_flag=True, envvar="BUNDLER_OFFLINE", help="Use only the cache; never touch the network.")
 @insecure_option
-@click.option("--layers", type=click.Choice(["raw", "exact"]), default="raw", show_default=True,
+@click.option("--layers", type=click.Choice(LAYER_MODES), default=LAYERS_RAW, show_default=True,
               help="raw: store image layers uncompressed (smaller, keeps the image id); exact: keep the registry's "
                    "blobs byte for byte (keeps the manifest digest).")
 @click.option("--sign", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="KEY",

@@ -33,7 +33,7 @@ def verify_bundle(bundle, key=None):
 
 def _complete_arches(manifest, log=print):
     """The architectures every file has a source for; those only some files have are named and skipped."""
-    from payload.index import ARCHES
+    from payload.arches import NAMES as ARCHES
 
     def has(spec, arch):
         return "*" in spec.sources or arch in spec.sources

@@ -11,16 +11,14 @@ from dataclasses import dataclass
 
 from payload import fs
 from payload.errors import UsageError
+from payload.index import LAYERS_RAW, ImageRecord
+from payload.rules import blob_path
 from payload.oci.archive import read_image_archive, uncompress_layer, uncompressed_manifest
 from payload.oci.reference import parse_image_manifest, parse_platform, parse_reference, sha256_digest
 
 from .compress import Member
 from .lockfile import image_pin_for
 from .manifest.model import IMAGES_GROUP as GROUP
-
-LAYERS_RAW = "raw"
-LAYERS_EXACT = "exact"
-
 
 @dataclass(frozen=True)
 class PinnedImage:
@@ -29,10 +27,6 @@ class PinnedImage:
     platform: str
     digest: str           # the manifest digest for the platform
     embedded: bool
-
-
-def blob_entry_path(digest):
-    return "images/blobs/sha256/" + digest.partition(":")[2]
 
 
 def local_reference(spec):
@@ -147,31 +141,30 @@ def embed_images(pinned, client, cache, layers_mode=LAYERS_RAW, log=print):
     members = {}
     records = []
     for image in pinned:
-        record = {"name": image.spec.name, "ref": image.ref, "platform": image.platform, "digest": image.digest,
-                  "embedded": image.embedded}
-        if image.embedded:
-            log("embedding %s (%s)..." % (image.spec.name, image.digest[:19]))
-            if image.spec.transport:
-                manifest_bytes, config_bytes = _fetch_local_image(image, store)
-            else:
-                manifest_bytes, config_bytes = _fetch_registry_image(image, client, store)
-            config, layers = parse_image_manifest(manifest_bytes, "manifest of %s" % image.ref)
-            if layers_mode == LAYERS_RAW:
-                raw = _raw_layers(layers, store)
-                manifest_bytes = uncompressed_manifest(manifest_bytes, config_bytes, raw)
-                layer_digests = [d for d, _ in raw]
-            else:
-                layer_digests = [layer.digest for layer in layers]
-            manifest_digest = sha256_digest(manifest_bytes)
-            if not store.has(manifest_digest):
-                store.put_bytes(manifest_bytes, manifest_digest)
-            blobs = [manifest_digest, config.digest] + layer_digests
-            for digest in blobs:
-                if digest not in members:
-                    path = store.path(digest)
-                    members[digest] = Member(blob_entry_path(digest), 0o644, "blob", path,
-                                             digest.partition(":")[2], path.stat().st_size)
-            record.update({"manifest": manifest_digest, "layers": layers_mode,
-                           "size": sum(members[d].size for d in set(blobs))})
-        records.append(record)
+        if not image.embedded:
+            records.append(ImageRecord(image.spec.name, image.ref, image.platform, image.digest, False))
+            continue
+        log("embedding %s (%s)..." % (image.spec.name, image.digest[:19]))
+        if image.spec.transport:
+            manifest_bytes, config_bytes = _fetch_local_image(image, store)
+        else:
+            manifest_bytes, config_bytes = _fetch_registry_image(image, client, store)
+        config, layers = parse_image_manifest(manifest_bytes, "manifest of %s" % image.ref)
+        if layers_mode == LAYERS_RAW:
+            raw = _raw_layers(layers, store)
+            manifest_bytes = uncompressed_manifest(manifest_bytes, config_bytes, raw)
+            layer_digests = [d for d, _ in raw]
+        else:
+            layer_digests = [layer.digest for layer in layers]
+        manifest_digest = sha256_digest(manifest_bytes)
+        if not store.has(manifest_digest):
+            store.put_bytes(manifest_bytes, manifest_digest)
+        blobs = [manifest_digest, config.digest] + layer_digests
+        for digest in blobs:
+            if digest not in members:
+                path = store.path(digest)
+                members[digest] = Member(blob_path(digest), 0o644, "blob", path,
+                                         digest.partition(":")[2], path.stat().st_size)
+        records.append(ImageRecord(image.spec.name, image.ref, image.platform, image.digest, True, manifest_digest,
+                                   layers_mode, sum(members[d].size for d in set(blobs))))
     return list(members.values()), records

@@ -8,16 +8,15 @@ ref): changing either invalidates the pin.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
 import tomli_w
 
-from bundler.manifest.model import ARCHS, FileSpec, ImageSpec, Manifest
+from bundler.manifest.model import FileSpec, ImageSpec, Manifest
 from bundler.toml_lines import TomlLines, parse_toml, read_toml_text
-from payload import fs
+from payload import arches, fs, rules
 from payload.errors import HostError, IntegrityError, UsageError
 
 LOCK_VERSION = 1
@@ -26,8 +25,6 @@ LOCK_HEADER = (
     "# Keep it beside bundle.toml under version control; do not edit it by hand.\n\n"
 )
 
-_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}\Z")
 _FILE_ROW = ("path", "arch", "url", "sha256")
 _IMAGE_ROW = ("name", "ref", "platform", "digest")
 _REWRITE = "run `bundler lock` to write it again"
@@ -66,7 +63,7 @@ class Lock:
 
     @property
     def files(self) -> list[FilePin]:
-        return sorted(self._files.values(), key=lambda pin: (pin.path, ARCHS.index(pin.arch)))
+        return sorted(self._files.values(), key=lambda pin: (pin.path, arches.NAMES.index(pin.arch)))
 
     @property
     def images(self) -> list[ImagePin]:
@@ -80,7 +77,7 @@ class Lock:
         return pin.sha256 if pin is not None and pin.url == url else None
 
     def set_file(self, path: str, arch: str, url: str, sha256: str) -> None:
-        if arch not in ARCHS or not _SHA256.match(sha256):
+        if arch not in arches.NAMES or not rules.is_sha256(sha256):
             raise ValueError(f"bad file pin: arch {arch!r}, sha256 {sha256!r}")
         self._files[(path, arch)] = FilePin(path, arch, url, sha256)
 
@@ -92,7 +89,7 @@ class Lock:
         return pin.digest if pin is not None and pin.ref == ref else None
 
     def set_image(self, name: str, ref: str, platform: str, digest: str) -> None:
-        if not _DIGEST.match(digest):
+        if not rules.is_digest(digest):
             raise ValueError(f"bad image digest {digest!r}")
         self._images[(name, platform)] = ImagePin(name, ref, platform, digest)
 
@@ -100,12 +97,12 @@ class Lock:
         """Drop rows the manifest no longer explains (file, url, image or ref gone); return how many."""
         wanted_files = set()
         for spec in manifest.files:
-            for arch in ARCHS:
+            for arch in arches.NAMES:
                 source = spec.sources.get("*") or spec.sources.get(arch)
                 if source is not None:
                     wanted_files.add((spec.path, arch, source.url))
         wanted_images = {
-            (image.name, image.ref, image.platform_for(arch)) for image in manifest.images for arch in ARCHS
+            (image.name, image.ref, image.platform_for(arch)) for image in manifest.images for arch in arches.NAMES
         }
         stale_files = [key for key, pin in self._files.items() if (pin.path, pin.arch, pin.url) not in wanted_files]
         stale_images = [
@@ -176,9 +173,9 @@ class _LockReader:
             self.fail(line, f"lock format version is {shown}; {_REWRITE}")
         for index, row in enumerate(self.rows(data, "file")):
             pin = FilePin(*self.row(row, ("file", index), _FILE_ROW), line=self.lines.line(("file", index)))
-            if pin.arch not in ARCHS:
+            if pin.arch not in arches.NAMES:
                 self.fail(self.lines.line(("file", index), "arch"), f"unknown architecture '{pin.arch}'; {_REWRITE}")
-            if not _SHA256.match(pin.sha256):
+            if not rules.is_sha256(pin.sha256):
                 self.fail(
                     self.lines.line(("file", index), "sha256"), f"sha256 is not 64 lower-case hex digits; {_REWRITE}"
                 )
@@ -191,7 +188,7 @@ class _LockReader:
             self.lock._files[(pin.path, pin.arch)] = pin
         for index, row in enumerate(self.rows(data, "image")):
             pin = ImagePin(*self.row(row, ("image", index), _IMAGE_ROW), line=self.lines.line(("image", index)))
-            if not _DIGEST.match(pin.digest):
+            if not rules.is_digest(pin.digest):
                 self.fail(
                     self.lines.line(("image", index), "digest"), f"digest is not sha256:<64 hex digits>; {_REWRITE}"
                 )

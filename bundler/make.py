@@ -10,7 +10,9 @@ from payload.errors import UsageError
 from .arch import host_arch
 from .assemble import build_index, write_bundle
 from .compress import compress
-from .images import GROUP as IMAGES_GROUP, LAYERS_RAW, embed_images, pin_images
+from payload.index import LAYERS_RAW
+
+from .images import GROUP as IMAGES_GROUP, embed_images, pin_images
 from .lockfile import Lock
 from .manifest import load_manifest
 from .signing import Signing

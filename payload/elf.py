@@ -11,6 +11,7 @@ import math
 import os
 import struct
 
+from . import arches
 from .errors import HostError, IntegrityError, UsageError
 
 _MAGIC = b"\x7fELF"
@@ -30,8 +31,8 @@ _SHF_INFO_LINK = 0x40
 _SHN_LORESERVE = 0xFF00
 _SHN_XINDEX = 0xFFFF
 
-_MACHINES = {3: "i386", 40: "arm", 62: "amd64", 183: "arm64"}
-_EM_RISCV = 243
+# Machines no bundle is built for, named in messages only (the bundle architectures are in payload/arches.py).
+_OTHER_MACHINES = {(3, False): "i386", (243, False): "riscv32"}
 
 # Field order of a section header is the same in both classes; only the widths differ.
 _SH_NAME, _SH_TYPE, _SH_FLAGS, _SH_ADDR, _SH_OFFSET, _SH_SIZE, _SH_LINK, _SH_INFO, _SH_ALIGN = range(9)
@@ -179,9 +180,8 @@ def find_section(f, name):
 def elf_machine(f):
     """The architecture of the ELF file `f`: amd64, arm64, arm, riscv64, i386, or machine-N for others."""
     elf = _Elf(f, _where(f), with_sections=False)
-    if elf.machine == _EM_RISCV:
-        return "riscv64" if elf.is64 else "riscv32"
-    return _MACHINES.get(elf.machine, f"machine-{elf.machine}")
+    key = (elf.machine, elf.is64)
+    return arches.from_elf(*key) or _OTHER_MACHINES.get(key) or f"machine-{elf.machine}"
 
 
 def _align_up(value, alignment):

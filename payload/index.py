@@ -1,22 +1,37 @@
 """The index: the one record of what a bundle holds. Its sha256 is the bundle id.
 
-The index is canonical JSON (sorted keys, no spaces) so that the same content always gives the same id.
+The index is canonical JSON (sorted keys, no spaces) so that the same content always gives the same id. Every
+field and rule is specified in docs/format.md (section 3); the rules themselves live in payload/rules.py.
 """
 
 import hashlib
 import json
-import re
 
-from . import FORMAT_VERSION
-from .errors import IntegrityError
-from .paths import check_relative
+from . import FORMAT_VERSION, arches, rules
+from .errors import IntegrityError, UsageError
 
-ARCHES = ("amd64", "arm64", "arm", "riscv64")
 KINDS = ("file", "blob")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-# Names become paths on the device (/var/lib/NAME, images/NAME.tar): the manifest's rule, checked again here.
-_NAME = re.compile(r"[a-z][a-z0-9-]*")
+LAYERS_RAW = "raw"      # embedded layers stored uncompressed, under a rewritten manifest (docs/images.md)
+LAYERS_EXACT = "exact"  # the registry's blobs byte for byte
+LAYER_MODES = (LAYERS_RAW, LAYERS_EXACT)
+
+_INDEX_KEYS = ("format", "name", "version", "variant", "arch", "bundler_version", "entrypoint", "groups", "entries",
+               "images")
+_INDEX_OPTIONAL = ("require_key",)
+_GROUP_KEYS = ("name", "offset", "csize", "size", "sha256")
+_ENTRY_KEYS = ("path", "kind", "mode", "size", "sha256", "group", "offset")
+_IMAGE_KEYS = ("name", "ref", "platform", "digest", "embedded")
+_EMBEDDED_KEYS = ("manifest", "layers", "size")
+_PATH_PROBLEMS = {
+    rules.EMPTY: "is empty or not a string",
+    rules.NUL: "has a NUL, newline or backslash",
+    rules.NEWLINE: "has a NUL, newline or backslash",
+    rules.BACKSLASH: "has a NUL, newline or backslash",
+    rules.ABSOLUTE: "is absolute; paths must be relative to the install root",
+    rules.DOTDOT: "has an empty, '.' or '..' component",
+    rules.DOT_OR_EMPTY: "has an empty, '.' or '..' component",
+    rules.NOT_NORMAL: "is not normalised",
+}
 
 
 def _require(cond, message):
@@ -24,20 +39,77 @@ def _require(cond, message):
         raise IntegrityError("bundle index is invalid: %s; the bundle is damaged, copy it again" % message)
 
 
-def _is_int(value, minimum=0):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+def _object(value, required, optional, what):
+    """Check that `value` is an object with every key of `required` and no key outside required + optional."""
+    _require(isinstance(value, dict), "%s is not an object" % what)
+    unknown = sorted(k for k in value if k not in required and k not in optional)
+    _require(not unknown, "%s has the unknown field %r" % (what, unknown[0] if unknown else ""))
+    missing = [k for k in required if k not in value]
+    _require(not missing, "%s has no %r" % (what, missing[0] if missing else ""))
+    return value
 
 
-def _check_image(image, blobs):
-    name = image.get("name")
-    _require(isinstance(name, str) and _NAME.fullmatch(name), "image name %r is not a plain name" % (name,))
-    _require(isinstance(image.get("ref"), str) and image["ref"], "image %r: ref is missing" % name)
-    _require(isinstance(image.get("digest"), str) and _DIGEST.fullmatch(image["digest"]), "image %r: bad digest" % name)
-    _require(isinstance(image.get("embedded"), bool), "image %r: embedded is not true or false" % name)
-    if image["embedded"]:
-        _require(isinstance(image.get("manifest"), str) and _DIGEST.fullmatch(image["manifest"]),
-                 "image %r: bad manifest digest" % name)
-        _require(image["manifest"] in blobs, "image %r: its manifest %s is not an entry" % (name, image["manifest"]))
+def _check_path(path, what):
+    problem = rules.path_problem(path)
+    _require(problem is None, "%s %r %s" % (what, path, _PATH_PROBLEMS.get(problem)))
+    return path
+
+
+class ImageRecord(object):
+    """One container image pinned for the bundle's platform: embedded (its blobs are entries) or pulled at the
+    first start by its digest (docs/format.md, section 5)."""
+
+    __slots__ = ("name", "ref", "platform", "digest", "embedded", "manifest", "layers", "size")
+
+    def __init__(self, name, ref, platform, digest, embedded, manifest=None, layers=None, size=None):
+        self.name, self.ref, self.platform, self.digest, self.embedded = name, ref, platform, digest, embedded
+        self.manifest, self.layers, self.size = manifest, layers, size
+
+    @property
+    def archive_name(self):
+        """Its archive on the device, in the installed version's images/ directory."""
+        return self.name + ".tar"
+
+    def to_json(self):
+        doc = {"name": self.name, "ref": self.ref, "platform": self.platform, "digest": self.digest,
+               "embedded": self.embedded}
+        if self.embedded:
+            doc.update({"manifest": self.manifest, "layers": self.layers, "size": self.size})
+        return doc
+
+    @classmethod
+    def from_json(cls, doc, blobs):
+        """Check a record of an index; `blobs` are the digests of the index's blob entries."""
+        _require(isinstance(doc, dict), "image record is not an object")
+        name = doc.get("name")
+        _require(rules.is_name(name), "image name %r is not a plain name" % (name,))
+        embedded = doc.get("embedded")
+        _require(isinstance(embedded, bool), "image %r: embedded is not true or false" % name)
+        what = "image %r" % name
+        _object(doc, _IMAGE_KEYS + (_EMBEDDED_KEYS if embedded else ()), (), what)
+        _require(isinstance(doc["ref"], str) and _is_reference(doc["ref"]), "%s: ref %r is not an image reference"
+                 % (what, doc["ref"]))
+        _require(rules.is_platform(doc["platform"]), "%s: platform %r is not os/arch[/variant]"
+                 % (what, doc["platform"]))
+        _require(rules.is_digest(doc["digest"]), "%s: bad digest" % what)
+        if not embedded:
+            return cls(name, doc["ref"], doc["platform"], doc["digest"], False)
+        _require(rules.is_digest(doc["manifest"]), "%s: bad manifest digest" % what)
+        _require(doc["manifest"] in blobs, "%s: its manifest %s is not an entry" % (what, doc["manifest"]))
+        _require(doc["layers"] in LAYER_MODES, "%s: layers %r is neither raw nor exact" % (what, doc["layers"]))
+        _require(rules.is_size(doc["size"]), "%s: bad size" % what)
+        return cls(name, doc["ref"], doc["platform"], doc["digest"], True, doc["manifest"], doc["layers"],
+                   doc["size"])
+
+
+def _is_reference(text):
+    from .oci.reference import parse_reference
+
+    try:
+        parse_reference(text)
+    except UsageError:
+        return False
+    return True
 
 
 class Group(object):
@@ -79,7 +151,7 @@ class Index(object):
         self.entrypoint = list(entrypoint)
         self.groups = list(groups)
         self.entries = list(entries)
-        self.images = [dict(i) for i in images]
+        self.images = list(images)
         self.require_key = require_key
 
     def to_json(self):
@@ -93,7 +165,7 @@ class Index(object):
             "entrypoint": self.entrypoint,
             "groups": [g.to_json() for g in self.groups],
             "entries": [e.to_json() for e in self.entries],
-            "images": self.images,
+            "images": [i.to_json() for i in self.images],
         }
         if self.require_key:
             doc["require_key"] = self.require_key
@@ -139,18 +211,25 @@ class Index(object):
                  "format %r, this stub reads format %d" % (doc.get("format"), FORMAT_VERSION))
         for key in ("name", "version", "variant", "arch", "bundler_version"):
             _require(isinstance(doc.get(key), str) and doc[key], "%s is missing" % key)
-        _require(_NAME.fullmatch(doc["name"]), "name %r is not a plain name" % doc["name"])
-        ep = doc.get("entrypoint")
+        _object(doc, _INDEX_KEYS, _INDEX_OPTIONAL, "the index")
+        _require(rules.is_name(doc["name"]), "name %r is not a plain name" % doc["name"])
+        _require(rules.is_version(doc["version"]), "version %r is not a version" % doc["version"])
+        _require(rules.is_name(doc["variant"]), "variant %r is not a plain name" % doc["variant"])
+        _require(arches.get(doc["arch"]) is not None, "arch %r is not one of %s" % (doc["arch"], ", ".join(arches.NAMES)))
+        ep = doc["entrypoint"]
         _require(isinstance(ep, list) and ep and all(isinstance(a, str) for a in ep), "entrypoint is not a list")
+        unknown = [p for a in ep[1:] for p in rules.unknown_placeholders(a)]
+        _require(not unknown, "entrypoint has the unknown placeholder %s" % (unknown[0] if unknown else ""))
         groups = []
         names = set()
-        _require(isinstance(doc.get("groups"), list), "groups is not a list")
+        _require(isinstance(doc["groups"], list), "groups is not a list")
         for g in doc["groups"]:
             _require(isinstance(g, dict), "group is not an object")
-            _require(isinstance(g.get("name"), str) and g["name"] not in names, "group name missing or repeated")
+            _require(rules.is_name(g.get("name")) and g["name"] not in names, "group name missing or repeated")
+            _object(g, _GROUP_KEYS, (), "group %r" % g["name"])
             for key in ("offset", "csize", "size"):
-                _require(_is_int(g.get(key)), "group %r: %s is not a size" % (g["name"], key))
-            _require(isinstance(g.get("sha256"), str) and _HEX64.fullmatch(g["sha256"]), "group %r: bad sha256" % g["name"])
+                _require(rules.is_size(g[key]), "group %r: %s is not a size" % (g["name"], key))
+            _require(rules.is_sha256(g["sha256"]), "group %r: bad sha256" % g["name"])
             _require(g["offset"] + g["csize"] <= data_size,
                      "group %r ends at %d, past the payload's %d bytes" % (g["name"], g["offset"] + g["csize"], data_size))
             names.add(g["name"])
@@ -160,26 +239,25 @@ class Index(object):
             _require(start >= end, "groups overlap")
         entries = []
         paths = set()
-        _require(isinstance(doc.get("entries"), list), "entries is not a list")
+        _require(isinstance(doc["entries"], list), "entries is not a list")
         for e in doc["entries"]:
             _require(isinstance(e, dict), "entry is not an object")
-            path = check_relative(e.get("path"), "entry path")
+            path = _check_path(e.get("path"), "entry path")
             _require(path not in paths, "entry %r appears twice" % path)
             paths.add(path)
-            _require(e.get("kind") in KINDS, "entry %r: unknown kind %r" % (path, e.get("kind")))
-            _require(_is_int(e.get("mode")) and e["mode"] <= 0o777, "entry %r: bad mode" % path)
-            _require(_is_int(e.get("size")) and _is_int(e.get("offset")), "entry %r: bad size or offset" % path)
-            _require(isinstance(e.get("sha256"), str) and _HEX64.fullmatch(e["sha256"]), "entry %r: bad sha256" % path)
-            _require(e.get("group") in names, "entry %r: unknown group %r" % (path, e.get("group")))
+            _object(e, _ENTRY_KEYS, (), "entry %r" % path)
+            _require(e["kind"] in KINDS, "entry %r: unknown kind %r" % (path, e["kind"]))
+            _require(rules.is_mode(e["mode"]), "entry %r: bad mode" % path)
+            _require(rules.is_size(e["size"]) and rules.is_size(e["offset"]), "entry %r: bad size or offset" % path)
+            _require(rules.is_sha256(e["sha256"]), "entry %r: bad sha256" % path)
+            _require(e["group"] in names, "entry %r: unknown group %r" % (path, e["group"]))
+            _require(e["kind"] != "blob" or path == rules.blob_path("sha256:" + e["sha256"]),
+                     "blob entry %r is not at %s" % (path, rules.blob_path("sha256:" + e["sha256"])))
             entries.append(Entry(path, e["kind"], e["mode"], e["size"], e["sha256"], e["group"], e["offset"]))
         # The program run after install must be verified content inside the root, never a path of the host.
         _require("{" not in ep[0] and any(e.path == ep[0] and e.kind == "file" for e in entries),
                  "entrypoint %r is not a file of the bundle" % ep[0])
-        parents = set()
-        for path in paths:
-            parts = path.split("/")
-            parents.update("/".join(parts[:i]) for i in range(1, len(parts)))
-        clash = sorted(paths & parents)
+        clash = sorted(paths.intersection(d for p in paths for d in rules.parents(p)))
         _require(not clash, "entry %r is both a file and a directory" % (clash[0] if clash else ""))
         for g in groups:
             # Entries must tile their group's stream exactly: no gaps, no overlaps, nothing past its end.
@@ -188,13 +266,12 @@ class Index(object):
                 _require(e.offset == pos, "entry %r starts at %d, expected %d" % (e.path, e.offset, pos))
                 pos += e.size
             _require(pos == g.size, "group %r holds %d bytes, its entries %d" % (g.name, g.size, pos))
-        images = doc.get("images", [])
-        _require(isinstance(images, list) and all(isinstance(i, dict) for i in images), "images is not a list")
-        blobs = set("sha256:" + e.sha256 for e in entries
-                    if e.kind == "blob" and e.path == "images/blobs/sha256/" + e.sha256)
-        for image in images:
-            _check_image(image, blobs)
+        _require(isinstance(doc["images"], list), "images is not a list")
+        blobs = set("sha256:" + e.sha256 for e in entries if e.kind == "blob")
+        images = [ImageRecord.from_json(i, blobs) for i in doc["images"]]
+        image_names = [i.name for i in images]
+        _require(len(set(image_names)) == len(image_names), "an image name appears twice")
         require_key = doc.get("require_key")
-        _require(require_key is None or isinstance(require_key, str), "require_key is not a string")
+        _require(require_key is None or rules.is_key_id(require_key), "require_key is not an ed25519 key")
         return cls(doc["name"], doc["version"], doc["variant"], doc["arch"], doc["bundler_version"], ep,
                    groups, entries, images, require_key)

@@ -29,9 +29,9 @@ def describe(payload, as_json=False):
         "signed:     %s" % describe_signature(payload),
     ]
     for image in index.images:
-        where = "embedded, %.1f MB of %s layers before compression" % (image.get("size", 0) / 1e6, image.get("layers")) \
-            if image.get("embedded") else "pulled at run time"
-        lines.append("image:      %s %s@%s (%s)" % (image.get("name"), image.get("ref"), image.get("digest"), where))
+        where = "embedded, %.1f MB of %s layers before compression" % (image.size / 1e6, image.layers) \
+            if image.embedded else "pulled at run time"
+        lines.append("image:      %s %s@%s (%s)" % (image.name, image.ref, image.digest, where))
     return "\n".join(lines)
 
 

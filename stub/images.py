@@ -7,17 +7,14 @@ import shutil
 import sys
 
 from payload.errors import IntegrityError
+from payload.rules import blob_path
 
 IMAGES_DIR = "images"
 PULLS_DIR = ".pulls"
 
 
-def archive_name(image):
-    return image["name"] + ".tar"
-
-
 def _blob(root, digest):
-    return os.path.join(root, IMAGES_DIR, "blobs", "sha256", digest.partition(":")[2])
+    return os.path.join(root, blob_path(digest))
 
 
 def _read_blob(root, digest, image, what):
@@ -26,7 +23,7 @@ def _read_blob(root, digest, image, what):
             return f.read()
     except FileNotFoundError:
         raise IntegrityError("image %r: its %s %s is not in the bundle; the bundle is damaged, copy it again"
-                             % (image["name"], what, digest))
+                             % (image.name, what, digest))
 
 
 def write_embedded(work, index):
@@ -37,20 +34,19 @@ def write_embedded(work, index):
     images = os.path.join(work, IMAGES_DIR)
     os.makedirs(images, exist_ok=True)
     for image in index.images:
-        if not image.get("embedded"):
+        if not image.embedded:
             continue
-        manifest_bytes = _read_blob(work, image["manifest"], image, "manifest")
-        config, layers = parse_image_manifest(manifest_bytes, "manifest of %s" % image["name"])
+        manifest_bytes = _read_blob(work, image.manifest, image, "manifest")
+        config, layers = parse_image_manifest(manifest_bytes, "manifest of %s" % image.name)
         config_bytes = _read_blob(work, config.digest, image, "config")
         blobs = dict((layer.digest, _blob(work, layer.digest)) for layer in layers)
-        write_image_archive(os.path.join(images, archive_name(image)), parse_reference(image["ref"]),
+        write_image_archive(os.path.join(images, image.archive_name), parse_reference(image.ref),
                             manifest_bytes, config_bytes, blobs)
     shutil.rmtree(os.path.join(images, "blobs"), ignore_errors=True)
 
 
 def missing(inst, index):
-    return [i for i in index.images if not i.get("embedded")
-            and not os.path.exists(os.path.join(inst.images, archive_name(i)))]
+    return [i for i in index.images if not i.embedded and not os.path.exists(os.path.join(inst.images, i.archive_name))]
 
 
 def _registries(values, env_name, environ):
@@ -81,7 +77,7 @@ def pull_missing(inst, index, opts, environ):
         insecure = _registries(opts.insecure_registry, "BUNDLE_INSECURE_REGISTRIES", environ)
         with RegistryClient(insecure_registries=insecure + mirrors, mirrors=mirrors) as client:
             for image in todo:
-                sys.stderr.write("%s: pulling %s (%s)\n" % (index.name, image["ref"], image["digest"][:19]))
+                sys.stderr.write("%s: pulling %s (%s)\n" % (index.name, image.ref, image.digest[:19]))
                 _pull_one(client, image, inst, pulls)
         shutil.rmtree(pulls, ignore_errors=True)
     finally:
@@ -92,10 +88,10 @@ def _pull_one(client, image, inst, pulls):
     from payload.oci.archive import write_image_archive
     from payload.oci.reference import parse_image_manifest, parse_reference
 
-    ref = parse_reference(image["ref"])
-    pinned = ref.with_digest(image["digest"])
+    ref = parse_reference(image.ref)
+    pinned = ref.with_digest(image.digest)
     manifest_bytes = client.fetch_manifest(pinned)
-    config, layers = parse_image_manifest(manifest_bytes, "manifest of %s" % image["name"])
+    config, layers = parse_image_manifest(manifest_bytes, "manifest of %s" % image.name)
     config_bytes = client.fetch_blob_bytes(pinned, config.digest, config.size)
     blobs = {}
     for layer in layers:
@@ -105,4 +101,4 @@ def _pull_one(client, image, inst, pulls):
             client.fetch_blob(pinned, layer.digest, dest, layer.size)
         blobs[layer.digest] = dest
     os.makedirs(inst.images, exist_ok=True)
-    write_image_archive(os.path.join(inst.images, archive_name(image)), ref, manifest_bytes, config_bytes, blobs)
+    write_image_archive(os.path.join(inst.images, image.archive_name), ref, manifest_bytes, config_bytes, blobs)

@@ -8,33 +8,12 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from payload import arches
 from payload.errors import UsageError
 
-ARCHS = ("amd64", "arm64", "arm", "riscv64")
-DEFAULT_PLATFORMS = {
-    "amd64": "linux/amd64",
-    "arm64": "linux/arm64",
-    "arm": "linux/arm/v7",
-    "riscv64": "linux/riscv64",
-}
-# Names other tools use for our architectures, so a typo gets a precise hint instead of a fuzzy one.
-ARCH_ALIASES = {
-    "x86_64": "amd64",
-    "x86-64": "amd64",
-    "x64": "amd64",
-    "aarch64": "arm64",
-    "armv8": "arm64",
-    "armhf": "arm",
-    "armv7": "arm",
-    "armv7l": "arm",
-    "arm32": "arm",
-    "riscv": "riscv64",
-}
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.xz", ".tar.zst", ".zip")
-PLACEHOLDERS = ("{root}", "{images}", "{data}")
 DEFAULT_GROUP = "files"
 IMAGES_GROUP = "images"  # reserved: bundler/images.py puts the embedded images there
-DEFAULT_MODE = 0o644
 DEFAULT_VARIANT = "default"
 EMBED_ALL = "all"
 ARCHIVE_TRANSPORTS = ("oci-archive", "docker-archive")
@@ -84,7 +63,7 @@ class ImageSpec:
 
     def platform_for(self, arch: str) -> str:
         _check_arch_name(arch)
-        return self.platform or DEFAULT_PLATFORMS[arch]
+        return self.platform or arches.get(arch).platform
 
 
 @dataclass(frozen=True)
@@ -184,7 +163,7 @@ def did_you_mean(word: str, choices) -> str:
 
 
 def _check_arch_name(arch: str) -> None:
-    if arch not in ARCHS:
-        hint = ARCH_ALIASES.get(arch) or (difflib.get_close_matches(arch, ARCHS, n=1) or [None])[0]
+    if arches.get(arch) is None:
+        hint = arches.canonical(arch) or (difflib.get_close_matches(arch, arches.NAMES, n=1) or [None])[0]
         suggestion = f" (did you mean '{hint}'?)" if hint else ""
-        raise UsageError(f"unknown architecture '{arch}'{suggestion}; choose one of: {', '.join(ARCHS)}")
+        raise UsageError(f"unknown architecture '{arch}'{suggestion}; choose one of: {', '.join(arches.NAMES)}")

@@ -8,26 +8,22 @@ from __future__ import annotations
 import difflib
 import os
 import posixpath
-import re
 import urllib.parse
 from pathlib import Path
 from typing import NoReturn
 
+from payload import arches, rules
 from payload.errors import UsageError
 from payload.oci.reference import parse_platform, parse_reference
 
 from ..toml_lines import TomlLines, parse_toml, read_toml_text
 from .model import (
-    ARCH_ALIASES,
     ARCHIVE_SUFFIXES,
     ARCHIVE_TRANSPORTS,
-    ARCHS,
     DEFAULT_GROUP,
-    DEFAULT_MODE,
     DEFAULT_VARIANT,
     EMBED_ALL,
     IMAGES_GROUP,
-    PLACEHOLDERS,
     FileSpec,
     ImageSpec,
     Manifest,
@@ -36,12 +32,6 @@ from .model import (
     did_you_mean,
 )
 
-_NAME = re.compile(r"[a-z][a-z0-9-]*\Z")
-_NAME_RULE = "use lower-case letters, digits and '-', starting with a letter"
-_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]*\Z")
-_MODE = re.compile(r"0?[0-7]{3}\Z")
-_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
-_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 _TOP_KEYS = ("bundle", "file", "image", "variants")
 _BUNDLE_KEYS = ("name", "version", "entrypoint", "description")
@@ -59,22 +49,23 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
 
 
 def _path_problem(path: str) -> str | None:
-    """What is wrong with a path under the installed root, or None."""
-    if not path:
+    """What is wrong with a path under the installed root (the device's rule, payload/rules.py), with a hint."""
+    problem = rules.path_problem(path)
+    if problem is None:
+        return None
+    if problem == rules.EMPTY:
         return "is empty; write a path relative to the installed root, like 'bin/hello'"
-    if "\0" in path or "\n" in path:
+    if problem in (rules.NUL, rules.NEWLINE):
         return "holds a NUL or newline character; rename it"
-    if "\\" in path:
+    if problem == rules.BACKSLASH:
         forward = path.replace("\\", "/")
         return f"holds a backslash, which devices refuse; separate directories with '/', like '{forward}'"
-    if path.startswith("/"):
+    if problem == rules.ABSOLUTE:
         return f"is absolute; write it relative to the installed root, like '{path.lstrip('/') or 'bin/hello'}'"
-    if ".." in path.split("/"):
+    if problem == rules.DOTDOT:
         return "contains '..'; files must stay inside the installed root"
     normal = posixpath.normpath(path)
-    if normal != path or normal == ".":
-        return f"is not normalised; write '{normal}'" if normal != "." else "names the root itself; name a file"
-    return None
+    return f"is not normalised; write '{normal}'" if normal != "." else "names the root itself; name a file"
 
 
 class _Reader:
@@ -156,19 +147,19 @@ class _Reader:
 
     def read_name(self, bundle: dict) -> str:
         name = self.string(bundle, "name", ("bundle",), "[bundle]", '"demo"')
-        if not _NAME.match(name):
+        if not rules.is_name(name):
             self.fail(
                 self.lines.line(("bundle",), "name"),
-                f"bundle name '{name}' is not allowed; {_NAME_RULE}",
+                f"bundle name '{name}' is not allowed; {rules.NAME_RULE}",
             )
         return name
 
     def read_version(self, bundle: dict) -> str:
         version = self.string(bundle, "version", ("bundle",), "[bundle]", '"1.0.0"')
-        if not _VERSION.match(version):
+        if not rules.is_version(version):
             self.fail(
                 self.lines.line(("bundle",), "version"),
-                f"version '{version}' is not allowed; use letters, digits and '.+_-', starting with a letter or digit",
+                f"version '{version}' is not allowed; {rules.VERSION_RULE}",
             )
         return version
 
@@ -185,17 +176,16 @@ class _Reader:
                 line, 'entrypoint must be a non-empty list of strings; write entrypoint = ["bin/program", "--flag"]'
             )
         for item in entrypoint:
-            for placeholder in _PLACEHOLDER.findall(item):
-                if placeholder not in PLACEHOLDERS:
-                    hint = did_you_mean(placeholder, PLACEHOLDERS)
-                    self.fail(
-                        self.lines.value_line(table, "entrypoint", item),
-                        f"unknown placeholder {placeholder} in entrypoint{hint}; use {{root}}, {{images}} or {{data}}",
-                    )
+            for placeholder in rules.unknown_placeholders(item):
+                hint = did_you_mean(placeholder, rules.PLACEHOLDERS)
+                self.fail(
+                    self.lines.value_line(table, "entrypoint", item),
+                    f"unknown placeholder {placeholder} in entrypoint{hint}; use {{root}}, {{images}} or {{data}}",
+                )
         program = entrypoint[0]
         program_line = self.lines.value_line(table, "entrypoint", program)
         by_path = {spec.path: spec for spec in files}
-        if _PLACEHOLDER.search(program) or program.startswith("/"):
+        if rules.PLACEHOLDER.search(program) or program.startswith("/"):
             bare = program.replace("{root}", "").lstrip("/")
             self.fail(
                 program_line,
@@ -252,22 +242,22 @@ class _Reader:
         if problem:
             self.fail(line, f"path '{path}' {problem}")
 
-        mode = DEFAULT_MODE
+        mode = rules.DEFAULT_MODE
         if "mode" in raw:
             text = raw["mode"]
-            if not isinstance(text, str) or not _MODE.match(text):
+            mode = rules.parse_mode(text)
+            if mode is None:
                 shown = f"'{text}'" if isinstance(text, str) else str(text)
                 self.fail(
                     self.lines.line(table, "mode"),
                     f"mode {shown} of '{path}' is not an octal string; write mode = \"0755\"",
                 )
-            mode = int(text, 8)
 
         group = self.string(raw, "group", table, "[[file]]", '"tools"', required=False) or DEFAULT_GROUP
-        if not _NAME.match(group):
+        if not rules.is_name(group):
             self.fail(
                 self.lines.line(table, "group"),
-                f"group '{group}' is not allowed; {_NAME_RULE}",
+                f"group '{group}' is not allowed; {rules.NAME_RULE}",
             )
         if group == IMAGES_GROUP:
             self.fail(
@@ -291,8 +281,8 @@ class _Reader:
             )
         arch_tables = [key for key, value in raw.items() if isinstance(value, dict)]
         if not arch_tables:
-            hints = {arch: f'write [file.source.{arch}] with url = "..."' for arch in ARCHS}
-            hints.update({alias: f"did you mean [file.source.{arch}]?" for alias, arch in ARCH_ALIASES.items()})
+            hints = {arch.name: f'write [file.source.{arch.name}] with url = "..."' for arch in arches.TABLE}
+            hints.update({alias: f"did you mean [file.source.{arch.name}]?" for arch in arches.TABLE for alias in arch.aliases})
             self.check_keys(raw, _SOURCE_KEYS, table, "[file.source]", hints)
             return {"*": self.read_source(raw, table, "[file.source]")}
         if len(arch_tables) != len(raw):
@@ -304,10 +294,10 @@ class _Reader:
             )
         sources = {}
         for arch in raw:
-            if arch not in ARCHS:
-                hint = ARCH_ALIASES.get(arch)
+            if arches.get(arch) is None:
+                hint = arches.canonical(arch)
                 hints = {arch: f"did you mean '{hint}'?"} if hint else None
-                self.check_keys({arch: None}, ARCHS, table, "[file.source]", hints)
+                self.check_keys({arch: None}, arches.NAMES, table, "[file.source]", hints)
             display = f"[file.source.{arch}]"
             sources[arch] = self.read_source(raw[arch], table + (arch,), display)
         return sources
@@ -320,7 +310,7 @@ class _Reader:
         if problem:
             self.fail(url_line, problem)
         sha256 = self.string(raw, "sha256", table, display, '"<64 hex digits>"', required=False)
-        if sha256 is not None and not _SHA256.match(sha256):
+        if sha256 is not None and not rules.is_sha256(sha256):
             self.fail(
                 self.lines.line(table, "sha256"),
                 "sha256 must be 64 lower-case hex digits; "
@@ -352,10 +342,10 @@ class _Reader:
             self.check_keys(raw, _IMAGE_KEYS, table, "[[image]]")
             name = self.string(raw, "name", table, "[[image]]", '"pause"')
             line = self.lines.line(table, "name")
-            if not _NAME.match(name):
+            if not rules.is_name(name):
                 self.fail(
                     line,
-                    f"image name '{name}' is not allowed; {_NAME_RULE}",
+                    f"image name '{name}' is not allowed; {rules.NAME_RULE}",
                 )
             if name in seen:
                 self.fail(
@@ -390,10 +380,10 @@ class _Reader:
         for name, body in raw.items():
             table = ("variants", name)
             line = self.lines.line(table)
-            if not _NAME.match(name):
+            if not rules.is_name(name):
                 self.fail(
                     line,
-                    f"variant name '{name}' is not allowed; {_NAME_RULE}",
+                    f"variant name '{name}' is not allowed; {rules.NAME_RULE}",
                 )
             display = f"[variants.{name}]"
             body = self.table(body, table, display, f'write {display} with embed = [...] or embed = "all"')

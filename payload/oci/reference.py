@@ -9,6 +9,7 @@ import json
 import re
 from typing import NamedTuple, Optional
 
+from payload import arches
 from payload.errors import IntegrityError, UsageError
 
 DOCKER_HUB_REGISTRY = "registry-1.docker.io"
@@ -164,26 +165,12 @@ class Platform(NamedTuple):
         return self.normalised() == other.normalised()
 
 
-_ARCH_PLATFORMS = {
-    "amd64": Platform("linux", "amd64"),
-    "x86_64": Platform("linux", "amd64"),
-    "arm64": Platform("linux", "arm64"),
-    "aarch64": Platform("linux", "arm64"),
-    "arm": Platform("linux", "arm", "v7"),
-    "armhf": Platform("linux", "arm", "v7"),
-    "armv7l": Platform("linux", "arm", "v7"),
-    "riscv64": Platform("linux", "riscv64"),
-}
-
-
 def platform_for_arch(arch: str) -> Platform:
-    """The image platform for a bundle architecture: `arm` is `linux/arm/v7`."""
-    try:
-        return _ARCH_PLATFORMS[arch]
-    except KeyError:
-        raise UsageError(
-            f"unknown architecture {arch!r}: use one of amd64, arm64, arm, riscv64"
-        ) from None
+    """The image platform for a bundle architecture (or one of its aliases): `arm` is `linux/arm/v7`."""
+    name = arches.canonical(arch)
+    if name is None:
+        raise UsageError(f"unknown architecture {arch!r}: use one of {', '.join(arches.NAMES)}")
+    return parse_platform(arches.get(name).platform)
 
 
 def parse_platform(text: str) -> Platform:

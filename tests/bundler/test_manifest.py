@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from bundler.manifest import load_manifest
-from bundler.manifest.model import ARCHS, resolve_url
+from bundler.manifest.model import resolve_url
+from payload.arches import NAMES as ARCHS
 from payload.errors import UsageError
 
 SHA = "a" * 64

@@ -9,7 +9,7 @@ import tomllib
 import tomli_w
 
 from bundler.manifest import load_manifest
-from bundler.manifest.model import ARCHS
+from payload.arches import NAMES as ARCHS
 from payload.oci.reference import parse_reference
 from tests.helpers import ROOT, bundler
 

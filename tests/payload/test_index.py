@@ -1,9 +1,10 @@
 import hashlib
 import json
+import re
 
 import pytest
 
-from payload.errors import IntegrityError
+from payload.errors import BundleError, IntegrityError
 from payload.index import Entry, Group, Index
 
 
@@ -11,7 +12,7 @@ def _index(**changes):
     groups = [Group("files", 0, 100, 30, "a" * 64), Group("images", 100, 50, 5, "b" * 64)]
     entries = [Entry("bin/x", "file", 0o755, 10, "c" * 64, "files", 0),
                Entry("bin/y", "file", 0o644, 20, "d" * 64, "files", 10),
-               Entry("blobs/z", "blob", 0o644, 5, "e" * 64, "images", 0)]
+               Entry("images/blobs/sha256/" + "e" * 64, "blob", 0o644, 5, "e" * 64, "images", 0)]
     index = Index("demo", "1.0.0", "offline", "amd64", "0.1.0", ["bin/x", "{root}"], groups, entries)
     doc = index.to_json()
     doc.update(changes)
@@ -64,10 +65,10 @@ def test_garbage_is_an_integrity_error(data):
     (lambda d: d.update(name="demo\n"), "not a plain name"),
     (lambda d: d["groups"][0].update(sha256="a" * 64 + "\n"), "bad sha256"),
     (lambda d: d["entries"][0].update(sha256="c" * 64 + "\n"), "bad sha256"),
-    (lambda d: d.update(images=[{"name": "pause\n", "ref": "pause:3.10", "digest": "sha256:" + "f" * 64,
-                                 "embedded": False}]), "not a plain name"),
-    (lambda d: d.update(images=[{"name": "pause", "ref": "pause:3.10", "digest": "sha256:" + "f" * 64 + "\n",
-                                 "embedded": False}]), "bad digest"),
+    (lambda d: d.update(images=[{"name": "pause\n", "ref": "pause:3.10", "platform": "linux/amd64",
+                                 "digest": "sha256:" + "f" * 64, "embedded": False}]), "not a plain name"),
+    (lambda d: d.update(images=[{"name": "pause", "ref": "pause:3.10", "platform": "linux/amd64",
+                                 "digest": "sha256:" + "f" * 64 + "\n", "embedded": False}]), "bad digest"),
 ])
 def test_a_trailing_newline_is_not_a_name_or_digest(mutate, message):
     doc = json.loads(_index())
@@ -78,10 +79,63 @@ def test_a_trailing_newline_is_not_a_name_or_digest(mutate, message):
 
 def test_an_embedded_image_whose_manifest_is_not_an_entry_is_refused():
     doc = json.loads(_index())
-    doc["images"] = [{"name": "pause", "ref": "pause:3.10", "digest": "sha256:" + "f" * 64, "embedded": True,
-                      "manifest": "sha256:" + "e" * 64}]
-    # blobs/z holds those bytes, but not at the path an image blob has: the device would not find it.
-    with pytest.raises(IntegrityError, match="manifest sha256:e+ is not an entry"):
+    doc["images"] = [{"name": "pause", "ref": "pause:3.10", "platform": "linux/amd64", "digest": "sha256:" + "f" * 64,
+                      "embedded": True, "manifest": "sha256:" + "d" * 64, "layers": "raw", "size": 5}]
+    with pytest.raises(IntegrityError, match="manifest sha256:d+ is not an entry"):
         Index.from_bytes(json.dumps(doc).encode(), 150)
-    doc["entries"][2]["path"] = "images/blobs/sha256/" + "e" * 64
-    assert Index.from_bytes(json.dumps(doc).encode(), 150).images[0]["manifest"] == "sha256:" + "e" * 64
+    doc["images"][0]["manifest"] = "sha256:" + "e" * 64
+    assert Index.from_bytes(json.dumps(doc).encode(), 150).images[0].manifest == "sha256:" + "e" * 64
+
+
+_PULLED = {"name": "pause", "ref": "registry.k8s.io/pause:3.10", "platform": "linux/amd64",
+           "digest": "sha256:" + "f" * 64, "embedded": False}
+_EMBEDDED = dict(_PULLED, embedded=True, manifest="sha256:" + "e" * 64, layers="raw", size=5)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.update(colour="blue"), "the index has the unknown field 'colour'"),
+    (lambda d: d.pop("images"), "the index has no 'images'"),
+    (lambda d: d["groups"][0].update(level=19), "group 'files' has the unknown field 'level'"),
+    (lambda d: d["entries"][0].update(uid=0), "entry 'bin/x' has the unknown field 'uid'"),
+    (lambda d: d.update(arch="x86_64"), "arch 'x86_64' is not one of amd64, arm64, arm, riscv64"),
+    (lambda d: d.update(version="1.0 beta"), "version '1.0 beta' is not a version"),
+    (lambda d: d.update(variant="Offline"), "variant 'Offline' is not a plain name"),
+    (lambda d: d["groups"][0].update(name="Files"), "group name missing or repeated"),
+    (lambda d: d.update(entrypoint=["bin/x", "{rot}"]), "unknown placeholder {rot}"),
+    (lambda d: d["entries"][0].update(path="bin/x\n"), "has a NUL, newline or backslash"),
+    (lambda d: d["entries"][0].update(path="bin\\x"), "has a NUL, newline or backslash"),
+    (lambda d: d["entries"][2].update(path="images/z"), "blob entry 'images/z' is not at images/blobs/sha256/e"),
+    (lambda d: d.update(require_key="ed25519:short"), "require_key is not an ed25519 key"),
+    (lambda d: d.update(images=[_PULLED, _PULLED]), "an image name appears twice"),
+    (lambda d: d.update(images=[dict(_PULLED, manifest="sha256:" + "e" * 64)]), "unknown field 'manifest'"),
+    (lambda d: d.update(images=[dict(_EMBEDDED, layers="gzip")]), "layers 'gzip' is neither raw nor exact"),
+    (lambda d: d.update(images=[{k: v for k, v in _EMBEDDED.items() if k != "size"}]), "image 'pause' has no 'size'"),
+    (lambda d: d.update(images=[dict(_PULLED, platform="arm64")]), "platform 'arm64' is not os/arch"),
+    (lambda d: d.update(images=[dict(_PULLED, ref="Registry/Pause")]), "ref 'Registry/Pause' is not an image"),
+])
+def test_an_index_that_breaks_a_rule_of_the_spec_is_refused(mutate, message):
+    doc = json.loads(_index())
+    mutate(doc)
+    with pytest.raises(IntegrityError, match=re.escape(message)):
+        Index.from_bytes(json.dumps(doc).encode(), 150)
+
+
+def test_image_records_round_trip_typed():
+    doc = json.loads(_index())
+    doc["images"] = [_EMBEDDED, dict(_PULLED, name="coredns")]
+    index = Index.from_bytes(json.dumps(doc).encode(), 150)
+    embedded, pulled = index.images
+    assert (embedded.embedded, embedded.layers, embedded.size, embedded.archive_name) == (True, "raw", 5, "pause.tar")
+    assert (pulled.embedded, pulled.manifest, pulled.archive_name) == (False, None, "coredns.tar")
+    assert index.to_json()["images"] == doc["images"]
+
+
+def test_make_refuses_an_index_every_device_would_refuse(tmp_path):
+    from bundler.assemble import check_as_device, write_bundle
+
+    index = Index.from_bytes(_index(), 150)
+    check_as_device(index)  # a sound index passes
+    index.entrypoint = ["bin/absent"]
+    with pytest.raises(BundleError, match="every device would refuse the index") as caught:
+        write_bundle(tmp_path / "stub", index, [], tmp_path / "out")
+    assert caught.value.exit_code == 1 and list(tmp_path.iterdir()) == []

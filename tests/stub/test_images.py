@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from payload.errors import IntegrityError
+from payload.index import LAYERS_RAW, ImageRecord
 from stub import images
 
 
@@ -28,8 +29,9 @@ def test_an_image_blob_missing_from_the_work_dir_is_an_integrity_error(tmp_path)
                            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                                       "digest": "sha256:" + hashlib.sha256(config).hexdigest(), "size": len(config)},
                            "layers": []}).encode()
-    record = {"name": "pause", "ref": "registry.k8s.io/pause:3.10", "embedded": True,
-              "manifest": "sha256:" + hashlib.sha256(manifest).hexdigest()}
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    record = ImageRecord("pause", "registry.k8s.io/pause:3.10", "linux/amd64", digest, True, digest, LAYERS_RAW,
+                         len(manifest) + len(config))
     index = SimpleNamespace(images=[record])
     with pytest.raises(IntegrityError, match="image 'pause': its manifest sha256:[0-9a-f]+ is not in the bundle"):
         images.write_embedded(work, index)
