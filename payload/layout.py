@@ -1,10 +1,8 @@
-"""The payload section: a fixed header, the index, an optional signature, then the compressed groups.
+"""The payload section: a fixed 64-byte header, the index, an optional signature block, then the groups.
 
-    magic(8) format(u32) sig_len(u32) index_len(u64) data_len(u64) index_sha256(32)
-    index bytes | signature bytes | data area (groups at the offsets the index gives)
-
-The header carries the sha256 of the index, so a damaged index is caught before it is parsed; the index carries
-the sha256 of every group and every entry, so the bundle id (the sha256 of the index) covers every byte.
+The byte layout is specified in docs/format.md ("The payload section"). The header carries the sha256 of the
+index, so a damaged index is caught before it is parsed; the index carries the sha256 of every group and every
+entry, so the bundle id (the sha256 of the index) covers every byte.
 """
 
 import hashlib
@@ -65,7 +63,11 @@ def open_payload(path, f):
     found = find_section(f, SECTION)
     if found is None:
         raise IntegrityError("%s: no bundle payload in this executable; it is a bare stub, build it with `bundler make`" % path)
-    offset, size = found
+    return read_payload(path, f, *found)
+
+
+def read_payload(path, f, offset, size):
+    """Read and check the payload section that spans `size` bytes from `offset` of the file open as `f`."""
     if size < _HEADER.size:
         raise _damaged(path, "payload section is %d bytes, too small for its header" % size)
     f.seek(offset)

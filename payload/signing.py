@@ -2,9 +2,8 @@
 
 What is signed: the index bytes, behind a fixed context string. The index holds the sha256 of every group
 and every entry (and the key the bundle requires, if any), so one signature covers every byte that is
-installed. The signature block sits between the index and the data area (payload/layout.py):
-
-    magic "ed25519\\0" (8) | public key (32) | signature (64)
+installed. The signature block sits between the index and the data area; its bytes are specified in
+docs/format.md, section 6.
 
 The public key in the block only says who claims to have signed; trust comes from the keys a caller passes
 (docs/signing.md explains which keys those are and what each protects against).

@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""The golden test vector of the bundle format (docs/format.md): a small payload section made by the real writer.
+
+    .venv/bin/python scripts/golden.py            # (re)write tests/golden/payload-v<N>.bin and .index.json
+    .venv/bin/python scripts/golden.py --check    # exit 1 if the committed files are not what the writer makes now
+
+The vector holds two groups (files, and one embedded image's blobs), an empty file, an image left to be pulled,
+a `require_key` and an ed25519 signature by a fixed test key, so that every part of the format appears once.
+Everything is fixed bytes: the same sources always give the same vector, byte for byte.
+
+Adding an index field: set it in `index()` below, run this script, then update docs/format.md (the schema, and
+the vector's sha256 beside the format version); tests/payload/test_format_spec.py checks all three agree.
+"""
+
+import argparse
+import hashlib
+import io
+import json
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+
+from bundler.assemble import build_index  # noqa: E402
+from bundler.compress import CompressedGroup, Member  # noqa: E402
+from bundler.signing import raw_public_key  # noqa: E402
+from payload import FORMAT_VERSION  # noqa: E402
+from payload.blobs import compress_group  # noqa: E402
+from payload.index import LAYERS_RAW, ImageRecord  # noqa: E402
+from payload.layout import write_section_content  # noqa: E402
+from payload.rules import blob_path  # noqa: E402
+from payload.signing import encode_block, key_id, signed_message  # noqa: E402
+
+GOLDEN_DIR = ROOT / "tests" / "golden"
+VECTOR = GOLDEN_DIR / ("payload-v%d.bin" % FORMAT_VERSION)
+INDEX_JSON = GOLDEN_DIR / ("payload-v%d.index.json" % FORMAT_VERSION)
+# A test key, public on purpose: never trust it anywhere.
+TEST_KEY_SEED = hashlib.sha256(b"bundler golden test vector: a public test key, never trust it").digest()
+LEVEL = 19
+
+FILES = [
+    ("bin/hello", 0o755, b"#!/bin/sh\necho \"hello from the golden vector: $*\"\n"),
+    ("etc/motd", 0o644, b"The bundle format, version %d.\n" % FORMAT_VERSION),
+    ("etc/empty", 0o644, b""),
+]
+PULLED_DIGEST = "sha256:" + hashlib.sha256(b"an image the device pulls").hexdigest()
+
+
+def _json(document):
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+
+def _layer():
+    """A one-file layer tar in the plain ustar format, every field fixed."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        data = b"hello from the golden image\n"
+        info = tarfile.TarInfo("hello.txt")
+        info.size, info.mode, info.mtime, info.uid, info.gid, info.uname, info.gname = len(data), 0o644, 0, 0, 0, "", ""
+        tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def image_blobs():
+    """(manifest, config, layer) bytes of the embedded image, as `--layers raw` stores them."""
+    layer = _layer()
+    layer_digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = _json({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/hello.txt"]},
+                    "rootfs": {"type": "layers", "diff_ids": [layer_digest]}})
+    manifest = _json({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": "sha256:" + hashlib.sha256(config).hexdigest(), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest,
+                    "size": len(layer)}],
+    })
+    return manifest, config, layer
+
+
+def _group(name, members, work):
+    frame = work / (name + ".zst")
+    with open(frame, "wb") as out:
+        size, sha256, csize = compress_group([m.source for m in members], out, level=LEVEL)
+    return CompressedGroup(name, tuple(members), frame, size, csize, sha256)
+
+
+def _member(work, path, mode, kind, data):
+    source = work / hashlib.sha256(path.encode()).hexdigest()
+    source.write_bytes(data)
+    return Member(path, mode, kind, source, hashlib.sha256(data).hexdigest(), len(data))
+
+
+def index(groups, public_key):
+    """The index of the vector: every field of the format set once."""
+    manifest, _, _ = image_blobs()
+    manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    blobs = [m for g in groups if g.name == "images" for m in g.members]
+    images = [
+        ImageRecord("hello", "localhost/hello:golden", "linux/amd64", manifest_digest, True, manifest_digest,
+                    LAYERS_RAW, sum(m.size for m in blobs)),
+        ImageRecord("pause", "registry.k8s.io/pause:3.10", "linux/amd64", PULLED_DIGEST, False),
+    ]
+    identity = {"name": "golden", "version": "2.0.0", "variant": "offline", "arch": "amd64",
+                "entrypoint": ["bin/hello", "--data", "{data}", "--images", "{images}"]}
+    return build_index(identity, groups, images=images, require_key=key_id(public_key), bundler_version="golden")
+
+
+def build():
+    """(payload section bytes, index as pretty JSON text) of the vector, made now by the real writer."""
+    key = Ed25519PrivateKey.from_private_bytes(TEST_KEY_SEED)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        files = [_member(work, path, mode, "file", data) for path, mode, data in FILES]
+        blobs = [_member(work, blob_path("sha256:" + hashlib.sha256(data).hexdigest()), 0o644, "blob", data)
+                 for data in image_blobs()]
+        groups = [_group("files", files, work), _group("images", blobs, work)]
+        idx = index(groups, raw_public_key(key))
+        index_bytes = idx.to_bytes()
+        signature = encode_block(raw_public_key(key), key.sign(signed_message(index_bytes)))
+        out = io.BytesIO()
+        write_section_content(out, idx, {g.name: g.frame for g in groups}, signature)
+    return out.getvalue(), json.dumps(idx.to_json(), indent=2, sort_keys=True) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="compare with the committed files, write nothing")
+    args = parser.parse_args(argv)
+    section, index_text = build()
+    if args.check:
+        same = VECTOR.exists() and VECTOR.read_bytes() == section and INDEX_JSON.read_text() == index_text
+        print("%s: %s" % (VECTOR.relative_to(ROOT), "up to date" if same else "DIFFERS from what the writer makes"))
+        return 0 if same else 1
+    GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
+    VECTOR.write_bytes(section)
+    INDEX_JSON.write_text(index_text)
+    print("%s: %d bytes, sha256 %s" % (VECTOR.relative_to(ROOT), len(section), hashlib.sha256(section).hexdigest()))
+    print("%s written; put that sha256 beside the format version in docs/format.md" % INDEX_JSON.relative_to(ROOT))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
