@@ -8,9 +8,11 @@ from payload import fs
 from payload.elf import insert_section
 from payload.errors import BundleError, IntegrityError
 from payload.index import Entry, Group, Index
-from payload.layout import SECTION, write_section_content
+from payload.layout import SECTION, open_payload, write_section_content
 
 from . import __version__
+
+CHUNK = 1 << 20
 
 
 def build_index(identity, groups, images=(), require_key=None, bundler_version=__version__):
@@ -51,11 +53,33 @@ def write_bundle(stub, index, groups, output, signature=b""):
             write_section_content(out, index, frames, signature)
         with fs.atomic_path(output, mode=0o755) as tmp:
             insert_section(str(stub), tmp, SECTION, content)
+            check_written(tmp, index)
             digest = _sha256(tmp)
         fs.write_atomic(output.with_name(output.name + ".sha256"), "%s  %s\n" % (digest, output.name))
         return digest
     finally:
         fs.safe_unlink(content)
+
+
+def check_written(path, index):
+    """Read back what was written: the index the device will read, and every group's bytes against the sha256
+    the index records for them (a fault of the disk or of a cached frame is caught here, not on a device)."""
+    with open(path, "rb") as f:
+        written = open_payload(str(path), f)
+        if written.index_bytes != index.to_bytes():
+            raise IntegrityError("the bundle written to %s does not hold the index it was given; build it again" % path)
+        for group in written.index.groups:
+            f.seek(written.data_offset + group.offset)
+            sha, left = hashlib.sha256(), group.csize
+            while left:
+                chunk = f.read(min(CHUNK, left))
+                if not chunk:
+                    break
+                sha.update(chunk)
+                left -= len(chunk)
+            if left or sha.hexdigest() != group.sha256:
+                raise IntegrityError("group %r of the bundle written to %s does not match its sha256 (a disk fault?); "
+                                     "build it again" % (group.name, path))
 
 
 def _sha256(path):

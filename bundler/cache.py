@@ -18,6 +18,7 @@ import errno
 import hashlib
 import os
 import re
+import sys
 from pathlib import Path
 
 from payload import fs
@@ -113,6 +114,7 @@ class BlobWriter:
             fs.commit(self.path, target)
         except OSError as exc:
             raise _host_error(exc, self._what, self._cache.root) from None
+        self._cache._checked.add(actual)
         self.committed = actual
         return actual
 
@@ -123,9 +125,11 @@ class BlobWriter:
 
 
 class Cache:
-    def __init__(self, root: str | os.PathLike | None = None):
+    def __init__(self, root: str | os.PathLike | None = None, notice=None):
         self.root = Path(root) if root is not None else default_root()
         self.root = self.root.expanduser().absolute()
+        self.notice = notice or (lambda message: print(message, file=sys.stderr))
+        self._checked: set[str] = set()  # blobs whose bytes this process has hashed against their name
         try:
             for sub in ("blobs/sha256", "tmp", "maps"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -149,7 +153,27 @@ class Cache:
         return self.root / "blobs" / "sha256" / check_sha256(sha256)
 
     def has(self, sha256: str) -> bool:
-        return self.blob_path(sha256).is_file()
+        """Whether the store holds the blob, its bytes checked against its name (once per Cache object). A blob
+        that does not hold what its name says (a flipped bit, a write lost to a power cut) is dropped with a
+        notice, so that the caller fetches or makes it again."""
+        path = self.blob_path(sha256)
+        if not path.is_file():
+            return False
+        if path.name in self._checked:
+            return True
+        if file_sha256(path) == path.name:
+            self._checked.add(path.name)
+            return True
+        self.drop(path, "its bytes do not match its sha256 name")
+        return False
+
+    def drop(self, path: Path, why: str) -> None:
+        """Remove a damaged cache entry, saying so in one line."""
+        self.notice(f"bundler: cache entry {path} is damaged ({why}); removed, making it again")
+        try:
+            fs.safe_unlink(path)
+        except OSError as exc:
+            raise _host_error(exc, f"the removal of {path}", self.root) from None
 
     @contextlib.contextmanager
     def writer(self, what: str = "a cache entry"):
@@ -182,6 +206,7 @@ class Cache:
             fs.commit(path, target)
         except OSError as exc:
             raise _host_error(exc, what, self.root) from None
+        self._checked.add(expected)
         return target
 
     def put_file(self, src: str | os.PathLike, sha256: str | None = None, what: str | None = None) -> str:

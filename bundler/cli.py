@@ -1,5 +1,7 @@
 """The `bundler` command line."""
 
+import json
+import signal
 import sys
 from pathlib import Path
 
@@ -20,14 +22,41 @@ def _log(message):
 
 
 class _Group(click.Group):
-    """Turns every BundleError into one line on stderr and its exit code."""
+    """The one top-level handler: every failure is one line on stderr and an exit code, never a traceback."""
 
     def invoke(self, ctx):
+        previous = signal.signal(signal.SIGTERM, _terminated)  # unwinds like Ctrl-C, so temp files are removed
         try:
             return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click prints its usage errors itself (exit 2)
         except BundleError as exc:
-            click.echo("bundler: error: %s" % exc, err=True)
-            sys.exit(exc.exit_code)
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, _Terminated)
+            _fail("%s; nothing was left half-written" % ("terminated" if terminated else "interrupted"),
+                  143 if terminated else 130)
+        except OSError as exc:  # one our code did not name: still the environment's
+            where = " (%s)" % exc.filename if exc.filename else ""
+            _fail("%s%s; check the path, free space and permissions" % (exc.strerror or exc, where), 4)
+        except Exception as exc:  # a bug of ours
+            _fail("internal error: %s: %s; please report this with the command line (bundler %s)"
+                  % (type(exc).__name__, exc, __version__), 1)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, unwound like Ctrl-C (exit 143)."""
+
+
+def _terminated(signum, frame):
+    raise _Terminated()
+
+
+def _fail(message, code):
+    click.echo("bundler: error: %s" % message, err=True)
+    sys.exit(code)
 
 
 def _cache(cache_dir):
@@ -41,6 +70,7 @@ manifest_option = click.option("--manifest", "-m", type=click.Path(path_type=Pat
 arch_option = click.option("--arch", type=ARCH, help="Target architecture (default: this host's).")
 cache_option = click.option("--cache-dir", type=click.Path(path_type=Path), envvar="BUNDLER_CACHE_DIR",
                             help="Download and build cache (default: ~/.cache/bundler).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (for CI).")
 insecure_option = click.option("--insecure-registry", "insecure_registries", multiple=True, metavar="HOST:PORT",
                                help="Allow plain http to this registry (repeatable).")
 
@@ -70,8 +100,9 @@ def main():
               help="Sign the bundle with this private key (from `bundler keygen`).")
 @click.option("--require-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="PUB",
               help="Make the bundle refuse to install unless signed by this key (needs --sign with its pair).")
+@json_option
 def make(manifest, variant, arch, output, cache_dir, stub, level, locked, offline, insecure_registries, layers,
-         sign, require_key):
+         sign, require_key, as_json):
     """Build the bundle executable."""
     from .make import MakeRequest, make as run_make
 
@@ -79,8 +110,21 @@ def make(manifest, variant, arch, output, cache_dir, stub, level, locked, offlin
                           locked=locked, offline=offline, insecure_registries=tuple(insecure_registries),
                           layers=layers, sign=sign, require_key=require_key)
     output, index = run_make(request, _cache(cache_dir), log=_log)
+    if as_json:
+        click.echo(json.dumps(_made(output, index), indent=2, sort_keys=True))
+        return
     click.echo("%s  (%s, %.1f MB stored, bundle id %s)" % (output, index.variant, output.stat().st_size / 1e6,
                                                           index.bundle_id[:16]))
+
+
+def _made(output, index):
+    """What `make --json` prints: where the bundle is, its checksum, and what it holds."""
+    checksum = output.with_name(output.name + ".sha256")
+    return {"output": str(output), "checksum_file": str(checksum), "sha256": checksum.read_text().split()[0],
+            "size": output.stat().st_size, "bundle_id": index.bundle_id, "name": index.name,
+            "version": index.version, "variant": index.variant, "arch": index.arch,
+            "groups": [{"name": g.name, "size": g.size, "stored": g.csize} for g in index.groups],
+            "images": [i.name if hasattr(i, "name") else i["name"] for i in index.images]}
 
 
 @main.command()

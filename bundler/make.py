@@ -1,11 +1,14 @@
 """`bundler make`: manifest -> sources -> compressed groups -> one executable."""
 
+import errno
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from payload.elf import elf_machine, find_section
-from payload.errors import UsageError
+from payload import fs
+from payload.errors import HostError, UsageError
 
 from .arch import host_arch
 from .assemble import build_index, write_bundle
@@ -72,7 +75,10 @@ def make(request, cache, log=print):
     if request.stub is not None:
         check_stub(request.stub, arch)
     signing = Signing.from_paths(request.sign, request.require_key)  # before the long part: a bad key fails now
-    lock = Lock.load(manifest.dir / "bundle.lock")
+    lock_path = manifest.dir / "bundle.lock"
+    output = Path(request.output) if request.output else default_output(manifest, variant.name, arch)
+    check_output(output, _inputs(request, manifest, lock_path, arch))  # before the long part too
+    lock = Lock.load(lock_path)
     members_by_group = gather_files(manifest, arch, lock, cache, locked=request.locked, offline=request.offline)
     with registry_client(request.insecure_registries) as client:
         # Offline, a tag cannot be resolved: every image must be pinned (and its blobs come from the cache).
@@ -85,6 +91,57 @@ def make(request, cache, log=print):
     identity = {"name": manifest.name, "version": manifest.version, "variant": variant.name, "arch": arch,
                 "entrypoint": list(manifest.entrypoint)}
     index = build_index(identity, groups, images=image_records, require_key=signing.require_key_id)
-    output = Path(request.output) if request.output else default_output(manifest, variant.name, arch)
-    write_bundle(stub, index, groups, output, signature=signing.signature_block(index.to_bytes()))
+    try:
+        write_bundle(stub, index, groups, output, signature=signing.signature_block(index.to_bytes()))
+    except OSError as exc:
+        raise _output_error(output, exc) from None
     return output, index
+
+
+def _inputs(request, manifest, lock_path, arch):
+    """Every file `make` reads that a user names: an output equal to one of them is refused."""
+    from .download import is_local, local_path
+
+    paths = [request.manifest, lock_path, request.stub, request.sign, request.require_key]
+    for spec in manifest.files:
+        url = manifest.resolve_url(manifest.source_for(spec, arch))
+        if is_local(url):
+            paths.append(local_path(url))
+    paths += [spec.archive_path for spec in manifest.images if spec.transport]
+    return [Path(p) for p in paths if p is not None]
+
+
+def _same_file(a, b):
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output(output, inputs):
+    """Refuse an output path that names a directory, something other than a file, or an input of the build (or
+    whose checksum file would), and one that cannot be written, before any long step."""
+    output = Path(output)
+    checksum = output.with_name(output.name + ".sha256")
+    if output.is_dir():
+        raise UsageError("--output %s is a directory; name the file to write (e.g. %s)" % (output, output / "NAME"))
+    if os.path.lexists(output) and not output.is_file():
+        raise UsageError("--output %s exists and is not a regular file; name another path" % output)
+    for target in (output, checksum):
+        for source in inputs:
+            if _same_file(target, source):
+                raise UsageError("--output %s would overwrite %s, an input of this build; choose another path"
+                                 % (output, source))
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fs.safe_unlink(fs.temp_name(output))  # the very step write_bundle takes first
+    except OSError as exc:
+        raise _output_error(output, exc) from None
+
+
+def _output_error(output, exc):
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return HostError("no space left to write the bundle %s; free space or choose another --output" % output)
+    return HostError("cannot write the bundle %s: %s; choose another --output" % (output, exc.strerror or exc))

@@ -27,10 +27,11 @@ BUFFERS = 4
 BUFFER_SIZE = 1 << 20
 
 
-def compress_group(sources, out, level=19, threads=-1):
+def compress_group(sources, out, level=19, threads=-1, progress=None):
     """Compress the files `sources` (paths, in order) as one frame into the binary file `out`.
 
-    Returns (size, sha256 of the compressed bytes, compressed size).
+    `progress(bytes read, total)` is called as the input is read. Returns (size, sha256 of the compressed bytes,
+    compressed size).
     """
     total = sum(os.path.getsize(p) for p in sources)
     params = zstandard.ZstdCompressionParameters.from_level(
@@ -38,14 +39,21 @@ def compress_group(sources, out, level=19, threads=-1):
         threads=threads, job_size=JOB_SIZE, write_content_size=True, write_checksum=False)
     hashing = _HashingWriter(out)
     cctx = zstandard.ZstdCompressor(compression_params=params)
-    with cctx.stream_writer(hashing, size=total, closefd=False) as writer:
-        for path in sources:
-            with open(path, "rb") as src:
-                while True:
-                    chunk = src.read(CHUNK)
-                    if not chunk:
-                        break
-                    writer.write(chunk)
+    # Not `with`: its __exit__ would end the frame, compressing all that is buffered, while an exception (Ctrl-C)
+    # propagates. A writer dropped unclosed flushes nothing.
+    writer = cctx.stream_writer(hashing, size=total, closefd=False)
+    done = 0
+    for path in sources:
+        with open(path, "rb") as src:
+            while True:
+                chunk = src.read(CHUNK)
+                if not chunk:
+                    break
+                writer.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+    writer.close()  # ends the frame; closefd=False leaves `out` open
     return total, hashing.hexdigest(), hashing.count
 
 
@@ -73,11 +81,12 @@ def _host_error(exc, where):
     return HostError("cannot write %s: %s" % (where, exc.strerror))
 
 
-def extract_group(f, data_offset, group, entries, dest=None):
+def extract_group(f, data_offset, group, entries, dest=None, progress=None):
     """Decompress `group` from the bundle file `f` and check every entry's sha256.
 
     With `dest`, write each entry under that directory (with its mode, fsynced). Every mismatch is
     collected and all are named in one IntegrityError at the end; the group's own checksum is checked too.
+    `progress(bytes done, group size)` is called as the group is decompressed.
     Decompression, most of the work, has a thread to itself. This thread hashes the compressed and the
     decompressed bytes and writes the files, and a third one fsyncs each finished file meanwhile.
     """
@@ -93,6 +102,7 @@ def extract_group(f, data_offset, group, entries, dest=None):
     frame_sha = hashlib.sha256()
     splitter = _Splitter(entries, dest)
     failure = None
+    done = 0
     try:
         splitter.next_entry()
         while True:
@@ -102,6 +112,9 @@ def extract_group(f, data_offset, group, entries, dest=None):
             elif kind is _DATA:
                 splitter.feed(memoryview(data)[:size])
                 free.put(data)
+                done += size
+                if progress is not None:
+                    progress(done, group.size)
             else:
                 failure = data
                 break

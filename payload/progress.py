@@ -49,7 +49,8 @@ class Bar(object):
         parts = [self.label]
         if self.total:
             filled = min(WIDTH, WIDTH * self.done // self.total)
-            parts.append("[%s%s] %3d%%" % ("#" * filled, "." * (WIDTH - filled), min(100, 100 * self.done // self.total)))
+            percent = min(100, 100 * self.done // self.total)
+            parts.append("[%s%s] %3d%%" % ("#" * filled, "." * (WIDTH - filled), percent))
             parts.append("%.1f/%.1f MB" % (self.done / 1e6, self.total / 1e6))
         else:
             parts.append("%.1f MB" % (self.done / 1e6))

@@ -5,7 +5,7 @@ import os
 import stat
 import sys
 
-from payload import fs
+from payload import fs, progress
 from payload.errors import HostError
 
 from . import locking
@@ -115,8 +115,14 @@ def install(payload, f, inst, after_extract=None):
         # Not durable=True: the extraction fsyncs every file as it writes it, and the marker goes last.
         with fs.atomic_directory(inst.path, durable=False) as work:
             os.chmod(work, 0o755)
-            for group in index.groups:
-                extract_group(f, payload.data_offset, group, index.entries_of(group.name), work)
+            display = progress.callback()  # a bar on a terminal only
+            try:
+                for group in index.groups:
+                    label = "installing " + group.name
+                    extract_group(f, payload.data_offset, group, index.entries_of(group.name), work,
+                                  progress=lambda done, total, label=label: display(label, done, total))
+            finally:
+                progress.finish(display)
             if after_extract is not None:
                 after_extract(work)
             _write_marker(work, inst.bundle_id)

@@ -61,14 +61,12 @@ def image_layout(tmp_path_factory):
     return layout
 
 
-@pytest.fixture
-def tiny_tmpfs(tmp_path):
-    """A real 1 MiB file system, so the disk really fills up (no mock can show what a full disk leaves behind)."""
+def _tmpfs(tmp_path, name, options):
     if os.geteuid() != 0:
         pytest.skip(reason="mounting a tmpfs needs root")
-    mountpoint = tmp_path / "tiny"
+    mountpoint = tmp_path / name
     mountpoint.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)], capture_output=True,
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mountpoint)], capture_output=True,
                              check=False)
     if mounted.returncode != 0:
         pytest.skip(reason=f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
@@ -76,6 +74,18 @@ def tiny_tmpfs(tmp_path):
         yield mountpoint
     finally:
         subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A real 1 MiB file system, so the disk really fills up (no mock can show what a full disk leaves behind)."""
+    yield from _tmpfs(tmp_path, "tiny", "size=1m")
+
+
+@pytest.fixture
+def read_only_tmpfs(tmp_path):
+    """A real read-only file system (EROFS on every write)."""
+    yield from _tmpfs(tmp_path, "ro", "ro,size=1m")
 
 
 @pytest.fixture(scope="session")

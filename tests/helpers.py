@@ -1,6 +1,7 @@
 """Helpers for tests that build and run real bundles."""
 
 import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,25 @@ def flip_byte(path, offset):
         b = f.read(1)
         f.seek(offset)
         f.write(bytes([b[0] ^ 0x01]))
+
+
+def run_on_a_terminal(cmd, cwd=None, env=None):
+    """Run `cmd` with stderr on a real pseudo-terminal (so isatty() is the real one); returns (exit code, its
+    stdout bytes, what the terminal showed)."""
+    controller, terminal = pty.openpty()
+    full_env = dict(os.environ, **(env or {}))
+    full_env["PYTHONPATH"] = str(ROOT)
+    child = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=full_env, stderr=terminal, stdout=subprocess.PIPE)
+    os.close(terminal)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(controller)
+    out = child.stdout.read()
+    return child.wait(timeout=120), out, seen.decode(errors="replace")

@@ -262,7 +262,9 @@ class RegistryClient:
             if resumed and not state["whole"]:
                 state["whole"] = True  # the kept partial file may be what was wrong: fetch the blob whole once
                 raise http.Retry(f"the resumed blob has digest {actual}")
-            raise IntegrityError(f"blob {digest} of {ref} from registry {endpoint.host} has digest {actual}; refused it")
+            raise IntegrityError(
+                f"blob {digest} of {ref} from registry {endpoint.host} has digest {actual}; refused it"
+            )
 
         def give_up(reason, attempts):
             return NetworkError(

@@ -1,6 +1,5 @@
 import io
 import os
-import pty
 import socket
 import subprocess
 import sys
@@ -11,9 +10,10 @@ import pytest
 
 from bundler.cache import Cache
 from bundler.download import fetch
-from payload.progress import Bar
 from payload.errors import HostError, IntegrityError, NetworkError, UsageError
+from payload.progress import Bar
 from tests.fixtures.http_server import FileServer
+from tests.helpers import ROOT, run_on_a_terminal
 
 FAST = {"backoff": 0.01}
 
@@ -222,28 +222,11 @@ def test_progress_bar_appears_when_stderr_is_a_terminal(server, cache):
         "import sys; from bundler.download import fetch; from bundler.cache import Cache;"
         " fetch(sys.argv[1], cache=Cache(sys.argv[2]))"
     )
-    controller, terminal = pty.openpty()
-    project = Path(__file__).resolve().parents[2]
-    child = subprocess.Popen(
-        [sys.executable, "-c", code, server.url("big.bin"), str(cache.root)],
-        stderr=terminal,
-        stdout=subprocess.PIPE,
-        cwd=project,
-    )
-    os.close(terminal)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(controller, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(controller)
-    assert child.wait(timeout=60) == 0
-    assert child.stdout.read() == b""
-    assert b"big.bin" in seen and b"100%" in seen
+    returncode, out, seen = run_on_a_terminal([sys.executable, "-c", code, server.url("big.bin"), str(cache.root)],
+                                         cwd=ROOT)
+    assert returncode == 0
+    assert out == b""
+    assert "big.bin" in seen and "100%" in seen
 
 
 def test_forced_progress_bar_goes_to_stderr_only(server, cache, capfd):
