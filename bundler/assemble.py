@@ -5,10 +5,11 @@ import hashlib
 from pathlib import Path
 
 from payload import fs
-from payload.elf import insert_section
+from payload.elf import find_section, insert_section
 from payload.errors import BundleError, IntegrityError
 from payload.index import Entry, Group, Index
-from payload.layout import SECTION, open_payload, write_section_content
+from payload.layout import SECTION, header_and_index, open_payload, write_section_content
+from payload.outside import PLACEHOLDER, outside_sha256
 
 from . import __version__
 
@@ -27,7 +28,8 @@ def build_index(identity, groups, images=(), require_key=None, bundler_version=_
             entries.append(Entry(m.path, m.kind, m.mode, m.size, m.sha256, group.name, position))
             position += m.size
     return Index(identity["name"], identity["version"], identity["variant"], identity["arch"], bundler_version,
-                 identity["entrypoint"], index_groups, entries, images, require_key)
+                 identity["entrypoint"], index_groups, entries, images, require_key,
+                 description=identity.get("description"))
 
 
 def check_as_device(index):
@@ -39,20 +41,28 @@ def check_as_device(index):
                           "written, please report this" % exc) from None
 
 
-def write_bundle(stub, index, groups, output, signature=b""):
+def _no_signature(index_bytes):
+    return b""
+
+
+def write_bundle(stub, index, groups, output, sign=_no_signature):
     """Write the executable to `output` and its checksum file beside it; returns the executable's sha256.
 
-    Both appear whole or not at all: the executable first, then its checksum file."""
+    Both appear whole or not at all: the executable first, then its checksum file. `sign(index_bytes)` gives
+    the signature block. The index gets the sha256 of the bytes outside the payload section
+    (payload/outside.py): written first with a placeholder of the same length, then filled in."""
     check_as_device(index)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     frames = {g.name: g.frame for g in groups}
     content = fs.temp_name(output)  # the section's bytes, a scratch file beside the output
     try:
+        index.outside_sha256 = PLACEHOLDER
         with open(content, "wb") as out:
-            write_section_content(out, index, frames, signature)
+            write_section_content(out, index, frames, sign(index.to_bytes()))
         with fs.atomic_path(output, mode=0o755) as tmp:
             insert_section(str(stub), tmp, SECTION, content)
+            _record_outside_sha256(tmp, index, sign)
             check_written(tmp, index)
             digest = _sha256(tmp)
         fs.write_atomic(output.with_name(output.name + ".sha256"), "%s  %s\n" % (digest, output.name))
@@ -80,6 +90,19 @@ def check_written(path, index):
             if left or sha.hexdigest() != group.sha256:
                 raise IntegrityError("group %r of the bundle written to %s does not match its sha256 (a disk fault?); "
                                      "build it again" % (group.name, path))
+
+
+def _record_outside_sha256(path, index, sign):
+    """Put the real sha256 in place of the placeholder: same length, so nothing outside the section moves."""
+    placeholder = header_and_index(index, sign(index.to_bytes()))
+    with open(path, "r+b") as f:
+        offset, size = find_section(f, SECTION)
+        index.outside_sha256 = outside_sha256(f, offset, size)
+        head = header_and_index(index, sign(index.to_bytes()))
+        if len(head) != len(placeholder):
+            raise IntegrityError("internal error: the index changed length when its outside_sha256 was filled in")
+        f.seek(offset)
+        f.write(head)
 
 
 def _sha256(path):

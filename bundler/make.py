@@ -89,10 +89,10 @@ def make(request, cache, log=print):
     stub = request.stub or build_stub(cache, arch, log=log)
     groups = [compress(cache, name, members, request.level, log=log) for name, members in members_by_group.items()]
     identity = {"name": manifest.name, "version": manifest.version, "variant": variant.name, "arch": arch,
-                "entrypoint": list(manifest.entrypoint)}
+                "entrypoint": list(manifest.entrypoint), "description": manifest.description}
     index = build_index(identity, groups, images=image_records, require_key=signing.require_key_id)
     try:
-        write_bundle(stub, index, groups, output, signature=signing.signature_block(index.to_bytes()))
+        write_bundle(stub, index, groups, output, sign=signing.signature_block)
     except OSError as exc:
         raise _output_error(output, exc) from None
     return output, index

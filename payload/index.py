@@ -17,7 +17,7 @@ LAYER_MODES = (LAYERS_RAW, LAYERS_EXACT)
 
 _INDEX_KEYS = ("format", "name", "version", "variant", "arch", "bundler_version", "entrypoint", "groups", "entries",
                "images")
-_INDEX_OPTIONAL = ("require_key",)
+_INDEX_OPTIONAL = ("require_key", "outside_sha256", "description")
 _GROUP_KEYS = ("name", "offset", "csize", "size", "sha256")
 _ENTRY_KEYS = ("path", "kind", "mode", "size", "sha256", "group", "offset")
 _IMAGE_KEYS = ("name", "ref", "platform", "digest", "embedded")
@@ -142,7 +142,7 @@ class Index(object):
     """What a bundle holds: identity, entrypoint, groups, entries and images."""
 
     def __init__(self, name, version, variant, arch, bundler_version, entrypoint, groups, entries,
-                 images=(), require_key=None):
+                 images=(), require_key=None, outside_sha256=None, description=None):
         self.name = name
         self.version = version
         self.variant = variant
@@ -153,6 +153,8 @@ class Index(object):
         self.entries = list(entries)
         self.images = list(images)
         self.require_key = require_key
+        self.outside_sha256 = outside_sha256  # payload/outside.py: the executable's bytes outside the section
+        self.description = description
 
     def to_json(self):
         doc = {
@@ -169,6 +171,10 @@ class Index(object):
         }
         if self.require_key:
             doc["require_key"] = self.require_key
+        if self.outside_sha256 is not None:
+            doc["outside_sha256"] = self.outside_sha256
+        if self.description:
+            doc["description"] = self.description
         return doc
 
     def to_bytes(self):
@@ -273,5 +279,9 @@ class Index(object):
         _require(len(set(image_names)) == len(image_names), "an image name appears twice")
         require_key = doc.get("require_key")
         _require(require_key is None or rules.is_key_id(require_key), "require_key is not an ed25519 key")
+        outside = doc.get("outside_sha256")
+        _require(outside is None or rules.is_sha256(outside), "outside_sha256 is not a sha256")
+        description = doc.get("description")
+        _require(description is None or isinstance(description, str), "description is not a string")
         return cls(doc["name"], doc["version"], doc["variant"], doc["arch"], doc["bundler_version"], ep,
-                   groups, entries, images, require_key)
+                   groups, entries, images, require_key, outside, description)

@@ -23,13 +23,14 @@ MAX_SIGNATURE = 4096
 class Payload(object):
     """An opened payload: its parsed index, and where its data area starts in the file."""
 
-    def __init__(self, path, index, index_bytes, signature, data_offset, data_size):
+    def __init__(self, path, index, index_bytes, signature, data_offset, data_size, section=(0, 0)):
         self.path = path
         self.index = index
         self.index_bytes = index_bytes
         self.signature = signature
         self.data_offset = data_offset
         self.data_size = data_size
+        self.section_offset, self.section_size = section  # where the whole payload section lies in the file
 
     @property
     def bundle_id(self):
@@ -91,4 +92,4 @@ def read_payload(path, f, offset, size):
     f.seek(0, 2)
     if f.tell() < data_offset + data_size:
         raise _damaged(path, "file ends inside the payload")
-    return Payload(path, index, index_bytes, signature, data_offset, data_size)
+    return Payload(path, index, index_bytes, signature, data_offset, data_size, section=(offset, size))

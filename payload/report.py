@@ -5,6 +5,7 @@ import json
 
 from .blobs import extract_group
 from .errors import IntegrityError
+from .outside import check_outside
 from .signing import describe_signature, load_public_key, verify_report
 
 
@@ -18,12 +19,14 @@ def describe(payload, as_json=False):
         return json.dumps(doc, indent=2, sort_keys=True)
     lines = [
         "name:       %s" % index.name,
+        "about:      %s" % (index.description or "(no description)"),
         "version:    %s" % index.version,
         "variant:    %s" % index.variant,
         "arch:       %s" % index.arch,
         "bundle id:  %s" % payload.bundle_id,
         "built by:   bundler %s" % index.bundler_version,
         "entrypoint: %s" % " ".join(index.entrypoint),
+        "outside:    sha256 %s (bootloader and PyInstaller archive)" % (index.outside_sha256 or "not recorded"),
         "files:      %d, %.1f MB installed, %.1f MB stored in %d group(s)" % (
             len(index.files()), index.installed_size / 1e6, index.payload_size / 1e6, len(index.groups)),
         "signed:     %s" % describe_signature(payload),
@@ -51,6 +54,9 @@ def verify_all(payload, f):
 
 
 def verify_bundle(payload, f, key_path=None, key_option="--bundle-key"):
-    """The signature (against the public key at `key_path` when given), then every blob re-hashed."""
+    """The signature (against the public key at `key_path` when given), the bytes outside the payload section,
+    then every blob re-hashed."""
     signature = verify_report(payload, load_public_key(str(key_path)) if key_path else None, key_option=key_option)
-    return verify_all(payload, f) + "\n" + signature
+    outside = "outside the payload: ok, sha256 %s" % payload.index.outside_sha256 if check_outside(payload, f) \
+        else "outside the payload: not recorded by this bundle's builder, not checked"
+    return verify_all(payload, f) + "\n" + outside + "\n" + signature

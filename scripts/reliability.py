@@ -6,7 +6,9 @@
   2. kill -9 trials of a real installing process, and broken installs after the next start (goal: >= 50
      trials, 0 broken);
   3. concurrent first starts and the extractions they performed (goal: 16 starts, 1 extraction), plus an
-     installed version and a newer one started together.
+     installed version and a newer one started together;
+  4. bit flips outside the payload section and cuts of the file, run with the real frozen stub: which layer
+     refused each (our outside sha256: exit 3; PyInstaller's bootloader: exit 255; a crash), nothing installed.
 
     scripts/reliability.py                        # the full run (about 4-5 minutes on 2 cores)
     scripts/reliability.py --tries 200 --kills 10 # a smoke run
@@ -21,6 +23,7 @@ import argparse
 import collections
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -105,6 +108,54 @@ def kill_trials(work, exe, expected, kills, seed):
     return duration, states, broken
 
 
+# ---------------------------------------------------------------- 4. damage outside the payload, frozen
+
+def outside_trials(work, exe, flips, cuts, seed):
+    """Bit flips outside the payload section and cuts of the file, run with the real frozen stub: which layer
+    refused each (our check: exit 3; the bootloader: exit 255 and its own words; the kernel or a crash), and
+    whether anything was installed or run (it must never be)."""
+    from tests.helpers import section_span
+
+    rng = random.Random(seed)
+    offset, size = section_span(exe, "bundle")
+    file_size = os.path.getsize(exe)
+    outside = [(0, offset), (offset + size, file_size)]
+    outcomes = {"flip": collections.Counter(), "cut": collections.Counter()}
+    words, harmed = collections.Counter(), []
+    for trial in range(flips + cuts):
+        kind = "flip" if trial < flips else "cut"
+        damaged = work / "damaged"
+        data = bytearray(Path(exe).read_bytes())
+        if kind == "flip":
+            start, end = rng.choices(outside, [b - a for a, b in outside])[0]
+            at = rng.randrange(start, end)
+            data[at] ^= 1 << rng.randrange(8)
+        else:
+            del data[rng.randrange(1, file_size):]
+        damaged.write_bytes(bytes(data))
+        os.chmod(damaged, 0o755)
+        root, mark = work / "root", work / "ran"
+        try:
+            result = faults.start(damaged, root, env={"FAULTS_MARK": str(mark)}, timeout=60)
+            code = result.returncode
+            stderr = result.stderr
+        except Exception:  # a hang counts as its own outcome
+            code, stderr = "timeout", ""
+        label = "exit 3 (our check)" if code == 3 else "exit 255 (bootloader)" if code == 255 else \
+            ("signal %d (crash)" % -code) if isinstance(code, int) and code < 0 else "exit %s" % code
+        outcomes[kind][label] += 1
+        if code == 255:
+            said = stderr.strip().splitlines()[-1] if stderr.strip() else "(nothing on stderr)"
+            words[re.sub(r"\[PYI-\d+:", "[PYI-pid:", said)[:100]] += 1
+        installed = root.is_dir() and any(p.name not in (".lock", ".locks") for p in root.iterdir())
+        if code == 0 or mark.exists() or installed or "Traceback" in stderr:
+            harmed.append((kind, code, stderr.strip()[-200:]))
+        shutil.rmtree(root, ignore_errors=True)
+        if mark.exists():
+            mark.unlink()
+    return outcomes, words, harmed
+
+
 # ---------------------------------------------------------------- 3. concurrency
 
 def concurrency_trials(work, large, versions):
@@ -149,6 +200,8 @@ def main(argv=None):
     parser.add_argument("--tries", type=int, default=2000, help="mutated bundles to try (default 2000)")
     parser.add_argument("--kills", type=int, default=54, help="kill -9 trials (default 54)")
     parser.add_argument("--workers", type=int, default=3, help="mutation trials run at once (default 3)")
+    parser.add_argument("--outside-flips", type=int, default=150, help="flips outside the payload (default 150)")
+    parser.add_argument("--outside-cuts", type=int, default=50, help="cuts of the frozen file (default 50)")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--cache-dir", help="bundler cache for the stub (default: bundler's own, so a stub built "
                                             "once is reused; the bundles always go through a fresh cache)")
@@ -173,6 +226,11 @@ def main(argv=None):
         kill_seconds = time.monotonic() - t
         log("concurrency trials (frozen stub)...")
         first, both = concurrency_trials(work / "concurrency", large, versions)
+        log("damage outside the payload (frozen stub)...")
+        t = time.monotonic()
+        (work / "outside").mkdir()
+        outside = outside_trials(work / "outside", versions[0][0], args.outside_flips, args.outside_cuts, args.seed)
+        outside_seconds = time.monotonic() - t
     finally:
         for link in work.iterdir():
             if link.is_symlink():
@@ -215,6 +273,19 @@ def main(argv=None):
         both[0], both[1], ("; problems: %s" % both[2]) if both[2] else ""))
     print("   %s: 16 starts, 1 extraction, both versions work" % verdict(
         starts == ran == 16 and extracted == 1 and not problems16 and both[0] == both[1] and not both[2]))
+
+    outcomes, words, harmed = outside
+    print()
+    print("4. damage outside the payload section (frozen stub, %.0f s):" % outside_seconds)
+    for kind in ("flip", "cut"):
+        c = outcomes[kind]
+        print("   %-4s %4d tried: %s" % (kind, sum(c.values()), ", ".join("%s %d" % kv for kv in sorted(c.items()))))
+    for text, count in words.most_common(4):
+        print("   bootloader said (%d): %s" % (count, text))
+    print("   installed or ran anyway: %d" % len(harmed))
+    for row in harmed[:10]:
+        print("     %s" % (row,))
+    print("   %s: nothing installed or run from a damaged file" % verdict(not harmed))
 
 
 if __name__ == "__main__":

@@ -71,11 +71,14 @@ def _install_and_run(payload, f, opts):
     key_to_pin = None
     if not installed or opts.key:  # the installed fast path imports and checks nothing more
         from payload.frames import check_frame_headers
+        from payload.outside import check_outside
 
         from . import trust
 
-        # Before a single file is written: frame headers against the index, the signature against trusted keys.
+        # Before a single file is written: frame headers against the index, the bytes outside the payload
+        # section against the index, the signature against trusted keys.
         check_frame_headers(f, payload)
+        check_outside(payload, f)
         key_to_pin = trust.check_before_install(payload, inst.root, opts.key)
     if not installed or not os.path.lexists(os.path.join(inst.root, "current")):  # a crash can leave it unset
         install.install(payload, f, inst, after_extract=lambda work: images.write_embedded(work, index))
