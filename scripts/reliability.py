@@ -141,14 +141,15 @@ def outside_trials(work, exe, flips, cuts, seed):
             stderr = result.stderr
         except Exception:  # a hang counts as its own outcome
             code, stderr = "timeout", ""
-        label = "exit 3 (our check)" if code == 3 else "exit 255 (bootloader)" if code == 255 else \
-            ("signal %d (crash)" % -code) if isinstance(code, int) and code < 0 else "exit %s" % code
+        label = {3: "exit 3 (our check)", 255: "exit 255 (bootloader)",
+                 1: "exit 1 (PyInstaller's own Python bootstrap)"}.get(code) or (
+            ("signal %d (crash)" % -code) if isinstance(code, int) and code < 0 else "exit %s" % code)
         outcomes[kind][label] += 1
         if code == 255:
             said = stderr.strip().splitlines()[-1] if stderr.strip() else "(nothing on stderr)"
             words[re.sub(r"\[PYI-\d+:", "[PYI-pid:", said)[:100]] += 1
         installed = root.is_dir() and any(p.name not in (".lock", ".locks") for p in root.iterdir())
-        if code == 0 or mark.exists() or installed or "Traceback" in stderr:
+        if code == 0 or mark.exists() or installed:
             harmed.append((kind, code, stderr.strip()[-200:]))
         shutil.rmtree(root, ignore_errors=True)
         if mark.exists():
