@@ -19,7 +19,8 @@ MAX_MODE = 0o777  # no setuid, setgid or sticky bit
 DEFAULT_MODE = 0o644
 PLACEHOLDERS = ("{root}", "{images}", "{data}")
 PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")  # `{word}`: other braces ({}, {"a": 1}) are plain text
-BLOBS_DIR = "images/blobs/sha256"
+IMAGES_DIR = "images"  # under an installed version: one archive per image, and the blobs while installing
+LAYOUT_BLOBS = "blobs"  # where an OCI image layout, and IMAGES_DIR while installing, keep blobs by digest
 
 
 def _fullmatch(pattern, value):
@@ -69,9 +70,15 @@ def unknown_placeholders(arg):
     return [p for p in PLACEHOLDER.findall(arg) if p not in PLACEHOLDERS]
 
 
+def layout_blob_path(digest):
+    """Where a blob sits in an OCI image layout: blobs/<algorithm>/<hex>."""
+    algorithm, _, encoded = digest.partition(":")
+    return "%s/%s/%s" % (LAYOUT_BLOBS, algorithm, encoded)
+
+
 def blob_path(digest):
-    """Where an image blob sits under the installed root, and its entry path: images/blobs/sha256/<hex>."""
-    return BLOBS_DIR + "/" + digest.partition(":")[2]
+    """An image blob's entry path, where it sits under the installed version: images/blobs/sha256/<hex>."""
+    return IMAGES_DIR + "/" + layout_blob_path(digest)
 
 
 # What path_problem() returns: each kind of bad path, so that each side can word it (and hint) its own way.

@@ -7,9 +7,7 @@ import shutil
 import sys
 
 from payload.errors import IntegrityError
-from payload.rules import blob_path
-
-IMAGES_DIR = "images"
+from payload.rules import IMAGES_DIR, LAYOUT_BLOBS, blob_path
 PULLS_DIR = ".pulls"
 
 
@@ -42,7 +40,7 @@ def write_embedded(work, index):
         blobs = dict((layer.digest, _blob(work, layer.digest)) for layer in layers)
         write_image_archive(os.path.join(images, image.archive_name), parse_reference(image.ref),
                             manifest_bytes, config_bytes, blobs)
-    shutil.rmtree(os.path.join(images, "blobs"), ignore_errors=True)
+    shutil.rmtree(os.path.join(images, LAYOUT_BLOBS), ignore_errors=True)
 
 
 def missing(inst, index):

@@ -7,6 +7,7 @@ import sys
 
 from payload import fs, progress
 from payload.errors import HostError
+from payload.rules import IMAGES_DIR
 
 from . import locking
 
@@ -33,7 +34,7 @@ class Installation(object):
         self.root = os.path.abspath(root)
         self.bundle_id = bundle_id
         self.path = os.path.join(self.root, bundle_id)
-        self.images = os.path.join(self.path, "images")
+        self.images = os.path.join(self.path, IMAGES_DIR)
         self.data = os.path.join(self.root, "data")
 
     def is_installed(self):

@@ -14,6 +14,7 @@ import tarfile
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 from payload.errors import HostError, IntegrityError, UsageError
+from payload.rules import LAYOUT_BLOBS, layout_blob_path
 from payload.fs import atomic_file
 from payload.oci.reference import (
     DOCKER_LAYER_FOREIGN,
@@ -53,8 +54,7 @@ BlobSource = Union[Dict[str, str], Callable[[str], "io.BufferedIOBase"]]
 
 def blob_path(digest: str) -> str:
     """Where a blob lives inside an OCI layout: `blobs/sha256/<hex>`."""
-    algorithm, _, encoded = check_digest(digest).partition(":")
-    return f"blobs/{algorithm}/{encoded}"
+    return layout_blob_path(check_digest(digest))
 
 
 # writing
@@ -105,8 +105,8 @@ def write_image_archive(
                 _add_bytes(tar, "oci-layout", _OCI_LAYOUT)
                 _add_bytes(tar, "index.json", _json_bytes(index))
                 _add_bytes(tar, "manifest.json", _json_bytes(docker_manifest))
-                _add_directory(tar, "blobs")
-                _add_directory(tar, "blobs/sha256")
+                _add_directory(tar, LAYOUT_BLOBS)
+                _add_directory(tar, os.path.dirname(blob_path(manifest_digest)))
                 _add_bytes(tar, blob_path(manifest_digest), manifest_bytes)
                 _add_bytes(tar, blob_path(config.digest), config_bytes)
                 written = {manifest_digest, config.digest}
