@@ -90,7 +90,7 @@ def main():
 @click.option("--stub", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A stub prebuilt with `bundler stub` (e.g. on a machine of another architecture).")
 @click.option("--level", type=LEVEL, default=19, show_default=True, help="zstd compression level.")
-@click.option("--locked", is_flag=True, help="Refuse any source or image that bundle.lock or the manifest does not pin.")
+@click.option("--locked", is_flag=True, help="Refuse any source or image that the lock (bundle.toml: bundle.lock) or the manifest does not pin.")
 @click.option("--offline", is_flag=True, envvar="BUNDLER_OFFLINE", help="Use only the cache; never touch the network.")
 @insecure_option
 @click.option("--layers", type=click.Choice(LAYER_MODES), default=LAYERS_RAW, show_default=True,
@@ -146,7 +146,8 @@ def fetch(manifest, arch, all_arches, cache_dir, insecure_registries):
 @cache_option
 @insecure_option
 def lock(manifest, arches, cache_dir, insecure_registries):
-    """Download every source once and pin its sha256 (and every image's digest) in bundle.lock."""
+    """Download every source once and pin its sha256 (and every image's digest) in the lock beside the manifest
+    (bundle.toml: bundle.lock, prod.toml: prod.lock)."""
     from .commands import write_lock
 
     path = write_lock(manifest, arches, _cache(cache_dir), insecure_registries, log=_log)

@@ -5,7 +5,7 @@ from payload.errors import UsageError
 from payload import report
 from payload.report import describe
 
-from .lockfile import Lock
+from .lockfile import Lock, lock_path_for
 from .manifest import load_manifest
 from .sources import fetch_source
 
@@ -50,7 +50,7 @@ def fetch_all(manifest_path, arch, all_arches, cache, insecure_registries, log=p
     from .arch import host_arch
 
     manifest = load_manifest(manifest_path)
-    lock = Lock.load(manifest.dir / "bundle.lock")
+    lock = Lock.load(lock_path_for(manifest.path))
     from .images import embed_images, pin_images
     from .make import registry_client
     from .manifest.model import Variant
@@ -71,7 +71,7 @@ def write_lock(manifest_path, arches, cache, insecure_registries, log=print):
     from .download import fetch, is_local
 
     manifest = load_manifest(manifest_path)
-    lock = Lock.load(manifest.dir / "bundle.lock")
+    lock = Lock.load(lock_path_for(manifest.path))
     arches = list(arches) or _complete_arches(manifest, log)
     if not arches:
         raise UsageError("%s: no file has a source; nothing to lock" % manifest_path)
@@ -88,9 +88,7 @@ def write_lock(manifest_path, arches, cache, insecure_registries, log=print):
             lock.set_file(spec.path, a, source.url, path.name)
     _lock_images(manifest, lock, arches, insecure_registries, log)
     lock.prune(manifest)
-    path = manifest.dir / "bundle.lock"
-    lock.save(path)
-    return path
+    return lock.save()
 
 
 def _lock_images(manifest, lock, arches, insecure_registries, log):

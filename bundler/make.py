@@ -16,7 +16,7 @@ from .compress import compress
 from payload.index import LAYERS_RAW
 
 from .images import GROUP as IMAGES_GROUP, embed_images, pin_images
-from .lockfile import Lock
+from .lockfile import Lock, lock_path_for
 from .manifest import load_manifest
 from .signing import Signing
 from .sources import gather_files
@@ -75,7 +75,7 @@ def make(request, cache, log=print):
     if request.stub is not None:
         check_stub(request.stub, arch)
     signing = Signing.from_paths(request.sign, request.require_key)  # before the long part: a bad key fails now
-    lock_path = manifest.dir / "bundle.lock"
+    lock_path = lock_path_for(manifest.path)
     output = Path(request.output) if request.output else default_output(manifest, variant.name, arch)
     check_output(output, _inputs(request, manifest, lock_path, arch))  # before the long part too
     lock = Lock.load(lock_path)

@@ -159,3 +159,21 @@ def test_a_local_file_edited_after_lock_is_refused_until_locked_again(tmp_path, 
     extracted = run([project / "app", "--bundle-extract", tmp_path / "x"])
     assert extracted.returncode == 0, extracted.stderr
     assert (Path(extracted.stdout.strip()) / "etc" / "data.txt").read_text() == "first\nedited after lock\n"
+
+
+def test_a_manifest_of_another_name_has_its_own_lock(served, stub_path):
+    """docs/manifest.md: prod.toml -> prod.lock, for lock, fetch and make alike; bundle.lock is not looked at."""
+    _, project, cache = served
+    (project / "bundle.toml").rename(project / "prod.toml")
+    bundler("lock", "--manifest", "prod.toml", "--arch", "amd64", "--cache-dir", cache, cwd=project)
+    assert (project / "prod.lock").exists() and not (project / "bundle.lock").exists()
+    bundler("fetch", "--manifest", "prod.toml", "--cache-dir", cache, cwd=project)
+    out = project / "prod-app"
+    bundler("make", "--manifest", "prod.toml", "--locked", "--stub", stub_path, "--cache-dir", cache, "--level", "3",
+            "-o", out, cwd=project)
+    assert run([out, "--bundle-dir", project / "root"]).returncode == 0
+    # Another manifest's lock pins nothing for it.
+    (project / "prod.lock").rename(project / "bundle.lock")
+    failed = bundler("make", "--manifest", "prod.toml", "--locked", "--stub", stub_path, "--cache-dir", cache,
+                     cwd=project, check=False)
+    assert failed.returncode == 2 and "not pinned" in failed.stderr
