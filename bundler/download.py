@@ -34,8 +34,6 @@ def fetch(
     retries: int = 4,
     offline: bool = False,
     *,
-    base_dir: str | os.PathLike | None = None,
-    reuse_unpinned: bool = False,
     backoff: float = 0.5,
     timeout: tuple[float, float] = TIMEOUT,
 ) -> Path:
@@ -45,8 +43,7 @@ def fetch(
                      A local file is read every time and checked against the pin.
     progress:        None = a bar on stderr when it is a terminal; True/False force it.
     offline:         (or BUNDLER_OFFLINE=1) use only the cache and local files.
-    base_dir:        where relative paths start (the manifest's directory); default the working directory.
-    reuse_unpinned:  without a pin, reuse the blob an earlier fetch of the same URL recorded.
+    A plain relative path starts at the working directory (the manifest makes its paths absolute first).
     """
     cache = cache if cache is not None else Cache()
     offline = offline or is_offline()
@@ -54,13 +51,13 @@ def fetch(
         sha256 = check_sha256(sha256)
 
     # A local file is always read: it may have changed since it was pinned, whatever the cache holds.
-    local = _local_path(url, base_dir)
+    local = _local_path(url)
     if local is not None:
         return _copy_local(url, local, sha256, cache)
     if sha256 is not None and cache.has(sha256):
         return cache.blob_path(sha256)
 
-    if sha256 is None and (reuse_unpinned or offline):
+    if sha256 is None and offline:
         recorded = cache.url_sha256(url)
         if recorded and cache.has(recorded):
             return cache.blob_path(recorded)
@@ -74,18 +71,18 @@ def fetch(
 
 def is_local(url: str) -> bool:
     """True for a file:// URL or a plain path: a source that is read from this machine at every build."""
-    return _local_path(url, None) is not None
+    return _local_path(url) is not None
 
 
 def local_path(url: str) -> Path:
     """The file a local source (file:// URL or absolute path) names."""
-    path = _local_path(url, None)
+    path = _local_path(url)
     if path is None:
         raise ValueError(f"{url} is not a local source")
     return path
 
 
-def _local_path(url: str, base_dir) -> Path | None:
+def _local_path(url: str) -> Path | None:
     """The file a file:// URL or plain path names; None for http(s)."""
     try:
         parts = urllib.parse.urlsplit(url)
@@ -101,7 +98,7 @@ def _local_path(url: str, base_dir) -> Path | None:
     if "://" in url:
         raise UsageError(f"{url}: unsupported URL scheme {parts.scheme!r}; use https://, http://, file:// or a path")
     path = Path(url).expanduser()
-    return path if path.is_absolute() else Path(base_dir or Path.cwd()) / path
+    return path if path.is_absolute() else Path.cwd() / path
 
 
 def _copy_local(url: str, path: Path, sha256: str | None, cache: Cache) -> Path:

@@ -18,7 +18,6 @@ from payload.oci.reference import parse_image_manifest, parse_platform, parse_re
 
 from .compress import Member
 from .lockfile import image_pin_for
-from .manifest.model import IMAGES_GROUP as GROUP
 
 @dataclass(frozen=True)
 class PinnedImage:

@@ -81,9 +81,6 @@ class Lock:
             raise ValueError(f"bad file pin: arch {arch!r}, sha256 {sha256!r}")
         self._files[(path, arch)] = FilePin(path, arch, url, sha256)
 
-    def image_pin(self, name: str, platform: str) -> ImagePin | None:
-        return self._images.get((name, platform))
-
     def image_digest(self, name: str, ref: str, platform: str) -> str | None:
         pin = self._images.get((name, platform))
         return pin.digest if pin is not None and pin.ref == ref else None

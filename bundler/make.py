@@ -15,9 +15,10 @@ from .assemble import build_index, write_bundle
 from .compress import compress
 from payload.index import LAYERS_RAW
 
-from .images import GROUP as IMAGES_GROUP, embed_images, pin_images
+from .images import embed_images, pin_images
 from .lockfile import Lock, lock_path_for
 from .manifest import load_manifest
+from .manifest.model import IMAGES_GROUP
 from .signing import Signing
 from .sources import gather_files
 from .stubbuild import build_stub

@@ -131,21 +131,9 @@ class Manifest:
             f"choose one of: {', '.join(self.variants)}"
         )
 
-    def embedded_images(self, variant: Variant | str | None = None) -> list[ImageSpec]:
-        """The images `variant` carries, in manifest order; the others are pulled at run time."""
-        chosen = variant if isinstance(variant, Variant) else self.variant(variant)
-        return [image for image in self.images if image.name in chosen.embed]
-
     def resolve_url(self, source: Source) -> str:
         """resolve_url() as a method, for callers that hold the manifest."""
         return resolve_url(source)
-
-    def groups(self) -> dict[str, list[FileSpec]]:
-        """Files by compression group, groups and files in manifest order."""
-        grouped: dict[str, list[FileSpec]] = {}
-        for spec in self.files:
-            grouped.setdefault(spec.group, []).append(spec)
-        return grouped
 
 
 def resolve_url(source: Source) -> str:

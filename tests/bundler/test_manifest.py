@@ -142,10 +142,8 @@ def test_defaults_description_and_groups(tmp_path):
     assert manifest.description == "a demo"
     modes = {spec.path: spec.mode for spec in manifest.files}
     assert modes == {"bin/hello": 0o755, "etc/config.json": 0o644, "lib/cni/bridge": 0o755}
-    groups = manifest.groups()
-    assert list(groups) == ["files", "cni"]
-    assert [spec.path for spec in groups["files"]] == ["bin/hello", "etc/config.json"]
-    assert [spec.path for spec in groups["cni"]] == ["lib/cni/bridge"]
+    assert [(spec.path, spec.group) for spec in manifest.files] == [
+        ("bin/hello", "files"), ("etc/config.json", "files"), ("lib/cni/bridge", "cni")]
 
 
 def test_per_architecture_sources_and_archives(tmp_path):
@@ -308,13 +306,6 @@ def test_images_refs_platforms_and_local_archives(tmp_path):
     # No [variants]: one implicit variant that embeds everything.
     assert list(manifest.variants) == ["default"]
     assert manifest.variant(None).embed == ("pause", "busybox", "coredns", "app-one", "app-two")
-    assert [image.name for image in manifest.embedded_images("default")] == [
-        "pause",
-        "busybox",
-        "coredns",
-        "app-one",
-        "app-two",
-    ]
 
 
 def test_variants_keep_manifest_order_and_embed_lists(tmp_path):
@@ -345,12 +336,8 @@ def test_variants_keep_manifest_order_and_embed_lists(tmp_path):
     )
     assert list(manifest.variants) == ["small", "online", "offline"]
     assert manifest.variant().name == "small"
-    assert manifest.embedded_images(None) == []
+    assert manifest.variant(None).embed == ()
     assert manifest.variant("online").embed == ("coredns", "pause")
-    # embedded_images follows manifest order whatever order embed lists them in.
-    assert [image.name for image in manifest.embedded_images("online")] == ["pause", "coredns"]
-    online = manifest.variant("online")
-    assert [image.name for image in manifest.embedded_images(online)] == ["pause", "coredns"]
     assert manifest.variant("offline").embed == ("pause", "coredns", "agent")
     with pytest.raises(
         UsageError, match=r"unknown variant 'ofline' \(did you mean 'offline'\?\); choose one of: small"
@@ -756,9 +743,9 @@ def test_the_documented_example_loads(tmp_path):
         "bin/containerd-shim-runc-v2",
         "etc/config.toml",
     ]
-    assert list(manifest.groups()) == ["files", "runtime"]
-    assert [image.name for image in manifest.embedded_images("online")] == ["pause"]
-    assert [image.name for image in manifest.embedded_images("offline")] == ["pause", "app"]
+    assert list(dict.fromkeys(spec.group for spec in manifest.files)) == ["files", "runtime"]
+    assert manifest.variant("online").embed == ("pause",)
+    assert manifest.variant("offline").embed == ("pause", "app")
     with pytest.raises(UsageError, match="'bin/crun' \\(line \\d+\\), 'bin/containerd-shim-runc-v2'"):
         manifest.check_arch("arm")
 

@@ -36,8 +36,8 @@ def test_manifest_loads_with_the_runtime_set_and_the_images_split_by_variant():
         *("cni/bin/" + plugin for plugin in CNI_PLUGINS)}
     assert manifest.entrypoint == ["bin/solo"] and manifest.file("bin/solo").mode == 0o755
     assert {image.name: parse_reference(image.ref).fully_qualified() for image in manifest.images} == IMAGES
-    assert [image.name for image in manifest.embedded_images("online")] == ["coredns", "pause"]
-    assert [image.name for image in manifest.embedded_images("offline")] == list(IMAGES)
+    assert sorted(manifest.variant("online").embed) == ["coredns", "pause"]
+    assert manifest.variant("offline").embed == tuple(IMAGES)
     for spec in manifest.files:
         for source in spec.sources.values():
             assert source.sha256 is None  # pinned by `bundler lock`, not by hand
