@@ -13,10 +13,10 @@ from payload import fs
 from payload.errors import UsageError
 from payload.index import LAYERS_RAW, ImageRecord
 from payload.rules import blob_path
-from payload.oci.archive import read_image_archive, uncompress_layer, uncompressed_manifest
 from payload.oci.reference import parse_image_manifest, parse_platform, parse_reference, sha256_digest
 
 from .compress import Member
+from .image_archive import read_image_archive, uncompress_layer, uncompressed_manifest
 from .lockfile import image_pin_for
 
 @dataclass(frozen=True)

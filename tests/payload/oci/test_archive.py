@@ -12,13 +12,8 @@ import tarfile
 import pytest
 
 from payload.errors import IntegrityError, UsageError
-from payload.oci.archive import (
-    blob_path,
-    read_image_archive,
-    uncompress_layer,
-    uncompressed_manifest,
-    write_image_archive,
-)
+from bundler.image_archive import read_image_archive, uncompress_layer, uncompressed_manifest
+from payload.oci.archive import blob_path, write_image_archive
 from payload.oci.reference import parse_platform, parse_reference, platform_for_arch
 from payload.oci.registry import RegistryClient
 
