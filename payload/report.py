@@ -53,9 +53,9 @@ def verify_all(payload, f):
         payload.path, len(index.entries), len(index.groups), payload.bundle_id)
 
 
-def verify_bundle(payload, f, key_path=None, key_option="--bundle-key"):
+def verify_bundle(payload, f, key_path, key_option):
     """The signature (against the public key at `key_path` when given), the bytes outside the payload section,
-    then every blob re-hashed."""
+    then every blob re-hashed. `key_option` names the caller's public-key option in the advice."""
     signature = verify_report(payload, load_public_key(str(key_path)) if key_path else None, key_option=key_option)
     outside = "outside the payload: ok, sha256 %s" % payload.index.outside_sha256 if check_outside(payload, f) \
         else "outside the payload: not recorded by this bundle's builder, not checked"

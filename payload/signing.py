@@ -166,9 +166,10 @@ def describe_signature(payload):
     return "yes, key %s (verify with the key to check it)%s" % (fingerprint(public_key), required)
 
 
-def verify_report(payload, public_key=None, key_option="--bundle-key"):
+def verify_report(payload, public_key, key_option):
     """Check the signature for `verify`: against `public_key` when given (and the bundle's own required key);
-    otherwise only that a signature present holds. Returns one line; raises IntegrityError when it does not."""
+    otherwise only that a signature present holds. Returns one line; raises IntegrityError when it does not.
+    `key_option` is how the caller's command line names its public-key option, for the advice in the line."""
     if public_key is not None:
         verify_signature(payload, [public_key], "%s %s" % (key_option, fingerprint(public_key)))
         return "signature: ok, signed by the trusted key %s" % fingerprint(public_key)

@@ -45,7 +45,7 @@ def run(prog, args):
         if opts.info or opts.verify:
             from payload.report import describe, verify_bundle
 
-            report = describe(payload, opts.json) if opts.info else verify_bundle(payload, f, opts.key)
+            report = describe(payload, opts.json) if opts.info else verify_bundle(payload, f, opts.key, options.KEY)
             sys.stdout.write(report + "\n")
             return 0
         if opts.gc:

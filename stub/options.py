@@ -3,8 +3,9 @@ is passed to the runtime untouched."""
 
 from payload.errors import UsageError
 
+KEY = "--bundle-key"  # also named in advice (payload/report.py, stub/trust.py)
 FLAGS = ("--bundle-info", "--bundle-verify", "--bundle-gc", "--bundle-no-pull", "--bundle-help")
-VALUED = ("--bundle-dir", "--bundle-extract", "--bundle-key", "--bundle-registry-mirror",
+VALUED = ("--bundle-dir", "--bundle-extract", KEY, "--bundle-registry-mirror",
           "--bundle-insecure-registry")
 REPEATABLE = ("--bundle-registry-mirror", "--bundle-insecure-registry")
 

@@ -16,7 +16,7 @@ from payload.errors import HostError
 from payload.signing import (claimed_signer_in, fingerprint, load_public_key, public_key_to_pem, required_key,
                              signer)
 
-from . import install, locking
+from . import install, locking, options
 
 PINS_DIR = ".trusted-keys"
 
@@ -61,7 +61,7 @@ def check_before_install(payload, root, key_path=None):
     else None. Call it with the install root prepared (its ownership checked)."""
     demands = []
     if key_path:
-        demands.append(([load_public_key(key_path)], "--bundle-key %s" % key_path))
+        demands.append(([load_public_key(key_path)], "%s %s" % (options.KEY, key_path)))
     pins = pinned_keys(root)
     if pins:
         demands.append((pins, "this device (keys pinned in %s)" % pins_dir(root)))

@@ -105,9 +105,9 @@ def test_the_bundles_own_require_key_must_sign(keys):
     signed_by_required = make_payload(keys[0], require=keys[0])
     assert signing.verify_signature(signed_by_required, [raw(keys[0])]) == raw(keys[0])
     with pytest.raises(IntegrityError, match="the bundle's own require_key requires key"):
-        signing.verify_report(make_payload(keys[1], require=keys[0]))
+        signing.verify_report(make_payload(keys[1], require=keys[0]), None, "--key")
     with pytest.raises(IntegrityError, match="is not signed"):
-        signing.verify_report(make_payload(None, require=keys[0]))
+        signing.verify_report(make_payload(None, require=keys[0]), None, "--key")
 
 
 def test_require_key_that_is_no_key_is_an_integrity_error(keys):
@@ -118,9 +118,9 @@ def test_require_key_that_is_no_key_is_an_integrity_error(keys):
 
 
 def test_verify_report_says_what_was_and_was_not_checked(keys):
-    assert "none (unsigned" in signing.verify_report(make_payload(None))
-    assert "not checked against a trusted key" in signing.verify_report(make_payload(keys[0]))
-    line = signing.verify_report(make_payload(keys[0]), raw(keys[0]))
+    assert "none (unsigned bundle; pass --key PUB" in signing.verify_report(make_payload(None), None, "--key")
+    assert "not checked against a trusted key" in signing.verify_report(make_payload(keys[0]), None, "--key")
+    line = signing.verify_report(make_payload(keys[0]), raw(keys[0]), "--key")
     assert line == "signature: ok, signed by the trusted key %s" % signing.fingerprint(raw(keys[0]))
 
 
