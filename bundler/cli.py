@@ -124,7 +124,7 @@ def _made(output, index):
             "size": output.stat().st_size, "bundle_id": index.bundle_id, "name": index.name,
             "version": index.version, "variant": index.variant, "arch": index.arch,
             "groups": [{"name": g.name, "size": g.size, "stored": g.csize} for g in index.groups],
-            "images": [i.name if hasattr(i, "name") else i["name"] for i in index.images]}
+            "images": [i.name for i in index.images]}
 
 
 @main.command()

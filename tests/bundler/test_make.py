@@ -296,3 +296,21 @@ def test_no_bar_without_a_terminal(project, plain_stub):
     work, _, cache = project
     result = make(work, cache, plain_stub, "-o", "app")
     assert "\r" not in result.stderr and "%" not in result.stderr
+
+
+# in-process
+
+
+def test_make_in_process_writes_what_the_device_reads(tmp_path, plain_stub):
+    from payload.layout import open_payload
+    from payload.report import verify_bundle
+    from tests.fixtures.bundles import make_bundle
+
+    path, index = make_bundle(tmp_path, plain_stub)
+    with open(path, "rb") as f:
+        payload = open_payload(str(path), f)
+        assert payload.index_bytes == index.to_bytes()
+        verify_bundle(payload, f)  # raises on any mismatch
+    assert (tmp_path / (path.name + ".sha256")).read_text() == "%s  %s\n" % (sha256(path), path.name)
+    again, _ = make_bundle(tmp_path, plain_stub)
+    assert sha256(again) == sha256(path)  # same inputs, same bytes

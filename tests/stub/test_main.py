@@ -1,0 +1,120 @@
+"""stub.main in-process (and as `python -m stub`), on bundles built by `bundler make` around a stand-in stub:
+install once, verified; damage refused with nothing installed; info, verify, the runtime's exit code and args."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from payload.layout import open_payload
+from stub import main as stub_main
+from stub.install import MARKER
+from tests.fixtures.bundles import make_bundle
+from tests.helpers import ROOT, flip_byte, run_on_a_terminal
+
+
+@pytest.fixture
+def bundle(tmp_path, plain_stub):
+    return make_bundle(tmp_path / "build", plain_stub)
+
+
+def run_stub(monkeypatch, capsys, path, *args):
+    """stub.main as the device runs it; returns (exit code, stdout, stderr)."""
+    monkeypatch.setenv("BUNDLE_EXECUTABLE", str(path))
+    try:
+        code = stub_main.main(["demo", *map(str, args)])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def names(path):
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+def test_extract_installs_every_file_with_its_mode_and_the_marker_last(bundle, tmp_path, monkeypatch, capsys):
+    path, index = bundle
+    root = tmp_path / "root"
+    code, out, err = run_stub(monkeypatch, capsys, path, "--bundle-extract", root)
+    assert code == 0 and "installing demo 1.0.0" in err
+    version = root / index.bundle_id
+    assert out.strip() == str(version)
+    assert (version / MARKER).read_text().strip() == index.bundle_id
+    assert stat.S_IMODE((version / "bin" / "hello").stat().st_mode) == 0o755
+    assert stat.S_IMODE((version / "share" / "data.txt").stat().st_mode) == 0o644
+    assert (version / "share" / "data.txt").read_text() == "data\n"
+    assert os.readlink(root / "current") == index.bundle_id
+    assert not [n for n in names(root) if ".tmp-" in n]
+
+
+def test_a_second_start_extracts_nothing(bundle, tmp_path, monkeypatch, capsys):
+    path, _ = bundle
+    root = tmp_path / "root"
+    run_stub(monkeypatch, capsys, path, "--bundle-extract", root)
+    code, _, err = run_stub(monkeypatch, capsys, path, "--bundle-extract", root)
+    assert code == 0 and "installing" not in err
+
+
+def test_a_damaged_group_is_exit_3_and_installs_nothing(bundle, tmp_path, monkeypatch, capsys):
+    path, index = bundle
+    with open(path, "rb") as f:
+        payload = open_payload(str(path), f)
+        group = payload.index.groups[0]
+        flip_byte(path, payload.data_offset + group.offset + group.csize // 2)
+    root = tmp_path / "root"
+    code, _, err = run_stub(monkeypatch, capsys, path, "--bundle-extract", root)
+    assert code == 3
+    assert err.strip().splitlines()[-1].startswith("demo: error: group 'files' does not match its sha256")
+    assert index.bundle_id not in names(root) and not [n for n in names(root) if ".tmp-" in n]
+    assert not os.path.lexists(root / "current")
+
+
+def test_info_json_and_verify(bundle, monkeypatch, capsys):
+    path, index = bundle
+    code, out, _ = run_stub(monkeypatch, capsys, path, "--bundle-info", "--json")
+    assert code == 0 and json.loads(out)["bundle_id"] == index.bundle_id
+    code, out, _ = run_stub(monkeypatch, capsys, path, "--bundle-verify")
+    assert code == 0 and out.strip()
+
+
+def test_verify_names_a_damaged_bundle(bundle, monkeypatch, capsys):
+    path, _ = bundle
+    with open(path, "rb") as f:
+        payload = open_payload(str(path), f)
+        flip_byte(path, payload.data_offset + 3)
+    code, _, err = run_stub(monkeypatch, capsys, path, "--bundle-verify")
+    assert code == 3 and "demo: error:" in err
+
+
+def test_unknown_bundle_option_is_a_usage_error(bundle, monkeypatch, capsys):
+    path, _ = bundle
+    code, _, err = run_stub(monkeypatch, capsys, path, "--bundle-nope")
+    assert code == 2 and "--bundle-nope" in err
+
+
+def python_stub(path, root, *args):
+    env = dict(os.environ, BUNDLE_EXECUTABLE=str(path), BUNDLE_DIR=str(root), PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "stub", *args], env=env, capture_output=True, text=True, cwd=ROOT)
+
+
+def test_the_runtime_gets_its_args_and_environment_and_its_exit_code_is_the_bundles(bundle, tmp_path):
+    path, index = bundle
+    root = tmp_path / "root"
+    result = python_stub(path, root, "--", "--bundle-info", "two words")
+    assert result.returncode == 7, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "hello --bundle-info two words"  # after --, even a bundle option is the runtime's
+    assert lines[1] == "root=%s" % (root / index.bundle_id)
+
+
+def test_install_shows_a_bar_on_a_terminal_only(bundle, tmp_path):
+    path, _ = bundle
+    env = {"BUNDLE_EXECUTABLE": str(path)}
+    code, _, seen = run_on_a_terminal([sys.executable, "-m", "stub", "--bundle-extract", tmp_path / "tty"], ROOT, env)
+    assert code == 0 and "installing files" in seen and "100%" in seen
+    quiet = python_stub(path, tmp_path / "quiet", "--bundle-extract", tmp_path / "quiet")
+    assert quiet.returncode == 0 and "%" not in quiet.stderr and "\r" not in quiet.stderr
