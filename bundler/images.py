@@ -108,7 +108,9 @@ def _fetch_registry_image(image, client, store):
 def _fetch_local_image(image, store):
     manifest_bytes, config_bytes, open_blob = read_image_archive(str(image.spec.archive_path),
                                                                  parse_platform(image.platform))
-    _, layers = parse_image_manifest(manifest_bytes, "manifest in %s" % image.spec.archive_path)
+    config, layers = parse_image_manifest(manifest_bytes, "manifest in %s" % image.spec.archive_path)
+    if not store.has(config.digest):  # a member like the layers (it used to be found only when a pull had left it)
+        store.put_bytes(config_bytes, config.digest)
     for layer in layers:
         if not store.has(layer.digest):
             store.put_stream(lambda d=layer.digest: open_blob(d), layer.digest)
