@@ -310,7 +310,7 @@ def test_make_in_process_writes_what_the_device_reads(tmp_path, plain_stub):
     with open(path, "rb") as f:
         payload = open_payload(str(path), f)
         assert payload.index_bytes == index.to_bytes()
-        verify_bundle(payload, f)  # raises on any mismatch
+        verify_bundle(payload, f, None, "--key")  # raises on any mismatch
     assert (tmp_path / (path.name + ".sha256")).read_text() == "%s  %s\n" % (sha256(path), path.name)
     again, _ = make_bundle(tmp_path, plain_stub)
     assert sha256(again) == sha256(path)  # same inputs, same bytes
