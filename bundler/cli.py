@@ -168,11 +168,12 @@ def inspect(bundle, as_json):
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="PUB",
               help="Also require a valid signature by this public key.")
-def verify(bundle, key):
+@json_option
+def verify(bundle, key, as_json):
     """Re-hash every blob of a bundle (and check its signature), without running it."""
     from .commands import verify_bundle
 
-    click.echo(verify_bundle(bundle, key))
+    click.echo(verify_bundle(bundle, key, as_json))
 
 
 @main.command()

@@ -1,5 +1,7 @@
 """The smaller commands: inspect, verify, fetch, lock."""
 
+import json
+
 from payload.layout import open_payload
 from payload.errors import UsageError
 from payload import report
@@ -25,10 +27,15 @@ def inspect_bundle(bundle, as_json=False):
         return describe(payload, as_json)
 
 
-def verify_bundle(bundle, key=None):
+def verify_bundle(bundle, key=None, as_json=False):
+    """The verification report (an IntegrityError names what does not hold); with as_json, the report as JSON."""
     payload, f = _open(bundle)
     with f:
-        return report.verify_bundle(payload, f, key, key_option="--key")
+        text = report.verify_bundle(payload, f, key, key_option="--key")
+    if not as_json:
+        return text
+    return json.dumps({"bundle": str(bundle), "bundle_id": payload.bundle_id, "ok": True,
+                       "report": text.splitlines()}, indent=2, sort_keys=True)
 
 
 def _complete_arches(manifest, log=print):

@@ -314,3 +314,14 @@ def test_make_in_process_writes_what_the_device_reads(tmp_path, plain_stub):
     assert (tmp_path / (path.name + ".sha256")).read_text() == "%s  %s\n" % (sha256(path), path.name)
     again, _ = make_bundle(tmp_path, plain_stub)
     assert sha256(again) == sha256(path)  # same inputs, same bytes
+
+
+def test_verify_json_for_a_ci(project, plain_stub):
+    work, _, cache = project
+    make(work, cache, plain_stub, "-o", "app")
+    verified = json.loads(bundler("verify", work / "app", "--json").stdout)
+    assert verified["ok"] is True and verified["report"]
+    assert verified["bundle_id"] == json.loads(bundler("inspect", work / "app", "--json").stdout)["bundle_id"]
+    flip_byte(work / "app", (work / "app").stat().st_size // 2)
+    damaged = bundler("verify", work / "app", "--json", check=False)
+    assert damaged.returncode == 3 and damaged.stdout == "" and "bundler: error:" in damaged.stderr
