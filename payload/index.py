@@ -97,6 +97,8 @@ class ImageRecord(object):
         _require(rules.is_digest(doc["manifest"]), "%s: bad manifest digest" % what)
         _require(doc["manifest"] in blobs, "%s: its manifest %s is not an entry" % (what, doc["manifest"]))
         _require(doc["layers"] in LAYER_MODES, "%s: layers %r is neither raw nor exact" % (what, doc["layers"]))
+        _require(doc["layers"] != LAYERS_EXACT or doc["manifest"] == doc["digest"],
+                 "%s: stored exactly, but its manifest %s is not the pinned %s" % (what, doc["manifest"], doc["digest"]))
         _require(rules.is_size(doc["size"]), "%s: bad size" % what)
         return cls(name, doc["ref"], doc["platform"], doc["digest"], True, doc["manifest"], doc["layers"],
                    doc["size"])

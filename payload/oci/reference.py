@@ -11,6 +11,7 @@ from typing import NamedTuple, Optional
 
 from payload import arches
 from payload.errors import IntegrityError, UsageError
+from payload.rules import is_platform
 
 DOCKER_HUB_REGISTRY = "registry-1.docker.io"
 DOCKER_HUB_NAME = "docker.io"
@@ -175,10 +176,9 @@ def platform_for_arch(arch: str) -> Platform:
 
 def parse_platform(text: str) -> Platform:
     """Parse `os/arch[/variant]`, e.g. `linux/arm/v7`."""
-    parts = text.split("/") if isinstance(text, str) else []
-    if not 2 <= len(parts) <= 3 or not all(re.match(r"[a-z0-9_.-]+\Z", p) for p in parts):
+    if not is_platform(text):
         raise UsageError(f"invalid platform {text!r}: expected os/arch[/variant] such as linux/arm/v7")
-    return Platform(*parts)
+    return Platform(*text.split("/"))
 
 
 def platform_of(entry: dict) -> Optional[Platform]:

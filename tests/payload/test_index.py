@@ -139,3 +139,12 @@ def test_make_refuses_an_index_every_device_would_refuse(tmp_path):
     with pytest.raises(BundleError, match="every device would refuse the index") as caught:
         write_bundle(tmp_path / "stub", index, [], tmp_path / "out")
     assert caught.value.exit_code == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_an_image_stored_exactly_keeps_its_pinned_manifest():
+    doc = json.loads(_index())
+    doc["images"] = [dict(_EMBEDDED, layers="exact")]  # manifest e..., digest f...: not what was pinned
+    with pytest.raises(IntegrityError, match="stored exactly, but its manifest sha256:e+ is not the pinned"):
+        Index.from_bytes(json.dumps(doc).encode(), 150)
+    doc["images"][0]["digest"] = doc["images"][0]["manifest"]
+    assert Index.from_bytes(json.dumps(doc).encode(), 150).images[0].layers == "exact"
