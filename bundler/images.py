@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 
 from payload import fs
-from payload.errors import UsageError
+from payload.errors import IntegrityError, UsageError
 from payload.index import LAYERS_RAW, ImageRecord
 from payload.rules import blob_path
 from payload.oci.reference import parse_image_manifest, parse_platform, parse_reference, sha256_digest
@@ -106,9 +106,13 @@ def _fetch_registry_image(image, client, store):
 
 
 def _fetch_local_image(image, store):
-    manifest_bytes, config_bytes, open_blob = read_image_archive(str(image.spec.archive_path),
-                                                                 parse_platform(image.platform))
-    config, layers = parse_image_manifest(manifest_bytes, "manifest in %s" % image.spec.archive_path)
+    archive = image.spec.archive_path
+    manifest_bytes, config_bytes, open_blob = read_image_archive(str(archive), parse_platform(image.platform))
+    found = sha256_digest(manifest_bytes)
+    if found != image.digest:  # the archive was rewritten after its digest was pinned
+        raise IntegrityError("%s: image '%s' is %s now, but %s is pinned; run `bundler lock` to pin the new image"
+                             % (archive, image.spec.name, found, image.digest))
+    config, layers = parse_image_manifest(manifest_bytes, "manifest in %s" % archive)
     if not store.has(config.digest):  # a member like the layers (it used to be found only when a pull had left it)
         store.put_bytes(config_bytes, config.digest)
     for layer in layers:

@@ -2,6 +2,7 @@
 members stored once however many images share them, raw layers are plain tars, exact keeps the manifest."""
 
 import hashlib
+import json
 import shutil
 import tarfile
 
@@ -12,7 +13,10 @@ from bundler.images import embed_images, pin_images
 from bundler.lockfile import Lock
 from bundler.manifest import load_manifest
 from payload.index import LAYERS_EXACT, LAYERS_RAW
+from payload.oci.archive import write_image_archive
+from payload.oci.reference import parse_reference
 from tests.fixtures.images import build_solo_images
+from tests.helpers import bundler
 
 MANIFEST = """
 [bundle]
@@ -89,3 +93,66 @@ def test_a_second_embed_takes_the_raw_layers_from_the_cache(project, tmp_path):
     second, _ = embed_images(pinned, None, cache, LAYERS_RAW, log=lambda _: None)
     assert [(m.path, m.sha256) for m in second] == [(m.path, m.sha256) for m in first]
     assert not list(cache.tmp.iterdir())
+
+
+# ---------------------------------------------------------------- an archive changed after `bundler lock`
+# (the real CLI with a stand-in stub: what is embedded is what the lock pinned)
+
+PINNED_MANIFEST = """
+[bundle]
+name = "imgs"
+version = "1.0.0"
+entrypoint = ["bin/hello"]
+
+[[file]]
+path = "bin/hello"
+mode = "0755"
+source = { url = "hello" }
+
+[[image]]
+name = "app"
+ref = "oci-archive:app.tar"
+"""
+
+
+def _digest(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def write_archive(path, greeting):
+    layer = greeting * 64
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": [_digest(layer)]}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _digest(config),
+                   "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": _digest(layer),
+                    "size": len(layer)}]}).encode()
+    (path.parent / "layer").write_bytes(layer)
+    write_image_archive(str(path), parse_reference("localhost/app:latest"), manifest, config,
+                        {_digest(layer): str(path.parent / "layer")})
+    return _digest(manifest)
+
+
+def test_a_local_image_archive_changed_since_the_lock_is_refused(tmp_path, plain_stub):
+    work = tmp_path / "project"
+    work.mkdir()
+    (work / "hello").write_text("#!/bin/sh\necho hello\n")
+    (work / "bundle.toml").write_text(PINNED_MANIFEST)
+    pinned = write_archive(work / "app.tar", b"hello ")  # and a cold cache: its config comes from the archive too
+    cache = tmp_path / "cache"
+    bundler("lock", "--arch", "amd64", "--cache-dir", cache, cwd=work)
+    made = bundler("make", "--locked", "--stub", plain_stub, "--cache-dir", cache, "--level", "3", "-o", "app",
+                   cwd=work)
+    assert made.returncode == 0
+    info = json.loads(bundler("inspect", "--json", work / "app").stdout)
+    assert [(i["name"], i["digest"]) for i in info["images"]] == [("app", pinned)]
+
+    changed = write_archive(work / "app.tar", b"other ")
+    failed = bundler("make", "--locked", "--stub", plain_stub, "--cache-dir", cache, "-o", "app2", cwd=work,
+                     check=False)
+    assert failed.returncode == 3, failed.stderr
+    assert "app.tar" in failed.stderr and changed in failed.stderr and pinned in failed.stderr
+    assert "bundler lock" in failed.stderr and "Traceback" not in failed.stderr
+    assert not (work / "app2").exists()
