@@ -51,8 +51,9 @@ def test_the_spec_records_the_vector_it_describes():
     recorded = re.search(r"`tests/golden/payload-v%d\.bin` \((\d+) bytes, sha256\s+`([0-9a-f]{64})`" % FORMAT_VERSION,
                          SPEC)
     assert recorded, "docs/format.md must name the vector, its size and its sha256"
-    assert (int(recorded.group(1)), recorded.group(2)) == (len(data), hashlib.sha256(data).hexdigest()), \
-        "the vector changed: update docs/format.md (and the format version if a released reader would misread it)"
+    actual = (len(data), hashlib.sha256(data).hexdigest())
+    assert (int(recorded.group(1)), recorded.group(2)) == actual, \
+        "the vector changed: put (%d bytes, sha256 %s) in docs/format.md, see its section 9" % actual
 
 
 def test_the_writer_reproduces_the_vector_byte_for_byte():
