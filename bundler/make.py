@@ -137,6 +137,7 @@ def check_output(output, inputs):
                                  % (output, source))
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
+        fs.remove_dead_temps(output.parent, prefix="." + output.name + fs.TEMP_MARK)  # of a killed make
         fs.safe_unlink(fs.temp_name(output))  # the very step write_bundle takes first
     except OSError as exc:
         raise _output_error(output, exc) from None

@@ -167,14 +167,17 @@ def pid_alive(pid):
     return True
 
 
-def remove_dead_temps(directory):
-    """Remove the temp names made here (see temp_name) in `directory` whose process is gone; returns them."""
+def remove_dead_temps(directory, prefix=""):
+    """Remove the temp names made here (see temp_name) in `directory` whose process is gone, of those starting
+    with `prefix`; returns them."""
     removed = []
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
         return removed
     for name in names:
+        if not name.startswith(prefix):
+            continue
         pid = temp_pid(name)
         if pid is not None and pid != os.getpid() and not pid_alive(pid):
             safe_rmtree(os.path.join(directory, name))

@@ -181,6 +181,19 @@ def test_temp_files_of_a_killed_make_are_removed_by_the_next_one(tmp_path, plain
     assert tree(cache / "tmp") == []
 
 
+def test_temp_files_a_killed_make_left_beside_its_output_are_removed_by_the_next(project, plain_stub):
+    work, _, cache = project
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # its PID is now that of a dead process
+    (work / "dist").mkdir()
+    left = work / "dist" / (".app.tmp-%d-abc" % child.pid)
+    left.write_bytes(b"half an executable")
+    other = work / "dist" / (".notes.tmp-%d-abc" % child.pid)  # not this output's: not ours to judge
+    other.write_text("x")
+    make(work, cache, plain_stub, "-o", "dist/app")
+    assert sorted(os.listdir(work / "dist")) == [other.name, "app", "app.sha256"]
+
+
 # bad output paths: one line, an exit code, nothing written
 
 

@@ -158,3 +158,11 @@ def test_temp_pid_reads_only_names_made_here():
     assert fs.temp_pid("/a/b/.x.tar.tmp-7-link") == 7
     assert fs.temp_pid("x.tmp") is None
     assert fs.temp_pid(".x.tmp-abc") is None
+
+
+def test_remove_dead_temps_can_keep_to_one_target(tmp_path):
+    dead = dead_pid()
+    (tmp_path / (".app.tmp-%d-x" % dead)).write_text("x")
+    (tmp_path / (".other.tmp-%d-x" % dead)).write_text("x")
+    assert fs.remove_dead_temps(tmp_path, prefix=".app.tmp-") == [".app.tmp-%d-x" % dead]
+    assert names(tmp_path) == [".other.tmp-%d-x" % dead]
