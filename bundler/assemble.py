@@ -16,7 +16,7 @@ from . import __version__
 CHUNK = 1 << 20
 
 
-def build_index(identity, groups, images=(), require_key=None, bundler_version=__version__):
+def build_index(identity, groups, images=(), require_key=None, bundler_version=__version__, min_glibc=None):
     """The index for compressed `groups` laid out one after another in the data area."""
     index_groups, entries = [], []
     offset = 0
@@ -29,7 +29,7 @@ def build_index(identity, groups, images=(), require_key=None, bundler_version=_
             position += m.size
     return Index(identity["name"], identity["version"], identity["variant"], identity["arch"], bundler_version,
                  identity["entrypoint"], index_groups, entries, images, require_key,
-                 description=identity.get("description"))
+                 description=identity.get("description"), min_glibc=min_glibc)
 
 
 def check_as_device(index):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from payload.errors import BundleError
+from payload.errors import BundleError, UsageError
 from payload.arches import NAMES as ARCHES
 from payload.index import LAYER_MODES, LAYERS_RAW
 
@@ -15,6 +15,20 @@ from . import __version__
 
 LEVEL = click.IntRange(1, 22)
 ARCH = click.Choice(ARCHES)
+
+
+class _StubType(click.Path):
+    """A stub file, or the word `host`."""
+
+    name = "stub"
+
+    def convert(self, value, param, ctx):
+        if value == "host":
+            return value
+        return super().convert(value, param, ctx)
+
+
+STUB = _StubType(exists=True, dir_okay=False, path_type=Path)
 
 
 def _log(message):
@@ -71,6 +85,8 @@ arch_option = click.option("--arch", type=ARCH, help="Target architecture (defau
 cache_option = click.option("--cache-dir", type=click.Path(path_type=Path), envvar="BUNDLER_CACHE_DIR",
                             help="Download and build cache (default: ~/.cache/bundler).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (for CI).")
+mirror_option = click.option("--mirror", metavar="URL", envvar="BUNDLER_DEBIAN_MIRROR",
+                             help="Debian mirror for building portable stubs (default: the host's apt sources).")
 insecure_option = click.option("--insecure-registry", "insecure_registries", multiple=True, metavar="HOST:PORT",
                                help="Allow plain http to this registry (repeatable).")
 
@@ -87,8 +103,10 @@ def main():
 @arch_option
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Default: dist/NAME-VERSION-VARIANT-ARCH.")
 @cache_option
-@click.option("--stub", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A stub prebuilt with `bundler stub` (e.g. on a machine of another architecture).")
+@click.option("--stub", type=STUB, envvar="BUNDLER_STUB", metavar="PATH|host",
+              help="A stub prebuilt with `bundler stub`, or `host` for one built from this host's Python (needs this "
+                   "host's glibc on the device). Default: the portable stub for --arch, built once in a Debian root.")
+@mirror_option
 @click.option("--level", type=LEVEL, default=19, show_default=True, help="zstd compression level.")
 @click.option("--locked", is_flag=True, help="Refuse any source or image that the lock (bundle.toml: bundle.lock) or the manifest does not pin.")
 @click.option("--offline", is_flag=True, envvar="BUNDLER_OFFLINE", help="Use only the cache; never touch the network.")
@@ -101,13 +119,13 @@ def main():
 @click.option("--require-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="PUB",
               help="Make the bundle refuse to install unless signed by this key (needs --sign with its pair).")
 @json_option
-def make(manifest, variant, arch, output, cache_dir, stub, level, locked, offline, insecure_registries, layers,
+def make(manifest, variant, arch, output, cache_dir, stub, mirror, level, locked, offline, insecure_registries, layers,
          sign, require_key, as_json):
     """Build the bundle executable."""
     from .make import MakeRequest, make as run_make
 
-    request = MakeRequest(manifest=manifest, variant=variant, arch=arch, output=output, stub=stub, level=level,
-                          locked=locked, offline=offline, insecure_registries=tuple(insecure_registries),
+    request = MakeRequest(manifest=manifest, variant=variant, arch=arch, output=output, stub=stub, mirror=mirror,
+                          level=level, locked=locked, offline=offline, insecure_registries=tuple(insecure_registries),
                           layers=layers, sign=sign, require_key=require_key)
     output, index = run_make(request, _cache(cache_dir), log=_log)
     if as_json:
@@ -131,13 +149,16 @@ def _made(output, index):
 @manifest_option
 @arch_option
 @click.option("--all-arches", is_flag=True, help="Fetch the sources of every architecture.")
+@click.option("--stubs", is_flag=True, help="Also build (or find) the portable stub of each of those architectures.")
+@mirror_option
 @cache_option
 @insecure_option
-def fetch(manifest, arch, all_arches, cache_dir, insecure_registries):
+def fetch(manifest, arch, all_arches, stubs, mirror, cache_dir, insecure_registries):
     """Fill the cache without building, for a later `make --offline` on an air-gapped host."""
     from .commands import fetch_all
 
-    fetch_all(manifest, arch, all_arches, _cache(cache_dir), insecure_registries, log=_log)
+    fetch_all(manifest, arch, all_arches, _cache(cache_dir), insecure_registries, log=_log, stubs=stubs,
+              mirror=mirror)
 
 
 @main.command()
@@ -188,10 +209,27 @@ def keygen(prefix):
 
 
 @main.command()
+@click.option("--arch", type=ARCH, help="Target architecture (default: this host's).")
+@click.option("--host", "host_python", is_flag=True,
+              help="Build from this host's own Python instead (quick, but the device then needs this host's glibc).")
+@mirror_option
 @cache_option
-def stub(cache_dir):
-    """Build (or find in the cache) the stub for this host's architecture and print its path."""
+def stub(arch, host_python, mirror, cache_dir):
+    """Build (or find in the cache) a stub and print its path: by default the portable stub for ARCH, built in
+    a Debian root of that architecture."""
     from .arch import host_arch
-    from .stubbuild import build_stub
+    from .glibc import format_version, stub_floor
 
-    click.echo(str(build_stub(_cache(cache_dir), host_arch(), log=_log)))
+    cache = _cache(cache_dir)
+    if host_python:
+        if arch not in (None, host_arch()):
+            raise UsageError("--host builds for this %s host only; drop --arch %s or --host" % (host_arch(), arch))
+        from .stubbuild import host_stub
+
+        path = host_stub(cache, log=_log)
+    else:
+        from .portable import portable_stub
+
+        path = portable_stub(cache, arch or host_arch(), mirror=mirror, log=_log)
+    _log("stub glibc floor: %s" % format_version(stub_floor(path)[0]))
+    click.echo(str(path))

@@ -53,7 +53,7 @@ def _complete_arches(manifest, log=print):
     return complete
 
 
-def fetch_all(manifest_path, arch, all_arches, cache, insecure_registries, log=print):
+def fetch_all(manifest_path, arch, all_arches, cache, insecure_registries, log=print, stubs=False, mirror=None):
     from .arch import host_arch
 
     manifest = load_manifest(manifest_path)
@@ -63,6 +63,11 @@ def fetch_all(manifest_path, arch, all_arches, cache, insecure_registries, log=p
     from .manifest.model import Variant
 
     arches = _complete_arches(manifest, log) if all_arches else [arch or host_arch()]
+    if stubs:  # what cannot be built fails now, before the downloads
+        from .portable import check_can_build
+
+        for a in arches:
+            check_can_build(cache, a, mirror=mirror)
 
     for a in arches:
         manifest.check_arch(a)
@@ -71,6 +76,11 @@ def fetch_all(manifest_path, arch, all_arches, cache, insecure_registries, log=p
         with registry_client(insecure_registries) as client:
             everything = Variant("all", tuple(i.name for i in manifest.images))
             embed_images(pin_images(manifest, everything, lock, a, client, False, log=log), client, cache, log=log)
+    if stubs:
+        from .portable import portable_stub
+
+        for a in arches:
+            log("portable %s stub: %s" % (a, portable_stub(cache, a, mirror=mirror, log=log)))
     log("cache filled for %s: %s" % (", ".join(arches), cache.root))
 
 

@@ -10,6 +10,7 @@ from payload.elf import elf_machine, find_section
 from payload import fs
 from payload.errors import HostError, UsageError
 
+from .abigate import check_files, check_stub as check_stub_glibc
 from .arch import host_arch
 from .assemble import build_index, write_bundle
 from .compress import compress
@@ -21,7 +22,8 @@ from .manifest import load_manifest
 from .manifest.model import IMAGES_GROUP
 from .signing import Signing
 from .sources import gather_files
-from .stubbuild import build_stub
+from .glibc import format_version, stub_floor
+from .stubbuild import HOST
 
 DEFAULT_LEVEL = 19
 
@@ -32,7 +34,8 @@ class MakeRequest:
     variant: Optional[str] = None
     arch: Optional[str] = None
     output: Optional[Path] = None
-    stub: Optional[Path] = None
+    stub: Optional[Path] = None          # a prebuilt stub, or "host" (this host's Python); default: portable
+    mirror: Optional[str] = None         # Debian mirror for building the portable stub
     level: int = DEFAULT_LEVEL
     locked: bool = False
     offline: bool = False
@@ -56,6 +59,24 @@ def check_stub(path, arch):
             raise UsageError("stub %s has no PyInstaller `pydata` section; build it with `bundler stub`" % path)
 
 
+def stub_plan(request, cache, arch, log=print):
+    """Check now that a stub for `arch` can be had; returns the function that gets it (a build can take minutes)."""
+    if request.stub == HOST:
+        if arch != host_arch():
+            raise UsageError("--stub host builds for this %s host only; for %s drop --stub (the portable stub) or "
+                             "pass a stub built for %s" % (host_arch(), arch, arch))
+        from .stubbuild import host_stub
+
+        return lambda: host_stub(cache, log=log)
+    if request.stub is not None:
+        check_stub(request.stub, arch)
+        return lambda: Path(request.stub)
+    from .portable import check_can_build, portable_stub
+
+    check_can_build(cache, arch, request.offline, request.mirror)
+    return lambda: portable_stub(cache, arch, mirror=request.mirror, offline=request.offline, log=log)
+
+
 def registry_client(insecure_registries=()):
     """A registry client for the build host (requests is only imported when a registry is used)."""
     from payload.oci.registry import RegistryClient
@@ -73,25 +94,32 @@ def make(request, cache, log=print):
     variant = manifest.variant(request.variant)
     arch = request.arch or host_arch()
     manifest.check_arch(arch)
-    if request.stub is not None:
-        check_stub(request.stub, arch)
+    get_stub = stub_plan(request, cache, arch, log)
     signing = Signing.from_paths(request.sign, request.require_key)  # before the long part: a bad key fails now
     lock_path = lock_path_for(manifest.path)
     output = Path(request.output) if request.output else default_output(manifest, variant.name, arch)
     check_output(output, _inputs(request, manifest, lock_path, arch))  # before the long part too
     lock = Lock.load(lock_path)
     members_by_group = gather_files(manifest, arch, lock, cache, locked=request.locked, offline=request.offline)
+    files_floor = check_files(members_by_group, arch, manifest.min_glibc)
     with registry_client(request.insecure_registries) as client:
         # Offline, a tag cannot be resolved: every image must be pinned (and its blobs come from the cache).
         pinned = pin_images(manifest, variant, lock, arch, client, request.locked or request.offline, log=log)
         image_members, image_records = embed_images(pinned, client, cache, request.layers, log=log)
     if image_members:
         members_by_group[IMAGES_GROUP] = image_members
-    stub = request.stub or build_stub(cache, arch, log=log)
+    stub = get_stub()
+    floor = stub_floor(stub)[0]
+    check_stub_glibc(floor, manifest.min_glibc, stub)
+    log("glibc floor: %s (stub %s, files %s)%s" % (
+        format_version(max(floor, files_floor) if floor and files_floor else floor or files_floor),
+        format_version(floor), format_version(files_floor),
+        "" if manifest.min_glibc else "; set [bundle] min_glibc to enforce one"))
     groups = [compress(cache, name, members, request.level, log=log) for name, members in members_by_group.items()]
     identity = {"name": manifest.name, "version": manifest.version, "variant": variant.name, "arch": arch,
                 "entrypoint": list(manifest.entrypoint), "description": manifest.description}
-    index = build_index(identity, groups, images=image_records, require_key=signing.require_key_id)
+    index = build_index(identity, groups, images=image_records, require_key=signing.require_key_id,
+                        min_glibc=format_version(floor) if floor else None)
     try:
         write_bundle(stub, index, groups, output, sign=signing.signature_block)
     except OSError as exc:
@@ -103,7 +131,8 @@ def _inputs(request, manifest, lock_path, arch):
     """Every file `make` reads that a user names: an output equal to one of them is refused."""
     from .download import is_local, local_path
 
-    paths = [request.manifest, lock_path, request.stub, request.sign, request.require_key]
+    paths = [request.manifest, lock_path, None if request.stub == HOST else request.stub, request.sign,
+             request.require_key]
     for spec in manifest.files:
         url = manifest.resolve_url(manifest.source_for(spec, arch))
         if is_local(url):

@@ -1,5 +1,9 @@
-"""The stub: a PyInstaller one-file build of stub/ (with payload/), made once per (sources, PyInstaller,
-Python, architecture) and cached."""
+"""The stub: a PyInstaller one-file build of stub/ (with payload/), made once and cached.
+
+Two kinds: a portable stub built in a Debian root of the target architecture (bundler/portable.py; the
+default), and one built from this host's own Python (`bundler stub --host`, `make --stub host`): quick to make,
+but it needs the build host's glibc on the device.
+"""
 
 import hashlib
 import os
@@ -7,11 +11,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from importlib import metadata
 from pathlib import Path
 
 from payload import fs
 from payload import progress as progress_display
-from payload.errors import BundleError, UsageError
+from payload.errors import BundleError
 
 from .arch import host_arch
 from .cache import file_sha256
@@ -25,47 +30,73 @@ EXCLUDES = ("tkinter", "unittest", "pydoc", "pydoc_data", "lib2to3", "distutils"
             "pip", "test", "xmlrpc", "sqlite3", "multiprocessing", "asyncio", "concurrent", "curses", "readline",
             "doctest", "ftplib", "cryptography", "click", "bundler", "PyInstaller", "inspect",
             "zstandard._cffi", "_cffi_backend", "charset_normalizer")
+HOST = "host"  # `make --stub host`: the stub built from this host's Python
 
 
-def _sources_digest():
+def run_side_files():
+    """The run side's sources, as paths relative to the project: what a stub is built from."""
+    return [path.relative_to(PROJECT) for package in RUN_SIDE for path in sorted((PROJECT / package).rglob("*.py"))]
+
+
+def sources_digest():
     sha = hashlib.sha256()
-    for package in RUN_SIDE:
-        for path in sorted((PROJECT / package).rglob("*.py")):
-            sha.update(str(path.relative_to(PROJECT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for relative in run_side_files():
+        sha.update(str(relative).encode() + b"\0" + (PROJECT / relative).read_bytes() + b"\0")
     return sha.hexdigest()
 
 
-def stub_key():
-    import PyInstaller
+def versions():
+    """The PyInstaller and zstandard versions of this host: portable stubs are built with the same ones."""
+    return metadata.version("pyinstaller"), metadata.version("zstandard")
 
-    material = "|".join([_sources_digest(), PyInstaller.__version__, sys.version, host_arch()])
+
+def pyinstaller_command(python, project, tmp):
+    """The PyInstaller one-file build of the stub from the sources under `project`, working in `tmp`."""
+    cmd = [python, "-m", "PyInstaller", "--onefile", "--strip", "--noconfirm", "--clean", "--log-level=WARN",
+           "--name", "stub", "--distpath", os.path.join(tmp, "dist"), "--workpath", os.path.join(tmp, "build"),
+           "--specpath", tmp, "--paths", str(project)]
+    for module in EXCLUDES:
+        cmd += ["--exclude-module", module]
+    return cmd + [os.path.join(str(project), "stub", "__main__.py")]
+
+
+def stub_key():
+    material = "|".join([sources_digest(), versions()[0], sys.version, host_arch()])
     return hashlib.sha256(material.encode()).hexdigest()[:24]
 
 
-def build_stub(cache, arch, log=print):
-    """Return the path of a cached stub for `arch`, building it if needed (host architecture only)."""
-    if arch != host_arch():
-        raise UsageError("cannot build a stub for %s on this %s host (PyInstaller does not cross-build); build one on "
-                         "a %s machine with `bundler stub` and pass it with --stub PATH" % (arch, host_arch(), arch))
-    path = cache.dir("stubs") / ("stub-%s-%s" % (arch, stub_key()))
+def cached_stub(cache, path):
+    """Whether the stub at `path` is in the cache and still the bytes it was built as (a damaged one is dropped)."""
+    if not path.exists():
+        return False
     checksum = path.with_name(path.name + ".sha256")
-    if path.exists():
-        try:
-            recorded = checksum.read_text().strip()
-        except FileNotFoundError:  # a stub cached before checksums were kept: record what it is now
-            recorded = file_sha256(path)
-            fs.write_atomic(checksum, recorded + "\n", temp_dir=cache.tmp)
-        if file_sha256(path) == recorded:
-            return path
-        cache.drop(path, "it does not match the sha256 recorded when it was built")
-    log("building the stub with PyInstaller (once per stub version; about a minute)...")
+    try:
+        recorded = checksum.read_text().strip()
+    except FileNotFoundError:  # a stub cached before checksums were kept: record what it is now
+        recorded = file_sha256(path)
+        fs.write_atomic(checksum, recorded + "\n", temp_dir=cache.tmp)
+    if file_sha256(path) == recorded:
+        return True
+    cache.drop(path, "it does not match the sha256 recorded when it was built")
+    return False
+
+
+def install_stub(cache, built, path):
+    """Copy a freshly built stub into the cache at `path`, atomically, with its sha256 beside it."""
+    with fs.atomic_path(path, mode=0o755, temp_dir=cache.tmp) as tmp_path:
+        shutil.copyfile(built, tmp_path)
+        fs.write_atomic(path.with_name(path.name + ".sha256"), file_sha256(tmp_path) + "\n", temp_dir=cache.tmp)
+    return path
+
+
+def host_stub(cache, log=print):
+    """The cached stub built from this host's Python (built now if needed): fast, but it needs this host's glibc."""
+    path = cache.dir("stubs") / ("stub-%s-%s" % (host_arch(), stub_key()))
+    if cached_stub(cache, path):
+        return path
+    log("building the stub with this host's Python and PyInstaller (once per stub version; about a minute)...")
     with tempfile.TemporaryDirectory(prefix="bundler-stub-") as tmp:
-        cmd = [sys.executable, "-m", "PyInstaller", "--onefile", "--strip", "--noconfirm", "--clean", "--log-level=WARN",
-               "--name", "stub", "--distpath", os.path.join(tmp, "dist"), "--workpath", os.path.join(tmp, "build"),
-               "--specpath", tmp, "--paths", str(PROJECT)]
-        for module in EXCLUDES:
-            cmd += ["--exclude-module", module]
-        cmd.append(str(PROJECT / "stub" / "__main__.py"))
+        cmd = pyinstaller_command(sys.executable, PROJECT, tmp)
         # A private PyInstaller cache: two builds sharing ~/.cache/pyinstaller with --clean break each other.
         env = dict(os.environ, PYINSTALLER_CONFIG_DIR=str(cache.dir("pyinstaller")))
         log_path = os.path.join(tmp, "pyinstaller.log")
@@ -73,10 +104,7 @@ def build_stub(cache, arch, log=print):
             with open(log_path, errors="replace") as output:
                 tail = output.read().strip().splitlines()[-5:]
             raise BundleError("PyInstaller failed to build the stub: %s" % " | ".join(tail))
-        with fs.atomic_path(path, mode=0o755, temp_dir=cache.tmp) as tmp_path:
-            shutil.copyfile(os.path.join(tmp, "dist", "stub"), tmp_path)
-            fs.write_atomic(checksum, file_sha256(tmp_path) + "\n", temp_dir=cache.tmp)
-    return path
+        return install_stub(cache, os.path.join(tmp, "dist", "stub"), path)
 
 
 def _run_with_progress(cmd, env, log_path):

@@ -177,9 +177,18 @@ def find_section(f, name):
     return sh[_SH_OFFSET], sh[_SH_SIZE]
 
 
-def elf_machine(f):
+def section_table(f, where=None):
+    """The byte order ('<' or '>') and every section of the ELF file `f` as (name, type, offset, size, link),
+    for build-side readers of other sections (bundler/glibc.py)."""
+    elf = _Elf(f, where or _where(f))
+    order = "<" if elf.ident[5] == 1 else ">"
+    return order, [(name, sh[_SH_TYPE], sh[_SH_OFFSET], sh[_SH_SIZE], sh[_SH_LINK])
+                   for name, sh in zip(elf.names, elf.sections)]
+
+
+def elf_machine(f, where=None):
     """The architecture of the ELF file `f`: amd64, arm64, arm, riscv64, i386, or machine-N for others."""
-    elf = _Elf(f, _where(f), with_sections=False)
+    elf = _Elf(f, where or _where(f), with_sections=False)
     key = (elf.machine, elf.is64)
     return arches.from_elf(*key) or _OTHER_MACHINES.get(key) or f"machine-{elf.machine}"
 

@@ -17,7 +17,7 @@ LAYER_MODES = (LAYERS_RAW, LAYERS_EXACT)
 
 _INDEX_KEYS = ("format", "name", "version", "variant", "arch", "bundler_version", "entrypoint", "groups", "entries",
                "images")
-_INDEX_OPTIONAL = ("require_key", "outside_sha256", "description")
+_INDEX_OPTIONAL = ("require_key", "outside_sha256", "description", "min_glibc")
 _GROUP_KEYS = ("name", "offset", "csize", "size", "sha256")
 _ENTRY_KEYS = ("path", "kind", "mode", "size", "sha256", "group", "offset")
 _IMAGE_KEYS = ("name", "ref", "platform", "digest", "embedded")
@@ -144,7 +144,7 @@ class Index(object):
     """What a bundle holds: identity, entrypoint, groups, entries and images."""
 
     def __init__(self, name, version, variant, arch, bundler_version, entrypoint, groups, entries,
-                 images=(), require_key=None, outside_sha256=None, description=None):
+                 images=(), require_key=None, outside_sha256=None, description=None, min_glibc=None):
         self.name = name
         self.version = version
         self.variant = variant
@@ -157,6 +157,7 @@ class Index(object):
         self.require_key = require_key
         self.outside_sha256 = outside_sha256  # payload/outside.py: the executable's bytes outside the section
         self.description = description
+        self.min_glibc = min_glibc  # the glibc the stub needs at least, "MAJOR.MINOR" (docs/devices.md)
 
     def to_json(self):
         doc = {
@@ -177,6 +178,8 @@ class Index(object):
             doc["outside_sha256"] = self.outside_sha256
         if self.description:
             doc["description"] = self.description
+        if self.min_glibc:
+            doc["min_glibc"] = self.min_glibc
         return doc
 
     def to_bytes(self):
@@ -285,5 +288,8 @@ class Index(object):
         _require(outside is None or rules.is_sha256(outside), "outside_sha256 is not a sha256")
         description = doc.get("description")
         _require(description is None or isinstance(description, str), "description is not a string")
+        min_glibc = doc.get("min_glibc")
+        _require(min_glibc is None or rules.is_glibc_version(min_glibc),
+                 "min_glibc %r is not a glibc version like 2.31" % (min_glibc,))
         return cls(doc["name"], doc["version"], doc["variant"], doc["arch"], doc["bundler_version"], ep,
-                   groups, entries, images, require_key, outside, description)
+                   groups, entries, images, require_key, outside, description, min_glibc)

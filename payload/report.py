@@ -31,6 +31,8 @@ def describe(payload, as_json=False):
             len(index.files()), index.installed_size / 1e6, index.payload_size / 1e6, len(index.groups)),
         "signed:     %s" % describe_signature(payload),
     ]
+    if index.min_glibc:
+        lines.append("glibc:      %s or newer (what the stub needs to start)" % index.min_glibc)
     for image in index.images:
         where = "embedded, %.1f MB of %s layers before compression" % (image.size / 1e6, image.layers) \
             if image.embedded else "pulled at run time"

@@ -13,6 +13,7 @@ VERSION_RULE = "use letters, digits and '.+_-', starting with a letter or digit"
 SHA256 = re.compile(r"[0-9a-f]{64}")
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 KEY_ID = re.compile(r"ed25519:[A-Za-z0-9+/]{43}=")  # a 32-byte public key in an index (require_key)
+GLIBC_VERSION = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})")  # "2.31": min_glibc in an index and a manifest
 PLATFORM = re.compile(r"[a-z0-9_.-]+/[a-z0-9_.-]+(/[a-z0-9_.-]+)?")
 MODE_TEXT = re.compile(r"0?[0-7]{3}")  # how a manifest writes a mode: "0755" or "755"
 MAX_MODE = 0o777  # no setuid, setgid or sticky bit
@@ -45,6 +46,10 @@ def is_digest(value):
 
 def is_key_id(value):
     return _fullmatch(KEY_ID, value)
+
+
+def is_glibc_version(value):
+    return _fullmatch(GLIBC_VERSION, value)
 
 
 def is_platform(value):

@@ -829,6 +829,99 @@ def image_figures(ws, sizes):
         shutil.rmtree(registry.workdir, ignore_errors=True)
 
 
+# ---------------------------------------------------------------- issue 8 figures: portable stubs
+
+def _portable(cache, arch):
+    """(stub, first `bundler stub --arch` seconds or None when it was cached already, the cached call's seconds)."""
+    from bundler.cache import Cache
+    from bundler.portable import cached_stub_path
+
+    was_cached = cached_stub_path(Cache(cache), arch).exists()
+    first, stub = timed(bundler, "stub", "--arch", arch, "--cache-dir", cache)
+    again, _ = timed(bundler, "stub", "--arch", arch, "--cache-dir", cache)
+    return Path(stub.splitlines()[-1]), (None if was_cached else first), again
+
+
+def figure_portable_stub_size(cache, arch):
+    from bundler.glibc import format_version, stub_floor
+
+    stub, first, again = _portable(cache, arch)
+    floor = stub_floor(stub)[0]
+    built = "first `bundler stub --arch %s` %.0f s" % (arch, first) if first is not None else \
+        "built by an earlier run"
+    return Figure("portable stub size, %s" % arch, stub.stat().st_size / MB, 10.0, unit="MB", details=[
+        "%s: %d bytes, glibc floor %s; %s, cached call %.2f s" % (stub.name, stub.stat().st_size,
+                                                                  format_version(floor), built, again)])
+
+
+HELLO_IN_ROOT = "/tmp/bench-hello"
+
+
+def _hello_in_root(cache, root, tgt):
+    """The PyInstaller hello-world, built in the arm64 root with the stub's own venv and options."""
+    from bundler import debian, portable
+    from bundler.cache import Cache
+
+    venv = portable._ensure_venv(Cache(cache), tgt, root, log)
+    work = root / HELLO_IN_ROOT.lstrip("/")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    (work / "hello.py").write_text(HELLO_PY)
+    run(debian.in_root(root, [venv + "/bin/python", "-m", "PyInstaller", *HELLO_OPTIONS, "--name", "hello",
+                              "--distpath", HELLO_IN_ROOT + "/dist", "--workpath", HELLO_IN_ROOT + "/build",
+                              "--specpath", HELLO_IN_ROOT, HELLO_IN_ROOT + "/hello.py"]))
+    return work / "dist" / "hello"
+
+
+def figure_arm64_startup(ws, cache, sizes):
+    """Installed start-up of an arm64 bundle under qemu / a PyInstaller hello-world built in the same arm64 root,
+    both started in that root (chroot, qemu-user-static through binfmt_misc)."""
+    from bundler import debian
+    from bundler.cache import Cache
+
+    stub, _, _ = _portable(cache, "arm64")
+    tgt = debian.target("arm64")
+    root = debian.root_dir(Cache(cache), tgt)
+    project = ws.dir / "arm64"
+    project.mkdir()
+    (project / "true.sh").write_text(TRUE_SCRIPT)
+    (project / "bundle.toml").write_text('[bundle]\nname = "arm64"\nversion = "1.0.0"\nentrypoint = ["bin/true"]\n'
+                                         '\n[[file]]\npath = "bin/true"\nmode = "0755"\nsource = { url = "true.sh" }\n')
+    app = root / "tmp" / "bench-arm64-app"
+    bundler("make", "--manifest", project / "bundle.toml", "--arch", "arm64", "--stub", stub, "--cache-dir",
+            ws.cache, "--level", "3", "--output", app)
+    hello = _hello_in_root(cache, root, tgt)
+    run(["mount", "-t", "proc", "proc", root / "proc"])
+    try:
+        env = ["/usr/bin/env", "-i", "PATH=/usr/bin:/bin", "HOME=/root"]
+        chroot = ["chroot", str(root)] + env
+        run(chroot + ["/tmp/bench-arm64-app", "--bundle-dir", "/tmp/bench-arm64-root"])  # install once
+        reps = max(5, sizes.start_reps // 3)
+        log("timing %d starts each of the arm64 bundle and hello-world under qemu" % reps)
+        samples, cpu = time_starts({"bundle": chroot + ["/tmp/bench-arm64-app", "--bundle-dir", "/tmp/bench-arm64-root"],
+                                    "hello": chroot + [HELLO_IN_ROOT + "/dist/hello"]}, reps, warmup=2)
+    finally:
+        run(["umount", root / "proc"])
+        app.unlink()
+        shutil.rmtree(root / "tmp" / "bench-arm64-root", ignore_errors=True)
+    t_bundle, t_hello = median(samples["bundle"]), median(samples["hello"])
+    return Figure("arm64 installed start-up under qemu / hello-world, same root", t_bundle / t_hello, 1.15, details=[
+        "arm64 bundle (installed, portable stub %.2f MB): %s" % (stub.stat().st_size / MB, spread(samples["bundle"])),
+        "hello-world --onefile --strip built in the root: %s, %.2f MB" % (spread(samples["hello"]),
+                                                                          hello.stat().st_size / MB),
+        "cpu time (user+sys): %.0f ms / %.0f ms -> %.3f" % (median(cpu["bundle"]) * 1e3, median(cpu["hello"]) * 1e3,
+                                                            median(cpu["bundle"]) / median(cpu["hello"]))])
+
+
+def device_figures(ws, cache, sizes, arches):
+    if os.geteuid() != 0:
+        raise SystemExit("bench: the portable stub figures build Debian roots: run as root, or pass --no-devices")
+    figures = [figure_portable_stub_size(cache, arch) for arch in arches]
+    if "arm64" in arches:
+        figures.append(figure_arm64_startup(ws, cache, sizes))
+    return figures
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -837,6 +930,11 @@ def main(argv=None):
                         help="bundler cache for the stub and the hello-world (default: bundler's own default)")
     parser.add_argument("--work-dir", help="where to build and install (default: a temp dir, removed afterwards)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir")
+    parser.add_argument("--arches", default="amd64,arm64",
+                        help="portable stubs to build and measure (default amd64,arm64; arm and riscv64 take about "
+                             "25 minutes each cold)")
+    parser.add_argument("--no-devices", action="store_true", help="leave out the portable stub figures")
+    parser.add_argument("--devices-only", action="store_true", help="only the portable stub figures")
     args = parser.parse_args(argv)
     for tool in ("zstd", "sha256sum", "bash"):
         if shutil.which(tool) is None:
@@ -851,8 +949,13 @@ def main(argv=None):
         cache = args.cache_dir or default_root()
         bench_cache = cache / "bench"
         private_pyinstaller_cache(bench_cache)
+        arches = [a for a in args.arches.split(",") if a]
+        if args.devices_only:
+            figures = device_figures(Workspace(work, None, bench_cache), cache, sizes, arches)
+            print_report(facts, figures, time.perf_counter() - began)
+            return 0
         log("building (or finding) the stub")
-        stub_seconds, stub = timed(bundler, "stub", "--cache-dir", cache)
+        stub_seconds, stub = timed(bundler, "stub", "--host", "--cache-dir", cache)
         stub = Path(stub.splitlines()[-1])
         ws = Workspace(work, stub, bench_cache)
         figures = figure_startup(ws, sizes, stub.stat().st_size, reuse_hello=args.quick)
@@ -864,6 +967,8 @@ def main(argv=None):
         figures.append(figure_extract(ws, bins, sizes, total))
         figures.append(figure_stored_size(bins, make_seconds, binaries, total, sizes.level))
         figures += image_figures(ws, sizes)
+        if not args.no_devices:
+            figures += device_figures(ws, cache, sizes, arches)
     finally:
         if args.keep:
             log("work dir kept: %s" % work)

@@ -212,7 +212,7 @@ def main(argv=None):
     try:
         cache = str(work / "cache")
         log("building the stub (once per stub version) and the bundles...")
-        stub = bundler("stub", *(["--cache-dir", args.cache_dir] if args.cache_dir else [])).stdout.strip()
+        stub = bundler("stub", "--host", *(["--cache-dir", args.cache_dir] if args.cache_dir else [])).stdout.strip()
         large, versions = build_bundles(work, cache, stub)
         build_seconds = time.monotonic() - began
 

@@ -10,6 +10,10 @@ if str(ROOT) not in sys.path:
 
 import pytest  # noqa: E402
 
+# Bundles made by the suite use the quick stub built from this host's Python (`make --stub host`), as they did
+# before portable stubs; tests/devices/ builds portable stubs in Debian roots and clears this for its own makes.
+os.environ.setdefault("BUNDLER_STUB", "host")
+
 from tests.fixtures.registry import BUSYBOX, ImageLayout  # noqa: E402
 
 
@@ -21,10 +25,10 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def stub_path(cache_dir):
-    """A real PyInstaller one-file stub for this host, built from the current sources."""
+    """A real PyInstaller one-file stub built from this host's Python and the current sources."""
     from tests.helpers import bundler
 
-    return Path(bundler("stub", "--cache-dir", cache_dir).stdout.strip())
+    return Path(bundler("stub", "--host", "--cache-dir", cache_dir).stdout.strip())
 
 
 ATTESTATION = {"vnd.docker.reference.type": "attestation-manifest"}

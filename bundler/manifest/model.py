@@ -84,6 +84,7 @@ class Manifest:
     files: list[FileSpec]
     images: list[ImageSpec]
     variants: dict[str, Variant]
+    min_glibc: tuple[int, int] | None = None  # the oldest glibc the bundle must start on (bundler/abigate.py)
 
     def file(self, path: str) -> FileSpec:
         for spec in self.files:

@@ -34,7 +34,7 @@ from .model import (
 
 
 _TOP_KEYS = ("bundle", "file", "image", "variants")
-_BUNDLE_KEYS = ("name", "version", "entrypoint", "description")
+_BUNDLE_KEYS = ("name", "version", "entrypoint", "description", "min_glibc")
 _FILE_KEYS = ("path", "mode", "group", "source")
 _SOURCE_KEYS = ("url", "sha256", "extract")
 _IMAGE_KEYS = ("name", "ref", "platform")
@@ -133,6 +133,7 @@ class _Reader:
         entrypoint = self.read_entrypoint(bundle, files)
         images = self.read_images(self.array_of_tables(data, "image"))
         variants = self.read_variants(data.get("variants"), images)
+        min_glibc = self.read_min_glibc(bundle)
         return Manifest(
             path=self.path,
             dir=self.dir,
@@ -143,7 +144,18 @@ class _Reader:
             files=files,
             images=images,
             variants=variants,
+            min_glibc=min_glibc,
         )
+
+    def read_min_glibc(self, bundle: dict) -> tuple[int, int] | None:
+        text = self.string(bundle, "min_glibc", ("bundle",), "[bundle]", '"2.31"', required=False)
+        if text is None:
+            return None
+        if not rules.is_glibc_version(text):
+            self.fail(self.lines.line(("bundle",), "min_glibc"),
+                      f"min_glibc '{text}' is not a glibc version; write MAJOR.MINOR, e.g. min_glibc = \"2.31\"")
+        major, minor = text.split(".")
+        return int(major), int(minor)
 
     def read_name(self, bundle: dict) -> str:
         name = self.string(bundle, "name", ("bundle",), "[bundle]", '"demo"')

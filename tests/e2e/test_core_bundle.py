@@ -175,6 +175,8 @@ def test_payload_goes_into_a_stub_of_another_architecture(tmp_path, cache_dir, s
     data[18:20] = (183).to_bytes(2, "little")  # e_machine of an ELF64 little-endian header
     foreign.write_bytes(bytes(data))
     project = write_project(tmp_path / "project")
+    manifest = project / "bundle.toml"  # an arm64 bundle takes no amd64 binary (the ABI gate refuses it)
+    manifest.write_text(manifest.read_text().replace('url = "file:///usr/bin/crun"', 'url = "hello.sh"'))
     out = tmp_path / "demo-arm64"
     bundler("make", "--arch", "arm64", "--stub", foreign, "--cache-dir", cache_dir, "--level", "3", "-o", out,
             cwd=project)

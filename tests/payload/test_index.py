@@ -30,6 +30,12 @@ def test_round_trip_keeps_identity_and_id():
     assert index.installed_size == 35 and index.payload_size == 150
 
 
+def test_min_glibc_is_optional_and_kept():
+    assert "min_glibc" not in json.loads(_index())
+    index = Index.from_bytes(_index(min_glibc="2.31"), 150)
+    assert index.min_glibc == "2.31" and index.to_json()["min_glibc"] == "2.31"
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: d["entries"][0].update(path="../etc/passwd"), "'..'"),
     (lambda d: d["entries"][0].update(path="/etc/passwd"), "absolute"),
@@ -47,6 +53,8 @@ def test_round_trip_keeps_identity_and_id():
     (lambda d: d.update(format=99), "format 99"),
     (lambda d: d.update(entrypoint=[]), "entrypoint"),
     (lambda d: d.update(name=""), "name is missing"),
+    (lambda d: d.update(min_glibc="2.31.1"), "min_glibc"),
+    (lambda d: d.update(min_glibc=2.31), "min_glibc"),
 ])
 def test_index_that_lies_is_refused(mutate, message):
     doc = json.loads(_index())

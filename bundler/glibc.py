@@ -1,0 +1,128 @@
+"""The glibc floor of ELF files: the highest GLIBC_x.y symbol version they need (SHT_GNU_verneed).
+
+A PyInstaller one-file stub carries its shared libraries (libpython, libcrypto, ...) zlib-compressed inside its
+CArchive (the `pydata` section), so the stub's floor is the highest of the bootloader's and theirs. The release a
+stub was built on is never assumed: the floor is read from the bytes.
+"""
+
+import io
+import re
+import struct
+import zlib
+
+from payload import rules
+from payload.elf import find_section, section_table
+from payload.errors import IntegrityError
+
+ELF_MAGIC = b"\x7fELF"
+_SHT_GNU_VERNEED = 0x6FFFFFFE
+_GLIBC = re.compile(rb"GLIBC_(\d+)\.(\d+)(?:\.(\d+))?\Z")
+
+# PyInstaller's CArchive (PyInstaller/archive/readers.py): a cookie at its end, a table of contents.
+_COOKIE_MAGIC = b"MEI\014\013\012\013\016"
+_COOKIE = struct.Struct("!8sIIII64s")
+_TOC_ENTRY = struct.Struct("!IIIIBc")
+
+
+def parse_version(text):
+    """'2.31' -> (2, 31); None when it is not MAJOR.MINOR."""
+    match = rules.GLIBC_VERSION.fullmatch(str(text).strip())
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def format_version(version):
+    return "%d.%d" % version if version else "none"
+
+
+def _string_at(table, offset):
+    end = table.find(b"\0", offset)
+    return table[offset:end] if 0 <= offset < len(table) and end >= 0 else b""
+
+
+def glibc_needs(f, where):
+    """The set of (major, minor) GLIBC versions the ELF file `f` needs; empty for a static or non-glibc file."""
+    order, sections = section_table(f, where)
+    needs = set()
+    verneed = struct.Struct(order + "HHIII")   # vn_version, vn_cnt, vn_file, vn_aux, vn_next
+    vernaux = struct.Struct(order + "IHHII")   # vna_hash, vna_flags, vna_other, vna_name, vna_next
+    for name, kind, offset, size, link in sections:
+        if kind != _SHT_GNU_VERNEED:
+            continue
+        if not 0 < link < len(sections):
+            raise _damaged(where, "section %s links to no string table" % name)
+        data = _read(f, offset, size, where)
+        strings = _read(f, sections[link][2], sections[link][3], where)
+        at = 0
+        for _ in range(size // verneed.size + 1):  # bounded: a looping chain in a damaged file cannot hang
+            if at + verneed.size > len(data):
+                raise _damaged(where, "version needs run past section %s" % name)
+            _, count, _, aux, step = verneed.unpack_from(data, at)
+            here = at + aux
+            for _ in range(count):
+                if here + vernaux.size > len(data):
+                    raise _damaged(where, "version needs run past section %s" % name)
+                _, _, _, name_at, aux_step = vernaux.unpack_from(data, here)
+                match = _GLIBC.match(_string_at(strings, name_at))
+                if match:
+                    needs.add((int(match.group(1)), int(match.group(2))))
+                here += aux_step
+            if not step:
+                break
+            at += step
+    return needs
+
+
+def _read(f, offset, size, where):
+    f.seek(offset)
+    data = f.read(size)
+    if len(data) != size:
+        raise _damaged(where, "a section lies past the end of the file")
+    return data
+
+
+def _damaged(where, what):
+    return IntegrityError("%s: not a valid ELF file: %s; the file is damaged or truncated" % (where, what))
+
+
+def archive_elves(f, where):
+    """(name, bytes) of every ELF file inside the PyInstaller CArchive of the stub `f` (its `pydata` section)."""
+    span = find_section(f, "pydata")
+    if span is None:
+        return []
+    data = _read(f, span[0], span[1], where)
+    cookie_at = data.rfind(_COOKIE_MAGIC)
+    if cookie_at < 0 or cookie_at + _COOKIE.size > len(data):
+        raise IntegrityError("%s: its pydata section holds no PyInstaller archive; rebuild the stub" % where)
+    _, length, toc_at, toc_size, _, _ = _COOKIE.unpack_from(data, cookie_at)
+    start = cookie_at + _COOKIE.size - length
+    toc = data[start + toc_at:start + toc_at + toc_size]
+    if start < 0 or len(toc) != toc_size:
+        raise IntegrityError("%s: its PyInstaller archive is damaged; rebuild the stub" % where)
+    elves = []
+    at = 0
+    while at + _TOC_ENTRY.size <= len(toc):
+        size, offset, stored, _, compressed, _ = _TOC_ENTRY.unpack_from(toc, at)
+        if size < _TOC_ENTRY.size:
+            raise IntegrityError("%s: its PyInstaller archive is damaged; rebuild the stub" % where)
+        name = toc[at + _TOC_ENTRY.size:at + size].rstrip(b"\0").decode("utf-8", "replace")
+        at += size
+        member = data[start + offset:start + offset + stored]
+        head = zlib.decompressobj().decompress(member, len(ELF_MAGIC)) if compressed else member[:len(ELF_MAGIC)]
+        if head == ELF_MAGIC:
+            elves.append((name, zlib.decompress(member) if compressed else member))
+    return elves
+
+
+def floor_of_file(path):
+    """The highest GLIBC version the ELF file at `path` needs, or None."""
+    with open(path, "rb") as f:
+        return max(glibc_needs(f, str(path)), default=None)
+
+
+def stub_floor(path):
+    """(floor, {file: floor}) of a PyInstaller stub: the bootloader and every ELF file inside its archive."""
+    with open(path, "rb") as f:
+        floors = {"bootloader": max(glibc_needs(f, str(path)), default=None)}
+        for name, data in archive_elves(f, str(path)):
+            floors[name] = max(glibc_needs(io.BytesIO(data), "%s in %s" % (name, path)), default=None)
+    return max((v for v in floors.values() if v), default=None), floors

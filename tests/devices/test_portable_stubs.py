@@ -1,0 +1,142 @@
+"""Portable stubs built in Debian roots, and bundles made with them started inside such roots: amd64 in Debian 11
+(glibc 2.31) natively, arm64 under qemu-user-static. The roots and stubs are built once per session (or found in
+$BUNDLER_TEST_ROOTS_CACHE)."""
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bundler.glibc import stub_floor
+from tests.fixtures.devices import PORTABLE, portable_stub, require_root_tools, roots_cache, run_in_root, write_project
+from tests.helpers import bundler, run
+
+pytestmark = pytest.mark.slow
+
+REPORT = """#!/bin/sh
+echo "machine $(uname -m)"
+echo "glibc $(getconf GNU_LIBC_VERSION)"
+echo "arch $BUNDLE_ARCH"
+"""
+
+
+@pytest.fixture(scope="session")
+def devices_cache(cache_dir):
+    return roots_cache(cache_dir)
+
+
+@pytest.fixture(scope="session")
+def amd64(devices_cache):
+    require_root_tools("amd64")
+    return portable_stub(devices_cache, "amd64")
+
+
+@pytest.fixture(scope="session")
+def arm64(devices_cache):
+    require_root_tools("arm64")
+    return portable_stub(devices_cache, "arm64")
+
+
+def readelf(*args):
+    return subprocess.run(["readelf", *map(str, args)], stdout=subprocess.PIPE, text=True, check=True).stdout
+
+
+def test_amd64_bundle_made_the_default_way_starts_in_debian_11(amd64, devices_cache, tmp_path):
+    stub, root, _ = amd64
+    script = tmp_path / "report.sh"
+    script.write_text(REPORT)
+    project = write_project(tmp_path / "p", {"bin/report": script}, ["bin/report"])
+    made = bundler("make", "--cache-dir", devices_cache, "--level", "3", "-o", tmp_path / "app", cwd=project,
+                   env=PORTABLE)
+    assert "building the portable" not in made.stderr  # the session's stub, found in the cache
+    ran = run_in_root(root, tmp_path / "app")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines() == ["machine x86_64", "glibc 2.31", "arch amd64"]
+    # The same bundle with the host's stub dies there: the root really is older than this host.
+    bundler("make", "--stub", "host", "--cache-dir", devices_cache, "--level", "3", "-o", tmp_path / "host-app",
+            cwd=project)
+    dead = run_in_root(root, tmp_path / "host-app")
+    assert dead.returncode != 0 and "GLIBC_2.3" in dead.stderr
+
+
+def test_arm64_bundle_installs_verifies_and_runs_its_arm64_binary_under_qemu(arm64, devices_cache, tmp_path):
+    stub, root, _ = arm64
+    uname = root / "bin" / "uname"  # a real arm64 binary, from the arm64 root itself
+    assert "AArch64" in readelf("-h", uname)
+    project = write_project(tmp_path / "p", {"bin/uname": uname}, ["bin/uname", "-m"])
+    made = bundler("make", "--arch", "arm64", "--cache-dir", devices_cache, "--level", "3", "-o", tmp_path / "app",
+                   cwd=project, env=PORTABLE)
+    assert re.search(r"glibc floor: \S+ \(stub \S+, files \S+\)", made.stderr), made.stderr
+    assert "AArch64" in readelf("-h", tmp_path / "app")
+    first = run_in_root(root, tmp_path / "app")
+    assert first.returncode == 0 and first.stdout == "aarch64\n", first.stderr
+    assert any(Path(root, "var/lib/devices").glob("*/bin/uname"))  # installed inside the root, as root there
+    again = run_in_root(root, tmp_path / "app")
+    assert again.returncode == 0 and again.stdout == "aarch64\n"
+    verified = run_in_root(root, tmp_path / "app", "--bundle-verify")
+    assert verified.returncode == 0 and "ok" in verified.stdout, verified.stderr
+    info = json.loads(run_in_root(root, tmp_path / "app", "--bundle-info", "--json").stdout)
+    assert info["arch"] == "arm64" and info["min_glibc"]
+
+
+@pytest.mark.parametrize("which", ["amd64", "arm64"])
+def test_portable_stub_floor_is_read_from_its_files_and_fits_debian_11(which, request, tmp_path):
+    stub, root, _ = request.getfixturevalue(which)
+    floor, floors = stub_floor(stub)
+    bootloader = re.findall(r"Name: GLIBC_(\d+)\.(\d+)", readelf("-V", "-W", stub))
+    assert floors["bootloader"] == max((int(a), int(b)) for a, b in bootloader)
+    assert any(name.startswith("libpython3.9") for name in floors)
+    root_glibc = subprocess.run(["chroot", str(root), "getconf", "GNU_LIBC_VERSION"], stdout=subprocess.PIPE,
+                                text=True, check=True).stdout.split()[1]
+    assert root_glibc == "2.31" and floor <= (2, 31)
+    assert stub.stat().st_size < 12e6
+
+
+def test_second_stub_call_finds_the_cached_stub(arm64, devices_cache):
+    stub, _, _ = arm64
+    before = stub.stat().st_mtime_ns
+    again = bundler("stub", "--arch", "arm64", "--cache-dir", devices_cache)
+    assert Path(again.stdout.strip()) == stub and "building" not in again.stderr
+    assert stub.stat().st_mtime_ns == before
+
+
+def test_fetch_stubs_then_offline_make_on_a_copy_of_the_cache(arm64, devices_cache, tmp_path):
+    stub, root, _ = arm64
+    project = write_project(tmp_path / "p", {"bin/uname": root / "bin" / "uname"}, ["bin/uname", "-m"])
+    fetched = bundler("fetch", "--arch", "arm64", "--stubs", "--cache-dir", devices_cache, cwd=project)
+    assert "portable arm64 stub: %s" % stub in fetched.stderr
+    # The air-gapped host: only the stubs and the fetched sources travel (no roots, no network).
+    airgap = tmp_path / "airgap-cache"
+    airgap.mkdir()
+    for kind in ("stubs", "blobs", "maps"):
+        subprocess.run(["cp", "-a", str(devices_cache / kind), str(airgap / kind)], check=True)
+    made = bundler("make", "--arch", "arm64", "--offline", "--cache-dir", airgap, "-o", tmp_path / "app", cwd=project,
+                   env=PORTABLE)
+    assert "building" not in made.stderr
+    assert run_in_root(root, tmp_path / "app").stdout == "aarch64\n"
+
+
+def test_offline_make_without_a_cached_stub_fails_at_once_naming_fetch(tmp_path):
+    project = write_project(tmp_path / "p", {"bin/busybox": "/bin/busybox"}, ["bin/busybox"])
+    result = bundler("make", "--arch", "arm64", "--offline", "--cache-dir", tmp_path / "cache", cwd=project,
+                     env=PORTABLE, check=False)
+    assert result.returncode == 4 and "bundler fetch --stubs --arch arm64" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_without_root_the_stub_build_says_what_is_needed(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip(reason="needs root to drop to another user for the test")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    os.chmod(tmp_path, 0o777)
+    os.chmod(cache, 0o777)
+    env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", os.sys.executable, "-m",
+                             "bundler", "stub", "--arch", "arm64", "--cache-dir", str(cache)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 4, result.stderr
+    assert "needs root" in result.stderr and "--stub PATH" in result.stderr and "Traceback" not in result.stderr
