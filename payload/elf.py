@@ -197,9 +197,12 @@ def _align_up(value, alignment):
     return (value + alignment - 1) // alignment * alignment
 
 
-def insert_section(src_path, dst_path, name, content_path, before="pydata", align=16):
+def insert_section(src_path, dst_path, name, content_path, before="pydata", align=16, replace=False):
     """Write dst_path: src_path with a new non-loaded section `name`, holding content_path's bytes, placed in
-    the file (and in the section header table) right before the section `before`."""
+    the file (and in the section header table) right before the section `before`.
+
+    With `replace`, a section `name` that src_path already has right before `before` (as this function put it
+    there) is replaced by the new content, larger or smaller; without, such a section is refused."""
     if not name or "\0" in name:
         raise UsageError(f"section name {name!r} is not valid: use a short non-empty name")
     if align < 1 or align & (align - 1):
@@ -208,7 +211,7 @@ def insert_section(src_path, dst_path, name, content_path, before="pydata", alig
         if os.path.exists(dst_path) and os.path.exists(other) and os.path.samefile(dst_path, other):
             raise UsageError(f"{dst_path}: output would overwrite an input; choose another output path")
     with _open_input(src_path, "stub") as src, _open_input(content_path, "section content") as content:
-        plan = _Plan(_Elf(src, src_path), name, before, align, os.fstat(content.fileno()).st_size)
+        plan = _Plan(_Elf(src, src_path), name, before, align, os.fstat(content.fileno()).st_size, replace)
         try:
             with open(dst_path, "wb") as out:
                 plan.write(src, content, out)
@@ -237,11 +240,12 @@ def _remove_quietly(path):
 class _Plan:
     """Where every piece of the new file goes, checked before a single byte is written."""
 
-    def __init__(self, elf, name, before, align, content_size):
+    def __init__(self, elf, name, before, align, content_size, replace=False):
         self.elf = elf
         self.content_size = content_size
         where = elf.where
-        if elf.index_of(name) is not None:
+        existing = elf.index_of(name)
+        if existing is not None and not replace:
             raise UsageError(f"{where} already has a section {name!r}; start again from a fresh stub")
         index = elf.index_of(before)
         if index is None or not elf.has_data(elf.sections[index]):
@@ -250,25 +254,43 @@ class _Plan:
         for number, sh in enumerate(elf.sections):
             if elf.has_data(sh) and sh[_SH_OFFSET] + sh[_SH_SIZE] > elf.file_size:
                 raise _damaged(where, f"section {elf.names[number]!r} lies past the end of the file")
-        self.insert_at = index
         start = self.start = elf.sections[index][_SH_OFFSET]
+        # Bytes from keep_end on are rewritten: the new content goes there, then everything from `start` moves.
+        self.replacing = existing is not None
+        self.insert_at = existing if self.replacing else index
+        self.keep_end = self._replaced_span(name, before, existing, index) if self.replacing else start
         self._check_nothing_loaded_moves(before)
-        self._check_no_references_move(before)
+        if not self.replacing:  # a replaced section keeps its number: nothing is renumbered
+            self._check_no_references_move(before)
 
         step = self._shift_step()
-        self.content_offset = _align_up(start, align)
+        self.content_offset = _align_up(self.keep_end, align)
+        # Negative when the new content is smaller than what it replaces: the moved bytes then move down.
         self.shift = _align_up(self.content_offset + content_size - start, step)
         self.tail_end = self._tail_end()
-        self.shstrtab = elf.shstrtab + name.encode("utf-8") + b"\0"
+        self.shstrtab = elf.shstrtab if self.replacing else elf.shstrtab + name.encode("utf-8") + b"\0"
         self.shstrtab_offset = self.tail_end + self.shift
         self.shoff = _align_up(self.shstrtab_offset + len(self.shstrtab), step)
-        self.total_size = self.shoff + (len(elf.sections) + 1) * elf.sh_struct.size
+        self.total_size = self.shoff + (len(elf.sections) + (0 if self.replacing else 1)) * elf.sh_struct.size
         if self.total_size > elf.offset_limit:
             raise UsageError(f"{where} is a 32-bit ELF, which cannot hold a file of {self.total_size} bytes; "
                              "use a smaller payload")
         sections = self._new_sections(align)
         self.header = elf.ident + elf.header_struct.pack(*self._new_header(sections))
         self.section_table = b"".join(elf.sh_struct.pack(*sh) for sh in sections)
+
+    def _replaced_span(self, name, before, existing, index):
+        """Where the section being replaced starts; it must sit right before `before`, with nothing between."""
+        elf = self.elf
+        old = elf.sections[existing]
+        if existing != index - 1 or not elf.has_data(old) or old[_SH_OFFSET] + old[_SH_SIZE] > self.start:
+            raise UsageError(f"{elf.where}: section {name!r} is not right before {before!r}; this file was not "
+                             "written by bundler")
+        for number, sh in enumerate(elf.sections):
+            if number != existing and elf.has_data(sh) and old[_SH_OFFSET] <= sh[_SH_OFFSET] < self.start:
+                raise UsageError(f"{elf.where}: section {elf.names[number]!r} lies between {name!r} and "
+                                 f"{before!r}; this file was not written by bundler")
+        return old[_SH_OFFSET]
 
     def _new_sections(self, align):
         """The section headers with the new one at `before`'s index: moved offsets and later indexes fixed."""
@@ -277,6 +299,8 @@ class _Plan:
         for sh in sections[1:]:
             if sh[_SH_OFFSET] >= self.start:
                 sh[_SH_OFFSET] += self.shift
+            if self.replacing:
+                continue
             if index <= sh[_SH_LINK] < _SHN_LORESERVE:
                 sh[_SH_LINK] += 1
             uses_info = sh[_SH_TYPE] in (_SHT_REL, _SHT_RELA) or sh[_SH_FLAGS] & _SHF_INFO_LINK
@@ -287,8 +311,12 @@ class _Plan:
         for number, sh in enumerate(sections):
             if sh[_SH_OFFSET] > elf.offset_limit:
                 raise _damaged(elf.where, f"section {elf.names[number]!r} has an offset out of range")
-        sections.insert(index, [len(elf.shstrtab), _SHT_PROGBITS, 0, 0, self.content_offset, self.content_size,
-                                0, 0, align, 0])
+        new = [len(elf.shstrtab), _SHT_PROGBITS, 0, 0, self.content_offset, self.content_size, 0, 0, align, 0]
+        if self.replacing:
+            sections[index] = elf.sections[index][:_SH_OFFSET] + [self.content_offset, self.content_size] + \
+                elf.sections[index][_SH_SIZE + 1:]
+        else:
+            sections.insert(index, new)
         return sections
 
     def _new_header(self, sections):
@@ -301,7 +329,7 @@ class _Plan:
             header[_E_SHNUM], sections[0][_SH_SIZE] = 0, count
         else:
             header[_E_SHNUM] = count
-        shstrndx = elf.shstrndx + (1 if elf.shstrndx >= self.insert_at else 0)
+        shstrndx = elf.shstrndx + (1 if elf.shstrndx >= self.insert_at and not self.replacing else 0)
         if elf.header[_E_SHSTRNDX] == _SHN_XINDEX or shstrndx >= _SHN_LORESERVE:
             header[_E_SHSTRNDX], sections[0][_SH_LINK] = _SHN_XINDEX, shstrndx
         else:
@@ -323,7 +351,7 @@ class _Plan:
         return step
 
     def _check_nothing_loaded_moves(self, before):
-        elf, start = self.elf, self.start
+        elf, start = self.elf, self.keep_end
         header_end = elf.header[_E_PHOFF] + elf.header[_E_PHNUM] * elf.header[_E_PHENTSIZE]
         if elf.header[_E_PHNUM] and header_end > start:
             raise UsageError(f"{elf.where}: the program headers lie after section {before!r}; "
@@ -367,7 +395,7 @@ class _Plan:
 
     def write(self, src, content, out):
         out.write(self.header)
-        _copy(src, len(self.header), self.start - len(self.header), out, self.elf.where)
+        _copy(src, len(self.header), self.keep_end - len(self.header), out, self.elf.where)
         _pad_to(out, self.content_offset)
         _copy(content, 0, self.content_size, out, "section content")
         if content.read(1):

@@ -17,7 +17,8 @@ LAYER_MODES = (LAYERS_RAW, LAYERS_EXACT)
 
 _INDEX_KEYS = ("format", "name", "version", "variant", "arch", "bundler_version", "entrypoint", "groups", "entries",
                "images")
-_INDEX_OPTIONAL = ("require_key", "outside_sha256", "description", "min_glibc")
+_INDEX_OPTIONAL = ("require_key", "outside_sha256", "description", "min_glibc", "parts")
+_PART_KEYS = ("name", "size", "sha256")
 _GROUP_KEYS = ("name", "offset", "csize", "size", "sha256")
 _ENTRY_KEYS = ("path", "kind", "mode", "size", "sha256", "group", "offset")
 _IMAGE_KEYS = ("name", "ref", "platform", "digest", "embedded")
@@ -140,11 +141,28 @@ class Entry(object):
                 "sha256": self.sha256, "group": self.group, "offset": self.offset}
 
 
+class Part(object):
+    """One file of a split bundle's data area (payload/parts.py): NAME.part001, ... beside the executable."""
+
+    __slots__ = ("name", "size", "sha256")
+
+    def __init__(self, name, size, sha256):
+        self.name, self.size, self.sha256 = name, size, sha256
+
+    def to_json(self):
+        return {"name": self.name, "size": self.size, "sha256": self.sha256}
+
+
+def _check_part_name(name):
+    _require(isinstance(name, str) and name and "/" not in name and "\x00" not in name and not name.startswith(".")
+             and len(name.encode("utf-8")) <= 255, "part name %r is not a plain file name" % (name,))
+
+
 class Index(object):
-    """What a bundle holds: identity, entrypoint, groups, entries and images."""
+    """What a bundle holds: identity, entrypoint, groups, entries, images, and the parts of a split bundle."""
 
     def __init__(self, name, version, variant, arch, bundler_version, entrypoint, groups, entries,
-                 images=(), require_key=None, outside_sha256=None, description=None, min_glibc=None):
+                 images=(), require_key=None, outside_sha256=None, description=None, min_glibc=None, parts=()):
         self.name = name
         self.version = version
         self.variant = variant
@@ -158,6 +176,14 @@ class Index(object):
         self.outside_sha256 = outside_sha256  # payload/outside.py: the executable's bytes outside the section
         self.description = description
         self.min_glibc = min_glibc  # the glibc the stub needs at least, "MAJOR.MINOR" (docs/devices.md)
+        self.parts = list(parts)
+
+    def with_parts(self, parts):
+        """This index for the data area cut into `parts` (none: unsplit). Its outside_sha256 is the unsplit
+        executable's: the writer of the split executable records its own (payload/outside.py)."""
+        return Index(self.name, self.version, self.variant, self.arch, self.bundler_version, self.entrypoint,
+                     self.groups, self.entries, self.images, self.require_key, self.outside_sha256,
+                     self.description, self.min_glibc, parts)
 
     def to_json(self):
         doc = {
@@ -180,6 +206,8 @@ class Index(object):
             doc["description"] = self.description
         if self.min_glibc:
             doc["min_glibc"] = self.min_glibc
+        if self.parts:
+            doc["parts"] = [p.to_json() for p in self.parts]
         return doc
 
     def to_bytes(self):
@@ -292,4 +320,24 @@ class Index(object):
         _require(min_glibc is None or rules.is_glibc_version(min_glibc),
                  "min_glibc %r is not a glibc version like 2.31" % (min_glibc,))
         return cls(doc["name"], doc["version"], doc["variant"], doc["arch"], doc["bundler_version"], ep,
-                   groups, entries, images, require_key, outside, description, min_glibc)
+                   groups, entries, images, require_key, outside, description, min_glibc,
+                   _parse_parts(doc, data_size))
+
+
+def _parse_parts(doc, data_size):
+    if "parts" not in doc:
+        return []
+    parts, names = [], set()
+    _require(isinstance(doc["parts"], list) and doc["parts"], "parts is not a non-empty list")
+    for p in doc["parts"]:
+        _require(isinstance(p, dict), "part is not an object")
+        _check_part_name(p.get("name"))
+        _object(p, _PART_KEYS, (), "part %r" % p["name"])
+        _require(p["name"] not in names, "part %r appears twice" % p["name"])
+        names.add(p["name"])
+        _require(rules.is_size(p["size"]) and p["size"] > 0, "part %r: size is not a positive size" % p["name"])
+        _require(rules.is_sha256(p["sha256"]), "part %r: bad sha256" % p["name"])
+        parts.append(Part(p["name"], p["size"], p["sha256"]))
+    total = sum(p.size for p in parts)
+    _require(total == data_size, "the parts hold %d bytes, the data area %d" % (total, data_size))
+    return parts

@@ -3,6 +3,9 @@
 The byte layout is specified in docs/format.md ("The payload section"). The header carries the sha256 of the
 index, so a damaged index is caught before it is parsed; the index carries the sha256 of every group and every
 entry, so the bundle id (the sha256 of the index) covers every byte.
+
+A split bundle (its index lists `parts`) keeps the data area in its parts beside the executable instead
+(payload/parts.py, docs/format.md "Split bundles"); its section ends after the signature.
 """
 
 import hashlib
@@ -35,6 +38,17 @@ class Payload(object):
     @property
     def bundle_id(self):
         return hashlib.sha256(self.index_bytes).hexdigest()
+
+    @property
+    def split(self):
+        return bool(self.index.parts)
+
+    def open_data(self, f):
+        """A reader of the data area at the offsets it has in `f`: `f` itself, or the parts of a split bundle
+        (a missing or short part is named here, before anything is read)."""
+        from .parts import Whole, open_parts
+
+        return open_parts(self) if self.split else Whole(f)
 
 
 def header_and_index(index, signature=b""):
@@ -79,7 +93,8 @@ def read_payload(path, f, offset, size):
         raise IntegrityError("%s: payload format %d, this stub reads %d" % (path, fmt, FORMAT_VERSION))
     if index_len > MAX_INDEX or sig_len > MAX_SIGNATURE:
         raise _damaged(path, "payload header gives impossible sizes")
-    if _HEADER.size + index_len + sig_len + data_size != size:
+    head_size = _HEADER.size + index_len + sig_len
+    if size not in (head_size + data_size, head_size):
         raise _damaged(path, "payload header sizes do not add up to the section's %d bytes" % size)
     index_bytes = f.read(index_len)
     if len(index_bytes) != index_len or hashlib.sha256(index_bytes).digest() != index_sha:
@@ -88,8 +103,11 @@ def read_payload(path, f, offset, size):
     if len(signature) != sig_len:
         raise _damaged(path, "signature is cut short")
     index = Index.from_bytes(index_bytes, data_size)
-    data_offset = offset + _HEADER.size + index_len + sig_len
+    data_offset = offset + head_size
+    if size != (head_size if index.parts else head_size + data_size):
+        raise _damaged(path, "payload section is %d bytes, its index says %s" % (
+            size, "the data area is in parts" if index.parts else "the data area is in the section"))
     f.seek(0, 2)
-    if f.tell() < data_offset + data_size:
+    if not index.parts and f.tell() < data_offset + data_size:
         raise _damaged(path, "file ends inside the payload")
     return Payload(path, index, index_bytes, signature, data_offset, data_size, section=(offset, size))

@@ -33,6 +33,9 @@ def describe(payload, as_json=False):
     ]
     if index.min_glibc:
         lines.append("glibc:      %s or newer (what the stub needs to start)" % index.min_glibc)
+    if index.parts:
+        lines.append("parts:      %d beside the executable, %s ... %s (largest %.1f MB)" % (
+            len(index.parts), index.parts[0].name, index.parts[-1].name, max(p.size for p in index.parts) / 1e6))
     for image in index.images:
         where = "embedded, %.1f MB of %s layers before compression" % (image.size / 1e6, image.layers) \
             if image.embedded else "pulled at run time"
@@ -44,15 +47,22 @@ def verify_all(payload, f):
     """Re-hash every group and entry; report every failing group in one IntegrityError."""
     index = payload.index
     failures = []
-    for group in index.groups:
-        try:
-            extract_group(f, payload.data_offset, group, index.entries_of(group.name))
-        except IntegrityError as exc:
-            failures.append(str(exc))
-    if failures:
-        raise IntegrityError("%s: %s" % (payload.path, " | ".join(failures)))
-    return "%s: ok, %d entries in %d group(s) verified, bundle id %s" % (
-        payload.path, len(index.entries), len(index.groups), payload.bundle_id)
+    data = payload.open_data(f)
+    try:
+        with data.verifying():  # a split bundle's every part is hashed too
+            for group in index.groups:
+                try:
+                    extract_group(data, payload.data_offset, group, index.entries_of(group.name))
+                except IntegrityError as exc:
+                    failures.append(str(exc))
+            if failures:
+                raise IntegrityError(" | ".join(failures))
+    except IntegrityError as exc:
+        # A damaged part is named by the parts' own check ("PATH: part ..."), in place of what its groups said.
+        raise IntegrityError(str(exc) if str(exc).startswith(payload.path) else "%s: %s" % (payload.path, exc))
+    parts = ", %d parts" % len(index.parts) if index.parts else ""
+    return "%s: ok, %d entries in %d group(s)%s verified, bundle id %s" % (
+        payload.path, len(index.entries), len(index.groups), parts, payload.bundle_id)
 
 
 def verify_bundle(payload, f, key_path, key_option):

@@ -110,6 +110,7 @@ def install(payload, f, inst, after_extract=None):
         if os.path.lexists(inst.path):  # a dir without its marker was not made by us: replace it
             fs.safe_rmtree(inst.path)
         index = payload.index
+        data = payload.open_data(f)  # a missing or short part is named before anything is written
         check_host(inst.root, index.installed_size)
         sys.stderr.write("%s: installing %s %s (%s, %.1f MB) into %s\n" % (
             index.name, index.name, index.version, index.variant, index.installed_size / 1e6, inst.path))
@@ -118,10 +119,11 @@ def install(payload, f, inst, after_extract=None):
             os.chmod(work, 0o755)
             display = progress.callback()  # a bar on a terminal only
             try:
-                for group in index.groups:
-                    label = "installing " + group.name
-                    extract_group(f, payload.data_offset, group, index.entries_of(group.name), work,
-                                  progress=lambda done, total, label=label: display(label, done, total))
+                with data.verifying():  # streamed from the parts of a split bundle, every part's sha256 checked
+                    for group in index.groups:
+                        label = "installing " + group.name
+                        extract_group(data, payload.data_offset, group, index.entries_of(group.name), work,
+                                      progress=lambda done, total, label=label: display(label, done, total))
             finally:
                 progress.finish(display)
             if after_extract is not None:

@@ -77,7 +77,10 @@ def _install_and_run(payload, f, opts):
 
         # Before a single file is written: frame headers against the index, the bytes outside the payload
         # section against the index, the signature against trusted keys.
-        check_frame_headers(f, payload)
+        if not installed:  # an installed version needs no data, nor a split bundle's parts
+            data = payload.open_data(f)
+            with data.verifying(complete=False):  # a frame damaged in a part names the part
+                check_frame_headers(data, payload)
         check_outside(payload, f)
         key_to_pin = trust.check_before_install(payload, inst.root, opts.key)
     if not installed or not os.path.lexists(os.path.join(inst.root, "current")):  # a crash can leave it unset

@@ -299,6 +299,30 @@ def test_empty_content_and_other_alignments(sample, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize("sample", KINDS, indirect=True)
+@pytest.mark.parametrize("new_size", [0, 1_001, 100_003, 300_007])
+def test_replacing_the_section_gives_what_inserting_the_new_content_gives(sample, content, new_size, tmp_path):
+    """A bundle split later keeps its stub: the payload section is replaced, smaller or larger (bundler split)."""
+    kind, src, pydata = sample
+    replacement = write_random(tmp_path / "replacement", new_size, seed=3)
+    insert_section(src, tmp_path / "once", "bundle", content)
+    insert_section(tmp_path / "once", tmp_path / "replaced", "bundle", replacement, replace=True)
+    insert_section(src, tmp_path / "direct", "bundle", replacement)
+    assert sha256(tmp_path / "replaced") == sha256(tmp_path / "direct")
+    check_inserted(src, tmp_path / "replaced", replacement, pydata, OBJCOPY_TARGETS[kind])
+
+
+@pytest.mark.parametrize("sample", ["amd64"], indirect=True)
+def test_replaced_program_still_runs(sample, content, tmp_path):
+    _, src, _ = sample
+    before = subprocess.run([src], capture_output=True, check=False)
+    small = write_random(tmp_path / "small", 77, seed=4)
+    insert_section(src, tmp_path / "once", "bundle", content)
+    insert_section(tmp_path / "once", tmp_path / "replaced", "bundle", small, replace=True)
+    after = subprocess.run([tmp_path / "replaced"], capture_output=True, check=False)
+    assert (after.returncode, after.stdout) == (before.returncode, before.stdout)
+
+
 @pytest.mark.parametrize("sample", ["amd64"], indirect=True)
 def test_a_section_that_exists_already_is_refused(sample, content, tmp_path):
     _, src, _ = sample

@@ -17,7 +17,7 @@ PROBE = """
 import json, sys
 before = set(sys.modules)
 import stub.main, stub.install, stub.launch, stub.options, stub.locking, stub.images, stub.gc, stub.trust
-import payload.frames
+import payload.frames, payload.parts
 import payload.layout, payload.blobs, payload.index, payload.elf, payload.report, payload.signing
 import payload.rules, payload.arches
 import payload.oci.registry, payload.oci.archive, payload.oci.reference
