@@ -12,6 +12,7 @@ from payload.layout import SECTION, header_and_index, open_payload, write_sectio
 from payload.outside import PLACEHOLDER, outside_sha256
 
 from . import __version__
+from .cache import file_sha256
 
 CHUNK = 1 << 20
 
@@ -62,13 +63,17 @@ def write_bundle(stub, index, groups, output, sign=_no_signature):
             write_section_content(out, index, frames, sign(index.to_bytes()))
         with fs.atomic_path(output, mode=0o755) as tmp:
             insert_section(str(stub), tmp, SECTION, content)
-            _record_outside_sha256(tmp, index, sign)
+            record_outside_sha256(tmp, index, sign)
             check_written(tmp, index)
-            digest = _sha256(tmp)
+            digest = file_sha256(tmp)
         fs.write_atomic(output.with_name(output.name + ".sha256"), "%s  %s\n" % (digest, output.name))
-        return digest
     finally:
         fs.safe_unlink(content)
+    from .split import stale_parts
+
+    for leftover in stale_parts(output.parent, output.name):  # of an earlier split build of this name
+        fs.safe_unlink(str(output.parent / leftover))
+    return digest
 
 
 def check_written(path, index):
@@ -92,7 +97,7 @@ def check_written(path, index):
                                      "build it again" % (group.name, path))
 
 
-def _record_outside_sha256(path, index, sign):
+def record_outside_sha256(path, index, sign):
     """Put the real sha256 in place of the placeholder: same length, so nothing outside the section moves."""
     placeholder = header_and_index(index, sign(index.to_bytes()))
     with open(path, "r+b") as f:
@@ -104,10 +109,3 @@ def _record_outside_sha256(path, index, sign):
         f.seek(offset)
         f.write(head)
 
-
-def _sha256(path):
-    sha = hashlib.sha256()
-    with open(path, "rb") as src:
-        for chunk in iter(lambda: src.read(1 << 20), b""):
-            sha.update(chunk)
-    return sha.hexdigest()

@@ -31,6 +31,23 @@ class _StubType(click.Path):
 STUB = _StubType(exists=True, dir_okay=False, path_type=Path)
 
 
+class _Size(click.ParamType):
+    """A size with K, M, G suffixes (powers of 1024): 700M, 2G."""
+
+    name = "SIZE"
+
+    def convert(self, value, param, ctx):
+        from .split import parse_size
+
+        try:
+            return parse_size(value, "--" + param.name)
+        except BundleError as exc:
+            self.fail(exc.message, param, ctx)
+
+
+SIZE = _Size()
+
+
 def _log(message):
     click.echo(message, err=True)
 
@@ -118,31 +135,56 @@ def main():
               help="Sign the bundle with this private key (from `bundler keygen`).")
 @click.option("--require-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="PUB",
               help="Make the bundle refuse to install unless signed by this key (needs --sign with its pair).")
+@click.option("--split", type=SIZE, help="Put the data in OUTPUT.part001, ... of at most SIZE each (e.g. 2G, for "
+                                         "FAT32 media); the executable finds them beside itself.")
 @json_option
 def make(manifest, variant, arch, output, cache_dir, stub, mirror, level, locked, offline, insecure_registries, layers,
-         sign, require_key, as_json):
+         sign, require_key, split, as_json):
     """Build the bundle executable."""
     from .make import MakeRequest, make as run_make
 
     request = MakeRequest(manifest=manifest, variant=variant, arch=arch, output=output, stub=stub, mirror=mirror,
                           level=level, locked=locked, offline=offline, insecure_registries=tuple(insecure_registries),
-                          layers=layers, sign=sign, require_key=require_key)
+                          layers=layers, sign=sign, require_key=require_key, split=split)
     output, index = run_make(request, _cache(cache_dir), log=_log)
     if as_json:
         click.echo(json.dumps(_made(output, index), indent=2, sort_keys=True))
         return
-    click.echo("%s  (%s, %.1f MB stored, bundle id %s)" % (output, index.variant, output.stat().st_size / 1e6,
-                                                          index.bundle_id[:16]))
+    click.echo(_summary(output, index))
+
+
+def _summary(output, index):
+    stored = output.stat().st_size + sum(p.size for p in index.parts)
+    parts = ", %d parts beside it" % len(index.parts) if index.parts else ""
+    return "%s  (%s, %.1f MB stored%s, bundle id %s)" % (output, index.variant, stored / 1e6, parts,
+                                                         index.bundle_id[:16])
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--size", required=True, type=SIZE, help="Largest part (K, M, G: powers of 1024), e.g. 2G.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Default: BUNDLE itself (it becomes the executable, its parts and BUNDLE.sha256 go beside it).")
+@click.option("--sign", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="KEY",
+              help="The private key a signed bundle was signed with (a split changes the index it signs).")
+def split(bundle, size, output, sign):
+    """Split a bundle already made into its executable and parts of at most SIZE."""
+    from .commands import split_bundle
+
+    output = output or bundle
+    click.echo(_summary(output, split_bundle(bundle, size, output, sign)))
 
 
 def _made(output, index):
     """What `make --json` prints: where the bundle is, its checksum, and what it holds."""
     checksum = output.with_name(output.name + ".sha256")
-    return {"output": str(output), "checksum_file": str(checksum), "sha256": checksum.read_text().split()[0],
+    listed = dict(reversed(line.split(None, 1)) for line in checksum.read_text().splitlines() if line.strip())
+    return {"output": str(output), "checksum_file": str(checksum), "sha256": listed[output.name],
             "size": output.stat().st_size, "bundle_id": index.bundle_id, "name": index.name,
             "version": index.version, "variant": index.variant, "arch": index.arch,
             "groups": [{"name": g.name, "size": g.size, "stored": g.csize} for g in index.groups],
-            "images": [i.name for i in index.images]}
+            "images": [i.name for i in index.images],
+            "parts": [p.to_json() for p in index.parts]}
 
 
 @main.command()

@@ -38,6 +38,15 @@ def verify_bundle(bundle, key=None, as_json=False):
                        "report": text.splitlines()}, indent=2, sort_keys=True)
 
 
+def split_bundle(bundle, size, output, sign=None):
+    """`bundler split`: write the executable and parts of `bundle` (in place when output is bundle)."""
+    from .split import bundle_source, resigner, write_split
+
+    with open(bundle, "rb") as f:
+        source = bundle_source(bundle, f)
+        return write_split(source, output, size, resigner(source, sign))
+
+
 def _complete_arches(manifest, log=print):
     """The architectures every file has a source for; those only some files have are named and skipped."""
     from payload.arches import NAMES as ARCHES

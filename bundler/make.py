@@ -43,6 +43,7 @@ class MakeRequest:
     layers: str = LAYERS_RAW
     sign: Optional[Path] = None          # private key to sign the index with
     require_key: Optional[Path] = None   # public key the bundle will demand a signature by
+    split: Optional[int] = None          # part size: the data area goes to OUTPUT.part001, ... (bundler/split.py)
 
 
 def check_stub(path, arch):
@@ -121,7 +122,13 @@ def make(request, cache, log=print):
     index = build_index(identity, groups, images=image_records, require_key=signing.require_key_id,
                         min_glibc=format_version(floor) if floor else None)
     try:
-        write_bundle(stub, index, groups, output, sign=signing.signature_block)
+        if request.split:
+            from .split import stub_source, write_split
+
+            index = write_split(stub_source(stub, index, {g.name: g.frame for g in groups}), output, request.split,
+                                signing.signature_block)
+        else:
+            write_bundle(stub, index, groups, output, sign=signing.signature_block)
     except OSError as exc:
         raise _output_error(output, exc) from None
     return output, index

@@ -1,0 +1,202 @@
+"""Split bundles end to end: `make --split`, `bundler split`, the real frozen stub installing by streaming from
+its parts (found beside it, through a symlink), and damaged, short and missing parts refused by name (exit 3)
+with nothing installed. Checks are made with coreutils (sha256sum, cat) and readelf, not with our own reader."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.fixtures.faults import build, expected_files, install_problems, leftovers, start, version_dirs, write_project
+from tests.helpers import bundler, flip_byte, run, section_span
+
+FILES = [("bin/crun", "/usr/bin/crun", "tools"),
+         ("bin/containerd-shim-runc-v2", "/usr/bin/containerd-shim-runc-v2", "tools"),
+         ("bin/tee", "/usr/bin/tee", "files")]
+PART = 1 << 20
+
+
+def parts_of(exe):
+    return sorted(p for p in exe.parent.iterdir() if p.name.startswith(exe.name + ".part"))
+
+
+def index_of(exe):
+    return json.loads(bundler("inspect", "--json", exe).stdout)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory, cache_dir, stub_path):
+    work = tmp_path_factory.mktemp("split")
+    project = write_project(work / "project", FILES)
+    unsplit = build(project, cache_dir)
+    os.replace(unsplit, work / "unsplit")
+    os.replace(str(unsplit) + ".sha256", work / "unsplit.sha256")
+    split = build(project, cache_dir, "--split", "1M")
+    return {"work": work, "project": project, "unsplit": work / "unsplit", "split": split,
+            "expected": expected_files(project, FILES)}
+
+
+@pytest.fixture
+def carried(made, tmp_path):
+    """A fresh copy of the split bundle (executable, parts, .sha256) in a directory of its own."""
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    exe = made["split"]
+    for path in [exe, exe.with_name(exe.name + ".sha256")] + parts_of(exe):
+        shutil.copy2(path, stick / path.name)
+    return stick / exe.name
+
+
+def test_parts_are_the_data_area_sliced_each_at_most_the_size_and_all_in_the_sha256_file(made):
+    exe, unsplit = made["split"], made["unsplit"]
+    parts = parts_of(exe)
+    assert [p.name for p in parts] == ["bundle.part%03d" % n for n in range(1, len(parts) + 1)]
+    assert len(parts) >= 3 and all(p.stat().st_size <= PART for p in parts)
+    assert all(p.stat().st_size == PART for p in parts[:-1])
+    # Concatenated, the parts are byte for byte the data area at the end of the unsplit bundle's section.
+    joined = subprocess.run(["cat"] + [str(p) for p in parts], stdout=subprocess.PIPE, check=True).stdout
+    offset, size = section_span(unsplit, "bundle")
+    with open(unsplit, "rb") as f:
+        f.seek(offset + size - len(joined))
+        assert f.read(len(joined)) == joined
+    # The executable keeps only header, index and signature: its section is small.
+    assert section_span(exe, "bundle")[1] < 64 << 10
+    checked = subprocess.run(["sha256sum", "-c", "bundle.sha256"], cwd=exe.parent, stdout=subprocess.PIPE, text=True)
+    assert checked.returncode == 0, checked.stdout
+    assert sorted(line.split(":")[0] for line in checked.stdout.splitlines()) == sorted(
+        [exe.name] + [p.name for p in parts])
+
+
+def test_the_index_lists_every_part_with_the_size_and_sha256_coreutils_compute(made):
+    exe = made["split"]
+    doc = index_of(exe)
+    sums = subprocess.run(["sha256sum"] + [p.name for p in parts_of(exe)], cwd=exe.parent, stdout=subprocess.PIPE,
+                          text=True, check=True).stdout.split()
+    assert [(p["name"], p["size"], p["sha256"]) for p in doc["parts"]] == [
+        (name, (exe.parent / name).stat().st_size, sha) for sha, name in zip(sums[::2], sums[1::2])]
+    # The parts list is in the index, so it is in the bundle id: a split bundle is its own version.
+    assert doc["bundle_id"] != index_of(made["unsplit"])["bundle_id"]
+    assert "parts:      %d beside the executable" % len(doc["parts"]) in bundler("inspect", exe).stdout
+
+
+def test_installs_by_streaming_from_its_parts_found_through_a_symlink(made, carried, tmp_path):
+    elsewhere = tmp_path / "bin"
+    elsewhere.mkdir()
+    (elsewhere / "app").symlink_to(carried)
+    root = tmp_path / "root"
+    result = start(elsewhere / "app", root)
+    assert result.returncode == 0 and result.stdout.startswith("RAN 1.0.0"), result.stderr
+    assert install_problems(root, made["expected"]) == []
+    # Installed: a second start needs no parts at all.
+    for part in parts_of(carried):
+        part.unlink()
+    again = start(elsewhere / "app", root)
+    assert again.returncode == 0 and again.stdout.startswith("RAN 1.0.0"), again.stderr
+
+
+@pytest.mark.parametrize("where", ["first byte", "middle of a part", "last byte of the last part"])
+def test_a_damaged_part_is_named_exit_3_and_nothing_is_installed(carried, tmp_path, where):
+    parts = parts_of(carried)
+    damaged = {"first byte": (parts[0], 0), "middle of a part": (parts[1], PART // 2),
+               "last byte of the last part": (parts[-1], parts[-1].stat().st_size - 1)}[where]
+    flip_byte(*damaged)
+    root = tmp_path / "root"
+    result = start(carried, root)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.count("error:") == 1 and "Traceback" not in result.stderr
+    assert "part %s does not match its sha256" % damaged[0].name in result.stderr.splitlines()[-1]
+    assert version_dirs(root) == [] and leftovers(root) == [] and "RAN" not in result.stdout
+    verify = run([carried, "--bundle-verify"])
+    assert verify.returncode == 3 and damaged[0].name in verify.stderr
+    host = bundler("verify", carried, check=False)
+    assert host.returncode == 3 and damaged[0].name in host.stderr
+
+
+def test_a_missing_or_short_part_is_named_before_anything_is_written(made, carried, tmp_path):
+    parts = parts_of(carried)
+    root = tmp_path / "root"
+    parts[-1].unlink()
+    missing = start(carried, root)
+    assert missing.returncode == 3 and "part %s is missing" % parts[-1].name in missing.stderr, missing.stderr
+    assert str(carried.parent) in missing.stderr and missing.stderr.count("\n") == 1
+    assert run([carried, "--bundle-verify"]).returncode == 3
+    assert "is missing" in bundler("verify", carried, check=False).stderr
+    shutil.copy2(made["split"].with_name(parts[-1].name), parts[-1])
+    with open(parts[1], "r+b") as f:
+        f.truncate(1000)
+    short = start(carried, root)
+    assert short.returncode == 3 and "part %s is 1000 bytes, expected %d" % (parts[1].name, PART) in short.stderr
+    assert version_dirs(root) == [] and leftovers(root) == []
+
+
+def test_verify_checks_every_part_and_info_lists_them(carried):
+    verify = run([carried, "--bundle-verify"])
+    assert verify.returncode == 0 and "%d parts verified" % len(parts_of(carried)) in verify.stdout, verify.stderr
+    assert "parts:      %d beside the executable" % len(parts_of(carried)) in run([carried, "--bundle-info"]).stdout
+    assert "parts verified" in bundler("verify", carried).stdout
+
+
+def test_bundler_split_of_a_bundle_already_made_installs_the_same_files(made, tmp_path):
+    exe = tmp_path / "app"
+    shutil.copy2(made["unsplit"], exe)
+    said = bundler("split", exe, "--size", "700K").stdout
+    parts = parts_of(exe)
+    assert len(parts) >= 5 and all(p.stat().st_size <= 700 << 10 for p in parts)
+    assert "%d parts beside it" % len(parts) in said
+    assert subprocess.run(["sha256sum", "-c", "--quiet", "app.sha256"], cwd=tmp_path).returncode == 0
+    result = start(exe, tmp_path / "root")
+    assert result.returncode == 0 and result.stdout.startswith("RAN 1.0.0"), result.stderr
+    assert install_problems(tmp_path / "root", made["expected"]) == []
+
+    # Split again in place with a larger size: the parts of the earlier split are gone, the new ones hold.
+    bundler("split", exe, "--size", "2M")
+    assert len(parts_of(exe)) == len(index_of(exe)["parts"]) < len(parts)
+    assert subprocess.run(["sha256sum", "-c", "--quiet", "app.sha256"], cwd=tmp_path).returncode == 0
+    assert run([exe, "--bundle-verify"]).returncode == 0
+
+
+def test_split_to_another_output_leaves_the_bundle_as_it_was(made, tmp_path):
+    before = subprocess.run(["sha256sum", made["unsplit"]], stdout=subprocess.PIPE, text=True).stdout.split()[0]
+    bundler("split", made["unsplit"], "--size", "1M", "--output", tmp_path / "out" / "app")
+    after = subprocess.run(["sha256sum", made["unsplit"]], stdout=subprocess.PIPE, text=True).stdout.split()[0]
+    assert before == after and parts_of(made["unsplit"]) == []
+    assert run([tmp_path / "out" / "app", "--bundle-verify"]).returncode == 0
+
+
+def test_sizes_are_checked(made, tmp_path):
+    bad = bundler("split", made["unsplit"], "--size", "12Q", "-o", tmp_path / "x", check=False)
+    assert bad.returncode == 2 and "is not a size" in bad.stderr
+    tiny = bundler("split", made["unsplit"], "--size", "1K", "-o", tmp_path / "x", check=False)
+    assert tiny.returncode == 2 and "smallest part" in tiny.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_signed_bundle_is_split_only_with_its_own_key(made, tmp_path, cache_dir):
+    keys = {}
+    for name in ("release", "rogue"):
+        bundler("keygen", "--out", tmp_path / name)
+        keys[name] = (tmp_path / (name + ".key"), tmp_path / (name + ".pub"))
+    signed = build(made["project"], cache_dir, "--sign", keys["release"][0], "--require-key", keys["release"][1])
+    exe = tmp_path / "signed"
+    shutil.copy2(signed, exe)
+    unsigned = bundler("split", exe, "--size", "1M", check=False)
+    assert unsigned.returncode == 2 and "--sign KEY" in unsigned.stderr
+    rogue = bundler("split", exe, "--size", "1M", "--sign", keys["rogue"][0], check=False)
+    assert rogue.returncode == 2 and "not the key the bundle is signed by" in rogue.stderr
+    assert parts_of(exe) == []
+    bundler("split", exe, "--size", "1M", "--sign", keys["release"][0])
+    ok = run([exe, "--bundle-verify", "--bundle-key", keys["release"][1]])
+    assert ok.returncode == 0 and "signature: ok" in ok.stdout, ok.stderr
+    result = start(exe, tmp_path / "root", "--bundle-key", keys["release"][1])
+    assert result.returncode == 0 and result.stdout.startswith("RAN 1.0.0"), result.stderr
+
+
+def test_an_unsplit_make_over_a_split_output_removes_the_old_parts(made, cache_dir):
+    project = made["project"]
+    exe = project / "dist" / "again"
+    build(project, cache_dir, "--split", "1M", "--output", exe)  # the last --output is the one taken
+    assert parts_of(exe)
+    bundler("make", "--cache-dir", cache_dir, "--level", 3, "--output", exe, cwd=project)
+    assert parts_of(exe) == [] and run([exe, "--bundle-verify"]).returncode == 0
