@@ -188,6 +188,25 @@ def _made(output, index):
 
 
 @main.command()
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("dest_dir", type=click.Path(path_type=Path))
+@click.option("--split", type=SIZE, help="Cut the bundle into parts of at most SIZE on the way (e.g. 2G for FAT32).")
+@click.option("--sign", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="KEY",
+              help="With --split: the private key a signed bundle was signed with.")
+def copy(bundle, dest_dir, split, sign):
+    """Copy a bundle (its parts and its .sha256) to a medium, read it all back and verify it; run again to resume."""
+    from payload import progress as progress_display
+
+    from .copy import copy_bundle
+
+    display = progress_display.callback()  # a bar on a terminal only
+    try:
+        copy_bundle(bundle, dest_dir, split=split, sign=sign, progress=display, log=click.echo)
+    finally:
+        progress_display.finish(display)
+
+
+@main.command()
 @manifest_option
 @arch_option
 @click.option("--all-arches", is_flag=True, help="Fetch the sources of every architecture.")

@@ -104,3 +104,14 @@ def plain_stub(tmp_path_factory):
     subprocess.run(["objcopy", "--add-section", f"pydata={work / 'pydata'}", "--set-section-flags",
                     "pydata=noload,readonly", "/bin/true", str(stub)], check=True)
     return stub
+
+
+@pytest.fixture
+def fat32_stick(tmp_path):
+    """A real FAT32 file system (mkfs.vfat image mounted by fusefat): (mount point, image)."""
+    from tests.fixtures.fat32 import fat32
+
+    stick = tmp_path / "fat32"
+    stick.mkdir()
+    with fat32(stick) as (mount, image):
+        yield Path(mount), Path(image)
