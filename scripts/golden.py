@@ -6,7 +6,9 @@
 
 The vector holds two groups (files, and one embedded image's blobs), an empty file, an image left to be pulled,
 a `require_key` and an ed25519 signature by a fixed test key, so that every part of the format appears once.
-Everything is fixed bytes: the same sources always give the same vector, byte for byte.
+A second vector is the same bundle split (docs/format.md 3.6): its section (payload-v<N>-split.bin) and its data
+area cut into parts of SPLIT_PART_SIZE bytes beside it (payload-v<N>-split.bin.part001, ...), so that groups
+straddle parts. Everything is fixed bytes: the same sources always give the same vectors, byte for byte.
 
 Adding an index field: set it in `index()` below, run this script, then update docs/format.md (the schema, and
 the vector's sha256 beside the format version); tests/payload/test_format_spec.py checks all three agree.
@@ -32,14 +34,18 @@ from bundler.compress import CompressedGroup, Member  # noqa: E402
 from bundler.signing import raw_public_key  # noqa: E402
 from payload import FORMAT_VERSION  # noqa: E402
 from payload.blobs import compress_group  # noqa: E402
-from payload.index import LAYERS_RAW, ImageRecord  # noqa: E402
-from payload.layout import write_section_content  # noqa: E402
+from bundler.split import cut, part_names  # noqa: E402
+from payload.index import LAYERS_RAW, ImageRecord, Index, Part  # noqa: E402
+from payload.layout import header_and_index, write_section_content  # noqa: E402
 from payload.rules import blob_path  # noqa: E402
 from payload.signing import encode_block, key_id, signed_message  # noqa: E402
 
 GOLDEN_DIR = ROOT / "tests" / "golden"
 VECTOR = GOLDEN_DIR / ("payload-v%d.bin" % FORMAT_VERSION)
 INDEX_JSON = GOLDEN_DIR / ("payload-v%d.index.json" % FORMAT_VERSION)
+SPLIT_VECTOR = GOLDEN_DIR / ("payload-v%d-split.bin" % FORMAT_VERSION)
+SPLIT_INDEX_JSON = GOLDEN_DIR / ("payload-v%d-split.index.json" % FORMAT_VERSION)
+SPLIT_PART_SIZE = 200  # the data area is 459 bytes: three parts, groups straddling them
 # A test key, public on purpose: never trust it anywhere.
 TEST_KEY_SEED = hashlib.sha256(b"bundler golden test vector: a public test key, never trust it").digest()
 LEVEL = 19
@@ -134,20 +140,50 @@ def build():
     return out.getvalue(), json.dumps(idx.to_json(), indent=2, sort_keys=True) + "\n"
 
 
+def build_split():
+    """(section bytes, {part name: bytes}, index as pretty JSON text) of the split vector: the same bundle, its data
+    area cut into parts of SPLIT_PART_SIZE bytes, the new index (with `parts`) signed again by the test key."""
+    key = Ed25519PrivateKey.from_private_bytes(TEST_KEY_SEED)
+    section, _ = build()
+    whole = Index.from_bytes(section[64:64 + int.from_bytes(section[16:24], "little")],
+                             int.from_bytes(section[24:32], "little"))
+    data = section[len(section) - whole.payload_size:]
+    spans = cut(len(data), SPLIT_PART_SIZE)
+    parts = {name: data[start:start + size] for name, (start, size) in zip(part_names(SPLIT_VECTOR.name, len(spans)),
+                                                                          spans)}
+    idx = whole.with_parts([Part(name, len(b), hashlib.sha256(b).hexdigest()) for name, b in parts.items()])
+    signature = encode_block(raw_public_key(key), key.sign(signed_message(idx.to_bytes())))
+    return header_and_index(idx, signature), parts, json.dumps(idx.to_json(), indent=2, sort_keys=True) + "\n"
+
+
+def _wanted():
+    """{path: bytes} of every golden file, made now."""
+    section, index_text = build()
+    split, parts, split_text = build_split()
+    files = {VECTOR: section, INDEX_JSON: index_text.encode(), SPLIT_VECTOR: split,
+             SPLIT_INDEX_JSON: split_text.encode()}
+    files.update((GOLDEN_DIR / name, data) for name, data in parts.items())
+    return files
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="compare with the committed files, write nothing")
     args = parser.parse_args(argv)
-    section, index_text = build()
+    wanted = _wanted()
     if args.check:
-        same = VECTOR.exists() and VECTOR.read_bytes() == section and INDEX_JSON.read_text() == index_text
-        print("%s: %s" % (VECTOR.relative_to(ROOT), "up to date" if same else "DIFFERS from what the writer makes"))
-        return 0 if same else 1
+        differ = [p for p, data in wanted.items() if not p.exists() or p.read_bytes() != data]
+        for path in wanted:
+            print("%s: %s" % (path.relative_to(ROOT), "DIFFERS from what the writer makes" if path in differ
+                              else "up to date"))
+        return 1 if differ else 0
     GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
-    VECTOR.write_bytes(section)
-    INDEX_JSON.write_text(index_text)
-    print("%s: %d bytes, sha256 %s" % (VECTOR.relative_to(ROOT), len(section), hashlib.sha256(section).hexdigest()))
-    print("%s written; put that sha256 beside the format version in docs/format.md" % INDEX_JSON.relative_to(ROOT))
+    for path, data in wanted.items():
+        path.write_bytes(data)
+    for path in (VECTOR, SPLIT_VECTOR):
+        data = wanted[path]
+        print("%s: %d bytes, sha256 %s" % (path.relative_to(ROOT), len(data), hashlib.sha256(data).hexdigest()))
+    print("put those sha256s in docs/format.md (above, and in section 3.6)")
     return 0
 
 

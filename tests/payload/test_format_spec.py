@@ -79,6 +79,24 @@ def test_the_reader_accepts_the_vector_and_every_byte_holds():
             assert Path(dest, "images/blobs/sha256", hashlib.sha256(blob).hexdigest()).read_bytes() == blob
 
 
+def test_the_split_vector_is_the_same_bundle_with_its_data_area_in_its_parts():
+    data = golden.SPLIT_VECTOR.read_bytes()
+    recorded = re.search(r"`tests/golden/payload-v%d-split\.bin` \((\d+) bytes, sha256\s+`([0-9a-f]{64})`"
+                         % FORMAT_VERSION, SPEC)
+    assert recorded and (int(recorded.group(1)), recorded.group(2)) == (len(data), hashlib.sha256(data).hexdigest())
+    section, parts, index_text = golden.build_split()
+    assert section == data and index_text == golden.SPLIT_INDEX_JSON.read_text()
+    assert all((golden.GOLDEN_DIR / name).read_bytes() == part for name, part in parts.items())
+    payload = read_payload(str(golden.SPLIT_VECTOR), io.BytesIO(data), 0, len(data))
+    index_len, sig_len = int.from_bytes(data[16:24], "little"), int.from_bytes(data[12:16], "little")
+    assert 64 + index_len + sig_len == len(data) and len(payload.index.parts) == 3
+    whole, _ = _open_vector()
+    assert b"".join(parts.values()) == golden.VECTOR.read_bytes()[whole.data_offset:]
+    assert payload.index.with_parts(()).to_json() == whole.index.to_json()
+    assert "3 parts verified" in verify_all(payload, io.BytesIO(data))
+    verify_signature(payload, [required_key(payload)])
+
+
 def test_the_header_table_of_the_spec_matches_the_vector():
     payload, data = _open_vector()
     index_len = len(payload.index_bytes)
@@ -146,8 +164,11 @@ def test_the_vectors_index_validates_against_the_spec_schema():
     index = json.loads(golden.INDEX_JSON.read_text())
     assert _errors(index, schema, schema) == []
     # Every field of the vector is used: each optional field of the schema appears in it.
+    split = json.loads(golden.SPLIT_INDEX_JSON.read_text())
+    assert _errors(split, schema, schema) == []
     optional = set(schema["properties"]) - set(schema["required"])
-    assert optional <= set(index), "the vector must set every optional field: %s" % sorted(optional - set(index))
+    used = set(index) | set(split)
+    assert optional <= used, "the vectors must set every optional field: %s" % sorted(optional - used)
 
 
 @pytest.mark.parametrize("mutate, problem", [
