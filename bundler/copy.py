@@ -190,8 +190,8 @@ def _write_all(files, name, dest, progress, log):
     advance = _counting(progress, "copying to %s" % dest, total)
     for planned in todo:
         _put(planned, dest, advance)
-    for name in stale:  # parts of an earlier, other split of this name: no longer listed
-        fs.safe_unlink(str(dest / name))
+    for leftover in stale:  # parts of an earlier, other split of this name: no longer listed
+        fs.safe_unlink(str(dest / leftover))
     report = Report(todo, kept)
     log(report.summary(dest, name))
     return report

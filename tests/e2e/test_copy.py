@@ -242,3 +242,16 @@ def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(made, tmp_path):
     assert b"copying to %s" % str(dest).encode() in drawn and b"100%" in drawn
     piped = bundler("copy", made["exe"], tmp_path / "dest")
     assert piped.stderr == ""
+
+
+def test_a_copy_with_another_part_size_leaves_no_part_of_the_earlier_one(made, tmp_path):
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    bundler("copy", made["exe"], dest, "--split", "512K")
+    many = len(os.listdir(dest))
+    again = bundler("copy", made["exe"], dest, "--split", "2M")
+    assert "sha256sum -c bundle.sha256" in again.stdout
+    names = sorted(os.listdir(dest))
+    assert len(names) < many and names == ["bundle"] + ["bundle.part%03d" % n for n in range(1, len(names) - 1)] + \
+        ["bundle.sha256"]
+    assert sha256sum_c(dest, "bundle").returncode == 0 and run([dest / "bundle", "--bundle-verify"]).returncode == 0
