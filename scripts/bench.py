@@ -428,6 +428,32 @@ def figure_extract(ws, exe, sizes, total):
                           max(d, h) * 1e3, max(d, h) / t_zstd)])
 
 
+def figure_split_extract(ws, exe, sizes):
+    """Figure 9: verified extraction of a split bundle, streamed from its parts (each part hashed on the way) /
+    the same bundle unsplit. Interleaved runs of the real stub on the same data."""
+    f, payload = open_bundle(exe)
+    f.close()
+    part_size = max(64 << 10, payload.data_size // 4 + 1)  # four parts, the groups straddling them
+    split = ws.dir / "split" / exe.name
+    split.parent.mkdir()
+    bundler("split", exe, "--size", str(part_size), "--output", split)
+    parts = sorted(p for p in split.parent.iterdir() if ".part" in p.name)
+    whole_runs, split_runs = [], []
+    log("timing %d verified extractions from the unsplit bundle and from its %d parts" % (sizes.extract_reps,
+                                                                                          len(parts)))
+    run([split, "--bundle-verify"])  # both in the page cache from here on
+    for i in range(sizes.extract_reps):
+        for target, runs in ((exe, whole_runs), (split, split_runs)):
+            dest = ws.dir / ("split-extract-%d" % i)
+            seconds, _ = timed(run, [target, "--bundle-extract", dest])
+            runs.append(seconds)
+            shutil.rmtree(dest)
+    return Figure("verified extract from %d parts / from the unsplit bundle" % len(parts),
+                  median(split_runs) / median(whole_runs), 1.05, details=[
+                      "unsplit, --bundle-extract DIR: %s" % spread(whole_runs),
+                      "split into %d parts of at most %.1f MB: %s" % (len(parts), part_size / MB, spread(split_runs))])
+
+
 def _zstd_size(cmd, stdin_paths=None):
     """Bytes that a zstd command line writes to stdout (its input: a file argument, or `stdin_paths` catenated)."""
     if stdin_paths is None:
@@ -967,6 +993,7 @@ def main(argv=None):
         figures.append(figure_extract(ws, bins, sizes, total))
         figures.append(figure_stored_size(bins, make_seconds, binaries, total, sizes.level))
         figures += image_figures(ws, sizes)
+        figures.append(figure_split_extract(ws, bins, sizes))
         if not args.no_devices:
             figures += device_figures(ws, cache, sizes, arches)
     finally:
