@@ -115,6 +115,14 @@ def test_a_byte_changed_on_the_medium_is_named_and_the_next_copy_repairs_it(made
     assert ran.returncode == 0 and install_problems(root, made["expected"]) == [], ran.stderr
 
 
+def _size(path):
+    """Its size, or None once it is gone (a temp name renamed between listing and looking)."""
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return None
+
+
 def test_killed_half_way_then_run_again_it_resumes_and_verifies(made, fat32_stick, tmp_path):
     mount, _ = fat32_stick
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -124,7 +132,7 @@ def test_killed_half_way_then_run_again_it_resumes_and_verifies(made, fat32_stic
     # Poll the medium until at least two parts are complete and a third is being written, then kill -9.
     while copying.poll() is None:
         names = os.listdir(mount)
-        writing = [n for n in names if ".tmp-" in n and os.path.getsize(mount / n) > 0]
+        writing = [n for n in names if ".tmp-" in n and (_size(mount / n) or 0) > 0]
         if writing and sum(1 for n in names if n.startswith("bundle.part") and ".tmp-" not in n) >= 2:
             os.killpg(copying.pid, signal.SIGKILL)
             break
