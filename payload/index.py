@@ -32,6 +32,7 @@ _PATH_PROBLEMS = {
     rules.DOTDOT: "has an empty, '.' or '..' component",
     rules.DOT_OR_EMPTY: "has an empty, '.' or '..' component",
     rules.NOT_NORMAL: "is not normalised",
+    rules.RESERVED: "starts with %s, a name the installer keeps for itself" % rules.RESERVED_PREFIX,
 }
 
 

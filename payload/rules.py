@@ -87,8 +87,10 @@ def blob_path(digest):
 
 
 # What path_problem() returns: each kind of bad path, so that each side can word it (and hint) its own way.
-EMPTY, NUL, NEWLINE, BACKSLASH, ABSOLUTE, DOTDOT, DOT_OR_EMPTY, NOT_NORMAL = (
-    "empty", "NUL", "newline", "backslash", "absolute", "dotdot", "dot-or-empty", "not-normalised")
+EMPTY, NUL, NEWLINE, BACKSLASH, ABSOLUTE, DOTDOT, DOT_OR_EMPTY, NOT_NORMAL, RESERVED = (
+    "empty", "NUL", "newline", "backslash", "absolute", "dotdot", "dot-or-empty", "not-normalised", "reserved")
+# Top-level names the installer keeps for its own records in a version dir (.bundle-installed, .bundle-index.json).
+RESERVED_PREFIX = ".bundle-"
 
 
 def path_problem(path):
@@ -111,6 +113,8 @@ def path_problem(path):
         return DOT_OR_EMPTY
     if posixpath.normpath(path) != path:
         return NOT_NORMAL
+    if parts[0].startswith(RESERVED_PREFIX):
+        return RESERVED
     return None
 
 

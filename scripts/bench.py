@@ -948,6 +948,30 @@ def device_figures(ws, cache, sizes, arches):
     return figures
 
 
+def figure_early_refusal(ws, reps=7):
+    """`make --arch arm` of the kubesolo example (crun has no arm source) must fail before any download: its time
+    against importing what `make` imports (the interpreter, the CLI, the make machinery: the floor of any make),
+    interleaved."""
+    manifest = ROOT / "examples" / "kubesolo" / "bundle.toml"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    refusal = [sys.executable, "-m", "bundler", "make", "--manifest", str(manifest), "--arch", "arm",
+               "--cache-dir", str(ws.dir / "refusal-cache")]
+    floor = [sys.executable, "-c", "import bundler.cli, bundler.make"]
+    samples = {"refusal": [], "floor": []}
+    for _ in range(reps):
+        for name, argv in (("refusal", refusal), ("floor", floor)):
+            began = time.perf_counter()
+            result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(ws.dir))
+            samples[name].append(time.perf_counter() - began)
+            if name == "refusal" and result.returncode != 2:
+                raise SystemExit("bench: make --arch arm of the kubesolo example exited %d, expected 2: %s" % (
+                    result.returncode, result.stderr.decode(errors="replace")[-500:]))
+    ratio = median(samples["refusal"]) / median(samples["floor"])
+    return Figure("make refuses a missing arch at once (vs importing make)", ratio, 1.5, details=[
+        "make --arch arm (exit 2, nothing downloaded): %s" % spread(samples["refusal"]),
+        "import bundler.cli, bundler.make: %s" % spread(samples["floor"])])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -986,6 +1010,7 @@ def main(argv=None):
         ws = Workspace(work, stub, bench_cache)
         figures = figure_startup(ws, sizes, stub.stat().st_size, reuse_hello=args.quick)
         figures.append(figure_stub_size(stub, stub_seconds))
+        figures.append(figure_early_refusal(ws, reps=3 if args.quick else 7))
         binaries, total = pick_binaries(sizes.binaries_mb * MB, sizes.binaries)
         log("building a bundle of %d real binaries, %.1f MB, at level %d" % (len(binaries), total / MB, sizes.level))
         files = [("bin/%02d-%s" % (i, os.path.basename(p)), p) for i, p in enumerate(binaries)]

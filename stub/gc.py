@@ -12,7 +12,7 @@ import re
 from payload import fs
 from payload.errors import HostError
 
-from . import install, locking
+from . import install, locking, owner
 
 _BUNDLE_ID = re.compile(r"[0-9a-f]{64}")
 
@@ -42,13 +42,16 @@ def _installed_versions(root):
             yield name
 
 
-def collect(root):
-    """Remove the versions under `root` that are neither current, previous, nor in use. Returns a Collection."""
+def collect(root, name=None):
+    """Remove the versions under `root` that are neither current, previous, nor in use. Returns a Collection.
+    With `name`, a root that belongs to another bundle is refused (stub/owner.py)."""
     root = os.path.abspath(root)
     done = Collection(root)
     if not os.path.isdir(os.path.join(root, install.LOCKS_DIR)):
         return done  # nothing was ever installed here
     install.prepare_root(root)
+    if name is not None:
+        owner.check(root, name)
     lock = locking.exclusive(os.path.join(root, install.LOCK))
     try:
         install.remove_stale_work(root)

@@ -9,7 +9,7 @@ from payload import fs, progress
 from payload.errors import HostError
 from payload.rules import IMAGES_DIR
 
-from . import locking
+from . import locking, owner
 
 MARKER = ".bundle-installed"
 WORK_SUFFIX = fs.TEMP_MARK  # work dirs, temp files and symlinks being swapped all carry it
@@ -104,7 +104,9 @@ def install(payload, f, inst, after_extract=None):
     lock = locking.exclusive(os.path.join(inst.root, LOCK))
     try:
         remove_stale_work(inst.root)
+        owner.check(inst.root, payload.index.name)
         if inst.is_installed():
+            owner.record(inst.root, payload.index.name)
             point_current(inst.root, inst.bundle_id)
             return False
         if os.path.lexists(inst.path):  # a dir without its marker was not made by us: replace it
@@ -128,8 +130,11 @@ def install(payload, f, inst, after_extract=None):
                 progress.finish(display)
             if after_extract is not None:
                 after_extract(work)
+            # What this version is (its version string, for the downgrade check; its entries, for repair).
+            fs.write_atomic(os.path.join(work, owner.INDEX_FILE), payload.index_bytes, durable=False)
             _write_marker(work, inst.bundle_id)
         fs.fsync_dir(inst.root)
+        owner.record(inst.root, index.name)  # only once something of this name is installed
         point_current(inst.root, inst.bundle_id)
         return True
     except OSError as exc:

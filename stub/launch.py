@@ -1,9 +1,10 @@
 """Replace this process with the bundle's entrypoint, with an environment cleaned of PyInstaller's traces."""
 
+import errno
 import os
 import sys
 
-from payload.errors import HostError
+from payload.errors import HostError, IntegrityError
 
 PYINSTALLER_VARS = ("_PYI_ARCHIVE_FILE", "_PYI_APPLICATION_HOME_DIR", "_PYI_PARENT_PROCESS_LEVEL",
                     "_PYI_LINUX_PROCESS_NAME", "_PYI_SPLASH_IPC", "_MEIPASS2")
@@ -32,6 +33,20 @@ def _expand(arg, values):
     return arg
 
 
+def bundle_variables(inst, index):
+    """The variables the runtime gets from the stub, in a stable order."""
+    return [
+        ("BUNDLE_ROOT", inst.path),
+        ("BUNDLE_IMAGES", inst.images),
+        ("BUNDLE_DATA", inst.data),
+        ("BUNDLE_ID", inst.bundle_id),
+        ("BUNDLE_NAME", index.name),
+        ("BUNDLE_VERSION", index.version),
+        ("BUNDLE_VARIANT", index.variant),
+        ("BUNDLE_ARCH", index.arch),
+    ]
+
+
 def environment(environ, inst, index):
     env = dict(environ)
     for name in PYINSTALLER_VARS:
@@ -41,17 +56,18 @@ def environment(environ, inst, index):
         env["LD_LIBRARY_PATH"] = env.pop("LD_LIBRARY_PATH_ORIG")
     elif getattr(sys, "frozen", False):
         env.pop("LD_LIBRARY_PATH", None)
-    env.update({
-        "BUNDLE_ROOT": inst.path,
-        "BUNDLE_IMAGES": inst.images,
-        "BUNDLE_DATA": inst.data,
-        "BUNDLE_ID": inst.bundle_id,
-        "BUNDLE_NAME": index.name,
-        "BUNDLE_VERSION": index.version,
-        "BUNDLE_VARIANT": index.variant,
-        "BUNDLE_ARCH": index.arch,
-    })
+    env.update(bundle_variables(inst, index))
     return env
+
+
+def shell_command(argv, inst, index):
+    """--bundle-install's answer: one shell-quoted line that runs the installed entrypoint directly, with the
+    variables it needs (`env` execs it, so under a service manager the runtime itself is the main process)."""
+    import shlex
+
+    env = "/usr/bin/env" if os.path.exists("/usr/bin/env") else "env"  # systemd before 239 wants a full path
+    words = [env] + ["%s=%s" % item for item in bundle_variables(inst, index)] + list(argv)
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def exec_entrypoint(argv, env):
@@ -60,5 +76,17 @@ def exec_entrypoint(argv, env):
     try:
         os.execve(argv[0], argv, env)
     except OSError as exc:
-        raise HostError("cannot run %s: %s; if the install root is on a noexec mount, choose another --bundle-dir"
-                        % (argv[0], exc.strerror))
+        raise _cannot_run(argv[0], exc)
+
+
+def _cannot_run(program, exc):
+    """The reason an installed program did not start, with the hint that fits it (never a noexec hint for a file
+    that is simply gone)."""
+    if exc.errno == errno.ENOENT or (exc.errno == errno.EACCES and not os.path.isfile(program)):
+        return IntegrityError("cannot run %s: the installed file is missing; restore it with --bundle-repair"
+                              % program)
+    if exc.errno == errno.EACCES and os.statvfs(program).f_flag & getattr(os, "ST_NOEXEC", 8):
+        return HostError("cannot run %s: its install root is on a noexec mount; choose another --bundle-dir (or "
+                         "env BUNDLE_DIR)" % program)
+    return HostError("cannot run %s: %s; check the installed file (--bundle-repair restores it)"
+                     % (program, exc.strerror))

@@ -48,23 +48,38 @@ def run(prog, args):
             report = describe(payload, opts.json) if opts.info else verify_bundle(payload, f, opts.key, options.KEY)
             sys.stdout.write(report + "\n")
             return 0
+        name = payload.index.name
         if opts.gc:
             from . import gc, install
 
-            root = opts.dir or install.default_root(payload.index.name, os.environ)
-            sys.stdout.write(gc.collect(root).summary() + "\n")
+            root = opts.dir or install.default_root(name, os.environ)
+            sys.stdout.write(gc.collect(root, name).summary() + "\n")
+            return 0
+        if opts.repair:
+            from . import install, repair
+
+            root = opts.dir or install.default_root(name, os.environ)
+            sys.stdout.write(repair.repair(payload, f, install.Installation(root, payload.bundle_id)) + "\n")
+            return 0
+        if opts.rollback:
+            from . import install, rollback
+
+            root = opts.dir or install.default_root(name, os.environ)
+            sys.stdout.write(rollback.rollback(root, name) + "\n")
             return 0
         return _install_and_run(payload, f, opts)
 
 
 def _install_and_run(payload, f, opts):
-    from . import images, install, launch, locking
+    from . import images, install, launch, locking, owner, rollback
 
     index = payload.index
     root = opts.extract or opts.dir or install.default_root(index.name, os.environ)
     inst = install.Installation(root, payload.bundle_id)
     install.prepare_root(inst.root)
-    if not opts.extract:
+    owner.check(inst.root, index.name)
+    downgrade = rollback.check_downgrade(inst.root, inst.bundle_id, index, opts.allow_downgrade)
+    if not (opts.extract or opts.install):
         # Taken before looking, and held by the runtime after exec, so --bundle-gc never removes a version in use.
         locking.hold_shared(inst.version_lock())
     installed = inst.is_installed()
@@ -83,7 +98,8 @@ def _install_and_run(payload, f, opts):
                 check_frame_headers(data, payload)
         check_outside(payload, f)
         key_to_pin = trust.check_before_install(payload, inst.root, opts.key)
-    if not installed or not os.path.lexists(os.path.join(inst.root, "current")):  # a crash can leave it unset
+    # A crash can leave `current` unset; an allowed downgrade, and --bundle-install, make this version current.
+    if not installed or downgrade or opts.install or not os.path.lexists(os.path.join(inst.root, "current")):
         install.install(payload, f, inst, after_extract=lambda work: images.write_embedded(work, index))
     if key_to_pin is not None:
         trust.pin(inst.root, key_to_pin)  # only once the install holds
@@ -93,5 +109,11 @@ def _install_and_run(payload, f, opts):
         return 0
     launch.prepare_data(inst)
     argv = launch.command(index.entrypoint, inst, opts.args)
+    if opts.install:
+        from . import repair
+
+        repair.check_installed(inst, index)
+        sys.stdout.write(launch.shell_command(argv, inst, index) + "\n")
+        return 0
     env = launch.environment(os.environ, inst, index)
     launch.exec_entrypoint(argv, env)

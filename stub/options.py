@@ -4,7 +4,8 @@ is passed to the runtime untouched."""
 from payload.errors import UsageError
 
 KEY = "--bundle-key"  # also named in advice (payload/report.py, stub/trust.py)
-FLAGS = ("--bundle-info", "--bundle-verify", "--bundle-gc", "--bundle-no-pull", "--bundle-help")
+FLAGS = ("--bundle-info", "--bundle-verify", "--bundle-gc", "--bundle-no-pull", "--bundle-help",
+         "--bundle-rollback", "--bundle-allow-downgrade", "--bundle-repair", "--bundle-install")
 VALUED = ("--bundle-dir", "--bundle-extract", KEY, "--bundle-registry-mirror",
           "--bundle-insecure-registry")
 REPEATABLE = ("--bundle-registry-mirror", "--bundle-insecure-registry")
@@ -20,9 +21,15 @@ bundle options (consumed here, never passed on; they must come before ARGS):
                                   re-hash every blob (and check the signature) and exit
   --bundle-key PUB                install only if signed by this key (then pinned in ROOT/.trusted-keys)
   --bundle-extract DIR            install into DIR and exit, do not run
+  --bundle-install [ARGS...]      install and verify, then print the installed entrypoint's command line
+                                  (shell-quoted, with its BUNDLE_* variables) for a service manager; run nothing
   --bundle-dir DIR                install root (env BUNDLE_DIR; default /var/lib/NAME as root,
                                   ~/.local/share/NAME otherwise)
   --bundle-gc                     remove installed versions other than current and previous
+  --bundle-rollback               make the previous version current again (and current previous), and exit
+  --bundle-repair                 re-verify this version's installed files, restore any that differ, and exit
+  --bundle-allow-downgrade        run this bundle even though it is older than the current version
+                                  (it then becomes current)
   --bundle-no-pull                do not pull the images the online variant left out
   --bundle-registry-mirror HOST[:PORT]   try this registry first (repeatable; env BUNDLE_REGISTRY_MIRRORS)
   --bundle-insecure-registry HOST:PORT   allow plain http to this registry (repeatable)
@@ -35,6 +42,7 @@ exit codes: 0 (or the runtime's own), 2 usage, 3 integrity, 4 environment, 5 net
 class Options(object):
     def __init__(self):
         self.info = self.json = self.verify = self.gc = self.no_pull = self.help = False
+        self.rollback = self.allow_downgrade = self.repair = self.install = False
         self.dir = self.extract = self.key = None
         self.registry_mirror = []
         self.insecure_registry = []

@@ -64,6 +64,8 @@ def _path_problem(path: str) -> str | None:
         return f"is absolute; write it relative to the installed root, like '{path.lstrip('/') or 'bin/hello'}'"
     if problem == rules.DOTDOT:
         return "contains '..'; files must stay inside the installed root"
+    if problem == rules.RESERVED:
+        return f"starts with '{rules.RESERVED_PREFIX}', a name the installer keeps for its own records; rename it"
     normal = posixpath.normpath(path)
     return f"is not normalised; write '{normal}'" if normal != "." else "names the root itself; name a file"
 

@@ -536,6 +536,10 @@ ERRORS = {
         HEAD + '[[file]]\npath = "etc\\\\conf"   # <-\nsource = { url = "x" }\n',
         ["path 'etc\\conf' holds a backslash, which devices refuse; separate directories with '/', like 'etc/conf'"],
     ),
+    "path the installer keeps for itself": (
+        HEAD + '[[file]]\npath = ".bundle-installed"   # <-\nsource = { url = "x" }\n',
+        ["path '.bundle-installed' starts with '.bundle-', a name the installer keeps for its own records"],
+    ),
     "empty path": (HEAD + '[[file]]\npath = ""   # <-\nsource = { url = "x" }\n', ["path '' is empty"]),
     "file under another file": (
         HEAD + '[[file]]\npath = "bin/hello/extra"   # <-\nsource = { url = "x" }\n',

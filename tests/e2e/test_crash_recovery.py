@@ -81,12 +81,19 @@ def test_installed_version_and_a_newer_one_started_together_both_work(versions, 
     (v1, _), (v2, expected2) = versions["1.0.0"], versions["2.0.0"]
     assert start(v1, root).returncode == 0
     results = concurrent_starts([[exe, "--bundle-dir", root] for exe in (v1, v2) * 4])
-    assert [r.returncode for r in results] == [0] * 8, [r.stderr for r in results if r.returncode]
-    assert [r.stdout.split()[1] for r in results] == ["1.0.0", "2.0.0"] * 4
+    old, new = results[0::2], results[1::2]
+    assert [r.returncode for r in new] == [0] * 4, [r.stderr for r in new if r.returncode]
+    assert [r.stdout.split()[1] for r in new] == ["2.0.0"] * 4
+    # An old start runs while 1.0.0 is current; once 2.0.0 is, it is a downgrade and refused (exit 4), never
+    # silently made current.
+    for r in old:
+        assert (r.returncode == 0 and r.stdout.split()[1] == "1.0.0") or (
+            r.returncode == 4 and "older than the current version 2.0.0" in r.stderr), r.stderr
     assert extractions(results) == 1  # only the new version installs; the old one takes the fast path
     assert install_problems(root, expected2) == []
-    assert os.readlink(root / "previous") == results[0].stdout.split()[2]
-    assert os.readlink(root / "current") == results[1].stdout.split()[2]
+    v1_id = start(v1, root, "--bundle-allow-downgrade").stdout.split()[2]  # allowed: it becomes current
+    assert os.readlink(root / "current") == v1_id
+    assert os.readlink(root / "previous") == new[0].stdout.split()[2]
 
 
 def test_gc_spares_a_version_a_running_runtime_holds_and_removes_it_once_it_exits(versions, tmp_path):

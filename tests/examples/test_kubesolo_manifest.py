@@ -3,7 +3,6 @@ the manifest loads with the set the issue names, `bundler make --arch arm` stops
 (upstream has no 32-bit ARM crun or containerd) until sources for it are given, and `bundler lock` would
 fetch exactly the URLs listed here."""
 
-import time
 import tomllib
 
 import tomli_w
@@ -46,15 +45,13 @@ def test_manifest_loads_with_the_runtime_set_and_the_images_split_by_variant():
 
 def test_make_for_arm_fails_at_once_naming_crun_and_arm(tmp_path):
     cache = tmp_path / "cache"
-    began = time.monotonic()
     result = bundler("make", "--manifest", EXAMPLE, "--arch", "arm", "--cache-dir", cache, cwd=tmp_path, check=False)
-    elapsed = time.monotonic() - began
     assert result.returncode == 2, result.stderr
     errors = result.stderr.strip().splitlines()
     assert len(errors) == 1 and "Traceback" not in result.stderr
     assert "'bin/crun'" in errors[0] and "arch 'arm'" in errors[0] and "[file.source.arm]" in errors[0]
     assert "'cni/bin/bridge'" not in errors[0]  # CNI has an arm build upstream
-    assert elapsed < 1.0, elapsed
+    # "At once": before anything is downloaded (how fast is measured by scripts/bench.py, not here).
     downloaded = [p for p in cache.rglob("*") if p.is_file()] if cache.exists() else []
     assert downloaded == []
 

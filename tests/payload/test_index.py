@@ -112,6 +112,7 @@ _EMBEDDED = dict(_PULLED, embedded=True, manifest="sha256:" + "e" * 64, layers="
     (lambda d: d.update(entrypoint=["bin/x", "{rot}"]), "unknown placeholder {rot}"),
     (lambda d: d["entries"][0].update(path="bin/x\n"), "has a NUL, newline or backslash"),
     (lambda d: d["entries"][0].update(path="bin\\x"), "has a NUL, newline or backslash"),
+    (lambda d: d["entries"][0].update(path=".bundle-index.json"), "a name the installer keeps for itself"),
     (lambda d: d["entries"][2].update(path="images/z"), "blob entry 'images/z' is not at images/blobs/sha256/e"),
     (lambda d: d.update(require_key="ed25519:short"), "require_key is not an ed25519 key"),
     (lambda d: d.update(images=[_PULLED, _PULLED]), "an image name appears twice"),

@@ -1,0 +1,53 @@
+"""Which bundle an install root belongs to: the name that first installed there, recorded in <root>/.bundle-name.
+
+One root serves one bundle name: `current`, `previous` and `--bundle-gc` are about the versions of one bundle, so
+a second name installing there would take `current` from the first and let its gc remove the other's versions.
+"""
+
+import os
+
+from payload import fs
+from payload.errors import HostError
+
+RECORD = ".bundle-name"
+INDEX_FILE = ".bundle-index.json"  # written into every installed version by install.py
+
+
+def _recorded(root):
+    try:
+        with open(os.path.join(root, RECORD)) as f:
+            return f.read().strip() or None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise HostError("cannot read %s: %s; check the install root's permissions" % (
+            os.path.join(root, RECORD), exc.strerror))
+
+
+def _current_name(root):
+    """The name in the index of `current`, for a root installed before the record existed."""
+    import json
+
+    try:
+        with open(os.path.join(root, "current", INDEX_FILE), "rb") as f:
+            return json.loads(f.read().decode("utf-8")).get("name")
+    except (OSError, ValueError):
+        return None
+
+
+def owner(root):
+    return _recorded(root) or _current_name(root)
+
+
+def check(root, name):
+    """Refuse (exit 4) a root that belongs to another bundle name."""
+    found = owner(root)
+    if found is not None and found != name:
+        raise HostError("install root %s belongs to bundle '%s' (recorded in %s); this is bundle '%s': give it its "
+                        "own --bundle-dir (or env BUNDLE_DIR)" % (root, found, os.path.join(root, RECORD), name))
+
+
+def record(root, name):
+    """Under the install lock, after check(): record `name` as the owner if nobody is recorded yet."""
+    if _recorded(root) is None:
+        fs.write_atomic(os.path.join(root, RECORD), name + "\n")

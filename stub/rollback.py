@@ -1,0 +1,112 @@
+"""--bundle-rollback (make `previous` current again, and `current` previous) and the downgrade check: a start of
+a version older than `current` (payload/versions.py orders them) needs --bundle-allow-downgrade."""
+
+import errno
+import json
+import os
+
+from payload import fs
+from payload.errors import HostError
+from payload.versions import is_older
+
+from . import install, locking, owner
+
+
+def _target(root, name):
+    path = os.path.join(root, name)
+    return os.readlink(path) if os.path.islink(path) else None
+
+
+def installed_version(root, bundle_id):
+    """The version string recorded in an installed version dir, or None when it has no record."""
+    try:
+        with open(os.path.join(root, bundle_id, owner.INDEX_FILE), "rb") as f:
+            version = json.loads(f.read().decode("utf-8")).get("version")
+    except (OSError, ValueError):
+        return None
+    return version if isinstance(version, str) else None
+
+
+def _describe(root, bundle_id):
+    return "%s (%s)" % (installed_version(root, bundle_id) or "unknown version", bundle_id[:12])
+
+
+def newer_current(root, bundle_id, version):
+    """The version `current` names when it is another version newer than `version`, else None."""
+    current = _target(root, "current")
+    if current is None or current == bundle_id:
+        return None
+    current_version = installed_version(root, current)
+    return current_version if current_version is not None and is_older(version, current_version) else None
+
+
+def check_downgrade(root, bundle_id, index, allowed):
+    """Refuse (exit 4) to start a version older than `current` unless allowed; True when it is such a start."""
+    newer = newer_current(root, bundle_id, index.version)
+    if newer is None:
+        return False
+    if not allowed:
+        raise HostError("%s %s is older than the current version %s in %s; add --bundle-allow-downgrade to run it "
+                        "(it then becomes current), or use --bundle-rollback to return to the previous version"
+                        % (index.name, index.version, newer, root))
+    return True
+
+
+def rollback(root, name):
+    """Swap `current` and `previous` under the install lock; returns a one-line summary."""
+    root = os.path.abspath(root)
+    if not os.path.isdir(os.path.join(root, install.LOCKS_DIR)):
+        raise HostError("nothing is installed in %s, so there is nothing to roll back; check --bundle-dir" % root)
+    install.prepare_root(root)
+    owner.check(root, name)
+    lock = locking.exclusive(os.path.join(root, install.LOCK))
+    try:
+        current, previous = _target(root, "current"), _target(root, "previous")
+        if previous is None or previous == current:
+            raise HostError("%s has no previous version to roll back to (current: %s)" % (
+                root, _describe(root, current) if current else "none"))
+        if not install.Installation(root, previous).is_installed():
+            raise HostError("the previous version %s in %s is not completely installed; start its bundle file "
+                            "to install it again" % (previous[:12], root))
+        _exchange(root, current, previous)
+    except OSError as exc:
+        raise HostError("cannot roll back in %s: %s" % (root, exc.strerror or exc))
+    finally:
+        os.close(lock)
+    return "%s: rolled back: current is now %s %s, previous %s" % (
+        root, name, _describe(root, previous), _describe(root, current))
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _rename_exchange(a, b):
+    """renameat2(RENAME_EXCHANGE): swap two names in one atomic step (Linux 3.15, glibc 2.28). False when this
+    libc or file system cannot."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(error, os.strerror(error))
+
+
+def _exchange(root, current, previous):
+    """Swap what `current` and `previous` name: in one atomic rename where the kernel can. Elsewhere each link
+    is replaced atomically, `current` first, so a crash in between leaves `current` naming the rolled-back
+    (installed) version, and `previous` naming it too: never a root without a usable `current`."""
+    if _rename_exchange(os.path.join(root, "current"), os.path.join(root, "previous")):
+        fs.fsync_dir(root)
+        return
+    fs.replace_symlink(previous, os.path.join(root, "current"), durable=False)
+    fs.replace_symlink(current, os.path.join(root, "previous"))
