@@ -104,8 +104,16 @@ cache_option = click.option("--cache-dir", type=click.Path(path_type=Path), envv
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (for CI).")
 mirror_option = click.option("--mirror", metavar="URL", envvar="BUNDLER_DEBIAN_MIRROR",
                              help="Debian mirror for building portable stubs (default: the host's apt sources).")
+
+
+def _insecure_registries(ctx, param, values):
+    from payload.oci.reference import parse_insecure_registry
+
+    return tuple(parse_insecure_registry(v, "--insecure-registry") for v in values)
+
+
 insecure_option = click.option("--insecure-registry", "insecure_registries", multiple=True, metavar="HOST:PORT",
-                               help="Allow plain http to this registry (repeatable).")
+                               callback=_insecure_registries, help="Allow plain http to this registry (repeatable).")
 
 
 @click.group(cls=_Group)

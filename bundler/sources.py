@@ -3,7 +3,7 @@
 import hashlib
 from pathlib import Path
 
-from payload.errors import IntegrityError
+from payload.errors import IntegrityError, NetworkError, UsageError
 
 from .compress import Member
 from .download import fetch, is_local, local_path
@@ -25,10 +25,20 @@ def fetch_source(manifest, lock, spec, arch, cache, locked, offline):
     url = manifest.resolve_url(source)
     try:
         return source, Path(fetch(url, sha256=expected, cache=cache, offline=offline))
-    except IntegrityError:
+    except IntegrityError as exc:
         if not is_local(url):
-            raise
+            raise at_line(manifest, spec, source, exc) from None
         raise _local_file_changed(manifest, lock, spec, arch, source, url, expected) from None
+    except (UsageError, NetworkError) as exc:
+        raise at_line(manifest, spec, source, exc) from None
+
+
+def at_line(manifest, spec, source, exc):
+    """The same error, prefixed with the manifest line of the source it is about (once)."""
+    where = f"{manifest.path}:{source.line or spec.line}"
+    if str(exc).startswith(where):
+        return exc
+    return type(exc)(f"{where}: {exc}")
 
 
 def _local_file_changed(manifest, lock, spec, arch, source, url, expected):
@@ -54,7 +64,10 @@ def gather_files(manifest, arch, lock, cache, locked=False, offline=False):
     for spec in manifest.files:
         source, path = fetch_source(manifest, lock, spec, arch, cache, locked, offline)
         if source.extract:
-            path = Path(extract_cached(cache, _sha256_of_cached(path), source.extract))
+            try:
+                path = Path(extract_cached(cache, _sha256_of_cached(path), source.extract))
+            except (IntegrityError, UsageError) as exc:
+                raise at_line(manifest, spec, source, exc) from None
         member = Member(spec.path, spec.mode, "file", path, _sha256_of_cached(path), path.stat().st_size)
         groups.setdefault(spec.group, []).append(member)
     return groups

@@ -24,7 +24,8 @@ def read_toml_text(path: Path, what: str, todo: str) -> str:
             f"{path}: cannot read the {what} ({error.strerror}); check the path and its permissions"
         ) from None
     try:
-        return raw.decode("utf-8")
+        # A UTF-8 byte order mark (some Windows editors write one) is not TOML, but it is no reason to refuse.
+        return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         raise UsageError(f"{path}:{line}: not valid UTF-8; save the {what} as UTF-8") from None

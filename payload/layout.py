@@ -77,6 +77,9 @@ def open_payload(path, f):
 
     found = find_section(f, SECTION)
     if found is None:
+        if find_section(f, "pydata") is None:  # not even a PyInstaller one-file program (or a damaged one)
+            raise IntegrityError("%s is not a bundle: it has no bundle payload and no PyInstaller archive; pass a "
+                                 "file built by `bundler make` (or copy a damaged bundle again)" % path)
         raise IntegrityError("%s: no bundle payload in this executable; it is a bare stub, build it with `bundler make`" % path)
     return read_payload(path, f, *found)
 

@@ -47,11 +47,11 @@ def missing(inst, index):
     return [i for i in index.images if not i.embedded and not os.path.exists(os.path.join(inst.images, i.archive_name))]
 
 
-def _registries(values, env_name, environ):
+def _registries(values, env_name, environ, parse=None):
     from payload.oci.reference import parse_registry_host
 
     extra = [v for v in environ.get(env_name, "").replace(",", " ").split() if v]
-    return tuple(parse_registry_host(v) for v in list(values) + extra)
+    return tuple((parse or parse_registry_host)(v) for v in list(values) + extra)
 
 
 def pull_missing(inst, index, opts, environ):
@@ -59,6 +59,7 @@ def pull_missing(inst, index, opts, environ):
     todo = missing(inst, index)
     if not todo or opts.no_pull:
         return
+    from payload.oci.reference import parse_insecure_registry
     from payload.oci.registry import RegistryClient
 
     from . import locking
@@ -72,7 +73,8 @@ def pull_missing(inst, index, opts, environ):
         pulls = os.path.join(inst.root, PULLS_DIR)
         os.makedirs(pulls, exist_ok=True)
         mirrors = _registries(opts.registry_mirror, "BUNDLE_REGISTRY_MIRRORS", environ)
-        insecure = _registries(opts.insecure_registry, "BUNDLE_INSECURE_REGISTRIES", environ)
+        insecure = _registries(opts.insecure_registry, "BUNDLE_INSECURE_REGISTRIES", environ,
+                               parse_insecure_registry)
         with RegistryClient(insecure_registries=insecure + mirrors, mirrors=mirrors) as client:
             for image in todo:
                 sys.stderr.write("%s: pulling %s (%s)\n" % (index.name, image.ref, image.digest[:19]))

@@ -15,7 +15,7 @@ MARKER = ".bundle-installed"
 WORK_SUFFIX = fs.TEMP_MARK  # work dirs, temp files and symlinks being swapped all carry it
 LOCK = ".lock"
 LOCKS_DIR = ".locks"
-SPACE_MARGIN = 16 << 20
+SPACE_MARGIN = 16 << 20  # kept free after an install, so that the runtime does not start on a full disk
 
 
 def default_root(name, environ):
@@ -64,8 +64,9 @@ def check_host(root, needed):
     st = os.statvfs(root)
     free = st.f_bavail * st.f_frsize
     if free < needed + SPACE_MARGIN:
-        raise HostError("not enough space in %s: the install needs %.1f MB, %.1f MB free; free space or choose "
-                        "another --bundle-dir" % (root, (needed + SPACE_MARGIN) / 1e6, free / 1e6))
+        raise HostError("not enough space in %s: the install needs %.1f MB (%.1f MB of files and a margin of "
+                        "%.1f MB kept free for the runtime), %.1f MB free; free space or choose another --bundle-dir"
+                        % (root, (needed + SPACE_MARGIN) / 1e6, needed / 1e6, SPACE_MARGIN / 1e6, free / 1e6))
     if st.f_flag & getattr(os, "ST_NOEXEC", 8):
         raise HostError("install root %s is on the noexec mount %s, programs installed there cannot run; choose "
                         "another --bundle-dir (or env BUNDLE_DIR)" % (root, _mount_point(root)))

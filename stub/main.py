@@ -39,6 +39,10 @@ def run(prog, args):
     if opts.help:
         sys.stdout.write(options.HELP % {"prog": prog})
         return 0
+    from . import leftovers
+
+    leftovers.mark_own_run()  # held until this run (and the runtime it becomes) ends
+    leftovers.remove_dead_runs()
     path = _executable()
     with open(path, "rb") as f:
         payload = open_payload(path, f)

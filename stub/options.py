@@ -84,4 +84,11 @@ def parse(argv):
             raise UsageError("unknown option %s; see --bundle-help (put `--` before ARGS meant for the runtime)" % name)
         i += 1
     opts.args = list(argv[i:])
+    if opts.insecure_registry or opts.registry_mirror:  # checked now, not only when an image is pulled
+        from payload.oci.reference import parse_insecure_registry, parse_registry_host
+
+        for value in opts.insecure_registry:
+            parse_insecure_registry(value, "--bundle-insecure-registry")
+        for value in opts.registry_mirror:
+            parse_registry_host(value, "--bundle-registry-mirror")
     return opts

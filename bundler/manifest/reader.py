@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import os
 import posixpath
+import re
 import urllib.parse
 from pathlib import Path
 from typing import NoReturn
@@ -262,9 +263,13 @@ class _Reader:
             mode = rules.parse_mode(text)
             if mode is None:
                 shown = f"'{text}'" if isinstance(text, str) else str(text)
+                special = isinstance(text, str) and re.fullmatch(r"0*[1-7][0-7]{3}", text) is not None
                 self.fail(
                     self.lines.line(table, "mode"),
-                    f"mode {shown} of '{path}' is not an octal string; write mode = \"0755\"",
+                    f"mode {shown} of '{path}' sets setuid, setgid or sticky bits, which bundles refuse (an "
+                    "installed file must not run with another user's rights, and devices install as root); "
+                    f"write the permission bits only, like mode = \"0{text[-3:]}\""
+                    if special else f"mode {shown} of '{path}' is not an octal string; write mode = \"0755\"",
                 )
 
         group = self.string(raw, "group", table, "[[file]]", '"tools"', required=False) or DEFAULT_GROUP

@@ -266,6 +266,16 @@ def load_json(data: bytes, what: str) -> dict:
     return document
 
 
+def parse_insecure_registry(text: str, what: str = "insecure registry") -> str:
+    """`HOST:PORT` for plain http: the port is required, so that one service, never a whole host, is trusted
+    without TLS."""
+    host = parse_registry_host(text, what)
+    if not re.search(r":[0-9]+\Z", host):
+        raise UsageError(f"invalid {what} {text!r}: expected HOST:PORT (plain http is allowed to one port of a host, "
+                         "so name the port, like 127.0.0.1:5000)")
+    return host
+
+
 def parse_registry_host(text: str, what: str = "registry") -> str:
     """`HOST[:PORT]` (an `https://` or `http://` prefix and a trailing slash are dropped), for mirrors and
     insecure registries given on a command line."""

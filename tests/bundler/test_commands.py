@@ -8,3 +8,12 @@ def test_lock_defaults_to_the_arches_every_file_has_and_names_the_others():
     arches = _complete_arches(load_manifest(ROOT / "examples" / "kubesolo" / "bundle.toml"), said.append)
     assert arches == ["amd64", "arm64", "riscv64"]
     assert len(said) == 1 and said[0].startswith("skipping arm: no source for") and "crun" in said[0]
+
+
+def test_inspect_of_a_program_that_is_no_bundle_says_so(stub_path):
+    from tests.helpers import bundler
+
+    plain = bundler("inspect", "/usr/bin/ls", check=False)
+    assert plain.returncode == 3 and "/usr/bin/ls is not a bundle" in plain.stderr and "bare stub" not in plain.stderr
+    bare = bundler("inspect", stub_path, check=False)  # a PyInstaller stub without a payload: that one is a bare stub
+    assert bare.returncode == 3 and "it is a bare stub" in bare.stderr

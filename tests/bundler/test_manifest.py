@@ -536,6 +536,10 @@ ERRORS = {
         HEAD + '[[file]]\npath = "etc\\\\conf"   # <-\nsource = { url = "x" }\n',
         ["path 'etc\\conf' holds a backslash, which devices refuse; separate directories with '/', like 'etc/conf'"],
     ),
+    "setuid mode": (
+        HEAD + '[[file]]\npath = "bin/su"\nmode = "4755"   # <-\nsource = { url = "x" }\n',
+        ["mode '4755' of 'bin/su' sets setuid, setgid or sticky bits, which bundles refuse", 'mode = "0755"'],
+    ),
     "path the installer keeps for itself": (
         HEAD + '[[file]]\npath = ".bundle-installed"   # <-\nsource = { url = "x" }\n',
         ["path '.bundle-installed' starts with '.bundle-', a name the installer keeps for its own records"],
@@ -779,3 +783,9 @@ def test_every_placeholder_the_device_expands_is_accepted(tmp_path):
     manifest = load(tmp_path, text)
     inst = type("Inst", (), {"path": "/r/id", "images": "/r/id/images", "data": "/r/data"})()
     assert command(manifest.entrypoint, inst, ["a"]) == ["/r/id/bin/hello", "/r/id", "/r/id/images", "--state=/r/data/x", "a"]
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "bundle.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + HEAD.encode())  # what some Windows editors write
+    assert load_manifest(path).name == "demo"

@@ -71,6 +71,8 @@ def test_lock_then_locked_make_then_a_wrong_pin_is_refused(served, stub_path):
     failed = bundler("make", "--locked", "--stub", stub_path, "--cache-dir", fresh_cache, "-o", project / "bad",
                      cwd=project, check=False)
     assert failed.returncode == 3 and "sha256" in failed.stderr and "Traceback" not in failed.stderr
+    crun_line = MANIFEST.splitlines().index('source = {{ url = "{base}/crun" }}') + 1
+    assert "bundle.toml:%d: " % crun_line in failed.stderr  # names the manifest line of the source
     assert not (project / "bad").exists()
 
 
