@@ -14,7 +14,6 @@ import difflib
 import errno
 import gzip
 import lzma
-import os
 import posixpath
 import stat
 import tarfile

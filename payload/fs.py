@@ -130,6 +130,11 @@ def replace_symlink(target, link, durable=True):
         fsync_dir(directory)
 
 
+def link_target(path):
+    """Where the symlink `path` points, or None when it is no symlink (or absent)."""
+    return os.readlink(path) if os.path.islink(path) else None
+
+
 def safe_unlink(path):
     """Remove a file or symlink; one that is not there is fine."""
     try:

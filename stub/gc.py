@@ -30,11 +30,6 @@ class Collection(object):
             self.root, len(self.removed), ids(self.removed), ids(self.kept), ids(self.in_use))
 
 
-def _link_target(root, name):
-    path = os.path.join(root, name)
-    return os.readlink(path) if os.path.islink(path) else None
-
-
 def _installed_versions(root):
     for name in sorted(os.listdir(root)):
         path = os.path.join(root, name)
@@ -55,7 +50,7 @@ def collect(root, name=None):
     lock = locking.exclusive(os.path.join(root, install.LOCK))
     try:
         install.remove_stale_work(root)
-        keep = set(filter(None, (_link_target(root, "current"), _link_target(root, "previous"))))
+        keep = set(filter(None, (fs.link_target(os.path.join(root, link)) for link in ("current", "previous"))))
         for bundle_id in _installed_versions(root):
             if bundle_id in keep:
                 done.kept.append(bundle_id)

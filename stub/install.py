@@ -89,7 +89,7 @@ def remove_stale_work(root):
 def point_current(root, bundle_id):
     """Make `current` name this version, and `previous` the one `current` named before."""
     current = os.path.join(root, "current")
-    old = os.readlink(current) if os.path.islink(current) else None
+    old = fs.link_target(current)
     if old == bundle_id:
         return
     if old is not None:

@@ -13,8 +13,7 @@ from . import install, locking, owner
 
 
 def _target(root, name):
-    path = os.path.join(root, name)
-    return os.readlink(path) if os.path.islink(path) else None
+    return fs.link_target(os.path.join(root, name))
 
 
 def installed_version(root, bundle_id):
