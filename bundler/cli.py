@@ -302,3 +302,42 @@ def stub(arch, host_python, mirror, cache_dir):
         path = portable_stub(cache, arch or host_arch(), mirror=mirror, log=_log)
     _log("stub glibc floor: %s" % format_version(stub_floor(path)[0]))
     click.echo(str(path))
+
+
+def _registry_client(insecure_registries, mirrors=()):
+    from payload.oci.reference import parse_registry_host
+    from payload.oci.registry import RegistryClient
+
+    mirrors = tuple(parse_registry_host(m, "--registry-mirror") for m in mirrors)
+    return RegistryClient(insecure_registries=tuple(insecure_registries), mirrors=mirrors)
+
+
+@main.command()
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("target", metavar="REGISTRY/REPO:TAG")
+@insecure_option
+def push(bundles, target, insecure_registries):
+    """Push BUNDLES (one version, any architectures) to REGISTRY/REPO:TAG as OCI artifacts under one image index;
+    architectures already under the tag for that version are kept. Blobs the registry has are not sent again."""
+    from .push import push as push_bundles
+
+    with _registry_client(insecure_registries) as client:
+        digest, count = push_bundles(bundles, target, client, log=_log)
+    click.echo("%s  %s (%d bundle%s)" % (target, digest, count, "" if count == 1 else "s"))
+
+
+@main.command()
+@click.argument("reference", metavar="REF")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Where the executable goes (its .sha256 beside it).")
+@click.option("--arch", type=ARCH, help="The architecture to pull from a tag that holds several.")
+@click.option("--variant", help="The variant to pull from a tag that holds several of one architecture.")
+@click.option("--registry-mirror", "mirrors", multiple=True, metavar="HOST[:PORT]",
+              help="Fetch blobs from this registry first (repeatable).")
+@insecure_option
+def pull(reference, output, arch, variant, mirrors, insecure_registries):
+    """Rebuild the bundle REF names, byte for byte the executable that was pushed, at OUTPUT."""
+    from .pull import pull as pull_bundle
+
+    with _registry_client(insecure_registries, mirrors) as client:
+        pull_bundle(reference, output, client, arch=arch, variant=variant, log=click.echo)

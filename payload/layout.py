@@ -53,10 +53,15 @@ class Payload(object):
 
 def header_and_index(index, signature=b""):
     """The bytes that precede the data area in the payload section."""
-    index_bytes = index.to_bytes()
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, len(signature), len(index_bytes), index.payload_size,
+    return head_bytes(index.to_bytes(), signature, index.payload_size)
+
+
+def head_bytes(index_bytes, signature, data_size):
+    """The payload section up to its data area (header, index as stored, signature block): the same bytes a file
+    holds there, since every header field follows from these."""
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, len(signature), len(index_bytes), data_size,
                           hashlib.sha256(index_bytes).digest())
-    return header + index_bytes + signature
+    return header + bytes(index_bytes) + bytes(signature)
 
 
 def write_section_content(out, index, group_paths, signature=b""):
@@ -84,8 +89,17 @@ def open_payload(path, f):
     return read_payload(path, f, *found)
 
 
-def read_payload(path, f, offset, size):
-    """Read and check the payload section that spans `size` bytes from `offset` of the file open as `f`."""
+def read_head(path, data):
+    """Check and parse a payload section's head alone (header, index, signature; the data area elsewhere), as a
+    registry serves it (payload/artifact.py). The Payload has no data area in any file."""
+    import io
+
+    return read_payload(path, io.BytesIO(data), 0, len(data), head_only=True)
+
+
+def read_payload(path, f, offset, size, head_only=False):
+    """Read and check the payload section that spans `size` bytes from `offset` of the file open as `f`
+    (`head_only`: the header, index and signature only, whatever the index says of its data area)."""
     if size < _HEADER.size:
         raise _damaged(path, "payload section is %d bytes, too small for its header" % size)
     f.seek(offset)
@@ -107,6 +121,10 @@ def read_payload(path, f, offset, size):
         raise _damaged(path, "signature is cut short")
     index = Index.from_bytes(index_bytes, data_size)
     data_offset = offset + head_size
+    if head_only:
+        if size != head_size:
+            raise _damaged(path, "%d bytes follow the signature" % (size - head_size))
+        return Payload(path, index, index_bytes, signature, None, data_size, section=(None, head_size + data_size))
     if size != (head_size if index.parts else head_size + data_size):
         raise _damaged(path, "payload section is %d bytes, its index says %s" % (
             size, "the data area is in parts" if index.parts else "the data area is in the section"))

@@ -10,6 +10,7 @@
 
 import ipaddress
 import os
+import re
 import sys
 import urllib.parse
 from typing import Dict, NamedTuple, Optional, Tuple
@@ -42,12 +43,17 @@ MAX_MANIFEST_SIZE = 4 << 20  # containerd's limit too
 MAX_CONFIG_SIZE = 16 << 20
 _ACCEPT_MANIFESTS = ", ".join(INDEX_TYPES + MANIFEST_TYPES)
 _CHUNK = 1 << 16
+UPLOAD_CHUNK = 32 << 20  # blobs up to this size go in one PUT; larger ones in chunks of it (PATCH)
 _MAX_REDIRECTS = 5
 _REDIRECTS = (301, 302, 303, 307, 308)
 LOGIN_HINT = (
     "log in (docker login / skopeo login) or point " + AUTH_FILE_ENV + " at a docker config.json with credentials"
 )
 
+
+
+class NotFound(NetworkError):
+    """The registry answered 404 for a manifest or blob."""
 
 
 class ResolvedImage(NamedTuple):
@@ -109,6 +115,7 @@ class RegistryClient:
         self._progress = progress_display.callback(progress)
         self._endpoints: Dict[str, _Endpoint] = {}
         self._session = None
+        self.upload_chunk = UPLOAD_CHUNK
 
     def close(self) -> None:
         progress_display.finish(self._progress)
@@ -178,6 +185,154 @@ class RegistryClient:
         """
         ref, digest = _as_reference(ref), check_digest(digest)
         return self._from_sources(ref, lambda endpoint: self._fetch_blob_from(endpoint, ref, digest, dest_path, size))
+
+    def manifest(self, ref):
+        """(bytes, media type, digest) of the manifest `ref` names (a tag: from its own registry; a digest:
+        mirrors first, verified), or None when the registry has none (404)."""
+        ref = _as_reference(ref)
+        try:
+            data, media_type = self._manifest(ref)
+        except NotFound:
+            return None
+        return data, media_type, sha256_digest(data)
+
+    # pushing: blobs by digest (HEAD first, then a monolithic or chunked upload), manifests by digest or tag
+
+    def blob_exists(self, ref, digest: str) -> bool:
+        """Whether `ref`'s repository on its own registry has blob `digest` (HEAD; pushing never asks mirrors)."""
+        ref, digest = _as_reference(ref), check_digest(digest)
+        endpoint = self._endpoint(ref.registry)
+        path = f"/v2/{ref.repository}/blobs/{digest}"
+
+        def attempt():
+            # A redirect says where the blob's bytes are: it has them.
+            with self._send(endpoint, ref, "HEAD", path, ok=(200, 404) + _REDIRECTS, actions="pull,push") as response:
+                return response.status_code != 404
+
+        return self._policy.run(attempt, self._push_give_up(endpoint, ref, "HEAD " + path))
+
+    def upload_blob(self, ref, digest: str, size: int, open_at, label: Optional[str] = None) -> bool:
+        """Upload blob `digest` of `size` bytes to `ref`'s repository unless it is there already; True when bytes
+        were sent. `open_at(offset)` gives a binary file positioned at that offset of the blob. Blobs larger than
+        `upload_chunk` go in chunks (PATCH); an interrupted chunk is resumed where the registry says it stands."""
+        ref, digest = _as_reference(ref), check_digest(digest)
+        if self.blob_exists(ref, digest):
+            return False
+        endpoint = self._endpoint(ref.registry)
+        label = label or digest[7:19]
+        session = {"url": None, "offset": 0}
+        start_path = f"/v2/{ref.repository}/blobs/uploads/"
+
+        def attempt():
+            if session["url"] is None:
+                with self._send(endpoint, ref, "POST", start_path, ok=(202,), actions="pull,push") as response:
+                    session["url"], session["offset"] = _location(response), 0
+            elif session["offset"]:
+                session["offset"] = self._upload_offset(endpoint, ref, session)
+            try:
+                if size <= self.upload_chunk:
+                    session["offset"] = 0  # a failed monolithic upload starts again with a new session
+                    url, session["url"] = session["url"], None
+                    body = _Body(open_at, 0, size, self._progress, label, size)
+                    self._finish_upload(endpoint, ref, url, digest, body)
+                    return True
+                while session["offset"] < size:
+                    offset = session["offset"]
+                    length = min(self.upload_chunk, size - offset)
+                    body = _Body(open_at, offset, length, self._progress, label, size)
+                    headers = {"Content-Type": "application/octet-stream",
+                               "Content-Range": "%d-%d" % (offset, offset + length - 1)}
+                    with self._send(endpoint, ref, "PATCH", session["url"], headers, body, ok=(202,),
+                                    actions="pull,push") as response:
+                        session["url"], session["offset"] = _location(response), offset + length
+                self._finish_upload(endpoint, ref, session["url"], digest, b"")
+                return True
+            except http.Retry:
+                if session["url"] is not None and size > self.upload_chunk:
+                    session["offset"] = max(session["offset"], 1)  # ask the registry where it stands
+                raise
+
+        return self._policy.run(attempt, self._push_give_up(endpoint, ref, f"uploading blob {digest}"))
+
+    def _upload_offset(self, endpoint, ref, session) -> int:
+        """Where an upload session stands (GET of its URL: 204 with `Range: 0-N`); a gone session starts over."""
+        with self._send(endpoint, ref, "GET", session["url"], ok=(204, 404), actions="pull,push") as response:
+            if response.status_code == 404:
+                session["url"] = None
+                raise http.Retry("the registry forgot the upload session")
+            session["url"] = _location(response) if response.headers.get("Location") else session["url"]
+            match = re.match(r"(?:bytes=)?0-(\d+)$", response.headers.get("Range", ""))
+            return int(match.group(1)) + 1 if match else 0
+
+    def _finish_upload(self, endpoint, ref, url, digest, body) -> None:
+        separator = "&" if "?" in url else "?"
+        headers = {"Content-Type": "application/octet-stream"}
+        with self._send(endpoint, ref, "PUT", url + separator + "digest=" + urllib.parse.quote(digest), headers,
+                        body, ok=(201, 204), actions="pull,push"):
+            pass
+
+    def put_manifest(self, ref, target: str, data: bytes, media_type: str) -> str:
+        """PUT a manifest (or image index) under `target` (a tag or its digest); returns its digest."""
+        ref = _as_reference(ref)
+        endpoint = self._endpoint(ref.registry)
+        path = f"/v2/{ref.repository}/manifests/{target}"
+        digest = sha256_digest(data)
+
+        def attempt():
+            with self._send(endpoint, ref, "PUT", path, {"Content-Type": media_type}, data, ok=(201, 200),
+                            actions="pull,push") as response:
+                said = response.headers.get("Docker-Content-Digest")
+                if said and said != digest:
+                    raise IntegrityError(f"registry {endpoint.host} stored the manifest of {ref} as {said}, "
+                                         f"not {digest}; it altered the manifest")
+            return digest
+
+        return self._policy.run(attempt, self._push_give_up(endpoint, ref, "PUT " + path))
+
+    def _push_give_up(self, endpoint, ref, what):
+        def give_up(reason, attempts):
+            return http.network_error(f"{what} for {ref}", f"registry {endpoint.host}",
+                                      f"{reason} ({http.attempts_text(attempts)})",
+                                      "check the network and that the registry is up; run again to resume")
+
+        return give_up
+
+    def _send(self, endpoint: _Endpoint, ref: Reference, method: str, url: str, headers=None, body=None,
+              ok=(200,), actions: str = "pull"):
+        """One request that is not a streamed GET (HEAD, POST, PATCH, PUT, an upload's status), with auth: the
+        response when its status is in `ok`; http.Retry for what another attempt may cure; NetworkError else.
+        `body`: bytes, or a _Body (rewound for a second try after new credentials)."""
+        self._probe(endpoint, ref)
+        if url.startswith("/"):
+            url = endpoint.base_url + url
+        session = self._requests_session()
+        own = urllib.parse.urlsplit(endpoint.base_url).netloc
+        target = urllib.parse.urlsplit(url).netloc
+        for renewed_auth in (False, True):
+            request_headers = dict(headers or {})
+            authorization = self._authorization(endpoint, ref, actions)
+            if authorization and target == own:
+                request_headers["Authorization"] = authorization
+            if body is not None and not isinstance(body, (bytes, bytearray)):
+                body.rewind()
+            try:
+                response = session.request(method, url, headers=request_headers, data=body, allow_redirects=False,
+                                           timeout=self.timeout, verify=endpoint.verify if target == own else
+                                           not self._insecure_host(target))
+            except http.transfer_errors() as error:
+                raise http.Retry(http.short_reason(error)) from None
+            status = response.status_code
+            if status in ok:
+                return response
+            response.close()
+            if self._auth_renewed(endpoint, ref, response, renewed_auth):
+                continue
+            failure = http.status_failure(response)
+            if failure is not None:
+                raise failure
+            raise NetworkError(f"registry {endpoint.host} refused {method} {urllib.parse.urlsplit(url).path} for "
+                               f"{ref}: HTTP {status}{_registry_errors(response)}")
+        raise AssertionError("unreachable")
 
     # sources: mirrors first for content by digest, then the image's own registry
 
@@ -291,17 +446,11 @@ class RegistryClient:
             if status in (200, 206, 416):
                 return response
             response.close()
-            if status == 401 and not renewed_auth:
-                challenge = _preferred_challenge(response.headers.get("WWW-Authenticate", ""))
-                if challenge is not None:
-                    endpoint.challenge = challenge
-                    endpoint.tokens.clear()
-                    continue
-            if status in (401, 403):
-                raise self._access_error(endpoint, ref, status)
+            if self._auth_renewed(endpoint, ref, response, renewed_auth):
+                continue
             if status == 404:
                 what = path.rsplit("/", 2)
-                raise NetworkError(
+                raise NotFound(
                     f"{ref}: {what[-2][:-1]} {what[-1]} not found on registry {endpoint.host}; "
                     "check the image name, tag and digest"
                 )
@@ -311,6 +460,20 @@ class RegistryClient:
             raise http.network_error(f"GET {path} for {ref}", f"registry {endpoint.host}", f"HTTP {status}",
                                      "check the image reference and the registry")
         raise AssertionError("unreachable")
+
+    def _auth_renewed(self, endpoint, ref, response, renewed_auth) -> bool:
+        """For a 401 or 403: True when a first 401 brought a new challenge (try once more with it); else raise
+        the access error. False for other statuses."""
+        status = response.status_code
+        if status == 401 and not renewed_auth:
+            challenge = _preferred_challenge(response.headers.get("WWW-Authenticate", ""))
+            if challenge is not None:
+                endpoint.challenge = challenge
+                endpoint.tokens.clear()
+                return True
+        if status in (401, 403):
+            raise self._access_error(endpoint, ref, status)
+        return False
 
     def _get_following_redirects(self, endpoint, url, headers, authorization):
         """Registries send blobs from storage hosts: Authorization goes only to the registry's own host."""
@@ -396,7 +559,7 @@ class RegistryClient:
             self._auth = load_auth_config(self._auth_file)
         return self._auth.for_registry(host)
 
-    def _authorization(self, endpoint: _Endpoint, ref: Reference) -> Optional[str]:
+    def _authorization(self, endpoint: _Endpoint, ref: Reference, actions: str = "pull") -> Optional[str]:
         if endpoint.challenge is None:
             return None
         scheme, params = endpoint.challenge
@@ -405,7 +568,7 @@ class RegistryClient:
             if credentials is None or not credentials.username:
                 raise self._access_error(endpoint, ref, 401)
             return basic_authorization(credentials)
-        scope = f"repository:{ref.repository}:pull"
+        scope = f"repository:{ref.repository}:{actions}"
         if scope not in endpoint.tokens:
             if credentials is not None and credentials.registry_token:
                 token = credentials.registry_token
@@ -565,6 +728,55 @@ class _PartialBlob(object):
 
     def actual(self):
         return self.hasher.name + ":" + self.hasher.hexdigest()
+
+
+def _location(response) -> str:
+    location = response.headers.get("Location")
+    if not location:
+        raise NetworkError(f"{response.request.method} {response.url} answered {response.status_code} without a "
+                           "Location; the registry does not support uploads")
+    return urllib.parse.urljoin(response.url, location)
+
+
+def _registry_errors(response) -> str:
+    """The `errors` of a distribution error body, as `: CODE message`."""
+    try:
+        errors = response.json().get("errors") or []
+        found = "; ".join("%s %s" % (e.get("code", ""), e.get("message", "")) for e in errors if isinstance(e, dict))
+    except (ValueError, AttributeError):
+        found = ""
+    return ": " + found.strip() if found.strip() else ""
+
+
+class _Body(object):
+    """`length` bytes of a blob from `offset`, as a request body with a known length (so requests sends
+    Content-Length, never chunked encoding), read again from its start for a second try."""
+
+    def __init__(self, open_at, offset, length, progress, label, total):
+        self.open_at, self.offset, self.length = open_at, offset, length
+        self.progress, self.label, self.total = progress, label, total
+        self.handle, self.left = None, length
+
+    def __len__(self):
+        return self.length
+
+    def rewind(self):
+        if self.handle is not None:
+            self.handle.close()
+        self.handle, self.left = self.open_at(self.offset), self.length
+
+    def read(self, size=-1):
+        if self.handle is None:
+            self.rewind()
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        data = self.handle.read(size) if size else b""
+        self.left -= len(data)
+        if size and not data:
+            raise HostError(f"blob {self.label} ended {self.left} bytes early while it was being sent")
+        self.progress(self.label, self.offset + self.length - self.left, self.total)
+        if not self.left:
+            self.handle.close()
+        return data
 
 
 def _as_reference(ref) -> Reference:
