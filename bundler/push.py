@@ -1,7 +1,6 @@
 """`bundler push`: bundles to an OCI registry as artifacts (payload/artifact.py), several architectures of one
 version under one tag. Blobs the registry has already are not sent again (HEAD first)."""
 
-import os
 from pathlib import Path
 
 from payload import artifact
@@ -19,8 +18,7 @@ class _Opened(object):
         self.path = Path(path)
         with open(self.path, "rb") as f:
             self.payload = open_payload(str(self.path), f)
-            size = os.fstat(f.fileno()).st_size
-            self.blobs = artifact.bundle_blobs(self.payload, size)
+            self.blobs = artifact.bundle_blobs(self.payload, f)
             check_outside(self.payload, f)  # a damaged stub never leaves this host
         self.sha256 = file_sha256(self.path)
         self.manifest = artifact.manifest_bytes(self.payload.index, self.blobs, self.sha256)
@@ -58,7 +56,8 @@ def push(bundles, target, client, log):
 def _label(blob):
     if blob.frame is not None:
         return "pushing %s" % blob.frame.group
-    return "pushing %s" % ("stub" if blob.media_type == artifact.STUB_TYPE else "index")
+    return "pushing %s" % {artifact.ELF_TYPE: "ELF header", artifact.STUB_TYPE: "stub",
+                                artifact.ARCHIVE_TYPE: "pydata"}.get(blob.media_type, "index")
 
 
 def _existing_index(client, ref):

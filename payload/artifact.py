@@ -4,16 +4,18 @@ one manifest per architecture under a tag, and how the one-file executable is re
 docs/fleet.md describes the layout; `bundler push` / `bundler pull` and the device's `--bundle-update` all go
 through this module, so what is pushed is what a device reads.
 
-    blobs = bundle_blobs(payload, file_size)       # config (the signed index) and layers, with their spans
+    blobs = bundle_blobs(payload, f)               # config (the signed index) and layers, with their spans
     manifest = manifest_bytes(payload.index, blobs)
 
 The blobs are the bundle's own bytes, never re-encoded:
   - config: the payload section up to its data area: header, index, signature block (docs/format.md, 2);
   - one layer per stored frame, exactly the bytes the data area holds (stored_frames());
-  - one layer for the rest of the executable: the bytes outside the payload section (bootloader, ELF headers,
-    PyInstaller's archive), whose sha256 the index records as `outside_sha256`. Its annotation gives the offset
-    where the section goes back in.
-So every layer's digest is in the signed index: a manifest is checked against what its config calls for.
+  - the rest of the executable, the bytes outside the payload section (whose sha256 the index records as
+    `outside_sha256`), as three layers: the ELF header with the bytes after the section but pydata (the section
+    table: these change with the section's size, so with every index; a few KB), the bootloader (up to the
+    section) and PyInstaller's archive (section pydata); the last two are the same bytes in every bundle of one
+    stub. The ELF layer's annotations give where each piece goes.
+Every frame's digest is in the signed index, and the rebuilt file's outside_sha256 checks the other three.
 """
 
 import hashlib
@@ -26,7 +28,9 @@ from .errors import IntegrityError, UsageError
 ARTIFACT_TYPE = "application/vnd.bundler.bundle.v1"
 INDEX_TYPE = "application/vnd.bundler.index.v1"  # the config: payload header, index, signature block
 FRAME_TYPE = "application/vnd.bundler.frame.v1+zstd"  # one stored zstd frame of a group
-STUB_TYPE = "application/vnd.bundler.stub.v1"  # the executable's bytes outside the payload section
+ELF_TYPE = "application/vnd.bundler.elf.v1"  # the ELF header and what follows the payload section but pydata
+STUB_TYPE = "application/vnd.bundler.stub.v1"  # the bootloader: from the ELF header's end to the payload section
+ARCHIVE_TYPE = "application/vnd.bundler.pydata.v1"  # the content of the section pydata: PyInstaller's archive
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -44,6 +48,8 @@ OCI_VERSION = "org.opencontainers.image.version"
 GROUP = "vnd.bundler.group"
 FRAME = "vnd.bundler.frame"  # the frame's number in its group, from 0
 SECTION_OFFSET = "vnd.bundler.section-offset"
+PYDATA_OFFSET = "vnd.bundler.pydata-offset"
+HEADER_SIZE = "vnd.bundler.elf-header-size"
 
 
 class Frame(NamedTuple):
@@ -88,12 +94,14 @@ class Blob(NamedTuple):
 
 class Blobs(NamedTuple):
     config: Blob
+    elf: Blob
     stub: Blob
+    archive: Blob
     frames: Tuple[Blob, ...]
 
     @property
     def layers(self):
-        return (self.stub,) + self.frames
+        return (self.elf, self.stub, self.archive) + self.frames
 
     @property
     def all(self):
@@ -104,9 +112,9 @@ def _digest(sha256):
     return "sha256:" + sha256
 
 
-def bundle_blobs(payload, file_size=None):
-    """The blobs of an opened, unsplit bundle payload and their spans in its file of `file_size` bytes. A head read
-    from a registry (read_head) has no file: its spans mean nothing, and the stub's size is unknown (None)."""
+def bundle_blobs(payload, f=None):
+    """The blobs of an opened, unsplit bundle payload and their spans in its file, open as `f`. A head read from a
+    registry (read_head) has no file: its stub and archive blobs are then unknown (no digest, no size)."""
     index = payload.index
     if payload.split:
         raise UsageError("%s is a split bundle; push the executable made without --split (bundler split and "
@@ -115,17 +123,56 @@ def bundle_blobs(payload, file_size=None):
         raise UsageError("%s records no sha256 of its stub (a bundle of an older bundler); make it again" % payload.path)
     head = head_of(payload)
     start = payload.section_offset or 0
-    config = Blob(INDEX_TYPE, _digest(hashlib.sha256(head).hexdigest()), len(head), (), ((start, len(head)),))
-    section_end = start + payload.section_size
-    stub_size = None if file_size is None else file_size - payload.section_size
-    stub = Blob(STUB_TYPE, _digest(index.outside_sha256), stub_size, ((SECTION_OFFSET, str(start)),),
-                ((0, start), (section_end, (file_size or section_end) - section_end)))
+    config = Blob(INDEX_TYPE, sha256_of(head), len(head), (), ((start, len(head)),))
     data_offset = payload.data_offset or 0
     frames = tuple(
         Blob(FRAME_TYPE, _digest(f.sha256), f.csize, ((FRAME, str(f.number)), (GROUP, f.group)),
              ((data_offset + f.offset, f.csize),), f)
         for f in stored_frames(index))
-    return Blobs(config, stub, frames)
+    if f is None:
+        unknown = [Blob(t, None, None, (), ()) for t in (ELF_TYPE, STUB_TYPE, ARCHIVE_TYPE)]
+        return Blobs(config, *unknown, frames)
+    elf_spans, stub_span, archive_span = outside_spans(f, payload)
+    elf = Blob(ELF_TYPE, _hash_spans(f, elf_spans), sum(n for _, n in elf_spans),
+               ((HEADER_SIZE, str(elf_spans[0][1])), (PYDATA_OFFSET, str(archive_span[0])),
+                (SECTION_OFFSET, str(start))), elf_spans)
+    stub = Blob(STUB_TYPE, _hash_spans(f, (stub_span,)), stub_span[1], (), (stub_span,))
+    archive = Blob(ARCHIVE_TYPE, _hash_spans(f, (archive_span,)), archive_span[1], (), (archive_span,))
+    return Blobs(config, elf, stub, archive, frames)
+
+
+def outside_spans(f, payload):
+    """(the ELF layer's spans, the bootloader's span, the span of pydata) of the bundle file `f`: the bytes outside
+    the payload section, cut so that what changes with the section's size (so with every index: the ELF header's
+    section table offset, the section table after pydata) is apart from what does not (the bootloader, PyInstaller's
+    archive, the same bytes in every bundle of one stub)."""
+    from .elf import find_section
+
+    f.seek(0, 2)
+    size = f.tell()
+    f.seek(4)
+    header_size = 64 if f.read(1) == b"\x02" else 52  # ELFCLASS64 or ELFCLASS32
+    section_end = payload.section_offset + payload.section_size
+    found = find_section(f, "pydata")
+    if found is None or found[0] < section_end or found[0] + found[1] > size or payload.section_offset < header_size:
+        raise IntegrityError("%s has no PyInstaller archive (pydata) after its payload section" % payload.path)
+    archive_start, archive_end = found[0], found[0] + found[1]
+    elf = ((0, header_size), (section_end, archive_start - section_end), (archive_end, size - archive_end))
+    return elf, (header_size, payload.section_offset - header_size), found
+
+
+def _hash_spans(f, spans):
+    sha = hashlib.sha256()
+    for offset, length in spans:
+        f.seek(offset)
+        left = length
+        while left:
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:
+                raise IntegrityError("the bundle file ends inside its stub")
+            sha.update(chunk)
+            left -= len(chunk)
+    return "sha256:" + sha.hexdigest()
 
 
 def head_of(payload):
@@ -172,7 +219,7 @@ class Artifact(NamedTuple):
 
     @property
     def file_size(self):
-        return self.blobs.stub.size + self.payload.section_size
+        return self.blobs.elf.size + self.blobs.stub.size + self.blobs.archive.size + self.payload.section_size
 
 
 def parse_manifest(data, where):
@@ -190,7 +237,8 @@ def parse_manifest(data, where):
 
 
 def read_artifact(where, manifest_doc, config_bytes):
-    """Check that the manifest lists exactly the layers the config (its signed index) calls for."""
+    """Check that the manifest lists exactly the frames its config (the signed index) calls for, after the stub and
+    the archive (whose digests only the manifest gives: the rebuilt file's outside_sha256 checks them)."""
     from .layout import read_head
     from .oci.reference import descriptor_from
 
@@ -200,47 +248,69 @@ def read_artifact(where, manifest_doc, config_bytes):
     if len(layers) != len(expected.layers):
         raise IntegrityError("%s lists %d layers, its index calls for %d; the manifest does not belong to its index"
                              % (where, len(layers), len(expected.layers)))
-    for n, (layer, blob) in enumerate(zip(layers, expected.layers)):
-        found = descriptor_from(layer, "%s layer %d" % (where, n))
-        if found.media_type != blob.media_type or found.digest != blob.digest or (
-                blob.size is not None and found.size != blob.size):
+    found = [descriptor_from(layer, "%s layer %d" % (where, n)) for n, layer in enumerate(layers)]
+    for n, (layer, blob) in enumerate(zip(found, expected.layers)):
+        if layer.media_type != blob.media_type or (blob.digest is not None and layer.digest != blob.digest) or (
+                blob.size is not None and layer.size != blob.size):
             raise IntegrityError("%s layer %d is %s %s, its index calls for %s %s; the manifest does not belong to "
-                                 "its index" % (where, n, found.media_type, found.digest, blob.media_type, blob.digest))
-    stub_doc = layers[0]
+                                 "its index" % (where, n, layer.media_type, layer.digest, blob.media_type, blob.digest))
+    notes = layers[0].get("annotations") or {}
     try:
-        section_offset = int((stub_doc.get("annotations") or {})[SECTION_OFFSET])
+        header_size, section_offset, archive_offset = (int(notes[k]) for k in (HEADER_SIZE, SECTION_OFFSET,
+                                                                                PYDATA_OFFSET))
     except (KeyError, ValueError, TypeError):
-        raise IntegrityError("%s: the stub layer has no %s annotation" % (where, SECTION_OFFSET)) from None
-    stub_size = descriptor_from(stub_doc, where + " stub layer").size
-    if not 0 < section_offset <= stub_size:
-        raise IntegrityError("%s: section offset %d lies outside the %d-byte stub" % (where, section_offset, stub_size))
-    stub = expected.stub._replace(size=stub_size, spans=((0, section_offset), (section_offset, stub_size - section_offset)))
+        raise IntegrityError("%s: the ELF layer lacks its %s, %s or %s annotation" % (
+            where, HEADER_SIZE, SECTION_OFFSET, PYDATA_OFFSET)) from None
+    elf, stub, archive = found[0], found[1], found[2]
+    gap = archive_offset - section_offset - payload.section_size  # between the section and pydata
+    if header_size not in (52, 64) or section_offset != header_size + stub.size or not 0 <= gap <= elf.size - header_size:
+        raise IntegrityError("%s: the ELF layer's offsets do not fit its layers" % where)
+    blobs = expected._replace(
+        elf=Blob(ELF_TYPE, elf.digest, elf.size, (), ((0, header_size), (header_size, gap),
+                                                      (header_size + gap, elf.size - header_size - gap))),
+        stub=Blob(STUB_TYPE, stub.digest, stub.size, (), ((0, stub.size),)),
+        archive=Blob(ARCHIVE_TYPE, archive.digest, archive.size, (), ((0, archive.size),)))
     file_sha256 = (manifest_doc.get("annotations") or {}).get(FILE_SHA256)
-    return Artifact(payload, expected._replace(stub=stub), section_offset, file_sha256)
+    return Artifact(payload, blobs, section_offset, file_sha256)
 
 
 def rebuild(out, artifact, open_blob):
-    """Write the executable into the binary file `out` from its blobs: `open_blob(blob)` gives a readable file of
-    that blob's bytes (verified by whoever fetched it). The result still has to pass verify_rebuilt()."""
-    import shutil
-
-    with open_blob(artifact.blobs.stub) as stub:
-        _copy_exactly(stub, out, artifact.section_offset, "stub")
+    """Write the executable into the binary file `out` from its blobs, each hashed on the way against its digest:
+    `open_blob(blob)` gives a readable file of that blob's bytes. The result still has to pass verify_rebuilt()."""
+    blobs = artifact.blobs
+    (_, header), (_, gap), (_, tail) = blobs.elf.spans
+    with open_blob(blobs.elf) as elf:
+        elf_sha = hashlib.sha256()
+        _copy(elf, out, header, elf_sha, "the ELF header")
+        for blob in (blobs.stub,):
+            with open_blob(blob) as stub:
+                _check(_copy(stub, out, blob.size, hashlib.sha256(), "the stub"), blob, "the stub")
         out.write(head_of(artifact.payload))
-        for blob in artifact.blobs.frames:
+        for blob in blobs.frames:
             with open_blob(blob) as frame:
-                _copy_exactly(frame, out, blob.size, "frame %s/%d" % (blob.frame.group, blob.frame.number))
-        shutil.copyfileobj(stub, out, 1 << 20)
+                what = "frame %d of group %r" % (blob.frame.number, blob.frame.group)
+                _check(_copy(frame, out, blob.size, hashlib.sha256(), what), blob, what)
+        _copy(elf, out, gap, elf_sha, "the ELF layer")
+        with open_blob(blobs.archive) as archive:
+            _check(_copy(archive, out, blobs.archive.size, hashlib.sha256(), "pydata"), blobs.archive, "pydata")
+        _check(_copy(elf, out, tail, elf_sha, "the ELF layer"), blobs.elf, "the ELF layer")
 
 
-def _copy_exactly(src, out, size, what):
+def _copy(src, out, size, sha, what):
     left = size
     while left:
         chunk = src.read(min(left, 1 << 20))
         if not chunk:
-            raise IntegrityError("the %s blob ends %d bytes early" % (what, left))
+            raise IntegrityError("the blob of %s ends %d bytes early" % (what, left))
+        sha.update(chunk)
         out.write(chunk)
         left -= len(chunk)
+    return sha
+
+
+def _check(sha, blob, what):
+    if "sha256:" + sha.hexdigest() != blob.digest:
+        raise IntegrityError("the blob of %s is sha256:%s, expected %s" % (what, sha.hexdigest(), blob.digest))
 
 
 def verify_rebuilt(path, artifact):
@@ -386,14 +456,20 @@ class SpanReader(object):
 
 def file_matches(path, digest):
     """Whether the file at `path` exists and hashes to `digest` (a blob kept from an earlier run is re-checked)."""
+    return spans_match(path, None, digest)
+
+
+def spans_match(path, spans, digest):
+    """Whether the spans of the file at `path` (None: the whole file) hash to `digest`; False when it cannot be
+    read whole."""
     from .oci.reference import digest_hasher
 
     hasher = digest_hasher(digest)
     try:
-        with open(path, "rb") as f:
+        with (open(path, "rb") if spans is None else SpanReader(path, spans)) as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 hasher.update(chunk)
-    except OSError:
+    except (OSError, IntegrityError):
         return False
     return hasher.name + ":" + hasher.hexdigest() == digest
 

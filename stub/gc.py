@@ -64,6 +64,7 @@ def collect(root, name=None):
             finally:
                 os.close(held)
             done.removed.append(bundle_id)
+        _remove_kept_executables(root, keep)
     except OSError as exc:
         raise HostError("cannot collect old versions in %s: %s" % (root, exc.strerror or exc))
     finally:
@@ -76,3 +77,17 @@ def _remove(root, bundle_id):
     os.rename(os.path.join(root, bundle_id), doomed)
     fs.fsync_dir(root)  # the version is gone for good before its files are
     fs.safe_rmtree(doomed)
+
+
+def _remove_kept_executables(root, keep):
+    """Bundle files an update kept (stub/update.py) serve a rollback to `current` or `previous` only."""
+    from .update import KEPT
+
+    directory = os.path.join(root, KEPT)
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if _BUNDLE_ID.fullmatch(name) and name not in keep:
+            fs.safe_unlink(os.path.join(directory, name))

@@ -54,14 +54,21 @@ def _registries(values, env_name, environ, parse=None):
     return tuple((parse or parse_registry_host)(v) for v in list(values) + extra)
 
 
+def registry_client(opts, environ):
+    """The registry client of this start: mirrors and insecure registries from the options and the environment."""
+    from payload.oci.reference import parse_insecure_registry
+    from payload.oci.registry import RegistryClient
+
+    mirrors = _registries(opts.registry_mirror, "BUNDLE_REGISTRY_MIRRORS", environ)
+    insecure = _registries(opts.insecure_registry, "BUNDLE_INSECURE_REGISTRIES", environ, parse_insecure_registry)
+    return RegistryClient(insecure_registries=insecure + mirrors, mirrors=mirrors)
+
+
 def pull_missing(inst, index, opts, environ):
     """Pull what the online variant left out. Already pulled: nothing to do, no network touched."""
     todo = missing(inst, index)
     if not todo or opts.no_pull:
         return
-    from payload.oci.reference import parse_insecure_registry
-    from payload.oci.registry import RegistryClient
-
     from . import locking
     from .install import LOCK
 
@@ -72,10 +79,7 @@ def pull_missing(inst, index, opts, environ):
             return
         pulls = os.path.join(inst.root, PULLS_DIR)
         os.makedirs(pulls, exist_ok=True)
-        mirrors = _registries(opts.registry_mirror, "BUNDLE_REGISTRY_MIRRORS", environ)
-        insecure = _registries(opts.insecure_registry, "BUNDLE_INSECURE_REGISTRIES", environ,
-                               parse_insecure_registry)
-        with RegistryClient(insecure_registries=insecure + mirrors, mirrors=mirrors) as client:
+        with registry_client(opts, environ) as client:
             for image in todo:
                 sys.stderr.write("%s: pulling %s (%s)\n" % (index.name, image.ref, image.digest[:19]))
                 _pull_one(client, image, inst, pulls)

@@ -69,7 +69,12 @@ def run(prog, args):
             from . import install, rollback
 
             root = opts.dir or install.default_root(name, os.environ)
-            sys.stdout.write(rollback.rollback(root, name) + "\n")
+            sys.stdout.write(rollback.rollback(root, name, path, payload.bundle_id) + "\n")
+            return 0
+        if opts.update:
+            from . import update
+
+            sys.stdout.write(update.update(payload, f, path, opts, os.environ) + "\n")
             return 0
         return _install_and_run(payload, f, opts)
 

@@ -7,7 +7,8 @@ KEY = "--bundle-key"  # also named in advice (payload/report.py, stub/trust.py)
 FLAGS = ("--bundle-info", "--bundle-verify", "--bundle-gc", "--bundle-no-pull", "--bundle-help",
          "--bundle-rollback", "--bundle-allow-downgrade", "--bundle-repair", "--bundle-install")
 VALUED = ("--bundle-dir", "--bundle-extract", KEY, "--bundle-registry-mirror",
-          "--bundle-insecure-registry")
+          "--bundle-insecure-registry", "--bundle-update-output")
+UPDATE = "--bundle-update"  # a flag with an optional value: --bundle-update [REF]
 REPEATABLE = ("--bundle-registry-mirror", "--bundle-insecure-registry")
 
 HELP = """\
@@ -28,6 +29,10 @@ bundle options (consumed here, never passed on; they must come before ARGS):
   --bundle-gc                     remove installed versions other than current and previous
   --bundle-rollback               make the previous version current again (and current previous), and exit
   --bundle-repair                 re-verify this version's installed files, restore any that differ, and exit
+  --bundle-update [REF]           replace this file with the version REGISTRY/REPO:TAG holds (default: the
+                                  manifest's [update] repository), fetching only what changed; signature checked
+                                  first; installs it as current, runs nothing (docs/fleet.md)
+  --bundle-update-output PATH     with --bundle-update: write the new file to PATH instead of over this one
   --bundle-allow-downgrade        run this bundle even though it is older than the current version
                                   (it then becomes current)
   --bundle-no-pull                do not pull the images the online variant left out
@@ -43,7 +48,7 @@ class Options(object):
     def __init__(self):
         self.info = self.json = self.verify = self.gc = self.no_pull = self.help = False
         self.rollback = self.allow_downgrade = self.repair = self.install = False
-        self.dir = self.extract = self.key = None
+        self.dir = self.extract = self.key = self.update = self.update_output = None
         self.registry_mirror = []
         self.insecure_registry = []
         self.args = []
@@ -66,7 +71,15 @@ def parse(argv):
         if not name.startswith("--bundle-"):
             break
         attr = name[len("--bundle-"):].replace("-", "_")
-        if name in FLAGS and not eq:
+        if name == UPDATE:
+            if eq:
+                opts.update = value or True
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                i += 1
+                opts.update = argv[i]
+            else:
+                opts.update = True
+        elif name in FLAGS and not eq:
             setattr(opts, attr, True)
         elif name in VALUED:
             if not eq:
@@ -84,6 +97,8 @@ def parse(argv):
             raise UsageError("unknown option %s; see --bundle-help (put `--` before ARGS meant for the runtime)" % name)
         i += 1
     opts.args = list(argv[i:])
+    if opts.update_output and not opts.update:
+        raise UsageError("--bundle-update-output goes with --bundle-update")
     if opts.insecure_registry or opts.registry_mirror:  # checked now, not only when an image is pulled
         from payload.oci.reference import parse_insecure_registry, parse_registry_host
 

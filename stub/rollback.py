@@ -51,8 +51,10 @@ def check_downgrade(root, bundle_id, index, allowed):
     return True
 
 
-def rollback(root, name):
-    """Swap `current` and `previous` under the install lock; returns a one-line summary."""
+def rollback(root, name, executable=None, bundle_id=None):
+    """Swap `current` and `previous` under the install lock; returns a one-line summary. When `executable` (the
+    bundle file running this, of `bundle_id`) is the one an update put in place of the version now made current,
+    the bundle file that update kept (stub/update.py) is put back too, and this one kept in its place."""
     root = os.path.abspath(root)
     if not os.path.isdir(os.path.join(root, install.LOCKS_DIR)):
         raise HostError("nothing is installed in %s, so there is nothing to roll back; check --bundle-dir" % root)
@@ -68,12 +70,29 @@ def rollback(root, name):
             raise HostError("the previous version %s in %s is not completely installed; start its bundle file "
                             "to install it again" % (previous[:12], root))
         _exchange(root, current, previous)
+        restored = _restore_executable(root, executable, bundle_id, current, previous)
     except OSError as exc:
         raise HostError("cannot roll back in %s: %s" % (root, exc.strerror or exc))
     finally:
         os.close(lock)
-    return "%s: rolled back: current is now %s %s, previous %s" % (
-        root, name, _describe(root, previous), _describe(root, current))
+    return "%s: rolled back: current is now %s %s, previous %s%s" % (
+        root, name, _describe(root, previous), _describe(root, current),
+        "; %s is that version's bundle file again" % executable if restored else "")
+
+
+def _restore_executable(root, executable, bundle_id, current, previous):
+    """Put back the bundle file of `previous` (now current) where `executable` is, when the root keeps it and
+    `executable` is the file of `current` (now previous); that one is kept in turn, so a second rollback undoes
+    the first. True when it did."""
+    from .update import copy_atomically, kept_path
+
+    kept = kept_path(root, previous)
+    if executable is None or bundle_id != current or not os.path.isfile(kept):
+        return False
+    if not os.path.exists(kept_path(root, current)):
+        copy_atomically(executable, kept_path(root, current))
+    copy_atomically(kept, executable)
+    return True
 
 
 _RENAME_EXCHANGE = 2

@@ -1,0 +1,179 @@
+"""--bundle-update [REF]: replace this bundle file with the version a registry holds, fetching only what changed.
+
+Order (docs/fleet.md): the manifest and its config (the signed index) first; the signature against the keys this
+device trusts before anything else is fetched; then each blob of the new executable from the first source that
+has it: this bundle file when its sha256 is unchanged, a delta (fetch_delta, a hook), else the registry, whole.
+The new executable is rebuilt beside the old one, every blob hashed on the way, then installed from there (every
+entry verified) as `current` (the old `current` becomes `previous`), and only then renamed over the old file,
+which is kept under the install root (KEPT) so --bundle-rollback can put it back. Nothing is run.
+
+Blobs fetched are kept in <root>/.updates/<new bundle id>/ until the update is complete, so an interrupted update
+resumes (each kept blob is re-hashed before it is used).
+"""
+
+import errno
+import os
+import shutil
+import sys
+
+from payload import artifact, fs
+from payload.errors import HostError, UsageError
+from payload.progress import size_text
+
+UPDATES_DIR = ".updates"  # under the install root: blobs of updates in progress
+KEPT = ".executables"  # under the install root: bundle files an update replaced, named by bundle id
+OUTPUT_OPTION = "--bundle-update-output"
+
+
+def kept_path(root, bundle_id):
+    return os.path.join(root, KEPT, bundle_id)
+
+
+def update(payload, f, path, opts, environ):
+    """Update the bundle file `path` (open as `f`, its payload `payload`); returns the summary line."""
+    from payload.layout import open_payload
+    from payload.versions import is_older
+
+    from . import images, install, locking, owner, trust
+
+    index = payload.index
+    reference = opts.update if isinstance(opts.update, str) else getattr(index, "update_repository", None)
+    if not reference:
+        raise UsageError("%s records no update repository; name one: --bundle-update REGISTRY/REPO:TAG (or set "
+                         "[update] repository in the manifest)" % index.name)
+    output = os.path.abspath(opts.update_output or path)
+    _check_writable(output, bool(opts.update_output))
+    root = os.path.abspath(opts.dir or install.default_root(index.name, environ))
+    install.prepare_root(root)
+    owner.check(root, index.name)
+    downloads_root = os.path.join(root, UPDATES_DIR)
+    fs.safe_mkdir(downloads_root)
+    lock = locking.exclusive(os.path.join(downloads_root, ".lock"))  # one update at a time (install has its own)
+    try:
+        with images.registry_client(opts, environ) as client:
+            pinned, art = artifact.resolve(client, reference, index.arch, index.variant)
+            new = art.payload
+            new.path = "%s (from %s)" % (new.index.name, pinned)
+            if new.index.name != index.name:
+                raise UsageError("%s holds bundle %r, not an update of %r; check the reference"
+                                 % (pinned, new.index.name, index.name))
+            # Before any other byte is fetched: the signature, against every key this device trusts.
+            key_to_pin = trust.check_before_install(new, root, opts.key)
+            _check_same_signer(payload, new)
+            if new.bundle_id == payload.bundle_id and output == path:
+                return "%s: %s %s is already what %s holds; nothing fetched" % (path, index.name, index.version,
+                                                                               reference)
+            if is_older(new.index.version, index.version) and not opts.allow_downgrade:
+                raise HostError("%s holds %s %s, older than this %s; add --bundle-allow-downgrade to install it"
+                                % (pinned, index.name, new.index.version, index.version))
+            downloads = os.path.join(downloads_root, new.bundle_id)
+            fs.safe_mkdir(downloads)
+            sources = _Sources(payload, f, path, client, pinned, art, downloads)
+            for blob in art.blobs.layers:
+                sources.find(blob)
+            fs.remove_dead_temps(os.path.dirname(output), "." + os.path.basename(output) + fs.TEMP_MARK)
+            with fs.atomic_path(output, mode=0o755) as temp:
+                with open(temp, "wb") as out:
+                    artifact.rebuild(out, art, sources.open)
+                artifact.verify_rebuilt(temp, art)
+                with open(temp, "rb") as built:
+                    rebuilt = open_payload(temp, built)
+                    inst = install.Installation(root, rebuilt.bundle_id)
+                    install.install(rebuilt, built, inst,
+                                    after_extract=lambda work: images.write_embedded(work, rebuilt.index))
+                if output == path:
+                    _keep(root, payload.bundle_id, path)
+        if key_to_pin is not None:
+            trust.pin(root, key_to_pin)
+        fs.safe_rmtree(downloads)
+    except OSError as exc:
+        raise HostError("cannot update %s: %s%s" % (output, exc.strerror or exc,
+                                                    " (%s)" % exc.filename if exc.filename else ""))
+    finally:
+        os.close(lock)
+    return "%s: updated %s %s -> %s from %s: fetched %s of %s (%d of %d blobs; %d reused from this file); " \
+           "the next start runs %s" % (
+               output, index.name, index.version, new.index.version, pinned, size_text(sources.fetched),
+               size_text(art.file_size), sources.fetched_blobs, len(art.blobs.layers), sources.reused,
+               new.index.version)
+
+
+def _check_writable(output, named):
+    """Refuse (exit 4) before any network use when the new file could not be written where it goes."""
+    directory = os.path.dirname(output)
+    try:
+        probe = fs.temp_name(output)
+    except OSError as exc:
+        hint = "name a writable place" if named else "name a writable place for the new file"
+        raise HostError("cannot write the new executable in %s (%s); %s with %s PATH" % (
+            directory, exc.strerror or exc, hint, OUTPUT_OPTION))
+    fs.safe_unlink(probe)
+
+
+def _check_same_signer(running, new):
+    """A running bundle that requires a key is replaced only by a bundle signed by that key too."""
+    from payload.signing import claimed_signer_in, required_key
+
+    wanted = required_key(running)
+    if wanted is not None:
+        claimed_signer_in(new, [wanted], "the running bundle's require_key")
+
+
+def _keep(root, bundle_id, path):
+    """Keep the bundle file being replaced under the root, for --bundle-rollback (a hard link where it can)."""
+    target = kept_path(root, bundle_id)
+    if os.path.exists(target):
+        return
+    fs.safe_mkdir(os.path.dirname(target))
+    fs.remove_dead_temps(os.path.dirname(target))
+    copy_atomically(path, target)
+
+
+def copy_atomically(source, target):
+    """`target` becomes a copy of `source` (a hard link when both are on one file system), whole or not at all."""
+    with fs.atomic_path(target, mode=0o755) as temp:
+        try:
+            os.unlink(temp)
+            os.link(source, temp)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise
+            with open(source, "rb") as src, open(temp, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+
+
+class _Sources(object):
+    """Where each blob of the new executable comes from: this bundle file, a delta, or the registry."""
+
+    def __init__(self, payload, f, path, client, pinned, art, downloads):
+        self.client, self.pinned, self.art, self.downloads = client, pinned, art, downloads
+        self.path, self.fetched, self.fetched_blobs, self.reused = path, 0, 0, 0
+        self.local = {}  # frames by digest; the stub and the archive by media type (their digest is not indexed)
+        self.files = {}
+        if not payload.split:  # a split bundle's frames are in its parts: fetched whole
+            own = artifact.bundle_blobs(payload, f)
+            self.local.update((blob.digest, blob.spans) for blob in own.frames)
+            self.local.update((blob.media_type, blob.spans) for blob in (own.elf, own.stub, own.archive))
+
+    def find(self, blob):
+        spans = self.local.get(blob.digest) or self.local.get(blob.media_type)
+        if spans is not None and artifact.spans_match(self.path, spans, blob.digest):
+            self.reused += 1
+            return
+        found = fetch_delta(self, blob)
+        if found is None:
+            found, size = artifact.fetch_blob_into(self.client, self.pinned, blob, self.downloads)
+            self.fetched += size
+            self.fetched_blobs += 1
+        self.files[blob.digest] = found
+
+    def open(self, blob):
+        if blob.digest in self.files:
+            return open(self.files[blob.digest], "rb")
+        return artifact.SpanReader(self.path, self.local.get(blob.digest) or self.local[blob.media_type])
+
+
+def fetch_delta(sources, blob):
+    """The hook for deltas: the path of `blob` rebuilt from a published delta against what is installed, or None
+    (fetch it whole). Whatever it returns is hashed against the blob's digest in rebuild()."""
+    return None

@@ -1,0 +1,165 @@
+"""`./app --bundle-update REF` with the real frozen stub against Debian's docker-registry on loopback. What the
+registry served is read from its own access log (`http.response.written`), and files are compared with hashlib,
+not with our code."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import require_registry_tools
+from tests.fixtures.faults import ENTRY, SMALL, build, start, write_project
+from tests.fixtures.registry import FaultProxy, Registry
+from tests.helpers import bundler
+
+# 1.0.1 changes only the launcher group: its script gets a block of comment lines (a few KB once compressed, so
+# that a transfer can be cut half way through it).
+FILLER = "".join("# %s\n" % hashlib.sha256(b"%d" % n).hexdigest() for n in range(120))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, cache_dir, stub_path):
+    require_registry_tools()
+    keys = tmp_path_factory.mktemp("keys")
+    for name in ("release", "foreign"):
+        bundler("keygen", "--out", keys / name)
+    found = {"keys": keys}
+    for label, version, entry, key in (("old", "1.0.0", ENTRY, "release"), ("new", "1.0.1", ENTRY + FILLER, "release"),
+                                       ("foreign", "1.0.1", ENTRY + FILLER, "foreign")):
+        project = write_project(tmp_path_factory.mktemp(label), SMALL, version=version, name="fleet", entry=entry)
+        found[label] = build(project, cache_dir, "--stub", stub_path, "--sign", keys / (key + ".key"))
+    return found
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, built):
+    with Registry(tmp_path_factory.mktemp("storage")) as running:
+        for label, tag in (("old", "1.0.0"), ("new", "1.0.1"), ("foreign", "evil")):
+            bundler("push", built[label], f"{running.host}/edge/fleet:{tag}")
+        yield running
+
+
+def sha256_of(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def ran(result):
+    assert result.returncode == 0 and result.stdout.startswith("RAN"), result.stderr
+    return result.stdout.split()[1]
+
+
+def device(tmp_path, built):
+    """A device on 1.0.0 that pinned the release key at its first start."""
+    app = tmp_path / "dev" / "app"
+    app.parent.mkdir()
+    shutil.copy(built["old"], app)
+    root = tmp_path / "root"
+    assert ran(start(app, root, "--bundle-key", built["keys"] / "release.pub")) == "1.0.0"
+    return app, root
+
+
+def frames_of(bundle):
+    """{group sha256: stored size} from `bundler inspect --json` (the index as written)."""
+    import json
+
+    index = json.loads(bundler("inspect", bundle, "--json").stdout)
+    return {g["sha256"]: g["csize"] for g in index["groups"]}
+
+
+def test_update_fetches_only_what_changed_then_rollback_runs_the_old_version(tmp_path, built, registry):
+    app, root = device(tmp_path, built)
+    old_frames, new_frames = frames_of(built["old"]), frames_of(built["new"])
+    unchanged = sum(size for sha, size in new_frames.items() if sha in old_frames)
+    changed = sum(size for sha, size in new_frames.items() if sha not in old_frames)
+    assert changed and unchanged > 50 * changed  # the test's premise: one small group changed
+    mark = len(registry.served())
+    result = start(app, root, "--bundle-update", f"{registry.host}/edge/fleet:1.0.1")
+    assert result.returncode == 0, result.stderr
+    assert "updated fleet 1.0.0 -> 1.0.1" in result.stdout and "RAN" not in result.stdout
+    served = registry.blob_bytes_served(mark)
+    assert 0 < served < unchanged / 10, (served, unchanged)
+    assert sha256_of(app) == sha256_of(built["new"])  # byte for byte the file that was pushed
+    assert not [p for p in app.parent.iterdir() if p.name != "app"]  # no temp left beside it
+    assert not list((root / ".updates").glob("*/*"))  # the download dir is cleaned up
+    assert ran(start(app, root)) == "1.0.1"
+    rolled = start(app, root, "--bundle-rollback")
+    assert rolled.returncode == 0 and "bundle file again" in rolled.stdout, rolled.stderr
+    assert sha256_of(app) == sha256_of(built["old"])
+    assert ran(start(app, root)) == "1.0.0"
+    # And forward again, with nothing fetched: both versions are installed and both files kept.
+    assert start(app, root, "--bundle-rollback").returncode == 0
+    assert ran(start(app, root)) == "1.0.1"
+    again = start(app, root, "--bundle-update", f"{registry.host}/edge/fleet:1.0.1")
+    assert again.returncode == 0 and "nothing fetched" in again.stdout, again.stderr
+
+
+def test_an_update_signed_by_another_key_is_refused_before_any_group_is_fetched(tmp_path, built, registry):
+    app, root = device(tmp_path, built)
+    before = sha256_of(app)
+    mark = len(registry.served())
+    refused = start(app, root, "--bundle-update", f"{registry.host}/edge/fleet:evil")
+    assert refused.returncode == 3, refused.stderr
+    assert "signed by key" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    blob_gets = [r["uri"] for r in registry.served(mark) if r["method"] == "GET" and "/blobs/" in r["uri"]]
+    assert len(blob_gets) == 1, blob_gets  # the config (the signed index) only; no group was asked for:
+    for sha in frames_of(built["foreign"]):
+        assert not any(sha in uri for uri in blob_gets)
+    assert sha256_of(app) == before and ran(start(app, root)) == "1.0.0"
+
+
+def test_an_interrupted_update_resumes(tmp_path, built, registry):
+    """The registry goes away half way through the changed group's blob: a proxy in front of it sends the
+    response headers and 512 body bytes, then closes the connection, on the 4 attempts the client makes (as a
+    registry killed mid-transfer does; killing the real process cannot be timed to one response). The next
+    --bundle-update resumes that blob with Range and completes."""
+    app, root = device(tmp_path, built)
+    before = sha256_of(app)
+    old_frames = frames_of(built["old"])
+    changed = [sha for sha in frames_of(built["new"]) if sha not in old_frames]
+    assert len(changed) == 1
+    digest = "sha256:" + changed[0]
+    with FaultProxy(registry.port) as proxy:
+        proxy.cut_blob(digest, after=512, times=4)
+        target = f"{proxy.host}/edge/fleet:1.0.1"
+        cut = start(app, root, "--bundle-update", target)
+        assert cut.returncode == 5 and "run again to resume" in cut.stderr, cut.stderr
+        assert len(cut.stderr.strip().splitlines()) == 1
+        # Nothing half-written: the old file, no temp beside it, 1.0.0 still current and running.
+        assert sha256_of(app) == before and [p.name for p in app.parent.iterdir()] == ["app"]
+        partial = list((root / ".updates").glob("*/" + changed[0] + ".partial"))
+        assert len(partial) == 1 and partial[0].stat().st_size == 4 * 512
+        assert ran(start(app, root)) == "1.0.0"
+        mark = len(registry.served())
+        done = start(app, root, "--bundle-update", target)
+        assert done.returncode == 0, done.stderr
+        assert proxy.blob_requests(digest)[-1].get("Range") == "bytes=2048-"
+    resumed = [r for r in registry.served(mark) if r["uri"].endswith(digest)]
+    assert resumed and resumed[-1]["status"] == "206"
+    assert sha256_of(app) == sha256_of(built["new"]) and ran(start(app, root)) == "1.0.1"
+
+
+def test_an_unwritable_bundle_directory_needs_update_output(tmp_path, built, registry):
+    if os.geteuid() != 0:
+        pytest.skip(reason="mounting a tmpfs needs root")
+    app_dir = tmp_path / "ro"
+    app_dir.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(app_dir)], check=True)
+    try:
+        shutil.copy(built["old"], app_dir / "app")
+        subprocess.run(["mount", "-o", "remount,ro", str(app_dir)], check=True)
+        app, root = app_dir / "app", tmp_path / "root"
+        assert ran(start(app, root, "--bundle-key", built["keys"] / "release.pub")) == "1.0.0"
+        mark = len(registry.served())
+        refused = start(app, root, "--bundle-update", f"{registry.host}/edge/fleet:1.0.1")
+        assert refused.returncode == 4 and "--bundle-update-output" in refused.stderr, refused.stderr
+        assert registry.served(mark) == []  # refused before any request
+        elsewhere = tmp_path / "rw" / "app"
+        elsewhere.parent.mkdir()
+        done = start(app, root, "--bundle-update", f"{registry.host}/edge/fleet:1.0.1",
+                     "--bundle-update-output", elsewhere)
+        assert done.returncode == 0, done.stderr
+        assert sha256_of(elsewhere) == sha256_of(built["new"]) and ran(start(elsewhere, root)) == "1.0.1"
+    finally:
+        subprocess.run(["umount", str(app_dir)], check=False)
