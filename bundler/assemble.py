@@ -7,7 +7,7 @@ from pathlib import Path
 from payload import fs
 from payload.elf import find_section, insert_section
 from payload.errors import BundleError, IntegrityError
-from payload.index import Entry, Group, Index
+from payload.index import Entry, Frame, Group, Index
 from payload.layout import SECTION, header_and_index, open_payload, write_section_content
 from payload.outside import PLACEHOLDER, outside_sha256
 
@@ -18,12 +18,16 @@ CHUNK = 1 << 20
 
 
 def build_index(identity, groups, images=(), require_key=None, bundler_version=__version__, min_glibc=None):
-    """The index for compressed `groups` laid out one after another in the data area."""
+    """The index for compressed `groups` laid out one after another in the data area, each group's frames back to
+    back."""
     index_groups, entries = [], []
     offset = 0
     for group in groups:
-        index_groups.append(Group(group.name, offset, group.csize, group.size, group.sha256))
-        offset += group.csize
+        frames = []
+        for frame in group.frames:
+            frames.append(Frame(offset, frame.csize, frame.size, frame.sha256))
+            offset += frame.csize
+        index_groups.append(Group(group.name, frames))
         position = 0
         for m in group.members:
             entries.append(Entry(m.path, m.kind, m.mode, m.size, m.sha256, group.name, position))
@@ -55,7 +59,7 @@ def write_bundle(stub, index, groups, output, sign=_no_signature):
     check_as_device(index)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    frames = {g.name: g.frame for g in groups}
+    frames = {g.name: g.path for g in groups}
     content = fs.temp_name(output)  # the section's bytes, a scratch file beside the output
     try:
         index.outside_sha256 = PLACEHOLDER
@@ -77,24 +81,24 @@ def write_bundle(stub, index, groups, output, sign=_no_signature):
 
 
 def check_written(path, index):
-    """Read back what was written: the index the device will read, and every group's bytes against the sha256
+    """Read back what was written: the index the device will read, and every frame's bytes against the sha256
     the index records for them (a fault of the disk or of a cached frame is caught here, not on a device)."""
     with open(path, "rb") as f:
         written = open_payload(str(path), f)
         if written.index_bytes != index.to_bytes():
             raise IntegrityError("the bundle written to %s does not hold the index it was given; build it again" % path)
-        for group in written.index.groups:
-            f.seek(written.data_offset + group.offset)
-            sha, left = hashlib.sha256(), group.csize
+        for group, frame in written.index.frames():
+            f.seek(written.data_offset + frame.offset)
+            sha, left = hashlib.sha256(), frame.csize
             while left:
                 chunk = f.read(min(CHUNK, left))
                 if not chunk:
                     break
                 sha.update(chunk)
                 left -= len(chunk)
-            if left or sha.hexdigest() != group.sha256:
-                raise IntegrityError("group %r of the bundle written to %s does not match its sha256 (a disk fault?); "
-                                     "build it again" % (group.name, path))
+            if left or sha.hexdigest() != frame.sha256:
+                raise IntegrityError("%s of the bundle written to %s does not match its sha256 (a disk fault?); "
+                                     "build it again" % (group.label(frame), path))
 
 
 def record_outside_sha256(path, index, sign):

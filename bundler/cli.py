@@ -190,7 +190,8 @@ def _made(output, index):
     return {"output": str(output), "checksum_file": str(checksum), "sha256": listed[output.name],
             "size": output.stat().st_size, "bundle_id": index.bundle_id, "name": index.name,
             "version": index.version, "variant": index.variant, "arch": index.arch,
-            "groups": [{"name": g.name, "size": g.size, "stored": g.csize} for g in index.groups],
+            "groups": [{"name": g.name, "size": g.size, "stored": g.csize, "frames": len(g.frames)}
+                       for g in index.groups],
             "images": [i.name for i in index.images],
             "parts": [p.to_json() for p in index.parts]}
 

@@ -1,8 +1,9 @@
-"""Compressed groups, cached by (the sha256 of their inputs, parameters): a rebuild that changes nothing in a
-group recompresses none of it."""
+"""Compressed groups, cached by (the sha256 of their inputs, their cut into frames, parameters): a rebuild that
+changes nothing in a group recompresses none of it. The frames of a group compress at the same time."""
 
 import hashlib
 import json
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +12,9 @@ import zstandard
 
 from payload import fs
 from payload import progress as progress_display
-from payload.blobs import JOB_SIZE, WINDOW_LOG, compress_group
+from payload.blobs import JOB_SIZE, WINDOW_LOG, compress_frame
 
-from .cache import file_sha256
+from .cuts import cut
 
 
 @dataclass(frozen=True)
@@ -27,41 +28,76 @@ class Member:
 
 
 @dataclass(frozen=True)
+class StoredFrame:
+    members: int   # how many of the group's members it holds, from where the frame before it ends
+    size: int
+    csize: int
+    sha256: str    # of its compressed bytes
+
+
+@dataclass(frozen=True)
 class CompressedGroup:
     name: str
     members: tuple
-    frame: Path
-    size: int
-    csize: int
-    sha256: str
+    path: Path     # the group's frames, back to back
+    frames: tuple  # StoredFrame, in order
+
+    @property
+    def size(self):
+        return sum(f.size for f in self.frames)
+
+    @property
+    def csize(self):
+        return sum(f.csize for f in self.frames)
 
 
-def group_key(members, level):
-    material = {"inputs": [[m.sha256, m.size] for m in members], "level": level, "window_log": WINDOW_LOG, "job_size": JOB_SIZE,
-                "zstd": zstandard.ZSTD_VERSION}
+def group_key(members, level, counts):
+    material = {"inputs": [[m.sha256, m.size] for m in members], "frames": list(counts), "level": level,
+                "window_log": WINDOW_LOG, "job_size": JOB_SIZE, "zstd": zstandard.ZSTD_VERSION}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
-def compress(cache, name, members, level, log=print):
-    """The zstd frame of `members` (in order), from the cache when it is there."""
-    key = group_key(members, level)
+def compress(cache, name, members, level, log=print, counts=None):
+    """The zstd frames of `members` (in order), from the cache when they are there. `counts`: how many members
+    each frame holds (default: bundler.cuts.cut)."""
+    counts = list(counts) if counts is not None else cut(members)
+    key = group_key(members, level, counts)
     directory = cache.dir("groups")
-    frame, meta = directory / (key + ".zst"), directory / (key + ".json")
-    if frame.exists() or meta.exists():
-        cached = _cached_group(cache, name, members, frame, meta)
+    path, meta = directory / (key + ".zst"), directory / (key + ".json")
+    if path.exists() or meta.exists():
+        cached = _cached_group(cache, name, members, counts, path, meta)
         if cached is not None:
             return cached
     total = sum(m.size for m in members)
-    log("compressing group %r: %d files, %.1f MB (zstd -%d)..." % (name, len(members), total / 1e6, level))
+    log("compressing group %r: %d files, %.1f MB in %d frame(s) (zstd -%d)..." % (
+        name, len(members), total / 1e6, len(counts), level))
     display = progress_display.callback()
     try:
-        with fs.atomic_file(frame, temp_dir=cache.tmp) as out:
-            size, sha256, csize = _compress_interruptibly(
-                [m.source for m in members], out, level, lambda done, of: display("group " + name, done, of))
+        with fs.atomic_file(path, temp_dir=cache.tmp) as out:
+            frames = _compress_frames(_slices(members, counts), out, level, cache.tmp,
+                                      lambda done, of: display("group " + name, done, of))
     finally:
         progress_display.finish(display)
-    fs.write_atomic(meta, json.dumps({"size": size, "csize": csize, "sha256": sha256}), temp_dir=cache.tmp)
-    return CompressedGroup(name, tuple(members), frame, size, csize, sha256)
+    record = {"frames": [[f.members, f.size, f.csize, f.sha256] for f in frames]}
+    fs.write_atomic(meta, json.dumps(record), temp_dir=cache.tmp)
+    return CompressedGroup(name, tuple(members), path, tuple(frames))
+
+
+def _slices(members, counts):
+    if sum(counts) != len(members) or any(c < 0 for c in counts) or not counts:
+        raise ValueError("a cut of %d members into frames of %s" % (len(members), counts))
+    slices, start = [], 0
+    for count in counts:
+        slices.append(members[start:start + count])
+        start += count
+    return slices
+
+
+def _cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 class _Stopped(Exception):
@@ -81,42 +117,92 @@ class _StoppableWriter(object):
         self.out.flush()
 
 
-def _compress_interruptibly(sources, out, level, progress):
-    """compress_group on a worker thread, so that Ctrl-C reaches this thread at once: zstandard's multi-threaded
-    compressor can hold one write() for seconds while its jobs run. On an interrupt the worker is told to stop at
-    its next write and left behind (a daemon thread); the caller's atomic write removes the temp file."""
-    stop = threading.Event()
-    result = {}
+def _compress_frames(slices, out, level, temp_dir, progress):
+    """Compress each slice of members as one frame, as many at once as there are cores (each with zstd's workers
+    sharing the cores: any number of workers from 1 up gives the same bytes), then write them to `out` in order.
 
-    def work():
+    The frames are compressed on worker threads, so that Ctrl-C reaches this thread at once: zstandard's
+    compressor can hold one write() for seconds while its jobs run. On an interrupt the workers are told to stop
+    at their next write and left behind (daemon threads); their temp files are removed here."""
+    cores = _cores()
+    running = min(cores, len(slices))
+    threads = max(1, cores // running)
+    slots, stop, lock = threading.Semaphore(running), threading.Event(), threading.Lock()
+    total = sum(m.size for s in slices for m in s)
+    done = [0] * len(slices)
+    results = [None] * len(slices)
+    temps = [fs.temp_name(Path(temp_dir) / ("frame-%d.zst" % n), temp_dir) for n in range(len(slices))]
+
+    def work(number, members):
+        def advance(read, _):
+            with lock:
+                done[number] = read
+                progress(sum(done), total)
         try:
-            result["value"] = compress_group(sources, _StoppableWriter(out, stop), level=level, progress=progress)
+            with slots:
+                if stop.is_set():
+                    raise _Stopped()
+                with open(temps[number], "wb") as frame:
+                    size, sha256, csize = compress_frame([m.source for m in members], _StoppableWriter(frame, stop),
+                                                         level=level, threads=threads, progress=advance)
+            results[number] = StoredFrame(len(members), size, csize, sha256)
         except BaseException as exc:  # noqa: BLE001 -- handed to the calling thread
-            result["error"] = exc
+            results[number] = exc
+            stop.set()
 
-    worker = threading.Thread(target=work, name="compress", daemon=True)
-    worker.start()
+    workers = [threading.Thread(target=work, args=(n, s), name="compress", daemon=True) for n, s in enumerate(slices)]
     try:
-        while worker.is_alive():
-            worker.join(0.1)
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            while worker.is_alive():
+                worker.join(0.1)
+        failed = [r for r in results if isinstance(r, BaseException) and not isinstance(r, _Stopped)]
+        if failed:
+            raise failed[0]
+        for temp in temps:
+            with open(temp, "rb") as frame:
+                while True:
+                    chunk = frame.read(1 << 20)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+        return results
     except BaseException:
         stop.set()
         raise
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
+    finally:
+        for temp in temps:
+            fs.safe_unlink(temp)
 
-def _cached_group(cache, name, members, frame, meta):
-    """The cached group, its frame checked against the size and sha256 recorded with it; a damaged or half-kept
+
+def _cached_group(cache, name, members, counts, path, meta):
+    """The cached group, each frame checked against the size and sha256 recorded with it; a damaged or half-kept
     entry is dropped (with a notice) and None returned, so the group is compressed again."""
     try:
         info = json.loads(meta.read_text())
-        size, csize, sha256 = int(info["size"]), int(info["csize"]), str(info["sha256"])
+        frames = tuple(StoredFrame(int(m), int(s), int(c), str(h)) for m, s, c, h in info["frames"])
     except (OSError, ValueError, KeyError, TypeError):
-        info = None
-    if info is not None and frame.is_file() and frame.stat().st_size == csize and file_sha256(frame) == sha256:
-        return CompressedGroup(name, tuple(members), frame, size, csize, sha256)
-    for path in (frame, meta):
-        if path.exists():
-            cache.drop(path, "the frame does not match the size and sha256 recorded with it")
+        frames = None
+    if frames is not None and [f.members for f in frames] == counts and path.is_file() and \
+            path.stat().st_size == sum(f.csize for f in frames) and _frames_hold(path, frames):
+        return CompressedGroup(name, tuple(members), path, frames)
+    for stale in (path, meta):
+        if stale.exists():
+            cache.drop(stale, "the frames do not match the sizes and sha256s recorded with them")
     return None
+
+
+def _frames_hold(path, frames):
+    with open(path, "rb") as f:
+        for frame in frames:
+            sha, left = hashlib.sha256(), frame.csize
+            while left:
+                chunk = f.read(min(1 << 20, left))
+                if not chunk:
+                    return False
+                sha.update(chunk)
+                left -= len(chunk)
+            if sha.hexdigest() != frame.sha256:
+                return False
+    return True

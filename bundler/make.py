@@ -125,7 +125,7 @@ def make(request, cache, log=print):
         if request.split:
             from .split import stub_source, write_split
 
-            index = write_split(stub_source(stub, index, {g.name: g.frame for g in groups}), output, request.split,
+            index = write_split(stub_source(stub, index, {g.name: g.path for g in groups}), output, request.split,
                                 signing.signature_block)
         else:
             write_bundle(stub, index, groups, output, sign=signing.signature_block)

@@ -1,7 +1,9 @@
-"""Group frames: many entries compressed as one solid zstd stream, and their verified extraction.
+"""Group frames: many entries compressed as solid zstd frames, and their verified extraction.
 
 Compression uses a window of at most WINDOW_LOG; the decoder refuses frames that ask for more than
-MAX_WINDOW, so a hostile or mistaken bundle cannot make a small device allocate more than that.
+MAX_WINDOW, so a hostile or mistaken bundle cannot make a small device allocate more than that. The frames of a
+group are independent (docs/format.md, section 4): extraction decompresses several at once, one decoder per
+frame, at most FRAMES_IN_FLIGHT of them (and no more than the cores and the memory allow).
 """
 
 import errno
@@ -25,11 +27,18 @@ JOB_SIZE = 32 << 20
 # chunk, few hand-overs, a few MiB of memory, and small enough to still be in the shared cache when hashed.
 BUFFERS = 4
 BUFFER_SIZE = 1 << 20
+# Frames decompressed at once: each holds a decoder window (at most MAX_WINDOW) and BUFFERS buffers. Four fit a
+# 512 MB board with room to spare, and the memory check below lowers it on a smaller one.
+FRAMES_IN_FLIGHT = 4
+# Compressed bytes read ahead of the decoders, over all frames in flight. The data area is read once, in order
+# (so a split bundle's parts are hashed as they stream by); frames of up to about this size start at once.
+READ_AHEAD = 32 << 20
 
 
-def compress_group(sources, out, level=19, threads=-1, progress=None):
+def compress_frame(sources, out, level=19, threads=-1, progress=None):
     """Compress the files `sources` (paths, in order) as one frame into the binary file `out`.
 
+    `threads` are zstd's workers (-1: one per core); any value from 1 up gives the same bytes, 0 other bytes.
     `progress(bytes read, total)` is called as the input is read. Returns (size, sha256 of the compressed bytes,
     compressed size).
     """
@@ -81,117 +90,274 @@ def _host_error(exc, where):
     return HostError("cannot write %s: %s" % (where, exc.strerror))
 
 
-def extract_group(f, data_offset, group, entries, dest=None, progress=None):
-    """Decompress `group` from the bundle file `f` and check every entry's sha256.
+def frames_in_flight(frames):
+    """How many frames to decompress at once: one per core, at most FRAMES_IN_FLIGHT, fewer when the memory
+    available could not hold their windows twice over."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    per_frame = MAX_WINDOW + BUFFERS * BUFFER_SIZE
+    available = _memory_available()
+    by_memory = FRAMES_IN_FLIGHT if available is None else (available // 2 - READ_AHEAD) // per_frame
+    return max(1, min(frames, cores, FRAMES_IN_FLIGHT, by_memory))
 
-    With `dest`, write each entry under that directory (with its mode, fsynced). Every mismatch is
-    collected and all are named in one IntegrityError at the end; the group's own checksum is checked too.
-    `progress(bytes done, group size)` is called as the group is decompressed.
-    Decompression, most of the work, has a thread to itself. This thread hashes the compressed and the
-    decompressed bytes and writes the files, and a third one fsyncs each finished file meanwhile.
+
+def _memory_available():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def extract_group(f, data_offset, group, entries, dest=None, progress=None, workers=None):
+    """Decompress `group` from the bundle file `f` and check every frame's and every entry's sha256.
+
+    With `dest`, write each entry under that directory (with its mode, fsynced). Every mismatch is collected and
+    all are named in one IntegrityError at the end. `progress(bytes done, group size)` is called as the group is
+    decompressed. This thread reads the group's compressed bytes once, in order, and hands them to one job per
+    frame (`workers` at once, default frames_in_flight()); a job decompresses on one thread and hashes and writes
+    its frame's entries on another, and one more thread fsyncs each finished file meanwhile.
     """
     entries_size = sum(e.size for e in entries)
     if entries_size != group.size:
         raise IntegrityError("group %r holds %d bytes, its entries %d" % (group.name, group.size, entries_size))
-    filled, free = queue.Queue(), queue.Queue()
-    for _ in range(BUFFERS):
-        free.put(bytearray(BUFFER_SIZE))
-    reader = threading.Thread(target=_decompress, args=(f, data_offset, group, filled, free))
-    reader.daemon = True
-    reader.start()
-    frame_sha = hashlib.sha256()
-    splitter = _Splitter(entries, dest)
-    failure = None
-    done = 0
+    plan = group.split_entries(entries)
+    run = _Extraction(group, progress, workers or frames_in_flight(len(plan)))
+    syncer = _Syncer() if dest is not None else None
     try:
-        splitter.next_entry()
-        while True:
-            kind, data, size = filled.get()
-            if kind is _FRAME:
-                frame_sha.update(data)
-            elif kind is _DATA:
-                splitter.feed(memoryview(data)[:size])
-                free.put(data)
-                done += size
-                if progress is not None:
-                    progress(done, group.size)
-            else:
-                failure = data
-                break
+        try:
+            run.read(f, data_offset, plan, dest, syncer)
+        except BaseException as exc:
+            run.stop(exc)  # Ctrl-C, or the data area could not be read
+            raise
+        finally:
+            run.join()
     finally:
-        free.put(None)  # stops the reader thread if this one gave up early
-        reader.join()
-        sync_failure = splitter.close()
-    if failure is None and frame_sha.hexdigest() != group.sha256:
-        failure = IntegrityError("group %r does not match its sha256; the bundle is damaged, copy it again" % group.name)
-    if failure is None and splitter.mismatched:
-        failure = IntegrityError("sha256 mismatch in %s; the bundle is damaged, copy it again" % ", ".join(splitter.mismatched))
+        sync_failure = syncer.close() if syncer is not None else None
+    failure = run.failure()
     if failure is not None or sync_failure is not None:
         raise failure or sync_failure
 
 
-_FRAME, _DATA, _END = "frame", "data", "end"
+class _Stopped(Exception):
+    """The extraction was abandoned: a job leaves at once."""
 
 
-def _decompress(f, data_offset, group, filled, free):
-    """Reader thread: decompress the group's frame into buffers taken from `free`, and put them on `filled`.
+class _Extraction(object):
+    """The jobs of one group and what they share, under one condition: the compressed bytes read ahead, the bytes
+    decompressed (for the progress), the frames in flight, and the first error that stops them all."""
 
-    The compressed bytes go on `filled` too, for the other thread to hash. Ends with (_END, error or None, 0).
-    """
-    failure = None
-    try:
-        source = _FrameSource(f, data_offset + group.offset, group, filled)
-        dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
-        stream = dctx.stream_reader(source, read_size=BUFFER_SIZE, read_across_frames=False)
-        produced = 0
-        while True:
-            buf = free.get()
-            if buf is None:
+    def __init__(self, group, progress, workers):
+        self.group, self.progress, self.workers = group, progress, workers
+        self.cond = threading.Condition()
+        self.ahead = self.done = self.active = 0
+        self.fatal, self.stopping = None, False
+        self.jobs = []
+
+    def read(self, f, data_offset, plan, dest, syncer):
+        """Read every frame's bytes in order and feed them to its job; returns once every job has ended."""
+        for frame, frame_entries in plan:
+            if not self._wait(lambda: self.active < self.workers):
                 return
-            size = stream.readinto(buf)  # fills the whole buffer unless the frame ends
-            if not size:
-                break
-            produced += size
-            if produced > group.size:
-                raise IntegrityError("group %r decompresses to more than its %d bytes" % (group.name, group.size))
-            filled.put((_DATA, buf, size))
-        if produced != group.size or source.left:
-            raise IntegrityError("group %r decompresses to %d bytes, expected %d" % (group.name, produced, group.size))
-    except zstandard.ZstdError as exc:
-        failure = IntegrityError("group %r does not decompress (%s); the bundle is damaged" % (group.name, exc))
-    except BundleError as exc:
-        failure = exc
-    except OSError as exc:
-        failure = IntegrityError("cannot read group %r: %s" % (group.name, exc.strerror))
-    except Exception as exc:  # a bug or MemoryError: raised again in the calling thread, never taken for success
-        failure = exc
-    finally:
-        filled.put((_END, failure, 0))
+            job = _FrameJob(self, frame, frame_entries, dest, syncer)
+            with self.cond:
+                self.active += 1
+                self.jobs.append(job)
+            job.start()
+            f.seek(data_offset + frame.offset)
+            left = frame.csize
+            while left:
+                size = min(CHUNK, left)
+                if not self._wait(lambda: not self.ahead or self.ahead + size <= READ_AHEAD):
+                    return
+                chunk = self._read(f, size)
+                left -= len(chunk)
+                job.feed(chunk, last=not left)
+            if not frame.csize:
+                job.feed(b"", last=True)
+        self._wait(lambda: not self.active)
+
+    def _read(self, f, size):
+        try:
+            chunk = f.read(size)
+        except OSError as exc:
+            raise IntegrityError("cannot read group %r: %s" % (self.group.name, exc.strerror or exc))
+        if not chunk:
+            raise IntegrityError("group %r is cut short; the bundle is truncated, copy it again" % self.group.name)
+        return chunk
+
+    def _wait(self, ready):
+        """Wait until `ready()` (under the lock), reporting progress meanwhile; False once the jobs must stop."""
+        while True:
+            with self.cond:
+                if self.stopping:
+                    return False
+                if ready():
+                    return True
+                self.cond.wait()
+                done = self.done
+            if self.progress is not None:
+                self.progress(done, self.group.size)
+
+    def stop(self, exc=None):
+        """Stop every job: after `exc` (a fatal error of a job, or of this thread), or at the end."""
+        with self.cond:
+            if exc is not None and self.fatal is None:
+                self.fatal = exc
+            self.stopping = True
+            self.cond.notify_all()
+
+    def join(self):
+        self.stop()
+        for job in self.jobs:
+            job.join()
+
+    def failure(self):
+        """The error of the whole group: the first fatal one, else every frame and entry that did not match."""
+        if self.fatal is not None:
+            return self.fatal
+        frames = [job.where for job in self.jobs if job.sha_mismatch]
+        if frames:
+            return IntegrityError("%s %s not match %s sha256; the bundle is damaged, copy it again" % (
+                ", ".join(frames), "does" if len(frames) == 1 else "do", "its" if len(frames) == 1 else "their"))
+        entries = [path for job in self.jobs for path in job.splitter.mismatched]
+        if entries:
+            return IntegrityError("sha256 mismatch in %s; the bundle is damaged, copy it again" % ", ".join(entries))
+        return None
+
+    def decompressed(self, size):
+        with self.cond:
+            self.done += size
+            self.cond.notify_all()
+
+    def ended(self, job, failure):
+        if failure is not None:
+            self.stop(failure)
+        with self.cond:
+            self.active -= 1
+            self.cond.notify_all()
 
 
-class _FrameSource(object):
-    """The group's compressed bytes as a file for the decompressor; each chunk read is also put on `filled`."""
+class _FrameJob(object):
+    """One frame: a thread decompresses it into BUFFERS reused buffers, another hashes and writes its entries."""
 
-    def __init__(self, f, start, group, filled):
-        f.seek(start)
-        self.f, self.group, self.filled, self.left = f, group, filled, group.csize
+    def __init__(self, run, frame, entries, dest, syncer):
+        self.run, self.frame, self.where = run, frame, run.group.label(frame)
+        self.inbox, self.held, self.last = [], 0, False  # compressed chunks fed, not yet read (under run.cond)
+        self.sha, self.sha_mismatch = hashlib.sha256(), False
+        self.filled, self.free = queue.Queue(), queue.Queue()
+        for _ in range(BUFFERS):
+            self.free.put(bytearray(BUFFER_SIZE))
+        self.splitter = _Splitter(entries, dest, syncer)
+        self.decoder = threading.Thread(target=self._decompress, name="decompress")
+        self.consumer = threading.Thread(target=self._consume, name="write")
+        self.decoder.daemon = self.consumer.daemon = True
+
+    def start(self):
+        self.decoder.start()
+        self.consumer.start()
+
+    def join(self):
+        self.consumer.join()
+
+    def feed(self, chunk, last):
+        """Reader side: queue a chunk of the frame's compressed bytes (its bytes count as read ahead)."""
+        with self.run.cond:
+            if self.last:  # the decoder has ended: nobody will read it
+                return
+            self.inbox.append(chunk)
+            self.run.ahead += len(chunk)
+            self.last = last
+            self.run.cond.notify_all()
 
     def read(self, size):
-        data = self.f.read(min(size, self.left))
-        if data:
-            self.left -= len(data)
-            self.filled.put((_FRAME, data, 0))
-        elif self.left:
-            raise IntegrityError("group %r is cut short; the bundle is truncated, copy it again" % self.group.name)
-        return data
+        """The decoder's source: the next chunk fed (never more than CHUNK), b"" at the end of the frame."""
+        with self.run.cond:
+            self.run.ahead -= self.held
+            self.held = 0
+            self.run.cond.notify_all()
+            while not self.inbox and not self.last and not self.run.stopping:
+                self.run.cond.wait()
+            if self.run.stopping:
+                raise _Stopped()
+            if not self.inbox:
+                return b""
+            chunk = self.inbox.pop(0)
+            self.held = len(chunk)
+        self.sha.update(chunk)
+        return chunk
+
+    def _close_input(self):
+        with self.run.cond:
+            self.run.ahead -= self.held + sum(len(c) for c in self.inbox)
+            self.held, self.inbox, self.last = 0, [], True
+            self.run.cond.notify_all()
+
+    def _decompress(self):
+        failure, frame = None, self.frame
+        try:
+            dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+            # Across frames: bytes after the frame are decoded too, and refused (a second frame, or no frame).
+            stream = dctx.stream_reader(self, read_size=CHUNK, read_across_frames=True)
+            produced = 0
+            while True:
+                buf = self.free.get()
+                if buf is None:
+                    return
+                size = stream.readinto(buf)  # fills the whole buffer unless the frame ends
+                if not size:
+                    break
+                produced += size
+                if produced > frame.size:
+                    raise IntegrityError("%s decompresses to more than its %d bytes" % (self.where, frame.size))
+                self.filled.put((buf, size))
+            if produced != frame.size:
+                raise IntegrityError("%s decompresses to %d bytes, expected %d" % (self.where, produced, frame.size))
+        except _Stopped:
+            pass
+        except zstandard.ZstdError as exc:
+            failure = IntegrityError("%s does not decompress (%s); the bundle is damaged" % (self.where, exc))
+        except Exception as exc:  # a BundleError, a bug or MemoryError: never taken for success
+            failure = exc
+        finally:
+            self._close_input()
+            self.filled.put((None, failure))
+
+    def _consume(self):
+        failure = None
+        try:
+            self.splitter.next_entry()
+            while True:
+                buf, size = self.filled.get()
+                if buf is None:
+                    failure = size
+                    break
+                self.splitter.feed(memoryview(buf)[:size])
+                self.free.put(buf)
+                self.run.decompressed(size)
+        except Exception as exc:  # HostError from a write, IntegrityError, a bug
+            failure = exc
+        finally:
+            if failure is not None:
+                self.run.stop(failure)  # before waiting: the decoder may be waiting for bytes the reader holds
+            self.free.put(None)  # stops the decoder if this thread gave up early
+            self.decoder.join()
+            self.splitter.close()
+            if failure is None:
+                self.sha_mismatch = self.sha.hexdigest() != self.frame.sha256
+            self.run.ended(self, failure)
 
 
 class _Splitter(object):
     """Cuts the decompressed stream into entries, hashes each one, and writes it when there is a `dest`."""
 
-    def __init__(self, entries, dest):
-        self.entries, self.dest, self.mismatched = iter(entries), dest, []
-        self.syncer = _Syncer() if dest is not None else None
+    def __init__(self, entries, dest, syncer):
+        self.entries, self.dest, self.syncer, self.mismatched = iter(entries), dest, syncer, []
         self.entry, self.fd = None, None
 
     def feed(self, view):
@@ -227,11 +393,10 @@ class _Splitter(object):
                 return
 
     def close(self):
-        """Close the file left open, wait for every fsync, and return the first HostError of those, if any."""
+        """Close the file left open (by a failure); finished files are the syncer's to close."""
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-        return self.syncer.close() if self.syncer is not None else None
 
 
 class _Syncer(object):

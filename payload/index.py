@@ -19,7 +19,8 @@ _INDEX_KEYS = ("format", "name", "version", "variant", "arch", "bundler_version"
                "images")
 _INDEX_OPTIONAL = ("require_key", "outside_sha256", "description", "min_glibc", "parts")
 _PART_KEYS = ("name", "size", "sha256")
-_GROUP_KEYS = ("name", "offset", "csize", "size", "sha256")
+_GROUP_KEYS = ("name", "frames")
+_FRAME_KEYS = ("offset", "csize", "size", "sha256")
 _ENTRY_KEYS = ("path", "kind", "mode", "size", "sha256", "group", "offset")
 _IMAGE_KEYS = ("name", "ref", "platform", "digest", "embedded")
 _EMBEDDED_KEYS = ("manifest", "layers", "size")
@@ -116,16 +117,80 @@ def _is_reference(text):
     return True
 
 
-class Group(object):
-    """A zstd frame holding the concatenated bytes of its entries (solid compression)."""
+class Frame(object):
+    """One zstd frame of a group, decodable on its own: where its compressed bytes lie in the data area (`offset`,
+    `csize`, absolute: the file position is the payload's data_offset + offset), their sha256, and what it
+    decompresses to: `size` bytes, the group's stream from `start` (docs/format.md, section 4)."""
 
-    __slots__ = ("name", "offset", "csize", "size", "sha256")
+    __slots__ = ("offset", "csize", "size", "sha256", "start", "number")
 
-    def __init__(self, name, offset, csize, size, sha256):
-        self.name, self.offset, self.csize, self.size, self.sha256 = name, offset, csize, size, sha256
+    def __init__(self, offset, csize, size, sha256, start=0, number=1):
+        self.offset, self.csize, self.size, self.sha256 = offset, csize, size, sha256
+        self.start, self.number = start, number  # set by the group: in its stream, and 1, 2, ... in its list
+
+    @property
+    def end(self):
+        """Where its bytes end in the group's stream."""
+        return self.start + self.size
 
     def to_json(self):
-        return {"name": self.name, "offset": self.offset, "csize": self.csize, "size": self.size, "sha256": self.sha256}
+        return {"offset": self.offset, "csize": self.csize, "size": self.size, "sha256": self.sha256}
+
+
+class Group(object):
+    """Entries stored as solid zstd: their bytes concatenated in stream order, cut at entry boundaries into one or
+    more frames that lie back to back in the data area."""
+
+    __slots__ = ("name", "frames")
+
+    def __init__(self, name, frames):
+        self.name, self.frames = name, list(frames)
+        start = 0
+        for number, frame in enumerate(self.frames, 1):
+            frame.start, frame.number = start, number
+            start += frame.size
+
+    @property
+    def offset(self):
+        return self.frames[0].offset if self.frames else 0
+
+    @property
+    def csize(self):
+        return sum(f.csize for f in self.frames)
+
+    @property
+    def size(self):
+        return sum(f.size for f in self.frames)
+
+    def label(self, frame):
+        """How an error names `frame`: the group, and the frame when the group has more than one."""
+        if len(self.frames) == 1:
+            return "group %r" % self.name
+        return "group %r frame %d of %d" % (self.name, frame.number, len(self.frames))
+
+    def frame_of(self, entry):
+        """The frame holding `entry`'s bytes (an empty entry: the frame its offset falls in, else the last one),
+        or None when its bytes cross a frame boundary or lie past the group's end."""
+        for frame in self.frames:
+            if frame.start <= entry.offset < frame.end or frame is self.frames[-1] and entry.offset == frame.end:
+                return frame if entry.offset + entry.size <= frame.end else None
+        return None
+
+    def split_entries(self, entries):
+        """[(frame, its entries in stream order)] for every frame; raises IntegrityError naming an entry that no
+        single frame holds."""
+        by_frame = dict((id(f), []) for f in self.frames)
+        for entry in sorted(entries, key=lambda e: e.offset):
+            frame = self.frame_of(entry)
+            if frame is None:
+                raise IntegrityError("bundle index is invalid: entry %r (bytes %d to %d of group %r) is not inside one "
+                                     "of its frames; the bundle is damaged, copy it again" % (
+                                         entry.path, entry.offset, entry.offset + entry.size, self.name))
+            by_frame[id(frame)].append(entry)
+        return [(f, by_frame[id(f)]) for f in self.frames]
+
+    def to_json(self):
+        return {"name": self.name, "frames": [f.to_json() for f in self.frames]}
 
 
 class Entry(object):
@@ -223,6 +288,11 @@ class Index(object):
         """Bytes the groups take in the payload's data area."""
         return sum(g.csize for g in self.groups)
 
+    def frames(self):
+        """Every (group, frame) of the bundle, in the order of `groups`: the frames lie back to back in the data
+        area in this order, each at data_offset + frame.offset of the file."""
+        return [(g, f) for g in self.groups for f in g.frames]
+
     @property
     def installed_size(self):
         return sum(e.size for e in self.entries)
@@ -266,14 +336,8 @@ class Index(object):
         for g in doc["groups"]:
             _require(isinstance(g, dict), "group is not an object")
             _require(rules.is_name(g.get("name")) and g["name"] not in names, "group name missing or repeated")
-            _object(g, _GROUP_KEYS, (), "group %r" % g["name"])
-            for key in ("offset", "csize", "size"):
-                _require(rules.is_size(g[key]), "group %r: %s is not a size" % (g["name"], key))
-            _require(rules.is_sha256(g["sha256"]), "group %r: bad sha256" % g["name"])
-            _require(g["offset"] + g["csize"] <= data_size,
-                     "group %r ends at %d, past the payload's %d bytes" % (g["name"], g["offset"] + g["csize"], data_size))
             names.add(g["name"])
-            groups.append(Group(g["name"], g["offset"], g["csize"], g["size"], g["sha256"]))
+            groups.append(_parse_group(_object(g, _GROUP_KEYS, (), "group %r" % g["name"]), data_size))
         spans = sorted((g.offset, g.offset + g.csize) for g in groups)
         for (_, end), (start, _) in zip(spans, spans[1:]):
             _require(start >= end, "groups overlap")
@@ -306,6 +370,7 @@ class Index(object):
                 _require(e.offset == pos, "entry %r starts at %d, expected %d" % (e.path, e.offset, pos))
                 pos += e.size
             _require(pos == g.size, "group %r holds %d bytes, its entries %d" % (g.name, g.size, pos))
+            g.split_entries(e for e in entries if e.group == g.name)  # each entry's bytes inside one frame
         _require(isinstance(doc["images"], list), "images is not a list")
         blobs = set("sha256:" + e.sha256 for e in entries if e.kind == "blob")
         images = [ImageRecord.from_json(i, blobs) for i in doc["images"]]
@@ -323,6 +388,26 @@ class Index(object):
         return cls(doc["name"], doc["version"], doc["variant"], doc["arch"], doc["bundler_version"], ep,
                    groups, entries, images, require_key, outside, description, min_glibc,
                    _parse_parts(doc, data_size))
+
+
+def _parse_group(g, data_size):
+    """A group's frames: at least one, back to back, inside the data area; empty only as a group's one frame."""
+    name, frames = g["name"], g["frames"]
+    _require(isinstance(frames, list) and frames, "group %r: frames is not a non-empty list" % name)
+    parsed = []
+    for number, f in enumerate(frames, 1):
+        what = "group %r frame %d" % (name, number)
+        _object(f, _FRAME_KEYS, (), what)
+        for key in ("offset", "csize", "size"):
+            _require(rules.is_size(f[key]), "%s: %s is not a size" % (what, key))
+        _require(rules.is_sha256(f["sha256"]), "%s: bad sha256" % what)
+        _require(f["offset"] + f["csize"] <= data_size,
+                 "%s ends at %d, past the payload's %d bytes" % (what, f["offset"] + f["csize"], data_size))
+        _require(not parsed or f["offset"] == parsed[-1].offset + parsed[-1].csize,
+                 "%s does not start where frame %d ends" % (what, number - 1))
+        _require(f["size"] > 0 or len(frames) == 1, "%s is empty; only a group's one frame may be" % what)
+        parsed.append(Frame(f["offset"], f["csize"], f["size"], f["sha256"]))
+    return Group(name, parsed)
 
 
 def _parse_parts(doc, data_size):

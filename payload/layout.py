@@ -21,6 +21,7 @@ MAGIC = b"BUNDLER\x00"
 _HEADER = struct.Struct("<8sIIQQ32s")
 MAX_INDEX = 64 << 20
 MAX_SIGNATURE = 4096
+OLDER_FORMATS = (1, 2)
 
 
 class Payload(object):
@@ -97,6 +98,15 @@ def read_head(path, data):
     return read_payload(path, io.BytesIO(data), 0, len(data), head_only=True)
 
 
+def _other_format(path, fmt):
+    if fmt in OLDER_FORMATS:  # a bundle made by an older bundler: its own stub reads it (docs/format.md, section 9)
+        return ("%s: payload format %d, older than the format %d this program reads; ask the bundle itself (`%s "
+                "--bundle-info`, `--bundle-verify`) or rebuild it with this bundler" % (path, fmt, FORMAT_VERSION,
+                                                                                       path))
+    return "%s: payload format %d, this program reads format %d; the file is damaged or made by a newer bundler" % (
+        path, fmt, FORMAT_VERSION)
+
+
 def read_payload(path, f, offset, size, head_only=False):
     """Read and check the payload section that spans `size` bytes from `offset` of the file open as `f`
     (`head_only`: the header, index and signature only, whatever the index says of its data area)."""
@@ -107,7 +117,7 @@ def read_payload(path, f, offset, size, head_only=False):
     if magic != MAGIC:
         raise _damaged(path, "payload magic is wrong")
     if fmt != FORMAT_VERSION:
-        raise IntegrityError("%s: payload format %d, this stub reads %d" % (path, fmt, FORMAT_VERSION))
+        raise IntegrityError(_other_format(path, fmt))
     if index_len > MAX_INDEX or sig_len > MAX_SIGNATURE:
         raise _damaged(path, "payload header gives impossible sizes")
     head_size = _HEADER.size + index_len + sig_len

@@ -31,6 +31,10 @@ def describe(payload, as_json=False):
             len(index.files()), index.installed_size / 1e6, index.payload_size / 1e6, len(index.groups)),
         "signed:     %s" % describe_signature(payload),
     ]
+    for group in index.groups:
+        lines.append("group:      %s: %.1f MB as %.1f MB in %d frame(s)%s" % (
+            group.name, group.size / 1e6, group.csize / 1e6, len(group.frames),
+            "" if len(group.frames) == 1 else " of %s MB" % " + ".join("%.1f" % (f.size / 1e6) for f in group.frames)))
     if index.min_glibc:
         lines.append("glibc:      %s or newer (what the stub needs to start)" % index.min_glibc)
     if index.parts:
@@ -61,8 +65,8 @@ def verify_all(payload, f):
         # A damaged part is named by the parts' own check ("PATH: part ..."), in place of what its groups said.
         raise IntegrityError(str(exc) if str(exc).startswith(payload.path) else "%s: %s" % (payload.path, exc))
     parts = ", %d parts" % len(index.parts) if index.parts else ""
-    return "%s: ok, %d entries in %d group(s)%s verified, bundle id %s" % (
-        payload.path, len(index.entries), len(index.groups), parts, payload.bundle_id)
+    return "%s: ok, %d entries in %d group(s) of %d frame(s)%s verified, bundle id %s" % (
+        payload.path, len(index.entries), len(index.groups), len(index.frames()), parts, payload.bundle_id)
 
 
 def verify_bundle(payload, f, key_path, key_option):

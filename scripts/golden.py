@@ -4,7 +4,7 @@
     .venv/bin/python scripts/golden.py            # (re)write tests/golden/payload-v<N>.bin and .index.json
     .venv/bin/python scripts/golden.py --check    # exit 1 if the committed files are not what the writer makes now
 
-The vector holds two groups (files, and one embedded image's blobs), an empty file, an image left to be pulled,
+The vector holds two groups (files, in two frames, and one embedded image's blobs, in one), an empty file, an image left to be pulled,
 a `require_key` and an ed25519 signature by a fixed test key, so that every part of the format appears once.
 A second vector is the same bundle split (docs/format.md 3.6): its section (payload-v<N>-split.bin) and its data
 area cut into parts of SPLIT_PART_SIZE bytes beside it (payload-v<N>-split.bin.part001, ...), so that groups
@@ -30,10 +30,10 @@ if str(ROOT) not in sys.path:
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
 from bundler.assemble import build_index  # noqa: E402
-from bundler.compress import CompressedGroup, Member  # noqa: E402
+from bundler.compress import CompressedGroup, Member, StoredFrame  # noqa: E402
 from bundler.signing import raw_public_key  # noqa: E402
 from payload import FORMAT_VERSION  # noqa: E402
-from payload.blobs import compress_group  # noqa: E402
+from payload.blobs import compress_frame  # noqa: E402
 from bundler.split import cut, part_names  # noqa: E402
 from payload.index import LAYERS_RAW, ImageRecord, Index, Part  # noqa: E402
 from payload.layout import header_and_index, write_section_content  # noqa: E402
@@ -45,7 +45,7 @@ VECTOR = GOLDEN_DIR / ("payload-v%d.bin" % FORMAT_VERSION)
 INDEX_JSON = GOLDEN_DIR / ("payload-v%d.index.json" % FORMAT_VERSION)
 SPLIT_VECTOR = GOLDEN_DIR / ("payload-v%d-split.bin" % FORMAT_VERSION)
 SPLIT_INDEX_JSON = GOLDEN_DIR / ("payload-v%d-split.index.json" % FORMAT_VERSION)
-SPLIT_PART_SIZE = 200  # the data area is 459 bytes: three parts, groups straddling them
+SPLIT_PART_SIZE = 200  # the data area is 478 bytes: three parts, groups straddling them
 # A test key, public on purpose: never trust it anywhere.
 TEST_KEY_SEED = hashlib.sha256(b"bundler golden test vector: a public test key, never trust it").digest()
 LEVEL = 19
@@ -90,11 +90,15 @@ def image_blobs():
     return manifest, config, layer
 
 
-def _group(name, members, work):
-    frame = work / (name + ".zst")
-    with open(frame, "wb") as out:
-        size, sha256, csize = compress_group([m.source for m in members], out, level=LEVEL)
-    return CompressedGroup(name, tuple(members), frame, size, csize, sha256)
+def _group(name, members, work, counts):
+    """The group `name` of `members`, cut into frames of `counts` members each."""
+    path, frames, start = work / (name + ".zst"), [], 0
+    with open(path, "wb") as out:
+        for count in counts:
+            size, sha256, csize = compress_frame([m.source for m in members[start:start + count]], out, level=LEVEL)
+            frames.append(StoredFrame(count, size, csize, sha256))
+            start += count
+    return CompressedGroup(name, tuple(members), path, tuple(frames))
 
 
 def _member(work, path, mode, kind, data):
@@ -113,7 +117,7 @@ def index(groups, public_key):
                     LAYERS_RAW, sum(m.size for m in blobs)),
         ImageRecord("pause", "registry.k8s.io/pause:3.10", "linux/amd64", PULLED_DIGEST, False),
     ]
-    identity = {"name": "golden", "version": "2.0.0", "variant": "offline", "arch": "amd64",
+    identity = {"name": "golden", "version": "3.0.0", "variant": "offline", "arch": "amd64",
                 "entrypoint": ["bin/hello", "--data", "{data}", "--images", "{images}"],
                 "description": "The golden test vector of the bundle format"}
     idx = build_index(identity, groups, images=images, require_key=key_id(public_key), bundler_version="golden",
@@ -131,12 +135,13 @@ def build():
         files = [_member(work, path, mode, "file", data) for path, mode, data in FILES]
         blobs = [_member(work, blob_path("sha256:" + hashlib.sha256(data).hexdigest()), 0o644, "blob", data)
                  for data in image_blobs()]
-        groups = [_group("files", files, work), _group("images", blobs, work)]
+        # Two frames in the files group (bin/hello | etc/motd, etc/empty), one for the image's blobs.
+        groups = [_group("files", files, work, [1, 2]), _group("images", blobs, work, [3])]
         idx = index(groups, raw_public_key(key))
         index_bytes = idx.to_bytes()
         signature = encode_block(raw_public_key(key), key.sign(signed_message(index_bytes)))
         out = io.BytesIO()
-        write_section_content(out, idx, {g.name: g.frame for g in groups}, signature)
+        write_section_content(out, idx, {g.name: g.path for g in groups}, signature)
     return out.getvalue(), json.dumps(idx.to_json(), indent=2, sort_keys=True) + "\n"
 
 

@@ -106,12 +106,12 @@ def test_what_make_writes_is_read_back(project, plain_stub, tmp_path):
     """A frame whose recorded sha256 is right but whose bytes change between the check and the write cannot be
     made on demand; the read-back is shown on write_bundle with a group that does not hold its record."""
     from bundler.assemble import build_index, write_bundle
-    from bundler.compress import CompressedGroup, Member
+    from bundler.compress import CompressedGroup, Member, StoredFrame
 
     data = tmp_path / "frame.zst"
     data.write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 20)
     member = Member("x", 0o644, "file", data, hashlib.sha256(b"").hexdigest(), 0)
-    group = CompressedGroup("files", (member,), data, 0, 24, "0" * 64)  # a record that the frame does not match
+    group = CompressedGroup("files", (member,), data, (StoredFrame(1, 0, 24, "0" * 64),))  # its frame does not match
     identity = {"name": "demo", "version": "1", "variant": "v", "arch": "amd64", "entrypoint": ["x"]}
     from payload.errors import IntegrityError
 

@@ -10,9 +10,9 @@ import pytest
 import zstandard
 
 from payload import blobs
-from payload.blobs import MAX_WINDOW, WINDOW_LOG, compress_group, extract_group
+from payload.blobs import MAX_WINDOW, WINDOW_LOG, compress_frame, extract_group
 from payload.errors import HostError, IntegrityError
-from payload.index import Entry, Group
+from payload.index import Entry, Frame, Group
 
 
 def _files(tmp_path, contents):
@@ -25,7 +25,7 @@ def _files(tmp_path, contents):
 
 
 def _group_and_entries(paths, frame_bytes, sha, size):
-    group = Group("files", 0, len(frame_bytes), size, sha)
+    group = Group("files", [Frame(0, len(frame_bytes), size, sha)])
     entries, pos = [], 0
     for i, p in enumerate(paths):
         data = p.read_bytes()
@@ -37,7 +37,7 @@ def _group_and_entries(paths, frame_bytes, sha, size):
 
 def _compress(paths, level=3):
     out = io.BytesIO()
-    size, sha, csize = compress_group(paths, out, level=level)
+    size, sha, csize = compress_frame(paths, out, level=level)
     return out.getvalue(), size, sha, csize
 
 
@@ -109,7 +109,7 @@ def test_frame_with_a_window_above_the_bound_is_refused(tmp_path):
     cobj = zstandard.ZstdCompressor(compression_params=params).compressobj()  # size unknown: window kept
     frame = cobj.compress(data) + cobj.flush()
     assert zstandard.get_frame_parameters(frame).window_size > MAX_WINDOW
-    group = Group("files", 0, len(frame), len(data), hashlib.sha256(frame).hexdigest())
+    group = Group("files", [Frame(0, len(frame), len(data), hashlib.sha256(frame).hexdigest())])
     entries = [Entry("f", "file", 0o644, len(data), hashlib.sha256(data).hexdigest(), "files", 0)]
     with pytest.raises(IntegrityError, match="does not decompress"):
         extract_group(io.BytesIO(frame), 0, group, entries)
@@ -158,7 +158,7 @@ def test_group_at_an_offset_in_a_real_file_is_read_only_up_to_its_end(tmp_path):
     paths = _files(tmp_path, [os.urandom(3 << 20), b"abc" * 1000])
     frame, size, sha, _ = _compress(paths)
     group, entries = _group_and_entries(paths, frame, sha, size)
-    group.offset = 7
+    group.frames[0].offset = 7
     bundle = tmp_path / "bundle"
     bundle.write_bytes(b"header" + b"\0" * 94 + b"x" * 7 + frame + b"trailing bytes of the next group")
     with open(str(bundle), "rb") as f:
@@ -169,7 +169,7 @@ def test_stream_longer_than_the_group_says_is_refused(tmp_path):
     paths = _files(tmp_path, [os.urandom(3 << 20)])
     frame, size, sha, _ = _compress(paths)
     group, entries = _group_and_entries(paths, frame, sha, size)
-    group.size -= 1
+    group.frames[0].size -= 1
     entries[0].size -= 1
     with pytest.raises(IntegrityError, match="more than"):
         extract_group(io.BytesIO(frame), 0, group, entries)
@@ -181,7 +181,7 @@ def test_frame_cut_short_by_the_index_is_refused(tmp_path):
     frame, size, sha, _ = _compress(paths)
     group, entries = _group_and_entries(paths, frame, sha, size)
     short = frame[:-1000]
-    group.csize, group.sha256 = len(short), hashlib.sha256(short).hexdigest()
+    group.frames[0].csize, group.frames[0].sha256 = len(short), hashlib.sha256(short).hexdigest()
     with pytest.raises(IntegrityError, match="expected %d" % size):
         extract_group(io.BytesIO(frame), 0, group, entries)
 
@@ -246,3 +246,102 @@ def test_write_failure_stops_the_reader_thread_and_waits_for_it(tmp_path):
         extract_group(_SlowFile(frame), 0, group, entries, str(tmp_path / "dest"))
     assert time.monotonic() - started < 1.0  # not the 40 reads of the whole group
     assert threading.active_count() == threads and _open_fds() == fds
+
+
+# ---------------------------------------------------------------- groups of several frames
+
+def _frames(paths, counts, level=3):
+    """The files `paths` as one group of frames holding `counts` files each: (data area, group, entries)."""
+    data, frames, start = b"", [], 0
+    for count in counts:
+        out = io.BytesIO()
+        size, sha, csize = compress_frame(paths[start:start + count], out, level=level)
+        frames.append(Frame(len(data), csize, size, sha))
+        data += out.getvalue()
+        start += count
+    group = Group("files", frames)
+    _, entries = _group_and_entries(paths, data, None, group.size)
+    return data, group, entries
+
+
+def _sha256sum(directory, names):
+    """sha256 of each file by the sha256sum command: a check independent of the code under test."""
+    out = subprocess.run(["sha256sum", "--"] + names, cwd=str(directory), stdout=subprocess.PIPE, check=True).stdout
+    return out.decode().split()[0::2]
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_a_group_of_several_frames_extracts_every_file(tmp_path, monkeypatch, workers):
+    monkeypatch.setattr(blobs, "BUFFER_SIZE", 4099)  # entries start and end inside buffers, and span several
+    contents = [os.urandom(20000), b"", b"abc" * 9000, os.urandom(1), b"", os.urandom(50000) * 2, b"z" * 7000, b""]
+    paths = _files(tmp_path, contents)
+    data, group, entries = _frames(paths, [2, 1, 3, 2])
+    assert len(group.frames) == 4
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    done = []
+    extract_group(io.BytesIO(data), 0, group, entries, str(dest), progress=lambda d, t: done.append((d, t)),
+                  workers=workers)
+    names = ["d/f%d" % i for i in range(len(contents))]
+    assert _sha256sum(dest, names) == _sha256sum(tmp_path, [p.name for p in paths])
+    assert [(dest / n).stat().st_mode & 0o777 for n in names] == [0o755] + [0o644] * (len(contents) - 1)
+    assert done and max(d for d, _ in done) <= group.size and {t for _, t in done} == {group.size}
+
+
+def test_a_corrupt_frame_in_the_middle_is_named_and_the_others_still_checked(tmp_path):
+    paths = _files(tmp_path, [os.urandom(30000), b"abc" * 20000, os.urandom(30000)])
+    data, group, entries = _frames(paths, [1, 1, 1], level=1)
+    middle = group.frames[1]
+    bad = bytearray(data)
+    bad[middle.offset + middle.csize - 8] ^= 0x01  # inside the middle frame's last block
+    threads, fds = threading.active_count(), _open_fds()
+    with pytest.raises(IntegrityError, match="group 'files' frame 2 of 3") as caught:
+        extract_group(io.BytesIO(bytes(bad)), 0, group, entries, str(tmp_path))
+    assert "frame 1 of 3" not in str(caught.value) and "frame 3 of 3" not in str(caught.value)
+    assert threading.active_count() == threads and _open_fds() == fds
+
+
+def test_a_frame_whose_sha256_differs_is_named_with_every_entry_verified(tmp_path):
+    paths = _files(tmp_path, [b"one" * 1000, b"two" * 1000, b"three" * 1000])
+    data, group, entries = _frames(paths, [1, 2])
+    group.frames[1].sha256 = "0" * 64
+    entries[0].sha256 = "1" * 64
+    with pytest.raises(IntegrityError, match=r"^group 'files' frame 2 of 2 does not match its sha256"):
+        extract_group(io.BytesIO(data), 0, group, entries)
+    group.frames[1].sha256 = hashlib.sha256(data[group.frames[1].offset:]).hexdigest()
+    with pytest.raises(IntegrityError, match=r"^sha256 mismatch in d/f0;"):
+        extract_group(io.BytesIO(data), 0, group, entries)
+
+
+def test_an_entry_across_two_frames_is_refused_before_anything_is_read(tmp_path):
+    paths = _files(tmp_path, [b"a" * 100, b"b" * 100])
+    data, group, entries = _frames(paths, [1, 1])
+    entries[0].size, entries[1].offset, entries[1].size = 150, 150, 50  # tiling kept, the cut is not
+    with pytest.raises(IntegrityError, match="entry 'd/f0' .* is not inside one of its frames"):
+        extract_group(io.BytesIO(b""), 0, group, entries)
+
+
+def test_bytes_after_a_frame_are_refused(tmp_path):
+    paths = _files(tmp_path, [os.urandom(5000), os.urandom(5000)])
+    data, group, entries = _frames(paths, [1, 1])
+    # The first frame's record claims the second frame too: a second frame inside one frame's bytes.
+    first, second = group.frames
+    merged = Group("files", [Frame(0, len(data), first.size, hashlib.sha256(data).hexdigest())])
+    with pytest.raises(IntegrityError, match="decompresses to more than its 5000 bytes"):
+        extract_group(io.BytesIO(data), 0, merged, entries[:1])
+    junk = data[:first.csize] + b"not a frame"
+    merged = Group("files", [Frame(0, len(junk), first.size, hashlib.sha256(junk).hexdigest())])
+    with pytest.raises(IntegrityError, match="does not decompress"):
+        extract_group(io.BytesIO(junk), 0, merged, entries[:1])
+
+
+def test_frames_in_flight_follow_the_cores_and_the_memory(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    monkeypatch.setattr(blobs, "_memory_available", lambda: None)
+    assert blobs.frames_in_flight(10) == blobs.FRAMES_IN_FLIGHT == 4 and blobs.frames_in_flight(2) == 2
+    per_frame = MAX_WINDOW + blobs.BUFFERS * blobs.BUFFER_SIZE
+    # A 512 MB board with 300 MB available: half of it holds the read-ahead and 3 frames' windows.
+    monkeypatch.setattr(blobs, "_memory_available", lambda: 300 << 20)
+    assert blobs.frames_in_flight(10) == ((150 << 20) - blobs.READ_AHEAD) // per_frame == 3
+    monkeypatch.setattr(blobs, "_memory_available", lambda: 16 << 20)
+    assert blobs.frames_in_flight(10) == 1  # never none

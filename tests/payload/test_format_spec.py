@@ -14,6 +14,7 @@ import pytest
 
 from payload import FORMAT_VERSION, arches
 from payload.blobs import extract_group
+from payload.errors import IntegrityError
 from payload.layout import read_payload
 from payload.report import verify_all
 from payload.signing import required_key, verify_signature
@@ -66,8 +67,9 @@ def test_the_reader_accepts_the_vector_and_every_byte_holds():
     payload, data = _open_vector()
     assert payload.index.to_json() == json.loads(golden.INDEX_JSON.read_text())
     assert payload.bundle_id == hashlib.sha256(data[64:64 + len(payload.index_bytes)]).hexdigest()
+    assert [len(g.frames) for g in payload.index.groups] == [2, 1]  # the files group is cut in two
     f = io.BytesIO(data)
-    assert "ok, 6 entries in 2 group(s) verified" in verify_all(payload, f)
+    assert "ok, 6 entries in 2 group(s) of 3 frame(s) verified" in verify_all(payload, f)
     verify_signature(payload, [required_key(payload)])
     with tempfile.TemporaryDirectory() as dest:
         for group in payload.index.groups:
@@ -95,6 +97,21 @@ def test_the_split_vector_is_the_same_bundle_with_its_data_area_in_its_parts():
     assert payload.index.with_parts(()).to_json() == whole.index.to_json()
     assert "3 parts verified" in verify_all(payload, io.BytesIO(data))
     verify_signature(payload, [required_key(payload)])
+
+
+def test_a_bundle_of_format_2_is_refused_naming_what_still_reads_it():
+    # docs/format.md, section 9: a reader of format 3 does not read format 2; the old bundle's own stub does.
+    old = golden.GOLDEN_DIR / "payload-v2.bin"
+    data = old.read_bytes()
+    assert FORMAT_VERSION == 3 and int.from_bytes(data[8:12], "little") == 2
+    with pytest.raises(IntegrityError, match=r"payload format 2, older than the format 3 this program reads; ask "
+                                             r"the bundle itself \(`\S+ --bundle-info`, `--bundle-verify`\) or rebuild"):
+        read_payload(str(old), io.BytesIO(data), 0, len(data))
+    data = data[:8] + (7).to_bytes(4, "little") + data[12:]
+    with pytest.raises(IntegrityError, match="payload format 7, this program reads format 3; the file is damaged or "
+                                             "made by a newer bundler"):
+        read_payload(str(old), io.BytesIO(data), 0, len(data))
+    assert "**Older formats.** A reader of format 3 refuses a bundle of format 2" in SPEC
 
 
 def test_the_header_table_of_the_spec_matches_the_vector():
@@ -176,7 +193,7 @@ def test_the_vectors_index_validates_against_the_spec_schema():
     (lambda d: d["entries"][0].update(mode=0o4755), "out of range"),
     (lambda d: d["images"][1].update(manifest="sha256:" + "0" * 64), "matches 0 of oneOf"),
     (lambda d: d.update(name="golden\n"), "does not match"),
-    (lambda d: d["groups"][0].update(size=True), "is not an integer"),
+    (lambda d: d["groups"][0]["frames"][0].update(size=True), "is not an integer"),
 ])
 def test_the_schema_check_can_fail(mutate, problem):
     schema = _schema()

@@ -5,11 +5,11 @@ import re
 import pytest
 
 from payload.errors import BundleError, IntegrityError
-from payload.index import Entry, Group, Index
+from payload.index import Entry, Frame, Group, Index
 
 
 def _index(**changes):
-    groups = [Group("files", 0, 100, 30, "a" * 64), Group("images", 100, 50, 5, "b" * 64)]
+    groups = [Group("files", [Frame(0, 100, 30, "a" * 64)]), Group("images", [Frame(100, 50, 5, "b" * 64)])]
     entries = [Entry("bin/x", "file", 0o755, 10, "c" * 64, "files", 0),
                Entry("bin/y", "file", 0o644, 20, "d" * 64, "files", 10),
                Entry("images/blobs/sha256/" + "e" * 64, "blob", 0o644, 5, "e" * 64, "images", 0)]
@@ -48,8 +48,8 @@ def test_min_glibc_is_optional_and_kept():
     (lambda d: d["entries"][0].update(mode=0o4755), "bad mode"),
     (lambda d: d["entries"][0].update(sha256="zz"), "bad sha256"),
     (lambda d: d["entries"][0].update(size=-1), "bad size"),
-    (lambda d: d["groups"][1].update(offset=90), "overlap"),
-    (lambda d: d["groups"][1].update(csize=51), "past the payload"),
+    (lambda d: d["groups"][1]["frames"][0].update(offset=90), "overlap"),
+    (lambda d: d["groups"][1]["frames"][0].update(csize=51), "past the payload"),
     (lambda d: d.update(format=99), "format 99"),
     (lambda d: d.update(entrypoint=[]), "entrypoint"),
     (lambda d: d.update(name=""), "name is missing"),
@@ -71,7 +71,7 @@ def test_garbage_is_an_integrity_error(data):
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: d.update(name="demo\n"), "not a plain name"),
-    (lambda d: d["groups"][0].update(sha256="a" * 64 + "\n"), "bad sha256"),
+    (lambda d: d["groups"][0]["frames"][0].update(sha256="a" * 64 + "\n"), "bad sha256"),
     (lambda d: d["entries"][0].update(sha256="c" * 64 + "\n"), "bad sha256"),
     (lambda d: d.update(images=[{"name": "pause\n", "ref": "pause:3.10", "platform": "linux/amd64",
                                  "digest": "sha256:" + "f" * 64, "embedded": False}]), "not a plain name"),
@@ -157,3 +157,52 @@ def test_an_image_stored_exactly_keeps_its_pinned_manifest():
         Index.from_bytes(json.dumps(doc).encode(), 150)
     doc["images"][0]["digest"] = doc["images"][0]["manifest"]
     assert Index.from_bytes(json.dumps(doc).encode(), 150).images[0].layers == "exact"
+
+
+# ---------------------------------------------------------------- groups of several frames
+
+def _two_frames(first=(0, 60, 10), second=(60, 40, 20)):
+    """The files group of _index() cut into two frames: bin/x (10 bytes) in the first, bin/y (20) in the second."""
+    doc = json.loads(_index())
+    doc["groups"][0]["frames"] = [dict(zip(("offset", "csize", "size"), first), sha256="a" * 64),
+                                  dict(zip(("offset", "csize", "size"), second), sha256="9" * 64)]
+    return doc
+
+
+def test_a_group_of_several_frames_gives_each_its_place():
+    index = Index.from_bytes(json.dumps(_two_frames()).encode(), 150)
+    files = index.group("files")
+    assert (files.offset, files.csize, files.size) == (0, 100, 30)
+    assert [(f.offset, f.csize, f.start, f.end, f.number) for f in files.frames] == [(0, 60, 0, 10, 1),
+                                                                                    (60, 40, 10, 30, 2)]
+    assert [(g.name, f.offset) for g, f in index.frames()] == [("files", 0), ("files", 60), ("images", 100)]
+    assert [[e.path for e in entries] for _, entries in files.split_entries(index.entries_of("files"))] == \
+        [["bin/x"], ["bin/y"]]
+    assert files.label(files.frames[1]) == "group 'files' frame 2 of 2"
+    assert index.group("images").label(index.group("images").frames[0]) == "group 'images'"
+    assert Index.from_bytes(index.to_bytes(), 150).to_json() == index.to_json()
+
+
+@pytest.mark.parametrize("doc, message", [
+    (_two_frames((0, 60, 15), (60, 40, 15)), "entry 'bin/y' (bytes 10 to 30 of group 'files') is not inside one"),
+    (_two_frames((0, 60, 10), (61, 39, 20)), "group 'files' frame 2 does not start where frame 1 ends"),
+    (_two_frames((0, 60, 30), (60, 40, 0)), "group 'files' frame 2 is empty; only a group's one frame may be"),
+    (_two_frames((0, 60, 10), (60, 91, 20)), "group 'files' frame 2 ends at 151, past the payload's 150 bytes"),
+])
+def test_frames_that_break_a_rule_are_refused(doc, message):
+    with pytest.raises(IntegrityError, match=re.escape(message)):
+        Index.from_bytes(json.dumps(doc).encode(), 150)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d["groups"][0].update(frames=[]), "group 'files': frames is not a non-empty list"),
+    (lambda d: d["groups"][0].update(frames={}), "group 'files': frames is not a non-empty list"),
+    (lambda d: d["groups"][0]["frames"][0].update(level=19), "group 'files' frame 1 has the unknown field 'level'"),
+    (lambda d: d["groups"][0]["frames"][0].pop("sha256"), "group 'files' frame 1 has no 'sha256'"),
+    (lambda d: d["groups"][0].update(sha256="a" * 64), "group 'files' has the unknown field 'sha256'"),
+])
+def test_a_group_without_sound_frames_is_refused(mutate, message):
+    doc = json.loads(_index())
+    mutate(doc)
+    with pytest.raises(IntegrityError, match=re.escape(message)):
+        Index.from_bytes(json.dumps(doc).encode(), 150)

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from payload.blobs import compress_group, extract_group
+from payload.blobs import compress_frame, extract_group
 from payload.errors import IntegrityError
-from payload.index import Entry, Group, Index, Part
+from payload.index import Entry, Frame, Group, Index, Part
 from payload.parts import Spans
 
 
@@ -100,9 +100,9 @@ def test_a_group_straddling_parts_extracts_unchanged(tmp_path):
     content = os.urandom(50_000) * 4
     (tmp_path / "member").write_bytes(content)
     frame = io.BytesIO()
-    compress_group([str(tmp_path / "member")], frame, level=3)
+    compress_frame([str(tmp_path / "member")], frame, level=3)
     frame = frame.getvalue()
-    group = Group("g", 0, len(frame), len(content), hashlib.sha256(frame).hexdigest())
+    group = Group("g", [Frame(0, len(frame), len(content), hashlib.sha256(frame).hexdigest())])
     entries = [Entry("member", "file", 0o644, len(content), hashlib.sha256(content).hexdigest(), "g", 0)]
     third = len(frame) // 3
     spans = Spans(write_parts(tmp_path, frame, [third, third, len(frame) - 2 * third]), base=777)
@@ -112,7 +112,7 @@ def test_a_group_straddling_parts_extracts_unchanged(tmp_path):
 
 
 def index_with(parts, data_size=3000):
-    return Index("demo", "1", "offline", "amd64", "0", ["bin/x"], [Group("g", 0, data_size, 0, "0" * 64)],
+    return Index("demo", "1", "offline", "amd64", "0", ["bin/x"], [Group("g", [Frame(0, data_size, 0, "0" * 64)])],
                  [Entry("bin/x", "file", 0o755, 0, "1" * 64, "g", 0)], parts=parts)
 
 
