@@ -63,16 +63,9 @@ class Frame(NamedTuple):
 
 
 def stored_frames(index):
-    """Every stored frame of a bundle, in data-area order. Format 2: a group is one frame."""
-    frames = []
-    for group in index.groups:
-        listed = getattr(group, "frames", None)
-        if listed:  # a format that stores a group as several frames
-            for number, frame in enumerate(listed):
-                frames.append(Frame(group.name, number, frame.offset, frame.csize, frame.sha256))
-        else:
-            frames.append(Frame(group.name, 0, group.offset, group.csize, group.sha256))
-    return sorted(frames, key=lambda f: f.offset)
+    """Every stored frame of a bundle, in data-area order (Index.frames: a group's frames lie back to back)."""
+    return sorted((Frame(group.name, frame.number - 1, frame.offset, frame.csize, frame.sha256)
+                   for group, frame in index.frames()), key=lambda f: f.offset)
 
 
 class Blob(NamedTuple):
