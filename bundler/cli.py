@@ -12,6 +12,7 @@ from payload.arches import NAMES as ARCHES
 from payload.index import LAYER_MODES, LAYERS_RAW
 
 from . import __version__
+from .cuts import DEFAULT_FRAME_SIZE
 
 LEVEL = click.IntRange(1, 22)
 ARCH = click.Choice(ARCHES)
@@ -32,20 +33,26 @@ STUB = _StubType(exists=True, dir_okay=False, path_type=Path)
 
 
 class _Size(click.ParamType):
-    """A size with K, M, G suffixes (powers of 1024): 700M, 2G."""
+    """A size with K, M, G suffixes (powers of 1024): 700M, 2G; at least `minimum` (default: the smallest part)."""
 
     name = "SIZE"
+
+    def __init__(self, minimum=None):
+        self.minimum = minimum
 
     def convert(self, value, param, ctx):
         from .split import parse_size
 
+        if isinstance(value, int):
+            return value
         try:
-            return parse_size(value, "--" + param.name)
+            return parse_size(value, "--" + param.name.replace("_", "-"), self.minimum)
         except BundleError as exc:
             self.fail(exc.message, param, ctx)
 
 
 SIZE = _Size()
+FRAME_SIZE = _Size(minimum=1 << 20)
 
 
 def _log(message):
@@ -145,15 +152,18 @@ def main():
               help="Make the bundle refuse to install unless signed by this key (needs --sign with its pair).")
 @click.option("--split", type=SIZE, help="Put the data in OUTPUT.part001, ... of at most SIZE each (e.g. 2G, for "
                                          "FAT32 media); the executable finds them beside itself.")
+@click.option("--frame-size", type=FRAME_SIZE, default=DEFAULT_FRAME_SIZE, show_default="%dM" % (DEFAULT_FRAME_SIZE >> 20),
+              help="Cut a group of at least twice SIZE into frames of at least SIZE (between files), which devices "
+                   "decompress at once: smaller installs faster on several cores, and stores more.")
 @json_option
 def make(manifest, variant, arch, output, cache_dir, stub, mirror, level, locked, offline, insecure_registries, layers,
-         sign, require_key, split, as_json):
+         sign, require_key, split, frame_size, as_json):
     """Build the bundle executable."""
     from .make import MakeRequest, make as run_make
 
     request = MakeRequest(manifest=manifest, variant=variant, arch=arch, output=output, stub=stub, mirror=mirror,
                           level=level, locked=locked, offline=offline, insecure_registries=tuple(insecure_registries),
-                          layers=layers, sign=sign, require_key=require_key, split=split)
+                          layers=layers, sign=sign, require_key=require_key, split=split, frame_size=frame_size)
     output, index = run_make(request, _cache(cache_dir), log=_log)
     if as_json:
         click.echo(json.dumps(_made(output, index), indent=2, sort_keys=True))

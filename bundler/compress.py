@@ -14,7 +14,7 @@ from payload import fs
 from payload import progress as progress_display
 from payload.blobs import JOB_SIZE, WINDOW_LOG, compress_frame
 
-from .cuts import cut
+from .cuts import DEFAULT_FRAME_SIZE, cut
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,10 @@ def group_key(members, level, counts):
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
-def compress(cache, name, members, level, log=print, counts=None):
-    """The zstd frames of `members` (in order), from the cache when they are there. `counts`: how many members
-    each frame holds (default: bundler.cuts.cut)."""
-    counts = list(counts) if counts is not None else cut(members)
+def compress(cache, name, members, level, log=print, frame_size=DEFAULT_FRAME_SIZE, counts=None):
+    """The zstd frames of `members` (in order), from the cache when they are there: cut into frames of at least
+    `frame_size` bytes (bundler/cuts.py), or of `counts` members each."""
+    counts = list(counts) if counts is not None else cut(members, frame_size)
     key = group_key(members, level, counts)
     directory = cache.dir("groups")
     path, meta = directory / (key + ".zst"), directory / (key + ".json")

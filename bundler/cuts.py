@@ -1,7 +1,33 @@
-"""Where a group is cut into frames (docs/format.md, section 4): only between members, so that every file is
-whole in one frame."""
+"""Where a group is cut into frames (docs/format.md, section 4): only between members, so that every file is whole
+in one frame, into frames of at least `frame_size` bytes of input, as even as the files allow.
+
+Every frame starts with an empty window: what it shares with the frames before it is stored again. On the
+benchmark's 110.5 MB of real binaries that costs 3 to 8% per cut (docs/format.md), so the default frame size keeps
+a group of that size in one frame and cuts only groups of twice the default or more.
+"""
+
+DEFAULT_FRAME_SIZE = 64 << 20
 
 
-def cut(members):
+def cut(members, frame_size=DEFAULT_FRAME_SIZE):
     """How many of `members` (in order) each frame holds."""
-    return [len(members)]
+    ends, total = [], 0
+    for m in members:
+        total += m.size
+        ends.append(total)  # ends[i]: the stream offset where member i ends
+    frames = total // frame_size if frame_size > 0 else 1
+    counts, last = [], 0  # last: members already in a frame
+    for k in range(1, frames):
+        target = total * k // frames
+        # The boundary nearest the target, after the previous cut, with bytes on both sides.
+        start = ends[last - 1] if last else 0
+        choices = [i + 1 for i in range(last, len(members) - 1) if start < ends[i] < total]
+        if not choices:
+            break
+        boundary = min(choices, key=lambda b: (abs(ends[b - 1] - target), b))
+        if ends[boundary - 1] <= start:
+            continue
+        counts.append(boundary - last)
+        last = boundary
+    counts.append(len(members) - last)
+    return counts

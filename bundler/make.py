@@ -14,6 +14,7 @@ from .abigate import check_files, check_stub as check_stub_glibc
 from .arch import host_arch
 from .assemble import build_index, write_bundle
 from .compress import compress
+from .cuts import DEFAULT_FRAME_SIZE
 from payload.index import LAYERS_RAW
 
 from .images import embed_images, pin_images
@@ -44,6 +45,7 @@ class MakeRequest:
     sign: Optional[Path] = None          # private key to sign the index with
     require_key: Optional[Path] = None   # public key the bundle will demand a signature by
     split: Optional[int] = None          # part size: the data area goes to OUTPUT.part001, ... (bundler/split.py)
+    frame_size: int = DEFAULT_FRAME_SIZE  # a group is cut into frames of at least this much input (bundler/cuts.py)
 
 
 def check_stub(path, arch):
@@ -116,7 +118,8 @@ def make(request, cache, log=print):
         format_version(max(floor, files_floor) if floor and files_floor else floor or files_floor),
         format_version(floor), format_version(files_floor),
         "" if manifest.min_glibc else "; set [bundle] min_glibc to enforce one"))
-    groups = [compress(cache, name, members, request.level, log=log) for name, members in members_by_group.items()]
+    groups = [compress(cache, name, members, request.level, log=log, frame_size=request.frame_size)
+              for name, members in members_by_group.items()]
     identity = {"name": manifest.name, "version": manifest.version, "variant": variant.name, "arch": arch,
                 "entrypoint": list(manifest.entrypoint), "description": manifest.description}
     index = build_index(identity, groups, images=image_records, require_key=signing.require_key_id,

@@ -29,14 +29,17 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE = re.compile(r"([0-9]+)([KMGT]?)(I?B)?", re.IGNORECASE)
 
 
-def parse_size(text, option="--split"):
-    """Bytes from `123`, `64K`, `700M`, `2G` (powers of 1024; `MiB`, `MB` read the same)."""
+def parse_size(text, option="--split", minimum=None):
+    """Bytes from `123`, `64K`, `700M`, `2G` (powers of 1024; `MiB`, `MB` read the same), at least `minimum`
+    (default: the smallest part)."""
     match = _SIZE.fullmatch(str(text).strip())
     if not match:
         raise UsageError("%s %s is not a size; write it like 700M or 2G (K, M, G are powers of 1024)" % (option, text))
     size = int(match.group(1)) * _UNITS[match.group(2).upper()]
-    if size < MIN_PART_SIZE:
+    if minimum is None and size < MIN_PART_SIZE:
         raise UsageError("%s %s is below the smallest part, %d KiB" % (option, text, MIN_PART_SIZE >> 10))
+    if minimum is not None and size < minimum:
+        raise UsageError("%s %s is below the least, %s" % (option, text, describe_size(minimum)))
     return size
 
 

@@ -118,3 +118,41 @@ def test_install_shows_a_bar_on_a_terminal_only(bundle, tmp_path):
     assert code == 0 and "installing files" in seen and "100%" in seen
     quiet = python_stub(path, tmp_path / "quiet", "--bundle-extract", tmp_path / "quiet")
     assert quiet.returncode == 0 and "%" not in quiet.stderr and "\r" not in quiet.stderr
+
+
+# ---------------------------------------------------------------- groups of several frames
+
+@pytest.fixture
+def framed(tmp_path, plain_stub):
+    """A bundle whose files group is cut into three frames (frames of at least 128 KiB)."""
+    files = {"bin/hello": ("#!/bin/sh\nexit 0\n", "0755")}
+    for n in range(6):
+        files["share/part%d.bin" % n] = (os.urandom(20000) * 2 + bytes([n]) * 30000, "0644")
+    path, index = make_bundle(tmp_path / "build", plain_stub, files=files, frame_size=128 << 10)
+    assert [len(g.frames) for g in index.groups] == [3]
+    return path, index, tmp_path / "build" / "src"
+
+
+def test_a_group_of_several_frames_installs_every_file(framed, tmp_path, monkeypatch, capsys):
+    path, index, src = framed
+    root = tmp_path / "root"
+    code, _, err = run_stub(monkeypatch, capsys, path, "--bundle-extract", root)
+    assert code == 0, err
+    names_ = sorted(e.path for e in index.files())
+    sums = [subprocess.run(["sha256sum", "--"] + names_, cwd=str(d), stdout=subprocess.PIPE, check=True).stdout.split()[0::2]
+            for d in (src, root / index.bundle_id)]
+    assert sums[0] == sums[1] and len(sums[0]) == 7
+
+
+def test_a_corrupt_frame_in_the_middle_is_named_and_nothing_is_installed(framed, tmp_path, monkeypatch, capsys):
+    path, index, _ = framed
+    with open(path, "rb") as f:
+        payload = open_payload(str(path), f)
+        middle = payload.index.groups[0].frames[1]
+        flip_byte(path, payload.data_offset + middle.offset + middle.csize // 2)
+    root = tmp_path / "root"
+    code, _, err = run_stub(monkeypatch, capsys, path, "--bundle-extract", root)
+    assert code == 3
+    assert "group 'files' frame 2 of 3" in err.strip().splitlines()[-1]
+    assert index.bundle_id not in names(root) and not [n for n in names(root) if ".tmp-" in n]
+    assert not os.path.lexists(root / "current")
