@@ -61,11 +61,11 @@ def device(tmp_path, built):
 
 
 def frames_of(bundle):
-    """{group sha256: stored size} from `bundler inspect --json` (the index as written)."""
+    """{frame sha256: stored size} from `bundler inspect --json` (the index as written)."""
     import json
 
     index = json.loads(bundler("inspect", bundle, "--json").stdout)
-    return {g["sha256"]: g["csize"] for g in index["groups"]}
+    return {f["sha256"]: f["csize"] for g in index["groups"] for f in g["frames"]}
 
 
 def test_update_fetches_only_what_changed_then_rollback_runs_the_old_version(tmp_path, built, registry):
