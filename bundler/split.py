@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from payload import fs
+from payload import fs, sizes
 from payload.elf import insert_section
 from payload.errors import IntegrityError, UsageError
 from payload.index import Part
@@ -25,17 +25,10 @@ from .cache import file_sha256
 
 CHUNK = 1 << 20
 MIN_PART_SIZE = 64 << 10
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-_SIZE = re.compile(r"([0-9]+)([KMGT]?)(I?B)?", re.IGNORECASE)
-
-
 def parse_size(text, option="--split", minimum=None):
     """Bytes from `123`, `64K`, `700M`, `2G` (powers of 1024; `MiB`, `MB` read the same), at least `minimum`
     (default: the smallest part)."""
-    match = _SIZE.fullmatch(str(text).strip())
-    if not match:
-        raise UsageError("%s %s is not a size; write it like 700M or 2G (K, M, G are powers of 1024)" % (option, text))
-    size = int(match.group(1)) * _UNITS[match.group(2).upper()]
+    size = sizes.parse_size(text, option)
     if minimum is None and size < MIN_PART_SIZE:
         raise UsageError("%s %s is below the smallest part, %d KiB" % (option, text, MIN_PART_SIZE >> 10))
     if minimum is not None and size < minimum:
@@ -43,11 +36,7 @@ def parse_size(text, option="--split", minimum=None):
     return size
 
 
-def describe_size(size):
-    for unit in ("T", "G", "M", "K"):
-        if size % _UNITS[unit] == 0:
-            return "%d%s" % (size // _UNITS[unit], unit)
-    return "%d bytes" % size
+describe_size = sizes.describe_size
 
 
 @dataclass

@@ -1,0 +1,290 @@
+"""Deltas on the device: the new frame of a group made from a patch against the installed old version.
+
+A patch (bundler/delta.py makes it) is one zstd frame whose decoded bytes are the new frame's content; its
+reference (a raw-content prefix) is the old frame's content, rebuilt here from the installed files of the old
+version, each re-hashed against the installed index first. The bundle keeps frames, not content, so the new
+frame is then compressed again with the parameters the publisher found to reproduce it (level, libzstd version;
+payload/blobs.compress_group, as `bundler make` does), and it counts only if its sha256 is the one the new
+signed index gives. Any failure on the way is a DeltaUnusable: the caller says so and fetches the frame whole.
+
+Memory: the reference is held twice for a moment (python-zstandard copies it into its dictionary; the copy read
+from the files is dropped before decoding), then once with the decoder's window; decoding streams into files,
+and compressing again streams from them once the decoder is gone. The device's bound (--bundle-delta-memory,
+env BUNDLE_DELTA_MEMORY, default DEFAULT_MEMORY) is checked against the larger of the two phases before the
+reference is read.
+"""
+
+import hashlib
+import os
+import sys
+
+import zstandard
+
+from . import blobs
+from .errors import BundleError
+from .sizes import describe_size, parse_size
+
+MEMORY_ENV = "BUNDLE_DELTA_MEMORY"
+# What a 512 MB board can spare for an update while its runtime keeps running: containerd's release (83 MB of
+# content, 166 MB to decode) fits, a patch of a group of more than ~120 MB does not and is fetched whole.
+DEFAULT_MEMORY = 256 << 20
+DECODER_OVERHEAD = 1 << 20  # the decoder context and its block buffers
+MAX_WINDOW_LOG = 30  # libzstd's bound on 32-bit machines
+_FRAME_HEADER_MAX = 18
+
+# The record of a patch: annotations of its layer in the delta artifact (payload/artifact.py names the types).
+_PREFIX = "vnd.bundler.delta."
+_FIELDS = (("group", str), ("frame", int), ("from-bundle", str), ("from-sha256", str), ("to-sha256", str),
+           ("to-csize", int), ("size", int), ("reference-size", int), ("window-log", int), ("memory", int),
+           ("level", int), ("zstd", str))
+
+
+class DeltaUnusable(BundleError):
+    """This delta cannot give the frame; the caller fetches it whole. The message says why."""
+
+
+class Patch(object):
+    """What a published patch says of itself: which frame of which installed version it starts from, which new
+    frame it gives, and what applying it needs."""
+
+    def __init__(self, group, frame, from_bundle, from_sha256, to_sha256, to_csize, size, reference_size,
+                 window_log, memory, level, zstd):
+        self.group, self.frame = group, frame
+        self.from_bundle, self.from_sha256 = from_bundle, from_sha256
+        self.to_sha256, self.to_csize, self.size = to_sha256, to_csize, size
+        self.reference_size, self.window_log, self.memory = reference_size, window_log, memory
+        self.level, self.zstd = level, zstd
+
+    def to_annotations(self):
+        return {_PREFIX + key: str(getattr(self, key.replace("-", "_"))) for key, _ in _FIELDS}
+
+    @classmethod
+    def from_annotations(cls, notes):
+        """The patch a layer's annotations describe; DeltaUnusable when they are not a patch's."""
+        values = {}
+        for key, kind in _FIELDS:
+            text = (notes or {}).get(_PREFIX + key)
+            if not isinstance(text, str):
+                raise DeltaUnusable("the delta's annotations have no %s" % (_PREFIX + key))
+            try:
+                values[key.replace("-", "_")] = kind(text) if kind is str else int(text, 10)
+            except ValueError:
+                raise DeltaUnusable("the delta's %s is %r, not a number" % (_PREFIX + key, text))
+        return cls(**values)
+
+    def describe(self):
+        return "%s (%s, to decode %s)" % (self.group, describe_size(self.size), _mb(self.memory))
+
+
+def _mb(size):
+    return "%.0f MB" % (size / 1e6)
+
+
+def local_zstd():
+    """The libzstd this device compresses with: a frame made again here is the publisher's only with the same."""
+    return ".".join(str(n) for n in zstandard.ZSTD_VERSION)
+
+
+def patch_window_log(reference_size, target_size):
+    """The window a patch is made with: it must reach from the end of the new content back over the whole
+    reference (zstd's --patch-from takes the bit length of the larger plus one)."""
+    return min(MAX_WINDOW_LOG, max(10, max(reference_size, target_size).bit_length() + 1))
+
+
+def decode_memory(reference_size, window_log, target_size):
+    """Bytes applying a patch holds at its peak: the reference twice while its dictionary is made (then once),
+    plus the decoder's window, which never exceeds the content it decodes."""
+    return reference_size + max(reference_size, min(1 << window_log, target_size)) + DECODER_OVERHEAD
+
+
+def recompress_memory(level, size):
+    """Bytes compressing a frame again holds: one multi-threaded job in flight (payload/blobs.compress_group with
+    threads=1): the compressor's tables and window, its job's input and the overlap it keeps."""
+    params = zstandard.ZstdCompressionParameters.from_level(
+        level, source_size=size, window_log=min(blobs.WINDOW_LOG, max(10, size.bit_length())))
+    return params.estimated_compression_context_size() + 2 * min(blobs.JOB_SIZE, size) + DECODER_OVERHEAD
+
+
+def memory_bound(environ=None, option=None):
+    """The most memory a delta may take on this device: --bundle-delta-memory, else $BUNDLE_DELTA_MEMORY, else
+    DEFAULT_MEMORY. 0 turns deltas off."""
+    if option is not None:
+        return parse_size(option, "--bundle-delta-memory")
+    text = (os.environ if environ is None else environ).get(MEMORY_ENV)
+    if text:
+        return parse_size(text, MEMORY_ENV)
+    return DEFAULT_MEMORY
+
+
+def check_memory(patch, bound):
+    """Refuse, before anything is read or decoded, a patch whose needs exceed `bound`. The recorded need is
+    recomputed from the sizes (a record that understates them is not believed)."""
+    need = max(patch.memory, decode_memory(patch.reference_size, patch.window_log, patch.size),
+               recompress_memory(patch.level, patch.size))
+    if need > bound:
+        raise DeltaUnusable("it needs %s of memory, more than the %s this device allows (--bundle-delta-memory, "
+                            "env %s)" % (_mb(need), _mb(bound), MEMORY_ENV))
+    return need
+
+
+def frame_entries(index, group, start=0, end=None):
+    """The entries of `group` whose bytes lie in its stream's [start, end), in stream order."""
+    entries = index.entries_of(group)
+    end = sum(e.size for e in entries) if end is None else end
+    return [e for e in entries if start <= e.offset and e.offset + e.size <= end and (e.size or e.offset < end)]
+
+
+def read_reference(version_dir, entries):
+    """The old frame's content from the installed files at `version_dir`, each checked against its entry first.
+    Returns a bytearray; DeltaUnusable names the first file that is missing or differs."""
+    total = sum(e.size for e in entries)
+    buf = bytearray(total)
+    view, pos = memoryview(buf), 0
+    for entry in entries:
+        if entry.kind != "file":
+            raise DeltaUnusable("the installed version keeps its image blobs in archives, not as %s" % entry.path)
+        path = os.path.join(version_dir, entry.path)
+        sha = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                end = pos + entry.size
+                while pos < end:
+                    n = f.readinto(view[pos:end])
+                    if not n:
+                        break
+                    sha.update(view[pos:pos + n])
+                    pos += n
+                extra = f.read(1)
+        except OSError as exc:
+            raise DeltaUnusable("the installed %s cannot be read (%s)" % (entry.path, exc.strerror))
+        if pos != end or extra or sha.hexdigest() != entry.sha256:
+            raise DeltaUnusable("the installed %s differs from its index (repair it with --bundle-repair)" % entry.path)
+    return buf
+
+
+def _check_header(patch, data_head, bound):
+    try:
+        params = zstandard.get_frame_parameters(data_head)
+    except zstandard.ZstdError as exc:
+        raise DeltaUnusable("the patch is not a zstd frame (%s)" % exc)
+    if params.content_size != patch.size:
+        raise DeltaUnusable("the patch decodes to %d bytes, its record says %d" % (params.content_size, patch.size))
+    if params.dict_id:
+        raise DeltaUnusable("the patch asks for dictionary %d, not its reference" % params.dict_id)
+    if patch.reference_size + min(params.window_size, patch.size) + DECODER_OVERHEAD > bound:
+        raise DeltaUnusable("the patch's window (%s) exceeds the memory this device allows" % _mb(params.window_size))
+    return params
+
+
+def decode(patch, patch_file, reference, entries, dest, bound):
+    """Decode the patch (a binary file) against `reference` (a bytearray, emptied here) into one file per entry
+    under `dest`, each checked against its sha256 as it is written. DeltaUnusable when anything does not hold."""
+    head = patch_file.read(_FRAME_HEADER_MAX)
+    params = _check_header(patch, head, bound)
+    patch_file.seek(-len(head), 1)
+    if len(reference) != patch.reference_size:
+        raise DeltaUnusable("the reference holds %d bytes, the patch was made against %d" % (
+            len(reference), patch.reference_size))
+    dictionary = zstandard.ZstdCompressionDict(reference, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    del reference[:]  # the dictionary holds its own copy
+    dctx = zstandard.ZstdDecompressor(dict_data=dictionary, max_window_size=max(params.window_size, 1 << 10))
+    writer = _EntryFiles(entries, dest)
+    try:
+        stream = dctx.stream_reader(patch_file, read_size=blobs.BUFFER_SIZE, read_across_frames=False)
+        buf = bytearray(blobs.BUFFER_SIZE)
+        produced = 0
+        while True:
+            n = stream.readinto(buf)
+            if not n:
+                break
+            produced += n
+            if produced > patch.size:
+                raise DeltaUnusable("the patch decodes to more than its %d bytes" % patch.size)
+            writer.feed(memoryview(buf)[:n])
+        if produced != patch.size or patch_file.read(1):
+            raise DeltaUnusable("the patch decodes to %d bytes, expected %d" % (produced, patch.size))
+    except zstandard.ZstdError as exc:
+        raise DeltaUnusable("the patch does not decode against the installed version (%s)" % exc)
+    finally:
+        writer.close()
+    if writer.mismatched:
+        raise DeltaUnusable("the patch's result differs from the signed index in %s" % ", ".join(writer.mismatched))
+    return [os.path.join(dest, e.path) for e in entries]
+
+
+class _EntryFiles(object):
+    """The decoded stream cut into the new entries' files, each hashed."""
+
+    def __init__(self, entries, dest):
+        self.pending, self.dest, self.mismatched = list(entries), dest, []
+        self.f, self.entry = None, None
+        self._next()
+
+    def _next(self):
+        while True:
+            if self.f is not None:
+                self.f.close()
+                self.f = None
+                if self.sha.hexdigest() != self.entry.sha256:
+                    self.mismatched.append(self.entry.path)
+            if not self.pending:
+                self.entry = None
+                return
+            self.entry = self.pending.pop(0)
+            path = os.path.join(self.dest, self.entry.path)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self.f, self.sha, self.left = open(path, "wb"), hashlib.sha256(), self.entry.size
+            if self.left:
+                return
+
+    def feed(self, view):
+        while len(view):
+            if self.entry is None:
+                raise DeltaUnusable("the patch decodes to more bytes than the frame's files")
+            piece = view[:self.left]
+            self.f.write(piece)
+            self.sha.update(piece)
+            self.left -= len(piece)
+            view = view[len(piece):]
+            if not self.left:
+                self._next()
+
+    def close(self):
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+
+
+def rebuild_frame(patch, sources, out_path, threads=1):
+    """Compress `sources` (the decoded files) as the publisher did and keep the result at `out_path` only if it is
+    the signed frame (its sha256 and size). Returns out_path."""
+    if patch.zstd != local_zstd():
+        raise DeltaUnusable("its frame was made with libzstd %s, this device has %s" % (patch.zstd, local_zstd()))
+    with open(out_path, "wb") as out:
+        _, sha256, csize = blobs.compress_group(sources, out, level=patch.level, threads=threads)
+    if sha256 != patch.to_sha256 or csize != patch.to_csize:
+        os.unlink(out_path)
+        raise DeltaUnusable("compressed again here it does not give the signed frame")
+    return out_path
+
+
+def apply(patch, patch_path, old_dir, old_entries, new_entries, work, out_path, bound):
+    """The new frame at `out_path` from the patch at `patch_path`, the installed old version at `old_dir` (its
+    entries of the frame `old_entries`) and the new index's `new_entries` of the frame. Decoded files go under
+    `work` (a directory the caller removes). DeltaUnusable when the delta cannot give it."""
+    if patch.zstd != local_zstd():
+        raise DeltaUnusable("its frame was made with libzstd %s, this device has %s" % (patch.zstd, local_zstd()))
+    check_memory(patch, bound)
+    if sum(e.size for e in new_entries) != patch.size:
+        raise DeltaUnusable("the new frame holds %d bytes, the patch gives %d" % (
+            sum(e.size for e in new_entries), patch.size))
+    reference = read_reference(old_dir, old_entries)
+    with open(patch_path, "rb") as f:
+        sources = decode(patch, f, reference, new_entries, work, bound)
+    del reference
+    return rebuild_frame(patch, sources, out_path)
+
+
+def say_fallback(group, why, stream=None):
+    """The one line that says a delta was not used and the frame comes whole."""
+    (stream or sys.stderr).write("delta for group %r not used: %s; fetching the group whole\n" % (group, why))
