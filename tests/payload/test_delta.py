@@ -1,0 +1,122 @@
+"""Deltas with the real shim of two Debian containerd releases: made (bundler/delta.py), applied against an
+installed old version (payload/delta.py), and checked against the package's own md5sums."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from bundler.delta import make_patch, read_files
+from payload import blobs, delta
+from payload.errors import UsageError
+from payload.index import Entry
+from tests.fixtures import containerd
+
+INSTALLED = "bin/containerd-shim-runc-v2"  # where the shim lands in a version directory
+
+
+def _md5(path):
+    return hashlib.md5(open(path, "rb").read()).hexdigest()
+
+
+def _entry(path):
+    data = open(path, "rb").read()
+    return Entry(INSTALLED, "file", 0o755, len(data), hashlib.sha256(data).hexdigest(), "shim", 0)
+
+
+@pytest.fixture(scope="session")
+def shim(tmp_path_factory):
+    """An installed old shim, the new shim's frame as `bundler make` writes it (level 19), and a patch."""
+    old, new = containerd.release(containerd.OLD), containerd.release(containerd.NEW)
+    work = tmp_path_factory.mktemp("shim-delta")
+    old_dir = work / "old-version"
+    (old_dir / "bin").mkdir(parents=True)
+    shutil.copy(old.path(containerd.SHIM), old_dir / INSTALLED)
+    frame = work / "new.frame"
+    with open(frame, "wb") as out:
+        _, frame_sha, frame_csize = blobs.compress_group([new.path(containerd.SHIM)], out)
+    patch_path = work / "shim.patch"
+    with open(patch_path, "wb") as out:
+        made = make_patch(read_files([old.path(containerd.SHIM)]), [new.path(containerd.SHIM)], out)
+    record = delta.Patch("shim", 0, "a" * 64, "b" * 64, frame_sha, frame_csize, made.target_size,
+                         made.reference_size, made.window_log, made.memory, 19, delta.local_zstd())
+    return {"old": old, "new": new, "old_dir": old_dir, "frame": frame, "patch": patch_path, "made": made,
+            "record": record, "old_entries": [_entry(old_dir / INSTALLED)],
+            "new_entries": [_entry(new.path(containerd.SHIM))]}
+
+
+def _apply(shim, tmp_path, record=None, patch=None, old_dir=None, bound=delta.DEFAULT_MEMORY):
+    out = tmp_path / "out.frame"
+    work = tmp_path / "decoded"
+    work.mkdir(exist_ok=True)
+    delta.apply(delta.Patch.from_annotations((record or shim["record"]).to_annotations()), str(patch or shim["patch"]),
+                str(old_dir or shim["old_dir"]), shim["old_entries"], shim["new_entries"], str(work), str(out), bound)
+    return out, work
+
+
+def test_shim_patch_gives_the_signed_frame_and_the_packaged_shim(shim, tmp_path):
+    made = shim["made"]
+    assert made.size < 4096, "a security release of the shim should patch in a few KB, not %d bytes" % made.size
+    assert made.memory == delta.decode_memory(made.reference_size, made.window_log, made.target_size)
+    out, work = _apply(shim, tmp_path)
+    packaged = shim["new"].md5sums[containerd.SHIM]  # from the .deb's control member, not from us
+    assert _md5(work / INSTALLED) == packaged
+    assert open(out, "rb").read() == open(shim["frame"], "rb").read()
+    decoded = subprocess.run(["zstd", "-dc", str(out)], check=True, capture_output=True).stdout
+    assert hashlib.md5(decoded).hexdigest() == packaged
+    assert packaged != shim["old"].md5sums[containerd.SHIM]
+
+
+def test_a_corrupted_patch_is_not_used(shim, tmp_path):
+    data = bytearray(open(shim["patch"], "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    broken = tmp_path / "broken.patch"
+    broken.write_bytes(bytes(data))
+    with pytest.raises(delta.DeltaUnusable) as caught:
+        _apply(shim, tmp_path, patch=broken)
+    assert "does not decode" in str(caught.value) or "differs from the signed index" in str(caught.value)
+    assert not (tmp_path / "out.frame").exists()
+
+
+def test_memory_above_the_bound_is_refused_before_anything_is_read(shim, tmp_path):
+    need = delta.check_memory(shim["record"], 1 << 40)
+    missing = tmp_path / "nothing-here"  # reading the reference or the patch would fail differently
+    with pytest.raises(delta.DeltaUnusable, match="more than the .* this device allows"):
+        _apply(shim, tmp_path, patch=missing, old_dir=missing, bound=need - 1)
+    record = shim["record"]
+    understated = delta.Patch.from_annotations(dict(record.to_annotations(), **{"vnd.bundler.delta.memory": "1"}))
+    with pytest.raises(delta.DeltaUnusable, match="this device allows"):
+        _apply(shim, tmp_path, record=understated, patch=missing, old_dir=missing, bound=need - 1)
+
+
+def test_an_installed_file_that_differs_is_not_a_reference(shim, tmp_path):
+    edited = tmp_path / "edited-version"
+    shutil.copytree(shim["old_dir"], edited)
+    with open(edited / INSTALLED, "r+b") as f:
+        f.seek(4096)
+        f.write(b"\0")
+    with pytest.raises(delta.DeltaUnusable, match="differs from its index"):
+        _apply(shim, tmp_path, old_dir=edited)
+
+
+def test_a_frame_made_by_another_libzstd_is_not_attempted(shim, tmp_path):
+    other = delta.Patch.from_annotations(dict(shim["record"].to_annotations(), **{"vnd.bundler.delta.zstd": "1.4.0"}))
+    with pytest.raises(delta.DeltaUnusable, match="libzstd 1.4.0"):
+        _apply(shim, tmp_path, record=other, patch=tmp_path / "absent")
+
+
+def test_memory_bound_from_option_or_environment():
+    assert delta.memory_bound({}) == delta.DEFAULT_MEMORY
+    assert delta.memory_bound({delta.MEMORY_ENV: "64M"}) == 64 << 20
+    assert delta.memory_bound({delta.MEMORY_ENV: "64M"}, option="1G") == 1 << 30
+    with pytest.raises(UsageError, match=delta.MEMORY_ENV):
+        delta.memory_bound({delta.MEMORY_ENV: "lots"})
+
+
+def test_a_record_missing_a_field_is_not_a_patch():
+    with pytest.raises(delta.DeltaUnusable, match="vnd.bundler.delta.size"):
+        delta.Patch.from_annotations({k: v for k, v in delta.Patch("g", 0, "a", "b", "c", 1, 2, 3, 10, 4, 19,
+                                                                        "1.5.7").to_annotations().items()
+                                      if not k.endswith(".size")})
