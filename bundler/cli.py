@@ -326,14 +326,21 @@ def _registry_client(insecure_registries, mirrors=()):
 @main.command()
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("target", metavar="REGISTRY/REPO:TAG")
+@click.option("--delta-from", "delta_from", multiple=True, metavar="OLD",
+              help="Also publish a delta from this older bundle (a file or a registry reference; repeatable): a "
+                   "patch per changed group, which a device on OLD applies instead of fetching the group.")
+@click.option("--delta-level", type=click.IntRange(1, 22), default=19, show_default=True,
+              help="The zstd level the bundle was made with (make --level): a device compresses a patched group "
+                   "again at it, and a delta is published only for a group that level reproduces.")
 @insecure_option
-def push(bundles, target, insecure_registries):
+def push(bundles, target, delta_from, delta_level, insecure_registries):
     """Push BUNDLES (one version, any architectures) to REGISTRY/REPO:TAG as OCI artifacts under one image index;
     architectures already under the tag for that version are kept. Blobs the registry has are not sent again."""
     from .push import push as push_bundles
 
     with _registry_client(insecure_registries) as client:
-        digest, count = push_bundles(bundles, target, client, log=_log)
+        digest, count = push_bundles(bundles, target, client, log=_log, delta_from=delta_from,
+                                     delta_level=delta_level)
     click.echo("%s  %s (%d bundle%s)" % (target, digest, count, "" if count == 1 else "s"))
 
 

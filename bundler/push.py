@@ -27,8 +27,9 @@ class _Opened(object):
         return lambda offset: artifact.SpanReader(str(self.path), blob.spans, offset)
 
 
-def push(bundles, target, client, log):
-    """Push `bundles` (paths) to `target` (REGISTRY/REPO:TAG) and set the tag's image index; returns its digest."""
+def push(bundles, target, client, log, delta_from=(), delta_level=None):
+    """Push `bundles` (paths) to `target` (REGISTRY/REPO:TAG) and set the tag's image index; returns its digest.
+    With `delta_from` (older bundle files or references), a delta from each to every bundle (bundler/delta.py)."""
     ref = parse_reference(target)
     if ref.digest:
         raise UsageError("push to a tag (REGISTRY/REPO:TAG), not to a digest: %s" % target)
@@ -47,6 +48,11 @@ def push(bundles, target, client, log):
             bundle.path, index.name, index.version, index.arch, index.variant, size_text(sent), size_text(skipped),
             len(bundle.blobs.all), digest))
         entries.append(artifact.index_entry(index, bundle.manifest, bundle.sha256))
+        if delta_from:
+            from . import delta
+
+            delta.publish(client, ref, bundle.path, bundle.payload, bundle.manifest, delta_from,
+                          level=delta_level or delta.LEVEL, log=log)
     merged, dropped = artifact.merge_index(_existing_index(client, ref), entries, str(ref))
     for gone in dropped:
         log("%s: no longer lists %s (another version)" % (str(ref), gone))

@@ -32,6 +32,14 @@ ELF_TYPE = "application/vnd.bundler.elf.v1"  # the ELF header and what follows t
 STUB_TYPE = "application/vnd.bundler.stub.v1"  # the bootloader: from the ELF header's end to the payload section
 ARCHIVE_TYPE = "application/vnd.bundler.pydata.v1"  # the content of the section pydata: PyInstaller's archive
 
+# Deltas (payload/delta.py, docs/fleet.md "Deltas"): a manifest of patches whose `subject` is the new bundle's
+DELTA_TYPE = "application/vnd.bundler.delta.v1"  # its artifactType
+PATCH_TYPE = "application/vnd.bundler.patch.v1+zstd"  # one layer per changed frame
+EMPTY_TYPE = "application/vnd.oci.empty.v1+json"  # its config, the OCI 1.1 empty descriptor
+EMPTY = b"{}"
+FROM_BUNDLE = "vnd.bundler.delta.from-bundle"  # manifest annotations: the bundle ids it goes between
+TO_BUNDLE = "vnd.bundler.delta.to-bundle"
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
@@ -527,3 +535,66 @@ def resolve(client, ref, arch, variant):
 
 def sha256_of(data):
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+# Deltas: patches from an older bundle to this one, found through the referrers API or its tag fallback
+
+
+def delta_manifest_bytes(subject, from_bundle, to_bundle, patches):
+    """The manifest of the patches from bundle `from_bundle` to `to_bundle`, whose manifest is `subject` (bytes);
+    `patches` are (payload.delta.Patch, digest, size) of each patch layer."""
+    from .oci.reference import sha256_digest
+
+    return canonical({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": DELTA_TYPE,
+        "config": {"mediaType": EMPTY_TYPE, "digest": sha256_of(EMPTY), "size": len(EMPTY)},
+        "layers": [{"mediaType": PATCH_TYPE, "digest": digest, "size": size, "annotations": patch.to_annotations()}
+                   for patch, digest, size in patches],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": sha256_digest(subject), "size": len(subject)},
+        "annotations": {FROM_BUNDLE: from_bundle, TO_BUNDLE: to_bundle},
+    })
+
+
+def with_referrer(existing, manifest):
+    """The referrers tag's image index `existing` (a document, or None) with the delta manifest `manifest` listed
+    once (the entry of an earlier push of a delta from the same bundle replaced)."""
+    from .oci.reference import load_json, sha256_digest
+
+    doc = load_json(manifest, "delta manifest")
+    notes = doc.get("annotations") or {}
+    entry = {"mediaType": OCI_MANIFEST, "artifactType": DELTA_TYPE, "digest": sha256_digest(manifest),
+             "size": len(manifest), "annotations": notes}
+    kept = [e for e in (existing or {}).get("manifests") or [] if isinstance(e, dict) and not (
+        e.get("artifactType") == DELTA_TYPE and (e.get("annotations") or {}).get(FROM_BUNDLE) == notes.get(FROM_BUNDLE))]
+    return canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": kept + [entry]})
+
+
+def delta_entry(referrers, from_bundle):
+    """The entry of the delta from `from_bundle` in a referrers image index (a document), or None."""
+    for entry in (referrers or {}).get("manifests") or []:
+        if isinstance(entry, dict) and entry.get("artifactType") == DELTA_TYPE and (
+                entry.get("annotations") or {}).get(FROM_BUNDLE) == from_bundle:
+            return entry
+    return None
+
+
+def read_delta_manifest(data, where, subject_digest, from_bundle):
+    """[(payload.delta.Patch, layer Descriptor)] of a delta manifest, checked to go from `from_bundle` to the
+    bundle whose manifest is `subject_digest`. A patch's record is only a claim: what it gives is verified."""
+    from .delta import Patch
+    from .oci.reference import descriptor_from, load_json
+
+    doc = load_json(data, where)
+    notes = doc.get("annotations") or {}
+    subject = doc.get("subject") or {}
+    if doc.get("artifactType") != DELTA_TYPE or subject.get("digest") != subject_digest or \
+            notes.get(FROM_BUNDLE) != from_bundle:
+        raise IntegrityError("%s is not the delta from %s to %s" % (where, from_bundle[:12], subject_digest))
+    found = []
+    for n, layer in enumerate(doc.get("layers") or []):
+        descriptor = descriptor_from(layer, "%s layer %d" % (where, n))
+        if descriptor.media_type == PATCH_TYPE:
+            found.append((Patch.from_annotations(layer.get("annotations")), descriptor))
+    return found

@@ -269,13 +269,18 @@ def rebuild_frame(patch, sources, out_path, threads=1):
     return out_path
 
 
+def check_usable(patch, bound):
+    """What can be refused from the record alone, before the patch is fetched: another libzstd, too much memory."""
+    if patch.zstd != local_zstd():
+        raise DeltaUnusable("its frame was made with libzstd %s, this device has %s" % (patch.zstd, local_zstd()))
+    return check_memory(patch, bound)
+
+
 def apply(patch, patch_path, old_dir, old_entries, new_entries, work, out_path, bound):
     """The new frame at `out_path` from the patch at `patch_path`, the installed old version at `old_dir` (its
     entries of the frame `old_entries`) and the new index's `new_entries` of the frame. Decoded files go under
     `work` (a directory the caller removes). DeltaUnusable when the delta cannot give it."""
-    if patch.zstd != local_zstd():
-        raise DeltaUnusable("its frame was made with libzstd %s, this device has %s" % (patch.zstd, local_zstd()))
-    check_memory(patch, bound)
+    check_usable(patch, bound)
     if sum(e.size for e in new_entries) != patch.size:
         raise DeltaUnusable("the new frame holds %d bytes, the patch gives %d" % (
             sum(e.size for e in new_entries), patch.size))

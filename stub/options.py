@@ -7,7 +7,7 @@ KEY = "--bundle-key"  # also named in advice (payload/report.py, stub/trust.py)
 FLAGS = ("--bundle-info", "--bundle-verify", "--bundle-gc", "--bundle-no-pull", "--bundle-help",
          "--bundle-rollback", "--bundle-allow-downgrade", "--bundle-repair", "--bundle-install")
 VALUED = ("--bundle-dir", "--bundle-extract", KEY, "--bundle-registry-mirror",
-          "--bundle-insecure-registry", "--bundle-update-output")
+          "--bundle-insecure-registry", "--bundle-update-output", "--bundle-delta-memory")
 UPDATE = "--bundle-update"  # a flag with an optional value: --bundle-update [REF]
 REPEATABLE = ("--bundle-registry-mirror", "--bundle-insecure-registry")
 
@@ -33,6 +33,8 @@ bundle options (consumed here, never passed on; they must come before ARGS):
                                   manifest's [update] repository), fetching only what changed; signature checked
                                   first; installs it as current, runs nothing (docs/fleet.md)
   --bundle-update-output PATH     with --bundle-update: write the new file to PATH instead of over this one
+  --bundle-delta-memory SIZE      with --bundle-update: the most memory a delta may take (env
+                                  BUNDLE_DELTA_MEMORY; default 256M; 0: fetch changed groups whole)
   --bundle-allow-downgrade        run this bundle even though it is older than the current version
                                   (it then becomes current)
   --bundle-no-pull                do not pull the images the online variant left out
@@ -48,7 +50,7 @@ class Options(object):
     def __init__(self):
         self.info = self.json = self.verify = self.gc = self.no_pull = self.help = False
         self.rollback = self.allow_downgrade = self.repair = self.install = False
-        self.dir = self.extract = self.key = self.update = self.update_output = None
+        self.dir = self.extract = self.key = self.update = self.update_output = self.delta_memory = None
         self.registry_mirror = []
         self.insecure_registry = []
         self.args = []
@@ -99,6 +101,12 @@ def parse(argv):
     opts.args = list(argv[i:])
     if opts.update_output and not opts.update:
         raise UsageError("--bundle-update-output goes with --bundle-update")
+    if opts.delta_memory is not None:
+        if not opts.update:
+            raise UsageError("--bundle-delta-memory goes with --bundle-update")
+        from payload.delta import memory_bound
+
+        memory_bound(option=opts.delta_memory)  # a bad size is refused now, before any request
     if opts.insecure_registry or opts.registry_mirror:  # checked now, not only when an image is pulled
         from payload.oci.reference import parse_insecure_registry, parse_registry_host
 

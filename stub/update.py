@@ -69,6 +69,7 @@ def update(payload, f, path, opts, environ):
             downloads = os.path.join(downloads_root, new.bundle_id)
             fs.safe_mkdir(downloads)
             sources = _Sources(payload, f, path, client, pinned, art, downloads)
+            sources.deltas = _deltas(client, pinned, art, payload, root, downloads, opts, environ)
             for blob in art.blobs.layers:
                 sources.find(blob)
             fs.remove_dead_temps(os.path.dirname(output), "." + os.path.basename(output) + fs.TEMP_MARK)
@@ -91,11 +92,11 @@ def update(payload, f, path, opts, environ):
                                                     " (%s)" % exc.filename if exc.filename else ""))
     finally:
         os.close(lock)
-    return "%s: updated %s %s -> %s from %s: fetched %s of %s (%d of %d blobs; %d reused from this file); " \
+    return "%s: updated %s %s -> %s from %s: fetched %s of %s (%d of %d blobs; %d reused from this file)%s; " \
            "the next start runs %s" % (
                output, index.name, index.version, new.index.version, pinned, size_text(sources.fetched),
                size_text(art.file_size), sources.fetched_blobs, len(art.blobs.layers), sources.reused,
-               new.index.version)
+               sources.deltas.summary(), new.index.version)
 
 
 def _check_writable(output, named):
@@ -150,6 +151,7 @@ class _Sources(object):
         self.path, self.fetched, self.fetched_blobs, self.reused = path, 0, 0, 0
         self.local = {}  # frames by digest; the stub and the archive by media type (their digest is not indexed)
         self.files = {}
+        self.deltas = None  # stub/deltas.Deltas, set by update()
         if not payload.split:  # a split bundle's frames are in its parts: fetched whole
             own = artifact.bundle_blobs(payload, f)
             self.local.update((blob.digest, blob.spans) for blob in own.frames)
@@ -173,7 +175,15 @@ class _Sources(object):
         return artifact.SpanReader(self.path, self.local.get(blob.digest) or self.local[blob.media_type])
 
 
+def _deltas(client, pinned, art, payload, root, downloads, opts, environ):
+    from payload.delta import memory_bound
+
+    from .deltas import Deltas
+
+    return Deltas(client, pinned, art, payload, root, downloads, memory_bound(environ, opts.delta_memory))
+
+
 def fetch_delta(sources, blob):
-    """The hook for deltas: the path of `blob` rebuilt from a published delta against what is installed, or None
-    (fetch it whole). Whatever it returns is hashed against the blob's digest in rebuild()."""
-    return None
+    """The path of `blob` rebuilt from a published delta against what is installed, or None (fetch it whole;
+    stub/deltas.py). Whatever it returns is hashed against the blob's digest in rebuild()."""
+    return sources.deltas.frame(sources, blob)

@@ -196,6 +196,23 @@ class RegistryClient:
             return None
         return data, media_type, sha256_digest(data)
 
+    def referrers(self, ref, digest: str):
+        """The image index of the manifests in `ref`'s repository whose `subject` is `digest`: the OCI 1.1
+        referrers API, else its tag fallback `sha256-<hex>` (Debian's docker-registry 2.8 answers 404 to the API);
+        None when neither is there. Read from `ref`'s own registry (a mirror may not know the tag)."""
+        ref, digest = _as_reference(ref), check_digest(digest)
+        endpoint = self._endpoint(ref.registry)
+        try:
+            data, _ = self._get_small(endpoint, ref, f"/v2/{ref.repository}/referrers/{digest}",
+                                      {"Accept": INDEX_TYPES[0]}, MAX_MANIFEST_SIZE)
+            doc = load_json(data, f"referrers of {digest} in {ref.name}")
+            if doc.get("manifests"):
+                return doc
+        except NetworkError:  # no referrers API (404, or a 400/405 from a registry that predates it)
+            pass
+        found = self.manifest(ref._replace(tag=referrers_tag(digest), digest=None))
+        return None if found is None else load_json(found[0], f"referrers tag of {digest} in {ref.name}")
+
     # pushing: blobs by digest (HEAD first, then a monolithic or chunked upload), manifests by digest or tag
 
     def blob_exists(self, ref, digest: str) -> bool:
@@ -777,6 +794,12 @@ class _Body(object):
         if not self.left:
             self.handle.close()
         return data
+
+
+def referrers_tag(digest: str) -> str:
+    """The OCI 1.1 referrers tag schema: `sha256-<hex>` names the image index of a manifest's referrers."""
+    algorithm, hexdigest = check_digest(digest).split(":", 1)
+    return f"{algorithm}-{hexdigest}"
 
 
 def _as_reference(ref) -> Reference:

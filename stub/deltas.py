@@ -1,0 +1,89 @@
+"""Deltas in --bundle-update (stub/update.py asks `frame` for each frame this file does not hold): the delta
+from the running (installed) version to the new one is found through the registry's referrers API or its tag
+fallback; a changed frame with a patch there is rebuilt from the installed files (payload/delta.py), after the
+memory it needs was checked against this device's bound and before anything else is fetched for it. Whatever
+fails, the frame is fetched whole, and stderr says why. docs/fleet.md, "Deltas".
+"""
+
+import os
+import sys
+
+from payload import artifact, delta, fs
+from payload.errors import BundleError
+from payload.progress import size_text
+
+from . import install
+
+
+class Deltas(object):
+    def __init__(self, client, pinned, art, running, root, downloads, bound, stream=None):
+        self.client, self.pinned, self.art, self.running = client, pinned, art, running
+        self.root, self.downloads, self.bound = root, downloads, bound
+        self.stream = stream or sys.stderr
+        self.patches = None
+        self.used = []  # (group, patch bytes, frame bytes)
+
+    def _lookup(self):
+        """{new frame digest: (Patch, its layer)} of the delta from the running version, fetched once."""
+        if self.patches is not None:
+            return self.patches
+        self.patches = {}
+        if self.bound <= 0:
+            return self.patches
+        try:
+            referrers = self.client.referrers(self.pinned, self.pinned.digest)
+            entry = artifact.delta_entry(referrers, self.running.bundle_id)
+            if entry is None:
+                return self.patches
+            where = "delta manifest %s" % entry.get("digest")
+            data = self.client.fetch_manifest(self.pinned.with_digest(entry.get("digest")))
+            for patch, layer in artifact.read_delta_manifest(data, where, self.pinned.digest, self.running.bundle_id):
+                self.patches["sha256:" + patch.to_sha256] = (patch, layer)
+        except BundleError as exc:
+            self.stream.write("no delta used: %s; changed groups are fetched whole\n" % exc)
+        return self.patches
+
+    def frame(self, sources, blob):
+        """The path of the new frame `blob` rebuilt from its patch, or None (fetch it whole)."""
+        if blob.frame is None:
+            return None
+        found = self._lookup().get(blob.digest)
+        if found is None:
+            return None
+        patch, layer = found
+        group = blob.frame.group
+        hexdigest = blob.digest.split(":", 1)[1]
+        work = os.path.join(self.downloads, hexdigest + ".delta")
+        try:
+            old_group = [g for g in self.running.index.groups if g.sha256 == patch.from_sha256]
+            if patch.group != group or not old_group:
+                raise delta.DeltaUnusable("it starts from a group this version does not hold")
+            delta.check_usable(patch, self.bound)
+            old = install.Installation(self.root, self.running.bundle_id)
+            if not old.is_installed():
+                raise delta.DeltaUnusable("this version is not installed in %s" % self.root)
+            patch_path, fetched = artifact.fetch_blob_into(self.client, self.pinned, layer, self.downloads)
+            sources.fetched += fetched
+            fs.safe_rmtree(work)
+            os.mkdir(work)
+            out = os.path.join(work, "frame")
+            delta.apply(patch, patch_path, old.path, self.running.index.entries_of(old_group[0].name),
+                        self.art.payload.index.entries_of(group), work, out, self.bound)
+            target = os.path.join(self.downloads, hexdigest)
+            os.replace(out, target)
+            self.used.append((group, layer.size, blob.size))
+            return target
+        except BundleError as exc:
+            delta.say_fallback(group, exc, self.stream)
+            return None
+        except OSError as exc:
+            delta.say_fallback(group, exc.strerror or exc, self.stream)
+            return None
+        finally:
+            fs.safe_rmtree(work)
+
+    def summary(self):
+        if not self.used:
+            return ""
+        return "; as deltas: %s" % ", ".join("%s (%s patch for a %s group)" % (g, size_text(p), size_text(f))
+                                             for g, p, f in self.used)
