@@ -117,24 +117,24 @@ def make_patch(reference, targets, out, level=LEVEL, threads=0):
 # Publishing: `bundler push --delta-from OLD`
 
 
-def _content(path, data_offset, group, out=None):
-    """The decompressed content of `group` of the bundle file at `path`: into the binary file `out`, or returned
-    as a bytearray. The frame is checked against its sha256 first."""
+def _content(path, data_offset, frame, out=None):
+    """The decompressed content of `frame` (payload.index.Frame) of the bundle file at `path`: into the binary
+    file `out`, or returned as a bytearray. The frame is checked against its sha256 first."""
     import zstandard
 
     from payload.blobs import MAX_WINDOW
     from payload.errors import IntegrityError
 
     with open(path, "rb") as f:
-        f.seek(data_offset + group.offset)
-        frame = f.read(group.csize)
-    if len(frame) != group.csize or hashlib.sha256(frame).hexdigest() != group.sha256:
-        raise IntegrityError("%s: group %r does not match its sha256; the bundle is damaged" % (path, group.name))
-    reader = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).stream_reader(io.BytesIO(frame))
+        f.seek(data_offset + frame.offset)
+        data = f.read(frame.csize)
+    if len(data) != frame.csize or hashlib.sha256(data).hexdigest() != frame.sha256:
+        raise IntegrityError("%s: a frame does not match its sha256; the bundle is damaged" % path)
+    reader = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).stream_reader(io.BytesIO(data))
     if out is None:
-        buf = bytearray(group.size)
+        buf = bytearray(frame.size)
         view, pos = memoryview(buf), 0
-        while pos < group.size:
+        while pos < frame.size:
             n = reader.readinto(view[pos:])
             if not n:
                 break
@@ -145,6 +145,25 @@ def _content(path, data_offset, group, out=None):
         if not chunk:
             return out
         out.write(chunk)
+
+
+def _old_files(path, payload, entries):
+    """The bytes of `entries` (of the bundle at `path`) one after another: the reference of a patch."""
+    index = payload.index
+    wanted = dict((e.path, None) for e in entries)
+    for group in index.groups:
+        for frame, members in group.split_entries(index.entries_of(group.name)):
+            if not any(m.path in wanted for m in members):
+                continue
+            content = _content(path, payload.data_offset, frame)
+            for m in members:
+                if m.path in wanted:
+                    wanted[m.path] = bytes(content[m.offset - frame.start:m.offset - frame.start + m.size])
+            del content
+    buf = bytearray()
+    for e in entries:
+        buf += wanted[e.path]
+    return buf
 
 
 def _old_bundle(old, client, work, arch, variant, log):
@@ -168,7 +187,6 @@ def publish(client, ref, new_path, new_payload, new_manifest, olds, level=LEVEL,
     import tempfile
 
     from payload import artifact
-    from payload.blobs import compress_group
     from payload.layout import open_payload
     from payload.oci.reference import sha256_digest
     from payload.oci.registry import referrers_tag
@@ -194,20 +212,19 @@ def publish(client, ref, new_path, new_payload, new_manifest, olds, level=LEVEL,
                     new_index.variant))
             if old_payload.split:
                 raise UsageError("--delta-from %s is a split bundle; name the executable made without --split" % old)
-            have = set(g.sha256 for g in old_index.groups)
+            have = set(frame.sha256 for _, frame in old_index.frames())
             patches = []
-            for group in new_index.groups:
-                if group.sha256 in have:
+            for group, frame in new_index.frames():
+                if frame.sha256 in have:
                     continue
-                made = _patch_group(old_path, old_payload, new_path, new_payload, group, level, work, log,
-                                    compress_group)
+                made = _patch_frame(old_path, old_payload, new_path, new_payload, group, frame, level, work, log)
                 if made is None:
                     continue
-                patch, patch_file = made
-                digest = "sha256:" + patch.sha256_of_file
-                client.upload_blob(ref, digest, patch.patch_size, lambda offset, p=patch_file: _open_at(p, offset),
+                record, patch_file, patch_sha256, patch_size = made
+                digest = "sha256:" + patch_sha256
+                client.upload_blob(ref, digest, patch_size, lambda offset, p=patch_file: _open_at(p, offset),
                                    label="pushing delta of " + group.name)
-                patches.append((patch.record, digest, patch.patch_size))
+                patches.append((record, digest, patch_size))
             if not patches:
                 log("%s: no group changed that a delta would carry; no delta from %s" % (new_path, old_index.version))
                 continue
@@ -230,48 +247,42 @@ def publish(client, ref, new_path, new_payload, new_manifest, olds, level=LEVEL,
     return done
 
 
-class _Made(object):
-    def __init__(self, record, sha256_of_file, patch_size):
-        self.record, self.sha256_of_file, self.patch_size = record, sha256_of_file, patch_size
+def _patch_frame(old_path, old_payload, new_path, new_payload, group, frame, level, work, log):
+    """(Patch record, patch file, its sha256, its size) for the new `frame` of `group` against the old version of
+    its files, or None (said why)."""
+    from payload.blobs import compress_frame
+    from payload.delta import Patch, frame_entries, local_zstd, reference_entries, reference_sha256
 
-
-def _patch_group(old_path, old_payload, new_path, new_payload, group, level, work, log, compress_group):
-    """(_Made, patch file) for the new `group` against the old group of that name, or None (said why)."""
-    from payload.delta import Patch, local_zstd
-
-    old_index = old_payload.index
-    try:
-        old_group = old_index.group(group.name)
-    except KeyError:
-        log("group %r is new in %s; it has no older version to patch from" % (group.name, new_path))
+    what = group.label(frame)
+    new_entries = frame_entries(new_payload.index, group.name, frame.sha256)
+    old_entries = reference_entries(old_payload.index, new_entries)
+    if not old_entries:
+        log("%s holds no file of %s; no delta for it" % (what, old_path))
         return None
-    if any(e.kind != "file" for e in old_index.entries_of(old_group.name)):
-        log("group %r holds image blobs, which a device keeps in archives, not as files; no delta" % group.name)
-        return None
-    content = os.path.join(work, "new-" + group.name)
+    content = os.path.join(work, "new-content")
     with open(content, "wb") as out:
-        _content(str(new_path), new_payload.data_offset, group, out)
-    again = os.path.join(work, "again-" + group.name)
+        _content(str(new_path), new_payload.data_offset, frame, out)
+    again = os.path.join(work, "again")
     with open(again, "wb") as out:
-        _, sha256, csize = compress_group([content], out, level=level)
+        _, sha256, csize = compress_frame([content], out, level=level)
     os.unlink(again)
-    if sha256 != group.sha256 or csize != group.csize:
-        log("group %r: compressed again at level %d with libzstd %s it is not the frame %s holds (made at another "
-            "level? pass --delta-level); no delta" % (group.name, level, local_zstd(), new_path))
+    if sha256 != frame.sha256 or csize != frame.csize:
+        log("%s: compressed again at level %d with libzstd %s it is not the frame %s holds (made at another level? "
+            "pass --delta-level); no delta for it" % (what, level, local_zstd(), new_path))
         return None
-    reference = _content(str(old_path), old_payload.data_offset, old_group)
-    patch_file = os.path.join(work, "patch-" + group.name)
+    reference = _old_files(str(old_path), old_payload, old_entries)
+    patch_file = os.path.join(work, "patch-%s-%d" % (group.name, frame.number))
     with open(patch_file, "wb") as out:
         made = make_patch(reference, [content], out)
+    from_sha256 = reference_sha256(reference)
     del reference
     os.unlink(content)
-    if made.size >= group.csize:
-        log("group %r: its patch (%d bytes) is no smaller than the group (%d); no delta" % (
-            group.name, made.size, group.csize))
+    if made.size >= frame.csize:
+        log("%s: its patch (%d bytes) is no smaller than the frame (%d); no delta for it" % (what, made.size, frame.csize))
         return None
-    record = Patch(group.name, 0, old_payload.bundle_id, old_group.sha256, group.sha256, group.csize, group.size,
-                   made.reference_size, made.window_log, made.memory, level, local_zstd())
-    return _Made(record, made.sha256, made.size), patch_file
+    record = Patch(group.name, frame.number - 1, old_payload.bundle_id, from_sha256, frame.sha256, frame.csize,
+                   frame.size, made.reference_size, made.window_log, made.memory, level, local_zstd())
+    return record, patch_file, made.sha256, made.size
 
 
 def _open_at(path, offset):

@@ -1,10 +1,11 @@
 """Deltas on the device: the new frame of a group made from a patch against the installed old version.
 
 A patch (bundler/delta.py makes it) is one zstd frame whose decoded bytes are the new frame's content; its
-reference (a raw-content prefix) is the old frame's content, rebuilt here from the installed files of the old
-version, each re-hashed against the installed index first. The bundle keeps frames, not content, so the new
+reference (a raw-content prefix) is the old version of the frame's files (reference_entries: the installed
+version's files at the same paths, in the new frame's order), rebuilt here from the installed files, each
+re-hashed against the installed index first, and the whole against the sha256 the patch was made against. The bundle keeps frames, not content, so the new
 frame is then compressed again with the parameters the publisher found to reproduce it (level, libzstd version;
-payload/blobs.compress_group, as `bundler make` does), and it counts only if its sha256 is the one the new
+payload/blobs.compress_frame, as `bundler make` does), and it counts only if its sha256 is the one the new
 signed index gives. Any failure on the way is a DeltaUnusable: the caller says so and fetches the frame whole.
 
 Memory: the reference is held twice for a moment (python-zstandard copies it into its dictionary; the copy read
@@ -34,6 +35,7 @@ _FRAME_HEADER_MAX = 18
 
 # The record of a patch: annotations of its layer in the delta artifact (payload/artifact.py names the types).
 _PREFIX = "vnd.bundler.delta."
+# from-sha256: of the reference (the old files' bytes, reference_entries); to-sha256: of the new frame.
 _FIELDS = (("group", str), ("frame", int), ("from-bundle", str), ("from-sha256", str), ("to-sha256", str),
            ("to-csize", int), ("size", int), ("reference-size", int), ("window-log", int), ("memory", int),
            ("level", int), ("zstd", str))
@@ -98,7 +100,7 @@ def decode_memory(reference_size, window_log, target_size):
 
 
 def recompress_memory(level, size):
-    """Bytes compressing a frame again holds: one multi-threaded job in flight (payload/blobs.compress_group with
+    """Bytes compressing a frame again holds: one multi-threaded job in flight (payload/blobs.compress_frame with
     threads=1, whose output is the same as with more): the tables, the job, its overlap and output (measured: 186 MB
     for containerd's 83 MB, this says 187)."""
     params = zstandard.ZstdCompressionParameters.from_level(
@@ -128,11 +130,25 @@ def check_memory(patch, bound):
     return need
 
 
-def frame_entries(index, group, start=0, end=None):
-    """The entries of `group` whose bytes lie in its stream's [start, end), in stream order."""
-    entries = index.entries_of(group)
-    end = sum(e.size for e in entries) if end is None else end
-    return [e for e in entries if start <= e.offset and e.offset + e.size <= end and (e.size or e.offset < end)]
+def frame_entries(index, group_name, frame_sha256):
+    """The entries of the frame `frame_sha256` of group `group_name` of `index`, in stream order, or None."""
+    for group, frame in index.frames():
+        if group.name == group_name and frame.sha256 == frame_sha256:
+            for candidate, entries in group.split_entries(index.entries_of(group.name)):
+                if candidate is frame:
+                    return entries
+    return None
+
+
+def reference_entries(old_index, new_entries):
+    """What a patch of a frame holding `new_entries` is made against: the old index's files at the same paths,
+    in the same order (image blobs excluded: a device keeps them in archives, not as files)."""
+    by_path = dict((e.path, e) for e in old_index.files())
+    return [by_path[e.path] for e in new_entries if e.path in by_path]
+
+
+def reference_sha256(reference):
+    return hashlib.sha256(reference).hexdigest()
 
 
 def read_reference(version_dir, entries):
@@ -262,7 +278,7 @@ def rebuild_frame(patch, sources, out_path, threads=1):
     if patch.zstd != local_zstd():
         raise DeltaUnusable("its frame was made with libzstd %s, this device has %s" % (patch.zstd, local_zstd()))
     with open(out_path, "wb") as out:
-        _, sha256, csize = blobs.compress_group(sources, out, level=patch.level, threads=threads)
+        _, sha256, csize = blobs.compress_frame(sources, out, level=patch.level, threads=threads)
     if sha256 != patch.to_sha256 or csize != patch.to_csize:
         os.unlink(out_path)
         raise DeltaUnusable("compressed again here it does not give the signed frame")
@@ -285,6 +301,8 @@ def apply(patch, patch_path, old_dir, old_entries, new_entries, work, out_path, 
         raise DeltaUnusable("the new frame holds %d bytes, the patch gives %d" % (
             sum(e.size for e in new_entries), patch.size))
     reference = read_reference(old_dir, old_entries)
+    if reference_sha256(reference) != patch.from_sha256:
+        raise DeltaUnusable("it was made against other files than this version's")
     with open(patch_path, "rb") as f:
         sources = decode(patch, f, reference, new_entries, work, bound)
     del reference

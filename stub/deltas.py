@@ -55,9 +55,10 @@ class Deltas(object):
         hexdigest = blob.digest.split(":", 1)[1]
         work = os.path.join(self.downloads, hexdigest + ".delta")
         try:
-            old_group = [g for g in self.running.index.groups if g.sha256 == patch.from_sha256]
-            if patch.group != group or not old_group:
-                raise delta.DeltaUnusable("it starts from a group this version does not hold")
+            new_entries = delta.frame_entries(self.art.payload.index, group, hexdigest)
+            if patch.group != group or new_entries is None:
+                raise delta.DeltaUnusable("its record names another frame")
+            old_entries = delta.reference_entries(self.running.index, new_entries)
             delta.check_usable(patch, self.bound)
             old = install.Installation(self.root, self.running.bundle_id)
             if not old.is_installed():
@@ -65,10 +66,10 @@ class Deltas(object):
             patch_path, fetched = artifact.fetch_blob_into(self.client, self.pinned, layer, self.downloads)
             sources.fetched += fetched
             fs.safe_rmtree(work)
-            os.mkdir(work)
+            files = os.path.join(work, "files")  # the decoded files, by entry path; the frame beside them
+            os.makedirs(files)
             out = os.path.join(work, "frame")
-            delta.apply(patch, patch_path, old.path, self.running.index.entries_of(old_group[0].name),
-                        self.art.payload.index.entries_of(group), work, out, self.bound)
+            delta.apply(patch, patch_path, old.path, old_entries, new_entries, files, out, self.bound)
             target = os.path.join(self.downloads, hexdigest)
             os.replace(out, target)
             self.used.append((group, layer.size, blob.size))

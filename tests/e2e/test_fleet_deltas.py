@@ -42,7 +42,7 @@ def shim_frame_size(bundle):
     import json
 
     index = json.loads(bundler("inspect", bundle, "--json").stdout)
-    return [g["csize"] for g in index["groups"] if g["name"] == "shim"][0]
+    return sum(f["csize"] for g in index["groups"] if g["name"] == "shim" for f in g["frames"])
 
 
 def device(tmp_path, built):

@@ -36,11 +36,12 @@ def shim(tmp_path_factory):
     shutil.copy(old.path(containerd.SHIM), old_dir / INSTALLED)
     frame = work / "new.frame"
     with open(frame, "wb") as out:
-        _, frame_sha, frame_csize = blobs.compress_group([new.path(containerd.SHIM)], out)
+        _, frame_sha, frame_csize = blobs.compress_frame([new.path(containerd.SHIM)], out)
     patch_path = work / "shim.patch"
     with open(patch_path, "wb") as out:
         made = make_patch(read_files([old.path(containerd.SHIM)]), [new.path(containerd.SHIM)], out)
-    record = delta.Patch("shim", 0, "a" * 64, "b" * 64, frame_sha, frame_csize, made.target_size,
+    reference = read_files([old.path(containerd.SHIM)])
+    record = delta.Patch("shim", 0, "a" * 64, delta.reference_sha256(reference), frame_sha, frame_csize, made.target_size,
                          made.reference_size, made.window_log, made.memory, 19, delta.local_zstd())
     return {"old": old, "new": new, "old_dir": old_dir, "frame": frame, "patch": patch_path, "made": made,
             "record": record, "old_entries": [_entry(old_dir / INSTALLED)],
