@@ -101,10 +101,7 @@ def make_patch(reference, targets, out, level=LEVEL, threads=0):
 
     for path in targets:
         with open(path, "rb") as f:
-            while True:
-                data = f.read(CHUNK)
-                if not data:
-                    break
+            for data in iter(lambda: f.read(CHUNK), b""):
                 keep = ffi.from_buffer(data)
                 inp.src, inp.size, inp.pos = keep, len(data), 0
                 drain(lib.ZSTD_e_continue)

@@ -35,3 +35,12 @@ def test_an_insecure_registry_needs_its_port_and_the_new_flags_parse():
                   "--bundle-install", "--bundle-allow-downgrade", "run"])
     assert opts.insecure_registry == ["127.0.0.1:5000"] and opts.args == ["run"]
     assert opts.rollback and opts.repair and opts.install and opts.allow_downgrade
+
+
+def test_the_delta_memory_bound_goes_with_an_update_and_is_a_size():
+    opts = parse(["--bundle-update", "reg.local:5000/a/b:1", "--bundle-delta-memory", "128M"])
+    assert opts.delta_memory == "128M"
+    with pytest.raises(UsageError, match="goes with --bundle-update"):
+        parse(["--bundle-delta-memory", "128M"])
+    with pytest.raises(UsageError, match="--bundle-delta-memory lots is not a size"):
+        parse(["--bundle-update", "--bundle-delta-memory=lots"])
