@@ -972,6 +972,88 @@ def figure_early_refusal(ws, reps=7):
         "import bundler.cli, bundler.make: %s" % spread(samples["floor"])])
 
 
+def _release_bundle(ws, release, version, names, level, cache):
+    """A bundle `deltas` at `version` of the containerd `release`'s files `names` (one group), made by the CLI."""
+    from tests.fixtures import containerd
+
+    tree = containerd.release(release)
+    project = ws.dir / ("deltas-" + version)
+    project.mkdir()
+    (project / "true.sh").write_text(TRUE_SCRIPT)
+    lines = ['[bundle]', 'name = "deltas"', 'version = "%s"' % version, 'entrypoint = ["bin/true"]', '',
+             '[[file]]', 'path = "bin/true"', 'mode = "0755"', 'group = "launcher"', 'source = { url = "true.sh" }']
+    for name in names:
+        lines += ['', '[[file]]', 'path = "bin/%s"' % os.path.basename(name), 'mode = "0755"', 'group = "containerd"',
+                  'source = { url = "file://%s" }' % tree.path(name)]
+    lines += ['', '[variants.offline]', 'embed = "all"', '']
+    (project / "bundle.toml").write_text("\n".join(lines))
+    exe = project / "deltas"
+    bundler("make", "--manifest", project / "bundle.toml", "--stub", ws.stub, "--cache-dir", cache, "--level",
+            str(level), "--output", exe)
+    return exe
+
+
+def figure_containerd_update(ws, sizes):
+    """Figures of issue 12: a device on Debian's containerd deb12u2 updates to deb12u3 (containerd, ctr and the
+    shim, 83 MB, one group; --quick: the shim alone) through a docker-registry on loopback, with the delta
+    `push --delta-from` published: blob bytes the registry served (its access log) / the new bundle's size (goal
+    <= 0.10); the update's wall time / `bundler pull` of the whole new bundle from the same registry (goal <= 1);
+    the update's peak memory (RSS of the stub and its child, wait4), against the default delta bound."""
+    from payload import delta
+    from tests.fixtures import containerd
+    from tests.fixtures.registry import Registry
+
+    names = (containerd.SHIM,) if sizes is QUICK else containerd.BINARIES
+    cache = ws.bench_cache / "deltas-cache"  # the figures time no make: reruns reuse the compressed groups
+    log("containerd update: making the deb12u2 and deb12u3 bundles (%d files, level %d)" % (len(names), sizes.level))
+    old = _release_bundle(ws, containerd.OLD, "1.0.0", names, sizes.level, cache)
+    new = _release_bundle(ws, containerd.NEW, "1.0.1", names, sizes.level, cache)
+    with Registry(ws.dir / "deltas-storage") as registry:
+        bundler("push", old, "%s/edge/deltas:1.0.0" % registry.host)
+        log("containerd update: pushing 1.0.1 with a delta from 1.0.0")
+        push_seconds, _ = timed(bundler, "push", new, "%s/edge/deltas:1.0.1" % registry.host, "--delta-from",
+                                     old, "--delta-level", str(sizes.level))
+        app = ws.dir / "deltas-device" / "app"
+        app.parent.mkdir()
+        shutil.copy(old, app)
+        root = ws.dir / "deltas-root"
+        run([app, "--bundle-dir", root])
+        pull_seconds, _ = _timed_process([sys.executable, "-m", "bundler", "pull", "%s/edge/deltas:1.0.1" % registry.host,
+                                          "--output", ws.dir / "deltas-pulled" / "app"],
+                                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        mark = len(registry.served())
+        log("containerd update: the device updates")
+        began = time.perf_counter()
+        proc = subprocess.Popen([str(app), "--bundle-dir", str(root), "--bundle-update",
+                                 "%s/edge/deltas:1.0.1" % registry.host], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        update_seconds = time.perf_counter() - began
+        said, errors = proc.stdout.read().decode(), proc.stderr.read().decode()
+        if os.waitstatus_to_exitcode(status) != 0 or "as deltas" not in said:
+            raise SystemExit("bench: the containerd update failed or used no delta:\n%s%s" % (said, errors[-2000:]))
+        served = registry.blob_bytes_served(mark)
+    if hashlib.sha256(app.read_bytes()).hexdigest() != hashlib.sha256(new.read_bytes()).hexdigest():
+        raise SystemExit("bench: the updated file is not the pushed 1.0.1")
+    full = new.stat().st_size
+    peak = usage.ru_maxrss * 1024
+    summary = said.strip().split(": ", 1)[-1]
+    return [
+        Figure("containerd update: blob bytes served / full new bundle", served / full, 0.10, details=[
+            "%s of blobs served (registry access log) for a %.1f MB bundle of %d files (%.1f MB)" % (
+                "{:,}".format(served), full / MB, len(names),
+                sum(containerd.release(containerd.NEW).path(n).stat().st_size for n in names) / MB),
+            summary,
+            "push of 1.0.1 with its delta (the frame compressed again to check it, the patch made): %.1f s"
+            % push_seconds]),
+        Figure("containerd update: update time / pulling the whole bundle", update_seconds / pull_seconds, 1.0,
+               details=["update %.1f s (decode, then compress the group again at level %d), bundler pull of "
+                        "1.0.1 %.1f s, same registry" % (update_seconds, sizes.level, pull_seconds)]),
+        Figure("containerd update: peak memory of the update", peak / MB, delta.DEFAULT_MEMORY / MB, "MB", details=[
+            "max RSS of the stub and its child (wait4); the goal is the default --bundle-delta-memory"]),
+    ]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1019,6 +1101,7 @@ def main(argv=None):
         figures.append(figure_stored_size(bins, make_seconds, binaries, total, sizes.level))
         figures += image_figures(ws, sizes)
         figures.append(figure_split_extract(ws, bins, sizes))
+        figures += figure_containerd_update(ws, sizes)
         if not args.no_devices:
             figures += device_figures(ws, cache, sizes, arches)
     finally:
