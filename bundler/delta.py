@@ -202,11 +202,13 @@ def publish(client, ref, new_path, new_payload, new_manifest, olds, level=LEVEL,
             with open(old_path, "rb") as f:
                 old_payload = open_payload(str(old_path), f)
             old_index = old_payload.index
-            if (old_index.name, old_index.arch, old_index.variant) != (new_index.name, new_index.arch,
-                                                                        new_index.variant):
-                raise UsageError("--delta-from %s is %s %s/%s, not an older %s %s/%s" % (
-                    old, old_index.name, old_index.arch, old_index.variant, new_index.name, new_index.arch,
-                    new_index.variant))
+            if old_index.name != new_index.name:
+                raise UsageError("--delta-from %s is a bundle of %s, not an older %s" % (
+                    old, old_index.name, new_index.name))
+            if (old_index.arch, old_index.variant) != (new_index.arch, new_index.variant):
+                log("%s: --delta-from %s is for %s/%s, not %s/%s; no delta from it to this one" % (
+                    new_path, old, old_index.arch, old_index.variant, new_index.arch, new_index.variant))
+                continue
             if old_payload.split:
                 raise UsageError("--delta-from %s is a split bundle; name the executable made without --split" % old)
             have = set(frame.sha256 for _, frame in old_index.frames())

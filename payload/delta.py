@@ -103,6 +103,8 @@ def recompress_memory(level, size):
     """Bytes compressing a frame again holds: one multi-threaded job in flight (payload/blobs.compress_frame with
     threads=1, whose output is the same as with more): the tables, the job, its overlap and output (measured: 186 MB
     for containerd's 83 MB, this says 187)."""
+    if not 1 <= level <= zstandard.MAX_COMPRESSION_LEVEL:
+        raise DeltaUnusable("its record names zstd level %d" % level)
     params = zstandard.ZstdCompressionParameters.from_level(
         level, source_size=size, window_log=min(blobs.WINDOW_LOG, max(10, size.bit_length())))
     return params.estimated_compression_context_size() + 3 * min(blobs.JOB_SIZE, size) + DECODER_OVERHEAD
@@ -300,6 +302,9 @@ def apply(patch, patch_path, old_dir, old_entries, new_entries, work, out_path, 
     if sum(e.size for e in new_entries) != patch.size:
         raise DeltaUnusable("the new frame holds %d bytes, the patch gives %d" % (
             sum(e.size for e in new_entries), patch.size))
+    if sum(e.size for e in old_entries) != patch.reference_size:  # what was checked is what will be read
+        raise DeltaUnusable("this version's files hold %d bytes, the patch was made against %d" % (
+            sum(e.size for e in old_entries), patch.reference_size))
     reference = read_reference(old_dir, old_entries)
     if reference_sha256(reference) != patch.from_sha256:
         raise DeltaUnusable("it was made against other files than this version's")

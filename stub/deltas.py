@@ -47,12 +47,15 @@ class Deltas(object):
         """The path of the new frame `blob` rebuilt from its patch, or None (fetch it whole)."""
         if blob.frame is None:
             return None
+        hexdigest = blob.digest.split(":", 1)[1]
+        target = os.path.join(self.downloads, hexdigest)
+        if artifact.file_matches(target, blob.digest):  # rebuilt by an update that was then interrupted
+            return target
         found = self._lookup().get(blob.digest)
         if found is None:
             return None
         patch, layer = found
         group = blob.frame.group
-        hexdigest = blob.digest.split(":", 1)[1]
         work = os.path.join(self.downloads, hexdigest + ".delta")
         try:
             new_entries = delta.frame_entries(self.art.payload.index, group, hexdigest)
@@ -70,7 +73,6 @@ class Deltas(object):
             os.makedirs(files)
             out = os.path.join(work, "frame")
             delta.apply(patch, patch_path, old.path, old_entries, new_entries, files, out, self.bound)
-            target = os.path.join(self.downloads, hexdigest)
             os.replace(out, target)
             self.used.append((group, layer.size, blob.size))
             return target
