@@ -34,7 +34,8 @@ def build_index(identity, groups, images=(), require_key=None, bundler_version=_
             position += m.size
     return Index(identity["name"], identity["version"], identity["variant"], identity["arch"], bundler_version,
                  identity["entrypoint"], index_groups, entries, images, require_key,
-                 description=identity.get("description"), min_glibc=min_glibc)
+                 description=identity.get("description"), min_glibc=min_glibc,
+                 update_repository=identity.get("update_repository"))
 
 
 def check_as_device(index):

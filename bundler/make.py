@@ -121,7 +121,8 @@ def make(request, cache, log=print):
     groups = [compress(cache, name, members, request.level, log=log, frame_size=request.frame_size)
               for name, members in members_by_group.items()]
     identity = {"name": manifest.name, "version": manifest.version, "variant": variant.name, "arch": arch,
-                "entrypoint": list(manifest.entrypoint), "description": manifest.description}
+                "entrypoint": list(manifest.entrypoint), "description": manifest.description,
+                "update_repository": manifest.update_repository}
     index = build_index(identity, groups, images=image_records, require_key=signing.require_key_id,
                         min_glibc=format_version(floor) if floor else None)
     try:

@@ -17,7 +17,7 @@ LAYER_MODES = (LAYERS_RAW, LAYERS_EXACT)
 
 _INDEX_KEYS = ("format", "name", "version", "variant", "arch", "bundler_version", "entrypoint", "groups", "entries",
                "images")
-_INDEX_OPTIONAL = ("require_key", "outside_sha256", "description", "min_glibc", "parts")
+_INDEX_OPTIONAL = ("require_key", "outside_sha256", "description", "min_glibc", "parts", "update_repository")
 _PART_KEYS = ("name", "size", "sha256")
 _GROUP_KEYS = ("name", "frames")
 _FRAME_KEYS = ("offset", "csize", "size", "sha256")
@@ -228,7 +228,8 @@ class Index(object):
     """What a bundle holds: identity, entrypoint, groups, entries, images, and the parts of a split bundle."""
 
     def __init__(self, name, version, variant, arch, bundler_version, entrypoint, groups, entries,
-                 images=(), require_key=None, outside_sha256=None, description=None, min_glibc=None, parts=()):
+                 images=(), require_key=None, outside_sha256=None, description=None, min_glibc=None, parts=(),
+                 update_repository=None):
         self.name = name
         self.version = version
         self.variant = variant
@@ -243,13 +244,14 @@ class Index(object):
         self.description = description
         self.min_glibc = min_glibc  # the glibc the stub needs at least, "MAJOR.MINOR" (docs/devices.md)
         self.parts = list(parts)
+        self.update_repository = update_repository  # where --bundle-update looks by default (docs/fleet.md)
 
     def with_parts(self, parts):
         """This index for the data area cut into `parts` (none: unsplit). Its outside_sha256 is the unsplit
         executable's: the writer of the split executable records its own (payload/outside.py)."""
         return Index(self.name, self.version, self.variant, self.arch, self.bundler_version, self.entrypoint,
                      self.groups, self.entries, self.images, self.require_key, self.outside_sha256,
-                     self.description, self.min_glibc, parts)
+                     self.description, self.min_glibc, parts, self.update_repository)
 
     def to_json(self):
         doc = {
@@ -274,6 +276,8 @@ class Index(object):
             doc["min_glibc"] = self.min_glibc
         if self.parts:
             doc["parts"] = [p.to_json() for p in self.parts]
+        if self.update_repository:
+            doc["update_repository"] = self.update_repository
         return doc
 
     def to_bytes(self):
@@ -385,9 +389,12 @@ class Index(object):
         min_glibc = doc.get("min_glibc")
         _require(min_glibc is None or rules.is_glibc_version(min_glibc),
                  "min_glibc %r is not a glibc version like 2.31" % (min_glibc,))
+        update_repository = doc.get("update_repository")
+        _require(update_repository is None or rules.is_update_repository(update_repository),
+                 "update_repository %r is not REGISTRY/REPO[:TAG] (no digest)" % (update_repository,))
         return cls(doc["name"], doc["version"], doc["variant"], doc["arch"], doc["bundler_version"], ep,
                    groups, entries, images, require_key, outside, description, min_glibc,
-                   _parse_parts(doc, data_size))
+                   _parse_parts(doc, data_size), update_repository)
 
 
 def _parse_group(g, data_size):

@@ -37,6 +37,8 @@ def describe(payload, as_json=False):
             "" if len(group.frames) == 1 else " of %s MB" % " + ".join("%.1f" % (f.size / 1e6) for f in group.frames)))
     if index.min_glibc:
         lines.append("glibc:      %s or newer (what the stub needs to start)" % index.min_glibc)
+    if index.update_repository:
+        lines.append("updates:    %s (--bundle-update)" % index.update_repository)
     if index.parts:
         lines.append("parts:      %d beside the executable, %s ... %s (largest %.1f MB)" % (
             len(index.parts), index.parts[0].name, index.parts[-1].name, max(p.size for p in index.parts) / 1e6))

@@ -56,6 +56,20 @@ def is_platform(value):
     return _fullmatch(PLATFORM, value)
 
 
+def is_update_repository(value):
+    """An image reference with a tag or none (latest), never a digest: where --bundle-update looks by default."""
+    from .errors import UsageError
+    from .oci.reference import parse_reference
+
+    if not isinstance(value, str) or "@" in value:
+        return False
+    try:
+        parse_reference(value)
+    except UsageError:
+        return False
+    return True
+
+
 def is_size(value):
     """A JSON integer >= 0 (never a bool)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -119,7 +119,8 @@ def index(groups, public_key):
     ]
     identity = {"name": "golden", "version": "3.0.0", "variant": "offline", "arch": "amd64",
                 "entrypoint": ["bin/hello", "--data", "{data}", "--images", "{images}"],
-                "description": "The golden test vector of the bundle format"}
+                "description": "The golden test vector of the bundle format",
+                "update_repository": "registry.example:5000/golden/hello:stable"}
     idx = build_index(identity, groups, images=images, require_key=key_id(public_key), bundler_version="golden",
                       min_glibc="2.31")
     # The vector is a section without an executable around it: a fixed stand-in for the bytes outside.

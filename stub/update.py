@@ -37,7 +37,7 @@ def update(payload, f, path, opts, environ):
     from . import images, install, locking, owner, trust
 
     index = payload.index
-    reference = opts.update if isinstance(opts.update, str) else getattr(index, "update_repository", None)
+    reference = opts.update if isinstance(opts.update, str) else index.update_repository
     if not reference:
         raise UsageError("%s records no update repository; name one: --bundle-update REGISTRY/REPO:TAG (or set "
                          "[update] repository in the manifest)" % index.name)

@@ -85,6 +85,7 @@ class Manifest:
     images: list[ImageSpec]
     variants: dict[str, Variant]
     min_glibc: tuple[int, int] | None = None  # the oldest glibc the bundle must start on (bundler/abigate.py)
+    update_repository: str | None = None  # [update] repository: --bundle-update's default REF
 
     def file(self, path: str) -> FileSpec:
         for spec in self.files:

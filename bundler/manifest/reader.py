@@ -34,12 +34,13 @@ from .model import (
 )
 
 
-_TOP_KEYS = ("bundle", "file", "image", "variants")
+_TOP_KEYS = ("bundle", "file", "image", "variants", "update")
 _BUNDLE_KEYS = ("name", "version", "entrypoint", "description", "min_glibc")
 _FILE_KEYS = ("path", "mode", "group", "source")
 _SOURCE_KEYS = ("url", "sha256", "extract")
 _IMAGE_KEYS = ("name", "ref", "platform")
 _VARIANT_KEYS = ("embed",)
+_UPDATE_KEYS = ("repository",)
 
 
 def load_manifest(path: str | os.PathLike) -> Manifest:
@@ -137,6 +138,7 @@ class _Reader:
         images = self.read_images(self.array_of_tables(data, "image"))
         variants = self.read_variants(data.get("variants"), images)
         min_glibc = self.read_min_glibc(bundle)
+        update_repository = self.read_update(data.get("update"))
         return Manifest(
             path=self.path,
             dir=self.dir,
@@ -148,7 +150,21 @@ class _Reader:
             images=images,
             variants=variants,
             min_glibc=min_glibc,
+            update_repository=update_repository,
         )
+
+    def read_update(self, value) -> str | None:
+        """[update] repository: where `./app --bundle-update` looks when it is given no REF (docs/fleet.md)."""
+        if value is None:
+            return None
+        update = self.table(value, ("update",), "[update]", "write [update] on its own line")
+        self.check_keys(update, _UPDATE_KEYS, ("update",), "[update]")
+        text = self.string(update, "repository", ("update",), "[update]", '"registry.example:5000/edge/demo:stable"')
+        if not rules.is_update_repository(text):
+            self.fail(self.lines.line(("update",), "repository"),
+                      f"repository '{text}' is not REGISTRY/REPO[:TAG] (a tag, never a digest: devices follow it); "
+                      'write repository = "registry.example:5000/edge/demo:stable"')
+        return text
 
     def read_min_glibc(self, bundle: dict) -> tuple[int, int] | None:
         text = self.string(bundle, "min_glibc", ("bundle",), "[bundle]", '"2.31"', required=False)

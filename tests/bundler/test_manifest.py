@@ -789,3 +789,14 @@ def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
     path = tmp_path / "bundle.toml"
     path.write_bytes(b"\xef\xbb\xbf" + HEAD.encode())  # what some Windows editors write
     assert load_manifest(path).name == "demo"
+
+
+def test_update_repository_is_optional_and_must_be_a_tag_reference(tmp_path):
+    assert load(tmp_path, HEAD).update_repository is None
+    manifest = load(tmp_path, HEAD + '\n[update]\nrepository = "registry.example:5000/edge/demo:stable"\n')
+    assert manifest.update_repository == "registry.example:5000/edge/demo:stable"
+    digest = "sha256:" + "a" * 64
+    assert_error_at_mark(tmp_path, HEAD + f'\n[update]\nrepository = "r.example/edge/demo@{digest}"  # <-\n',
+                         "not REGISTRY/REPO[:TAG]")
+    assert_error_at_mark(tmp_path, HEAD + '\n[update]\nrepository = "Not A Ref"  # <-\n', "not REGISTRY/REPO[:TAG]")
+    assert_error_at_mark(tmp_path, HEAD + '\n[update]\nrepo = "r.example/x"  # <-\n', "did you mean 'repository'")

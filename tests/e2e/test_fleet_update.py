@@ -20,8 +20,16 @@ FILLER = "".join("# %s\n" % hashlib.sha256(b"%d" % n).hexdigest() for n in range
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, cache_dir, stub_path):
+def registry(tmp_path_factory):
     require_registry_tools()
+    with Registry(tmp_path_factory.mktemp("storage")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, cache_dir, stub_path, registry):
+    """1.0.0 and 1.0.1 signed by the release key, and a 1.0.1 signed by another key; all name the registry's
+    `edge/fleet:stable` as their [update] repository. Pushed as :1.0.0, :1.0.1 (and :stable), :evil."""
     keys = tmp_path_factory.mktemp("keys")
     for name in ("release", "foreign"):
         bundler("keygen", "--out", keys / name)
@@ -29,16 +37,12 @@ def built(tmp_path_factory, cache_dir, stub_path):
     for label, version, entry, key in (("old", "1.0.0", ENTRY, "release"), ("new", "1.0.1", ENTRY + FILLER, "release"),
                                        ("foreign", "1.0.1", ENTRY + FILLER, "foreign")):
         project = write_project(tmp_path_factory.mktemp(label), SMALL, version=version, name="fleet", entry=entry)
+        with open(project / "bundle.toml", "a") as manifest:
+            manifest.write('\n[update]\nrepository = "%s/edge/fleet:stable"\n' % registry.host)
         found[label] = build(project, cache_dir, "--stub", stub_path, "--sign", keys / (key + ".key"))
+    for label, tag in (("old", "1.0.0"), ("new", "1.0.1"), ("new", "stable"), ("foreign", "evil")):
+        bundler("push", found[label], f"{registry.host}/edge/fleet:{tag}")
     return found
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory, built):
-    with Registry(tmp_path_factory.mktemp("storage")) as running:
-        for label, tag in (("old", "1.0.0"), ("new", "1.0.1"), ("foreign", "evil")):
-            bundler("push", built[label], f"{running.host}/edge/fleet:{tag}")
-        yield running
 
 
 def sha256_of(path):
@@ -74,8 +78,9 @@ def test_update_fetches_only_what_changed_then_rollback_runs_the_old_version(tmp
     unchanged = sum(size for sha, size in new_frames.items() if sha in old_frames)
     changed = sum(size for sha, size in new_frames.items() if sha not in old_frames)
     assert changed and unchanged > 50 * changed  # the test's premise: one small group changed
+    assert f"updates:    {registry.host}/edge/fleet:stable" in start(app, root, "--bundle-info").stdout
     mark = len(registry.served())
-    result = start(app, root, "--bundle-update", f"{registry.host}/edge/fleet:1.0.1")
+    result = start(app, root, "--bundle-update")  # REF from the bundle's own [update] repository
     assert result.returncode == 0, result.stderr
     assert "updated fleet 1.0.0 -> 1.0.1" in result.stdout and "RAN" not in result.stdout
     served = registry.blob_bytes_served(mark)
@@ -138,6 +143,23 @@ def test_an_interrupted_update_resumes(tmp_path, built, registry):
     resumed = [r for r in registry.served(mark) if r["uri"].endswith(digest)]
     assert resumed and resumed[-1]["status"] == "206"
     assert sha256_of(app) == sha256_of(built["new"]) and ran(start(app, root)) == "1.0.1"
+
+
+def test_without_a_reference_or_a_repository_the_update_says_what_to_do(tmp_path, plain_stub):
+    """A bundle made without [update] and started with a bare --bundle-update (the run side in a subprocess of
+    this Python, as tests/stub do: plain_stub cannot run)."""
+    import sys
+
+    from tests.fixtures.bundles import make_bundle
+    from tests.helpers import ROOT
+
+    bundle, _ = make_bundle(tmp_path, plain_stub)
+    env = dict(os.environ, BUNDLE_EXECUTABLE=str(bundle), BUNDLE_DIR=str(tmp_path / "root"), PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-m", "stub", "--bundle-update"], env=env, capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and "records no update repository" in result.stderr
+    assert "--bundle-update REGISTRY/REPO:TAG" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "root").exists()  # refused before anything was written
 
 
 def test_an_unwritable_bundle_directory_needs_update_output(tmp_path, built, registry):

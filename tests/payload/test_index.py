@@ -36,6 +36,14 @@ def test_min_glibc_is_optional_and_kept():
     assert index.min_glibc == "2.31" and index.to_json()["min_glibc"] == "2.31"
 
 
+def test_update_repository_is_optional_and_kept():
+    assert "update_repository" not in json.loads(_index())
+    index = Index.from_bytes(_index(update_repository="r.example:5000/edge/demo:stable"), 150)
+    assert index.update_repository == "r.example:5000/edge/demo:stable"
+    assert index.to_json()["update_repository"] == "r.example:5000/edge/demo:stable"
+    assert index.with_parts([]).update_repository == index.update_repository
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: d["entries"][0].update(path="../etc/passwd"), "'..'"),
     (lambda d: d["entries"][0].update(path="/etc/passwd"), "absolute"),
@@ -55,6 +63,9 @@ def test_min_glibc_is_optional_and_kept():
     (lambda d: d.update(name=""), "name is missing"),
     (lambda d: d.update(min_glibc="2.31.1"), "min_glibc"),
     (lambda d: d.update(min_glibc=2.31), "min_glibc"),
+    (lambda d: d.update(update_repository="r.example/demo@sha256:" + "a" * 64), "update_repository"),
+    (lambda d: d.update(update_repository="No Ref"), "update_repository"),
+    (lambda d: d.update(update_repository=7), "update_repository"),
 ])
 def test_index_that_lies_is_refused(mutate, message):
     doc = json.loads(_index())
