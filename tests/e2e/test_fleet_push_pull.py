@@ -109,3 +109,62 @@ def test_chunked_upload_with_bearer_tokens_from_a_config_json(tmp_path, plain_st
             assert sha256_of(tmp_path / "pulled") == sha256_of(bundle)
     finally:
         tokens.close()
+
+
+def test_several_architectures_of_one_version_under_one_tag(tmp_path, plain_stub, registry):
+    """amd64 and arm64 of one version pushed at once, riscv64 added by a second push. The arm64 and riscv64 stubs
+    are the amd64 stand-in with its ELF machine field set (EM_AARCH64 183, EM_RISCV 243): push and pull never
+    run a stub, and `make` checks only that field of a stub it is given."""
+    stubs = {"amd64": plain_stub}
+    for arch, machine in (("arm64", 183), ("riscv64", 243)):
+        data = bytearray(plain_stub.read_bytes())
+        data[18:20] = machine.to_bytes(2, "little")
+        stubs[arch] = tmp_path / ("stub-" + arch)
+        stubs[arch].write_bytes(bytes(data))
+    bundles = {arch: make_bundle(tmp_path / arch, stub, arch=arch)[0] for arch, stub in stubs.items()}
+    target = f"{registry.host}/fleet/demo:1.0.0"
+    bundler("push", bundles["amd64"], bundles["arm64"], target)
+    bundler("push", bundles["riscv64"], target)
+    with urllib.request.urlopen(urllib.request.Request(
+            f"{registry.url}/v2/fleet/demo/manifests/1.0.0",
+            headers={"Accept": "application/vnd.oci.image.index.v1+json"})) as answer:
+        platforms = [m["platform"]["architecture"] for m in json.load(answer)["manifests"]]
+    assert platforms == ["amd64", "arm64", "riscv64"]
+    for arch, bundle in bundles.items():
+        out = tmp_path / "pulled" / arch
+        bundler("pull", target, "--arch", arch, "--output", out)
+        assert sha256_of(out) == sha256_of(bundle)
+    ambiguous = bundler("pull", target, "--output", tmp_path / "any", check=False)
+    assert ambiguous.returncode == 2 and "--arch" in ambiguous.stderr
+    mixed, _ = make_bundle(tmp_path / "v2", stubs["arm64"], arch="arm64", version="2.0.0")
+    refused = bundler("push", bundles["amd64"], mixed, target, check=False)
+    assert refused.returncode == 2 and "one version of one bundle" in refused.stderr
+
+
+def test_an_interrupted_pull_resumes(tmp_path, plain_stub, registry):
+    """A proxy in front of the registry cuts the bootloader's blob after 1000 bytes on each of the client's 4
+    attempts (as a registry that dies mid-transfer does); the next pull resumes it with Range."""
+    from tests.fixtures.registry import FaultProxy
+
+    bundle, _ = make_bundle(tmp_path / "b", plain_stub)
+    bundler("push", bundle, f"{registry.host}/fleet/demo:1")
+    manifest = json.loads(urllib.request.urlopen(urllib.request.Request(
+        f"{registry.url}/v2/fleet/demo/manifests/1", headers={"Accept": "application/vnd.oci.image.index.v1+json"}
+    )).read())["manifests"][0]["digest"]
+    layers = json.loads(urllib.request.urlopen(urllib.request.Request(
+        f"{registry.url}/v2/fleet/demo/manifests/{manifest}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})).read())["layers"]
+    [stub] = [layer for layer in layers if layer["mediaType"] == "application/vnd.bundler.stub.v1"]
+    assert stub["size"] > 5000
+    out = tmp_path / "pulled"
+    with FaultProxy(registry.port) as proxy:
+        proxy.cut_blob(stub["digest"], after=1000, times=4)
+        cut = bundler("pull", f"{proxy.host}/fleet/demo:1", "--output", out, check=False)
+        assert cut.returncode == 5 and "run again to resume" in cut.stderr, cut.stderr
+        assert not out.exists()
+        partial = tmp_path / ".pulled.pull" / (stub["digest"][7:] + ".partial")
+        assert partial.stat().st_size == 4000
+        bundler("pull", f"{proxy.host}/fleet/demo:1", "--output", out)
+        assert proxy.blob_requests(stub["digest"])[-1].get("Range") == "bytes=4000-"
+    assert sha256_of(out) == sha256_of(bundle)
+    assert not (tmp_path / ".pulled.pull").exists()
