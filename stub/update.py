@@ -77,13 +77,13 @@ def update(payload, f, path, opts, environ):
                 with open(temp, "wb") as out:
                     artifact.rebuild(out, art, sources.open)
                 artifact.verify_rebuilt(temp, art)
+                if output == path:  # kept first: once the new version is current, the old file needs it
+                    _keep(root, payload.bundle_id, path)
                 with open(temp, "rb") as built:
                     rebuilt = open_payload(temp, built)
                     inst = install.Installation(root, rebuilt.bundle_id)
                     install.install(rebuilt, built, inst,
                                     after_extract=lambda work: images.write_embedded(work, rebuilt.index))
-                if output == path:
-                    _keep(root, payload.bundle_id, path)
         if key_to_pin is not None:
             trust.pin(root, key_to_pin)
         fs.safe_rmtree(downloads)
