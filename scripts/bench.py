@@ -4,13 +4,15 @@
 Every figure is a ratio against a reference measured in the same run on the same machine (or a plain size),
 printed with its goal and PASS/MISS:
 
-    scripts/bench.py              # the full run (about 7.5 minutes on a shared 2-core machine at load 3)
+    scripts/bench.py              # the full run (about 7.5 minutes on a shared 2-core machine at load 3, plus
+                                  # the containerd update: about 22 minutes at load 10, its makes cached after)
     scripts/bench.py --quick      # smaller sizes and fewer repetitions: a smoke run (under a minute)
 
 Run it with the project's Python (the one with PyInstaller and zstandard), e.g. `.venv/bin/python scripts/bench.py`.
 It needs the `zstd` and `sha256sum` commands, and for the image figures (6-8) docker-registry, umoci, skopeo and
 busybox-static: it builds the images from this machine's files and serves them from a docker-registry it starts
-on 127.0.0.1 (no network). docs/benchmarks.md records the figures of a full run.
+on 127.0.0.1 (no network). The containerd update downloads two Debian packages once (apt-get download, into
+~/.cache/bundler-tests). docs/benchmarks.md records the figures of a full run.
 """
 
 import argparse
