@@ -107,6 +107,25 @@ def requests_module():
     return requests
 
 
+def import_in_background(*modules):
+    """Import `modules` (requests last: 0.1 s) in a daemon thread, so that a pull the caller knows is coming
+    does not wait for them: they run while the install waits for the disk and decompresses. A failure here is
+    ignored; the import is made again where it is needed, and fails there with its own message."""
+    import threading
+
+    def work():
+        try:
+            for name in modules:
+                __import__(name)
+            requests_module()
+        except BaseException:  # noqa: B036 -- a head start, never an error of its own
+            pass
+
+    thread = threading.Thread(target=work, name="import-requests", daemon=True)
+    thread.start()
+    return thread
+
+
 def session(user_agent):
     requests = requests_module()
     new = requests.Session()

@@ -64,6 +64,17 @@ def registry_client(opts, environ):
     return RegistryClient(insecure_registries=insecure + mirrors, mirrors=mirrors)
 
 
+def will_pull(inst, index, opts):
+    return not opts.no_pull and bool(missing(inst, index))
+
+
+def start_pull_early():
+    """Import the network stack now, in a thread, for a pull that follows the install."""
+    from payload import http
+
+    return http.import_in_background("payload.oci.registry")
+
+
 def pull_missing(inst, index, opts, environ):
     """Pull what the online variant left out. Already pulled: nothing to do, no network touched."""
     todo = missing(inst, index)
@@ -99,10 +110,9 @@ def _pull_one(client, image, inst, pulls):
     config_bytes = client.fetch_blob_bytes(pinned, config.digest, config.size)
     blobs = {}
     for layer in layers:
-        # Partial blobs stay in .pulls after a failure, so the next start resumes them with Range.
+        # Partial blobs stay in .pulls after a failure, so the next start resumes them with Range; a whole one
+        # found there is hashed again before it is used (blobs are not fsync'ed: only the archive is).
         dest = os.path.join(pulls, layer.digest.partition(":")[2])
-        if not os.path.exists(dest):
-            client.fetch_blob(pinned, layer.digest, dest, layer.size)
-        blobs[layer.digest] = dest
+        blobs[layer.digest] = client.fetch_blob(pinned, layer.digest, dest, layer.size)
     os.makedirs(inst.images, exist_ok=True)
     write_image_archive(os.path.join(inst.images, image.archive_name), ref, manifest_bytes, config_bytes, blobs)

@@ -85,6 +85,8 @@ def _install_and_run(payload, f, opts):
     index = payload.index
     root = opts.extract or opts.dir or install.default_root(index.name, os.environ)
     inst = install.Installation(root, payload.bundle_id)
+    if images.will_pull(inst, index, opts):
+        images.start_pull_early()
     install.prepare_root(inst.root)
     owner.check(inst.root, index.name)
     downgrade = rollback.check_downgrade(inst.root, inst.bundle_id, index, opts.allow_downgrade)

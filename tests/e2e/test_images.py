@@ -196,3 +196,31 @@ def test_byte_corrupted_in_transit_is_refused(proxied, cache_dir, image_layout, 
     assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr and "sha256" in result.stderr
     assert not (root / "current" / "images" / "derived.tar").exists()
+
+
+@pytest.mark.parametrize("tear", ["truncated", "flipped byte"])
+def test_torn_blob_left_in_pulls_by_a_crash_is_fetched_again(proxied, cache_dir, image_layout, tmp_path, tear):
+    """Pulled blobs are not fsync'ed (only the archive is): a crash can leave a finished blob in .pulls that lost
+    its tail or holds other bytes. The next start hashes it, fetches it again, and writes a right archive."""
+    import hashlib
+    import tarfile
+
+    directory, proxy = proxied
+    exe = _make(directory, cache_dir, "online")
+    root = tmp_path / "root"
+    assert run([exe, "--bundle-dir", root, "--bundle-no-pull"]).returncode == 0
+    layer = _derived_layer(image_layout)
+    good = image_layout.blob(layer)
+    pulls = root / ".pulls"
+    pulls.mkdir()
+    torn = good[: len(good) // 2] if tear == "truncated" else good[:100] + bytes([good[100] ^ 0x40]) + good[101:]
+    (pulls / layer[7:]).write_bytes(torn)
+    result = run([exe, "--bundle-dir", root])
+    assert result.returncode == 0, result.stderr
+    assert "does not hold blob %s" % layer in result.stderr
+    gets = proxy.blob_requests(layer)
+    assert len(gets) == 1 and "Range" not in gets[0]
+    with tarfile.open(root / "current" / "images" / "derived.tar") as tar:
+        member = tar.extractfile("blobs/sha256/" + layer[7:]).read()
+    assert "sha256:" + hashlib.sha256(member).hexdigest() == layer
+    assert not pulls.exists()

@@ -191,6 +191,38 @@ def test_bad_partial_file_from_an_earlier_run_is_fetched_again_whole(images, tmp
     assert sha256sum(dest) == layer["digest"]
 
 
+def test_whole_blob_found_at_dest_is_hashed_and_reused_without_a_request(images, tmp_path):
+    layer = images.layers("base")[0]
+    dest = tmp_path / "layer"
+    dest.write_bytes(images.layout.blob(layer["digest"]))  # a blob an earlier run left complete
+    with FaultProxy(images.registry.port) as proxy:
+        with quick_client() as client:
+            assert client.fetch_blob(f"{proxy.host}/test/busybox:1", layer["digest"], str(dest), layer["size"]) \
+                == str(dest)
+        assert proxy.blob_requests(layer["digest"]) == []
+    assert sha256sum(dest) == layer["digest"]
+
+
+@pytest.mark.parametrize("tear", ["truncated", "zeroed block", "flipped byte"])
+def test_torn_blob_left_at_dest_by_a_crash_is_fetched_again(images, tmp_path, capfd, tear):
+    """Pulled blobs are not fsync'ed: after a power cut a finished name may hold fewer bytes, or a block of
+    zeros where the data did not reach the disk. Reuse hashes them, so such a file is never trusted."""
+    layer = images.layers("base")[0]
+    good = images.layout.blob(layer["digest"])
+    torn = {"truncated": good[: len(good) // 3],
+            "zeroed block": good[:4096] + b"\0" * 4096 + good[8192:],
+            "flipped byte": good[:777] + bytes([good[777] ^ 1]) + good[778:]}[tear]
+    dest = tmp_path / "layer"
+    dest.write_bytes(torn)
+    with FaultProxy(images.registry.port) as proxy:
+        with quick_client() as client:
+            client.fetch_blob(f"{proxy.host}/test/busybox:1", layer["digest"], str(dest), layer["size"])
+        gets = proxy.blob_requests(layer["digest"])
+    assert len(gets) == 1 and "Range" not in gets[0]  # fetched whole, not resumed from the torn file
+    assert sha256sum(dest) == layer["digest"]
+    assert "does not hold blob %s" % layer["digest"] in capfd.readouterr().err
+
+
 def test_blob_larger_than_its_descriptor_is_refused(client, images, tmp_path):
     layer = images.layers("base")[0]
     with pytest.raises(IntegrityError):
