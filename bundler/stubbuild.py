@@ -25,11 +25,16 @@ PROJECT = Path(__file__).resolve().parent.parent
 RUN_SIDE = ("stub", "payload")
 # Modules the stub never uses. Leaving them out keeps it under 10 MB and its start-up short: every start
 # unpacks the stub's libraries, and `inspect` brings PyInstaller's pyi_rth_inspect hook (35-40 ms a start).
-# tests/stub/test_imports.py checks that the run side needs none of them.
+# tests/stub/test_imports.py and tests/stub/test_excludes.py check that the run side needs none of them; the
+# last three lines (CJK codecs, decimal, bz2, lzma, pickle, statistics, the C datetime) save 0.96 MB of the stub
+# and 1.9 MB of what every start unpacks (docs/benchmarks.md).
 EXCLUDES = ("tkinter", "unittest", "pydoc", "pydoc_data", "lib2to3", "distutils", "setuptools", "pkg_resources",
             "pip", "test", "xmlrpc", "sqlite3", "multiprocessing", "asyncio", "concurrent", "curses", "readline",
             "doctest", "ftplib", "cryptography", "click", "bundler", "PyInstaller", "inspect",
-            "zstandard._cffi", "_cffi_backend", "charset_normalizer")
+            "zstandard._cffi", "_cffi_backend", "charset_normalizer",
+            "_codecs_cn", "_codecs_hk", "_codecs_iso2022", "_codecs_jp", "_codecs_kr", "_codecs_tw", "_multibytecodec",
+            "_decimal", "decimal", "bz2", "_bz2", "lzma", "_lzma", "_pickle", "pickle",
+            "statistics", "_statistics", "_datetime")
 HOST = "host"  # `make --stub host`: the stub built from this host's Python
 
 
@@ -57,6 +62,9 @@ def pyinstaller_command(python, project, tmp):
            "--specpath", tmp, "--paths", str(project)]
     for module in EXCLUDES:
         cmd += ["--exclude-module", module]
+    # UTF-8 mode: the file-system and stdio encodings never come from the device's locale, so a locale whose
+    # codec was left out (EUC-JP, GBK, Big5: the CJK codecs) cannot stop Python from starting.
+    cmd += ["--python-option", "X utf8"]
     return cmd + [os.path.join(str(project), "stub", "__main__.py")]
 
 

@@ -1,16 +1,13 @@
 """The architectures a bundle can be built for: ONE table, used by the manifest, the CLI, the ELF reader, the
 registry client and the device (docs/format.md, section 7)."""
 
-from typing import NamedTuple, Optional, Tuple
+from collections import namedtuple
 
-
-class Arch(NamedTuple):
-    name: str                   # what bundles, manifests and the CLI call it
-    elf_machine: int            # ELF e_machine of its executables
-    elf_64bit: bool             # ELF class: 64-bit (True) or 32-bit
-    platform: str               # the OCI platform its images are pulled for, os/arch[/variant]
-    aliases: Tuple[str, ...]    # names other tools use for it: accepted where a hint is given, never stored
-    machines: Tuple[str, ...]   # what `uname -m` says on such a machine
+# Not typing.NamedTuple: importing typing would add about 3 ms to every start of a bundle.
+# name: what bundles, manifests and the CLI call it; elf_machine, elf_64bit: ELF e_machine and class of its
+# executables; platform: the OCI platform its images are pulled for, os/arch[/variant]; aliases: names other tools
+# use for it, accepted where a hint is given, never stored; machines: what `uname -m` says on such a machine.
+Arch = namedtuple("Arch", "name elf_machine elf_64bit platform aliases machines")
 
 
 TABLE = (
@@ -23,23 +20,23 @@ NAMES = tuple(arch.name for arch in TABLE)
 _BY_NAME = dict((arch.name, arch) for arch in TABLE)
 
 
-def get(name: str) -> Optional[Arch]:
+def get(name):
     """The row of the architecture called `name` (its own name, never an alias), or None."""
     return _BY_NAME.get(name)
 
 
-def canonical(word: str) -> Optional[str]:
+def canonical(word):
     """The architecture `word` names, by its name or one of its aliases (`aarch64` -> `arm64`), or None."""
     if word in _BY_NAME:
         return word
     return next((arch.name for arch in TABLE if word in arch.aliases), None)
 
 
-def from_elf(machine: int, is_64bit: bool) -> Optional[str]:
+def from_elf(machine, is_64bit):
     """The architecture of an ELF file with this e_machine and class, or None."""
     return next((a.name for a in TABLE if a.elf_machine == machine and a.elf_64bit == is_64bit), None)
 
 
-def from_uname(machine: str) -> Optional[str]:
+def from_uname(machine):
     """The architecture of a machine whose `uname -m` says `machine`, or None."""
     return next((arch.name for arch in TABLE if machine in arch.machines), None)

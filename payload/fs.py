@@ -10,8 +10,6 @@ told from those of a live process.
 import contextlib
 import errno
 import os
-import shutil
-import tempfile
 
 TEMP_MARK = ".tmp-"
 
@@ -19,6 +17,8 @@ TEMP_MARK = ".tmp-"
 def temp_name(path, temp_dir=None):
     """A fresh temp path beside `path` (or in `temp_dir`, on the same file system), created empty (mode 0600)
     so that no other writer can take it."""
+    import tempfile  # here, not at the top: an installed start never writes (tempfile imports random)
+
     directory, name = os.path.split(os.path.abspath(path))
     fd, temp = tempfile.mkstemp(prefix="." + name + TEMP_MARK + "%d-" % os.getpid(), dir=temp_dir or directory)
     os.close(fd)
@@ -92,6 +92,8 @@ def write_atomic(path, data, durable=True, mode=None, temp_dir=None):
 def atomic_directory(path, durable=True):
     """Yield an empty work dir beside `path`; it is renamed to `path` when the block ends without an exception
     (every file and directory in it fsynced first when durable), and removed otherwise. `path` must not exist."""
+    import tempfile
+
     parent, name = os.path.split(os.path.abspath(path))
     work = tempfile.mkdtemp(prefix="." + name + TEMP_MARK + "%d-" % os.getpid(), dir=parent)
     try:
@@ -150,6 +152,8 @@ def safe_rmtree(path):
         if os.path.islink(path) or not os.path.isdir(path):
             os.unlink(path)
         else:
+            import shutil
+
             shutil.rmtree(path)
     except OSError as exc:
         if exc.errno != errno.ENOENT:

@@ -9,7 +9,6 @@ A split bundle (its index lists `parts`) keeps the data area in its parts beside
 """
 
 import hashlib
-import shutil
 import struct
 
 from . import FORMAT_VERSION
@@ -67,6 +66,8 @@ def head_bytes(index_bytes, signature, data_size):
 
 def write_section_content(out, index, group_paths, signature=b""):
     """Write the whole payload section to the binary file `out`; group_paths maps group name to its frame file."""
+    import shutil  # build side only
+
     out.write(header_and_index(index, signature))
     for group in sorted(index.groups, key=lambda g: g.offset):
         with open(group_paths[group.name], "rb") as src:

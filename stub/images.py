@@ -3,7 +3,6 @@ k3s all read. Embedded images are written at install from their blobs; images th
 pulled by their pinned digest (never by tag), verified, and written atomically."""
 
 import os
-import shutil
 import sys
 
 from payload.errors import IntegrityError
@@ -28,6 +27,8 @@ def write_embedded(work, index):
     """At install, in the work dir: turn the extracted blobs into one archive per embedded image."""
     from payload.oci.archive import write_image_archive
     from payload.oci.reference import parse_image_manifest, parse_reference
+
+    import shutil
 
     images = os.path.join(work, IMAGES_DIR)
     os.makedirs(images, exist_ok=True)
@@ -80,6 +81,8 @@ def pull_missing(inst, index, opts, environ):
     todo = missing(inst, index)
     if not todo or opts.no_pull:
         return
+    import shutil
+
     from . import locking
     from .install import LOCK
 

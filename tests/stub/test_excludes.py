@@ -1,0 +1,243 @@
+"""What bundler/stubbuild.py EXCLUDES leaves out of the frozen stub, the run side never needs.
+
+Each start of a one-file stub unpacks every library in it, so what the run side never imports is left out. The
+run side is driven here through its main paths (install, installed start, pull from a real registry over http
+and over https with a token, verify, info, gc, repair, rollback, extract, install for systemd, and its error
+exits) with every excluded module blocked the way the frozen stub lacks it: an import of one raises
+ModuleNotFoundError. A path that needed one fails (an internal error, exit 1), and the test names the module and
+who imported it. Blocked imports that the standard library makes optionally (shutil's `try: import bz2`) are
+allowed: the path still has to give its normal result. tests/e2e runs the same paths with the real frozen stub.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bundler.stubbuild import EXCLUDES
+from tests.fixtures.bundles import make_bundle
+from tests.fixtures.registry import BUSYBOX, ImageLayout, Registry, TokenService, push, self_signed_certificate
+from tests.helpers import ROOT, bundler, flip_byte
+
+RUN_BLOCKED = r"""
+import os, sys, traceback
+BLOCKED = tuple(os.environ["STUB_BLOCKED"].split(","))
+
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name in BLOCKED or name.startswith(tuple(b + "." for b in BLOCKED)):
+            caller = "".join(traceback.format_stack(limit=30)[:-1])
+            with open(os.environ["STUB_BLOCK_LOG"], "a") as log:
+                log.write("%s\n%s\0" % (name, caller))
+            raise ModuleNotFoundError("No module named %r (left out of the stub)" % name, name=name)
+        return None
+
+sys.meta_path.insert(0, Blocker())
+sys.argv = sys.argv[1:]
+from stub.main import main
+main()
+"""
+
+ONLINE = """
+[bundle]
+name = "imgs"
+version = "1.0.0"
+entrypoint = ["bin/list"]
+
+[[file]]
+path = "bin/list"
+mode = "0755"
+source = {{ url = "list.sh" }}
+
+[[image]]
+name = "base"
+ref = "{host}/test/busybox:1"
+
+[variants.online]
+embed = []
+"""
+
+
+def blocked_modules():
+    return list(EXCLUDES)
+
+
+def test_excluded_modules_are_not_loaded_at_interpreter_start():
+    """The blocker can only see imports made after it is installed: the ones Python makes at its start (the
+    encodings of stdio, site) must not be excluded."""
+    code = "import sys; print(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, check=True, text=True).stdout.split()
+    hit = [m for m in loaded for b in EXCLUDES if m == b or m.startswith(b + ".")]
+    assert hit == [], "loaded before any run-side code, yet excluded from the stub: %s" % hit
+
+
+class Runner:
+    def __init__(self, tmp_path):
+        self.log = tmp_path / "blocked.log"
+        self.runs = []
+
+    def __call__(self, exe, *args, expect=0, env=None):
+        environ = dict(os.environ, BUNDLE_EXECUTABLE=str(exe), STUB_BLOCKED=",".join(blocked_modules()),
+                       STUB_BLOCK_LOG=str(self.log), PYTHONPATH=str(ROOT), **(env or {}))
+        environ.pop("PYTHONDONTWRITEBYTECODE", None)
+        result = subprocess.run([sys.executable, "-c", RUN_BLOCKED, "bundle", *map(str, args)], cwd=str(ROOT),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ, text=True)
+        self.runs.append(args)
+        blocked = self.blocked()
+        assert "internal error" not in result.stderr and "Traceback" not in result.stderr, (
+            "%s: %s\nblocked imports so far: %s" % (args, result.stderr, blocked))
+        assert result.returncode == expect, "%s exited %d, expected %d: %s\nblocked imports: %s" % (
+            args, result.returncode, expect, result.stderr, blocked)
+        return result
+
+    def blocked(self):
+        if not self.log.exists():
+            return {}
+        found = {}
+        for record in self.log.read_text().split("\0"):
+            if record.strip():
+                name, _, caller = record.partition("\n")
+                found.setdefault(name, caller)
+        return found
+
+
+@pytest.fixture(scope="module")
+def registries(tmp_path_factory):
+    """A plain-http registry and an https one behind a token service, both holding busybox as test/busybox:1."""
+    pytest.importorskip("cryptography")
+    work = tmp_path_factory.mktemp("excludes-registries")
+    layout = ImageLayout(work / "layout")
+    layout.build("base", {"/bin/busybox": BUSYBOX})
+    (work / "tls").mkdir()
+    (work / "tokens").mkdir()
+    tokens = TokenService(work / "tokens", users={"pusher": "secret"})
+    plain = Registry(work / "plain").start()
+    secure = Registry(work / "secure", token=tokens, tls=self_signed_certificate(work / "tls", "127.0.0.1"))
+    try:
+        secure.start()
+        push(layout, "base", plain, "test/busybox:1")
+        push(layout, "base", secure, "test/busybox:1", creds="pusher:secret")
+        yield plain, secure, tokens
+    finally:
+        plain.stop()
+        secure.stop()
+        tokens.close()
+
+
+def _online_bundle(directory, host, stub):
+    directory.mkdir()
+    (directory / "list.sh").write_text('#!/bin/sh\nls "$BUNDLE_IMAGES"\n')
+    (directory / "bundle.toml").write_text(ONLINE.format(host=host))
+    out = directory / "online"
+    bundler("make", "--stub", stub, "--variant", "online", "--cache-dir", directory / "cache", "--level", "3",
+            "--insecure-registry", host, "-o", out, cwd=directory)
+    return out
+
+
+def test_the_run_side_needs_no_excluded_module_on_its_main_paths(tmp_path, plain_stub, registries):
+    plain, secure, tokens = registries
+    run = Runner(tmp_path)
+    exe, _ = make_bundle(tmp_path / "offline", plain_stub)
+    root = tmp_path / "root"
+    run(exe, "--bundle-help")
+    run(exe, "--bundle-info")
+    run(exe, "--bundle-info", "--json")
+    run(exe, "--bundle-verify")
+    assert "hello" in run(exe, "--bundle-dir", root, "a", "b", expect=7).stdout  # first start: install, exec
+    assert "hello" in run(exe, "--bundle-dir", root, expect=7).stdout  # installed start
+    run(exe, "--bundle-dir", root, "--bundle-install")
+    run(exe, "--bundle-extract", tmp_path / "extracted")
+    (root / "current" / "bin" / "hello").write_text("changed\n")
+    run(exe, "--bundle-dir", root, "--bundle-repair")
+    newer, _ = make_bundle(tmp_path / "newer", plain_stub, version="1.1.0")
+    run(newer, "--bundle-dir", root, expect=7)
+    run(newer, "--bundle-dir", root, "--bundle-rollback")
+    run(exe, "--bundle-dir", root, "--bundle-gc")
+    # error exits: usage, integrity, environment
+    run(exe, "--bundle-no-such-option", expect=2)
+    damaged = tmp_path / "damaged"
+    damaged.write_bytes(exe.read_bytes())
+    flip_byte(damaged, damaged.stat().st_size - 200)
+    run(damaged, "--bundle-verify", expect=3)
+    run(damaged, "--bundle-dir", tmp_path / "damaged-root", expect=3)
+    run(exe, "--bundle-dir", "/proc/no-such-root", expect=4)
+    # pulls: plain http, then https with a bearer token; a registry that is gone (exit 5)
+    for registry in (secure, plain):
+        online = _online_bundle(tmp_path / ("online-%d" % registry.port), registry.host, plain_stub)
+        listed = run(online, "--bundle-dir", tmp_path / ("pulled-%d" % registry.port))
+        assert listed.stdout.split() == ["base.tar"]
+    plain.stop()
+    try:
+        run(online, "--bundle-dir", tmp_path / "gone-root", expect=5)
+    finally:
+        plain.start()
+    assert any(method == "GET" for method, _, _ in tokens.requests)  # the https pull took a bearer token
+    allowed = {name for name, caller in run.blocked().items() if _optional(name, caller)}
+    needed = {name: caller for name, caller in run.blocked().items() if name not in allowed}
+    assert not needed, "the run side imported modules the stub leaves out:\n" + "\n".join(
+        "%s, imported by\n%s" % item for item in needed.items())
+    print("blocked optional imports (absent in the stub, handled where imported):", sorted(allowed))
+
+
+# Standard-library modules that import these inside `try: ... except ImportError`, and work without them.
+OPTIONAL_IMPORTERS = {
+    "bz2": ("shutil.py", "tarfile.py", "zipfile.py"),
+    "_bz2": ("bz2.py",),
+    "lzma": ("shutil.py", "tarfile.py", "zipfile.py"),
+    "_lzma": ("lzma.py",),
+    "_decimal": ("decimal.py",),
+    "_pickle": ("pickle.py",),
+    "_datetime": ("datetime.py",),
+    "charset_normalizer": ("requests/__init__.py", "requests/compat.py"),  # answers are JSON and bytes
+}
+
+
+def _optional(name, caller):
+    """Whether the import of `name` was made by one of its OPTIONAL_IMPORTERS (the innermost frame outside the
+    import machinery)."""
+    frames = [line.strip() for line in caller.splitlines()
+              if line.strip().startswith("File ") and "<frozen importlib" not in line
+              and "/importlib/__init__.py" not in line]
+    return bool(frames) and any('/%s", line' % importer in frames[-1] for importer in OPTIONAL_IMPORTERS.get(name, ()))
+
+
+# The extension modules and libraries that these EXCLUDES keep out of the frozen stub's archive.
+LEFT_OUT_FILES = ("_codecs_jp", "_codecs_cn", "_multibytecodec", "_decimal", "_bz2", "libbz2", "_lzma", "liblzma",
+                  "_pickle", "_statistics", "_datetime")
+
+
+def test_the_frozen_stub_unpacks_none_of_the_excluded_libraries(stub_path):
+    from PyInstaller.archive.readers import CArchiveReader
+
+    unpacked = [name for name, entry in CArchiveReader(str(stub_path)).toc.items() if entry[4] in "bx"]
+    assert unpacked, "no unpacked files found: not a PyInstaller one-file stub?"
+    found = [name for name in unpacked for left_out in LEFT_OUT_FILES if os.path.basename(name).startswith(left_out)]
+    assert found == []
+    assert any(os.path.basename(name).startswith("_hashlib") for name in unpacked)  # what stays is still there
+
+
+def _euc_jp_locale(directory):
+    """A ja_JP.eucJP locale compiled into `directory` (for LOCPATH), or None where localedef cannot make it."""
+    if subprocess.run(["sh", "-c", "command -v localedef"], stdout=subprocess.DEVNULL).returncode != 0:
+        return None
+    subprocess.run(["localedef", "-i", "ja_JP", "-f", "EUC-JP", str(directory / "ja_JP.eucJP")],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return directory if (directory / "ja_JP.eucJP").is_dir() else None
+
+
+def test_the_frozen_stub_starts_under_a_locale_whose_codec_it_left_out(stub_path, cache_dir, tmp_path):
+    """Without UTF-8 mode Python takes its file-system encoding from the locale: under EUC-JP it needs the CJK
+    codecs the stub leaves out and dies before any of our code runs (seen with a stub built without it)."""
+    locales = _euc_jp_locale(tmp_path)
+    if locales is None:
+        pytest.skip(reason="localedef cannot compile ja_JP.EUC-JP here (the locales package brings it)")
+    exe, _ = make_bundle(tmp_path / "build", stub_path, cache=cache_dir)
+    check = subprocess.run(["locale", "charmap"], env=dict(os.environ, LOCPATH=str(locales), LC_ALL="ja_JP.eucJP"),
+                           stdout=subprocess.PIPE, text=True)
+    assert check.stdout.strip() == "EUC-JP", "the test locale did not take effect: %r" % check.stdout
+    env = dict(os.environ, LOCPATH=str(locales), LC_ALL="ja_JP.eucJP")
+    result = subprocess.run([str(exe), "--bundle-dir", str(tmp_path / "root"), "x"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+    assert result.returncode == 7, result.stderr
+    assert "hello x" in result.stdout
