@@ -4,10 +4,9 @@ The index is canonical JSON (sorted keys, no spaces) so that the same content al
 field and rule is specified in docs/format.md (section 3); the rules themselves live in payload/rules.py.
 """
 
-import hashlib
 import json
 
-from . import FORMAT_VERSION, arches, rules
+from . import FORMAT_VERSION, arches, rules, small_sha
 from .errors import IntegrityError, UsageError
 
 KINDS = ("file", "blob")
@@ -285,7 +284,7 @@ class Index(object):
 
     @property
     def bundle_id(self):
-        return hashlib.sha256(self.to_bytes()).hexdigest()
+        return small_sha.sha256(self.to_bytes()).hexdigest()
 
     @property
     def payload_size(self):

@@ -8,10 +8,9 @@ A split bundle (its index lists `parts`) keeps the data area in its parts beside
 (payload/parts.py, docs/format.md "Split bundles"); its section ends after the signature.
 """
 
-import hashlib
 import struct
 
-from . import FORMAT_VERSION
+from . import FORMAT_VERSION, small_sha
 from .errors import IntegrityError
 from .index import Index
 
@@ -37,7 +36,7 @@ class Payload(object):
 
     @property
     def bundle_id(self):
-        return hashlib.sha256(self.index_bytes).hexdigest()
+        return small_sha.sha256(self.index_bytes).hexdigest()
 
     @property
     def split(self):
@@ -60,7 +59,7 @@ def head_bytes(index_bytes, signature, data_size):
     """The payload section up to its data area (header, index as stored, signature block): the same bytes a file
     holds there, since every header field follows from these."""
     header = _HEADER.pack(MAGIC, FORMAT_VERSION, len(signature), len(index_bytes), data_size,
-                          hashlib.sha256(index_bytes).digest())
+                          small_sha.sha256(index_bytes).digest())
     return header + bytes(index_bytes) + bytes(signature)
 
 
@@ -125,7 +124,7 @@ def read_payload(path, f, offset, size, head_only=False):
     if size not in (head_size + data_size, head_size):
         raise _damaged(path, "payload header sizes do not add up to the section's %d bytes" % size)
     index_bytes = f.read(index_len)
-    if len(index_bytes) != index_len or hashlib.sha256(index_bytes).digest() != index_sha:
+    if len(index_bytes) != index_len or small_sha.sha256(index_bytes).digest() != index_sha:
         raise _damaged(path, "bundle index does not match its checksum")
     signature = f.read(sig_len)
     if len(signature) != sig_len:
