@@ -32,8 +32,9 @@ def built(tmp_path_factory, cache_dir, stub_path):
 def registry(tmp_path_factory, built):
     with Registry(tmp_path_factory.mktemp("storage")) as running:
         bundler("push", built["old"], f"{running.host}/edge/deltas:1.0.0")
-        pushed = bundler("push", built["new"], f"{running.host}/edge/deltas:1.0.1", "--delta-from", built["old"],
-                         "--delta-level", "3")
+        # OLD named by its reference: push pulls it (the bench names a file)
+        pushed = bundler("push", built["new"], f"{running.host}/edge/deltas:1.0.1", "--delta-from",
+                         f"{running.host}/edge/deltas:1.0.0", "--delta-level", "3")
         assert "delta from deltas 1.0.0: 1 patch(es)" in pushed.stderr, pushed.stderr
         yield running
 
