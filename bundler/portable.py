@@ -61,7 +61,7 @@ def portable_stub(cache, arch, mirror=None, offline=False, log=print):
         how = "under qemu" if tgt.arch != debian.host_arch() else "natively"
         log("building the portable %s stub in a Debian %s root (%s; first time about %d min on 2 cores, then "
             "cached in %s)..." % (arch, tgt.release, how, tgt.minutes, cache.root))
-        root = _step(log, "root: Debian %s %s (debootstrap from %s)" % (tgt.release, tgt.debian_arch, mirror),
+        root = _step(log, "root: Debian %s %s (%s from %s)" % (tgt.release, tgt.debian_arch, debian.builder(), mirror),
                      debian.ensure_root, cache, tgt, mirror, log)
         venv = _step(log, "Python packages: PyInstaller %s, zstandard %s%s" % (
             versions() + (" (built from source in the root)" if tgt.from_source else "",)),
