@@ -16,10 +16,11 @@ from pathlib import Path
 
 from payload import fs
 from payload import progress as progress_display
-from payload.errors import BundleError
+from payload.errors import BundleError, IntegrityError
 
 from .arch import host_arch
 from .cache import file_sha256
+from .glibc import archive_elves
 
 PROJECT = Path(__file__).resolve().parent.parent
 RUN_SIDE = ("stub", "payload")
@@ -74,19 +75,36 @@ def stub_key():
 
 
 def cached_stub(cache, path):
-    """Whether the stub at `path` is in the cache and still the bytes it was built as (a damaged one is dropped)."""
+    """Whether the stub at `path` is in the cache and still the bytes it was built as; a damaged one (truncated by
+    a full disk or a copy cut short, a flipped bit) is dropped with a notice, so the caller builds it again."""
     if not path.exists():
         return False
     checksum = path.with_name(path.name + ".sha256")
     try:
         recorded = checksum.read_text().strip()
-    except FileNotFoundError:  # a stub cached before checksums were kept: record what it is now
+    except FileNotFoundError:  # copied without its checksum, or cached before checksums were kept
+        why = _not_a_whole_stub(path)
+        if why:
+            cache.drop(path, why)
+            return False
         recorded = file_sha256(path)
         fs.write_atomic(checksum, recorded + "\n", temp_dir=cache.tmp)
     if file_sha256(path) == recorded:
         return True
     cache.drop(path, "it does not match the sha256 recorded when it was built")
     return False
+
+
+def _not_a_whole_stub(path):
+    """Why the file at `path` is not a whole PyInstaller stub (ELF headers and sections within the file, an archive
+    with its cookie and table of contents in `pydata`), or None."""
+    try:
+        with open(path, "rb") as f:
+            if not archive_elves(f, str(path)):
+                return "no sha256 was recorded and it holds no whole PyInstaller archive"
+    except IntegrityError as exc:
+        return "no sha256 was recorded and %s" % str(exc).split(": ", 1)[-1]
+    return None
 
 
 def install_stub(cache, built, path):
