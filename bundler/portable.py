@@ -13,7 +13,7 @@ import time
 from payload.elf import elf_machine
 from payload.errors import BundleError, HostError
 
-from . import debian, wheels
+from . import debian
 from .stubbuild import (PROJECT, cached_stub, install_stub, pyinstaller_command, run_side_files, sources_digest,
                         versions)
 
@@ -99,6 +99,8 @@ def _ensure_wheels(cache, tgt, log):
     where = _wheels_dir(cache, tgt)
     if (where / "downloads" / ".complete").exists():
         return where
+    from . import wheels  # packaging and tomllib: only when downloading (a cached call returns at once)
+
     work = where / "downloads.tmp"
     shutil.rmtree(work, ignore_errors=True)
     wheels.download(_requirements(), work, tgt.python, tgt.machine, tgt.wheel_platform, tgt.from_source, log=log)
