@@ -64,9 +64,9 @@ TARGETS = {
     "amd64": Target("amd64", "amd64", "bullseye", "3.9", "qemu-x86_64", "manylinux2014_x86_64", (), 3),
     "arm64": Target("arm64", "arm64", "bullseye", "3.9", "qemu-aarch64", "manylinux2014_aarch64", (), 11),
     "arm": Target("arm", "armhf", "bullseye", "3.9", "qemu-arm", "manylinux2014_armv7l", ("pyinstaller", "zstandard"),
-                  25),
+                  40),
     "riscv64": Target("riscv64", "riscv64", "trixie", "3.13", "qemu-riscv64", "manylinux_2_39_riscv64",
-                      ("pyinstaller", "zstandard"), 25),
+                      ("pyinstaller", "zstandard"), 40),
 }
 
 
@@ -158,12 +158,15 @@ def _which(tool):
 
 def _check_unprivileged(tgt):
     user = _user_name()
-    missing = [tool for tool in ("mmdebstrap", "newuidmap", "newgidmap", "unshare", "chroot", "mount")
-               if _which(tool) is None]
+    tools = ("mmdebstrap", "newuidmap", "newgidmap", "unshare", "chroot", "mount")
+    if tgt.arch != host_arch():
+        tools += ("arch-test",)  # mmdebstrap's check that the foreign architecture runs
+    missing = [tool for tool in tools if _which(tool) is None]
     if missing:
         raise HostError("building the %s stub without root uses mmdebstrap in a user namespace and needs %s: "
-                        "apt-get install mmdebstrap uidmap; or run `bundler stub --arch %s` as root, or pass "
-                        "--stub PATH" % (tgt.arch, ", ".join(missing), tgt.arch))
+                        "apt-get install mmdebstrap uidmap%s; or run `bundler stub --arch %s` as root, or pass "
+                        "--stub PATH" % (tgt.arch, ", ".join(missing), " arch-test" if "arch-test" in tools else "",
+                                         tgt.arch))
     subids = subordinate_ids()
     if subids is None:
         free = "%d-%d" % (_free_subid_start(), _free_subid_start() + userns.IDS - 1)

@@ -1,4 +1,4 @@
-"""armhf and riscv64: portable stubs built from source in their Debian roots under qemu (about 25 minutes cold
+"""armhf and riscv64: portable stubs built from source in their Debian roots under qemu (about 40 minutes cold
 each on 2 cores), so they run in the second test command, scripts/test-arches, not in scripts/test."""
 
 import os
