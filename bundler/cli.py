@@ -152,7 +152,8 @@ def main():
               help="Make the bundle refuse to install unless signed by this key (needs --sign with its pair).")
 @click.option("--split", type=SIZE, help="Put the data in OUTPUT.part001, ... of at most SIZE each (e.g. 2G, for "
                                          "FAT32 media); the executable finds them beside itself.")
-@click.option("--frame-size", type=FRAME_SIZE, default=DEFAULT_FRAME_SIZE, show_default="%dM" % (DEFAULT_FRAME_SIZE >> 20),
+@click.option("--frame-size", type=FRAME_SIZE, default=DEFAULT_FRAME_SIZE,
+              show_default="%dM" % (DEFAULT_FRAME_SIZE >> 20),
               help="Cut a group of at least twice SIZE into frames of at least SIZE (between files), which devices "
                    "decompress at once: smaller installs faster on several cores, and stores more.")
 @json_option

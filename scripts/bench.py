@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import statistics
@@ -190,8 +191,9 @@ class Workspace(object):
         self.bench_cache = bench_cache
         # A fresh build cache per run: every group is really compressed (and its time is honest).
         self.cache = self.dir / "cache"
+        self.make_cpu = {}  # bundle name: CPU seconds of its `bundler make` (the process and its children)
 
-    def make_bundle(self, name, files, level):
+    def make_bundle(self, name, files, level, options=()):
         """A real bundle (entrypoint: a script that exits 0) built by the real CLI. `files`: (path, source)."""
         project = self.dir / name
         project.mkdir()
@@ -204,8 +206,10 @@ class Workspace(object):
         lines += ['', '[variants.offline]', 'embed = "all"', '']
         (project / "bundle.toml").write_text("\n".join(lines))
         exe = project / name
-        seconds, _ = timed(bundler, "make", "--manifest", project / "bundle.toml", "--stub", self.stub,
-                           "--cache-dir", self.cache, "--level", str(level), "--output", exe)
+        seconds, cpu = _timed_process([sys.executable, "-m", "bundler", "make", "--manifest", project / "bundle.toml",
+                                       "--stub", self.stub, "--cache-dir", self.cache, "--level", str(level),
+                                       "--output", exe, *options], env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        self.make_cpu[name] = cpu
         return exe, seconds
 
     def install(self, exe):
@@ -353,7 +357,7 @@ def figure_stub_size(stub, build_seconds):
 
 
 def _extract_blob(exe, out):
-    """Copy the bundle's compressed groups (one zstd frame each) out of its payload section into `out`."""
+    """Copy the bundle's compressed groups (their zstd frames, back to back) out of its payload section into `out`."""
     f, payload = open_bundle(exe)
     with f, open(out, "wb") as dst:
         for group in payload.index.groups:
@@ -402,9 +406,9 @@ def _floors(exe, reps):
     f, payload = open_bundle(exe)
     with f:
         frames = []
-        for group in payload.index.groups:
-            f.seek(payload.data_offset + group.offset)
-            frames.append(f.read(group.csize))
+        for _, frame in payload.index.frames():
+            f.seek(payload.data_offset + frame.offset)
+            frames.append(f.read(frame.csize))
 
     def chunks():
         for frame in frames:
@@ -478,6 +482,40 @@ def figure_extract(ws, exe, sizes, total):
                           max(d, h) * 1e3, max(d, h) / t_zstd)])
 
 
+def figure_framed_extract(ws, exe, files, sizes, total):
+    """Figure 4 again with the same files cut into two frames (`--frame-size` half the set; the default keeps them
+    in one): what decompressing frames at once gives on this machine, and what the cut costs in stored size."""
+    from payload.blobs import frames_in_flight
+
+    frame_mib = total // 2 // (1 << 20)
+    log("building the same bundle cut into two frames (--frame-size %dM)" % frame_mib)
+    framed, make_seconds = ws.make_bundle("bins2", files, level=sizes.level,
+                                          options=["--frame-size", "%dM" % frame_mib])
+    blob = ws.dir / "bins2.zst"
+    payload = _extract_blob(framed, blob)
+    pipeline = "set -o pipefail; zstd -q -d -c %s | sha256sum >/dev/null" % shlex.quote(str(blob))
+    run(["bash", "-c", pipeline])
+    stub_runs, zstd_runs = [], []
+    log("timing %d verified extractions of the two-frame bundle, and of `zstd -d | sha256sum`" % sizes.extract_reps)
+    for i in range(sizes.extract_reps):
+        dest = ws.dir / ("extract2-%d" % i)
+        stub_runs.append(timed(run, [framed, "--bundle-extract", dest])[0])
+        shutil.rmtree(dest)
+        zstd_runs.append(timed(run, ["bash", "-c", pipeline])[0])
+    f, one = open_bundle(exe)
+    f.close()
+    frames = payload.index.frames()
+    return Figure("verified extract, 2 frames (--frame-size %dM) / zstd -d | sha256sum" % frame_mib,
+                  median(stub_runs) / median(zstd_runs), 0.6, details=[
+                      "frames: %s MB of input; %d decompressed at once here" % (
+                          " + ".join("%.1f" % (fr.size / MB) for _, fr in frames), frames_in_flight(len(frames))),
+                      "stub --bundle-extract DIR (whole process): %s" % spread(stub_runs),
+                      "zstd -d | sha256sum (the same two frames): %s" % spread(zstd_runs),
+                      "stored %.2f MB against %.2f MB in one frame: %+.1f%% (make took %.1f s)" % (
+                          payload.index.payload_size / MB, one.index.payload_size / MB,
+                          100.0 * (payload.index.payload_size / one.index.payload_size - 1), make_seconds)])
+
+
 def figure_split_extract(ws, exe, sizes):
     """Figure 9: verified extraction of a split bundle, streamed from its parts (each part hashed on the way) /
     the same bundle unsplit. Interleaved runs of the real stub on the same data."""
@@ -502,6 +540,32 @@ def figure_split_extract(ws, exe, sizes):
                   median(split_runs) / median(whole_runs), 1.05, details=[
                       "unsplit, --bundle-extract DIR: %s" % spread(whole_runs),
                       "split into %d parts of at most %.1f MB: %s" % (len(parts), part_size / MB, spread(split_runs))])
+
+
+def figure_build(ws, exe, make_seconds, binaries, total, level):
+    """Build: `bundler make` of the binaries (a fresh build cache, the stub given) / makeself of the same files at the
+    same level, run right after it."""
+    f, payload = open_bundle(exe)
+    f.close()
+    stored = payload.index.payload_size
+    frames = len(payload.index.frames())
+    log("building a makeself archive of the same %d files at level %d" % (len(binaries), level))
+    true_sh = ws.dir / "build-true.sh"
+    true_sh.write_text(TRUE_SCRIPT)
+    true_sh.chmod(0o755)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    archive, wall = makeself_archive(ws.dir, "build", [(os.path.basename(p), p) for p in binaries] +
+                                     [("true.sh", true_sh)], "true.sh", level=level)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    make_cpu = ws.make_cpu[exe.name]
+    return Figure("bundler make of %.0f MB binaries / makeself --zstd --complevel %d" % (total / MB, level),
+                  make_seconds / wall, 0.5, details=[
+                      "bundler make (level %d, fresh cache, stub given): %.1f s wall, %.1f s CPU; stores %.2f MB in "
+                      "%d frame(s)" % (level, make_seconds, make_cpu, stored / MB, frames),
+                      "makeself --zstd --complevel %d --sha256: %.1f s wall, %.1f s CPU; archive %.2f MB" % (
+                          level, wall, cpu, archive.stat().st_size / MB),
+                      "cpu time ratio: %.3f (bundler uses every core, makeself's zstd one)" % (make_cpu / cpu)])
 
 
 def _zstd_size(cmd, stdin_paths=None):
@@ -683,8 +747,8 @@ def _images_project(ws, name, images, host, variant, embed):
 
 
 def _embedded_images(ws, image_set, layers, level, goal):
-    """Figures 6 and 7: the `images` group's csize (as `bundler inspect --json` reports it) of an offline bundle
-    embedding the whole set / the registry's gzip layers, each counted once."""
+    """Figures 6 and 7: the `images` group's stored size (its frames' csize, from `bundler inspect --json`) of an
+    offline bundle embedding the whole set / the registry's gzip layers, each counted once."""
     manifest = _images_project(ws, "images-" + layers, image_set.images, image_set.host, "offline", '"all"')
     exe = manifest.parent / ("images-" + layers)
     log("bundler make --layers %s at level %d of the image set" % (layers, level))
@@ -694,7 +758,7 @@ def _embedded_images(ws, image_set, layers, level, goal):
     group = [g for g in info["groups"] if g["name"] == "images"]
     if len(group) != 1 or not all(i["embedded"] and i["layers"] == layers for i in info["images"]):
         raise SystemExit("bench: %s does not embed the images in one `images` group with --layers %s" % (exe, layers))
-    group = group[0]
+    group = {"csize": sum(f["csize"] for f in group[0]["frames"]), "size": sum(f["size"] for f in group[0]["frames"])}
     distinct = image_set.distinct_layers
     gzip_total = sum(distinct.values())
     per_image = sum(size for image in image_set.images for _, size in image.layers)
@@ -1148,8 +1212,10 @@ def main(argv=None):
         files = [("bin/%02d-%s" % (i, os.path.basename(p)), p) for i, p in enumerate(binaries)]
         bins, make_seconds = ws.make_bundle("bins", files, level=sizes.level)
         figures.append(figure_startup_vs_makeself(ws, bins, files, sizes))
+        figures.append(figure_build(ws, bins, make_seconds, binaries, total, sizes.level))
         figures.append(figure_extract(ws, bins, sizes, total))
         figures.append(figure_stored_size(bins, make_seconds, binaries, total, sizes.level))
+        figures.append(figure_framed_extract(ws, bins, files, sizes, total))
         figures += image_figures(ws, sizes)
         figures.append(figure_split_extract(ws, bins, sizes))
         figures += figure_containerd_update(ws, sizes)

@@ -39,7 +39,8 @@ def test_cuts_fall_between_files(sizes, frame_size, expected):
 def test_every_frame_but_a_lone_one_holds_bytes_and_the_frame_size_at_least_roughly():
     rng = random.Random(13)
     for _ in range(300):
-        sizes = [rng.choice([0, 1, rng.randrange(1, 5000), rng.randrange(1, 100000)]) for _ in range(rng.randrange(1, 40))]
+        sizes = [rng.choice([0, 1, rng.randrange(1, 5000), rng.randrange(1, 100000)])
+                 for _ in range(rng.randrange(1, 40))]
         frame_size = rng.randrange(1, 200000)
         frames = frames_of(sizes, frame_size)
         assert [s for f in frames for s in f] == sizes

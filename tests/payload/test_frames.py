@@ -80,7 +80,8 @@ def test_every_frame_of_a_group_is_checked_and_the_one_that_lies_is_named(tmp_pa
     payload, f = payload_of([(good, 3000), (other, 1500), (good, 3000)], per_group=3)
     check_frame_headers(f, payload)
     payload, f = payload_of([(good, 3000), (other, 1499), (good, 3000)], per_group=3)
-    with pytest.raises(IntegrityError, match="group 'g0' frame 2 of 3: its frame holds 1500 bytes, the index says 1499"):
+    with pytest.raises(IntegrityError, match="group 'g0' frame 2 of 3: its frame holds 1500 bytes, the index says "
+                                             "1499"):
         check_frame_headers(f, payload)
 
 

@@ -139,8 +139,8 @@ def test_a_group_of_several_frames_installs_every_file(framed, tmp_path, monkeyp
     code, _, err = run_stub(monkeypatch, capsys, path, "--bundle-extract", root)
     assert code == 0, err
     names_ = sorted(e.path for e in index.files())
-    sums = [subprocess.run(["sha256sum", "--"] + names_, cwd=str(d), stdout=subprocess.PIPE, check=True).stdout.split()[0::2]
-            for d in (src, root / index.bundle_id)]
+    sums = [subprocess.run(["sha256sum", "--"] + names_, cwd=str(d), stdout=subprocess.PIPE,
+                           check=True).stdout.split()[0::2] for d in (src, root / index.bundle_id)]
     assert sums[0] == sums[1] and len(sums[0]) == 7
 
 
