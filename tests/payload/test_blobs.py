@@ -345,3 +345,37 @@ def test_frames_in_flight_follow_the_cores_and_the_memory(monkeypatch):
     assert blobs.frames_in_flight(10) == ((150 << 20) - blobs.READ_AHEAD) // per_frame == 3
     monkeypatch.setattr(blobs, "_memory_available", lambda: 16 << 20)
     assert blobs.frames_in_flight(10) == 1  # never none
+
+
+def test_ctrl_c_during_a_multi_frame_extraction_stops_every_job(tmp_path):
+    # KeyboardInterrupt is raised in the calling thread as the SIGINT handler would (from the progress callback,
+    # where the thread waits); every decoder and writer thread must end and close its files before it propagates.
+    paths = _files(tmp_path, [os.urandom(1 << 20) * 6, os.urandom(1 << 20) * 6, os.urandom(1 << 20) * 6])
+    data, group, entries = _frames(paths, [1, 1, 1], level=1)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    threads, fds = threading.active_count(), _open_fds()
+
+    def interrupt(done, total):
+        raise KeyboardInterrupt()
+
+    with pytest.raises(KeyboardInterrupt):
+        extract_group(_SlowFile(data), 0, group, entries, str(dest), progress=interrupt, workers=2)
+    assert threading.active_count() == threads and _open_fds() == fds
+
+
+def test_a_full_disk_during_a_multi_frame_extraction_is_a_host_error(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip(reason="mounting a tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        paths = _files(tmp_path, [os.urandom(1 << 20), os.urandom(1 << 20), os.urandom(1 << 20)])
+        data, group, entries = _frames(paths, [1, 1, 1], level=1)
+        threads, fds = threading.active_count(), _open_fds()
+        with pytest.raises(HostError, match="no space"):
+            extract_group(io.BytesIO(data), 0, group, entries, str(mnt), workers=3)
+        assert threading.active_count() == threads and _open_fds() == fds
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
