@@ -600,7 +600,7 @@ def figure_stored_size(exe, make_seconds, binaries, total, level):
     solid_seconds, solid = timed(_zstd_size, ["zstd", "-%d" % level, "-T0", "-q", "-c", "--stream-size=%d" % total],
                                  binaries)
     return Figure("stored size of %.0f MB binaries / one zstd -%d per file" % (total / MB, level), stored / per_file,
-                  0.6, details=[
+                  0.55, details=[
                       "%d files, %.1f MB: %s" % (len(binaries), total / MB,
                                                  " ".join(os.path.basename(p) for p in binaries)),
                       "bundler make (solid, level %d, 32 MiB window): %.2f MB (%.1f%%), make took %.1f s" % (
