@@ -177,6 +177,7 @@ class _Extraction(object):
                     return
                 chunk = self._read(f, size)
                 left -= len(chunk)
+                job.sha.update(chunk)  # here, not on the decoder's thread: decompression is the longest part
                 job.feed(chunk, last=not left)
             if not frame.csize:
                 job.feed(b"", last=True)
@@ -289,7 +290,6 @@ class _FrameJob(object):
                 return b""
             chunk = self.inbox.pop(0)
             self.held = len(chunk)
-        self.sha.update(chunk)
         return chunk
 
     def _close_input(self):
