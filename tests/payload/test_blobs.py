@@ -115,22 +115,28 @@ def test_frame_with_a_window_above_the_bound_is_refused(tmp_path):
         extract_group(io.BytesIO(frame), 0, group, entries)
 
 
-def test_full_disk_is_a_host_error(tmp_path):
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs: a disk that fills up during the extraction."""
     if os.geteuid() != 0:
         pytest.skip(reason="mounting a tmpfs needs root")
     mnt = tmp_path / "small"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
     try:
-        paths = _files(tmp_path, [os.urandom(3 << 20)])
-        frame, size, sha, _ = _compress(paths)
-        group, entries = _group_and_entries(paths, frame, sha, size)
-        threads, fds = threading.active_count(), _open_fds()
-        with pytest.raises(HostError, match="no space"):
-            extract_group(io.BytesIO(frame), 0, group, entries, str(mnt))
-        assert threading.active_count() == threads and _open_fds() == fds
+        yield mnt
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_full_disk_is_a_host_error(tmp_path, small_disk):
+    paths = _files(tmp_path, [os.urandom(3 << 20)])
+    frame, size, sha, _ = _compress(paths)
+    group, entries = _group_and_entries(paths, frame, sha, size)
+    threads, fds = threading.active_count(), _open_fds()
+    with pytest.raises(HostError, match="no space"):
+        extract_group(io.BytesIO(frame), 0, group, entries, str(small_disk))
+    assert threading.active_count() == threads and _open_fds() == fds
 
 
 def _open_fds():
@@ -364,18 +370,10 @@ def test_ctrl_c_during_a_multi_frame_extraction_stops_every_job(tmp_path):
     assert threading.active_count() == threads and _open_fds() == fds
 
 
-def test_a_full_disk_during_a_multi_frame_extraction_is_a_host_error(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip(reason="mounting a tmpfs needs root")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
-    try:
-        paths = _files(tmp_path, [os.urandom(1 << 20), os.urandom(1 << 20), os.urandom(1 << 20)])
-        data, group, entries = _frames(paths, [1, 1, 1], level=1)
-        threads, fds = threading.active_count(), _open_fds()
-        with pytest.raises(HostError, match="no space"):
-            extract_group(io.BytesIO(data), 0, group, entries, str(mnt), workers=3)
-        assert threading.active_count() == threads and _open_fds() == fds
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
+def test_a_full_disk_during_a_multi_frame_extraction_is_a_host_error(tmp_path, small_disk):
+    paths = _files(tmp_path, [os.urandom(1 << 20), os.urandom(1 << 20), os.urandom(1 << 20)])
+    data, group, entries = _frames(paths, [1, 1, 1], level=1)
+    threads, fds = threading.active_count(), _open_fds()
+    with pytest.raises(HostError, match="no space"):
+        extract_group(io.BytesIO(data), 0, group, entries, str(small_disk), workers=3)
+    assert threading.active_count() == threads and _open_fds() == fds
