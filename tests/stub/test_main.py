@@ -156,3 +156,14 @@ def test_a_corrupt_frame_in_the_middle_is_named_and_nothing_is_installed(framed,
     assert "group 'files' frame 2 of 3" in err.strip().splitlines()[-1]
     assert index.bundle_id not in names(root) and not [n for n in names(root) if ".tmp-" in n]
     assert not os.path.lexists(root / "current")
+
+
+def test_info_and_verify_show_each_groups_frames(framed, monkeypatch, capsys):
+    path, index, _ = framed
+    sizes = " + ".join("%.1f" % (f.size / 1e6) for f in index.groups[0].frames)
+    code, out, _ = run_stub(monkeypatch, capsys, path, "--bundle-info")
+    assert code == 0 and "group:      files: 0.4 MB as" in out and "in 3 frame(s) of %s MB" % sizes in out
+    code, out, _ = run_stub(monkeypatch, capsys, path, "--bundle-info", "--json")
+    assert [len(g["frames"]) for g in json.loads(out)["groups"]] == [3]
+    code, out, _ = run_stub(monkeypatch, capsys, path, "--bundle-verify")
+    assert code == 0 and "ok, 7 entries in 1 group(s) of 3 frame(s) verified" in out
