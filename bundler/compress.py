@@ -53,7 +53,8 @@ class CompressedGroup:
 
 def group_key(members, level, counts):
     material = {"inputs": [[m.sha256, m.size] for m in members], "frames": list(counts), "level": level,
-                "window_log": WINDOW_LOG, "job_size": JOB_SIZE, "zstd": zstandard.ZSTD_VERSION}
+                "window_log": WINDOW_LOG, "job_size": JOB_SIZE, "zstd": zstandard.ZSTD_VERSION,
+                "threads": "one per frame" if len(counts) > 1 else "zstd's workers"}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
@@ -118,15 +119,18 @@ class _StoppableWriter(object):
 
 
 def _compress_frames(slices, out, level, temp_dir, progress):
-    """Compress each slice of members as one frame, as many at once as there are cores (each with zstd's workers
-    sharing the cores: any number of workers from 1 up gives the same bytes), then write them to `out` in order.
+    """Compress each slice of members as one frame, then write them to `out` in order. Several frames compress
+    as many at once as there are cores, each on one thread. A group of one frame uses zstd's workers instead
+    (any number of them from 1 up gives the same bytes): its jobs each load the window before them first, which
+    costs about what compressing it does at level 19 (docs/benchmarks.md), so frames compressed apart are the
+    cheaper parallelism.
 
     The frames are compressed on worker threads, so that Ctrl-C reaches this thread at once: zstandard's
     compressor can hold one write() for seconds while its jobs run. On an interrupt the workers are told to stop
     at their next write and left behind (daemon threads); their temp files are removed here."""
     cores = _cores()
     running = min(cores, len(slices))
-    threads = max(1, cores // running)
+    threads = 0 if len(slices) > 1 else -1  # the bytes depend on the cut alone, never on this machine's cores
     slots, stop, lock = threading.Semaphore(running), threading.Event(), threading.Lock()
     total = sum(m.size for s in slices for m in s)
     done = [0] * len(slices)

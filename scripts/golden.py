@@ -95,7 +95,9 @@ def _group(name, members, work, counts):
     path, frames, start = work / (name + ".zst"), [], 0
     with open(path, "wb") as out:
         for count in counts:
-            size, sha256, csize = compress_frame([m.source for m in members[start:start + count]], out, level=LEVEL)
+            # As bundler/compress.py does: a frame of several compresses on one thread, a lone one with workers.
+            size, sha256, csize = compress_frame([m.source for m in members[start:start + count]], out, level=LEVEL,
+                                                 threads=0 if len(counts) > 1 else -1)
             frames.append(StoredFrame(count, size, csize, sha256))
             start += count
     return CompressedGroup(name, tuple(members), path, tuple(frames))
