@@ -160,10 +160,9 @@ def test_sigterm_reaches_the_container_and_one_that_ignores_it_is_killed(solo):
     # busybox sleep as the container's PID 1 has no handler, so the kernel drops SIGTERM: killed after the grace.
     ignores = solo.start("run", "hello", "sh", "-c", "echo started; exec sleep 600", env={"SOLO_STOP_TIMEOUT": "1"})
     Lines(ignores.stdout).wait_for("started", timeout=60)
-    began = time.monotonic()
     ignores.send_signal(signal.SIGTERM)
+    # A second of grace, then SIGKILL; a stop that hangs (the sleep is 600 s) fails the wait.
     assert ignores.wait(timeout=30) == 128 + signal.SIGKILL
-    assert time.monotonic() - began < 10  # a second of grace, then SIGKILL; a stop that hangs shows here
     assert solo.containerd_pids() == []
 
 
