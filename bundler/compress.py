@@ -12,7 +12,7 @@ import zstandard
 
 from payload import fs
 from payload import progress as progress_display
-from payload.blobs import JOB_SIZE, WINDOW_LOG, compress_frame
+from payload.blobs import JOB_SIZE, WINDOW_LOG, compress_frame, frame_threads
 
 from .cuts import DEFAULT_FRAME_SIZE, cut
 
@@ -130,7 +130,7 @@ def _compress_frames(slices, out, level, temp_dir, progress):
     at their next write and left behind (daemon threads); their temp files are removed here."""
     cores = _cores()
     running = min(cores, len(slices))
-    threads = 0 if len(slices) > 1 else -1  # the bytes depend on the cut alone, never on this machine's cores
+    threads = frame_threads(len(slices))  # the bytes depend on the cut alone, never on this machine's cores
     slots, stop, lock = threading.Semaphore(running), threading.Event(), threading.Lock()
     total = sum(m.size for s in slices for m in s)
     done = [0] * len(slices)

@@ -249,7 +249,7 @@ def publish(client, ref, new_path, new_payload, new_manifest, olds, level=LEVEL,
 def _patch_frame(old_path, old_payload, new_path, new_payload, group, frame, level, work, log):
     """(Patch record, patch file, its sha256, its size) for the new `frame` of `group` against the old version of
     its files, or None (said why)."""
-    from payload.blobs import compress_frame
+    from payload.blobs import compress_frame, frame_threads
     from payload.delta import Patch, frame_entries, local_zstd, reference_entries, reference_sha256
 
     what = group.label(frame)
@@ -263,7 +263,7 @@ def _patch_frame(old_path, old_payload, new_path, new_payload, group, frame, lev
         _content(str(new_path), new_payload.data_offset, frame, out)
     again = os.path.join(work, "again")
     with open(again, "wb") as out:
-        _, sha256, csize = compress_frame([content], out, level=level)
+        _, sha256, csize = compress_frame([content], out, level=level, threads=frame_threads(len(group.frames)))
     os.unlink(again)
     if sha256 != frame.sha256 or csize != frame.csize:
         log("%s: compressed again at level %d with libzstd %s it is not the frame %s holds (made at another level? "

@@ -35,6 +35,13 @@ FRAMES_IN_FLIGHT = 4
 READ_AHEAD = 32 << 20
 
 
+def frame_threads(frames_in_group):
+    """zstd's workers for a frame of a group of `frames_in_group` frames, as `bundler make` compresses it: a lone
+    frame with zstd's workers (-1), the frames of a group of several on one thread each (0, other bytes). A device
+    compressing a frame again (payload/delta.py) follows the same rule to get the same bytes."""
+    return 0 if frames_in_group > 1 else -1
+
+
 def compress_frame(sources, out, level=19, threads=-1, progress=None):
     """Compress the files `sources` (paths, in order) as one frame into the binary file `out`.
 

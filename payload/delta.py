@@ -276,7 +276,9 @@ class _EntryFiles(object):
 
 def rebuild_frame(patch, sources, out_path, threads=1):
     """Compress `sources` (the decoded files) as the publisher did and keep the result at `out_path` only if it is
-    the signed frame (its sha256 and size). Returns out_path."""
+    the signed frame (its sha256 and size). Returns out_path. `threads`: 1 for a group's lone frame (zstd's workers:
+    any number gives the same bytes, one keeps memory low), 0 for a frame of a group of several
+    (blobs.frame_threads)."""
     if patch.zstd != local_zstd():
         raise DeltaUnusable("its frame was made with libzstd %s, this device has %s" % (patch.zstd, local_zstd()))
     with open(out_path, "wb") as out:
@@ -294,7 +296,7 @@ def check_usable(patch, bound):
     return check_memory(patch, bound)
 
 
-def apply(patch, patch_path, old_dir, old_entries, new_entries, work, out_path, bound):
+def apply(patch, patch_path, old_dir, old_entries, new_entries, work, out_path, bound, threads=1):
     """The new frame at `out_path` from the patch at `patch_path`, the installed old version at `old_dir` (its
     entries of the frame `old_entries`) and the new index's `new_entries` of the frame. Decoded files go under
     `work` (a directory the caller removes). DeltaUnusable when the delta cannot give it."""
@@ -311,7 +313,7 @@ def apply(patch, patch_path, old_dir, old_entries, new_entries, work, out_path, 
     with open(patch_path, "rb") as f:
         sources = decode(patch, f, reference, new_entries, work, bound)
     del reference
-    return rebuild_frame(patch, sources, out_path)
+    return rebuild_frame(patch, sources, out_path, threads=threads)
 
 
 def say_fallback(group, why, stream=None):

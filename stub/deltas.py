@@ -72,7 +72,9 @@ class Deltas(object):
             files = os.path.join(work, "files")  # the decoded files, by entry path; the frame beside them
             os.makedirs(files)
             out = os.path.join(work, "frame")
-            delta.apply(patch, patch_path, old.path, old_entries, new_entries, files, out, self.bound)
+            lone = len(self.art.payload.index.group(group).frames) == 1
+            delta.apply(patch, patch_path, old.path, old_entries, new_entries, files, out, self.bound,
+                        threads=1 if lone else 0)
             os.replace(out, target)
             self.used.append((group, layer.size, blob.size))
             return target
