@@ -136,3 +136,27 @@ def test_a_corrupted_patch_falls_back_to_the_whole_group(tmp_path, built, regist
     assert sha256_of(app) == sha256_of(built["new"])
     ran = start(app, root)
     assert ran.returncode == 0 and "RAN 1.0.1" in ran.stdout, ran.stderr
+
+
+def test_a_frame_of_a_group_of_several_comes_as_a_delta(tmp_path, cache_dir, stub_path):
+    """make compresses the frames of a group of several on one thread each (other bytes than zstd's workers):
+    push must check, and the device rebuild, the shim's frame that way."""
+    bundles = {}
+    for label, release, version in (("old", containerd.OLD, "1.0.0"), ("new", containerd.NEW, "1.0.1")):
+        shim = containerd.release(release).path(containerd.SHIM)
+        files = [("bin/containerd-shim-runc-v2", str(shim), "tools"), ("bin/containerd-shim", "/usr/bin/containerd-shim", "tools")]
+        project = write_project(tmp_path / label, files, version=version, name="deltas")
+        bundles[label] = build(project, cache_dir, "--stub", stub_path, "--frame-size", "1M")
+    import json
+
+    index = json.loads(bundler("inspect", bundles["new"], "--json").stdout)
+    assert [len(g["frames"]) for g in index["groups"] if g["name"] == "tools"] == [2]  # the test's premise
+    with Registry(tmp_path / "storage") as registry:
+        bundler("push", bundles["old"], f"{registry.host}/edge/deltas:1.0.0")
+        pushed = bundler("push", bundles["new"], f"{registry.host}/edge/deltas:1.0.1", "--delta-from",
+                         bundles["old"], "--delta-level", "3")
+        assert "1 patch(es)" in pushed.stderr, pushed.stderr
+        app, root = device(tmp_path, bundles)
+        done = start(app, root, "--bundle-update", f"{registry.host}/edge/deltas:1.0.1")
+    assert done.returncode == 0 and "as deltas: tools" in done.stdout, done.stdout + done.stderr
+    assert sha256_of(app) == sha256_of(bundles["new"])
