@@ -149,6 +149,8 @@ def extract_group(f, data_offset, group, entries, dest=None, progress=None, work
     failure = run.failure()
     if failure is not None or sync_failure is not None:
         raise failure or sync_failure
+    if progress is not None:  # the jobs may all have ended before this thread last woke to report
+        progress(group.size, group.size)
 
 
 class _Stopped(Exception):

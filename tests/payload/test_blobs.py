@@ -294,6 +294,7 @@ def test_a_group_of_several_frames_extracts_every_file(tmp_path, monkeypatch, wo
     assert _sha256sum(dest, names) == _sha256sum(tmp_path, [p.name for p in paths])
     assert [(dest / n).stat().st_mode & 0o777 for n in names] == [0o755] + [0o644] * (len(contents) - 1)
     assert done and max(d for d, _ in done) <= group.size and {t for _, t in done} == {group.size}
+    assert done[-1] == (group.size, group.size)  # a bar ends at 100% however fast the jobs ran
 
 
 def test_a_corrupt_frame_in_the_middle_is_named_and_the_others_still_checked(tmp_path):
