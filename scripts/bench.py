@@ -290,7 +290,7 @@ def figure_startup(ws, sizes, stub_size, reuse_hello):
         "installed, tiny payload:  %s" % spread(samples["tiny"]),
         "cpu time (user+sys, all processes): %.1f ms / %.1f ms -> %.3f" % (c_big * 1e3, c_tiny * 1e3, c_big / c_tiny),
         section])
-    fig2 = Figure("installed start-up / PyInstaller hello-world", t_tiny / t_hello, 1.15, details=[
+    fig2 = Figure("installed start-up / PyInstaller hello-world", t_tiny / t_hello, 0.75, details=[
         "installed bundle (tiny payload): %s" % spread(samples["tiny"]),
         "hello-world --onefile --strip:   %s, %.2f MB, %s" % (spread(samples["hello"]), hello_size / MB, built),
         "cpu time (user+sys, all processes): %.1f ms / %.1f ms -> %.3f" % (c_tiny * 1e3, c_hello * 1e3,
