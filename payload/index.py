@@ -4,9 +4,8 @@ The index is canonical JSON (sorted keys, no spaces) so that the same content al
 field and rule is specified in docs/format.md (section 3); the rules themselves live in payload/rules.py.
 """
 
-import json
 
-from . import FORMAT_VERSION, arches, rules, small_sha
+from . import FORMAT_VERSION, arches, jsondecode, rules, small_sha
 from .errors import IntegrityError, UsageError
 
 KINDS = ("file", "blob")
@@ -280,6 +279,8 @@ class Index(object):
         return doc
 
     def to_bytes(self):
+        import json  # not at the top: an installed start reads an index, it never writes one
+
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode("utf-8")
 
     @property
@@ -316,7 +317,7 @@ class Index(object):
     def from_bytes(cls, data, data_size):
         """Parse and check an index; `data_size` is the size of the payload's data area it describes."""
         try:
-            doc = json.loads(data.decode("utf-8"))
+            doc = jsondecode.loads(data)
         except (UnicodeDecodeError, ValueError):
             raise IntegrityError("bundle index is not valid JSON; the bundle is damaged, copy it again")
         _require(isinstance(doc, dict), "not an object")

@@ -6,7 +6,7 @@ a second name installing there would take `current` from the first and let its g
 
 import os
 
-from payload import fs
+from payload import fs, jsondecode
 from payload.errors import HostError
 
 RECORD = ".bundle-name"
@@ -26,11 +26,9 @@ def _recorded(root):
 
 def _current_name(root):
     """The name in the index of `current`, for a root installed before the record existed."""
-    import json
-
     try:
         with open(os.path.join(root, "current", INDEX_FILE), "rb") as f:
-            return json.loads(f.read().decode("utf-8")).get("name")
+            return jsondecode.loads(f.read()).get("name")
     except (OSError, ValueError):
         return None
 

@@ -2,10 +2,9 @@
 a version older than `current` (payload/versions.py orders them) needs --bundle-allow-downgrade."""
 
 import errno
-import json
 import os
 
-from payload import fs
+from payload import fs, jsondecode
 from payload.errors import HostError
 from payload.versions import is_older
 
@@ -20,7 +19,7 @@ def installed_version(root, bundle_id):
     """The version string recorded in an installed version dir, or None when it has no record."""
     try:
         with open(os.path.join(root, bundle_id, owner.INDEX_FILE), "rb") as f:
-            version = json.loads(f.read().decode("utf-8")).get("version")
+            version = jsondecode.loads(f.read()).get("version")
     except (OSError, ValueError):
         return None
     return version if isinstance(version, str) else None
