@@ -26,8 +26,7 @@ _TOC_ENTRY = struct.Struct("!IIIIBc")
 
 def parse_version(text):
     """'2.31' -> (2, 31); None when it is not MAJOR.MINOR."""
-    match = rules.GLIBC_VERSION.fullmatch(str(text).strip())
-    return (int(match.group(1)), int(match.group(2))) if match else None
+    return rules.glibc_version(str(text).strip())
 
 
 def format_version(version):

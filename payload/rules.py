@@ -3,57 +3,78 @@ modes, placeholders, sha256s and digests. The device applies them as they are (p
 and lock readers apply the same ones and add line numbers and hints on top. Patterns match whole strings."""
 
 import posixpath
-import re
+
+# Written as character sets, not regular expressions: an installed start checks its index with these, and
+# importing re (with enum, functools and collections) and compiling the patterns is a sizeable share of a start
+# under qemu (docs/benchmarks.md). tests/payload/test_rules.py holds each rule's regular expression as the spec.
+LOWER = "abcdefghijklmnopqrstuvwxyz"
+LETTERS = LOWER + LOWER.upper()
+DIGITS = "0123456789"
+_HEX = DIGITS + "abcdef"
+_BASE64 = LETTERS + DIGITS + "+/"
+_PLATFORM_PART = LOWER + DIGITS + "_.-"
+_WORD = LETTERS + DIGITS + "_"
 
 # Names become paths on the device (/var/lib/NAME, images/NAME.tar) and parts of file names on the build host.
-NAME = re.compile(r"[a-z][a-z0-9-]*")
 NAME_RULE = "use lower-case letters, digits and '-', starting with a letter"
-VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]*")
 VERSION_RULE = "use letters, digits and '.+_-', starting with a letter or digit"
-SHA256 = re.compile(r"[0-9a-f]{64}")
-DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-KEY_ID = re.compile(r"ed25519:[A-Za-z0-9+/]{43}=")  # a 32-byte public key in an index (require_key)
-GLIBC_VERSION = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})")  # "2.31": min_glibc in an index and a manifest
-PLATFORM = re.compile(r"[a-z0-9_.-]+/[a-z0-9_.-]+(/[a-z0-9_.-]+)?")
-MODE_TEXT = re.compile(r"0?[0-7]{3}")  # how a manifest writes a mode: "0755" or "755"
 MAX_MODE = 0o777  # no setuid, setgid or sticky bit
 DEFAULT_MODE = 0o644
 PLACEHOLDERS = ("{root}", "{images}", "{data}")
-PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")  # `{word}`: other braces ({}, {"a": 1}) are plain text
 IMAGES_DIR = "images"  # under an installed version: one archive per image, and the blobs while installing
 LAYOUT_BLOBS = "blobs"  # where an OCI image layout, and IMAGES_DIR while installing, keep blobs by digest
 
 
-def _fullmatch(pattern, value):
-    return isinstance(value, str) and pattern.fullmatch(value) is not None
+def _spelled(value, first, rest):
+    """Whether `value` is a str of one character of `first` followed by any number of characters of `rest`."""
+    return isinstance(value, str) and value[:1] != "" and value[0] in first and not value[1:].strip(rest)
 
 
-def is_name(value):
-    return _fullmatch(NAME, value)
+def _only(value, chars, length):
+    return isinstance(value, str) and len(value) == length and not value.strip(chars)
 
 
-def is_version(value):
-    return _fullmatch(VERSION, value)
+def is_name(value):  # [a-z][a-z0-9-]*
+    return _spelled(value, LOWER, LOWER + DIGITS + "-")
 
 
-def is_sha256(value):
-    return _fullmatch(SHA256, value)
+def is_version(value):  # [A-Za-z0-9][A-Za-z0-9.+_-]*
+    return _spelled(value, LETTERS + DIGITS, LETTERS + DIGITS + ".+_-")
 
 
-def is_digest(value):
-    return _fullmatch(DIGEST, value)
+def is_sha256(value):  # [0-9a-f]{64}
+    return _only(value, _HEX, 64)
 
 
-def is_key_id(value):
-    return _fullmatch(KEY_ID, value)
+def is_digest(value):  # sha256:[0-9a-f]{64}
+    return isinstance(value, str) and value.startswith("sha256:") and is_sha256(value[7:])
+
+
+def is_key_id(value):  # ed25519:[A-Za-z0-9+/]{43}=, a 32-byte public key in an index (require_key)
+    return (isinstance(value, str) and value.startswith("ed25519:") and value.endswith("=")
+            and _only(value[8:-1], _BASE64, 43))
+
+
+def glibc_version(value):
+    """'2.31' -> (2, 31), None when `value` is not MAJOR.MINOR of 1-3 digits each: min_glibc in an index and a
+    manifest."""
+    if not isinstance(value, str):
+        return None
+    major, dot, minor = value.partition(".")
+    if dot and all(1 <= len(n) <= 3 and not n.strip(DIGITS) for n in (major, minor)):
+        return int(major), int(minor)
+    return None
 
 
 def is_glibc_version(value):
-    return _fullmatch(GLIBC_VERSION, value)
+    return glibc_version(value) is not None
 
 
-def is_platform(value):
-    return _fullmatch(PLATFORM, value)
+def is_platform(value):  # os/arch or os/arch/variant, each part [a-z0-9_.-]+
+    if not isinstance(value, str):
+        return False
+    parts = value.split("/")
+    return len(parts) in (2, 3) and all(part and not part.strip(_PLATFORM_PART) for part in parts)
 
 
 def is_update_repository(value):
@@ -80,13 +101,32 @@ def is_mode(value):
 
 
 def parse_mode(text):
-    """The mode a manifest's octal string gives ("0755" -> 0o755), or None when it is not one."""
-    return int(text, 8) if _fullmatch(MODE_TEXT, text) else None
+    """The mode a manifest's octal string gives ("0755" or "755" -> 0o755), or None when it is not one."""
+    if isinstance(text, str) and (_only(text, "01234567", 3) or (text[:1] == "0" and _only(text, "01234567", 4))):
+        return int(text, 8)
+    return None
+
+
+def placeholders(arg):
+    """The `{word}`s in an entrypoint item, left to right (a word: a letter or '_', then letters, digits, '_');
+    other braces ({}, {"a": 1}) are plain text."""
+    found = []
+    start = arg.find("{")
+    while start != -1:
+        end = arg.find("}", start + 1)
+        if end == -1:
+            break
+        if _spelled(arg[start + 1:end], LETTERS + "_", _WORD):
+            found.append(arg[start:end + 1])
+            start = arg.find("{", end + 1)
+        else:
+            start = arg.find("{", start + 1)
+    return found
 
 
 def unknown_placeholders(arg):
     """The `{word}`s in an entrypoint item that the device does not replace."""
-    return [p for p in PLACEHOLDER.findall(arg) if p not in PLACEHOLDERS]
+    return [p for p in placeholders(arg) if p not in PLACEHOLDERS]
 
 
 def layout_blob_path(digest):

@@ -6,13 +6,19 @@ first '-' makes a version older than the same version without one (2.0.0-rc1 < 2
 is ignored (1.0.0+b1 equals 1.0.0).
 """
 
-import re
-
-_PIECE = re.compile(r"(\d+)|(\D+)")
+from .rules import DIGITS
 
 
 def _pieces(text):
-    return tuple((0, int(digits)) if digits else (1, other) for digits, other in _PIECE.findall(text))
+    """'1.10rc2' -> ((0, 1), (1, '.'), (0, 10), (1, 'rc'), (0, 2)): runs of digits as numbers, the rest as text."""
+    pieces = []
+    start = 0
+    for end in range(1, len(text) + 1):
+        if end == len(text) or (text[end] in DIGITS) != (text[start] in DIGITS):
+            piece = text[start:end]
+            pieces.append((0, int(piece)) if piece[0] in DIGITS else (1, piece))
+            start = end
+    return tuple(pieces)
 
 
 def version_key(version):

@@ -216,7 +216,7 @@ class _Reader:
         program = entrypoint[0]
         program_line = self.lines.value_line(table, "entrypoint", program)
         by_path = {spec.path: spec for spec in files}
-        if rules.PLACEHOLDER.search(program) or program.startswith("/"):
+        if rules.placeholders(program) or program.startswith("/"):
             bare = program.replace("{root}", "").lstrip("/")
             self.fail(
                 program_line,
