@@ -156,7 +156,7 @@ def _build(root, venv, tgt, log):
     for relative in run_side_files():
         (source / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(PROJECT / relative, source / relative)
-    cmd = pyinstaller_command(venv + "/bin/python", _IN_ROOT + "/src", _IN_ROOT + "/work")
+    cmd = pyinstaller_command(venv + "/bin/python", _IN_ROOT + "/src", _IN_ROOT + "/work", inside / "work")
     debian.run_logged(debian.in_root(root, cmd, env={"PYINSTALLER_CONFIG_DIR": _IN_ROOT + "/pyinstaller"}),
                       "PyInstaller", inside / "pyinstaller.log", log,
                       failure=lambda tail: BundleError("PyInstaller failed to build the %s stub in its root: %s"

@@ -56,17 +56,45 @@ def versions():
     return metadata.version("pyinstaller"), metadata.version("zstandard")
 
 
-def pyinstaller_command(python, project, tmp):
-    """The PyInstaller one-file build of the stub from the sources under `project`, working in `tmp`."""
-    cmd = [python, "-m", "PyInstaller", "--onefile", "--strip", "--noconfirm", "--clean", "--log-level=WARN",
-           "--name", "stub", "--distpath", os.path.join(tmp, "dist"), "--workpath", os.path.join(tmp, "build"),
-           "--specpath", tmp, "--paths", str(project)]
-    for module in EXCLUDES:
-        cmd += ["--exclude-module", module]
-    # UTF-8 mode: the file-system and stdio encodings never come from the device's locale, so a locale whose
-    # codec was left out (EUC-JP, GBK, Big5: the CJK codecs) cannot stop Python from starting.
-    cmd += ["--python-option", "X utf8"]
-    return cmd + [os.path.join(str(project), "stub", "__main__.py")]
+# The stub's PyInstaller build: a one-file, stripped build of stub/__main__.py without EXCLUDES, in UTF-8 mode (the
+# file-system and stdio encodings never come from the device's locale, so a locale whose codec was left out,
+# EUC-JP, GBK or Big5, cannot stop Python from starting). The libraries stub/lazylibs.py names leave PyInstaller's
+# archive for one data file that the stub unpacks only for an import that needs them.
+SPEC = """# Written by bundler/stubbuild.py.
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, {project!r})
+from stub import lazylibs
+
+a = Analysis([{script!r}], pathex=[{project!r}], excludes={excludes!r})
+lazy, binaries = [], []
+for dest, source, kind in a.binaries:
+    if lazylibs.is_lazy(dest, kind):
+        stripped = os.path.join(SPECPATH, "lazy", dest)
+        os.makedirs(os.path.dirname(stripped), exist_ok=True)
+        subprocess.run(["strip", "-o", stripped, source], check=True)  # what strip=True does to the others
+        lazy.append((dest, stripped, os.path.basename(dest).split(".", 1)[0] if kind == "EXTENSION" else None))
+    else:
+        binaries.append((dest, source, kind))
+blob = os.path.join(SPECPATH, lazylibs.BLOB)
+lazylibs.pack(lazy, blob)
+exe = EXE(PYZ(a.pure), a.scripts, binaries, a.datas + [(lazylibs.BLOB, blob, "DATA")],
+          [("X utf8", None, "OPTION")], name="stub", strip=True, upx=False, console=True)
+"""
+
+
+def pyinstaller_command(python, project, tmp, tmp_on_host=None):
+    """The PyInstaller build of the stub from the sources under `project`, working in `tmp` (paths as `python`
+    sees them; `tmp_on_host` is where this process sees `tmp`, for a build in a Debian root). Writes the spec."""
+    os.makedirs(tmp_on_host or tmp, exist_ok=True)
+    with open(os.path.join(tmp_on_host or tmp, "stub.spec"), "w") as spec:
+        spec.write(SPEC.format(project=str(project), script=os.path.join(str(project), "stub", "__main__.py"),
+                               excludes=list(EXCLUDES)))
+    return [python, "-m", "PyInstaller", "--noconfirm", "--clean", "--log-level=WARN",
+            "--distpath", os.path.join(tmp, "dist"), "--workpath", os.path.join(tmp, "build"),
+            os.path.join(tmp, "stub.spec")]
 
 
 def stub_key():

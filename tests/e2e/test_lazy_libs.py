@@ -1,0 +1,34 @@
+"""stub/lazylibs.py with the real frozen stub: OpenSSL and unicodedata are not unpacked by the bootloader at each
+start, only when an import needs them. The dynamic loader's own trace (LD_DEBUG=files, inherited by the stub's
+Python) says which libraries a start loads, and from where."""
+
+import os
+import subprocess
+
+from PyInstaller.archive.readers import CArchiveReader
+
+from stub import lazylibs
+from tests.fixtures.bundles import make_bundle
+
+
+def _loaded(exe, root, tmpdir):
+    env = dict(os.environ, LD_DEBUG="files", TMPDIR=str(tmpdir))
+    result = subprocess.run([str(exe), "--bundle-dir", str(root)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert result.returncode == 7 and "hello" in result.stdout, result.stderr[-2000:]
+    return [line.split("calling init:", 1)[1].strip() for line in result.stderr.splitlines()
+            if "calling init:" in line]
+
+
+def test_the_bootloader_leaves_openssl_to_the_imports_that_need_it(stub_path, tmp_path):
+    toc = CArchiveReader(str(stub_path)).toc
+    binaries = [name for name, entry in toc.items() if entry[4] == "b"]
+    assert not [n for n in binaries if os.path.basename(n).startswith(("libssl", "libcrypto", "_ssl", "_hashlib"))]
+    assert lazylibs.BLOB in toc
+    exe, _ = make_bundle(tmp_path / "bundle", stub_path)
+    (tmp_path / "tmp").mkdir()
+    first = _loaded(exe, tmp_path / "root", tmp_path / "tmp")  # installs: hashlib checks every sha256
+    crypto = [path for path in first if os.path.basename(path).startswith("libcrypto")]
+    assert crypto and all("/_MEI" in path for path in crypto), first  # OpenSSL's, from the unpacked set
+    again = _loaded(exe, tmp_path / "root", tmp_path / "tmp")  # installed: needs none of it
+    assert again and not [p for p in again if "libcrypto" in p or "libssl" in p], again
