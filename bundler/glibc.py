@@ -10,7 +10,7 @@ import re
 import struct
 import zlib
 
-from payload import rules
+from payload import lazylibs, rules
 from payload.elf import find_section, section_table
 from payload.errors import IntegrityError
 
@@ -110,6 +110,9 @@ def archive_elves(f, where):
         head = zlib.decompressobj().decompress(member, len(ELF_MAGIC)) if compressed else member[:len(ELF_MAGIC)]
         if head == ELF_MAGIC:
             elves.append((name, zlib.decompress(member) if compressed else member))
+        elif name == lazylibs.BLOB:  # the libraries unpacked on demand count as much as the others
+            blob = zlib.decompress(member) if compressed else member
+            elves += [(path, body) for path, _, body in lazylibs.unpack(blob, where) if body[:4] == ELF_MAGIC]
     return elves
 
 

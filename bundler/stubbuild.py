@@ -58,15 +58,15 @@ def versions():
 
 # The stub's PyInstaller build: a one-file, stripped build of stub/__main__.py without EXCLUDES, in UTF-8 mode (the
 # file-system and stdio encodings never come from the device's locale, so a locale whose codec was left out,
-# EUC-JP, GBK or Big5, cannot stop Python from starting). The libraries stub/lazylibs.py names leave PyInstaller's
-# archive for one data file that the stub unpacks only for an import that needs them.
+# EUC-JP, GBK or Big5, cannot stop Python from starting). The libraries payload/lazylibs.py names leave PyInstaller's
+# archive for one data file that stub/lazylibs.py unpacks only for an import that needs them.
 SPEC = """# Written by bundler/stubbuild.py.
 import os
 import subprocess
 import sys
 
 sys.path.insert(0, {project!r})
-from stub import lazylibs
+from payload import lazylibs
 
 a = Analysis([{script!r}], pathex=[{project!r}], excludes={excludes!r})
 lazy, binaries = [], []

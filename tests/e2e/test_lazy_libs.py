@@ -7,7 +7,7 @@ import subprocess
 
 from PyInstaller.archive.readers import CArchiveReader
 
-from stub import lazylibs
+from payload import lazylibs
 from tests.fixtures.bundles import make_bundle
 
 
@@ -16,8 +16,12 @@ def _loaded(exe, root, tmpdir):
     result = subprocess.run([str(exe), "--bundle-dir", str(root)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert result.returncode == 7 and "hello" in result.stdout, result.stderr[-2000:]
-    return [line.split("calling init:", 1)[1].strip() for line in result.stderr.splitlines()
-            if "calling init:" in line]
+    return _initialised(result.stderr)
+
+
+def _initialised(trace):
+    """The files the dynamic loader initialised, from its LD_DEBUG=files trace."""
+    return [line.split("calling init:", 1)[1].strip() for line in trace.splitlines() if "calling init:" in line]
 
 
 def test_the_bootloader_leaves_openssl_to_the_imports_that_need_it(stub_path, tmp_path):
@@ -32,3 +36,26 @@ def test_the_bootloader_leaves_openssl_to_the_imports_that_need_it(stub_path, tm
     assert crypto and all("/_MEI" in path for path in crypto), first  # OpenSSL's, from the unpacked set
     again = _loaded(exe, tmp_path / "root", tmp_path / "tmp")  # installed: needs none of it
     assert again and not [p for p in again if "libcrypto" in p or "libssl" in p], again
+
+
+def test_a_pulling_start_unpacks_and_loads_openssl_for_requests(stub_path, tmp_path):
+    """requests imports ssl (urllib3 takes no ssl as "no https" without a word): the set must load, not just exist."""
+    from tests.fixtures.registry import BUSYBOX, ImageLayout, Registry, push
+    from tests.stub.test_excludes import _online_bundle
+
+    layout = ImageLayout(tmp_path / "layout")
+    layout.build("base", {"/bin/busybox": BUSYBOX})
+    registry = Registry(tmp_path / "registry").start()
+    try:
+        push(layout, "base", registry, "test/busybox:1")
+        exe = _online_bundle(tmp_path / "online", registry.host, stub_path)
+        (tmp_path / "tmp").mkdir()
+        env = dict(os.environ, LD_DEBUG="files", TMPDIR=str(tmp_path / "tmp"))
+        result = subprocess.run([str(exe), "--bundle-dir", str(tmp_path / "root")], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    finally:
+        registry.stop()
+    assert result.returncode == 0 and result.stdout.split() == ["base.tar"], result.stderr[-2000:]
+    loaded = _initialised(result.stderr)
+    assert [p for p in loaded if os.path.basename(p).startswith("libssl") and "/_MEI" in p], loaded
+    assert [p for p in loaded if os.path.basename(p).startswith("_ssl") and "/_MEI" in p], loaded

@@ -1,0 +1,78 @@
+"""The stub's libraries that only some starts need, packed into one data file that the stub unpacks on demand.
+
+A one-file stub unpacks every binary it carries at every start. OpenSSL (libssl, libcrypto and the `_ssl` and
+`_hashlib` modules) and `unicodedata` are a third of those bytes, yet an installed start, the common case, uses
+none of them: only installing (hashlib), pulling (ssl, idna) and updating do. So the stub build
+(bundler/stubbuild.py's SPEC) takes them out of PyInstaller's archive and packs them into BLOB, which the
+bootloader copies as it is (already compressed, so cheaply); stub/lazylibs.py unpacks it when an import needs one.
+bundler/glibc.py reads it too: the stub's glibc floor counts these files.
+
+BLOB is MAGIC, one line per file ("<size> <module or -> <path under sys._MEIPASS>"), an empty line, then one zstd
+frame (with its checksum) of the files' bytes in that order.
+"""
+
+import os
+
+from .errors import IntegrityError
+
+BLOB = "bundler-lazy-libs"
+MAGIC = b"bundler lazy libraries 1\n"
+MODULES = ("_ssl", "_hashlib", "unicodedata")  # the extension modules packed, with the libraries named next
+LIBRARIES = ("libssl.", "libcrypto.")  # shared libraries needed only by those modules
+
+
+def is_lazy(dest_name, typecode):
+    """Whether PyInstaller's binary entry (`dest_name`, `typecode`) goes into BLOB."""
+    base = os.path.basename(dest_name)
+    if typecode == "EXTENSION":
+        return base.split(".", 1)[0] in MODULES
+    return typecode == "BINARY" and base.startswith(LIBRARIES)
+
+
+def pack(entries, out):
+    """Write BLOB to `out` from `entries`: (path under sys._MEIPASS, source file, module name or None)."""
+    import zstandard
+
+    header, contents = [MAGIC], []
+    for dest, source, module in entries:
+        with open(source, "rb") as f:
+            data = f.read()
+        header.append(("%d %s %s\n" % (len(data), module or "-", dest)).encode("utf-8"))
+        contents.append(data)
+    compressor = zstandard.ZstdCompressor(level=19, write_checksum=True, write_content_size=True)
+    with open(out, "wb") as f:
+        f.write(b"".join(header) + b"\n")
+        f.write(compressor.compress(b"".join(contents)))
+
+
+def read_header(blob, where):
+    """([(size, module or None, path)], the compressed rest) of BLOB's bytes `blob`."""
+    end = blob.find(b"\n\n")
+    try:
+        if not blob.startswith(MAGIC) or end < 0:
+            raise ValueError("no header")
+        files = []
+        for line in blob[len(MAGIC):end].decode("utf-8").splitlines():
+            size, module, dest = line.split(" ", 2)
+            files.append((int(size), None if module == "-" else module, dest))
+    except ValueError:
+        raise IntegrityError("%s is not the stub's library set; the bundle is damaged, copy it again" % where)
+    return files, blob[end + 2:]
+
+
+def unpack(blob, where):
+    """[(path, module or None, bytes)] of BLOB's bytes `blob`; IntegrityError naming `where` when damaged."""
+    import zstandard
+
+    files, compressed = read_header(blob, where)
+    try:
+        data = zstandard.ZstdDecompressor().decompress(compressed)
+    except zstandard.ZstdError as exc:
+        raise IntegrityError("the stub's library set %s is damaged (%s); copy the bundle again" % (where, exc))
+    if len(data) != sum(size for size, _, _ in files):
+        raise IntegrityError("the stub's library set %s is damaged; copy the bundle again" % where)
+    out, offset = [], 0
+    for size, module, dest in files:
+        out.append((dest, module, data[offset:offset + size]))
+        offset += size
+    return out
