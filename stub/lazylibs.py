@@ -15,17 +15,23 @@ class _Finder(object):
     """Last on sys.meta_path: consulted only for imports nothing else found."""
 
     def __init__(self, base, blob):
-        from _thread import allocate_lock
+        from _thread import RLock
 
         self.base, self.blob = base, blob
-        self.lock = allocate_lock()  # the early pull's thread imports ssl while the main thread may import hashlib
+        # The early pull's thread imports ssl while the main thread may import hashlib. Reentrant, because
+        # unpacking imports zstandard, whose own imports of modules it can do without come back here (with a
+        # plain lock, a Python 3.9 stub's --bundle-verify hung for good).
+        self.lock = RLock()
         self.modules = None
         self.unpacked = False
+        self.unpacking = False
 
     def find_spec(self, name, path=None, target=None):
         if "." in name:
             return None
         with self.lock:
+            if self.unpacking:  # an import made by the unpacking itself
+                return None
             if self.modules is None:
                 with open(self.blob, "rb") as f:
                     files, _ = lazylibs.read_header(f.read(), self.blob)
@@ -33,7 +39,11 @@ class _Finder(object):
             if name not in self.modules:
                 return None
             if not self.unpacked:
-                self._unpack()
+                self.unpacking = True
+                try:
+                    self._unpack()
+                finally:
+                    self.unpacking = False
                 self.unpacked = True
         import importlib
         from importlib.machinery import PathFinder
