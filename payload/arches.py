@@ -1,13 +1,25 @@
 """The architectures a bundle can be built for: ONE table, used by the manifest, the CLI, the ELF reader, the
 registry client and the device (docs/format.md, section 7)."""
 
-from collections import namedtuple
 
-# Not typing.NamedTuple: importing typing would add about 3 ms to every start of a bundle.
-# name: what bundles, manifests and the CLI call it; elf_machine, elf_64bit: ELF e_machine and class of its
-# executables; platform: the OCI platform its images are pulled for, os/arch[/variant]; aliases: names other tools
-# use for it, accepted where a hint is given, never stored; machines: what `uname -m` says on such a machine.
-Arch = namedtuple("Arch", "name elf_machine elf_64bit platform aliases machines")
+class Arch(object):
+    """One row of TABLE.
+
+    name: what bundles, manifests and the CLI call it; elf_machine, elf_64bit: ELF e_machine and class of its
+    executables; platform: the OCI platform its images are pulled for, os/arch[/variant]; aliases: names other
+    tools use for it, accepted where a hint is given, never stored; machines: what `uname -m` says on such a machine.
+
+    A plain class: collections.namedtuple (and typing.NamedTuple more so) adds its imports and a compile to every
+    start of a bundle, a measurable share of one under qemu (docs/benchmarks.md)."""
+
+    __slots__ = ("name", "elf_machine", "elf_64bit", "platform", "aliases", "machines")
+
+    def __init__(self, name, elf_machine, elf_64bit, platform, aliases, machines):
+        self.name, self.elf_machine, self.elf_64bit = name, elf_machine, elf_64bit
+        self.platform, self.aliases, self.machines = platform, aliases, machines
+
+    def __repr__(self):
+        return "Arch(%r)" % self.name
 
 
 TABLE = (

@@ -7,7 +7,6 @@ never a name with missing bytes. Temp names hold the writer's PID (`.NAME.tmp-PI
 told from those of a live process.
 """
 
-import contextlib
 import errno
 import os
 
@@ -61,25 +60,56 @@ def commit(temp, path, durable=True):
         fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
-@contextlib.contextmanager
-def atomic_path(path, durable=True, mode=None, temp_dir=None):
-    """Yield a temp path for a tool that writes a file by name; it becomes `path` when the block ends without
-    an exception (with `mode`, default 0666 less the umask), and is removed otherwise."""
-    temp = temp_name(path, temp_dir)
-    try:
-        yield temp
-        os.chmod(temp, _umask_mode() if mode is None else mode)
-        commit(temp, path, durable)
-    finally:
-        safe_unlink(temp)
+class atomic_path(object):
+    """`with atomic_path(path) as temp`: a temp path for a tool that writes a file by name; it becomes `path` when
+    the block ends without an exception (with `mode`, default 0666 less the umask), and is removed otherwise.
+
+    These context managers are classes, not contextlib generators: every start imports this module, and contextlib
+    (with functools and collections) is a measurable share of a start under qemu (docs/benchmarks.md)."""
+
+    def __init__(self, path, durable=True, mode=None, temp_dir=None):
+        self.path, self.durable, self.mode, self.temp_dir = path, durable, mode, temp_dir
+        self.temp = None
+
+    def __enter__(self):
+        self.temp = temp_name(self.path, self.temp_dir)
+        return self.temp
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                os.chmod(self.temp, _umask_mode() if self.mode is None else self.mode)
+                commit(self.temp, self.path, self.durable)
+        finally:
+            safe_unlink(self.temp)
+        return False
 
 
-@contextlib.contextmanager
-def atomic_file(path, binary=True, durable=True, mode=None, temp_dir=None, encoding="utf-8"):
-    """Yield a file open for writing; `path` gets its bytes only once the block ends without an exception."""
-    with atomic_path(path, durable, mode, temp_dir) as temp:
-        with open(temp, "wb") if binary else open(temp, "w", encoding=encoding) as out:
-            yield out
+class atomic_file(object):
+    """`with atomic_file(path) as out`: a file open for writing; `path` gets its bytes only once the block ends
+    without an exception (and the file closed without one: a full disk can fail the last flush)."""
+
+    def __init__(self, path, binary=True, durable=True, mode=None, temp_dir=None, encoding="utf-8"):
+        self.atomic = atomic_path(path, durable, mode, temp_dir)
+        self.binary, self.encoding = binary, encoding
+        self.out = None
+
+    def __enter__(self):
+        temp = self.atomic.__enter__()
+        try:
+            self.out = open(temp, "wb") if self.binary else open(temp, "w", encoding=self.encoding)
+        except BaseException as err:
+            self.atomic.__exit__(type(err), err, err.__traceback__)
+            raise
+        return self.out
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.out.close()
+        except BaseException as err:
+            self.atomic.__exit__(type(err), err, err.__traceback__)
+            raise
+        return self.atomic.__exit__(exc_type, exc, tb)
 
 
 def write_atomic(path, data, durable=True, mode=None, temp_dir=None):
@@ -88,23 +118,32 @@ def write_atomic(path, data, durable=True, mode=None, temp_dir=None):
         out.write(data)
 
 
-@contextlib.contextmanager
-def atomic_directory(path, durable=True):
-    """Yield an empty work dir beside `path`; it is renamed to `path` when the block ends without an exception
-    (every file and directory in it fsynced first when durable), and removed otherwise. `path` must not exist."""
-    import tempfile
+class atomic_directory(object):
+    """`with atomic_directory(path) as work`: an empty work dir beside `path`; it is renamed to `path` when the
+    block ends without an exception (every file and directory in it fsynced first when durable), and removed
+    otherwise. `path` must not exist."""
 
-    parent, name = os.path.split(os.path.abspath(path))
-    work = tempfile.mkdtemp(prefix="." + name + TEMP_MARK + "%d-" % os.getpid(), dir=parent)
-    try:
-        yield work
-        if durable:
-            sync_tree(work)
-        os.rename(work, path)
-        if durable:
-            fsync_dir(parent)
-    finally:
-        safe_rmtree(work)
+    def __init__(self, path, durable=True):
+        self.parent, self.name = os.path.split(os.path.abspath(path))
+        self.path, self.durable, self.work = path, durable, None
+
+    def __enter__(self):
+        import tempfile
+
+        self.work = tempfile.mkdtemp(prefix="." + self.name + TEMP_MARK + "%d-" % os.getpid(), dir=self.parent)
+        return self.work
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                if self.durable:
+                    sync_tree(self.work)
+                os.rename(self.work, self.path)
+                if self.durable:
+                    fsync_dir(self.parent)
+        finally:
+            safe_rmtree(self.work)
+        return False
 
 
 def sync_tree(top):

@@ -15,8 +15,8 @@ INDEX_FILE = ".bundle-index.json"  # written into every installed version by ins
 
 def _recorded(root):
     try:
-        with open(os.path.join(root, RECORD)) as f:
-            return f.read().strip() or None
+        with open(os.path.join(root, RECORD), "rb") as f:  # bytes: a text open() imports the locale machinery
+            return f.read().decode("utf-8", "replace").strip() or None
     except FileNotFoundError:
         return None
     except OSError as exc:
