@@ -17,8 +17,11 @@ from .errors import IntegrityError
 
 BLOB = "bundler-lazy-libs"
 MAGIC = b"bundler lazy libraries 1\n"
-MODULES = ("_ssl", "_hashlib", "unicodedata")  # the extension modules packed, with the libraries named next
-LIBRARIES = ("libssl.", "libcrypto.")  # shared libraries needed only by those modules
+# The extension modules packed, with the libraries named next. `_ctypes` is here because PyInstaller's bootstrap
+# imports ctypes at every start when it can (pyimod03_ctypes), which loads _ctypes and libffi; without them in the
+# archive that import fails quietly there, and only --bundle-rollback (renameat2) unpacks and uses them.
+MODULES = ("_ssl", "_hashlib", "unicodedata", "_ctypes")
+LIBRARIES = ("libssl.", "libcrypto.", "libffi.")  # shared libraries needed only by those modules
 
 
 def is_lazy(dest_name, typecode):

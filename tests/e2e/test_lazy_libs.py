@@ -1,5 +1,5 @@
-"""stub/lazylibs.py with the real frozen stub: OpenSSL and unicodedata are not unpacked by the bootloader at each
-start, only when an import needs them. The dynamic loader's own trace (LD_DEBUG=files, inherited by the stub's
+"""stub/lazylibs.py with the real frozen stub: OpenSSL, unicodedata and ctypes are not unpacked by the bootloader at
+each start, only when an import needs them. The dynamic loader's own trace (LD_DEBUG=files, inherited by the stub's
 Python) says which libraries a start loads, and from where."""
 
 import os
@@ -11,11 +11,14 @@ from payload import lazylibs
 from tests.fixtures.bundles import make_bundle
 
 
-def _loaded(exe, root, tmpdir):
+ON_DEMAND = ("libcrypto", "libssl", "libffi", "_ssl", "_hashlib", "_ctypes", "unicodedata")
+
+
+def _loaded(exe, root, tmpdir, *args, expect=7):
     env = dict(os.environ, LD_DEBUG="files", TMPDIR=str(tmpdir))
-    result = subprocess.run([str(exe), "--bundle-dir", str(root)], env=env, stdout=subprocess.PIPE,
+    result = subprocess.run([str(exe), "--bundle-dir", str(root), *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    assert result.returncode == 7 and "hello" in result.stdout, result.stderr[-2000:]
+    assert result.returncode == expect and (expect != 7 or "hello" in result.stdout), result.stderr[-2000:]
     return _initialised(result.stderr)
 
 
@@ -27,7 +30,7 @@ def _initialised(trace):
 def test_the_bootloader_leaves_openssl_to_the_imports_that_need_it(stub_path, tmp_path):
     toc = CArchiveReader(str(stub_path)).toc
     binaries = [name for name, entry in toc.items() if entry[4] == "b"]
-    assert not [n for n in binaries if os.path.basename(n).startswith(("libssl", "libcrypto", "_ssl", "_hashlib"))]
+    assert not [n for n in binaries if os.path.basename(n).startswith(ON_DEMAND)]
     assert lazylibs.BLOB in toc
     exe, _ = make_bundle(tmp_path / "bundle", stub_path)
     (tmp_path / "tmp").mkdir()
@@ -35,7 +38,22 @@ def test_the_bootloader_leaves_openssl_to_the_imports_that_need_it(stub_path, tm
     crypto = [path for path in first if os.path.basename(path).startswith("libcrypto")]
     assert crypto and all("/_MEI" in path for path in crypto), first  # OpenSSL's, from the unpacked set
     again = _loaded(exe, tmp_path / "root", tmp_path / "tmp")  # installed: needs none of it
-    assert again and not [p for p in again if "libcrypto" in p or "libssl" in p], again
+    assert again and not [p for p in again if os.path.basename(p).startswith(ON_DEMAND)], again
+
+
+def test_ctypes_is_unpacked_for_a_rollback_only(stub_path, tmp_path):
+    """PyInstaller's bootstrap imports ctypes at every start when it can; with _ctypes and libffi in the set, that
+    import fails quietly, and --bundle-rollback (renameat2 through ctypes) unpacks and loads them."""
+    (tmp_path / "tmp").mkdir()
+    for version in ("1.0.0", "1.1.0"):
+        exe, _ = make_bundle(tmp_path / version, stub_path, version=version)
+        started = _loaded(exe, tmp_path / "root", tmp_path / "tmp")
+        assert not [p for p in started if os.path.basename(p).startswith(("libffi", "_ctypes"))], started
+    new_id = os.readlink(tmp_path / "root" / "current")
+    rolled = _loaded(exe, tmp_path / "root", tmp_path / "tmp", "--bundle-rollback", expect=0)
+    for name in ("libffi", "_ctypes"):
+        assert [p for p in rolled if os.path.basename(p).startswith(name) and "/_MEI" in p], rolled
+    assert os.readlink(tmp_path / "root" / "previous") == new_id  # swapped
 
 
 def test_a_pulling_start_unpacks_and_loads_openssl_for_requests(stub_path, tmp_path):
