@@ -22,6 +22,7 @@ MAGIC = b"bundler lazy libraries 1\n"
 # archive that import fails quietly there, and only --bundle-rollback (renameat2) unpacks and uses them.
 MODULES = ("_ssl", "_hashlib", "unicodedata", "_ctypes")
 LIBRARIES = ("libssl.", "libcrypto.", "libffi.")  # shared libraries needed only by those modules
+HEADER_MAX = 64 * 1024  # the header's bytes at most, so a reader of the module names reads no more than that
 
 
 def is_lazy(dest_name, typecode):
@@ -42,6 +43,8 @@ def pack(entries, out):
             data = f.read()
         header.append(("%d %s %s\n" % (len(data), module or "-", dest)).encode("utf-8"))
         contents.append(data)
+    if sum(map(len, header)) + 1 > HEADER_MAX:
+        raise ValueError("the library set's header would exceed %d bytes" % HEADER_MAX)
     compressor = zstandard.ZstdCompressor(level=19, write_checksum=True, write_content_size=True)
     with open(out, "wb") as f:
         f.write(b"".join(header) + b"\n")
@@ -61,6 +64,12 @@ def read_header(blob, where):
     except ValueError:
         raise IntegrityError("%s is not the stub's library set; the bundle is damaged, copy it again" % where)
     return files, blob[end + 2:]
+
+
+def read_modules(f, where):
+    """The module names in the set open as `f`, from its header alone (at most HEADER_MAX bytes are read)."""
+    files, _ = read_header(f.read(HEADER_MAX), where)
+    return set(module for _, module, _ in files if module)
 
 
 def unpack(blob, where):

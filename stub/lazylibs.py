@@ -34,8 +34,7 @@ class _Finder(object):
                 return None
             if self.modules is None:
                 with open(self.blob, "rb") as f:
-                    files, _ = lazylibs.read_header(f.read(), self.blob)
-                self.modules = set(module for _, module, _ in files if module)
+                    self.modules = lazylibs.read_modules(f, self.blob)
             if name not in self.modules:
                 return None
             if not self.unpacked:

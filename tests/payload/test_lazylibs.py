@@ -1,0 +1,68 @@
+"""payload/lazylibs.py: the stub's on-demand library set, packed at build time and read on the device.
+tests/e2e/test_lazy_libs.py runs it in the real frozen stub; tests/bundler/test_glibc.py reads it with zstd's CLI."""
+
+import os
+
+import pytest
+
+from payload import lazylibs
+from payload.errors import IntegrityError
+
+
+@pytest.fixture
+def sources(tmp_path):
+    """Three files as a stub build gives them: two extension modules and a library, of unlike sizes."""
+    files = {"python3.9/lib-dynload/_ssl.so": os.urandom(70000), "libssl.so.1.1": b"\x7fELF" + b"x" * 5000,
+             "python3.9/lib-dynload/_ctypes.so": b""}
+    entries = []
+    for dest, data in files.items():
+        source = tmp_path / "src" / dest
+        source.parent.mkdir(parents=True, exist_ok=True)
+        source.write_bytes(data)
+        module = os.path.basename(dest).split(".", 1)[0] if dest.endswith(".so") else None
+        entries.append((dest, str(source), module))
+    return files, entries
+
+
+def test_unpack_gives_back_every_file_with_its_module(sources, tmp_path):
+    files, entries = sources
+    blob = tmp_path / lazylibs.BLOB
+    lazylibs.pack(entries, blob)
+    unpacked = lazylibs.unpack(blob.read_bytes(), str(blob))
+    assert [(dest, module) for dest, module, _ in unpacked] == [(dest, module) for dest, _, module in entries]
+    assert {dest: data for dest, _, data in unpacked} == files
+
+
+def test_the_module_names_come_from_the_header_alone(sources, tmp_path):
+    _, entries = sources
+    blob = tmp_path / lazylibs.BLOB
+    lazylibs.pack(entries, blob)
+    assert blob.stat().st_size > lazylibs.HEADER_MAX  # the random 70 KB do not compress
+    with open(blob, "rb") as f:
+        assert lazylibs.read_modules(f, str(blob)) == {"_ssl", "_ctypes"}
+        assert f.tell() == lazylibs.HEADER_MAX  # the files' bytes were not read
+
+
+def test_a_header_longer_than_a_reader_reads_is_refused_at_build_time(tmp_path):
+    source = tmp_path / "lib.so"
+    source.write_bytes(b"")
+    entries = [("d/%s/lib%d.so" % ("x" * 200, i), str(source), None) for i in range(400)]
+    with pytest.raises(ValueError, match="header"):
+        lazylibs.pack(entries, tmp_path / lazylibs.BLOB)
+    assert not (tmp_path / lazylibs.BLOB).exists()
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "magic"])
+def test_a_damaged_set_is_an_integrity_error_naming_it(damage, sources, tmp_path):
+    _, entries = sources
+    blob = tmp_path / lazylibs.BLOB
+    lazylibs.pack(entries, blob)
+    data = bytearray(blob.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+    elif damage == "truncate":
+        del data[len(data) - 100:]
+    else:
+        data[0:1] = b"B"
+    with pytest.raises(IntegrityError, match="library set .*%s|%s is not the stub's library set" % (blob, blob)):
+        lazylibs.unpack(bytes(data), str(blob))
