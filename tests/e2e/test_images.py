@@ -6,37 +6,16 @@ import subprocess
 
 import pytest
 
+from tests.fixtures.bundles import images_manifest, images_project
 from tests.fixtures.registry import Registry, push
 from tests.helpers import bundler, run
 
-LIST_IMAGES = """#!/bin/sh
-ls "$BUNDLE_IMAGES"
-"""
+IMAGES = {"base": "test/busybox:1", "derived": "test/derived:1"}
 
-MANIFEST = """
-[bundle]
-name = "imgs"
-version = "1.0.0"
-entrypoint = ["bin/list"]
 
-[[file]]
-path = "bin/list"
-mode = "0755"
-source = {{ url = "list.sh" }}
-
-[[image]]
-name = "base"
-ref = "{host}/test/busybox:1"
-
-[[image]]
-name = "derived"
-ref = "{host}/test/derived:1"
-
-[variants.online]
-embed = ["base"]
-[variants.offline]
-embed = "all"
-"""
+def manifest(host, images=IMAGES):
+    """The image project: online embeds `base` and pulls the rest, offline embeds every image."""
+    return images_manifest(host, images, online_embed=["base"])
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +30,7 @@ def registry(tmp_path_factory, image_layout):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, registry):
-    directory = tmp_path_factory.mktemp("img-project")
-    (directory / "list.sh").write_text(LIST_IMAGES)
-    (directory / "bundle.toml").write_text(MANIFEST.format(host=registry.host))
-    return directory
+    return images_project(tmp_path_factory.mktemp("img-project"), manifest(registry.host))
 
 
 def _make(project, cache_dir, variant, *extra):
@@ -142,12 +118,7 @@ def test_online_pulls_at_first_start_then_runs_without_the_registry(project, cac
 
 
 def test_lock_pins_each_platform_of_an_index(registry, image_layout, tmp_path):
-    project = tmp_path / "multi"
-    project.mkdir()
-    (project / "list.sh").write_text(LIST_IMAGES)
-    manifest = MANIFEST.format(host=registry.host).replace("test/busybox:1", "test/multi:1")
-    manifest = manifest.split("[[image]]\nname = \"derived\"")[0] + "[variants.offline]\nembed = \"all\"\n"
-    (project / "bundle.toml").write_text(manifest)
+    project = images_project(tmp_path / "multi", manifest(registry.host, {"base": "test/multi:1"}))
     bundler("lock", "--arch", "amd64", "--arch", "arm", "--cache-dir", tmp_path / "cache", cwd=project)
     import tomllib
     lock = tomllib.loads((project / "bundle.lock").read_text())
@@ -162,11 +133,7 @@ def proxied(tmp_path, registry, image_layout):
     from tests.fixtures.registry import FaultProxy
 
     proxy = FaultProxy(registry.port).start()
-    directory = tmp_path / "proxied"
-    directory.mkdir()
-    (directory / "list.sh").write_text(LIST_IMAGES)
-    (directory / "bundle.toml").write_text(MANIFEST.format(host=proxy.host))
-    yield directory, proxy
+    yield images_project(tmp_path / "proxied", manifest(proxy.host)), proxy
     proxy.stop()
 
 

@@ -8,7 +8,7 @@ import subprocess
 from PyInstaller.archive.readers import CArchiveReader
 
 from payload import lazylibs
-from tests.fixtures.bundles import make_bundle
+from tests.fixtures.bundles import make_bundle, online_bundle
 
 
 ON_DEMAND = ("libcrypto", "libssl", "libffi", "_ssl", "_hashlib", "_ctypes", "unicodedata")
@@ -59,14 +59,13 @@ def test_ctypes_is_unpacked_for_a_rollback_only(stub_path, tmp_path):
 def test_a_pulling_start_unpacks_and_loads_openssl_for_requests(stub_path, tmp_path):
     """requests imports ssl (urllib3 takes no ssl as "no https" without a word): the set must load, not just exist."""
     from tests.fixtures.registry import BUSYBOX, ImageLayout, Registry, push
-    from tests.stub.test_excludes import _online_bundle
 
     layout = ImageLayout(tmp_path / "layout")
     layout.build("base", {"/bin/busybox": BUSYBOX})
     registry = Registry(tmp_path / "registry").start()
     try:
         push(layout, "base", registry, "test/busybox:1")
-        exe = _online_bundle(tmp_path / "online", registry.host, stub_path)
+        exe = online_bundle(tmp_path / "online", registry.host, stub_path)
         (tmp_path / "tmp").mkdir()
         env = dict(os.environ, LD_DEBUG="files", TMPDIR=str(tmp_path / "tmp"))
         result = subprocess.run([str(exe), "--bundle-dir", str(tmp_path / "root")], env=env, stdout=subprocess.PIPE,

@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from bundler.stubbuild import EXCLUDES
-from tests.fixtures.bundles import make_bundle
+from tests.fixtures.bundles import make_bundle, online_bundle
 from tests.fixtures.registry import BUSYBOX, ImageLayout, Registry, TokenService, push, self_signed_certificate
 from tests.helpers import ROOT, bundler, flip_byte
 
@@ -49,26 +49,6 @@ sys.argv = sys.argv[1:]
 from stub.main import main
 main()
 """
-
-ONLINE = """
-[bundle]
-name = "imgs"
-version = "1.0.0"
-entrypoint = ["bin/list"]
-
-[[file]]
-path = "bin/list"
-mode = "0755"
-source = {{ url = "list.sh" }}
-
-[[image]]
-name = "base"
-ref = "{host}/test/busybox:1"
-
-[variants.online]
-embed = []
-"""
-
 
 def blocked_modules():
     return list(EXCLUDES)
@@ -139,16 +119,6 @@ def registries(tmp_path_factory):
         tokens.close()
 
 
-def _online_bundle(directory, host, stub):
-    directory.mkdir()
-    (directory / "list.sh").write_text('#!/bin/sh\nls "$BUNDLE_IMAGES"\n')
-    (directory / "bundle.toml").write_text(ONLINE.format(host=host))
-    out = directory / "online"
-    bundler("make", "--stub", stub, "--variant", "online", "--cache-dir", directory / "cache", "--level", "3",
-            "--insecure-registry", host, "-o", out, cwd=directory)
-    return out
-
-
 def test_the_run_side_needs_no_excluded_module_on_its_main_paths(tmp_path, plain_stub, registries):
     plain, secure, tokens = registries
     run = Runner(tmp_path)
@@ -178,7 +148,7 @@ def test_the_run_side_needs_no_excluded_module_on_its_main_paths(tmp_path, plain
     run(exe, "--bundle-dir", "/proc/no-such-root", expect=4)
     # pulls: plain http, then https with a bearer token; a registry that is gone (exit 5)
     for registry in (secure, plain):
-        online = _online_bundle(tmp_path / ("online-%d" % registry.port), registry.host, plain_stub)
+        online = online_bundle(tmp_path / ("online-%d" % registry.port), registry.host, plain_stub)
         listed = run(online, "--bundle-dir", tmp_path / ("pulled-%d" % registry.port))
         assert listed.stdout.split() == ["base.tar"]
     plain.stop()
