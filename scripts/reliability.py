@@ -169,7 +169,9 @@ def concurrency_trials(work, large, versions):
     root = work / "two-versions"
     faults.start(v1, root)
     results = faults.concurrent_starts([[exe, "--bundle-dir", root] for exe in (v1, v2) * 4])
-    both = sum(r.returncode == 0 for r in results), len(results), faults.install_problems(root, expected2)
+    new_ran = sum(r.returncode == 0 and r.stdout.split()[1:2] == ["2.0.0"] for r in results[1::2])
+    old = [faults.old_start_outcome(r, "1.0.0", "2.0.0") for r in results[0::2]]
+    both = new_ran, old.count("ran"), old.count("refused"), old.count(None), faults.install_problems(root, expected2)
     return first, both
 
 
@@ -270,10 +272,13 @@ def main(argv=None):
     print("3. concurrency (frozen stub):")
     print("   concurrent first starts %d, ran %d, extractions %d%s" % (
         starts, ran, extracted, ("; problems: %s" % problems16) if problems16 else ""))
-    print("   installed 1.0.0 and new 2.0.0 started together: %d of %d ran%s" % (
-        both[0], both[1], ("; problems: %s" % both[2]) if both[2] else ""))
-    print("   %s: 16 starts, 1 extraction, both versions work" % verdict(
-        starts == ran == 16 and extracted == 1 and not problems16 and both[0] == both[1] and not both[2]))
+    new_ran, old_ran, old_refused, old_other, problems2 = both
+    print("   installed 1.0.0 and new 2.0.0 started together, 4 each: 2.0.0 ran %d; 1.0.0 ran %d (before 2.0.0 was "
+          "current), refused as a downgrade %d (exit 4), other %d%s" % (
+              new_ran, old_ran, old_refused, old_other, ("; problems: %s" % problems2) if problems2 else ""))
+    print("   %s: 16 starts, 1 extraction; the new version runs, the old one runs or is refused, never made current"
+          % verdict(starts == ran == 16 and extracted == 1 and not problems16 and new_ran == 4 and old_other == 0
+                    and not problems2))
 
     outcomes, words, harmed = outside
     print()
