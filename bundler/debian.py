@@ -278,11 +278,23 @@ def _enabled(handler):
 # Roots
 
 @contextlib.contextmanager
-def locked(path):
-    """An exclusive flock on `path` (two builds of one root or stub wait for each other)."""
+def locked(path, log=None, holder=None):
+    """An exclusive flock on `path` (two builds of one root or stub wait for each other). With `log`, a wait is
+    announced, naming what holds the lock (`holder`), so a build that seems stuck says why."""
     with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if log is not None:
+                log("waiting for %s to finish (it holds %s)..." % (holder or "another bundler", path))
+            fcntl.flock(f, fcntl.LOCK_EX)
         yield
+
+
+def build_lock(root):
+    """The lock of the builds inside `root`: one stub build at a time, whatever its stub key (they share the
+    root's work directory and venv)."""
+    return root.with_name(root.name + ".build.lock")
 
 
 def root_dir(cache, tgt):
@@ -299,7 +311,7 @@ def ensure_root(cache, tgt, mirror, log=print):
     root = root_dir(cache, tgt)
     if (root / _COMPLETE).exists():
         return root
-    with locked(root.with_name(root.name + ".lock")):
+    with locked(root.with_name(root.name + ".lock"), log, "another bundler making this root"):
         if (root / _COMPLETE).exists():
             return root
         work = root.with_name(root.name + ".tmp")

@@ -54,7 +54,7 @@ def portable_stub(cache, arch, mirror=None, offline=False, log=print):
     check_can_build(cache, arch, offline, mirror)
     tgt = debian.target(arch)
     mirror = debian.debian_mirror(mirror)
-    with debian.locked(path.with_name("%s.lock" % path.name)):
+    with debian.locked(path.with_name("%s.lock" % path.name), log, "another bundler building this stub"):
         if cached_stub(cache, path):
             return path
         began = time.monotonic()
@@ -63,14 +63,16 @@ def portable_stub(cache, arch, mirror=None, offline=False, log=print):
             "cached in %s)..." % (arch, tgt.release, how, tgt.minutes, cache.root))
         root = _step(log, "root: Debian %s %s (%s from %s)" % (tgt.release, tgt.debian_arch, debian.builder(), mirror),
                      debian.ensure_root, cache, tgt, mirror, log)
-        venv = _step(log, "Python packages: PyInstaller %s, zstandard %s%s" % (
-            versions() + (" (built from source in the root)" if tgt.from_source else "",)),
-            _ensure_venv, cache, tgt, root, log)
-        built = _step(log, "PyInstaller one-file build of the stub", _build, root, venv, tgt, log)
-        try:
-            install_stub(cache, built, path)
-        finally:
-            shutil.rmtree(root / _IN_ROOT.lstrip("/"), ignore_errors=True)
+        # Builds of other stub keys (another checkout of bundler) share the root's work dir and venv.
+        with debian.locked(debian.build_lock(root), log, "another stub build in this root"):
+            venv = _step(log, "Python packages: PyInstaller %s, zstandard %s%s" % (
+                versions() + (" (built from source in the root)" if tgt.from_source else "",)),
+                _ensure_venv, cache, tgt, root, log)
+            built = _step(log, "PyInstaller one-file build of the stub", _build, root, venv, tgt, log)
+            try:
+                install_stub(cache, built, path)
+            finally:
+                shutil.rmtree(root / _IN_ROOT.lstrip("/"), ignore_errors=True)
         log("portable %s stub ready in %s: %s" % (arch, debian._elapsed(time.monotonic() - began), path))
     return path
 

@@ -1002,14 +1002,15 @@ def _hello_in_root(cache, root, tgt):
     from bundler import debian, portable
     from bundler.cache import Cache
 
-    venv = portable._ensure_venv(Cache(cache), tgt, root, log)
-    work = root / HELLO_IN_ROOT.lstrip("/")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    (work / "hello.py").write_text(HELLO_PY)
-    run(debian.in_root(root, [venv + "/bin/python", "-m", "PyInstaller", *HELLO_OPTIONS, "--name", "hello",
-                              "--distpath", HELLO_IN_ROOT + "/dist", "--workpath", HELLO_IN_ROOT + "/build",
-                              "--specpath", HELLO_IN_ROOT, HELLO_IN_ROOT + "/hello.py"]))
+    with debian.locked(debian.build_lock(root), log, "a stub build in this root"):
+        venv = portable._ensure_venv(Cache(cache), tgt, root, log)
+        work = root / HELLO_IN_ROOT.lstrip("/")
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        (work / "hello.py").write_text(HELLO_PY)
+        run(debian.in_root(root, [venv + "/bin/python", "-m", "PyInstaller", *HELLO_OPTIONS, "--name", "hello",
+                                  "--distpath", HELLO_IN_ROOT + "/dist", "--workpath", HELLO_IN_ROOT + "/build",
+                                  "--specpath", HELLO_IN_ROOT, HELLO_IN_ROOT + "/hello.py"]))
     return work / "dist" / "hello"
 
 

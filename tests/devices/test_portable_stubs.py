@@ -2,6 +2,7 @@
 (glibc 2.31) natively, arm64 under qemu-user-static. The roots and stubs are built once per session (or found in
 $BUNDLER_TEST_ROOTS_CACHE)."""
 
+import fcntl
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import pytest
 
 from bundler.glibc import stub_floor
 from tests.fixtures.devices import PORTABLE, portable_stub, require_root_tools, roots_cache, run_in_root, write_project
-from tests.helpers import bundler, run
+from tests.helpers import ROOT, bundler, run
 
 pytestmark = pytest.mark.slow
 
@@ -78,6 +79,32 @@ def test_a_truncated_cached_stub_is_built_again_not_used(amd64, devices_cache, t
     assert abs(stub.stat().st_size - whole) < whole // 10  # PyInstaller builds are not byte-reproducible
     ran = run_in_root(root, tmp_path / "app")
     assert ran.returncode == 0 and ran.stdout == "x86_64\n", ran.stderr
+
+
+def test_a_stub_build_waits_for_another_build_in_its_root_and_says_so(amd64, devices_cache, tmp_path):
+    """Two stub builds in one root (another checkout of bundler: another stub key) share its work dir and venv:
+    the second waits on the root's build lock, held here as that other build would hold it, and says so. It
+    waits for as long as the lock is held, so the order of the checks below is not a matter of timing."""
+    from bundler.debian import build_lock
+
+    stub, root, _ = amd64
+    stub.unlink()  # this key must build again: only the root and its venv are cached
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with open(build_lock(root), "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = subprocess.Popen([sys.executable, "-m", "bundler", "stub", "--arch", "amd64", "--cache-dir",
+                                 str(devices_cache)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
+        said = []
+        while not said or "waiting for another stub build in this root" not in said[-1]:
+            line = proc.stderr.readline()
+            assert line, "the build ended without waiting for the lock: %s" % "".join(said)
+            said.append(line)
+        assert not (root / "tmp" / "bundler-stub").exists()  # nothing of this build in the root yet
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, "".join(said) + err
+    assert Path(out.strip()) == stub and stub.is_file()
+    assert "portable amd64 stub ready" in err
 
 
 def test_arm64_bundle_installs_verifies_and_runs_its_arm64_binary_under_qemu(arm64, devices_cache, tmp_path):
