@@ -42,6 +42,27 @@ def test_a_failure_keeps_the_old_file_and_leaves_no_temp(tmp_path):
     assert names(tmp_path) == ["out.bin"]
 
 
+def test_a_disk_that_fills_up_on_the_last_flush_keeps_the_old_file(tiny_tmpfs):
+    """A real full file system: the few bytes written stay in the file object's buffer, so the failure comes from
+    the flush at close, after the block itself ended without an exception."""
+    target = tiny_tmpfs / "out.bin"
+    target.write_bytes(b"old")
+    filler = os.open(tiny_tmpfs / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        with pytest.raises(OSError) as full:
+            while True:
+                os.write(filler, b"\0" * 4096)
+    finally:
+        os.close(filler)
+    assert full.value.errno == errno.ENOSPC
+    with pytest.raises(OSError) as late:
+        with fs.atomic_file(target) as out:
+            out.write(b"new")
+    assert late.value.errno == errno.ENOSPC
+    assert target.read_bytes() == b"old"
+    assert names(tiny_tmpfs) == ["filler", "out.bin"]
+
+
 def test_keyboard_interrupt_leaves_no_temp(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         with fs.atomic_path(tmp_path / "x", mode=0o755) as temp:
