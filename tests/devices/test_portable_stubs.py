@@ -16,6 +16,7 @@ import pytest
 
 from bundler.glibc import stub_floor
 from tests.fixtures.devices import PORTABLE, portable_stub, require_root_tools, roots_cache, run_in_root, write_project
+from tests.fixtures.loader import ON_DEMAND, initialised
 from tests.helpers import ROOT, bundler, run
 
 pytestmark = pytest.mark.slow
@@ -59,6 +60,12 @@ def test_amd64_bundle_made_the_default_way_starts_in_debian_11(amd64, devices_ca
     ran = run_in_root(root, tmp_path / "app")
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.splitlines() == ["machine x86_64", "glibc 2.31", "arch amd64"]
+    # Its Python 3.9 stub's installed start loads none of the on-demand set (the loader's own trace).
+    again = run_in_root(root, tmp_path / "app", env={"LD_DEBUG": "files"})
+    assert again.returncode == 0, again.stderr
+    loaded = initialised(again.stderr)
+    assert [p for p in loaded if "/_MEI" in p and "libpython3.9" in p], loaded  # the trace is the stub's
+    assert not [p for p in loaded if os.path.basename(p).startswith(ON_DEMAND)], loaded
     # The same bundle with the host's stub dies there: the root really is older than this host.
     bundler("make", "--stub", "host", "--cache-dir", devices_cache, "--level", "3", "-o", tmp_path / "host-app",
             cwd=project)

@@ -9,9 +9,7 @@ from PyInstaller.archive.readers import CArchiveReader
 
 from payload import lazylibs
 from tests.fixtures.bundles import make_bundle, online_bundle
-
-
-ON_DEMAND = ("libcrypto", "libssl", "libffi", "_ssl", "_hashlib", "_ctypes", "unicodedata")
+from tests.fixtures.loader import ON_DEMAND, initialised
 
 
 def _loaded(exe, root, tmpdir, *args, expect=7):
@@ -19,12 +17,7 @@ def _loaded(exe, root, tmpdir, *args, expect=7):
     result = subprocess.run([str(exe), "--bundle-dir", str(root), *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert result.returncode == expect and (expect != 7 or "hello" in result.stdout), result.stderr[-2000:]
-    return _initialised(result.stderr)
-
-
-def _initialised(trace):
-    """The files the dynamic loader initialised, from its LD_DEBUG=files trace."""
-    return [line.split("calling init:", 1)[1].strip() for line in trace.splitlines() if "calling init:" in line]
+    return initialised(result.stderr)
 
 
 def test_the_bootloader_leaves_openssl_to_the_imports_that_need_it(stub_path, tmp_path):
@@ -73,6 +66,6 @@ def test_a_pulling_start_unpacks_and_loads_openssl_for_requests(stub_path, tmp_p
     finally:
         registry.stop()
     assert result.returncode == 0 and result.stdout.split() == ["base.tar"], result.stderr[-2000:]
-    loaded = _initialised(result.stderr)
+    loaded = initialised(result.stderr)
     assert [p for p in loaded if os.path.basename(p).startswith("libssl") and "/_MEI" in p], loaded
     assert [p for p in loaded if os.path.basename(p).startswith("_ssl") and "/_MEI" in p], loaded
