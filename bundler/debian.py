@@ -43,7 +43,7 @@ class Target:
     qemu: str               # binfmt_misc handler that runs it on another host
     wheel_platform: str     # pip platform tag
     from_source: tuple      # packages without wheels for it: built in the root
-    minutes: int            # a cold first build here (2 cores), for the progress message
+    minutes: int            # a cold first build on an idle 2-core host, for the progress message (docs/devices.md)
 
     @property
     def machine(self):
@@ -61,12 +61,12 @@ class Target:
 
 # One row per architecture of payload/arches.py: what it takes to build its stub.
 TARGETS = {
-    "amd64": Target("amd64", "amd64", "bullseye", "3.9", "qemu-x86_64", "manylinux2014_x86_64", (), 3),
-    "arm64": Target("arm64", "arm64", "bullseye", "3.9", "qemu-aarch64", "manylinux2014_aarch64", (), 11),
+    "amd64": Target("amd64", "amd64", "bullseye", "3.9", "qemu-x86_64", "manylinux2014_x86_64", (), 2),
+    "arm64": Target("arm64", "arm64", "bullseye", "3.9", "qemu-aarch64", "manylinux2014_aarch64", (), 6),
     "arm": Target("arm", "armhf", "bullseye", "3.9", "qemu-arm", "manylinux2014_armv7l", ("pyinstaller", "zstandard"),
-                  40),
+                  15),
     "riscv64": Target("riscv64", "riscv64", "trixie", "3.13", "qemu-riscv64", "manylinux_2_39_riscv64",
-                      ("pyinstaller", "zstandard"), 40),
+                      ("pyinstaller", "zstandard"), 16),
 }
 
 

@@ -59,8 +59,8 @@ def portable_stub(cache, arch, mirror=None, offline=False, log=print):
             return path
         began = time.monotonic()
         how = "under qemu" if tgt.arch != debian.host_arch() else "natively"
-        log("building the portable %s stub in a Debian %s root (%s; first time about %d min on 2 cores, then "
-            "cached in %s)..." % (arch, tgt.release, how, tgt.minutes, cache.root))
+        log("building the portable %s stub in a Debian %s root (%s; first time about %d min on 2 idle cores, "
+            "longer under load, then cached in %s)..." % (arch, tgt.release, how, tgt.minutes, cache.root))
         root = _step(log, "root: Debian %s %s (%s from %s)" % (tgt.release, tgt.debian_arch, debian.builder(), mirror),
                      debian.ensure_root, cache, tgt, mirror, log)
         # Builds of other stub keys (another checkout of bundler) share the root's work dir and venv.

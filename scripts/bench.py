@@ -4,8 +4,8 @@
 Every figure is a ratio against a reference measured in the same run on the same machine (or a plain size),
 printed with its goal and PASS/MISS:
 
-    scripts/bench.py              # the full run (about 7.5 minutes on a shared 2-core machine at load 3, plus
-                                  # the containerd update: about 22 minutes at load 10, its makes cached after)
+    scripts/bench.py              # the full run: 654 s on an idle 2-core machine with the containerd update and
+                                  # without the device figures (--no-devices), those 104 s more with roots cached
     scripts/bench.py --quick      # smaller sizes and fewer repetitions: a smoke run (under a minute)
 
 Run it with the project's Python (the one with PyInstaller and zstandard), e.g. `.venv/bin/python scripts/bench.py`.
@@ -1178,8 +1178,8 @@ def main(argv=None):
     parser.add_argument("--work-dir", help="where to build and install (default: a temp dir, removed afterwards)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir")
     parser.add_argument("--arches", default="amd64,arm64",
-                        help="portable stubs to build and measure (default amd64,arm64; arm and riscv64 take about "
-                             "25 minutes each cold)")
+                        help="portable stubs to build and measure (default amd64,arm64; arm and riscv64 take 15 to 47 "
+                             "minutes each cold, by the load)")
     parser.add_argument("--no-devices", action="store_true", help="leave out the portable stub figures")
     parser.add_argument("--devices-only", action="store_true", help="only the portable stub figures")
     args = parser.parse_args(argv)

@@ -1,5 +1,5 @@
-"""armhf and riscv64: portable stubs built from source in their Debian roots under qemu (about 40 minutes cold
-each on 2 cores), so they run in the second test command, scripts/test-arches, not in scripts/test."""
+"""armhf and riscv64: portable stubs built from source in their Debian roots under qemu (15 to 47 minutes cold each
+on 2 cores, by the load), so they run in the second test command, scripts/test-arches, not in scripts/test."""
 
 import os
 import subprocess
