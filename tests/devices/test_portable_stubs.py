@@ -73,6 +73,30 @@ def test_amd64_bundle_made_the_default_way_starts_in_debian_11(amd64, devices_ca
     assert dead.returncode != 0 and "GLIBC_2.3" in dead.stderr
 
 
+def test_a_rollback_in_debian_11_unpacks_ctypes_on_python_3_9(amd64, devices_cache, tmp_path):
+    """renameat2 goes through ctypes, which the stub unpacks only for a rollback: on the stub's Python 3.9 too."""
+    stub, root, _ = amd64
+    shutil.rmtree(root / "var/lib/rollback39", ignore_errors=True)  # the root may be kept between runs
+    script = tmp_path / "report.sh"
+    script.write_text('#!/bin/sh\necho "version $BUNDLE_VERSION"\n')
+    for version in ("1.0.0", "1.1.0"):
+        project = write_project(tmp_path / version, {"bin/report": script}, ["bin/report"], name="rollback39",
+                                version=version)
+        bundler("make", "--cache-dir", devices_cache, "--level", "3", "-o", tmp_path / ("app-" + version),
+                cwd=project, env=PORTABLE)
+        ran = run_in_root(root, tmp_path / ("app-" + version), "--bundle-dir", "/var/lib/rollback39")
+        assert ran.returncode == 0 and ran.stdout == "version %s\n" % version, ran.stderr
+    rolled = run_in_root(root, tmp_path / "app-1.1.0", "--bundle-dir", "/var/lib/rollback39", "--bundle-rollback",
+                         env={"LD_DEBUG": "files"})
+    assert rolled.returncode == 0, rolled.stderr
+    assert "current is now rollback39 1.0.0" in rolled.stdout
+    loaded = initialised(rolled.stderr)
+    for name in ("libffi", "_ctypes.cpython-39"):
+        assert [p for p in loaded if os.path.basename(p).startswith(name) and "/_MEI" in p], loaded
+    again = run_in_root(root, tmp_path / "app-1.0.0", "--bundle-dir", "/var/lib/rollback39")
+    assert again.returncode == 0 and again.stdout == "version 1.0.0\n", again.stderr
+
+
 def test_a_truncated_cached_stub_is_built_again_not_used(amd64, devices_cache, tmp_path):
     stub, root, _ = amd64
     whole, root_inode = stub.stat().st_size, root.stat().st_ino
