@@ -75,7 +75,7 @@ for dest, source, kind in a.binaries:
         stripped = os.path.join(SPECPATH, "lazy", dest)
         os.makedirs(os.path.dirname(stripped), exist_ok=True)
         subprocess.run(["strip", "-o", stripped, source], check=True)  # what strip=True does to the others
-        lazy.append((dest, stripped, os.path.basename(dest).split(".", 1)[0] if kind == "EXTENSION" else None))
+        lazy.append((dest, stripped, lazylibs.module_of(dest, kind)))
     else:
         binaries.append((dest, source, kind))
 blob = os.path.join(SPECPATH, lazylibs.BLOB)

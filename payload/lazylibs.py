@@ -25,12 +25,16 @@ LIBRARIES = ("libssl.", "libcrypto.", "libffi.")  # shared libraries needed only
 HEADER_MAX = 64 * 1024  # the header's bytes at most, so a reader of the module names reads no more than that
 
 
+def module_of(dest_name, typecode):
+    """The module name of PyInstaller's binary entry (`dest_name`, `typecode`) when it is an extension, else None."""
+    return os.path.basename(dest_name).split(".", 1)[0] if typecode == "EXTENSION" else None
+
+
 def is_lazy(dest_name, typecode):
     """Whether PyInstaller's binary entry (`dest_name`, `typecode`) goes into BLOB."""
-    base = os.path.basename(dest_name)
     if typecode == "EXTENSION":
-        return base.split(".", 1)[0] in MODULES
-    return typecode == "BINARY" and base.startswith(LIBRARIES)
+        return module_of(dest_name, typecode) in MODULES
+    return typecode == "BINARY" and os.path.basename(dest_name).startswith(LIBRARIES)
 
 
 def pack(entries, out):
