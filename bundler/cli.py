@@ -11,8 +11,8 @@ from payload.errors import BundleError, UsageError
 from payload.arches import NAMES as ARCHES
 from payload.index import LAYER_MODES, LAYERS_RAW
 
-from . import __version__
-from .cuts import DEFAULT_FRAME_SIZE
+from bundler import __version__
+from bundler.build.cuts import DEFAULT_FRAME_SIZE
 
 LEVEL = click.IntRange(1, 22)
 ARCH = click.Choice(ARCHES)
@@ -41,7 +41,7 @@ class _Size(click.ParamType):
         self.minimum = minimum
 
     def convert(self, value, param, ctx):
-        from .split import parse_size
+        from bundler.media.split import parse_size
 
         if isinstance(value, int):
             return value
@@ -98,7 +98,7 @@ def _fail(message, code):
 
 
 def _cache(cache_dir):
-    from .cache import Cache
+    from bundler.cache import Cache
 
     return Cache(cache_dir)
 
@@ -160,7 +160,7 @@ def main():
 def make(manifest, variant, arch, output, cache_dir, stub, mirror, level, locked, offline, insecure_registries, layers,
          sign, require_key, split, frame_size, as_json):
     """Build the bundle executable."""
-    from .make import MakeRequest, make as run_make
+    from bundler.build.make import MakeRequest, make as run_make
 
     request = MakeRequest(manifest=manifest, variant=variant, arch=arch, output=output, stub=stub, mirror=mirror,
                           level=level, locked=locked, offline=offline, insecure_registries=tuple(insecure_registries),
@@ -188,7 +188,7 @@ def _summary(output, index):
               help="The private key a signed bundle was signed with (a split changes the index it signs).")
 def split(bundle, size, output, sign):
     """Split a bundle already made into its executable and parts of at most SIZE."""
-    from .commands import split_bundle
+    from bundler.commands import split_bundle
 
     output = output or bundle
     click.echo(_summary(output, split_bundle(bundle, size, output, sign)))
@@ -217,7 +217,7 @@ def copy(bundle, dest_dir, split, sign):
     """Copy a bundle (its parts and its .sha256) to a medium, read it all back and verify it; run again to resume."""
     from payload import progress as progress_display
 
-    from .copy import copy_bundle
+    from bundler.media.copy import copy_bundle
 
     display = progress_display.callback()  # a bar on a terminal only
     try:
@@ -236,7 +236,7 @@ def copy(bundle, dest_dir, split, sign):
 @insecure_option
 def fetch(manifest, arch, all_arches, stubs, mirror, cache_dir, insecure_registries):
     """Fill the cache without building, for a later `make --offline` on an air-gapped host."""
-    from .commands import fetch_all
+    from bundler.commands import fetch_all
 
     fetch_all(manifest, arch, all_arches, _cache(cache_dir), insecure_registries, log=_log, stubs=stubs,
               mirror=mirror)
@@ -250,7 +250,7 @@ def fetch(manifest, arch, all_arches, stubs, mirror, cache_dir, insecure_registr
 def lock(manifest, arches, cache_dir, insecure_registries):
     """Download every source once and pin its sha256 (and every image's digest) in the lock beside the manifest
     (bundle.toml: bundle.lock, prod.toml: prod.lock)."""
-    from .commands import write_lock
+    from bundler.commands import write_lock
 
     path = write_lock(manifest, arches, _cache(cache_dir), insecure_registries, log=_log)
     click.echo(str(path))
@@ -261,7 +261,7 @@ def lock(manifest, arches, cache_dir, insecure_registries):
 @click.option("--json", "as_json", is_flag=True, help="Print the index as JSON.")
 def inspect(bundle, as_json):
     """Show what a bundle holds, without running it."""
-    from .commands import inspect_bundle
+    from bundler.commands import inspect_bundle
 
     click.echo(inspect_bundle(bundle, as_json))
 
@@ -273,7 +273,7 @@ def inspect(bundle, as_json):
 @json_option
 def verify(bundle, key, as_json):
     """Re-hash every blob of a bundle (and check its signature), without running it."""
-    from .commands import verify_bundle
+    from bundler.commands import verify_bundle
 
     click.echo(verify_bundle(bundle, key, as_json))
 
@@ -283,7 +283,7 @@ def verify(bundle, key, as_json):
               metavar="PREFIX", help="Writes PREFIX.key (private, mode 0600) and PREFIX.pub.")
 def keygen(prefix):
     """Make an ed25519 key pair for `make --sign` and `--require-key`."""
-    from .signing import generate_keypair
+    from bundler.build.signing import generate_keypair
 
     key_path, pub_path, fingerprint = generate_keypair(prefix)
     click.echo("%s\n%s\nkey %s" % (key_path, pub_path, fingerprint))
@@ -298,18 +298,18 @@ def keygen(prefix):
 def stub(arch, host_python, mirror, cache_dir):
     """Build (or find in the cache) a stub and print its path: by default the portable stub for ARCH, built in
     a Debian root of that architecture."""
-    from .arch import host_arch
-    from .glibc import format_version, stub_floor
+    from bundler.arch import host_arch
+    from bundler.build.glibc import format_version, stub_floor
 
     cache = _cache(cache_dir)
     if host_python:
         if arch not in (None, host_arch()):
             raise UsageError("--host builds for this %s host only; drop --arch %s or --host" % (host_arch(), arch))
-        from .stubbuild import host_stub
+        from bundler.stubs.build import host_stub
 
         path = host_stub(cache, log=_log)
     else:
-        from .portable import portable_stub
+        from bundler.stubs.portable import portable_stub
 
         path = portable_stub(cache, arch or host_arch(), mirror=mirror, log=_log)
     _log("stub glibc floor: %s" % format_version(stub_floor(path)[0]))
@@ -337,7 +337,7 @@ def _registry_client(insecure_registries, mirrors=()):
 def push(bundles, target, delta_from, delta_level, insecure_registries):
     """Push BUNDLES (one version, any architectures) to REGISTRY/REPO:TAG as OCI artifacts under one image index;
     architectures already under the tag for that version are kept. Blobs the registry has are not sent again."""
-    from .push import push as push_bundles
+    from bundler.fleet.push import push as push_bundles
 
     with _registry_client(insecure_registries) as client:
         digest, count = push_bundles(bundles, target, client, log=_log, delta_from=delta_from,
@@ -356,7 +356,7 @@ def push(bundles, target, delta_from, delta_level, insecure_registries):
 @insecure_option
 def pull(reference, output, arch, variant, mirrors, insecure_registries):
     """Rebuild the bundle REF names, byte for byte the executable that was pushed, at OUTPUT."""
-    from .pull import pull as pull_bundle
+    from bundler.fleet.pull import pull as pull_bundle
 
     with _registry_client(insecure_registries, mirrors) as client:
         pull_bundle(reference, output, client, arch=arch, variant=variant, log=click.echo)

@@ -7,9 +7,9 @@ from payload.errors import UsageError
 from payload import report
 from payload.report import describe
 
-from .lockfile import Lock, lock_path_for
-from .manifest import load_manifest
-from .sources import fetch_source
+from bundler.manifest.lockfile import Lock, lock_path_for
+from bundler.manifest import load_manifest
+from bundler.build.sources import fetch_source
 
 
 def _open(bundle):
@@ -40,7 +40,7 @@ def verify_bundle(bundle, key=None, as_json=False):
 
 def split_bundle(bundle, size, output, sign=None):
     """`bundler split`: write the executable and parts of `bundle` (in place when output is bundle)."""
-    from .split import bundle_source, resigner, write_split
+    from bundler.media.split import bundle_source, resigner, write_split
 
     with open(bundle, "rb") as f:
         source = bundle_source(bundle, f)
@@ -63,17 +63,17 @@ def _complete_arches(manifest, log=print):
 
 
 def fetch_all(manifest_path, arch, all_arches, cache, insecure_registries, log=print, stubs=False, mirror=None):
-    from .arch import host_arch
+    from bundler.arch import host_arch
 
     manifest = load_manifest(manifest_path)
     lock = Lock.load(lock_path_for(manifest.path))
-    from .images import embed_images, pin_images
-    from .make import registry_client
-    from .manifest.model import Variant
+    from bundler.images.embed import embed_images, pin_images
+    from bundler.build.make import registry_client
+    from bundler.manifest.model import Variant
 
     arches = _complete_arches(manifest, log) if all_arches else [arch or host_arch()]
     if stubs:  # what cannot be built fails now, before the downloads
-        from .portable import check_can_build
+        from bundler.stubs.portable import check_can_build
 
         for a in arches:
             check_can_build(cache, a, mirror=mirror)
@@ -86,7 +86,7 @@ def fetch_all(manifest_path, arch, all_arches, cache, insecure_registries, log=p
             everything = Variant("all", tuple(i.name for i in manifest.images))
             embed_images(pin_images(manifest, everything, lock, a, client, False, log=log), client, cache, log=log)
     if stubs:
-        from .portable import portable_stub
+        from bundler.stubs.portable import portable_stub
 
         for a in arches:
             log("portable %s stub: %s" % (a, portable_stub(cache, a, mirror=mirror, log=log)))
@@ -94,7 +94,7 @@ def fetch_all(manifest_path, arch, all_arches, cache, insecure_registries, log=p
 
 
 def write_lock(manifest_path, arches, cache, insecure_registries, log=print):
-    from .download import fetch, is_local
+    from bundler.build.download import fetch, is_local
 
     manifest = load_manifest(manifest_path)
     lock = Lock.load(lock_path_for(manifest.path))
@@ -119,8 +119,8 @@ def write_lock(manifest_path, arches, cache, insecure_registries, log=print):
 
 def _lock_images(manifest, lock, arches, insecure_registries, log):
     """Pin every image for every architecture; rows already in the lock are kept (delete one to re-resolve)."""
-    from .images import resolve_digest
-    from .make import registry_client
+    from bundler.images.embed import resolve_digest
+    from bundler.build.make import registry_client
 
     if not manifest.images:
         return

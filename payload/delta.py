@@ -1,11 +1,11 @@
 """Deltas on the device: the new frame of a group made from a patch against the installed old version.
 
-A patch (bundler/delta.py makes it) is one zstd frame whose decoded bytes are the new frame's content; its
+A patch (bundler/fleet/delta.py makes it) is one zstd frame whose decoded bytes are the new frame's content; its
 reference (a raw-content prefix) is the old version of the frame's files (reference_entries: the installed
 version's files at the same paths, in the new frame's order), rebuilt here from the installed files, each
 re-hashed against the installed index first, and the whole against the sha256 the patch was made against. The bundle keeps frames, not content, so the new
 frame is then compressed again with the parameters the publisher found to reproduce it (level, libzstd version;
-payload/blobs.compress_frame, as `bundler make` does), and it counts only if its sha256 is the one the new
+payload/groups.compress_frame, as `bundler make` does), and it counts only if its sha256 is the one the new
 signed index gives. Any failure on the way is a DeltaUnusable: the caller says so and fetches the frame whole.
 
 Memory: the reference is held twice for a moment (python-zstandard copies it into its dictionary; the copy read
@@ -21,9 +21,9 @@ import sys
 
 import zstandard
 
-from . import blobs
-from .errors import BundleError
-from .sizes import describe_size, parse_size
+from payload import groups
+from payload.errors import BundleError
+from payload.sizes import describe_size, parse_size
 
 MEMORY_ENV = "BUNDLE_DELTA_MEMORY"
 # What a 512 MB board can spare for an update while its runtime keeps running: containerd's release (83 MB of
@@ -33,7 +33,7 @@ DECODER_OVERHEAD = 1 << 20  # the decoder context and its block buffers
 MAX_WINDOW_LOG = 30  # libzstd's bound on 32-bit machines
 _FRAME_HEADER_MAX = 18
 
-# The record of a patch: annotations of its layer in the delta artifact (payload/artifact.py names the types).
+# The record of a patch: annotations of its layer in the delta artifact (payload/oci/artifact.py names the types).
 _PREFIX = "vnd.bundler.delta."
 # from-sha256: of the reference (the old files' bytes, reference_entries); to-sha256: of the new frame.
 _FIELDS = (("group", str), ("frame", int), ("from-bundle", str), ("from-sha256", str), ("to-sha256", str),
@@ -100,14 +100,14 @@ def decode_memory(reference_size, window_log, target_size):
 
 
 def recompress_memory(level, size):
-    """Bytes compressing a frame again holds: one multi-threaded job in flight (payload/blobs.compress_frame with
+    """Bytes compressing a frame again holds: one multi-threaded job in flight (payload/groups.compress_frame with
     threads=1, whose output is the same as with more): the tables, the job, its overlap and output (measured: 186 MB
     for containerd's 83 MB, this says 187)."""
     if not 1 <= level <= zstandard.MAX_COMPRESSION_LEVEL:
         raise DeltaUnusable("its record names zstd level %d" % level)
     params = zstandard.ZstdCompressionParameters.from_level(
-        level, source_size=size, window_log=min(blobs.WINDOW_LOG, max(10, size.bit_length())))
-    return params.estimated_compression_context_size() + 3 * min(blobs.JOB_SIZE, size) + DECODER_OVERHEAD
+        level, source_size=size, window_log=min(groups.WINDOW_LOG, max(10, size.bit_length())))
+    return params.estimated_compression_context_size() + 3 * min(groups.JOB_SIZE, size) + DECODER_OVERHEAD
 
 
 def memory_bound(environ=None, option=None):
@@ -209,8 +209,8 @@ def decode(patch, patch_file, reference, entries, dest, bound):
     dctx = zstandard.ZstdDecompressor(dict_data=dictionary, max_window_size=max(params.window_size, 1 << 10))
     writer = _EntryFiles(entries, dest)
     try:
-        stream = dctx.stream_reader(patch_file, read_size=blobs.BUFFER_SIZE, read_across_frames=False)
-        buf = bytearray(blobs.BUFFER_SIZE)
+        stream = dctx.stream_reader(patch_file, read_size=groups.BUFFER_SIZE, read_across_frames=False)
+        buf = bytearray(groups.BUFFER_SIZE)
         produced = 0
         while True:
             n = stream.readinto(buf)
@@ -278,11 +278,11 @@ def rebuild_frame(patch, sources, out_path, threads=1):
     """Compress `sources` (the decoded files) as the publisher did and keep the result at `out_path` only if it is
     the signed frame (its sha256 and size). Returns out_path. `threads`: 1 for a group's lone frame (zstd's workers:
     any number gives the same bytes, one keeps memory low), 0 for a frame of a group of several
-    (blobs.frame_threads)."""
+    (groups.frame_threads)."""
     if patch.zstd != local_zstd():
         raise DeltaUnusable("its frame was made with libzstd %s, this device has %s" % (patch.zstd, local_zstd()))
     with open(out_path, "wb") as out:
-        _, sha256, csize = blobs.compress_frame(sources, out, level=patch.level, threads=threads)
+        _, sha256, csize = groups.compress_frame(sources, out, level=patch.level, threads=threads)
     if sha256 != patch.to_sha256 or csize != patch.to_csize:
         os.unlink(out_path)
         raise DeltaUnusable("compressed again here it does not give the signed frame")

@@ -11,8 +11,8 @@ import math
 import os
 import struct
 
-from . import arches
-from .errors import HostError, IntegrityError, UsageError
+from payload import arches
+from payload.errors import HostError, IntegrityError, UsageError
 
 _MAGIC = b"\x7fELF"
 _IDENT_SIZE = 16
@@ -179,7 +179,7 @@ def find_section(f, name):
 
 def section_table(f, where=None):
     """The byte order ('<' or '>') and every section of the ELF file `f` as (name, type, offset, size, link),
-    for build-side readers of other sections (bundler/glibc.py)."""
+    for build-side readers of other sections (bundler/build/glibc.py)."""
     elf = _Elf(f, where or _where(f))
     order = "<" if elf.ident[5] == 1 else ">"
     return order, [(name, sh[_SH_TYPE], sh[_SH_OFFSET], sh[_SH_SIZE], sh[_SH_LINK])

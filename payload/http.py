@@ -5,7 +5,7 @@ pays for it only when it pulls.
     policy = RetryPolicy(retries=3, backoff=0.5)
     policy.run(attempt, give_up)        # attempt() raises Retry("why", after=seconds) for what may pass
 
-bundler/download.py keeps the cache glue on top, payload/oci/registry.py the OCI protocol (tokens, manifests,
+bundler/build/download.py keeps the cache glue on top, payload/oci/registry.py the OCI protocol (tokens, manifests,
 mirrors); neither has a retry loop of its own.
 """
 

@@ -5,8 +5,8 @@ field and rule is specified in docs/format.md (section 3); the rules themselves 
 """
 
 
-from . import FORMAT_VERSION, arches, jsondecode, rules, small_sha
-from .errors import IntegrityError, UsageError
+from payload import FORMAT_VERSION, arches, jsondecode, rules, small_sha
+from payload.errors import IntegrityError, UsageError
 
 KINDS = ("file", "blob")
 LAYERS_RAW = "raw"      # embedded layers stored uncompressed, under a rewritten manifest (docs/images.md)
@@ -106,7 +106,7 @@ class ImageRecord(object):
 
 
 def _is_reference(text):
-    from .oci.reference import parse_reference
+    from payload.oci.reference import parse_reference
 
     try:
         parse_reference(text)

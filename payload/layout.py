@@ -10,9 +10,9 @@ A split bundle (its index lists `parts`) keeps the data area in its parts beside
 
 import struct
 
-from . import FORMAT_VERSION, small_sha
-from .errors import IntegrityError
-from .index import Index
+from payload import FORMAT_VERSION, small_sha
+from payload.errors import IntegrityError
+from payload.index import Index
 
 SECTION = "bundle"
 MAGIC = b"BUNDLER\x00"
@@ -45,7 +45,7 @@ class Payload(object):
     def open_data(self, f):
         """A reader of the data area at the offsets it has in `f`: `f` itself, or the parts of a split bundle
         (a missing or short part is named here, before anything is read)."""
-        from .parts import Whole, open_parts
+        from payload.parts import Whole, open_parts
 
         return open_parts(self) if self.split else Whole(f)
 
@@ -79,7 +79,7 @@ def _damaged(path, what):
 
 def open_payload(path, f):
     """Read and check the payload of the bundle executable open as `f`."""
-    from .elf import find_section
+    from payload.elf import find_section
 
     found = find_section(f, SECTION)
     if found is None:
@@ -92,7 +92,7 @@ def open_payload(path, f):
 
 def read_head(path, data):
     """Check and parse a payload section's head alone (header, index, signature; the data area elsewhere), as a
-    registry serves it (payload/artifact.py). The Payload has no data area in any file."""
+    registry serves it (payload/oci/artifact.py). The Payload has no data area in any file."""
     import io
 
     return read_payload(path, io.BytesIO(data), 0, len(data), head_only=True)

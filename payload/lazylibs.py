@@ -3,9 +3,9 @@
 A one-file stub unpacks every binary it carries at every start. OpenSSL (libssl, libcrypto and the `_ssl` and
 `_hashlib` modules) and `unicodedata` are a third of those bytes, yet an installed start, the common case, uses
 none of them: only installing (hashlib), pulling (ssl, idna) and updating do. So the stub build
-(bundler/stubbuild.py's SPEC) takes them out of PyInstaller's archive and packs them into BLOB, which the
+(bundler/stubs/build.py's SPEC) takes them out of PyInstaller's archive and packs them into BLOB, which the
 bootloader copies as it is (already compressed, so cheaply); stub/lazylibs.py unpacks it when an import needs one.
-bundler/glibc.py reads it too: the stub's glibc floor counts these files.
+bundler/build/glibc.py reads it too: the stub's glibc floor counts these files.
 
 BLOB is MAGIC, one line per file ("<size> <module or -> <path under sys._MEIPASS>"), an empty line, then one zstd
 frame (with its checksum) of the files' bytes in that order.
@@ -13,7 +13,7 @@ frame (with its checksum) of the files' bytes in that order.
 
 import os
 
-from .errors import IntegrityError
+from payload.errors import IntegrityError
 
 BLOB = "bundler-lazy-libs"
 MAGIC = b"bundler lazy libraries 1\n"

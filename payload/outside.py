@@ -11,7 +11,7 @@ Only the executable file counts: parts a split bundle keeps beside it are covere
 
 import hashlib
 
-from .errors import IntegrityError
+from payload.errors import IntegrityError
 
 PLACEHOLDER = "0" * 64
 _CHUNK = 1 << 20

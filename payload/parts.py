@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import os
 
-from .errors import IntegrityError
+from payload.errors import IntegrityError
 
 PART_SUFFIX = ".part%03d"
 _CHUNK = 1 << 20

@@ -3,10 +3,10 @@
 
 import json
 
-from .blobs import extract_group
-from .errors import IntegrityError
-from .outside import check_outside
-from .signing import describe_signature, load_public_key, verify_report
+from payload.groups import extract_group
+from payload.errors import IntegrityError
+from payload.outside import check_outside
+from payload.signing import describe_signature, load_public_key, verify_report
 
 
 def describe(payload, as_json=False):

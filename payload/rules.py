@@ -79,8 +79,8 @@ def is_platform(value):  # os/arch or os/arch/variant, each part [a-z0-9_.-]+
 
 def is_update_repository(value):
     """An image reference with a tag or none (latest), never a digest: where --bundle-update looks by default."""
-    from .errors import UsageError
-    from .oci.reference import parse_reference
+    from payload.errors import UsageError
+    from payload.oci.reference import parse_reference
 
     if not isinstance(value, str) or "@" in value:
         return False

@@ -14,8 +14,8 @@ import binascii
 import hashlib
 import struct
 
-from . import ed25519
-from .errors import IntegrityError, UsageError
+from payload import ed25519
+from payload.errors import IntegrityError, UsageError
 
 BLOCK_MAGIC = b"ed25519\x00"
 BLOCK_SIZE = len(BLOCK_MAGIC) + ed25519.PUBLIC_KEY_SIZE + ed25519.SIGNATURE_SIZE

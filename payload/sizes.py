@@ -2,7 +2,7 @@
 
 import re
 
-from .errors import UsageError
+from payload.errors import UsageError
 
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE = re.compile(r"([0-9]+)([KMGT]?)(I?B)?", re.IGNORECASE)

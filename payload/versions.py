@@ -6,7 +6,7 @@ first '-' makes a version older than the same version without one (2.0.0-rc1 < 2
 is ignored (1.0.0+b1 equals 1.0.0).
 """
 
-from .rules import DIGITS
+from payload.rules import DIGITS
 
 
 def _pieces(text):

@@ -374,9 +374,9 @@ def _cpu_timed(fn):
 
 
 def _in_process_extract(exe, dest_base, reps):
-    """payload.blobs.extract_group in this process, verify only (decompress + hash) and verify + write + fsync:
+    """payload.groups.extract_group in this process, verify only (decompress + hash) and verify + write + fsync:
     {label: [(wall, cpu)]}. cpu/wall above 1 means the two threads really ran at once."""
-    from payload.blobs import extract_group
+    from payload.groups import extract_group
 
     f, payload = open_bundle(exe)
     index = payload.index
@@ -401,7 +401,7 @@ def _floors(exe, reps):
     (CPU seconds): what the two halves of the pipeline cost, and what a serial loop costs."""
     import zstandard
 
-    from payload.blobs import MAX_WINDOW
+    from payload.groups import MAX_WINDOW
 
     f, payload = open_bundle(exe)
     with f:
@@ -485,7 +485,7 @@ def figure_extract(ws, exe, sizes, total):
 def figure_framed_extract(ws, exe, files, sizes, total):
     """Figure 4 again with the same files cut into two frames (`--frame-size` half the set; the default keeps them
     in one): what decompressing frames at once gives on this machine, and what the cut costs in stored size."""
-    from payload.blobs import frames_in_flight
+    from payload.groups import frames_in_flight
 
     frame_mib = total // 2 // (1 << 20)
     log("building the same bundle cut into two frames (--frame-size %dM)" % frame_mib)
@@ -974,7 +974,7 @@ def image_figures(ws, sizes):
 def _portable(cache, arch):
     """(stub, first `bundler stub --arch` seconds or None when it was cached already, the cached call's seconds)."""
     from bundler.cache import Cache
-    from bundler.portable import cached_stub_path
+    from bundler.stubs.portable import cached_stub_path
 
     was_cached = cached_stub_path(Cache(cache), arch).exists()
     first, stub = timed(bundler, "stub", "--arch", arch, "--cache-dir", cache)
@@ -983,7 +983,7 @@ def _portable(cache, arch):
 
 
 def figure_portable_stub_size(cache, arch):
-    from bundler.glibc import format_version, stub_floor
+    from bundler.build.glibc import format_version, stub_floor
 
     stub, first, again = _portable(cache, arch)
     floor = stub_floor(stub)[0]
@@ -999,7 +999,8 @@ HELLO_IN_ROOT = "/tmp/bench-hello"
 
 def _hello_in_root(cache, root, tgt):
     """The PyInstaller hello-world, built in the arm64 root with the stub's own venv and options."""
-    from bundler import debian, portable
+    from bundler.stubs import debian
+    from bundler.stubs import portable
     from bundler.cache import Cache
 
     with debian.locked(debian.build_lock(root), log, "a stub build in this root"):
@@ -1017,7 +1018,7 @@ def _hello_in_root(cache, root, tgt):
 def figure_arm64_startup(ws, cache, sizes):
     """Installed start-up of an arm64 bundle under qemu / a PyInstaller hello-world built in the same arm64 root,
     both started in that root (chroot, qemu-user-static through binfmt_misc)."""
-    from bundler import debian
+    from bundler.stubs import debian
     from bundler.cache import Cache
 
     stub, _, _ = _portable(cache, "arm64")
@@ -1071,7 +1072,7 @@ def figure_early_refusal(ws, reps=7):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     refusal = [sys.executable, "-m", "bundler", "make", "--manifest", str(manifest), "--arch", "arm",
                "--cache-dir", str(ws.dir / "refusal-cache")]
-    floor = [sys.executable, "-c", "import bundler.cli, bundler.make"]
+    floor = [sys.executable, "-c", "import bundler.cli, bundler.build.make"]
     samples = {"refusal": [], "floor": []}
     for _ in range(reps):
         for name, argv in (("refusal", refusal), ("floor", floor)):
@@ -1084,7 +1085,7 @@ def figure_early_refusal(ws, reps=7):
     ratio = median(samples["refusal"]) / median(samples["floor"])
     return Figure("make refuses a missing arch at once (vs importing make)", ratio, 1.5, details=[
         "make --arch arm (exit 2, nothing downloaded): %s" % spread(samples["refusal"]),
-        "import bundler.cli, bundler.make: %s" % spread(samples["floor"])])
+        "import bundler.cli, bundler.build.make: %s" % spread(samples["floor"])])
 
 
 def _release_bundle(ws, release, version, names, level, cache):

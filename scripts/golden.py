@@ -29,12 +29,12 @@ if str(ROOT) not in sys.path:
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
-from bundler.assemble import build_index  # noqa: E402
-from bundler.compress import CompressedGroup, Member, StoredFrame  # noqa: E402
-from bundler.signing import raw_public_key  # noqa: E402
+from bundler.build.assemble import build_index  # noqa: E402
+from bundler.build.compress import CompressedGroup, Member, StoredFrame  # noqa: E402
+from bundler.build.signing import raw_public_key  # noqa: E402
 from payload import FORMAT_VERSION  # noqa: E402
-from payload.blobs import compress_frame  # noqa: E402
-from bundler.split import cut, part_names  # noqa: E402
+from payload.groups import compress_frame  # noqa: E402
+from bundler.media.split import cut, part_names  # noqa: E402
 from payload.index import LAYERS_RAW, ImageRecord, Index, Part  # noqa: E402
 from payload.layout import header_and_index, write_section_content  # noqa: E402
 from payload.rules import blob_path  # noqa: E402
@@ -95,7 +95,7 @@ def _group(name, members, work, counts):
     path, frames, start = work / (name + ".zst"), [], 0
     with open(path, "wb") as out:
         for count in counts:
-            # As bundler/compress.py does: a frame of several compresses on one thread, a lone one with workers.
+            # As bundler/build/compress.py does: a frame of several compresses on one thread, a lone one with workers.
             size, sha256, csize = compress_frame([m.source for m in members[start:start + count]], out, level=LEVEL,
                                                  threads=0 if len(counts) > 1 else -1)
             frames.append(StoredFrame(count, size, csize, sha256))

@@ -8,11 +8,13 @@ fails, the frame is fetched whole, and stderr says why. docs/fleet.md, "Deltas".
 import os
 import sys
 
-from payload import artifact, delta, fs
+from payload import delta, fs
+
+from payload.oci import artifact
 from payload.errors import BundleError
 from payload.progress import size_text
 
-from . import install
+from stub import install
 
 
 class Deltas(object):

@@ -12,7 +12,7 @@ import re
 from payload import fs
 from payload.errors import HostError
 
-from . import install, locking, owner
+from stub import install, locking, owner
 
 _BUNDLE_ID = re.compile(r"[0-9a-f]{64}")
 
@@ -81,7 +81,7 @@ def _remove(root, bundle_id):
 
 def _remove_kept_executables(root, keep):
     """Bundle files an update kept (stub/update.py) serve a rollback to `current` or `previous` only."""
-    from .update import KEPT
+    from stub.update import KEPT
 
     directory = os.path.join(root, KEPT)
     try:

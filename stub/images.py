@@ -83,8 +83,8 @@ def pull_missing(inst, index, opts, environ):
         return
     import shutil
 
-    from . import locking
-    from .install import LOCK
+    from stub import locking
+    from stub.install import LOCK
 
     lock = locking.exclusive(os.path.join(inst.root, LOCK))
     try:

@@ -9,7 +9,7 @@ from payload import fs, progress
 from payload.errors import HostError
 from payload.rules import IMAGES_DIR
 
-from . import locking, owner
+from stub import locking, owner
 
 MARKER = ".bundle-installed"
 WORK_SUFFIX = fs.TEMP_MARK  # work dirs, temp files and symlinks being swapped all carry it
@@ -99,7 +99,7 @@ def point_current(root, bundle_id):
 
 def install(payload, f, inst, after_extract=None):
     """Install `payload` (open as `f`) into `inst` unless it is there already. Returns True if it extracted."""
-    from payload.blobs import extract_group
+    from payload.groups import extract_group
 
     prepare_root(inst.root)
     lock = locking.exclusive(os.path.join(inst.root, LOCK))

@@ -33,13 +33,13 @@ def main(argv=None):
 def run(prog, args):
     from payload.layout import open_payload
 
-    from . import options
+    from stub import options
 
     opts = options.parse(args)
     if opts.help:
         sys.stdout.write(options.HELP % {"prog": prog})
         return 0
-    from . import leftovers
+    from stub import leftovers
 
     leftovers.mark_own_run()  # held until this run (and the runtime it becomes) ends
     leftovers.remove_dead_runs()
@@ -54,25 +54,25 @@ def run(prog, args):
             return 0
         name = payload.index.name
         if opts.gc:
-            from . import gc, install
+            from stub import gc, install
 
             root = opts.dir or install.default_root(name, os.environ)
             sys.stdout.write(gc.collect(root, name).summary() + "\n")
             return 0
         if opts.repair:
-            from . import install, repair
+            from stub import install, repair
 
             root = opts.dir or install.default_root(name, os.environ)
             sys.stdout.write(repair.repair(payload, f, install.Installation(root, payload.bundle_id)) + "\n")
             return 0
         if opts.rollback:
-            from . import install, rollback
+            from stub import install, rollback
 
             root = opts.dir or install.default_root(name, os.environ)
             sys.stdout.write(rollback.rollback(root, name, path, payload.bundle_id) + "\n")
             return 0
         if opts.update:
-            from . import update
+            from stub import update
 
             sys.stdout.write(update.update(payload, f, path, opts, os.environ) + "\n")
             return 0
@@ -80,7 +80,7 @@ def run(prog, args):
 
 
 def _install_and_run(payload, f, opts):
-    from . import images, install, launch, locking, owner, rollback
+    from stub import images, install, launch, locking, owner, rollback
 
     index = payload.index
     root = opts.extract or opts.dir or install.default_root(index.name, os.environ)
@@ -96,10 +96,10 @@ def _install_and_run(payload, f, opts):
     installed = inst.is_installed()
     key_to_pin = None
     if not installed or opts.key:  # the installed fast path imports and checks nothing more
-        from payload.frames import check_frame_headers
+        from payload.frame_headers import check_frame_headers
         from payload.outside import check_outside
 
-        from . import trust
+        from stub import trust
 
         # Before a single file is written: frame headers against the index, the bytes outside the payload
         # section against the index, the signature against trusted keys.
@@ -121,7 +121,7 @@ def _install_and_run(payload, f, opts):
     launch.prepare_data(inst)
     argv = launch.command(index.entrypoint, inst, opts.args)
     if opts.install:
-        from . import repair
+        from stub import repair
 
         repair.check_installed(inst, index)
         sys.stdout.write(launch.shell_command(argv, inst, index) + "\n")

@@ -16,7 +16,7 @@ import tempfile
 from payload import fs
 from payload.errors import HostError, IntegrityError
 
-from . import images, install, locking, owner
+from stub import images, install, locking, owner
 
 _CHUNK = 1 << 20
 
@@ -72,7 +72,7 @@ def _embedded(index):
 
 def repair(payload, f, inst):
     """Restore what differs; returns a one-line summary. Installs the bundle when it is not installed at all."""
-    from payload.blobs import extract_group
+    from payload.groups import extract_group
     from payload.outside import check_outside
 
     index = payload.index

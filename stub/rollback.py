@@ -8,7 +8,7 @@ from payload import fs, jsondecode
 from payload.errors import HostError
 from payload.versions import is_older
 
-from . import install, locking, owner
+from stub import install, locking, owner
 
 
 def _target(root, name):
@@ -83,7 +83,7 @@ def _restore_executable(root, executable, bundle_id, current, previous):
     """Put back the bundle file of `previous` (now current) where `executable` is, when the root keeps it and
     `executable` is the file of `current` (now previous); that one is kept in turn, so a second rollback undoes
     the first. True when it did."""
-    from .update import copy_atomically, kept_path
+    from stub.update import copy_atomically, kept_path
 
     kept = kept_path(root, previous)
     if executable is None or bundle_id != current or not os.path.isfile(kept):

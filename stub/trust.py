@@ -16,7 +16,7 @@ from payload.errors import HostError
 from payload.signing import (claimed_signer_in, fingerprint, load_public_key, public_key_to_pem, required_key,
                              signer)
 
-from . import install, locking, options
+from stub import install, locking, options
 
 PINS_DIR = ".trusted-keys"
 

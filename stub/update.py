@@ -16,7 +16,9 @@ import os
 import shutil
 import sys
 
-from payload import artifact, fs
+from payload import fs
+
+from payload.oci import artifact
 from payload.errors import HostError, UsageError
 from payload.progress import size_text
 
@@ -34,7 +36,7 @@ def update(payload, f, path, opts, environ):
     from payload.layout import open_payload
     from payload.versions import is_older
 
-    from . import images, install, locking, owner, trust
+    from stub import images, install, locking, owner, trust
 
     index = payload.index
     reference = opts.update if isinstance(opts.update, str) else index.update_repository
@@ -178,7 +180,7 @@ class _Sources(object):
 def _deltas(client, pinned, art, payload, root, downloads, opts, environ):
     from payload.delta import memory_bound
 
-    from .deltas import Deltas
+    from stub.deltas import Deltas
 
     return Deltas(client, pinned, art, payload, root, downloads, memory_bound(environ, opts.delta_memory))
 

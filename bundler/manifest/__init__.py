@@ -3,6 +3,6 @@
 The schema is documented key by key in docs/manifest.md.
 """
 
-from .reader import load_manifest
+from bundler.manifest.reader import load_manifest
 
 __all__ = ["load_manifest"]

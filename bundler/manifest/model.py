@@ -13,7 +13,7 @@ from payload.errors import UsageError
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.xz", ".tar.zst", ".zip")
 DEFAULT_GROUP = "files"
-IMAGES_GROUP = "images"  # reserved: bundler/images.py puts the embedded images there
+IMAGES_GROUP = "images"  # reserved: bundler/images/embed.py puts the embedded images there
 DEFAULT_VARIANT = "default"
 EMBED_ALL = "all"
 ARCHIVE_TRANSPORTS = ("oci-archive", "docker-archive")
@@ -84,7 +84,7 @@ class Manifest:
     files: list[FileSpec]
     images: list[ImageSpec]
     variants: dict[str, Variant]
-    min_glibc: tuple[int, int] | None = None  # the oldest glibc the bundle must start on (bundler/abigate.py)
+    min_glibc: tuple[int, int] | None = None  # the oldest glibc the bundle must start on (bundler/build/abi.py)
     update_repository: str | None = None  # [update] repository: --bundle-update's default REF
 
     def file(self, path: str) -> FileSpec:

@@ -17,8 +17,8 @@ from payload import arches, rules
 from payload.errors import UsageError
 from payload.oci.reference import parse_platform, parse_reference
 
-from ..toml_lines import TomlLines, parse_toml, read_toml_text
-from .model import (
+from bundler.manifest.toml_lines import TomlLines, parse_toml, read_toml_text
+from bundler.manifest.model import (
     ARCHIVE_SUFFIXES,
     ARCHIVE_TRANSPORTS,
     DEFAULT_GROUP,

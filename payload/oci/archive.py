@@ -1,5 +1,5 @@
 """Image archives that runtimes import (the device writes them; reading the ones users bring is build-side only,
-in bundler/image_archive.py).
+in bundler/images/archive.py).
 
 The archive written is an OCI image layout in a plain tar that also carries docker's `manifest.json`, so
 `ctr images import` (containerd 1.6+), k3s's agent/images, `podman load`, `docker load` and skopeo's

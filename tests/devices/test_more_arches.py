@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from bundler.glibc import stub_floor
+from bundler.build.glibc import stub_floor
 from tests.fixtures.devices import PORTABLE, portable_stub, require_root_tools, roots_cache, run_in_root, write_project
 from tests.helpers import bundler
 

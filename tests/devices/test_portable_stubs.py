@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler.glibc import stub_floor
+from bundler.build.glibc import stub_floor
 from tests.fixtures.devices import PORTABLE, portable_stub, require_root_tools, roots_cache, run_in_root, write_project
 from tests.fixtures.loader import ON_DEMAND, initialised
 from tests.helpers import ROOT, bundler, run
@@ -116,7 +116,7 @@ def test_a_stub_build_waits_for_another_build_in_its_root_and_says_so(amd64, dev
     """Two stub builds in one root (another checkout of bundler: another stub key) share its work dir and venv:
     the second waits on the root's build lock, held here as that other build would hold it, and says so. It
     waits for as long as the lock is held, so the order of the checks below is not a matter of timing."""
-    from bundler.debian import build_lock
+    from bundler.stubs.debian import build_lock
 
     stub, root, _ = amd64
     stub.unlink()  # this key must build again: only the root and its venv are cached

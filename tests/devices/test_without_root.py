@@ -1,4 +1,4 @@
-"""Portable stubs built without root: mmdebstrap's unshare mode and our own user namespace (bundler/userns.py),
+"""Portable stubs built without root: mmdebstrap's unshare mode and our own user namespace (bundler/stubs/userns.py),
 run as a real unprivileged user with subordinate ids; and the one-line failures when a host cannot do that (no
 subordinate ids, user namespaces switched off, binfmt_misc not mounted for a foreign architecture)."""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler.glibc import stub_floor
+from bundler.build.glibc import stub_floor
 from tests.fixtures.devices import (OtherUser, other_home, require_root_tools, roots_cache, run_in_root,  # noqa: F401
                                     userns_user, without_user_namespaces, write_project)
 from tests.fixtures.devices import portable_stub as build_as_root

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from bundler.copy import FAT32_LIMIT, medium_of
+from bundler.media.copy import FAT32_LIMIT, medium_of
 from tests.fixtures.fat32 import fsck, unmount
 from tests.fixtures.faults import build, expected_files, install_problems, leftovers, start, version_dirs, write_project
 from tests.helpers import ROOT, bundler, run

@@ -86,8 +86,8 @@ def test_pull_errors_are_one_line_with_their_exit_code(tmp_path, plain_stub, reg
 def test_chunked_upload_with_bearer_tokens_from_a_config_json(tmp_path, plain_stub, monkeypatch):
     """Push as a known user through the token service (scope pull,push), in chunks of 4 KiB (PATCH)."""
     require_registry_tools()
-    from bundler.push import push
-    from bundler.pull import pull
+    from bundler.fleet.push import push
+    from bundler.fleet.pull import pull
 
     bundle, _ = make_bundle(tmp_path / "b", plain_stub, files={"bin/hello": (b"#!/bin/sh\n" + bytes(range(256)) * 200,
                                                                                "0755")}, level=1)

@@ -1,4 +1,4 @@
-"""Deltas with the real shim of two Debian containerd releases: made (bundler/delta.py), applied against an
+"""Deltas with the real shim of two Debian containerd releases: made (bundler/fleet/delta.py), applied against an
 installed old version (payload/delta.py), and checked against the package's own md5sums."""
 
 import hashlib
@@ -8,8 +8,9 @@ import subprocess
 
 import pytest
 
-from bundler.delta import make_patch, read_files
-from payload import blobs, delta
+from bundler.fleet.delta import make_patch, read_files
+from payload import delta
+from payload import groups
 from payload.errors import UsageError
 from payload.index import Entry
 from tests.fixtures import containerd
@@ -36,7 +37,7 @@ def shim(tmp_path_factory):
     shutil.copy(old.path(containerd.SHIM), old_dir / INSTALLED)
     frame = work / "new.frame"
     with open(frame, "wb") as out:
-        _, frame_sha, frame_csize = blobs.compress_frame([new.path(containerd.SHIM)], out)
+        _, frame_sha, frame_csize = groups.compress_frame([new.path(containerd.SHIM)], out)
     patch_path = work / "shim.patch"
     with open(patch_path, "wb") as out:
         made = make_patch(read_files([old.path(containerd.SHIM)]), [new.path(containerd.SHIM)], out)

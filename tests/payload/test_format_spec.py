@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from payload import FORMAT_VERSION, arches
-from payload.blobs import extract_group
+from payload.groups import extract_group
 from payload.errors import IntegrityError
 from payload.layout import read_payload
 from payload.report import verify_all

@@ -1,5 +1,5 @@
 """payload/http: the one retry loop (counted attempts, backoff, Retry-After) and Range resume, against a real
-HTTP server on 127.0.0.1 (tests/fixtures/http_server.py), through both of its users: bundler/download.py and the
+HTTP server on 127.0.0.1 (tests/fixtures/http_server.py), through both of its users: bundler/build/download.py and the
 registry client."""
 
 import email.utils
@@ -12,7 +12,7 @@ import time
 import pytest
 
 from bundler.cache import Cache
-from bundler.download import fetch
+from bundler.build.download import fetch
 from payload import http
 from payload.errors import NetworkError
 from payload.oci.registry import RegistryClient

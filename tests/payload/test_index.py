@@ -151,7 +151,7 @@ def test_image_records_round_trip_typed():
 
 
 def test_make_refuses_an_index_every_device_would_refuse(tmp_path):
-    from bundler.assemble import check_as_device, write_bundle
+    from bundler.build.assemble import check_as_device, write_bundle
 
     index = Index.from_bytes(_index(), 150)
     check_as_device(index)  # a sound index passes

@@ -1,5 +1,5 @@
 """payload/lazylibs.py: the stub's on-demand library set, packed at build time and read on the device.
-tests/e2e/test_lazy_libs.py runs it in the real frozen stub; tests/bundler/test_glibc.py reads it with zstd's CLI."""
+tests/e2e/test_lazy_libs.py runs it in the real frozen stub; tests/bundler/build/test_glibc.py reads it with zstd's CLI."""
 
 import os
 import re

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from payload.blobs import compress_frame, extract_group
+from payload.groups import compress_frame, extract_group
 from payload.errors import IntegrityError
 from payload.index import Entry, Frame, Group, Index, Part
 from payload.parts import Spans

@@ -1,4 +1,4 @@
-"""What bundler/stubbuild.py EXCLUDES leaves out of the frozen stub, the run side never needs.
+"""What bundler/stubs/build.py EXCLUDES leaves out of the frozen stub, the run side never needs.
 
 Each start of a one-file stub unpacks every library in it, so what the run side never imports is left out. The
 run side is driven here through its main paths (install, installed start, pull from a real registry over http
@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from bundler.stubbuild import EXCLUDES
+from bundler.stubs.build import EXCLUDES
 from tests.fixtures.bundles import make_bundle, online_bundle
 from tests.fixtures.registry import BUSYBOX, ImageLayout, Registry, TokenService, push, self_signed_certificate
 from tests.helpers import ROOT, bundler, flip_byte

@@ -17,14 +17,14 @@ PROBE = """
 import json, sys
 before = set(sys.modules)
 import stub.main, stub.install, stub.launch, stub.options, stub.locking, stub.images, stub.gc, stub.trust
-import payload.frames, payload.parts
-import payload.layout, payload.blobs, payload.index, payload.elf, payload.report, payload.signing
+import payload.frame_headers, payload.parts
+import payload.layout, payload.groups, payload.index, payload.elf, payload.report, payload.signing
 import payload.rules, payload.arches
 import payload.oci.registry, payload.oci.archive, payload.oci.reference
 print(json.dumps(sorted(set(sys.modules) - before)))
 """
 
-# Left out of the frozen stub by bundler/stubbuild.py EXCLUDES: nothing on the run side may need them.
+# Left out of the frozen stub by bundler/stubs/build.py EXCLUDES: nothing on the run side may need them.
 EXCLUDED_FROM_STUB = {"inspect", "cryptography", "click"}
 
 
@@ -42,7 +42,7 @@ def test_stub_imports_nothing_from_the_build_side():
 
 
 def test_run_side_needs_nothing_the_stub_leaves_out():
-    from bundler.stubbuild import EXCLUDES
+    from bundler.stubs.build import EXCLUDES
 
     assert EXCLUDED_FROM_STUB <= set(EXCLUDES)
     # The pull path too: requests is imported only there.
@@ -55,7 +55,7 @@ def test_run_side_needs_nothing_the_stub_leaves_out():
 def test_installed_start_imports_neither_zstandard_nor_requests():
     """The fast path (an installed bundle) must not pay for the decoder or the network stack."""
     code = ("import sys\nimport stub.main, stub.install, stub.launch, stub.locking, stub.images, payload.layout\n"
-            "print(sorted(m for m in ('zstandard', 'requests', 'payload.blobs') if m in sys.modules))")
+            "print(sorted(m for m in ('zstandard', 'requests', 'payload.groups') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, check=True, text=True).stdout
     assert out.strip() == "[]"
 
@@ -108,5 +108,5 @@ def test_an_installed_start_loads_neither_openssl_nor_the_decoder(tmp_path, plai
     loaded = subprocess.run([sys.executable, "-c", INSTALLED_START, str(root)], cwd=ROOT, env=env, check=True,
                             stdout=subprocess.PIPE, text=True).stdout.split()
     assert "stub.launch" in loaded  # it did get as far as the exec
-    assert not {"_hashlib", "hashlib", "zstandard", "requests", "payload.blobs"} & set(loaded), sorted(
-        {"_hashlib", "hashlib", "zstandard", "requests", "payload.blobs"} & set(loaded))
+    assert not {"_hashlib", "hashlib", "zstandard", "requests", "payload.groups"} & set(loaded), sorted(
+        {"_hashlib", "hashlib", "zstandard", "requests", "payload.groups"} & set(loaded))

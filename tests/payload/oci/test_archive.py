@@ -12,7 +12,7 @@ import tarfile
 import pytest
 
 from payload.errors import IntegrityError, UsageError
-from bundler.image_archive import read_image_archive, uncompress_layer, uncompressed_manifest
+from bundler.images.archive import read_image_archive, uncompress_layer, uncompressed_manifest
 from payload.oci.archive import blob_path, write_image_archive
 from payload.oci.reference import parse_platform, parse_reference, platform_for_arch
 from payload.oci.registry import RegistryClient

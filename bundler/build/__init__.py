@@ -1,0 +1,1 @@
+"""Make, in pipeline order: sources (download, unpack), the ABI gate, cuts, compression, assembly, signing."""

@@ -1,0 +1,1 @@
+"""Bundles in registries: push, pull, and the deltas between versions."""

@@ -1,0 +1,46 @@
+"""`bundler pull`: the one-file executable rebuilt from a registry byte for byte (payload/oci/artifact.py), with its
+`.sha256` beside it, written atomically. Blobs are kept in a download directory beside the output until the
+executable is whole, so an interrupted pull resumes."""
+
+import os
+from pathlib import Path
+
+from payload import fs
+
+from payload.oci import artifact
+from payload.errors import IntegrityError
+from payload.progress import size_text
+
+from bundler.cache import file_sha256
+
+
+def download_dir(output):
+    return output.with_name("." + output.name + ".pull")
+
+
+def pull(reference, output, client, arch=None, variant=None, log=print):
+    """Rebuild the bundle `reference` names (for `arch` / `variant` from an image index) at `output`."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    pinned, art = artifact.resolve(client, reference, arch, variant)
+    index = art.payload.index
+    downloads = download_dir(output)
+    fs.safe_mkdir(str(downloads))
+    paths, fetched = {}, 0
+    for blob in art.blobs.layers:
+        paths[blob.digest], size = artifact.fetch_blob_into(client, pinned, blob, str(downloads))
+        fetched += size
+    with fs.atomic_path(str(output), mode=0o755) as temp:
+        with open(temp, "wb") as out:
+            artifact.rebuild(out, art, lambda blob: open(paths[blob.digest], "rb"))
+        artifact.verify_rebuilt(temp, art)
+        digest = file_sha256(temp)
+        if art.file_sha256 and digest != art.file_sha256:
+            raise IntegrityError("%s: the rebuilt executable has sha256 %s, the manifest says %s; the artifact is "
+                                 "damaged" % (reference, digest, art.file_sha256))
+    fs.write_atomic(str(output.with_name(output.name + ".sha256")), "%s  %s\n" % (digest, output.name))
+    fs.safe_rmtree(str(downloads))
+    log("%s  (%s %s %s/%s, %s, fetched %s, sha256 %s, from %s)" % (
+        output, index.name, index.version, index.arch, index.variant, size_text(os.path.getsize(output)),
+        size_text(fetched), digest, pinned))
+    return digest

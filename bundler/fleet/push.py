@@ -1,0 +1,85 @@
+"""`bundler push`: bundles to an OCI registry as artifacts (payload/oci/artifact.py), several architectures of one
+version under one tag. Blobs the registry has already are not sent again (HEAD first)."""
+
+from pathlib import Path
+
+from payload.oci import artifact
+from payload.errors import UsageError
+from payload.layout import open_payload
+from payload.oci.reference import OCI_MANIFEST, load_json, parse_reference
+from payload.outside import check_outside
+from payload.progress import size_text
+
+from bundler.cache import file_sha256
+
+
+class _Opened(object):
+    def __init__(self, path):
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            self.payload = open_payload(str(self.path), f)
+            self.blobs = artifact.bundle_blobs(self.payload, f)
+            check_outside(self.payload, f)  # a damaged stub never leaves this host
+        self.sha256 = file_sha256(self.path)
+        self.manifest = artifact.manifest_bytes(self.payload.index, self.blobs, self.sha256)
+
+    def opener(self, blob):
+        return lambda offset: artifact.SpanReader(str(self.path), blob.spans, offset)
+
+
+def push(bundles, target, client, log, delta_from=(), delta_level=None):
+    """Push `bundles` (paths) to `target` (REGISTRY/REPO:TAG) and set the tag's image index; returns its digest.
+    With `delta_from` (older bundle files or references), a delta from each to every bundle (bundler/fleet/delta.py)."""
+    ref = parse_reference(target)
+    if ref.digest:
+        raise UsageError("push to a tag (REGISTRY/REPO:TAG), not to a digest: %s" % target)
+    opened = [_Opened(p) for p in bundles]
+    entries = []
+    for bundle in opened:
+        index = bundle.payload.index
+        sent = skipped = 0
+        for blob in bundle.blobs.all:
+            if client.upload_blob(ref, blob.digest, blob.size, bundle.opener(blob), label=_label(blob)):
+                sent += blob.size
+            else:
+                skipped += blob.size
+        digest = client.put_manifest(ref, artifact.sha256_of(bundle.manifest), bundle.manifest, OCI_MANIFEST)
+        log("%s: %s %s %s/%s: sent %s, %s already there (%d blobs), manifest %s" % (
+            bundle.path, index.name, index.version, index.arch, index.variant, size_text(sent), size_text(skipped),
+            len(bundle.blobs.all), digest))
+        entries.append(artifact.index_entry(index, bundle.manifest, bundle.sha256))
+        if delta_from:
+            from bundler.fleet import delta
+
+            delta.publish(client, ref, bundle.path, bundle.payload, bundle.manifest, delta_from,
+                          level=delta_level or delta.LEVEL, log=log)
+    merged, dropped = artifact.merge_index(_existing_index(client, ref), entries, str(ref))
+    for gone in dropped:
+        log("%s: no longer lists %s (another version)" % (str(ref), gone))
+    return client.put_manifest(ref, ref.tag, merged, artifact.OCI_INDEX), len(load_json(merged, "index")["manifests"])
+
+
+def _label(blob):
+    if blob.frame is not None:
+        return "pushing %s" % blob.frame.group
+    return "pushing %s" % {artifact.ELF_TYPE: "ELF header", artifact.STUB_TYPE: "stub",
+                                artifact.ARCHIVE_TYPE: "pydata"}.get(blob.media_type, "index")
+
+
+def _existing_index(client, ref):
+    """The tag's image index as an `existing` for merge_index: None when the tag is new; a single bundle's
+    manifest counts as an index of one."""
+    found = client.manifest(ref)
+    if found is None:
+        return None
+    data, media_type, digest = found
+    doc = load_json(data, "manifest of %s" % (ref,))
+    if doc.get("artifactType") != artifact.ARTIFACT_TYPE:
+        raise UsageError("%s holds something that is not a bundle (%s); push to another repository or tag"
+                         % (ref, doc.get("artifactType") or media_type))
+    if media_type == artifact.OCI_INDEX:
+        return doc
+    notes = doc.get("annotations") or {}
+    platform = artifact.platform_of_arch(notes.get(artifact.ARCH)) if notes.get(artifact.ARCH) else {}
+    return {"manifests": [{"mediaType": media_type, "artifactType": artifact.ARTIFACT_TYPE, "digest": digest,
+                           "size": len(data), "platform": platform, "annotations": notes}]}

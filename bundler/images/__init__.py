@@ -1,0 +1,1 @@
+"""Images at bundle time: pinning, embedding, and the archives users bring."""

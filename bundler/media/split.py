@@ -1,0 +1,229 @@
+"""Split bundles (payload/parts.py): what `make --split`, `bundler split` and `bundler copy --split` write.
+
+The data area is sliced as it is: part k holds its bytes [(k-1) * SIZE, k * SIZE), so a group may straddle two
+parts. The new index lists every part's name, size and sha256 (so the bundle id and the signature cover them),
+and the executable's payload section keeps only the header, that index and the signature.
+"""
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from payload import fs, sizes
+from payload.elf import insert_section
+from payload.errors import IntegrityError, UsageError
+from payload.index import Part
+from payload.layout import SECTION, header_and_index, open_payload
+from payload.outside import PLACEHOLDER
+from payload.parts import PART_SUFFIX, Spans
+
+from bundler.build.assemble import check_as_device, record_outside_sha256
+from bundler.cache import file_sha256
+
+CHUNK = 1 << 20
+MIN_PART_SIZE = 64 << 10
+def parse_size(text, option="--split", minimum=None):
+    """Bytes from `123`, `64K`, `700M`, `2G` (powers of 1024; `MiB`, `MB` read the same), at least `minimum`
+    (default: the smallest part)."""
+    size = sizes.parse_size(text, option)
+    if minimum is None and size < MIN_PART_SIZE:
+        raise UsageError("%s %s is below the smallest part, %d KiB" % (option, text, MIN_PART_SIZE >> 10))
+    if minimum is not None and size < minimum:
+        raise UsageError("%s %s is below the least, %s" % (option, text, describe_size(minimum)))
+    return size
+
+
+describe_size = sizes.describe_size
+
+
+@dataclass
+class Source:
+    """What a split needs: the index without parts, a reader of the data area, and how to make the executable."""
+
+    index: object
+    data: object            # read at offsets base .. base + data_size
+    base: int
+    data_size: int
+    make_executable: Callable[[str, str], None]   # (section content path, output path)
+    signature: bytes = b""  # the signature the source carries (a split must carry one by the same key)
+
+
+def stub_source(stub, index, frames):
+    """For `make --split`: the compressed groups' frames, one after another, and a stub to insert into."""
+    files = [(str(frames[g.name]), g.csize, None) for g in sorted(index.groups, key=lambda g: g.offset)]
+    return Source(index, Spans(files, where="group frames", what="frame"), 0, index.payload_size,
+                  lambda content, out: insert_section(str(stub), out, SECTION, content))
+
+
+def bundle_source(path, f):
+    """For `bundler split` and `copy --split`: a bundle (split or not) whose payload section is replaced."""
+    payload = open_payload(str(path), f)
+    if payload.index.payload_size != payload.data_size:
+        raise UsageError("%s: its data area holds bytes no group uses; it was not made by bundler" % path)
+    return Source(payload.index.with_parts(()), payload.open_data(f), payload.data_offset, payload.data_size,
+                  lambda content, out: insert_section(str(path), out, SECTION, content, replace=True),
+                  payload.signature)
+
+
+@dataclass
+class Planned:
+    """One file of a bundle as it is to be written: its name, size, sha256, and where its bytes come from."""
+
+    name: str
+    size: int
+    sha256: str
+    path: Optional[str] = None      # a local file holding the bytes
+    data: object = None             # or a range of a reader
+    start: int = 0
+    text: Optional[bytes] = None    # or the bytes themselves
+
+    def chunks(self):
+        if self.text is not None:
+            yield self.text
+            return
+        reader = self.data
+        opened = open(self.path, "rb") if self.path is not None else None
+        try:
+            reader = opened or reader
+            reader.seek(self.start)
+            left = self.size
+            while left:
+                chunk = reader.read(min(CHUNK, left))
+                if not chunk:
+                    raise IntegrityError("%s shrank while being read; do not change it during the copy" % self.name)
+                left -= len(chunk)
+                yield chunk
+        finally:
+            if opened is not None:
+                opened.close()
+
+
+def part_names(name, count):
+    width = max(3, len(str(count)))
+    return [(name + ".part%0*d" % (width, number)) for number in range(1, count + 1)]
+
+
+def cut(data_size, part_size):
+    """(start, size) of each part."""
+    return [(start, min(part_size, data_size - start)) for start in range(0, data_size, part_size)] or [(0, 0)]
+
+
+def hash_range(reader, start, size, progress=None):
+    sha = hashlib.sha256()
+    for chunk in Planned("", size, "", data=reader, start=start).chunks():
+        sha.update(chunk)
+        if progress:
+            progress(len(chunk))
+    return sha.hexdigest()
+
+
+def checksum_text(files):
+    """The `sha256sum -c` file for `files` (Planned), in order."""
+    return "".join("%s  %s\n" % (p.sha256, p.name) for p in files).encode("utf-8")
+
+
+def plan_split(source, name, part_size, sign, workdir, progress=None):
+    """Every file of the split bundle named `name` (the parts, the executable, NAME.sha256), with their sha256;
+    the executable is written to a temp file in `workdir` (the caller removes it: `Planned.path`).
+
+    `sign(index_bytes)` gives the signature block (b"" for none). One read of the data area hashes the parts."""
+    if part_size < MIN_PART_SIZE:
+        raise UsageError("a part of %d bytes is below the smallest part, %d KiB" % (part_size, MIN_PART_SIZE >> 10))
+    spans = cut(source.data_size, part_size)
+    parts = []
+    with source.data.verifying():  # a damaged part of a split source is named, never copied on
+        for part_name, (start, size) in zip(part_names(name, len(spans)), spans):
+            sha = hash_range(source.data, source.base + start, size, progress)
+            parts.append(Planned(part_name, size, sha, data=source.data, start=source.base + start))
+    index = source.index.with_parts([Part(p.name, p.size, p.sha256) for p in parts])
+    index.outside_sha256 = PLACEHOLDER  # filled in once the executable is written (payload/outside.py)
+    check_as_device(index)
+    content = fs.temp_name(os.path.join(workdir, name + ".section"))
+    executable = fs.temp_name(os.path.join(workdir, name))
+    try:
+        with open(content, "wb") as out:
+            out.write(header_and_index(index, sign(index.to_bytes())))
+        source.make_executable(content, executable)
+        record_outside_sha256(executable, index, sign)
+        _check_written(executable, index)
+        os.chmod(executable, 0o755)
+    except BaseException:
+        fs.safe_unlink(executable)
+        raise
+    finally:
+        fs.safe_unlink(content)
+    exe = Planned(name, os.path.getsize(executable), file_sha256(executable), path=executable)
+    files = parts + [exe]
+    text = checksum_text(files)
+    return index, files + [Planned(name + ".sha256", len(text), hashlib.sha256(text).hexdigest(), text=text)]
+
+
+def _check_written(path, index):
+    """The executable holds the index it was given (its parts were hashed on the way, before the index was made)."""
+    with open(path, "rb") as f:
+        if open_payload(str(path), f).index_bytes != index.to_bytes():
+            raise IntegrityError("the bundle written to %s does not hold the index it was given; build it again" % path)
+
+
+def stale_parts(directory, name, keep=()):
+    """Parts of an earlier split of `name` in `directory` that the bundle written now does not have."""
+    pattern = re.compile(re.escape(name) + re.escape(PART_SUFFIX.split("%")[0]) + r"[0-9]{3,}")
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if pattern.fullmatch(n) and n not in keep)
+
+
+def write_split(source, output, part_size, sign):
+    """Write the split bundle beside `output`: its parts, the executable, then OUTPUT.sha256, each whole, the set
+    renamed into place only once every file is written. Returns the new index."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    index, files = plan_split(source, output.name, part_size, sign, str(output.parent))
+    temps = {}
+    try:
+        for planned in files:
+            if planned.path is not None:
+                temps[planned.name] = planned.path
+                continue
+            temp = temps[planned.name] = fs.temp_name(output.with_name(planned.name))
+            with open(temp, "wb") as out:
+                for chunk in planned.chunks():
+                    out.write(chunk)
+            os.chmod(temp, 0o644)
+        for planned in files:  # parts first, the executable, then the checksum file
+            fs.commit(temps.pop(planned.name), str(output.with_name(planned.name)))
+    finally:
+        for temp in temps.values():
+            fs.safe_unlink(temp)
+        source.data.close()
+    for leftover in stale_parts(output.parent, output.name, keep={p.name for p in files}):
+        fs.safe_unlink(str(output.parent / leftover))
+    return index
+
+
+def resigner(source, sign=None):
+    """How a split of a bundle already made is signed: by the key that signed it (passed as --sign KEY), since
+    the split changes its index; an unsigned bundle stays unsigned unless a --sign KEY is given."""
+    from payload.signing import decode_block, fingerprint, parse_key_id
+
+    from bundler.build.signing import Signing, raw_public_key
+
+    wanted = [decode_block(source.signature, "the bundle")[0]] if source.signature else []
+    if source.index.require_key:
+        wanted.append(parse_key_id(source.index.require_key, "the bundle"))
+    if sign is None:
+        if wanted:
+            raise UsageError("the bundle is signed by key %s and splitting changes its index: pass --sign KEY with "
+                             "that private key, or split it at build time (make --split)" % fingerprint(wanted[0]))
+        return lambda index_bytes: b""
+    signing = Signing.from_paths(sign)
+    for key in wanted:
+        if raw_public_key(signing.private_key) != key:
+            raise UsageError("--sign %s is not the key the bundle is signed by (%s); pass that key" % (
+                sign, fingerprint(key)))
+    return signing.signature_block

@@ -1,0 +1,172 @@
+"""Portable stubs: PyInstaller one-file stubs built inside a Debian root of the target architecture (under qemu
+for foreign ones), so a bundle starts on that release's glibc and newer, on amd64, arm64, armhf and riscv64.
+
+Cached in three layers, each reused by the next build: the root (release, architecture, packages), the Python
+packages (downloaded by the host's pip; for armhf and riscv64 also the wheels built in the root), and the stub,
+keyed by (stub sources, PyInstaller and zstandard versions, architecture, release).
+"""
+
+import hashlib
+import shutil
+import time
+
+from payload.elf import elf_machine
+from payload.errors import BundleError, HostError
+
+from bundler.stubs import debian
+from bundler.stubs.build import (PROJECT, cached_stub, install_stub, pyinstaller_command, run_side_files, sources_digest,
+                        versions)
+
+_VENV_COMPLETE = ".bundler-venv-complete"
+_IN_ROOT = "/tmp/bundler-stub"
+
+
+def stub_key(tgt):
+    pyinstaller, zstandard = versions()
+    material = "|".join([sources_digest(), pyinstaller, zstandard, tgt.arch, tgt.release])
+    return hashlib.sha256(material.encode()).hexdigest()[:24]
+
+
+def cached_stub_path(cache, arch):
+    tgt = debian.target(arch)
+    return cache.dir("stubs") / ("stub-%s-%s-%s" % (tgt.arch, tgt.release, stub_key(tgt)))
+
+
+def check_can_build(cache, arch, offline=False, mirror=None):
+    """Fail now, not after the downloads, when the portable stub for `arch` is neither cached nor buildable."""
+    path = cached_stub_path(cache, arch)
+    if cached_stub(cache, path):
+        return
+    tgt = debian.target(arch)
+    if offline:
+        raise HostError("no portable %s stub in the cache %s and --offline: run `bundler fetch --stubs --arch %s` "
+                        "(or `bundler stub --arch %s`) on a connected host and copy its cache, or pass --stub PATH"
+                        % (arch, cache.root, arch, arch))
+    debian.check_host(tgt)
+    debian.debian_mirror(mirror)
+
+
+def portable_stub(cache, arch, mirror=None, offline=False, log=print):
+    """The cached portable stub for `arch`, built (once) when it is not there."""
+    path = cached_stub_path(cache, arch)
+    if cached_stub(cache, path):
+        return path
+    check_can_build(cache, arch, offline, mirror)
+    tgt = debian.target(arch)
+    mirror = debian.debian_mirror(mirror)
+    with debian.locked(path.with_name("%s.lock" % path.name), log, "another bundler building this stub"):
+        if cached_stub(cache, path):
+            return path
+        began = time.monotonic()
+        how = "under qemu" if tgt.arch != debian.host_arch() else "natively"
+        log("building the portable %s stub in a Debian %s root (%s; first time about %d min on 2 idle cores, "
+            "longer under load, then cached in %s)..." % (arch, tgt.release, how, tgt.minutes, cache.root))
+        root = _step(log, "root: Debian %s %s (%s from %s)" % (tgt.release, tgt.debian_arch, debian.builder(), mirror),
+                     debian.ensure_root, cache, tgt, mirror, log)
+        # Builds of other stub keys (another checkout of bundler) share the root's work dir and venv.
+        with debian.locked(debian.build_lock(root), log, "another stub build in this root"):
+            venv = _step(log, "Python packages: PyInstaller %s, zstandard %s%s" % (
+                versions() + (" (built from source in the root)" if tgt.from_source else "",)),
+                _ensure_venv, cache, tgt, root, log)
+            built = _step(log, "PyInstaller one-file build of the stub", _build, root, venv, tgt, log)
+            try:
+                install_stub(cache, built, path)
+            finally:
+                shutil.rmtree(root / _IN_ROOT.lstrip("/"), ignore_errors=True)
+        log("portable %s stub ready in %s: %s" % (arch, debian._elapsed(time.monotonic() - began), path))
+    return path
+
+
+def _step(log, what, func, *args):
+    began = time.monotonic()
+    log("  %s..." % what)
+    result = func(*args)
+    log("  done in %s" % debian._elapsed(time.monotonic() - began))
+    return result
+
+
+def _wheels_dir(cache, tgt):
+    pyinstaller, zstandard = versions()
+    return cache.dir("stub-wheels") / ("%s-%s-pyinstaller%s-zstandard%s" % (tgt.release, tgt.debian_arch,
+                                                                           pyinstaller, zstandard))
+
+
+def _requirements():
+    pyinstaller, zstandard = versions()
+    return ["pip", "pyinstaller==" + pyinstaller, "zstandard==" + zstandard, "requests"]
+
+
+def _ensure_wheels(cache, tgt, log):
+    """The downloaded packages for `tgt` (host pip, host configuration), cached."""
+    where = _wheels_dir(cache, tgt)
+    if (where / "downloads" / ".complete").exists():
+        return where
+    from bundler.stubs import wheels# packaging and tomllib: only when downloading (a cached call returns at once)
+
+    work = where / "downloads.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    wheels.download(_requirements(), work, tgt.python, tgt.machine, tgt.wheel_platform, tgt.from_source, log=log)
+    (work / ".complete").write_text("\n".join(_requirements()) + "\n")
+    shutil.rmtree(where / "downloads", ignore_errors=True)
+    work.rename(where / "downloads")
+    return where
+
+
+def _ensure_venv(cache, tgt, root, log):
+    """A venv inside the root with PyInstaller, zstandard and requests, from the cached packages."""
+    pyinstaller, zstandard = versions()
+    venv = "/opt/bundler-stub-pyinstaller%s-zstandard%s" % (pyinstaller, zstandard)
+    if (root / venv.lstrip("/") / _VENV_COMPLETE).exists():
+        return venv
+    where = _ensure_wheels(cache, tgt, log)
+    inside = root / _IN_ROOT.lstrip("/")
+    shutil.rmtree(inside, ignore_errors=True)
+    shutil.copytree(where / "downloads", inside / "downloads")
+    built_cache = where / "built"
+    if (built_cache / ".complete").exists():
+        shutil.copytree(built_cache, inside / "built")
+    pip = venv + "/bin/pip"
+    links = ["--no-index", "--find-links", _IN_ROOT + "/downloads", "--find-links", _IN_ROOT + "/built"]
+    script = ["set -e", "rm -rf %s" % venv, "python3 -m venv %s" % venv, "mkdir -p %s/built" % _IN_ROOT,
+              "%s install -q %s --upgrade pip" % (pip, " ".join(links))]
+    if tgt.from_source and not (built_cache / ".complete").exists():
+        # Build requirements first (hatchling, setuptools, ...), then the sdists without isolation: no index here.
+        script += ["%s install -q %s %s/downloads/*.whl" % (pip, " ".join(links), _IN_ROOT),
+                   "%s wheel -q --no-deps --no-build-isolation %s -w %s/built %s/downloads/*.tar.gz"
+                   % (pip, " ".join(links), _IN_ROOT, _IN_ROOT)]
+    script.append("%s install -q %s %s" % (pip, " ".join(links), " ".join(_requirements()[1:])))
+    script.append("touch %s/%s" % (venv, _VENV_COMPLETE))
+    (inside / "venv.sh").write_text("\n".join(script) + "\n")
+    debian.run_logged(debian.in_root(root, ["sh", "-x", _IN_ROOT + "/venv.sh"]), "pip in the root",
+                      cache.dir("stub-roots") / ("%s-venv.log" % root.name), log,
+                      failure=lambda tail: BundleError("installing PyInstaller in the %s root failed: %s"
+                                                       % (tgt.debian_arch, tail)))
+    if tgt.from_source and not (built_cache / ".complete").exists():
+        work = where / "built.tmp"
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(inside / "built", work)
+        (work / ".complete").write_text("built in Debian %s %s\n" % (tgt.release, tgt.debian_arch))
+        shutil.rmtree(built_cache, ignore_errors=True)
+        work.rename(built_cache)
+    return venv
+
+
+def _build(root, venv, tgt, log):
+    inside = root / _IN_ROOT.lstrip("/")
+    source = inside / "src"
+    shutil.rmtree(source, ignore_errors=True)
+    for relative in run_side_files():
+        (source / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(PROJECT / relative, source / relative)
+    cmd = pyinstaller_command(venv + "/bin/python", _IN_ROOT + "/src", _IN_ROOT + "/work", inside / "work")
+    debian.run_logged(debian.in_root(root, cmd, env={"PYINSTALLER_CONFIG_DIR": _IN_ROOT + "/pyinstaller"}),
+                      "PyInstaller", inside / "pyinstaller.log", log,
+                      failure=lambda tail: BundleError("PyInstaller failed to build the %s stub in its root: %s"
+                                                       % (tgt.arch, tail)))
+    built = inside / "work" / "dist" / "stub"
+    with open(built, "rb") as f:
+        machine = elf_machine(f)
+    if machine != tgt.arch:
+        raise BundleError("the stub built in the %s root is a %s ELF file; the root is broken: delete %s and retry"
+                          % (tgt.arch, machine, root))
+    return built

@@ -1,0 +1,41 @@
+"""Check every zstd frame header against the index before anything is extracted.
+
+A few bytes per frame catch an index that lies about a frame's size (which would otherwise fail the free-space
+check with exit 4, or fill the disk) and a frame that asks for a window above the decoder bound, before a
+single byte is written.
+"""
+
+import zstandard
+
+from payload.groups import MAX_WINDOW
+from payload.errors import IntegrityError
+
+_FRAME_HEADER_MAX = 18  # ZSTD_FRAMEHEADERSIZE_MAX
+
+
+def check_frame_headers(f, payload):
+    """Raise IntegrityError naming the first frame whose header does not match the index."""
+    for group, frame in payload.index.frames():
+        check_frame_header(f, payload.data_offset, group, frame)
+
+
+def check_frame_header(f, data_offset, group, frame):
+    where = group.label(frame)
+    f.seek(data_offset + frame.offset)
+    header = f.read(min(frame.csize, _FRAME_HEADER_MAX))
+    try:
+        params = zstandard.get_frame_parameters(header)
+    except zstandard.ZstdError as exc:
+        raise IntegrityError("%s does not start with a zstd frame (%s); the bundle is damaged, copy it again"
+                             % (where, exc))
+    if params.content_size == zstandard.CONTENTSIZE_UNKNOWN:
+        raise IntegrityError("%s: its frame does not record its size; the bundle is damaged or not made by bundler"
+                             % where)
+    if params.content_size != frame.size:
+        raise IntegrityError("%s: its frame holds %d bytes, the index says %d; the bundle is damaged, copy it again"
+                             % (where, params.content_size, frame.size))
+    if params.window_size > MAX_WINDOW:
+        raise IntegrityError("%s needs a %d MiB decoder window, more than the %d MiB this stub allows; rebuild the "
+                             "bundle with bundler's default window" % (where, params.window_size >> 20,
+                                                                       MAX_WINDOW >> 20))
+    return params

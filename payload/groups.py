@@ -1,0 +1,457 @@
+"""Group frames: many entries compressed as solid zstd frames, and their verified extraction.
+
+Compression uses a window of at most WINDOW_LOG; the decoder refuses frames that ask for more than
+MAX_WINDOW, so a hostile or mistaken bundle cannot make a small device allocate more than that. The frames of a
+group are independent (docs/format.md, section 4): extraction decompresses several at once, one decoder per
+frame, at most FRAMES_IN_FLIGHT of them (and no more than the cores and the memory allow).
+"""
+
+import errno
+import hashlib
+import os
+import queue
+import threading
+
+import zstandard
+
+from payload.errors import BundleError, HostError, IntegrityError
+
+# 32 MiB, the bound k3s chose because more "is still too much for a Pi3". The compressor's window
+# (WINDOW_LOG) must never exceed the decoder's bound (MAX_WINDOW), or every bundle would be refused.
+WINDOW_LOG = 25
+MAX_WINDOW = 1 << WINDOW_LOG
+CHUNK = 1 << 20
+# zstd's default job for a 32 MiB window is 128 MiB, which leaves one core idle on most groups.
+JOB_SIZE = 32 << 20
+# Extraction hands decompressed data between threads in BUFFERS reused buffers of BUFFER_SIZE: no allocation per
+# chunk, few hand-overs, a few MiB of memory, and small enough to still be in the shared cache when hashed.
+BUFFERS = 4
+BUFFER_SIZE = 1 << 20
+# Frames decompressed at once: each holds a decoder window (at most MAX_WINDOW) and BUFFERS buffers. Four fit a
+# 512 MB board with room to spare, and the memory check below lowers it on a smaller one.
+FRAMES_IN_FLIGHT = 4
+# Compressed bytes read ahead of the decoders, over all frames in flight. The data area is read once, in order
+# (so a split bundle's parts are hashed as they stream by); frames of up to about this size start at once.
+READ_AHEAD = 32 << 20
+
+
+def frame_threads(frames_in_group):
+    """zstd's workers for a frame of a group of `frames_in_group` frames, as `bundler make` compresses it: a lone
+    frame with zstd's workers (-1), the frames of a group of several on one thread each (0, other bytes). A device
+    compressing a frame again (payload/delta.py) follows the same rule to get the same bytes."""
+    return 0 if frames_in_group > 1 else -1
+
+
+def compress_frame(sources, out, level=19, threads=-1, progress=None):
+    """Compress the files `sources` (paths, in order) as one frame into the binary file `out`.
+
+    `threads` are zstd's workers (-1: one per core); any value from 1 up gives the same bytes, 0 other bytes.
+    `progress(bytes read, total)` is called as the input is read. Returns (size, sha256 of the compressed bytes,
+    compressed size).
+    """
+    total = sum(os.path.getsize(p) for p in sources)
+    params = zstandard.ZstdCompressionParameters.from_level(
+        level, source_size=total, window_log=min(WINDOW_LOG, max(10, total.bit_length())),
+        threads=threads, job_size=JOB_SIZE, write_content_size=True, write_checksum=False)
+    hashing = _HashingWriter(out)
+    cctx = zstandard.ZstdCompressor(compression_params=params)
+    # Not `with`: its __exit__ would end the frame, compressing all that is buffered, while an exception (Ctrl-C)
+    # propagates. A writer dropped unclosed flushes nothing.
+    writer = cctx.stream_writer(hashing, size=total, closefd=False)
+    done = 0
+    for path in sources:
+        with open(path, "rb") as src:
+            while True:
+                chunk = src.read(CHUNK)
+                if not chunk:
+                    break
+                writer.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+    writer.close()  # ends the frame; closefd=False leaves `out` open
+    return total, hashing.hexdigest(), hashing.count
+
+
+class _HashingWriter(object):
+    def __init__(self, out):
+        self.out, self.sha, self.count = out, hashlib.sha256(), 0
+
+    def write(self, data):
+        self.sha.update(data)
+        self.count += len(data)
+        return self.out.write(data)
+
+    def flush(self):
+        self.out.flush()
+
+    def hexdigest(self):
+        return self.sha.hexdigest()
+
+
+def _host_error(exc, where):
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return HostError("no space left on the device while writing %s; free space or point --bundle-dir elsewhere" % where)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return HostError("cannot write %s (%s); choose a writable --bundle-dir" % (where, exc.strerror))
+    return HostError("cannot write %s: %s" % (where, exc.strerror))
+
+
+def frames_in_flight(frames):
+    """How many frames to decompress at once: one per core, at most FRAMES_IN_FLIGHT, fewer when the memory
+    available could not hold their windows twice over."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    per_frame = MAX_WINDOW + BUFFERS * BUFFER_SIZE
+    available = _memory_available()
+    by_memory = FRAMES_IN_FLIGHT if available is None else (available // 2 - READ_AHEAD) // per_frame
+    return max(1, min(frames, cores, FRAMES_IN_FLIGHT, by_memory))
+
+
+def _memory_available():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def extract_group(f, data_offset, group, entries, dest=None, progress=None, workers=None):
+    """Decompress `group` from the bundle file `f` and check every frame's and every entry's sha256.
+
+    With `dest`, write each entry under that directory (with its mode, fsynced). Every mismatch is collected and
+    all are named in one IntegrityError at the end. `progress(bytes done, group size)` is called as the group is
+    decompressed. This thread reads the group's compressed bytes once, in order, and hands them to one job per
+    frame (`workers` at once, default frames_in_flight()); a job decompresses on one thread and hashes and writes
+    its frame's entries on another, and one more thread fsyncs each finished file meanwhile.
+    """
+    entries_size = sum(e.size for e in entries)
+    if entries_size != group.size:
+        raise IntegrityError("group %r holds %d bytes, its entries %d" % (group.name, group.size, entries_size))
+    plan = group.split_entries(entries)
+    run = _Extraction(group, progress, workers or frames_in_flight(len(plan)))
+    syncer = _Syncer() if dest is not None else None
+    try:
+        try:
+            run.read(f, data_offset, plan, dest, syncer)
+        except BaseException as exc:
+            run.stop(exc)  # Ctrl-C, or the data area could not be read
+            raise
+        finally:
+            run.join()
+    finally:
+        sync_failure = syncer.close() if syncer is not None else None
+    failure = run.failure()
+    if failure is not None or sync_failure is not None:
+        raise failure or sync_failure
+    if progress is not None:  # the jobs may all have ended before this thread last woke to report
+        progress(group.size, group.size)
+
+
+class _Stopped(Exception):
+    """The extraction was abandoned: a job leaves at once."""
+
+
+class _Extraction(object):
+    """The jobs of one group and what they share, under one condition: the compressed bytes read ahead, the bytes
+    decompressed (for the progress), the frames in flight, and the first error that stops them all."""
+
+    def __init__(self, group, progress, workers):
+        self.group, self.progress, self.workers = group, progress, workers
+        self.cond = threading.Condition()
+        self.ahead = self.done = self.active = 0
+        self.fatal, self.stopping = None, False
+        self.jobs = []
+
+    def read(self, f, data_offset, plan, dest, syncer):
+        """Read every frame's bytes in order and feed them to its job; returns once every job has ended."""
+        for frame, frame_entries in plan:
+            if not self._wait(lambda: self.active < self.workers):
+                return
+            job = _FrameJob(self, frame, frame_entries, dest, syncer)
+            with self.cond:
+                self.active += 1
+                self.jobs.append(job)
+            job.start()
+            f.seek(data_offset + frame.offset)
+            left = frame.csize
+            while left:
+                size = min(CHUNK, left)
+                if not self._wait(lambda: not self.ahead or self.ahead + size <= READ_AHEAD):
+                    return
+                chunk = self._read(f, size)
+                left -= len(chunk)
+                job.sha.update(chunk)  # here, not on the decoder's thread: decompression is the longest part
+                job.feed(chunk, last=not left)
+            if not frame.csize:
+                job.feed(b"", last=True)
+        self._wait(lambda: not self.active)
+
+    def _read(self, f, size):
+        try:
+            chunk = f.read(size)
+        except OSError as exc:
+            raise IntegrityError("cannot read group %r: %s" % (self.group.name, exc.strerror or exc))
+        if not chunk:
+            raise IntegrityError("group %r is cut short; the bundle is truncated, copy it again" % self.group.name)
+        return chunk
+
+    def _wait(self, ready):
+        """Wait until `ready()` (under the lock), reporting progress meanwhile; False once the jobs must stop."""
+        while True:
+            with self.cond:
+                if self.stopping:
+                    return False
+                if ready():
+                    return True
+                self.cond.wait()
+                done = self.done
+            if self.progress is not None:
+                self.progress(done, self.group.size)
+
+    def stop(self, exc=None):
+        """Stop every job: after `exc` (a fatal error of a job, or of this thread), or at the end."""
+        with self.cond:
+            if exc is not None and self.fatal is None:
+                self.fatal = exc
+            self.stopping = True
+            self.cond.notify_all()
+
+    def join(self):
+        self.stop()
+        for job in self.jobs:
+            job.join()
+
+    def failure(self):
+        """The error of the whole group: the first fatal one, else every frame and entry that did not match."""
+        if self.fatal is not None:
+            return self.fatal
+        frames = [job.where for job in self.jobs if job.sha_mismatch]
+        if frames:
+            return IntegrityError("%s %s not match %s sha256; the bundle is damaged, copy it again" % (
+                ", ".join(frames), "does" if len(frames) == 1 else "do", "its" if len(frames) == 1 else "their"))
+        entries = [path for job in self.jobs for path in job.splitter.mismatched]
+        if entries:
+            return IntegrityError("sha256 mismatch in %s; the bundle is damaged, copy it again" % ", ".join(entries))
+        return None
+
+    def decompressed(self, size):
+        with self.cond:
+            self.done += size
+            self.cond.notify_all()
+
+    def ended(self, job, failure):
+        if failure is not None:
+            self.stop(failure)
+        with self.cond:
+            self.active -= 1
+            self.cond.notify_all()
+
+
+class _FrameJob(object):
+    """One frame: a thread decompresses it into BUFFERS reused buffers, another hashes and writes its entries."""
+
+    def __init__(self, run, frame, entries, dest, syncer):
+        self.run, self.frame, self.where = run, frame, run.group.label(frame)
+        self.inbox, self.held, self.last = [], 0, False  # compressed chunks fed, not yet read (under run.cond)
+        self.sha, self.sha_mismatch = hashlib.sha256(), False
+        self.filled, self.free = queue.Queue(), queue.Queue()
+        for _ in range(BUFFERS):
+            self.free.put(bytearray(BUFFER_SIZE))
+        self.splitter = _Splitter(entries, dest, syncer)
+        self.decoder = threading.Thread(target=self._decompress, name="decompress")
+        self.consumer = threading.Thread(target=self._consume, name="write")
+        self.decoder.daemon = self.consumer.daemon = True
+
+    def start(self):
+        self.decoder.start()
+        self.consumer.start()
+
+    def join(self):
+        self.consumer.join()
+
+    def feed(self, chunk, last):
+        """Reader side: queue a chunk of the frame's compressed bytes (its bytes count as read ahead)."""
+        with self.run.cond:
+            if self.last:  # the decoder has ended: nobody will read it
+                return
+            self.inbox.append(chunk)
+            self.run.ahead += len(chunk)
+            self.last = last
+            self.run.cond.notify_all()
+
+    def read(self, size):
+        """The decoder's source: the next chunk fed (never more than CHUNK), b"" at the end of the frame."""
+        with self.run.cond:
+            self.run.ahead -= self.held
+            self.held = 0
+            self.run.cond.notify_all()
+            while not self.inbox and not self.last and not self.run.stopping:
+                self.run.cond.wait()
+            if self.run.stopping:
+                raise _Stopped()
+            if not self.inbox:
+                return b""
+            chunk = self.inbox.pop(0)
+            self.held = len(chunk)
+        return chunk
+
+    def _close_input(self):
+        with self.run.cond:
+            self.run.ahead -= self.held + sum(len(c) for c in self.inbox)
+            self.held, self.inbox, self.last = 0, [], True
+            self.run.cond.notify_all()
+
+    def _decompress(self):
+        failure, frame = None, self.frame
+        try:
+            dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+            # Across frames: bytes after the frame are decoded too, and refused (a second frame, or no frame).
+            stream = dctx.stream_reader(self, read_size=CHUNK, read_across_frames=True)
+            produced = 0
+            while True:
+                buf = self.free.get()
+                if buf is None:
+                    return
+                size = stream.readinto(buf)  # fills the whole buffer unless the frame ends
+                if not size:
+                    break
+                produced += size
+                if produced > frame.size:
+                    raise IntegrityError("%s decompresses to more than its %d bytes" % (self.where, frame.size))
+                self.filled.put((buf, size))
+            if produced != frame.size:
+                raise IntegrityError("%s decompresses to %d bytes, expected %d" % (self.where, produced, frame.size))
+        except _Stopped:
+            pass
+        except zstandard.ZstdError as exc:
+            failure = IntegrityError("%s does not decompress (%s); the bundle is damaged" % (self.where, exc))
+        except Exception as exc:  # a BundleError, a bug or MemoryError: never taken for success
+            failure = exc
+        finally:
+            self._close_input()
+            self.filled.put((None, failure))
+
+    def _consume(self):
+        failure = None
+        try:
+            self.splitter.next_entry()
+            while True:
+                buf, size = self.filled.get()
+                if buf is None:
+                    failure = size
+                    break
+                self.splitter.feed(memoryview(buf)[:size])
+                self.free.put(buf)
+                self.run.decompressed(size)
+        except Exception as exc:  # HostError from a write, IntegrityError, a bug
+            failure = exc
+        finally:
+            if failure is not None:
+                self.run.stop(failure)  # before waiting: the decoder may be waiting for bytes the reader holds
+            self.free.put(None)  # stops the decoder if this thread gave up early
+            self.decoder.join()
+            self.splitter.close()
+            if failure is None:
+                self.sha_mismatch = self.sha.hexdigest() != self.frame.sha256
+            self.run.ended(self, failure)
+
+
+class _Splitter(object):
+    """Cuts the decompressed stream into entries, hashes each one, and writes it when there is a `dest`."""
+
+    def __init__(self, entries, dest, syncer):
+        self.entries, self.dest, self.syncer, self.mismatched = iter(entries), dest, syncer, []
+        self.entry, self.fd = None, None
+
+    def feed(self, view):
+        pos, end = 0, len(view)
+        while pos < end:
+            if self.entry is None:
+                raise IntegrityError("the group holds more bytes than its entries")
+            piece = view[pos:pos + self.left]
+            self.sha.update(piece)
+            if self.fd is not None:
+                _write_all(self.fd, piece, self.entry.path)
+            pos += len(piece)
+            self.left -= len(piece)
+            if not self.left:
+                self.next_entry()
+
+    def next_entry(self):
+        """Finish the current entry and any empty ones after it; open the next one that has bytes."""
+        while True:
+            if self.entry is not None:
+                if self.sha.hexdigest() != self.entry.sha256:
+                    self.mismatched.append(self.entry.path)
+                if self.fd is not None:
+                    self.syncer.put(self.fd, self.entry)
+                    self.fd = None
+            self.entry = next(self.entries, None)
+            if self.entry is None:
+                return
+            self.sha, self.left = hashlib.sha256(), self.entry.size
+            if self.dest is not None:
+                self.fd = _open_entry(self.dest, self.entry)
+            if self.left:
+                return
+
+    def close(self):
+        """Close the file left open (by a failure); finished files are the syncer's to close."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class _Syncer(object):
+    """Gives finished files their mode and fsyncs them on a thread of its own, while decompression goes on."""
+
+    def __init__(self):
+        self.files, self.failure = queue.Queue(), None
+        self.thread = threading.Thread(target=self._run)
+        self.thread.daemon = True
+        self.thread.start()
+
+    def put(self, fd, entry):
+        self.files.put((fd, entry))
+
+    def _run(self):
+        while True:
+            fd, entry = self.files.get()
+            if fd is None:
+                return
+            try:
+                if self.failure is None:
+                    os.fchmod(fd, entry.mode)
+                    os.fsync(fd)
+            except OSError as exc:
+                self.failure = _host_error(exc, entry.path)
+            finally:
+                os.close(fd)
+
+    def close(self):
+        self.files.put((None, None))
+        self.thread.join()
+        return self.failure
+
+
+def _write_all(fd, view, where):
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as exc:
+        raise _host_error(exc, where)
+
+
+def _open_entry(dest, entry):
+    path = os.path.join(dest, entry.path)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError as exc:
+        raise _host_error(exc, entry.path)
