@@ -72,7 +72,7 @@ class BlobWriter:
         self._cache = cache
         self._what = what
         self.path = Path(fs.temp_name(cache.tmp / "blob"))
-        self._file = open(self.path, "wb")  # noqa: SIM115 -- closed by commit() or _discard()
+        self._file = open(self.path, "wb")
         self._hash = hashlib.sha256()
         self.size = 0
         self.committed: str | None = None
@@ -217,7 +217,7 @@ class Cache:
         src = Path(src)
         what = what or f"copy of {src}"
         try:
-            source = open(src, "rb")  # noqa: SIM115 -- closed by the with below; opened apart to name the error
+            source = open(src, "rb")
         except OSError as exc:
             raise UsageError(f"cannot read {src}: {exc.strerror}; check the path and its permissions") from None
         with source, self.writer(what) as blob:

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import click
 
-from payload.errors import BundleError, UsageError
-from payload.arches import NAMES as ARCHES
-from payload.index import LAYER_MODES, LAYERS_RAW
-
 from bundler import __version__
 from bundler.build.cuts import DEFAULT_FRAME_SIZE
+from payload.arches import NAMES as ARCHES
+from payload.errors import BundleError, UsageError
+from payload.index import LAYER_MODES, LAYERS_RAW
 
 LEVEL = click.IntRange(1, 22)
 ARCH = click.Choice(ARCHES)
@@ -72,14 +71,18 @@ class _Group(click.Group):
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt as exc:
             terminated = isinstance(exc, _Terminated)
-            _fail("%s; nothing was left half-written" % ("terminated" if terminated else "interrupted"),
-                  143 if terminated else 130)
+            _fail(
+                "%s; nothing was left half-written" % ("terminated" if terminated else "interrupted"),
+                143 if terminated else 130,
+            )
         except OSError as exc:  # one our code did not name: still the environment's
-            where = " (%s)" % exc.filename if exc.filename else ""
-            _fail("%s%s; check the path, free space and permissions" % (exc.strerror or exc, where), 4)
+            where = f" ({exc.filename})" if exc.filename else ""
+            _fail(f"{exc.strerror or exc}{where}; check the path, free space and permissions", 4)
         except Exception as exc:  # a bug of ours
-            _fail("internal error: %s: %s; please report this with the command line (bundler %s)"
-                  % (type(exc).__name__, exc, __version__), 1)
+            _fail(
+                f"internal error: {type(exc).__name__}: {exc}; please report this with the command line (bundler {__version__})",
+                1,
+            )
         finally:
             signal.signal(signal.SIGTERM, previous)
 
@@ -93,7 +96,7 @@ def _terminated(signum, frame):
 
 
 def _fail(message, code):
-    click.echo("bundler: error: %s" % message, err=True)
+    click.echo(f"bundler: error: {message}", err=True)
     sys.exit(code)
 
 
@@ -103,14 +106,28 @@ def _cache(cache_dir):
     return Cache(cache_dir)
 
 
-manifest_option = click.option("--manifest", "-m", type=click.Path(path_type=Path), default=Path("bundle.toml"),
-                               show_default=True, help="The bundle manifest.")
+manifest_option = click.option(
+    "--manifest",
+    "-m",
+    type=click.Path(path_type=Path),
+    default=Path("bundle.toml"),
+    show_default=True,
+    help="The bundle manifest.",
+)
 arch_option = click.option("--arch", type=ARCH, help="Target architecture (default: this host's).")
-cache_option = click.option("--cache-dir", type=click.Path(path_type=Path), envvar="BUNDLER_CACHE_DIR",
-                            help="Download and build cache (default: ~/.cache/bundler).")
+cache_option = click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    envvar="BUNDLER_CACHE_DIR",
+    help="Download and build cache (default: ~/.cache/bundler).",
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (for CI).")
-mirror_option = click.option("--mirror", metavar="URL", envvar="BUNDLER_DEBIAN_MIRROR",
-                             help="Debian mirror for building portable stubs (default: the host's apt sources).")
+mirror_option = click.option(
+    "--mirror",
+    metavar="URL",
+    envvar="BUNDLER_DEBIAN_MIRROR",
+    help="Debian mirror for building portable stubs (default: the host's apt sources).",
+)
 
 
 def _insecure_registries(ctx, param, values):
@@ -119,8 +136,14 @@ def _insecure_registries(ctx, param, values):
     return tuple(parse_insecure_registry(v, "--insecure-registry") for v in values)
 
 
-insecure_option = click.option("--insecure-registry", "insecure_registries", multiple=True, metavar="HOST:PORT",
-                               callback=_insecure_registries, help="Allow plain http to this registry (repeatable).")
+insecure_option = click.option(
+    "--insecure-registry",
+    "insecure_registries",
+    multiple=True,
+    metavar="HOST:PORT",
+    callback=_insecure_registries,
+    help="Allow plain http to this registry (repeatable).",
+)
 
 
 @click.group(cls=_Group)
@@ -135,36 +158,98 @@ def main():
 @arch_option
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Default: dist/NAME-VERSION-VARIANT-ARCH.")
 @cache_option
-@click.option("--stub", type=STUB, envvar="BUNDLER_STUB", metavar="PATH|host",
-              help="A stub prebuilt with `bundler stub`, or `host` for one built from this host's Python (needs this "
-                   "host's glibc on the device). Default: the portable stub for --arch, built once in a Debian root.")
+@click.option(
+    "--stub",
+    type=STUB,
+    envvar="BUNDLER_STUB",
+    metavar="PATH|host",
+    help="A stub prebuilt with `bundler stub`, or `host` for one built from this host's Python (needs this "
+    "host's glibc on the device). Default: the portable stub for --arch, built once in a Debian root.",
+)
 @mirror_option
 @click.option("--level", type=LEVEL, default=19, show_default=True, help="zstd compression level.")
-@click.option("--locked", is_flag=True, help="Refuse any source or image that the lock (bundle.toml: bundle.lock) or the manifest does not pin.")
+@click.option(
+    "--locked",
+    is_flag=True,
+    help="Refuse any source or image that the lock (bundle.toml: bundle.lock) or the manifest does not pin.",
+)
 @click.option("--offline", is_flag=True, envvar="BUNDLER_OFFLINE", help="Use only the cache; never touch the network.")
 @insecure_option
-@click.option("--layers", type=click.Choice(LAYER_MODES), default=LAYERS_RAW, show_default=True,
-              help="raw: store image layers uncompressed (smaller, keeps the image id); exact: keep the registry's "
-                   "blobs byte for byte (keeps the manifest digest).")
-@click.option("--sign", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="KEY",
-              help="Sign the bundle with this private key (from `bundler keygen`).")
-@click.option("--require-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="PUB",
-              help="Make the bundle refuse to install unless signed by this key (needs --sign with its pair).")
-@click.option("--split", type=SIZE, help="Put the data in OUTPUT.part001, ... of at most SIZE each (e.g. 2G, for "
-                                         "FAT32 media); the executable finds them beside itself.")
-@click.option("--frame-size", type=FRAME_SIZE, default=DEFAULT_FRAME_SIZE,
-              show_default="%dM" % (DEFAULT_FRAME_SIZE >> 20),
-              help="Cut a group of at least twice SIZE into frames of at least SIZE (between files), which devices "
-                   "decompress at once: smaller installs faster on several cores, and stores more.")
+@click.option(
+    "--layers",
+    type=click.Choice(LAYER_MODES),
+    default=LAYERS_RAW,
+    show_default=True,
+    help="raw: store image layers uncompressed (smaller, keeps the image id); exact: keep the registry's "
+    "blobs byte for byte (keeps the manifest digest).",
+)
+@click.option(
+    "--sign",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="KEY",
+    help="Sign the bundle with this private key (from `bundler keygen`).",
+)
+@click.option(
+    "--require-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="PUB",
+    help="Make the bundle refuse to install unless signed by this key (needs --sign with its pair).",
+)
+@click.option(
+    "--split",
+    type=SIZE,
+    help="Put the data in OUTPUT.part001, ... of at most SIZE each (e.g. 2G, for "
+    "FAT32 media); the executable finds them beside itself.",
+)
+@click.option(
+    "--frame-size",
+    type=FRAME_SIZE,
+    default=DEFAULT_FRAME_SIZE,
+    show_default="%dM" % (DEFAULT_FRAME_SIZE >> 20),
+    help="Cut a group of at least twice SIZE into frames of at least SIZE (between files), which devices "
+    "decompress at once: smaller installs faster on several cores, and stores more.",
+)
 @json_option
-def make(manifest, variant, arch, output, cache_dir, stub, mirror, level, locked, offline, insecure_registries, layers,
-         sign, require_key, split, frame_size, as_json):
+def make(
+    manifest,
+    variant,
+    arch,
+    output,
+    cache_dir,
+    stub,
+    mirror,
+    level,
+    locked,
+    offline,
+    insecure_registries,
+    layers,
+    sign,
+    require_key,
+    split,
+    frame_size,
+    as_json,
+):
     """Build the bundle executable."""
-    from bundler.build.make import MakeRequest, make as run_make
+    from bundler.build.make import MakeRequest
+    from bundler.build.make import make as run_make
 
-    request = MakeRequest(manifest=manifest, variant=variant, arch=arch, output=output, stub=stub, mirror=mirror,
-                          level=level, locked=locked, offline=offline, insecure_registries=tuple(insecure_registries),
-                          layers=layers, sign=sign, require_key=require_key, split=split, frame_size=frame_size)
+    request = MakeRequest(
+        manifest=manifest,
+        variant=variant,
+        arch=arch,
+        output=output,
+        stub=stub,
+        mirror=mirror,
+        level=level,
+        locked=locked,
+        offline=offline,
+        insecure_registries=tuple(insecure_registries),
+        layers=layers,
+        sign=sign,
+        require_key=require_key,
+        split=split,
+        frame_size=frame_size,
+    )
     output, index = run_make(request, _cache(cache_dir), log=_log)
     if as_json:
         click.echo(json.dumps(_made(output, index), indent=2, sort_keys=True))
@@ -175,17 +260,24 @@ def make(manifest, variant, arch, output, cache_dir, stub, mirror, level, locked
 def _summary(output, index):
     stored = output.stat().st_size + sum(p.size for p in index.parts)
     parts = ", %d parts beside it" % len(index.parts) if index.parts else ""
-    return "%s  (%s, %.1f MB stored%s, bundle id %s)" % (output, index.variant, stored / 1e6, parts,
-                                                         index.bundle_id[:16])
+    return f"{output}  ({index.variant}, {stored / 1e6:.1f} MB stored{parts}, bundle id {index.bundle_id[:16]})"
 
 
 @main.command()
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--size", required=True, type=SIZE, help="Largest part (K, M, G: powers of 1024), e.g. 2G.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
-              help="Default: BUNDLE itself (it becomes the executable, its parts and BUNDLE.sha256 go beside it).")
-@click.option("--sign", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="KEY",
-              help="The private key a signed bundle was signed with (a split changes the index it signs).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Default: BUNDLE itself (it becomes the executable, its parts and BUNDLE.sha256 go beside it).",
+)
+@click.option(
+    "--sign",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="KEY",
+    help="The private key a signed bundle was signed with (a split changes the index it signs).",
+)
 def split(bundle, size, output, sign):
     """Split a bundle already made into its executable and parts of at most SIZE."""
     from bundler.commands import split_bundle
@@ -198,26 +290,36 @@ def _made(output, index):
     """What `make --json` prints: where the bundle is, its checksum, and what it holds."""
     checksum = output.with_name(output.name + ".sha256")
     listed = dict(reversed(line.split(None, 1)) for line in checksum.read_text().splitlines() if line.strip())
-    return {"output": str(output), "checksum_file": str(checksum), "sha256": listed[output.name],
-            "size": output.stat().st_size, "bundle_id": index.bundle_id, "name": index.name,
-            "version": index.version, "variant": index.variant, "arch": index.arch,
-            "groups": [{"name": g.name, "size": g.size, "stored": g.csize, "frames": len(g.frames)}
-                       for g in index.groups],
-            "images": [i.name for i in index.images],
-            "parts": [p.to_json() for p in index.parts]}
+    return {
+        "output": str(output),
+        "checksum_file": str(checksum),
+        "sha256": listed[output.name],
+        "size": output.stat().st_size,
+        "bundle_id": index.bundle_id,
+        "name": index.name,
+        "version": index.version,
+        "variant": index.variant,
+        "arch": index.arch,
+        "groups": [{"name": g.name, "size": g.size, "stored": g.csize, "frames": len(g.frames)} for g in index.groups],
+        "images": [i.name for i in index.images],
+        "parts": [p.to_json() for p in index.parts],
+    }
 
 
 @main.command()
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("dest_dir", type=click.Path(path_type=Path))
 @click.option("--split", type=SIZE, help="Cut the bundle into parts of at most SIZE on the way (e.g. 2G for FAT32).")
-@click.option("--sign", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="KEY",
-              help="With --split: the private key a signed bundle was signed with.")
+@click.option(
+    "--sign",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="KEY",
+    help="With --split: the private key a signed bundle was signed with.",
+)
 def copy(bundle, dest_dir, split, sign):
     """Copy a bundle (its parts and its .sha256) to a medium, read it all back and verify it; run again to resume."""
-    from payload import progress as progress_display
-
     from bundler.media.copy import copy_bundle
+    from payload import progress as progress_display
 
     display = progress_display.callback()  # a bar on a terminal only
     try:
@@ -238,13 +340,18 @@ def fetch(manifest, arch, all_arches, stubs, mirror, cache_dir, insecure_registr
     """Fill the cache without building, for a later `make --offline` on an air-gapped host."""
     from bundler.commands import fetch_all
 
-    fetch_all(manifest, arch, all_arches, _cache(cache_dir), insecure_registries, log=_log, stubs=stubs,
-              mirror=mirror)
+    fetch_all(manifest, arch, all_arches, _cache(cache_dir), insecure_registries, log=_log, stubs=stubs, mirror=mirror)
 
 
 @main.command()
 @manifest_option
-@click.option("--arch", "arches", type=ARCH, multiple=True, help="Architectures to pin (default: every one the manifest has sources for).")
+@click.option(
+    "--arch",
+    "arches",
+    type=ARCH,
+    multiple=True,
+    help="Architectures to pin (default: every one the manifest has sources for).",
+)
 @cache_option
 @insecure_option
 def lock(manifest, arches, cache_dir, insecure_registries):
@@ -268,8 +375,12 @@ def inspect(bundle, as_json):
 
 @main.command()
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="PUB",
-              help="Also require a valid signature by this public key.")
+@click.option(
+    "--key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="PUB",
+    help="Also require a valid signature by this public key.",
+)
 @json_option
 def verify(bundle, key, as_json):
     """Re-hash every blob of a bundle (and check its signature), without running it."""
@@ -279,20 +390,31 @@ def verify(bundle, key, as_json):
 
 
 @main.command()
-@click.option("--out", "prefix", type=click.Path(path_type=Path), default=Path("bundle-signing"), show_default=True,
-              metavar="PREFIX", help="Writes PREFIX.key (private, mode 0600) and PREFIX.pub.")
+@click.option(
+    "--out",
+    "prefix",
+    type=click.Path(path_type=Path),
+    default=Path("bundle-signing"),
+    show_default=True,
+    metavar="PREFIX",
+    help="Writes PREFIX.key (private, mode 0600) and PREFIX.pub.",
+)
 def keygen(prefix):
     """Make an ed25519 key pair for `make --sign` and `--require-key`."""
     from bundler.build.signing import generate_keypair
 
     key_path, pub_path, fingerprint = generate_keypair(prefix)
-    click.echo("%s\n%s\nkey %s" % (key_path, pub_path, fingerprint))
+    click.echo(f"{key_path}\n{pub_path}\nkey {fingerprint}")
 
 
 @main.command()
 @click.option("--arch", type=ARCH, help="Target architecture (default: this host's).")
-@click.option("--host", "host_python", is_flag=True,
-              help="Build from this host's own Python instead (quick, but the device then needs this host's glibc).")
+@click.option(
+    "--host",
+    "host_python",
+    is_flag=True,
+    help="Build from this host's own Python instead (quick, but the device then needs this host's glibc).",
+)
 @mirror_option
 @cache_option
 def stub(arch, host_python, mirror, cache_dir):
@@ -304,7 +426,7 @@ def stub(arch, host_python, mirror, cache_dir):
     cache = _cache(cache_dir)
     if host_python:
         if arch not in (None, host_arch()):
-            raise UsageError("--host builds for this %s host only; drop --arch %s or --host" % (host_arch(), arch))
+            raise UsageError(f"--host builds for this {host_arch()} host only; drop --arch {arch} or --host")
         from bundler.stubs.build import host_stub
 
         path = host_stub(cache, log=_log)
@@ -312,7 +434,7 @@ def stub(arch, host_python, mirror, cache_dir):
         from bundler.stubs.portable import portable_stub
 
         path = portable_stub(cache, arch or host_arch(), mirror=mirror, log=_log)
-    _log("stub glibc floor: %s" % format_version(stub_floor(path)[0]))
+    _log(f"stub glibc floor: {format_version(stub_floor(path)[0])}")
     click.echo(str(path))
 
 
@@ -327,12 +449,22 @@ def _registry_client(insecure_registries, mirrors=()):
 @main.command()
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("target", metavar="REGISTRY/REPO:TAG")
-@click.option("--delta-from", "delta_from", multiple=True, metavar="OLD",
-              help="Also publish a delta from this older bundle (a file or a registry reference; repeatable): a "
-                   "patch per changed group, which a device on OLD applies instead of fetching the group.")
-@click.option("--delta-level", type=click.IntRange(1, 22), default=19, show_default=True,
-              help="The zstd level the bundle was made with (make --level): a device compresses a patched group "
-                   "again at it, and a delta is published only for a group that level reproduces.")
+@click.option(
+    "--delta-from",
+    "delta_from",
+    multiple=True,
+    metavar="OLD",
+    help="Also publish a delta from this older bundle (a file or a registry reference; repeatable): a "
+    "patch per changed group, which a device on OLD applies instead of fetching the group.",
+)
+@click.option(
+    "--delta-level",
+    type=click.IntRange(1, 22),
+    default=19,
+    show_default=True,
+    help="The zstd level the bundle was made with (make --level): a device compresses a patched group "
+    "again at it, and a delta is published only for a group that level reproduces.",
+)
 @insecure_option
 def push(bundles, target, delta_from, delta_level, insecure_registries):
     """Push BUNDLES (one version, any architectures) to REGISTRY/REPO:TAG as OCI artifacts under one image index;
@@ -340,19 +472,28 @@ def push(bundles, target, delta_from, delta_level, insecure_registries):
     from bundler.fleet.push import push as push_bundles
 
     with _registry_client(insecure_registries) as client:
-        digest, count = push_bundles(bundles, target, client, log=_log, delta_from=delta_from,
-                                     delta_level=delta_level)
+        digest, count = push_bundles(bundles, target, client, log=_log, delta_from=delta_from, delta_level=delta_level)
     click.echo("%s  %s (%d bundle%s)" % (target, digest, count, "" if count == 1 else "s"))
 
 
 @main.command()
 @click.argument("reference", metavar="REF")
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Where the executable goes (its .sha256 beside it).")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where the executable goes (its .sha256 beside it).",
+)
 @click.option("--arch", type=ARCH, help="The architecture to pull from a tag that holds several.")
 @click.option("--variant", help="The variant to pull from a tag that holds several of one architecture.")
-@click.option("--registry-mirror", "mirrors", multiple=True, metavar="HOST[:PORT]",
-              help="Fetch blobs from this registry first (repeatable).")
+@click.option(
+    "--registry-mirror",
+    "mirrors",
+    multiple=True,
+    metavar="HOST[:PORT]",
+    help="Fetch blobs from this registry first (repeatable).",
+)
 @insecure_option
 def pull(reference, output, arch, variant, mirrors, insecure_registries):
     """Rebuild the bundle REF names, byte for byte the executable that was pushed, at OUTPUT."""

@@ -2,14 +2,13 @@
 
 import json
 
-from payload.layout import open_payload
-from payload.errors import UsageError
-from payload import report
-from payload.report import describe
-
-from bundler.manifest.lockfile import Lock, lock_path_for
-from bundler.manifest import load_manifest
 from bundler.build.sources import fetch_source
+from bundler.manifest import load_manifest
+from bundler.manifest.lockfile import Lock, lock_path_for
+from payload import report
+from payload.errors import UsageError
+from payload.layout import open_payload
+from payload.report import describe
 
 
 def _open(bundle):
@@ -34,8 +33,11 @@ def verify_bundle(bundle, key=None, as_json=False):
         text = report.verify_bundle(payload, f, key, key_option="--key")
     if not as_json:
         return text
-    return json.dumps({"bundle": str(bundle), "bundle_id": payload.bundle_id, "ok": True,
-                       "report": text.splitlines()}, indent=2, sort_keys=True)
+    return json.dumps(
+        {"bundle": str(bundle), "bundle_id": payload.bundle_id, "ok": True, "report": text.splitlines()},
+        indent=2,
+        sort_keys=True,
+    )
 
 
 def split_bundle(bundle, size, output, sign=None):
@@ -58,7 +60,7 @@ def _complete_arches(manifest, log=print):
     for a in ARCHES:
         missing = [spec.path for spec in manifest.files if not has(spec, a)]
         if a not in complete and len(missing) < len(manifest.files):
-            log("skipping %s: no source for %s" % (a, ", ".join(missing)))
+            log("skipping {}: no source for {}".format(a, ", ".join(missing)))
     return complete
 
 
@@ -67,8 +69,8 @@ def fetch_all(manifest_path, arch, all_arches, cache, insecure_registries, log=p
 
     manifest = load_manifest(manifest_path)
     lock = Lock.load(lock_path_for(manifest.path))
-    from bundler.images.embed import embed_images, pin_images
     from bundler.build.make import registry_client
+    from bundler.images.embed import embed_images, pin_images
     from bundler.manifest.model import Variant
 
     arches = _complete_arches(manifest, log) if all_arches else [arch or host_arch()]
@@ -89,8 +91,8 @@ def fetch_all(manifest_path, arch, all_arches, cache, insecure_registries, log=p
         from bundler.stubs.portable import portable_stub
 
         for a in arches:
-            log("portable %s stub: %s" % (a, portable_stub(cache, a, mirror=mirror, log=log)))
-    log("cache filled for %s: %s" % (", ".join(arches), cache.root))
+            log(f"portable {a} stub: {portable_stub(cache, a, mirror=mirror, log=log)}")
+    log("cache filled for {}: {}".format(", ".join(arches), cache.root))
 
 
 def write_lock(manifest_path, arches, cache, insecure_registries, log=print):
@@ -100,7 +102,7 @@ def write_lock(manifest_path, arches, cache, insecure_registries, log=print):
     lock = Lock.load(lock_path_for(manifest.path))
     arches = list(arches) or _complete_arches(manifest, log)
     if not arches:
-        raise UsageError("%s: no file has a source; nothing to lock" % manifest_path)
+        raise UsageError(f"{manifest_path}: no file has a source; nothing to lock")
     for a in arches:
         manifest.check_arch(a)
     for a in arches:
@@ -119,8 +121,8 @@ def write_lock(manifest_path, arches, cache, insecure_registries, log=print):
 
 def _lock_images(manifest, lock, arches, insecure_registries, log):
     """Pin every image for every architecture; rows already in the lock are kept (delete one to re-resolve)."""
-    from bundler.images.embed import resolve_digest
     from bundler.build.make import registry_client
+    from bundler.images.embed import resolve_digest
 
     if not manifest.images:
         return

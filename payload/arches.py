@@ -2,7 +2,7 @@
 registry client and the device (docs/format.md, section 7)."""
 
 
-class Arch(object):
+class Arch:
     """One row of TABLE.
 
     name: what bundles, manifests and the CLI call it; elf_machine, elf_64bit: ELF e_machine and class of its
@@ -19,7 +19,7 @@ class Arch(object):
         self.platform, self.aliases, self.machines = platform, aliases, machines
 
     def __repr__(self):
-        return "Arch(%r)" % self.name
+        return f"Arch({self.name!r})"
 
 
 TABLE = (

@@ -36,21 +36,45 @@ _FRAME_HEADER_MAX = 18
 # The record of a patch: annotations of its layer in the delta artifact (payload/oci/artifact.py names the types).
 _PREFIX = "vnd.bundler.delta."
 # from-sha256: of the reference (the old files' bytes, reference_entries); to-sha256: of the new frame.
-_FIELDS = (("group", str), ("frame", int), ("from-bundle", str), ("from-sha256", str), ("to-sha256", str),
-           ("to-csize", int), ("size", int), ("reference-size", int), ("window-log", int), ("memory", int),
-           ("level", int), ("zstd", str))
+_FIELDS = (
+    ("group", str),
+    ("frame", int),
+    ("from-bundle", str),
+    ("from-sha256", str),
+    ("to-sha256", str),
+    ("to-csize", int),
+    ("size", int),
+    ("reference-size", int),
+    ("window-log", int),
+    ("memory", int),
+    ("level", int),
+    ("zstd", str),
+)
 
 
 class DeltaUnusable(BundleError):
     """This delta cannot give the frame; the caller fetches it whole. The message says why."""
 
 
-class Patch(object):
+class Patch:
     """What a published patch says of itself: which frame of which installed version it starts from, which new
     frame it gives, and what applying it needs."""
 
-    def __init__(self, group, frame, from_bundle, from_sha256, to_sha256, to_csize, size, reference_size,
-                 window_log, memory, level, zstd):
+    def __init__(
+        self,
+        group,
+        frame,
+        from_bundle,
+        from_sha256,
+        to_sha256,
+        to_csize,
+        size,
+        reference_size,
+        window_log,
+        memory,
+        level,
+        zstd,
+    ):
         self.group, self.frame = group, frame
         self.from_bundle, self.from_sha256 = from_bundle, from_sha256
         self.to_sha256, self.to_csize, self.size = to_sha256, to_csize, size
@@ -71,11 +95,11 @@ class Patch(object):
             try:
                 values[key.replace("-", "_")] = kind(text) if kind is str else int(text, 10)
             except ValueError:
-                raise DeltaUnusable("the delta's %s is %r, not a number" % (_PREFIX + key, text))
+                raise DeltaUnusable(f"the delta's {_PREFIX + key} is {text!r}, not a number")
         return cls(**values)
 
     def describe(self):
-        return "%s (%s, to decode %s)" % (self.group, describe_size(self.size), _mb(self.memory))
+        return f"{self.group} ({describe_size(self.size)}, to decode {_mb(self.memory)})"
 
 
 def _mb(size):
@@ -106,7 +130,8 @@ def recompress_memory(level, size):
     if not 1 <= level <= zstandard.MAX_COMPRESSION_LEVEL:
         raise DeltaUnusable("its record names zstd level %d" % level)
     params = zstandard.ZstdCompressionParameters.from_level(
-        level, source_size=size, window_log=min(groups.WINDOW_LOG, max(10, size.bit_length())))
+        level, source_size=size, window_log=min(groups.WINDOW_LOG, max(10, size.bit_length()))
+    )
     return params.estimated_compression_context_size() + 3 * min(groups.JOB_SIZE, size) + DECODER_OVERHEAD
 
 
@@ -124,11 +149,16 @@ def memory_bound(environ=None, option=None):
 def check_memory(patch, bound):
     """Refuse, before anything is read or decoded, a patch whose needs exceed `bound`. The recorded need is
     recomputed from the sizes (a record that understates them is not believed)."""
-    need = max(patch.memory, decode_memory(patch.reference_size, patch.window_log, patch.size),
-               recompress_memory(patch.level, patch.size))
+    need = max(
+        patch.memory,
+        decode_memory(patch.reference_size, patch.window_log, patch.size),
+        recompress_memory(patch.level, patch.size),
+    )
     if need > bound:
-        raise DeltaUnusable("it needs %s of memory, more than the %s this device allows (--bundle-delta-memory, "
-                            "env %s)" % (_mb(need), _mb(bound), MEMORY_ENV))
+        raise DeltaUnusable(
+            f"it needs {_mb(need)} of memory, more than the {_mb(bound)} this device allows (--bundle-delta-memory, "
+            f"env {MEMORY_ENV})"
+        )
     return need
 
 
@@ -161,7 +191,7 @@ def read_reference(version_dir, entries):
     view, pos = memoryview(buf), 0
     for entry in entries:
         if entry.kind != "file":
-            raise DeltaUnusable("the installed version keeps its image blobs in archives, not as %s" % entry.path)
+            raise DeltaUnusable(f"the installed version keeps its image blobs in archives, not as {entry.path}")
         path = os.path.join(version_dir, entry.path)
         sha = hashlib.sha256()
         try:
@@ -171,13 +201,13 @@ def read_reference(version_dir, entries):
                     n = f.readinto(view[pos:end])
                     if not n:
                         break
-                    sha.update(view[pos:pos + n])
+                    sha.update(view[pos : pos + n])
                     pos += n
                 extra = f.read(1)
         except OSError as exc:
-            raise DeltaUnusable("the installed %s cannot be read (%s)" % (entry.path, exc.strerror))
+            raise DeltaUnusable(f"the installed {entry.path} cannot be read ({exc.strerror})")
         if pos != end or extra or sha.hexdigest() != entry.sha256:
-            raise DeltaUnusable("the installed %s differs from its index (repair it with --bundle-repair)" % entry.path)
+            raise DeltaUnusable(f"the installed {entry.path} differs from its index (repair it with --bundle-repair)")
     return buf
 
 
@@ -185,13 +215,13 @@ def _check_header(patch, data_head, bound):
     try:
         params = zstandard.get_frame_parameters(data_head)
     except zstandard.ZstdError as exc:
-        raise DeltaUnusable("the patch is not a zstd frame (%s)" % exc)
+        raise DeltaUnusable(f"the patch is not a zstd frame ({exc})")
     if params.content_size != patch.size:
         raise DeltaUnusable("the patch decodes to %d bytes, its record says %d" % (params.content_size, patch.size))
     if params.dict_id:
         raise DeltaUnusable("the patch asks for dictionary %d, not its reference" % params.dict_id)
     if patch.reference_size + min(params.window_size, patch.size) + DECODER_OVERHEAD > bound:
-        raise DeltaUnusable("the patch's window (%s) exceeds the memory this device allows" % _mb(params.window_size))
+        raise DeltaUnusable(f"the patch's window ({_mb(params.window_size)}) exceeds the memory this device allows")
     return params
 
 
@@ -202,8 +232,9 @@ def decode(patch, patch_file, reference, entries, dest, bound):
     params = _check_header(patch, head, bound)
     patch_file.seek(-len(head), 1)
     if len(reference) != patch.reference_size:
-        raise DeltaUnusable("the reference holds %d bytes, the patch was made against %d" % (
-            len(reference), patch.reference_size))
+        raise DeltaUnusable(
+            "the reference holds %d bytes, the patch was made against %d" % (len(reference), patch.reference_size)
+        )
     dictionary = zstandard.ZstdCompressionDict(reference, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
     del reference[:]  # the dictionary holds its own copy
     dctx = zstandard.ZstdDecompressor(dict_data=dictionary, max_window_size=max(params.window_size, 1 << 10))
@@ -223,15 +254,17 @@ def decode(patch, patch_file, reference, entries, dest, bound):
         if produced != patch.size or patch_file.read(1):
             raise DeltaUnusable("the patch decodes to %d bytes, expected %d" % (produced, patch.size))
     except zstandard.ZstdError as exc:
-        raise DeltaUnusable("the patch does not decode against the installed version (%s)" % exc)
+        raise DeltaUnusable(f"the patch does not decode against the installed version ({exc})")
     finally:
         writer.close()
     if writer.mismatched:
-        raise DeltaUnusable("the patch's result differs from the signed index in %s" % ", ".join(writer.mismatched))
+        raise DeltaUnusable(
+            "the patch's result differs from the signed index in {}".format(", ".join(writer.mismatched))
+        )
     return [os.path.join(dest, e.path) for e in entries]
 
 
-class _EntryFiles(object):
+class _EntryFiles:
     """The decoded stream cut into the new entries' files, each hashed."""
 
     def __init__(self, entries, dest):
@@ -260,11 +293,11 @@ class _EntryFiles(object):
         while len(view):
             if self.entry is None:
                 raise DeltaUnusable("the patch decodes to more bytes than the frame's files")
-            piece = view[:self.left]
+            piece = view[: self.left]
             self.f.write(piece)
             self.sha.update(piece)
             self.left -= len(piece)
-            view = view[len(piece):]
+            view = view[len(piece) :]
             if not self.left:
                 self._next()
 
@@ -280,7 +313,7 @@ def rebuild_frame(patch, sources, out_path, threads=1):
     any number gives the same bytes, one keeps memory low), 0 for a frame of a group of several
     (groups.frame_threads)."""
     if patch.zstd != local_zstd():
-        raise DeltaUnusable("its frame was made with libzstd %s, this device has %s" % (patch.zstd, local_zstd()))
+        raise DeltaUnusable(f"its frame was made with libzstd {patch.zstd}, this device has {local_zstd()}")
     with open(out_path, "wb") as out:
         _, sha256, csize = groups.compress_frame(sources, out, level=patch.level, threads=threads)
     if sha256 != patch.to_sha256 or csize != patch.to_csize:
@@ -292,7 +325,7 @@ def rebuild_frame(patch, sources, out_path, threads=1):
 def check_usable(patch, bound):
     """What can be refused from the record alone, before the patch is fetched: another libzstd, too much memory."""
     if patch.zstd != local_zstd():
-        raise DeltaUnusable("its frame was made with libzstd %s, this device has %s" % (patch.zstd, local_zstd()))
+        raise DeltaUnusable(f"its frame was made with libzstd {patch.zstd}, this device has {local_zstd()}")
     return check_memory(patch, bound)
 
 
@@ -302,11 +335,14 @@ def apply(patch, patch_path, old_dir, old_entries, new_entries, work, out_path, 
     `work` (a directory the caller removes). DeltaUnusable when the delta cannot give it."""
     check_usable(patch, bound)
     if sum(e.size for e in new_entries) != patch.size:
-        raise DeltaUnusable("the new frame holds %d bytes, the patch gives %d" % (
-            sum(e.size for e in new_entries), patch.size))
+        raise DeltaUnusable(
+            "the new frame holds %d bytes, the patch gives %d" % (sum(e.size for e in new_entries), patch.size)
+        )
     if sum(e.size for e in old_entries) != patch.reference_size:  # what was checked is what will be read
-        raise DeltaUnusable("this version's files hold %d bytes, the patch was made against %d" % (
-            sum(e.size for e in old_entries), patch.reference_size))
+        raise DeltaUnusable(
+            "this version's files hold %d bytes, the patch was made against %d"
+            % (sum(e.size for e in old_entries), patch.reference_size)
+        )
     reference = read_reference(old_dir, old_entries)
     if reference_sha256(reference) != patch.from_sha256:
         raise DeltaUnusable("it was made against other files than this version's")
@@ -318,4 +354,4 @@ def apply(patch, patch_path, old_dir, old_entries, new_entries, work, out_path, 
 
 def say_fallback(group, why, stream=None):
     """The one line that says a delta was not used and the frame comes whole."""
-    (stream or sys.stderr).write("delta for group %r not used: %s; fetching the group whole\n" % (group, why))
+    (stream or sys.stderr).write(f"delta for group {group!r} not used: {why}; fetching the group whole\n")

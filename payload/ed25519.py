@@ -12,8 +12,8 @@ import hashlib
 PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 
-_P = 2 ** 255 - 19
-_L = 2 ** 252 + 27742317777372353535851937790883648493  # order of the base point
+_P = 2**255 - 19
+_L = 2**252 + 27742317777372353535851937790883648493  # order of the base point
 _D = -121665 * pow(121666, _P - 2, _P) % _P
 _SQRT_M1 = pow(2, (_P - 1) // 4, _P)
 
@@ -97,7 +97,7 @@ _BASE = (_recover_x(_BASE_Y, 0), _BASE_Y, 1, _recover_x(_BASE_Y, 0) * _BASE_Y % 
 
 def _check_bytes(value, size, what):
     if not isinstance(value, (bytes, bytearray, memoryview)):
-        raise Ed25519Error("ed25519 %s must be bytes, not %s" % (what, type(value).__name__))
+        raise Ed25519Error(f"ed25519 {what} must be bytes, not {type(value).__name__}")
     if len(value) != size:
         raise Ed25519Error("ed25519 %s must be %d bytes, not %d" % (what, size, len(value)))
     return bytes(value)

@@ -91,8 +91,9 @@ class _Elf:
 
     def read(self, offset, size, what):
         if offset + size > self.file_size:
-            raise _damaged(self.where, f"{what} at {offset}+{size} lies past the end of the file "
-                                       f"({self.file_size} bytes)")
+            raise _damaged(
+                self.where, f"{what} at {offset}+{size} lies past the end of the file ({self.file_size} bytes)"
+            )
         self.f.seek(offset)
         data = self.f.read(size)
         if len(data) != size:
@@ -172,8 +173,11 @@ def find_section(f, name):
     if sh[_SH_TYPE] == _SHT_NOBITS:
         raise _damaged(elf.where, f"section {name!r} has no data in the file")
     if sh[_SH_OFFSET] + sh[_SH_SIZE] > elf.file_size:
-        raise _damaged(elf.where, f"section {name!r} at {sh[_SH_OFFSET]}+{sh[_SH_SIZE]} lies past the end of "
-                                  f"the file ({elf.file_size} bytes)")
+        raise _damaged(
+            elf.where,
+            f"section {name!r} at {sh[_SH_OFFSET]}+{sh[_SH_SIZE]} lies past the end of "
+            f"the file ({elf.file_size} bytes)",
+        )
     return sh[_SH_OFFSET], sh[_SH_SIZE]
 
 
@@ -182,8 +186,9 @@ def section_table(f, where=None):
     for build-side readers of other sections (bundler/build/glibc.py)."""
     elf = _Elf(f, where or _where(f))
     order = "<" if elf.ident[5] == 1 else ">"
-    return order, [(name, sh[_SH_TYPE], sh[_SH_OFFSET], sh[_SH_SIZE], sh[_SH_LINK])
-                   for name, sh in zip(elf.names, elf.sections)]
+    return order, [
+        (name, sh[_SH_TYPE], sh[_SH_OFFSET], sh[_SH_SIZE], sh[_SH_LINK]) for name, sh in zip(elf.names, elf.sections)
+    ]
 
 
 def elf_machine(f, where=None):
@@ -249,8 +254,9 @@ class _Plan:
             raise UsageError(f"{where} already has a section {name!r}; start again from a fresh stub")
         index = elf.index_of(before)
         if index is None or not elf.has_data(elf.sections[index]):
-            raise UsageError(f"{where} has no {before!r} section: it is not a PyInstaller one-file ELF stub; "
-                             "rebuild the stub")
+            raise UsageError(
+                f"{where} has no {before!r} section: it is not a PyInstaller one-file ELF stub; rebuild the stub"
+            )
         for number, sh in enumerate(elf.sections):
             if elf.has_data(sh) and sh[_SH_OFFSET] + sh[_SH_SIZE] > elf.file_size:
                 raise _damaged(where, f"section {elf.names[number]!r} lies past the end of the file")
@@ -273,8 +279,9 @@ class _Plan:
         self.shoff = _align_up(self.shstrtab_offset + len(self.shstrtab), step)
         self.total_size = self.shoff + (len(elf.sections) + (0 if self.replacing else 1)) * elf.sh_struct.size
         if self.total_size > elf.offset_limit:
-            raise UsageError(f"{where} is a 32-bit ELF, which cannot hold a file of {self.total_size} bytes; "
-                             "use a smaller payload")
+            raise UsageError(
+                f"{where} is a 32-bit ELF, which cannot hold a file of {self.total_size} bytes; use a smaller payload"
+            )
         sections = self._new_sections(align)
         self.header = elf.ident + elf.header_struct.pack(*self._new_header(sections))
         self.section_table = b"".join(elf.sh_struct.pack(*sh) for sh in sections)
@@ -284,12 +291,15 @@ class _Plan:
         elf = self.elf
         old = elf.sections[existing]
         if existing != index - 1 or not elf.has_data(old) or old[_SH_OFFSET] + old[_SH_SIZE] > self.start:
-            raise UsageError(f"{elf.where}: section {name!r} is not right before {before!r}; this file was not "
-                             "written by bundler")
+            raise UsageError(
+                f"{elf.where}: section {name!r} is not right before {before!r}; this file was not written by bundler"
+            )
         for number, sh in enumerate(elf.sections):
             if number != existing and elf.has_data(sh) and old[_SH_OFFSET] <= sh[_SH_OFFSET] < self.start:
-                raise UsageError(f"{elf.where}: section {elf.names[number]!r} lies between {name!r} and "
-                                 f"{before!r}; this file was not written by bundler")
+                raise UsageError(
+                    f"{elf.where}: section {elf.names[number]!r} lies between {name!r} and "
+                    f"{before!r}; this file was not written by bundler"
+                )
         return old[_SH_OFFSET]
 
     def _new_sections(self, align):
@@ -313,8 +323,11 @@ class _Plan:
                 raise _damaged(elf.where, f"section {elf.names[number]!r} has an offset out of range")
         new = [len(elf.shstrtab), _SHT_PROGBITS, 0, 0, self.content_offset, self.content_size, 0, 0, align, 0]
         if self.replacing:
-            sections[index] = elf.sections[index][:_SH_OFFSET] + [self.content_offset, self.content_size] + \
-                elf.sections[index][_SH_SIZE + 1:]
+            sections[index] = (
+                elf.sections[index][:_SH_OFFSET]
+                + [self.content_offset, self.content_size]
+                + elf.sections[index][_SH_SIZE + 1 :]
+            )
         else:
             sections.insert(index, new)
         return sections
@@ -354,16 +367,21 @@ class _Plan:
         elf, start = self.elf, self.keep_end
         header_end = elf.header[_E_PHOFF] + elf.header[_E_PHNUM] * elf.header[_E_PHENTSIZE]
         if elf.header[_E_PHNUM] and header_end > start:
-            raise UsageError(f"{elf.where}: the program headers lie after section {before!r}; "
-                             "this stub cannot take a payload")
+            raise UsageError(
+                f"{elf.where}: the program headers lie after section {before!r}; this stub cannot take a payload"
+            )
         for number, offset, filesz in elf.segments():
             if filesz and offset + filesz > start:
-                raise UsageError(f"{elf.where}: section {before!r} lies inside segment {number}, which is loaded "
-                                 "at run time; this stub cannot take a payload")
+                raise UsageError(
+                    f"{elf.where}: section {before!r} lies inside segment {number}, which is loaded "
+                    "at run time; this stub cannot take a payload"
+                )
         for index, sh in enumerate(elf.sections):
             if elf.has_data(sh) and sh[_SH_OFFSET] < start < sh[_SH_OFFSET] + sh[_SH_SIZE]:
-                raise UsageError(f"{elf.where}: section {elf.names[index]!r} overlaps the start of section "
-                                 f"{before!r}; this stub cannot take a payload")
+                raise UsageError(
+                    f"{elf.where}: section {elf.names[index]!r} overlaps the start of section "
+                    f"{before!r}; this stub cannot take a payload"
+                )
 
     def _check_no_references_move(self, before):
         # Headers from `before` on shift by one; sh_link/sh_info are renumbered, but symbols are not rewritten.
@@ -373,8 +391,10 @@ class _Plan:
                 continue
             used = [i for i in elf.section_indexes_used(index) if self.insert_at <= i < _SHN_LORESERVE]
             if used:
-                raise UsageError(f"{elf.where}: {elf.names[index]} refers to sections from {before!r} on, which "
-                                 "would be renumbered; rebuild the stub with PyInstaller --strip")
+                raise UsageError(
+                    f"{elf.where}: {elf.names[index]} refers to sections from {before!r} on, which "
+                    "would be renumbered; rebuild the stub with PyInstaller --strip"
+                )
 
     def _tail_end(self):
         """End of the bytes to move. The old section header table and .shstrtab are left behind when they are
@@ -383,13 +403,19 @@ class _Plan:
         end = elf.file_size
         data = [sh for sh in elf.sections if elf.has_data(sh)]
         table_size = len(elf.sections) * elf.sh_struct.size
-        if elf.header[_E_SHOFF] >= self.start and elf.header[_E_SHOFF] + table_size == end and \
-                all(sh[_SH_OFFSET] + sh[_SH_SIZE] <= elf.header[_E_SHOFF] for sh in data):
+        if (
+            elf.header[_E_SHOFF] >= self.start
+            and elf.header[_E_SHOFF] + table_size == end
+            and all(sh[_SH_OFFSET] + sh[_SH_SIZE] <= elf.header[_E_SHOFF] for sh in data)
+        ):
             end = elf.header[_E_SHOFF]
         names = elf.sections[elf.shstrndx]
         others = [sh for sh in data if sh is not names]
-        if names[_SH_OFFSET] >= self.start and names[_SH_OFFSET] + names[_SH_SIZE] <= end and \
-                all(sh[_SH_OFFSET] + sh[_SH_SIZE] <= names[_SH_OFFSET] for sh in others):
+        if (
+            names[_SH_OFFSET] >= self.start
+            and names[_SH_OFFSET] + names[_SH_SIZE] <= end
+            and all(sh[_SH_OFFSET] + sh[_SH_SIZE] <= names[_SH_OFFSET] for sh in others)
+        ):
             end = names[_SH_OFFSET]
         return end
 

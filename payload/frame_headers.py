@@ -7,8 +7,8 @@ single byte is written.
 
 import zstandard
 
-from payload.groups import MAX_WINDOW
 from payload.errors import IntegrityError
+from payload.groups import MAX_WINDOW
 
 _FRAME_HEADER_MAX = 18  # ZSTD_FRAMEHEADERSIZE_MAX
 
@@ -26,16 +26,19 @@ def check_frame_header(f, data_offset, group, frame):
     try:
         params = zstandard.get_frame_parameters(header)
     except zstandard.ZstdError as exc:
-        raise IntegrityError("%s does not start with a zstd frame (%s); the bundle is damaged, copy it again"
-                             % (where, exc))
+        raise IntegrityError(f"{where} does not start with a zstd frame ({exc}); the bundle is damaged, copy it again")
     if params.content_size == zstandard.CONTENTSIZE_UNKNOWN:
-        raise IntegrityError("%s: its frame does not record its size; the bundle is damaged or not made by bundler"
-                             % where)
+        raise IntegrityError(
+            f"{where}: its frame does not record its size; the bundle is damaged or not made by bundler"
+        )
     if params.content_size != frame.size:
-        raise IntegrityError("%s: its frame holds %d bytes, the index says %d; the bundle is damaged, copy it again"
-                             % (where, params.content_size, frame.size))
+        raise IntegrityError(
+            "%s: its frame holds %d bytes, the index says %d; the bundle is damaged, copy it again"
+            % (where, params.content_size, frame.size)
+        )
     if params.window_size > MAX_WINDOW:
-        raise IntegrityError("%s needs a %d MiB decoder window, more than the %d MiB this stub allows; rebuild the "
-                             "bundle with bundler's default window" % (where, params.window_size >> 20,
-                                                                       MAX_WINDOW >> 20))
+        raise IntegrityError(
+            "%s needs a %d MiB decoder window, more than the %d MiB this stub allows; rebuild the "
+            "bundle with bundler's default window" % (where, params.window_size >> 20, MAX_WINDOW >> 20)
+        )
     return params

@@ -60,7 +60,7 @@ def commit(temp, path, durable=True):
         fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
-class atomic_path(object):
+class atomic_path:
     """`with atomic_path(path) as temp`: a temp path for a tool that writes a file by name; it becomes `path` when
     the block ends without an exception (with `mode`, default 0666 less the umask), and is removed otherwise.
 
@@ -85,7 +85,7 @@ class atomic_path(object):
         return False
 
 
-class atomic_file(object):
+class atomic_file:
     """`with atomic_file(path) as out`: a file open for writing; `path` gets its bytes only once the block ends
     without an exception (and the file closed without one: a full disk can fail the last flush)."""
 
@@ -118,7 +118,7 @@ def write_atomic(path, data, durable=True, mode=None, temp_dir=None):
         out.write(data)
 
 
-class atomic_directory(object):
+class atomic_directory:
     """`with atomic_directory(path) as work`: an empty work dir beside `path`; it is renamed to `path` when the
     block ends without an exception (every file and directory in it fsynced first when durable), and removed
     otherwise. `path` must not exist."""

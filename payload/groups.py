@@ -14,7 +14,7 @@ import threading
 
 import zstandard
 
-from payload.errors import BundleError, HostError, IntegrityError
+from payload.errors import HostError, IntegrityError
 
 # 32 MiB, the bound k3s chose because more "is still too much for a Pi3". The compressor's window
 # (WINDOW_LOG) must never exceed the decoder's bound (MAX_WINDOW), or every bundle would be refused.
@@ -51,8 +51,14 @@ def compress_frame(sources, out, level=19, threads=-1, progress=None):
     """
     total = sum(os.path.getsize(p) for p in sources)
     params = zstandard.ZstdCompressionParameters.from_level(
-        level, source_size=total, window_log=min(WINDOW_LOG, max(10, total.bit_length())),
-        threads=threads, job_size=JOB_SIZE, write_content_size=True, write_checksum=False)
+        level,
+        source_size=total,
+        window_log=min(WINDOW_LOG, max(10, total.bit_length())),
+        threads=threads,
+        job_size=JOB_SIZE,
+        write_content_size=True,
+        write_checksum=False,
+    )
     hashing = _HashingWriter(out)
     cctx = zstandard.ZstdCompressor(compression_params=params)
     # Not `with`: its __exit__ would end the frame, compressing all that is buffered, while an exception (Ctrl-C)
@@ -73,7 +79,7 @@ def compress_frame(sources, out, level=19, threads=-1, progress=None):
     return total, hashing.hexdigest(), hashing.count
 
 
-class _HashingWriter(object):
+class _HashingWriter:
     def __init__(self, out):
         self.out, self.sha, self.count = out, hashlib.sha256(), 0
 
@@ -91,10 +97,12 @@ class _HashingWriter(object):
 
 def _host_error(exc, where):
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return HostError("no space left on the device while writing %s; free space or point --bundle-dir elsewhere" % where)
+        return HostError(
+            f"no space left on the device while writing {where}; free space or point --bundle-dir elsewhere"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return HostError("cannot write %s (%s); choose a writable --bundle-dir" % (where, exc.strerror))
-    return HostError("cannot write %s: %s" % (where, exc.strerror))
+        return HostError(f"cannot write {where} ({exc.strerror}); choose a writable --bundle-dir")
+    return HostError(f"cannot write {where}: {exc.strerror}")
 
 
 def frames_in_flight(frames):
@@ -157,7 +165,7 @@ class _Stopped(Exception):
     """The extraction was abandoned: a job leaves at once."""
 
 
-class _Extraction(object):
+class _Extraction:
     """The jobs of one group and what they share, under one condition: the compressed bytes read ahead, the bytes
     decompressed (for the progress), the frames in flight, and the first error that stops them all."""
 
@@ -182,7 +190,7 @@ class _Extraction(object):
             left = frame.csize
             while left:
                 size = min(CHUNK, left)
-                if not self._wait(lambda: not self.ahead or self.ahead + size <= READ_AHEAD):
+                if not self._wait(lambda size=size: not self.ahead or self.ahead + size <= READ_AHEAD):
                     return
                 chunk = self._read(f, size)
                 left -= len(chunk)
@@ -196,9 +204,9 @@ class _Extraction(object):
         try:
             chunk = f.read(size)
         except OSError as exc:
-            raise IntegrityError("cannot read group %r: %s" % (self.group.name, exc.strerror or exc))
+            raise IntegrityError(f"cannot read group {self.group.name!r}: {exc.strerror or exc}")
         if not chunk:
-            raise IntegrityError("group %r is cut short; the bundle is truncated, copy it again" % self.group.name)
+            raise IntegrityError(f"group {self.group.name!r} is cut short; the bundle is truncated, copy it again")
         return chunk
 
     def _wait(self, ready):
@@ -233,11 +241,16 @@ class _Extraction(object):
             return self.fatal
         frames = [job.where for job in self.jobs if job.sha_mismatch]
         if frames:
-            return IntegrityError("%s %s not match %s sha256; the bundle is damaged, copy it again" % (
-                ", ".join(frames), "does" if len(frames) == 1 else "do", "its" if len(frames) == 1 else "their"))
+            return IntegrityError(
+                "{} {} not match {} sha256; the bundle is damaged, copy it again".format(
+                    ", ".join(frames), "does" if len(frames) == 1 else "do", "its" if len(frames) == 1 else "their"
+                )
+            )
         entries = [path for job in self.jobs for path in job.splitter.mismatched]
         if entries:
-            return IntegrityError("sha256 mismatch in %s; the bundle is damaged, copy it again" % ", ".join(entries))
+            return IntegrityError(
+                "sha256 mismatch in {}; the bundle is damaged, copy it again".format(", ".join(entries))
+            )
         return None
 
     def decompressed(self, size):
@@ -253,7 +266,7 @@ class _Extraction(object):
             self.cond.notify_all()
 
 
-class _FrameJob(object):
+class _FrameJob:
     """One frame: a thread decompresses it into BUFFERS reused buffers, another hashes and writes its entries."""
 
     def __init__(self, run, frame, entries, dest, syncer):
@@ -330,7 +343,7 @@ class _FrameJob(object):
         except _Stopped:
             pass
         except zstandard.ZstdError as exc:
-            failure = IntegrityError("%s does not decompress (%s); the bundle is damaged" % (self.where, exc))
+            failure = IntegrityError(f"{self.where} does not decompress ({exc}); the bundle is damaged")
         except Exception as exc:  # a BundleError, a bug or MemoryError: never taken for success
             failure = exc
         finally:
@@ -362,7 +375,7 @@ class _FrameJob(object):
             self.run.ended(self, failure)
 
 
-class _Splitter(object):
+class _Splitter:
     """Cuts the decompressed stream into entries, hashes each one, and writes it when there is a `dest`."""
 
     def __init__(self, entries, dest, syncer):
@@ -374,7 +387,7 @@ class _Splitter(object):
         while pos < end:
             if self.entry is None:
                 raise IntegrityError("the group holds more bytes than its entries")
-            piece = view[pos:pos + self.left]
+            piece = view[pos : pos + self.left]
             self.sha.update(piece)
             if self.fd is not None:
                 _write_all(self.fd, piece, self.entry.path)
@@ -408,7 +421,7 @@ class _Splitter(object):
             self.fd = None
 
 
-class _Syncer(object):
+class _Syncer:
     """Gives finished files their mode and fsyncs them on a thread of its own, while decompression goes on."""
 
     def __init__(self):
@@ -443,7 +456,7 @@ class _Syncer(object):
 def _write_all(fd, view, where):
     try:
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
     except OSError as exc:
         raise _host_error(exc, where)
 

@@ -31,7 +31,7 @@ class Retry(Exception):
         self.after = after
 
 
-class RetryPolicy(object):
+class RetryPolicy:
     """The one retry loop: every Retry counts one failure, however it came about."""
 
     def __init__(self, retries=3, backoff=0.5, sleep=time.sleep):
@@ -151,7 +151,7 @@ def short_reason(error):
     text = str(error)
     if isinstance(error, urllib3.exceptions.NameResolutionError) or "Failed to resolve" in text:
         host = re.search(r"Failed to resolve '([^']+)'", text)
-        return "cannot resolve host %s" % host.group(1) if host else "cannot resolve host"
+        return f"cannot resolve host {host.group(1)}" if host else "cannot resolve host"
     for pattern in (r"\[Errno -?\d+\] ([^'\")\]]+)", r"(certificate verify failed[^'\")]*)"):
         found = re.findall(pattern, text)
         if found:
@@ -167,7 +167,7 @@ def short_reason(error):
 
 def network_error(what, host, reason, hint):
     """The one way a failed transfer is named: what, from which host, why, what to do (exit 5)."""
-    return NetworkError("%s from %s failed: %s; %s" % (what, host, reason, hint))
+    return NetworkError(f"{what} from {host} failed: {reason}; {hint}")
 
 
 def content_range_start(response):
@@ -188,7 +188,7 @@ def body_start(response, sink):
         if sink.size and content_range_start(response) == sink.size:
             return
         sink.reset()
-        raise Retry("the server resumed at the wrong offset (%s)" % response.headers.get("Content-Range", "none"))
+        raise Retry("the server resumed at the wrong offset ({})".format(response.headers.get("Content-Range", "none")))
     if sink.size:
         sink.reset()  # the server ignored Range and sends everything
 

@@ -4,17 +4,26 @@ The index is canonical JSON (sorted keys, no spaces) so that the same content al
 field and rule is specified in docs/format.md (section 3); the rules themselves live in payload/rules.py.
 """
 
-
 from payload import FORMAT_VERSION, arches, jsondecode, rules, small_sha
 from payload.errors import IntegrityError, UsageError
 
 KINDS = ("file", "blob")
-LAYERS_RAW = "raw"      # embedded layers stored uncompressed, under a rewritten manifest (docs/images.md)
+LAYERS_RAW = "raw"  # embedded layers stored uncompressed, under a rewritten manifest (docs/images.md)
 LAYERS_EXACT = "exact"  # the registry's blobs byte for byte
 LAYER_MODES = (LAYERS_RAW, LAYERS_EXACT)
 
-_INDEX_KEYS = ("format", "name", "version", "variant", "arch", "bundler_version", "entrypoint", "groups", "entries",
-               "images")
+_INDEX_KEYS = (
+    "format",
+    "name",
+    "version",
+    "variant",
+    "arch",
+    "bundler_version",
+    "entrypoint",
+    "groups",
+    "entries",
+    "images",
+)
 _INDEX_OPTIONAL = ("require_key", "outside_sha256", "description", "min_glibc", "parts", "update_repository")
 _PART_KEYS = ("name", "size", "sha256")
 _GROUP_KEYS = ("name", "frames")
@@ -31,32 +40,32 @@ _PATH_PROBLEMS = {
     rules.DOTDOT: "has an empty, '.' or '..' component",
     rules.DOT_OR_EMPTY: "has an empty, '.' or '..' component",
     rules.NOT_NORMAL: "is not normalised",
-    rules.RESERVED: "starts with %s, a name the installer keeps for itself" % rules.RESERVED_PREFIX,
+    rules.RESERVED: f"starts with {rules.RESERVED_PREFIX}, a name the installer keeps for itself",
 }
 
 
 def _require(cond, message):
     if not cond:
-        raise IntegrityError("bundle index is invalid: %s; the bundle is damaged, copy it again" % message)
+        raise IntegrityError(f"bundle index is invalid: {message}; the bundle is damaged, copy it again")
 
 
 def _object(value, required, optional, what):
     """Check that `value` is an object with every key of `required` and no key outside required + optional."""
-    _require(isinstance(value, dict), "%s is not an object" % what)
+    _require(isinstance(value, dict), f"{what} is not an object")
     unknown = sorted(k for k in value if k not in required and k not in optional)
-    _require(not unknown, "%s has the unknown field %r" % (what, unknown[0] if unknown else ""))
+    _require(not unknown, "{} has the unknown field {!r}".format(what, unknown[0] if unknown else ""))
     missing = [k for k in required if k not in value]
-    _require(not missing, "%s has no %r" % (what, missing[0] if missing else ""))
+    _require(not missing, "{} has no {!r}".format(what, missing[0] if missing else ""))
     return value
 
 
 def _check_path(path, what):
     problem = rules.path_problem(path)
-    _require(problem is None, "%s %r %s" % (what, path, _PATH_PROBLEMS.get(problem)))
+    _require(problem is None, f"{what} {path!r} {_PATH_PROBLEMS.get(problem)}")
     return path
 
 
-class ImageRecord(object):
+class ImageRecord:
     """One container image pinned for the bundle's platform: embedded (its blobs are entries) or pulled at the
     first start by its digest (docs/format.md, section 5)."""
 
@@ -72,8 +81,13 @@ class ImageRecord(object):
         return self.name + ".tar"
 
     def to_json(self):
-        doc = {"name": self.name, "ref": self.ref, "platform": self.platform, "digest": self.digest,
-               "embedded": self.embedded}
+        doc = {
+            "name": self.name,
+            "ref": self.ref,
+            "platform": self.platform,
+            "digest": self.digest,
+            "embedded": self.embedded,
+        }
         if self.embedded:
             doc.update({"manifest": self.manifest, "layers": self.layers, "size": self.size})
         return doc
@@ -83,26 +97,31 @@ class ImageRecord(object):
         """Check a record of an index; `blobs` are the digests of the index's blob entries."""
         _require(isinstance(doc, dict), "image record is not an object")
         name = doc.get("name")
-        _require(rules.is_name(name), "image name %r is not a plain name" % (name,))
+        _require(rules.is_name(name), f"image name {name!r} is not a plain name")
         embedded = doc.get("embedded")
-        _require(isinstance(embedded, bool), "image %r: embedded is not true or false" % name)
-        what = "image %r" % name
+        _require(isinstance(embedded, bool), f"image {name!r}: embedded is not true or false")
+        what = f"image {name!r}"
         _object(doc, _IMAGE_KEYS + (_EMBEDDED_KEYS if embedded else ()), (), what)
-        _require(isinstance(doc["ref"], str) and _is_reference(doc["ref"]), "%s: ref %r is not an image reference"
-                 % (what, doc["ref"]))
-        _require(rules.is_platform(doc["platform"]), "%s: platform %r is not os/arch[/variant]"
-                 % (what, doc["platform"]))
-        _require(rules.is_digest(doc["digest"]), "%s: bad digest" % what)
+        _require(
+            isinstance(doc["ref"], str) and _is_reference(doc["ref"]),
+            "{}: ref {!r} is not an image reference".format(what, doc["ref"]),
+        )
+        _require(
+            rules.is_platform(doc["platform"]),
+            "{}: platform {!r} is not os/arch[/variant]".format(what, doc["platform"]),
+        )
+        _require(rules.is_digest(doc["digest"]), f"{what}: bad digest")
         if not embedded:
             return cls(name, doc["ref"], doc["platform"], doc["digest"], False)
-        _require(rules.is_digest(doc["manifest"]), "%s: bad manifest digest" % what)
-        _require(doc["manifest"] in blobs, "%s: its manifest %s is not an entry" % (what, doc["manifest"]))
-        _require(doc["layers"] in LAYER_MODES, "%s: layers %r is neither raw nor exact" % (what, doc["layers"]))
-        _require(doc["layers"] != LAYERS_EXACT or doc["manifest"] == doc["digest"],
-                 "%s: stored exactly, but its manifest %s is not the pinned %s" % (what, doc["manifest"], doc["digest"]))
-        _require(rules.is_size(doc["size"]), "%s: bad size" % what)
-        return cls(name, doc["ref"], doc["platform"], doc["digest"], True, doc["manifest"], doc["layers"],
-                   doc["size"])
+        _require(rules.is_digest(doc["manifest"]), f"{what}: bad manifest digest")
+        _require(doc["manifest"] in blobs, "{}: its manifest {} is not an entry".format(what, doc["manifest"]))
+        _require(doc["layers"] in LAYER_MODES, "{}: layers {!r} is neither raw nor exact".format(what, doc["layers"]))
+        _require(
+            doc["layers"] != LAYERS_EXACT or doc["manifest"] == doc["digest"],
+            "{}: stored exactly, but its manifest {} is not the pinned {}".format(what, doc["manifest"], doc["digest"]),
+        )
+        _require(rules.is_size(doc["size"]), f"{what}: bad size")
+        return cls(name, doc["ref"], doc["platform"], doc["digest"], True, doc["manifest"], doc["layers"], doc["size"])
 
 
 def _is_reference(text):
@@ -115,7 +134,7 @@ def _is_reference(text):
     return True
 
 
-class Frame(object):
+class Frame:
     """One zstd frame of a group, decodable on its own: where its compressed bytes lie in the data area (`offset`,
     `csize`, absolute: the file position is the payload's data_offset + offset), their sha256, and what it
     decompresses to: `size` bytes, the group's stream from `start` (docs/format.md, section 4)."""
@@ -135,7 +154,7 @@ class Frame(object):
         return {"offset": self.offset, "csize": self.csize, "size": self.size, "sha256": self.sha256}
 
 
-class Group(object):
+class Group:
     """Entries stored as solid zstd: their bytes concatenated in stream order, cut at entry boundaries into one or
     more frames that lie back to back in the data area."""
 
@@ -163,7 +182,7 @@ class Group(object):
     def label(self, frame):
         """How an error names `frame`: the group, and the frame when the group has more than one."""
         if len(self.frames) == 1:
-            return "group %r" % self.name
+            return f"group {self.name!r}"
         return "group %r frame %d of %d" % (self.name, frame.number, len(self.frames))
 
     def frame_of(self, entry):
@@ -181,9 +200,11 @@ class Group(object):
         for entry in sorted(entries, key=lambda e: e.offset):
             frame = self.frame_of(entry)
             if frame is None:
-                raise IntegrityError("bundle index is invalid: entry %r (bytes %d to %d of group %r) is not inside one "
-                                     "of its frames; the bundle is damaged, copy it again" % (
-                                         entry.path, entry.offset, entry.offset + entry.size, self.name))
+                raise IntegrityError(
+                    "bundle index is invalid: entry %r (bytes %d to %d of group %r) is not inside one "
+                    "of its frames; the bundle is damaged, copy it again"
+                    % (entry.path, entry.offset, entry.offset + entry.size, self.name)
+                )
             by_frame[id(frame)].append(entry)
         return [(f, by_frame[id(f)]) for f in self.frames]
 
@@ -191,7 +212,7 @@ class Group(object):
         return {"name": self.name, "frames": [f.to_json() for f in self.frames]}
 
 
-class Entry(object):
+class Entry:
     """One file (or image blob) and where its bytes sit inside its group's decompressed stream."""
 
     __slots__ = ("path", "kind", "mode", "size", "sha256", "group", "offset")
@@ -201,11 +222,18 @@ class Entry(object):
         self.sha256, self.group, self.offset = sha256, group, offset
 
     def to_json(self):
-        return {"path": self.path, "kind": self.kind, "mode": self.mode, "size": self.size,
-                "sha256": self.sha256, "group": self.group, "offset": self.offset}
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "mode": self.mode,
+            "size": self.size,
+            "sha256": self.sha256,
+            "group": self.group,
+            "offset": self.offset,
+        }
 
 
-class Part(object):
+class Part:
     """One file of a split bundle's data area (payload/parts.py): NAME.part001, ... beside the executable."""
 
     __slots__ = ("name", "size", "sha256")
@@ -218,16 +246,38 @@ class Part(object):
 
 
 def _check_part_name(name):
-    _require(isinstance(name, str) and name and "/" not in name and "\x00" not in name and not name.startswith(".")
-             and len(name.encode("utf-8")) <= 255, "part name %r is not a plain file name" % (name,))
+    _require(
+        isinstance(name, str)
+        and name
+        and "/" not in name
+        and "\x00" not in name
+        and not name.startswith(".")
+        and len(name.encode("utf-8")) <= 255,
+        f"part name {name!r} is not a plain file name",
+    )
 
 
-class Index(object):
+class Index:
     """What a bundle holds: identity, entrypoint, groups, entries, images, and the parts of a split bundle."""
 
-    def __init__(self, name, version, variant, arch, bundler_version, entrypoint, groups, entries,
-                 images=(), require_key=None, outside_sha256=None, description=None, min_glibc=None, parts=(),
-                 update_repository=None):
+    def __init__(
+        self,
+        name,
+        version,
+        variant,
+        arch,
+        bundler_version,
+        entrypoint,
+        groups,
+        entries,
+        images=(),
+        require_key=None,
+        outside_sha256=None,
+        description=None,
+        min_glibc=None,
+        parts=(),
+        update_repository=None,
+    ):
         self.name = name
         self.version = version
         self.variant = variant
@@ -247,9 +297,23 @@ class Index(object):
     def with_parts(self, parts):
         """This index for the data area cut into `parts` (none: unsplit). Its outside_sha256 is the unsplit
         executable's: the writer of the split executable records its own (payload/outside.py)."""
-        return Index(self.name, self.version, self.variant, self.arch, self.bundler_version, self.entrypoint,
-                     self.groups, self.entries, self.images, self.require_key, self.outside_sha256,
-                     self.description, self.min_glibc, parts, self.update_repository)
+        return Index(
+            self.name,
+            self.version,
+            self.variant,
+            self.arch,
+            self.bundler_version,
+            self.entrypoint,
+            self.groups,
+            self.entries,
+            self.images,
+            self.require_key,
+            self.outside_sha256,
+            self.description,
+            self.min_glibc,
+            parts,
+            self.update_repository,
+        )
 
     def to_json(self):
         doc = {
@@ -321,15 +385,20 @@ class Index(object):
         except (UnicodeDecodeError, ValueError):
             raise IntegrityError("bundle index is not valid JSON; the bundle is damaged, copy it again")
         _require(isinstance(doc, dict), "not an object")
-        _require(doc.get("format") == FORMAT_VERSION,
-                 "format %r, this stub reads format %d" % (doc.get("format"), FORMAT_VERSION))
+        _require(
+            doc.get("format") == FORMAT_VERSION,
+            "format %r, this stub reads format %d" % (doc.get("format"), FORMAT_VERSION),
+        )
         for key in ("name", "version", "variant", "arch", "bundler_version"):
-            _require(isinstance(doc.get(key), str) and doc[key], "%s is missing" % key)
+            _require(isinstance(doc.get(key), str) and doc[key], f"{key} is missing")
         _object(doc, _INDEX_KEYS, _INDEX_OPTIONAL, "the index")
-        _require(rules.is_name(doc["name"]), "name %r is not a plain name" % doc["name"])
-        _require(rules.is_version(doc["version"]), "version %r is not a version" % doc["version"])
-        _require(rules.is_name(doc["variant"]), "variant %r is not a plain name" % doc["variant"])
-        _require(arches.get(doc["arch"]) is not None, "arch %r is not one of %s" % (doc["arch"], ", ".join(arches.NAMES)))
+        _require(rules.is_name(doc["name"]), "name {!r} is not a plain name".format(doc["name"]))
+        _require(rules.is_version(doc["version"]), "version {!r} is not a version".format(doc["version"]))
+        _require(rules.is_name(doc["variant"]), "variant {!r} is not a plain name".format(doc["variant"]))
+        _require(
+            arches.get(doc["arch"]) is not None,
+            "arch {!r} is not one of {}".format(doc["arch"], ", ".join(arches.NAMES)),
+        )
         ep = doc["entrypoint"]
         _require(isinstance(ep, list) and ep and all(isinstance(a, str) for a in ep), "entrypoint is not a list")
         unknown = [p for a in ep[1:] for p in rules.unknown_placeholders(a)]
@@ -341,7 +410,7 @@ class Index(object):
             _require(isinstance(g, dict), "group is not an object")
             _require(rules.is_name(g.get("name")) and g["name"] not in names, "group name missing or repeated")
             names.add(g["name"])
-            groups.append(_parse_group(_object(g, _GROUP_KEYS, (), "group %r" % g["name"]), data_size))
+            groups.append(_parse_group(_object(g, _GROUP_KEYS, (), "group {!r}".format(g["name"])), data_size))
         spans = sorted((g.offset, g.offset + g.csize) for g in groups)
         for (_, end), (start, _) in zip(spans, spans[1:]):
             _require(start >= end, "groups overlap")
@@ -351,20 +420,24 @@ class Index(object):
         for e in doc["entries"]:
             _require(isinstance(e, dict), "entry is not an object")
             path = _check_path(e.get("path"), "entry path")
-            _require(path not in paths, "entry %r appears twice" % path)
+            _require(path not in paths, f"entry {path!r} appears twice")
             paths.add(path)
-            _object(e, _ENTRY_KEYS, (), "entry %r" % path)
-            _require(e["kind"] in KINDS, "entry %r: unknown kind %r" % (path, e["kind"]))
-            _require(rules.is_mode(e["mode"]), "entry %r: bad mode" % path)
-            _require(rules.is_size(e["size"]) and rules.is_size(e["offset"]), "entry %r: bad size or offset" % path)
-            _require(rules.is_sha256(e["sha256"]), "entry %r: bad sha256" % path)
-            _require(e["group"] in names, "entry %r: unknown group %r" % (path, e["group"]))
-            _require(e["kind"] != "blob" or path == rules.blob_path("sha256:" + e["sha256"]),
-                     "blob entry %r is not at %s" % (path, rules.blob_path("sha256:" + e["sha256"])))
+            _object(e, _ENTRY_KEYS, (), f"entry {path!r}")
+            _require(e["kind"] in KINDS, "entry {!r}: unknown kind {!r}".format(path, e["kind"]))
+            _require(rules.is_mode(e["mode"]), f"entry {path!r}: bad mode")
+            _require(rules.is_size(e["size"]) and rules.is_size(e["offset"]), f"entry {path!r}: bad size or offset")
+            _require(rules.is_sha256(e["sha256"]), f"entry {path!r}: bad sha256")
+            _require(e["group"] in names, "entry {!r}: unknown group {!r}".format(path, e["group"]))
+            _require(
+                e["kind"] != "blob" or path == rules.blob_path("sha256:" + e["sha256"]),
+                "blob entry {!r} is not at {}".format(path, rules.blob_path("sha256:" + e["sha256"])),
+            )
             entries.append(Entry(path, e["kind"], e["mode"], e["size"], e["sha256"], e["group"], e["offset"]))
         # The program run after install must be verified content inside the root, never a path of the host.
-        _require("{" not in ep[0] and any(e.path == ep[0] and e.kind == "file" for e in entries),
-                 "entrypoint %r is not a file of the bundle" % ep[0])
+        _require(
+            "{" not in ep[0] and any(e.path == ep[0] and e.kind == "file" for e in entries),
+            f"entrypoint {ep[0]!r} is not a file of the bundle",
+        )
         clash = sorted(paths.intersection(d for p in paths for d in rules.parents(p)))
         _require(not clash, "entry %r is both a file and a directory" % (clash[0] if clash else ""))
         for g in groups:
@@ -387,32 +460,54 @@ class Index(object):
         description = doc.get("description")
         _require(description is None or isinstance(description, str), "description is not a string")
         min_glibc = doc.get("min_glibc")
-        _require(min_glibc is None or rules.is_glibc_version(min_glibc),
-                 "min_glibc %r is not a glibc version like 2.31" % (min_glibc,))
+        _require(
+            min_glibc is None or rules.is_glibc_version(min_glibc),
+            f"min_glibc {min_glibc!r} is not a glibc version like 2.31",
+        )
         update_repository = doc.get("update_repository")
-        _require(update_repository is None or rules.is_update_repository(update_repository),
-                 "update_repository %r is not REGISTRY/REPO[:TAG] (no digest)" % (update_repository,))
-        return cls(doc["name"], doc["version"], doc["variant"], doc["arch"], doc["bundler_version"], ep,
-                   groups, entries, images, require_key, outside, description, min_glibc,
-                   _parse_parts(doc, data_size), update_repository)
+        _require(
+            update_repository is None or rules.is_update_repository(update_repository),
+            f"update_repository {update_repository!r} is not REGISTRY/REPO[:TAG] (no digest)",
+        )
+        return cls(
+            doc["name"],
+            doc["version"],
+            doc["variant"],
+            doc["arch"],
+            doc["bundler_version"],
+            ep,
+            groups,
+            entries,
+            images,
+            require_key,
+            outside,
+            description,
+            min_glibc,
+            _parse_parts(doc, data_size),
+            update_repository,
+        )
 
 
 def _parse_group(g, data_size):
     """A group's frames: at least one, back to back, inside the data area; empty only as a group's one frame."""
     name, frames = g["name"], g["frames"]
-    _require(isinstance(frames, list) and frames, "group %r: frames is not a non-empty list" % name)
+    _require(isinstance(frames, list) and frames, f"group {name!r}: frames is not a non-empty list")
     parsed = []
     for number, f in enumerate(frames, 1):
         what = "group %r frame %d" % (name, number)
         _object(f, _FRAME_KEYS, (), what)
         for key in ("offset", "csize", "size"):
-            _require(rules.is_size(f[key]), "%s: %s is not a size" % (what, key))
-        _require(rules.is_sha256(f["sha256"]), "%s: bad sha256" % what)
-        _require(f["offset"] + f["csize"] <= data_size,
-                 "%s ends at %d, past the payload's %d bytes" % (what, f["offset"] + f["csize"], data_size))
-        _require(not parsed or f["offset"] == parsed[-1].offset + parsed[-1].csize,
-                 "%s does not start where frame %d ends" % (what, number - 1))
-        _require(f["size"] > 0 or len(frames) == 1, "%s is empty; only a group's one frame may be" % what)
+            _require(rules.is_size(f[key]), f"{what}: {key} is not a size")
+        _require(rules.is_sha256(f["sha256"]), f"{what}: bad sha256")
+        _require(
+            f["offset"] + f["csize"] <= data_size,
+            "%s ends at %d, past the payload's %d bytes" % (what, f["offset"] + f["csize"], data_size),
+        )
+        _require(
+            not parsed or f["offset"] == parsed[-1].offset + parsed[-1].csize,
+            "%s does not start where frame %d ends" % (what, number - 1),
+        )
+        _require(f["size"] > 0 or len(frames) == 1, f"{what} is empty; only a group's one frame may be")
         parsed.append(Frame(f["offset"], f["csize"], f["size"], f["sha256"]))
     return Group(name, parsed)
 
@@ -425,11 +520,11 @@ def _parse_parts(doc, data_size):
     for p in doc["parts"]:
         _require(isinstance(p, dict), "part is not an object")
         _check_part_name(p.get("name"))
-        _object(p, _PART_KEYS, (), "part %r" % p["name"])
-        _require(p["name"] not in names, "part %r appears twice" % p["name"])
+        _object(p, _PART_KEYS, (), "part {!r}".format(p["name"]))
+        _require(p["name"] not in names, "part {!r} appears twice".format(p["name"]))
         names.add(p["name"])
-        _require(rules.is_size(p["size"]) and p["size"] > 0, "part %r: size is not a positive size" % p["name"])
-        _require(rules.is_sha256(p["sha256"]), "part %r: bad sha256" % p["name"])
+        _require(rules.is_size(p["size"]) and p["size"] > 0, "part {!r}: size is not a positive size".format(p["name"]))
+        _require(rules.is_sha256(p["sha256"]), "part {!r}: bad sha256".format(p["name"]))
         parts.append(Part(p["name"], p["size"], p["sha256"]))
     total = sum(p.size for p in parts)
     _require(total == data_size, "the parts hold %d bytes, the data area %d" % (total, data_size))

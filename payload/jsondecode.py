@@ -9,7 +9,7 @@ it is json.loads itself.
 _WHITESPACE = " \t\n\r"  # json.decoder's WHITESPACE
 
 
-class _Defaults(object):
+class _Defaults:
     """The attributes _json.make_scanner reads from a JSONDecoder, at their defaults."""
 
     strict = True

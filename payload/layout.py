@@ -22,7 +22,7 @@ MAX_SIGNATURE = 4096
 OLDER_FORMATS = (1, 2)
 
 
-class Payload(object):
+class Payload:
     """An opened payload: its parsed index, and where its data area starts in the file."""
 
     def __init__(self, path, index, index_bytes, signature, data_offset, data_size, section=(0, 0)):
@@ -58,8 +58,9 @@ def header_and_index(index, signature=b""):
 def head_bytes(index_bytes, signature, data_size):
     """The payload section up to its data area (header, index as stored, signature block): the same bytes a file
     holds there, since every header field follows from these."""
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, len(signature), len(index_bytes), data_size,
-                          small_sha.sha256(index_bytes).digest())
+    header = _HEADER.pack(
+        MAGIC, FORMAT_VERSION, len(signature), len(index_bytes), data_size, small_sha.sha256(index_bytes).digest()
+    )
     return header + bytes(index_bytes) + bytes(signature)
 
 
@@ -74,7 +75,7 @@ def write_section_content(out, index, group_paths, signature=b""):
 
 
 def _damaged(path, what):
-    return IntegrityError("%s: %s; the file is damaged or truncated, copy it again" % (path, what))
+    return IntegrityError(f"{path}: {what}; the file is damaged or truncated, copy it again")
 
 
 def open_payload(path, f):
@@ -84,9 +85,13 @@ def open_payload(path, f):
     found = find_section(f, SECTION)
     if found is None:
         if find_section(f, "pydata") is None:  # not even a PyInstaller one-file program (or a damaged one)
-            raise IntegrityError("%s is not a bundle: it has no bundle payload and no PyInstaller archive; pass a "
-                                 "file built by `bundler make` (or copy a damaged bundle again)" % path)
-        raise IntegrityError("%s: no bundle payload in this executable; it is a bare stub, build it with `bundler make`" % path)
+            raise IntegrityError(
+                f"{path} is not a bundle: it has no bundle payload and no PyInstaller archive; pass a "
+                "file built by `bundler make` (or copy a damaged bundle again)"
+            )
+        raise IntegrityError(
+            f"{path}: no bundle payload in this executable; it is a bare stub, build it with `bundler make`"
+        )
     return read_payload(path, f, *found)
 
 
@@ -100,11 +105,15 @@ def read_head(path, data):
 
 def _other_format(path, fmt):
     if fmt in OLDER_FORMATS:  # a bundle made by an older bundler: its own stub reads it (docs/format.md, section 9)
-        return ("%s: payload format %d, older than the format %d this program reads; ask the bundle itself (`%s "
-                "--bundle-info`, `--bundle-verify`) or rebuild it with this bundler" % (path, fmt, FORMAT_VERSION,
-                                                                                       path))
+        return (
+            "%s: payload format %d, older than the format %d this program reads; ask the bundle itself (`%s "
+            "--bundle-info`, `--bundle-verify`) or rebuild it with this bundler" % (path, fmt, FORMAT_VERSION, path)
+        )
     return "%s: payload format %d, this program reads format %d; the file is damaged or made by a newer bundler" % (
-        path, fmt, FORMAT_VERSION)
+        path,
+        fmt,
+        FORMAT_VERSION,
+    )
 
 
 def read_payload(path, f, offset, size, head_only=False):
@@ -136,8 +145,11 @@ def read_payload(path, f, offset, size, head_only=False):
             raise _damaged(path, "%d bytes follow the signature" % (size - head_size))
         return Payload(path, index, index_bytes, signature, None, data_size, section=(None, head_size + data_size))
     if size != (head_size if index.parts else head_size + data_size):
-        raise _damaged(path, "payload section is %d bytes, its index says %s" % (
-            size, "the data area is in parts" if index.parts else "the data area is in the section"))
+        raise _damaged(
+            path,
+            "payload section is %d bytes, its index says %s"
+            % (size, "the data area is in parts" if index.parts else "the data area is in the section"),
+        )
     f.seek(0, 2)
     if not index.parts and f.tell() < data_offset + data_size:
         raise _damaged(path, "file ends inside the payload")

@@ -62,12 +62,12 @@ def read_header(blob, where):
         if not blob.startswith(MAGIC) or end < 0:
             raise ValueError("no header")
         files = []
-        for line in blob[len(MAGIC):end].decode("utf-8").splitlines():
+        for line in blob[len(MAGIC) : end].decode("utf-8").splitlines():
             size, module, dest = line.split(" ", 2)
             files.append((int(size), None if module == "-" else module, dest))
     except ValueError:
-        raise IntegrityError("%s is not the stub's library set; the bundle is damaged, copy it again" % where)
-    return files, blob[end + 2:]
+        raise IntegrityError(f"{where} is not the stub's library set; the bundle is damaged, copy it again")
+    return files, blob[end + 2 :]
 
 
 def read_modules(f, where):
@@ -84,11 +84,11 @@ def unpack(blob, where):
     try:
         data = zstandard.ZstdDecompressor().decompress(compressed)
     except zstandard.ZstdError as exc:
-        raise IntegrityError("the stub's library set %s is damaged (%s); copy the bundle again" % (where, exc))
+        raise IntegrityError(f"the stub's library set {where} is damaged ({exc}); copy the bundle again")
     if len(data) != sum(size for size, _, _ in files):
-        raise IntegrityError("the stub's library set %s is damaged; copy the bundle again" % where)
+        raise IntegrityError(f"the stub's library set {where} is damaged; copy the bundle again")
     out, offset = [], 0
     for size, module, dest in files:
-        out.append((dest, module, data[offset:offset + size]))
+        out.append((dest, module, data[offset : offset + size]))
         offset += size
     return out

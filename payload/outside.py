@@ -46,7 +46,8 @@ def check_outside(payload, f):
     actual = outside_sha256(f, payload.section_offset, payload.section_size)
     if actual != expected:
         raise IntegrityError(
-            "%s: the bytes outside the payload section (bootloader, ELF headers, PyInstaller's archive) have "
-            "sha256 %s, the index records %s; the file is damaged, copy it again (and check the copy with "
-            "`sha256sum -c` and the .sha256 file written beside it)" % (payload.path, actual, expected))
+            f"{payload.path}: the bytes outside the payload section (bootloader, ELF headers, PyInstaller's archive) have "
+            f"sha256 {actual}, the index records {expected}; the file is damaged, copy it again (and check the copy with "
+            "`sha256sum -c` and the .sha256 file written beside it)"
+        )
     return True

@@ -24,7 +24,7 @@ def part_name(executable_name, number):
     return executable_name + PART_SUFFIX % number
 
 
-class Whole(object):
+class Whole:
     """An unsplit bundle's data area: the executable itself."""
 
     def __init__(self, f):
@@ -38,7 +38,7 @@ class Whole(object):
         pass
 
 
-class Spans(object):
+class Spans:
     """Files read as one stream whose first byte is at offset `base`; each (path, size, sha256 or None).
 
     Every file's size is checked when the reader is made (a missing or short file is named at once); a file
@@ -61,17 +61,21 @@ class Spans(object):
         self._hashed = [0] * len(files)
         self._damaged = set()
         self._current, self._file = None, None
-        for number, (path, size) in enumerate(zip(self.paths, self.sizes)):
+        for _number, (path, size) in enumerate(zip(self.paths, self.sizes)):
             try:
                 actual = os.stat(path).st_size
             except FileNotFoundError:
-                raise IntegrityError("%s: %s %s is missing (looked in %s); copy every file its .sha256 lists beside "
-                                     "the executable" % (where, what, os.path.basename(path), os.path.dirname(path)))
+                raise IntegrityError(
+                    f"{where}: {what} {os.path.basename(path)} is missing (looked in {os.path.dirname(path)}); copy every file its .sha256 lists beside "
+                    "the executable"
+                )
             except OSError as exc:
-                raise IntegrityError("%s: cannot read %s %s: %s" % (where, what, path, exc.strerror))
+                raise IntegrityError(f"{where}: cannot read {what} {path}: {exc.strerror}")
             if actual != size:
-                raise IntegrityError("%s: %s %s is %d bytes, expected %d; it is cut short or not this bundle's, copy "
-                                     "it again" % (where, what, os.path.basename(path), actual, size))
+                raise IntegrityError(
+                    "%s: %s %s is %d bytes, expected %d; it is cut short or not this bundle's, copy "
+                    "it again" % (where, what, os.path.basename(path), actual, size)
+                )
 
     def seek(self, pos, whence=0):
         self.pos = pos if whence == 0 else (self.pos + pos if whence == 1 else self.end + pos)
@@ -101,11 +105,11 @@ class Spans(object):
             self._file.seek(within)
             chunk = self._file.read(size)
         except OSError as exc:
-            raise IntegrityError("%s: cannot read %s %s: %s" % (self.where, self.what, self.paths[number],
-                                                               exc.strerror or exc))
+            raise IntegrityError(f"{self.where}: cannot read {self.what} {self.paths[number]}: {exc.strerror or exc}")
         if len(chunk) != size:
-            raise IntegrityError("%s: %s %s was cut short while being read; copy it again" % (
-                self.where, self.what, os.path.basename(self.paths[number])))
+            raise IntegrityError(
+                f"{self.where}: {self.what} {os.path.basename(self.paths[number])} was cut short while being read; copy it again"
+            )
         self._hash(number, within, chunk)
         return chunk
 
@@ -114,7 +118,7 @@ class Spans(object):
         done = self._hashed[number]
         if self.sha256[number] is None or not within <= done < within + len(chunk):
             return
-        self._hashes[number].update(memoryview(chunk)[done - within:])
+        self._hashes[number].update(memoryview(chunk)[done - within :])
         self._hashed[number] = within + len(chunk)
         if self._hashed[number] == self.sizes[number] and self._hashes[number].hexdigest() != self.sha256[number]:
             self._damaged.add(number)
@@ -133,10 +137,10 @@ class Spans(object):
     def _damage_error(self):
         names = ", ".join(os.path.basename(self.paths[n]) for n in sorted(self._damaged))
         if len(self._damaged) == 1:
-            what = "%s %s does not match its sha256; it is damaged" % (self.what, names)
+            what = f"{self.what} {names} does not match its sha256; it is damaged"
         else:
-            what = "%ss %s do not match their sha256; they are damaged" % (self.what, names)
-        return IntegrityError("%s: %s, copy again what `sha256sum -c` on the .sha256 file names" % (self.where, what))
+            what = f"{self.what}s {names} do not match their sha256; they are damaged"
+        return IntegrityError(f"{self.where}: {what}, copy again what `sha256sum -c` on the .sha256 file names")
 
     @contextlib.contextmanager
     def verifying(self, complete=True):

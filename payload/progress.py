@@ -18,7 +18,7 @@ def on_terminal(stream=None):
         return False
 
 
-class Bar(object):
+class Bar:
     """One step's bar. `total` None draws bytes and rate only; `unit=None` draws the elapsed time only."""
 
     def __init__(self, label, total=None, stream=None, done=0, unit="MB"):
@@ -51,7 +51,7 @@ class Bar(object):
             filled = min(WIDTH, WIDTH * self.done // self.total)
             percent = min(100, 100 * self.done // self.total)
             parts.append("[%s%s] %3d%%" % ("#" * filled, "." * (WIDTH - filled), percent))
-            parts.append("%.1f/%.1f MB" % (self.done / 1e6, self.total / 1e6))
+            parts.append(f"{self.done / 1e6:.1f}/{self.total / 1e6:.1f} MB")
         else:
             parts.append("%.1f MB" % (self.done / 1e6))
         if elapsed >= 0.5:
@@ -63,7 +63,7 @@ class Bar(object):
         self.stream.flush()
 
 
-class Display(object):
+class Display:
     """A progress callback `(label, done, total)`: one bar per label; a new label ends the bar before it."""
 
     def __init__(self, stream=None):

@@ -3,8 +3,8 @@
 
 import json
 
-from payload.groups import extract_group
 from payload.errors import IntegrityError
+from payload.groups import extract_group
 from payload.outside import check_outside
 from payload.signing import describe_signature, load_public_key, verify_report
 
@@ -18,34 +18,48 @@ def describe(payload, as_json=False):
         doc["signature"] = describe_signature(payload)
         return json.dumps(doc, indent=2, sort_keys=True)
     lines = [
-        "name:       %s" % index.name,
+        f"name:       {index.name}",
         "about:      %s" % (index.description or "(no description)"),
-        "version:    %s" % index.version,
-        "variant:    %s" % index.variant,
-        "arch:       %s" % index.arch,
-        "bundle id:  %s" % payload.bundle_id,
-        "built by:   bundler %s" % index.bundler_version,
-        "entrypoint: %s" % " ".join(index.entrypoint),
+        f"version:    {index.version}",
+        f"variant:    {index.variant}",
+        f"arch:       {index.arch}",
+        f"bundle id:  {payload.bundle_id}",
+        f"built by:   bundler {index.bundler_version}",
+        "entrypoint: {}".format(" ".join(index.entrypoint)),
         "outside:    sha256 %s (bootloader and PyInstaller archive)" % (index.outside_sha256 or "not recorded"),
-        "files:      %d, %.1f MB installed, %.1f MB stored in %d group(s)" % (
-            len(index.files()), index.installed_size / 1e6, index.payload_size / 1e6, len(index.groups)),
-        "signed:     %s" % describe_signature(payload),
+        "files:      %d, %.1f MB installed, %.1f MB stored in %d group(s)"
+        % (len(index.files()), index.installed_size / 1e6, index.payload_size / 1e6, len(index.groups)),
+        f"signed:     {describe_signature(payload)}",
     ]
     for group in index.groups:
-        lines.append("group:      %s: %.1f MB as %.1f MB in %d frame(s)%s" % (
-            group.name, group.size / 1e6, group.csize / 1e6, len(group.frames),
-            "" if len(group.frames) == 1 else " of %s MB" % " + ".join("%.1f" % (f.size / 1e6) for f in group.frames)))
+        lines.append(
+            "group:      %s: %.1f MB as %.1f MB in %d frame(s)%s"
+            % (
+                group.name,
+                group.size / 1e6,
+                group.csize / 1e6,
+                len(group.frames),
+                ""
+                if len(group.frames) == 1
+                else " of {} MB".format(" + ".join("%.1f" % (f.size / 1e6) for f in group.frames)),
+            )
+        )
     if index.min_glibc:
-        lines.append("glibc:      %s or newer (what the stub needs to start)" % index.min_glibc)
+        lines.append(f"glibc:      {index.min_glibc} or newer (what the stub needs to start)")
     if index.update_repository:
-        lines.append("updates:    %s (--bundle-update)" % index.update_repository)
+        lines.append(f"updates:    {index.update_repository} (--bundle-update)")
     if index.parts:
-        lines.append("parts:      %d beside the executable, %s ... %s (largest %.1f MB)" % (
-            len(index.parts), index.parts[0].name, index.parts[-1].name, max(p.size for p in index.parts) / 1e6))
+        lines.append(
+            "parts:      %d beside the executable, %s ... %s (largest %.1f MB)"
+            % (len(index.parts), index.parts[0].name, index.parts[-1].name, max(p.size for p in index.parts) / 1e6)
+        )
     for image in index.images:
-        where = "embedded, %.1f MB of %s layers before compression" % (image.size / 1e6, image.layers) \
-            if image.embedded else "pulled at run time"
-        lines.append("image:      %s %s@%s (%s)" % (image.name, image.ref, image.digest, where))
+        where = (
+            f"embedded, {image.size / 1e6:.1f} MB of {image.layers} layers before compression"
+            if image.embedded
+            else "pulled at run time"
+        )
+        lines.append(f"image:      {image.name} {image.ref}@{image.digest} ({where})")
     return "\n".join(lines)
 
 
@@ -65,16 +79,25 @@ def verify_all(payload, f):
                 raise IntegrityError(" | ".join(failures))
     except IntegrityError as exc:
         # A damaged part is named by the parts' own check ("PATH: part ..."), in place of what its groups said.
-        raise IntegrityError(str(exc) if str(exc).startswith(payload.path) else "%s: %s" % (payload.path, exc))
+        raise IntegrityError(str(exc) if str(exc).startswith(payload.path) else f"{payload.path}: {exc}")
     parts = ", %d parts" % len(index.parts) if index.parts else ""
     return "%s: ok, %d entries in %d group(s) of %d frame(s)%s verified, bundle id %s" % (
-        payload.path, len(index.entries), len(index.groups), len(index.frames()), parts, payload.bundle_id)
+        payload.path,
+        len(index.entries),
+        len(index.groups),
+        len(index.frames()),
+        parts,
+        payload.bundle_id,
+    )
 
 
 def verify_bundle(payload, f, key_path, key_option):
     """The signature (against the public key at `key_path` when given), the bytes outside the payload section,
     then every blob re-hashed. `key_option` names the caller's public-key option in the advice."""
     signature = verify_report(payload, load_public_key(str(key_path)) if key_path else None, key_option=key_option)
-    outside = "outside the payload: ok, sha256 %s" % payload.index.outside_sha256 if check_outside(payload, f) \
+    outside = (
+        f"outside the payload: ok, sha256 {payload.index.outside_sha256}"
+        if check_outside(payload, f)
         else "outside the payload: not recorded by this bundle's builder, not checked"
+    )
     return verify_all(payload, f) + "\n" + outside + "\n" + signature

@@ -51,8 +51,12 @@ def is_digest(value):  # sha256:[0-9a-f]{64}
 
 
 def is_key_id(value):  # ed25519:[A-Za-z0-9+/]{43}=, a 32-byte public key in an index (require_key)
-    return (isinstance(value, str) and value.startswith("ed25519:") and value.endswith("=")
-            and _only(value[8:-1], _BASE64, 43))
+    return (
+        isinstance(value, str)
+        and value.startswith("ed25519:")
+        and value.endswith("=")
+        and _only(value[8:-1], _BASE64, 43)
+    )
 
 
 def glibc_version(value):
@@ -116,8 +120,8 @@ def placeholders(arg):
         end = arg.find("}", start + 1)
         if end == -1:
             break
-        if _spelled(arg[start + 1:end], LETTERS + "_", _WORD):
-            found.append(arg[start:end + 1])
+        if _spelled(arg[start + 1 : end], LETTERS + "_", _WORD):
+            found.append(arg[start : end + 1])
             start = arg.find("{", end + 1)
         else:
             start = arg.find("{", start + 1)
@@ -132,7 +136,7 @@ def unknown_placeholders(arg):
 def layout_blob_path(digest):
     """Where a blob sits in an OCI image layout: blobs/<algorithm>/<hex>."""
     algorithm, _, encoded = digest.partition(":")
-    return "%s/%s/%s" % (LAYOUT_BLOBS, algorithm, encoded)
+    return f"{LAYOUT_BLOBS}/{algorithm}/{encoded}"
 
 
 def blob_path(digest):
@@ -142,7 +146,16 @@ def blob_path(digest):
 
 # What path_problem() returns: each kind of bad path, so that each side can word it (and hint) its own way.
 EMPTY, NUL, NEWLINE, BACKSLASH, ABSOLUTE, DOTDOT, DOT_OR_EMPTY, NOT_NORMAL, RESERVED = (
-    "empty", "NUL", "newline", "backslash", "absolute", "dotdot", "dot-or-empty", "not-normalised", "reserved")
+    "empty",
+    "NUL",
+    "newline",
+    "backslash",
+    "absolute",
+    "dotdot",
+    "dot-or-empty",
+    "not-normalised",
+    "reserved",
+)
 # Top-level names the installer keeps for its own records in a version dir (.bundle-installed, .bundle-index.json).
 RESERVED_PREFIX = ".bundle-"
 

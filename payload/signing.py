@@ -41,10 +41,12 @@ def encode_block(public_key, signature):
 def decode_block(block, where):
     """(public key, signature) from a payload's signature block."""
     if len(block) != BLOCK_SIZE or not block.startswith(BLOCK_MAGIC):
-        raise IntegrityError("%s: the signature block is not an ed25519 signature (%d bytes); the bundle is "
-                             "damaged, copy it again" % (where, len(block)))
+        raise IntegrityError(
+            "%s: the signature block is not an ed25519 signature (%d bytes); the bundle is "
+            "damaged, copy it again" % (where, len(block))
+        )
     key_end = len(BLOCK_MAGIC) + ed25519.PUBLIC_KEY_SIZE
-    return bytes(block[len(BLOCK_MAGIC):key_end]), bytes(block[key_end:])
+    return bytes(block[len(BLOCK_MAGIC) : key_end]), bytes(block[key_end:])
 
 
 def fingerprint(public_key):
@@ -62,12 +64,13 @@ def parse_key_id(text, where):
     raw = None
     if isinstance(text, str) and text.startswith(KEY_ID_PREFIX):
         try:
-            raw = base64.b64decode(text[len(KEY_ID_PREFIX):].encode("ascii"), validate=True)
+            raw = base64.b64decode(text[len(KEY_ID_PREFIX) :].encode("ascii"), validate=True)
         except (binascii.Error, ValueError, UnicodeEncodeError):
             raw = None
     if raw is None or len(raw) != ed25519.PUBLIC_KEY_SIZE:
-        raise IntegrityError("%s: the required key %r in the index is not an ed25519 key; the bundle is damaged"
-                             % (where, text))
+        raise IntegrityError(
+            f"{where}: the required key {text!r} in the index is not an ed25519 key; the bundle is damaged"
+        )
     return raw
 
 
@@ -81,21 +84,22 @@ def public_key_from_pem(text, where):
     """The raw 32-byte key of an Ed25519 public key PEM (SubjectPublicKeyInfo), as `bundler keygen` writes."""
     start, end = text.find(PEM_BEGIN), text.find(PEM_END)
     if start < 0 or end < start:
-        raise UsageError("%s is not a PEM public key (no %s line); pass the .pub file `bundler keygen` wrote"
-                         % (where, PEM_BEGIN))
-    body = "".join(text[start + len(PEM_BEGIN):end].split())
+        raise UsageError(
+            f"{where} is not a PEM public key (no {PEM_BEGIN} line); pass the .pub file `bundler keygen` wrote"
+        )
+    body = "".join(text[start + len(PEM_BEGIN) : end].split())
     try:
         der = base64.b64decode(body.encode("ascii"), validate=True)
     except (binascii.Error, ValueError, UnicodeEncodeError):
         der = b""
     if len(der) != len(SPKI_PREFIX) + ed25519.PUBLIC_KEY_SIZE or not der.startswith(SPKI_PREFIX):
-        raise UsageError("%s is not an ed25519 public key; pass the .pub file `bundler keygen` wrote" % where)
-    return der[len(SPKI_PREFIX):]
+        raise UsageError(f"{where} is not an ed25519 public key; pass the .pub file `bundler keygen` wrote")
+    return der[len(SPKI_PREFIX) :]
 
 
 def public_key_to_pem(public_key):
     body = base64.b64encode(SPKI_PREFIX + bytes(public_key)).decode("ascii")
-    return "%s\n%s\n%s\n" % (PEM_BEGIN, body, PEM_END)
+    return f"{PEM_BEGIN}\n{body}\n{PEM_END}\n"
 
 
 def load_public_key(path):
@@ -103,7 +107,7 @@ def load_public_key(path):
         with open(path, "rb") as f:
             data = f.read(64 << 10)
     except OSError as exc:
-        raise UsageError("cannot read public key %s: %s" % (path, exc.strerror))
+        raise UsageError(f"cannot read public key {path}: {exc.strerror}")
     return public_key_from_pem(data.decode("ascii", "replace"), path)
 
 
@@ -118,10 +122,12 @@ def signer(payload):
     try:
         valid = ed25519.verify(public_key, signed_message(payload.index_bytes), signature)
     except ed25519.Ed25519Error as exc:  # decode_block fixed the lengths; kept so no error escapes raw
-        raise IntegrityError("%s: %s" % (payload.path, exc))
+        raise IntegrityError(f"{payload.path}: {exc}")
     if not valid:
-        raise IntegrityError("%s: the signature by key %s does not hold; the bundle was altered after signing "
-                             "or is damaged, copy it again" % (payload.path, fingerprint(public_key)))
+        raise IntegrityError(
+            f"{payload.path}: the signature by key {fingerprint(public_key)} does not hold; the bundle was altered after signing "
+            "or is damaged, copy it again"
+        )
     return public_key
 
 
@@ -131,12 +137,15 @@ def claimed_signer_in(payload, trusted_public_keys, reason):
     trusted = [bytes(k) for k in trusted_public_keys]
     wanted = " or ".join(fingerprint(k) for k in trusted)
     if not payload.signature:
-        raise IntegrityError("%s is not signed, but %s requires a signature by key %s; use a bundle signed "
-                             "with that key" % (payload.path, reason, wanted))
+        raise IntegrityError(
+            f"{payload.path} is not signed, but {reason} requires a signature by key {wanted}; use a bundle signed "
+            "with that key"
+        )
     public_key, _ = decode_block(payload.signature, payload.path)
     if public_key not in trusted:
-        raise IntegrityError("%s is signed by key %s, but %s requires key %s; use a bundle signed with that key"
-                             % (payload.path, fingerprint(public_key), reason, wanted))
+        raise IntegrityError(
+            f"{payload.path} is signed by key {fingerprint(public_key)}, but {reason} requires key {wanted}; use a bundle signed with that key"
+        )
     return public_key
 
 
@@ -156,14 +165,14 @@ def describe_signature(payload):
         wanted = required_key(payload)
     except IntegrityError:
         return "damaged require_key in the index"
-    required = "" if wanted is None else "; the bundle requires key %s" % fingerprint(wanted)
+    required = "" if wanted is None else f"; the bundle requires key {fingerprint(wanted)}"
     if not payload.signature:
         return "no" + required
     try:
         public_key, _ = decode_block(payload.signature, payload.path)
     except IntegrityError:
         return "damaged signature block" + required
-    return "yes, key %s (verify with the key to check it)%s" % (fingerprint(public_key), required)
+    return f"yes, key {fingerprint(public_key)} (verify with the key to check it){required}"
 
 
 def verify_report(payload, public_key, key_option):
@@ -171,13 +180,12 @@ def verify_report(payload, public_key, key_option):
     otherwise only that a signature present holds. Returns one line; raises IntegrityError when it does not.
     `key_option` is how the caller's command line names its public-key option, for the advice in the line."""
     if public_key is not None:
-        verify_signature(payload, [public_key], "%s %s" % (key_option, fingerprint(public_key)))
-        return "signature: ok, signed by the trusted key %s" % fingerprint(public_key)
+        verify_signature(payload, [public_key], f"{key_option} {fingerprint(public_key)}")
+        return f"signature: ok, signed by the trusted key {fingerprint(public_key)}"
     wanted = required_key(payload)
     if wanted is not None:
         claimed_signer_in(payload, [wanted], "the bundle's own require_key")
     key = signer(payload)
     if key is None:
-        return "signature: none (unsigned bundle; pass %s PUB to require one)" % key_option
-    return "signature: intact, key %s, not checked against a trusted key (pass %s PUB)" % (
-        fingerprint(key), key_option)
+        return f"signature: none (unsigned bundle; pass {key_option} PUB to require one)"
+    return f"signature: intact, key {fingerprint(key)}, not checked against a trusted key (pass {key_option} PUB)"

@@ -13,7 +13,7 @@ def parse_size(text, what):
     option or variable in the error."""
     match = _SIZE.fullmatch(str(text).strip())
     if not match:
-        raise UsageError("%s %s is not a size; write it like 700M or 2G (K, M, G are powers of 1024)" % (what, text))
+        raise UsageError(f"{what} {text} is not a size; write it like 700M or 2G (K, M, G are powers of 1024)")
     return int(match.group(1)) * UNITS[match.group(2).upper()]
 
 

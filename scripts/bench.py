@@ -31,7 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -42,9 +42,19 @@ from payload import fs  # noqa: E402
 MB = 1000 * 1000
 
 # Real ELF binaries for figures 4 and 5, taken in this order until the set reaches the target size.
-BINARIES = ("/usr/bin/containerd-shim-runc-v2", "/usr/bin/runc", "/usr/bin/crun", "/usr/bin/ctr", "/usr/lib/cni/*",
-            "/usr/bin/docker-registry", "/usr/bin/skopeo", "/usr/bin/umoci", "/usr/bin/containerd-shim-runc-v1",
-            "/usr/bin/containerd-shim", "/usr/bin/containerd")
+BINARIES = (
+    "/usr/bin/containerd-shim-runc-v2",
+    "/usr/bin/runc",
+    "/usr/bin/crun",
+    "/usr/bin/ctr",
+    "/usr/lib/cni/*",
+    "/usr/bin/docker-registry",
+    "/usr/bin/skopeo",
+    "/usr/bin/umoci",
+    "/usr/bin/containerd-shim-runc-v1",
+    "/usr/bin/containerd-shim",
+    "/usr/bin/containerd",
+)
 
 # Real files for the images of figures 6-8 (see build_image_set), taken in sorted order up to the target size,
 # none bigger than IMAGE_MAX_FILE so that a layer holds many files, as a real one does.
@@ -58,31 +68,49 @@ HELLO_PY = 'print("hello, world")\n'
 
 @dataclass(frozen=True)
 class Sizes:
-    payload_mb: int      # figure 1: the large payload
-    binaries_mb: int     # figures 4 and 5: real binaries
-    binaries: tuple      # where to take them from (globs, in order)
-    level: int           # zstd level of figures 4 to 7 (bundler's default is 19)
-    start_reps: int      # timed starts per program
-    extract_reps: int    # timed extractions per method
-    image_libs_mb: int   # figures 6-8: the shared-library layer of the `app` image
-    image_bins_mb: int   # figures 6-8: its binaries layer
-    pull_reps: int       # figure 8: timed rounds (each: pull, no pull, skopeo, in-process)
+    payload_mb: int  # figure 1: the large payload
+    binaries_mb: int  # figures 4 and 5: real binaries
+    binaries: tuple  # where to take them from (globs, in order)
+    level: int  # zstd level of figures 4 to 7 (bundler's default is 19)
+    start_reps: int  # timed starts per program
+    extract_reps: int  # timed extractions per method
+    image_libs_mb: int  # figures 6-8: the shared-library layer of the `app` image
+    image_bins_mb: int  # figures 6-8: its binaries layer
+    pull_reps: int  # figure 8: timed rounds (each: pull, no pull, skopeo, in-process)
 
 
-FULL = Sizes(payload_mb=300, binaries_mb=100, binaries=BINARIES, level=19, start_reps=40, extract_reps=7,
-             image_libs_mb=28, image_bins_mb=14, pull_reps=7)
+FULL = Sizes(
+    payload_mb=300,
+    binaries_mb=100,
+    binaries=BINARIES,
+    level=19,
+    start_reps=40,
+    extract_reps=7,
+    image_libs_mb=28,
+    image_bins_mb=14,
+    pull_reps=7,
+)
 # A smoke run: the same code paths, small sizes, a fast level (its figures are not the goals' figures).
-QUICK = Sizes(payload_mb=30, binaries_mb=8, binaries=("/usr/lib/cni/*",), level=9, start_reps=8, extract_reps=3,
-              image_libs_mb=3, image_bins_mb=2, pull_reps=3)
+QUICK = Sizes(
+    payload_mb=30,
+    binaries_mb=8,
+    binaries=("/usr/lib/cni/*",),
+    level=9,
+    start_reps=8,
+    extract_reps=3,
+    image_libs_mb=3,
+    image_bins_mb=2,
+    pull_reps=3,
+)
 
 
 @dataclass
 class Figure:
     label: str
-    value: Optional[float]       # None: not measured (yet)
-    goal: Optional[float]        # the figure must be <= goal
-    unit: str = ""               # "" for a ratio
-    details: List[str] = field(default_factory=list)
+    value: Optional[float]  # None: not measured (yet)
+    goal: Optional[float]  # the figure must be <= goal
+    unit: str = ""  # "" for a ratio
+    details: list[str] = field(default_factory=list)
 
     @property
     def verdict(self):
@@ -93,17 +121,24 @@ class Figure:
 
 # ---------------------------------------------------------------- helpers
 
+
 def log(message):
     print("  .. " + message, file=sys.stderr, flush=True)
 
 
 def run(cmd, **kw):
     """Run a command, failing the benchmark loudly (with its output) when it fails."""
-    result = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    result = subprocess.run([str(c) for c in cmd], capture_output=True, **kw)
     if result.returncode != 0:
-        raise SystemExit("bench: %s failed (%d):\n%s%s" % (
-            " ".join(map(str, cmd)), result.returncode, result.stdout.decode(errors="replace")[-2000:],
-            result.stderr.decode(errors="replace")[-2000:]))
+        raise SystemExit(
+            "bench: %s failed (%d):\n%s%s"
+            % (
+                " ".join(map(str, cmd)),
+                result.returncode,
+                result.stdout.decode(errors="replace")[-2000:],
+                result.stderr.decode(errors="replace")[-2000:],
+            )
+        )
     return result
 
 
@@ -130,8 +165,12 @@ def median(samples):
 
 def spread(samples):
     """`median (min..max, n)` in milliseconds."""
-    return "%.1f ms (min %.1f, max %.1f, n=%d)" % (median(samples) * 1e3, min(samples) * 1e3, max(samples) * 1e3,
-                                                   len(samples))
+    return "%.1f ms (min %.1f, max %.1f, n=%d)" % (
+        median(samples) * 1e3,
+        min(samples) * 1e3,
+        max(samples) * 1e3,
+        len(samples),
+    )
 
 
 def time_starts(programs, reps, warmup=3):
@@ -177,14 +216,17 @@ def pick_binaries(target_bytes, patterns=BINARIES, max_file=None):
             if total >= target_bytes * 0.95:
                 return chosen, total
     if not chosen:
-        raise SystemExit("bench: none of the binaries %s exist; install containerd, runc, crun and "
-                         "containernetworking-plugins (scripts/setup)" % (patterns,))
+        raise SystemExit(
+            f"bench: none of the binaries {patterns} exist; install containerd, runc, crun and "
+            "containernetworking-plugins (scripts/setup)"
+        )
     return chosen, total
 
 
 # ---------------------------------------------------------------- building what is measured
 
-class Workspace(object):
+
+class Workspace:
     def __init__(self, base, stub, bench_cache):
         self.dir = Path(base)
         self.stub = stub
@@ -198,17 +240,42 @@ class Workspace(object):
         project = self.dir / name
         project.mkdir()
         (project / "true.sh").write_text(TRUE_SCRIPT)
-        lines = ['[bundle]', 'name = "%s"' % name, 'version = "1.0.0"', 'entrypoint = ["bin/true"]', '',
-                 '[[file]]', 'path = "bin/true"', 'mode = "0755"', 'source = { url = "true.sh" }']
+        lines = [
+            "[bundle]",
+            f'name = "{name}"',
+            'version = "1.0.0"',
+            'entrypoint = ["bin/true"]',
+            "",
+            "[[file]]",
+            'path = "bin/true"',
+            'mode = "0755"',
+            'source = { url = "true.sh" }',
+        ]
         for path, source in files:
-            lines += ['', '[[file]]', 'path = "%s"' % path, 'mode = "0755"',
-                      'source = { url = "file://%s" }' % source]
-        lines += ['', '[variants.offline]', 'embed = "all"', '']
+            lines += ["", "[[file]]", f'path = "{path}"', 'mode = "0755"', f'source = {{ url = "file://{source}" }}']
+        lines += ["", "[variants.offline]", 'embed = "all"', ""]
         (project / "bundle.toml").write_text("\n".join(lines))
         exe = project / name
-        seconds, cpu = _timed_process([sys.executable, "-m", "bundler", "make", "--manifest", project / "bundle.toml",
-                                       "--stub", self.stub, "--cache-dir", self.cache, "--level", str(level),
-                                       "--output", exe, *options], env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        seconds, cpu = _timed_process(
+            [
+                sys.executable,
+                "-m",
+                "bundler",
+                "make",
+                "--manifest",
+                project / "bundle.toml",
+                "--stub",
+                self.stub,
+                "--cache-dir",
+                self.cache,
+                "--level",
+                str(level),
+                "--output",
+                exe,
+                *options,
+            ],
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        )
         self.make_cpu[name] = cpu
         return exe, seconds
 
@@ -216,7 +283,7 @@ class Workspace(object):
         root = self.dir / (exe.name + "-root")
         run([exe, "--bundle-dir", root])
         if not (root / "current" / ".bundle-installed").exists():
-            raise SystemExit("bench: %s did not install into %s" % (exe, root))
+            raise SystemExit(f"bench: {exe} did not install into {root}")
         return root
 
 
@@ -243,9 +310,24 @@ def build_hello(work, cache, reuse):
     src = work / "hello" / "hello.py"
     src.parent.mkdir()
     src.write_text(HELLO_PY)
-    seconds, _ = timed(run, [sys.executable, "-m", "PyInstaller", *HELLO_OPTIONS, "--name", "hello",
-                             "--distpath", src.parent / "dist", "--workpath", src.parent / "build",
-                             "--specpath", src.parent, src])
+    seconds, _ = timed(
+        run,
+        [
+            sys.executable,
+            "-m",
+            "PyInstaller",
+            *HELLO_OPTIONS,
+            "--name",
+            "hello",
+            "--distpath",
+            src.parent / "dist",
+            "--workpath",
+            src.parent / "build",
+            "--specpath",
+            src.parent,
+            src,
+        ],
+    )
     built = src.parent / "dist" / "hello"
     cache.mkdir(parents=True, exist_ok=True)
     with fs.atomic_path(cached, mode=0o755) as tmp:
@@ -264,44 +346,62 @@ def write_random(path, size):
 
 # ---------------------------------------------------------------- issue 2 figures
 
+
 def figure_startup(ws, sizes, stub_size, reuse_hello):
     """Figures 1 and 2: start-up of installed bundles (large and tiny payload) and of a bare hello-world."""
     data = ws.dir / "random.bin"
     write_random(data, sizes.payload_mb * MB)
     tiny, _ = ws.make_bundle("tiny", [], level=1)
     big, big_build = ws.make_bundle("big", [("data/random.bin", data)], level=1)
-    log("big bundle built in %.1f s (%.1f MB); building a PyInstaller hello-world" % (big_build,
-                                                                                      big.stat().st_size / MB))
+    log(f"big bundle built in {big_build:.1f} s ({big.stat().st_size / MB:.1f} MB); building a PyInstaller hello-world")
     hello, hello_build = build_hello(ws.dir, ws.bench_cache, reuse_hello)
-    built = "built in %.1f s" % hello_build if hello_build is not None else "built by an earlier run (--quick)"
+    built = f"built in {hello_build:.1f} s" if hello_build is not None else "built by an earlier run (--quick)"
     roots = {exe: ws.install(exe) for exe in (tiny, big)}
     log("timing %d starts each (interleaved)" % sizes.start_reps)
-    samples, cpu = time_starts({"big": [big, "--bundle-dir", roots[big]], "tiny": [tiny, "--bundle-dir", roots[tiny]],
-                                "hello": [hello]}, sizes.start_reps)
+    samples, cpu = time_starts(
+        {"big": [big, "--bundle-dir", roots[big]], "tiny": [tiny, "--bundle-dir", roots[tiny]], "hello": [hello]},
+        sizes.start_reps,
+    )
     t_big, t_tiny, t_hello = (median(samples[k]) for k in ("big", "tiny", "hello"))
     c_big, c_tiny, c_hello = (median(cpu[k]) for k in ("big", "tiny", "hello"))
     f, payload = open_bundle(big)
     f.close()
     section = "payload section %.1f MB at offset %d of a %.1f MB file" % (
-        payload.data_size / MB, payload.data_offset, big.stat().st_size / MB)
+        payload.data_size / MB,
+        payload.data_offset,
+        big.stat().st_size / MB,
+    )
     hello_size = hello.stat().st_size
-    fig1 = Figure("start-up, %d MB payload / empty payload" % sizes.payload_mb, t_big / t_tiny, 1.10, details=[
-        "installed, %d MB payload: %s" % (sizes.payload_mb, spread(samples["big"])),
-        "installed, tiny payload:  %s" % spread(samples["tiny"]),
-        "cpu time (user+sys, all processes): %.1f ms / %.1f ms -> %.3f" % (c_big * 1e3, c_tiny * 1e3, c_big / c_tiny),
-        section])
-    fig2 = Figure("installed start-up / PyInstaller hello-world", t_tiny / t_hello, 0.75, details=[
-        "installed bundle (tiny payload): %s" % spread(samples["tiny"]),
-        "hello-world --onefile --strip:   %s, %.2f MB, %s" % (spread(samples["hello"]), hello_size / MB, built),
-        "cpu time (user+sys, all processes): %.1f ms / %.1f ms -> %.3f" % (c_tiny * 1e3, c_hello * 1e3,
-                                                                          c_tiny / c_hello),
-        "stub %.2f MB vs hello-world %.2f MB (the one-file bootloader unpacks its binaries at every start)" % (
-            stub_size / MB, hello_size / MB),
-        "for context, %d MB payload / hello-world: %.3f" % (sizes.payload_mb, t_big / t_hello)])
+    fig1 = Figure(
+        "start-up, %d MB payload / empty payload" % sizes.payload_mb,
+        t_big / t_tiny,
+        1.10,
+        details=[
+            "installed, %d MB payload: %s" % (sizes.payload_mb, spread(samples["big"])),
+            "installed, tiny payload:  {}".format(spread(samples["tiny"])),
+            f"cpu time (user+sys, all processes): {c_big * 1e3:.1f} ms / {c_tiny * 1e3:.1f} ms -> {c_big / c_tiny:.3f}",
+            section,
+        ],
+    )
+    fig2 = Figure(
+        "installed start-up / PyInstaller hello-world",
+        t_tiny / t_hello,
+        0.75,
+        details=[
+            "installed bundle (tiny payload): {}".format(spread(samples["tiny"])),
+            "hello-world --onefile --strip:   {}, {:.2f} MB, {}".format(
+                spread(samples["hello"]), hello_size / MB, built
+            ),
+            f"cpu time (user+sys, all processes): {c_tiny * 1e3:.1f} ms / {c_hello * 1e3:.1f} ms -> {c_tiny / c_hello:.3f}",
+            f"stub {stub_size / MB:.2f} MB vs hello-world {hello_size / MB:.2f} MB (the one-file bootloader unpacks its binaries at every start)",
+            "for context, %d MB payload / hello-world: %.3f" % (sizes.payload_mb, t_big / t_hello),
+        ],
+    )
     return [fig1, fig2]
 
 
 # ---------------------------------------------------------------- issue 13: start-up against makeself
+
 
 def makeself_archive(work, name, files, startup, level=19):
     """A makeself archive (Debian's makeself 2.4.5) of `files` [(path inside, source file)], zstd at `level` with a
@@ -312,8 +412,25 @@ def makeself_archive(work, name, files, startup, level=19):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
     out = Path(work) / (name + ".run")
-    seconds, _ = timed(run, ["makeself", "--zstd", "--complevel", str(level), "--sha256", "--nox11", "--nowait",
-                             "--noprogress", "--quiet", "--tar-quietly", stage, out, name, "./" + startup])
+    seconds, _ = timed(
+        run,
+        [
+            "makeself",
+            "--zstd",
+            "--complevel",
+            str(level),
+            "--sha256",
+            "--nox11",
+            "--nowait",
+            "--noprogress",
+            "--quiet",
+            "--tar-quietly",
+            stage,
+            out,
+            name,
+            "./" + startup,
+        ],
+    )
     return out, seconds
 
 
@@ -325,8 +442,9 @@ def figure_startup_vs_makeself(ws, exe, files, sizes):
     true_sh.chmod(0o755)
     root = ws.install(exe)
     log("makeself archive of the same %d files at level %d" % (len(files) + 1, sizes.level))
-    archive, seconds = makeself_archive(ws.dir, exe.name, [("bin/true", true_sh)] + list(files), "bin/true",
-                                        level=sizes.level)
+    archive, seconds = makeself_archive(
+        ws.dir, exe.name, [("bin/true", true_sh)] + list(files), "bin/true", level=sizes.level
+    )
     env_tmp = ws.dir / "makeself-tmp"
     env_tmp.mkdir()
     reps = max(5, sizes.start_reps // 2)
@@ -341,19 +459,31 @@ def figure_startup_vs_makeself(ws, exe, files, sizes):
             os.environ["TMPDIR"] = old_tmp
     t_bundle, t_makeself = median(samples["bundle"]), median(samples["makeself"])
     c_bundle, c_makeself = median(cpu["bundle"]), median(cpu["makeself"])
-    return Figure("installed start-up / makeself archive of the same files", t_bundle / t_makeself, 1.0, details=[
-        "installed bundle (%d files): %s" % (len(files) + 1, spread(samples["bundle"])),
-        "makeself --zstd --complevel %d --sha256 (extracts to $TMPDIR and checks at every start): %s, %.1f MB, "
-        "built in %.1f s" % (sizes.level, spread(samples["makeself"]), archive.stat().st_size / MB, seconds),
-        "cpu time (user+sys, all processes): %.1f ms / %.1f ms -> %.3f" % (c_bundle * 1e3, c_makeself * 1e3,
-                                                                          c_bundle / c_makeself)])
+    return Figure(
+        "installed start-up / makeself archive of the same files",
+        t_bundle / t_makeself,
+        1.0,
+        details=[
+            "installed bundle (%d files): %s" % (len(files) + 1, spread(samples["bundle"])),
+            "makeself --zstd --complevel %d --sha256 (extracts to $TMPDIR and checks at every start): %s, %.1f MB, "
+            "built in %.1f s" % (sizes.level, spread(samples["makeself"]), archive.stat().st_size / MB, seconds),
+            f"cpu time (user+sys, all processes): {c_bundle * 1e3:.1f} ms / {c_makeself * 1e3:.1f} ms -> {c_bundle / c_makeself:.3f}",
+        ],
+    )
 
 
 def figure_stub_size(stub, build_seconds):
     size = stub.stat().st_size
-    return Figure("stub size", size / MB, 10.0, unit="MB", details=[
-        "%s: %d bytes (%.2f MiB); `bundler stub` took %.1f s (cached when the stub sources are unchanged)" % (
-            stub.name, size, size / (1 << 20), build_seconds)])
+    return Figure(
+        "stub size",
+        size / MB,
+        10.0,
+        unit="MB",
+        details=[
+            "%s: %d bytes (%.2f MiB); `bundler stub` took %.1f s (cached when the stub sources are unchanged)"
+            % (stub.name, size, size / (1 << 20), build_seconds)
+        ],
+    )
 
 
 def _extract_blob(exe, out):
@@ -414,7 +544,7 @@ def _floors(exe, reps):
         for frame in frames:
             dobj = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).decompressobj()
             for i in range(0, len(frame), 1 << 20):
-                yield dobj.decompress(frame[i:i + (1 << 20)])
+                yield dobj.decompress(frame[i : i + (1 << 20)])
 
     decompress, hashing, serial = [], [], []
     for _ in range(reps):
@@ -441,7 +571,7 @@ def figure_extract(ws, exe, sizes, total):
     """Figure 4: verified extraction by the real stub / `zstd -d | sha256sum` of the same compressed frame."""
     blob = ws.dir / "bins.zst"
     payload = _extract_blob(exe, blob)
-    pipeline = "set -o pipefail; zstd -q -d -c %s | sha256sum >/dev/null" % shlex.quote(str(blob))
+    pipeline = f"set -o pipefail; zstd -q -d -c {shlex.quote(str(blob))} | sha256sum >/dev/null"
     stub_runs, zstd_runs = [], []
     log("timing %d verified extractions by the stub, and of `zstd -d | sha256sum`" % sizes.extract_reps)
     run(["bash", "-c", pipeline])  # the page cache holds the frame and the bundle for both from here on
@@ -463,23 +593,23 @@ def figure_extract(ws, exe, sizes, total):
     size = sum(g.size for g in payload.index.groups)
     csize = sum(g.csize for g in payload.index.groups)
     d, h, s = median(decompress), median(hashing), median(serial)
-    return Figure("verified extract of %.0f MB binaries / zstd -d | sha256sum" % (total / MB), t_stub / t_zstd,
-                  0.6, details=[
-                      "stub --bundle-extract DIR (whole process): %s" % spread(stub_runs),
-                      "zstd -d | sha256sum (%.1f MB frame -> %.1f MB): %s" % (csize / MB, size / MB, spread(zstd_runs)),
-                      "  the stub's start-up alone (installed, same bundle): %s" % spread(starts),
-                      "  whole minus start-up: %.1f ms -> %.3f of the pipeline" % (
-                          (t_stub - t_start) * 1e3, (t_stub - t_start) / t_zstd),
-                      "in-process extract_group, verify only (decompress + sha256): %s -> %.3f of the pipeline;"
-                      " CPU %.1f ms (cpu/wall %.2f)" % (spread(verify_walls), median(verify_walls) / t_zstd,
-                                                       verify_cpu * 1e3, verify_cpu / median(verify_walls)),
-                      "in-process extract_group, verify + write + fsync: %s -> %.3f of the pipeline;"
-                      " CPU %.1f ms (cpu/wall %.2f)" % (spread(write_walls), median(write_walls) / t_zstd,
-                                                       write_cpu * 1e3, write_cpu / median(write_walls)),
-                      "one thread, CPU: decompress alone %.1f ms, sha256 alone %.1f ms, both in one loop %.1f ms" % (
-                          d * 1e3, h * 1e3, s * 1e3),
-                      "  ideal two-core pipelining: max(decompress, sha256) = %.1f ms -> %.3f of the pipeline" % (
-                          max(d, h) * 1e3, max(d, h) / t_zstd)])
+    return Figure(
+        "verified extract of %.0f MB binaries / zstd -d | sha256sum" % (total / MB),
+        t_stub / t_zstd,
+        0.6,
+        details=[
+            f"stub --bundle-extract DIR (whole process): {spread(stub_runs)}",
+            f"zstd -d | sha256sum ({csize / MB:.1f} MB frame -> {size / MB:.1f} MB): {spread(zstd_runs)}",
+            f"  the stub's start-up alone (installed, same bundle): {spread(starts)}",
+            f"  whole minus start-up: {(t_stub - t_start) * 1e3:.1f} ms -> {(t_stub - t_start) / t_zstd:.3f} of the pipeline",
+            f"in-process extract_group, verify only (decompress + sha256): {spread(verify_walls)} -> {median(verify_walls) / t_zstd:.3f} of the pipeline;"
+            f" CPU {verify_cpu * 1e3:.1f} ms (cpu/wall {verify_cpu / median(verify_walls):.2f})",
+            f"in-process extract_group, verify + write + fsync: {spread(write_walls)} -> {median(write_walls) / t_zstd:.3f} of the pipeline;"
+            f" CPU {write_cpu * 1e3:.1f} ms (cpu/wall {write_cpu / median(write_walls):.2f})",
+            f"one thread, CPU: decompress alone {d * 1e3:.1f} ms, sha256 alone {h * 1e3:.1f} ms, both in one loop {s * 1e3:.1f} ms",
+            f"  ideal two-core pipelining: max(decompress, sha256) = {max(d, h) * 1e3:.1f} ms -> {max(d, h) / t_zstd:.3f} of the pipeline",
+        ],
+    )
 
 
 def figure_framed_extract(ws, exe, files, sizes, total):
@@ -489,11 +619,12 @@ def figure_framed_extract(ws, exe, files, sizes, total):
 
     frame_mib = total // 2 // (1 << 20)
     log("building the same bundle cut into two frames (--frame-size %dM)" % frame_mib)
-    framed, make_seconds = ws.make_bundle("bins2", files, level=sizes.level,
-                                          options=["--frame-size", "%dM" % frame_mib])
+    framed, make_seconds = ws.make_bundle(
+        "bins2", files, level=sizes.level, options=["--frame-size", "%dM" % frame_mib]
+    )
     blob = ws.dir / "bins2.zst"
     payload = _extract_blob(framed, blob)
-    pipeline = "set -o pipefail; zstd -q -d -c %s | sha256sum >/dev/null" % shlex.quote(str(blob))
+    pipeline = f"set -o pipefail; zstd -q -d -c {shlex.quote(str(blob))} | sha256sum >/dev/null"
     run(["bash", "-c", pipeline])
     stub_runs, zstd_runs = [], []
     log("timing %d verified extractions of the two-frame bundle, and of `zstd -d | sha256sum`" % sizes.extract_reps)
@@ -505,15 +636,18 @@ def figure_framed_extract(ws, exe, files, sizes, total):
     f, one = open_bundle(exe)
     f.close()
     frames = payload.index.frames()
-    return Figure("verified extract, 2 frames (--frame-size %dM) / zstd -d | sha256sum" % frame_mib,
-                  median(stub_runs) / median(zstd_runs), 0.6, details=[
-                      "frames: %s MB of input; %d decompressed at once here" % (
-                          " + ".join("%.1f" % (fr.size / MB) for _, fr in frames), frames_in_flight(len(frames))),
-                      "stub --bundle-extract DIR (whole process): %s" % spread(stub_runs),
-                      "zstd -d | sha256sum (the same two frames): %s" % spread(zstd_runs),
-                      "stored %.2f MB against %.2f MB in one frame: %+.1f%% (make took %.1f s)" % (
-                          payload.index.payload_size / MB, one.index.payload_size / MB,
-                          100.0 * (payload.index.payload_size / one.index.payload_size - 1), make_seconds)])
+    return Figure(
+        "verified extract, 2 frames (--frame-size %dM) / zstd -d | sha256sum" % frame_mib,
+        median(stub_runs) / median(zstd_runs),
+        0.6,
+        details=[
+            "frames: %s MB of input; %d decompressed at once here"
+            % (" + ".join("%.1f" % (fr.size / MB) for _, fr in frames), frames_in_flight(len(frames))),
+            f"stub --bundle-extract DIR (whole process): {spread(stub_runs)}",
+            f"zstd -d | sha256sum (the same two frames): {spread(zstd_runs)}",
+            f"stored {payload.index.payload_size / MB:.2f} MB against {one.index.payload_size / MB:.2f} MB in one frame: {100.0 * (payload.index.payload_size / one.index.payload_size - 1):+.1f}% (make took {make_seconds:.1f} s)",
+        ],
+    )
 
 
 def figure_split_extract(ws, exe, sizes):
@@ -527,8 +661,10 @@ def figure_split_extract(ws, exe, sizes):
     bundler("split", exe, "--size", str(part_size), "--output", split)
     parts = sorted(p for p in split.parent.iterdir() if ".part" in p.name)
     whole_runs, split_runs = [], []
-    log("timing %d verified extractions from the unsplit bundle and from its %d parts" % (sizes.extract_reps,
-                                                                                          len(parts)))
+    log(
+        "timing %d verified extractions from the unsplit bundle and from its %d parts"
+        % (sizes.extract_reps, len(parts))
+    )
     run([split, "--bundle-verify"])  # both in the page cache from here on
     for i in range(sizes.extract_reps):
         for target, runs in ((exe, whole_runs), (split, split_runs)):
@@ -536,10 +672,15 @@ def figure_split_extract(ws, exe, sizes):
             seconds, _ = timed(run, [target, "--bundle-extract", dest])
             runs.append(seconds)
             shutil.rmtree(dest)
-    return Figure("verified extract from %d parts / from the unsplit bundle" % len(parts),
-                  median(split_runs) / median(whole_runs), 1.05, details=[
-                      "unsplit, --bundle-extract DIR: %s" % spread(whole_runs),
-                      "split into %d parts of at most %.1f MB: %s" % (len(parts), part_size / MB, spread(split_runs))])
+    return Figure(
+        "verified extract from %d parts / from the unsplit bundle" % len(parts),
+        median(split_runs) / median(whole_runs),
+        1.05,
+        details=[
+            f"unsplit, --bundle-extract DIR: {spread(whole_runs)}",
+            "split into %d parts of at most %.1f MB: %s" % (len(parts), part_size / MB, spread(split_runs)),
+        ],
+    )
 
 
 def figure_build(ws, exe, make_seconds, binaries, total, level):
@@ -554,18 +695,24 @@ def figure_build(ws, exe, make_seconds, binaries, total, level):
     true_sh.write_text(TRUE_SCRIPT)
     true_sh.chmod(0o755)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    archive, wall = makeself_archive(ws.dir, "build", [(os.path.basename(p), p) for p in binaries] +
-                                     [("true.sh", true_sh)], "true.sh", level=level)
+    archive, wall = makeself_archive(
+        ws.dir, "build", [(os.path.basename(p), p) for p in binaries] + [("true.sh", true_sh)], "true.sh", level=level
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     make_cpu = ws.make_cpu[exe.name]
-    return Figure("bundler make of %.0f MB binaries / makeself --zstd --complevel %d" % (total / MB, level),
-                  make_seconds / wall, 0.5, details=[
-                      "bundler make (level %d, fresh cache, stub given): %.1f s wall, %.1f s CPU; stores %.2f MB in "
-                      "%d frame(s)" % (level, make_seconds, make_cpu, stored / MB, frames),
-                      "makeself --zstd --complevel %d --sha256: %.1f s wall, %.1f s CPU; archive %.2f MB" % (
-                          level, wall, cpu, archive.stat().st_size / MB),
-                      "cpu time ratio: %.3f (bundler uses every core, makeself's zstd one)" % (make_cpu / cpu)])
+    return Figure(
+        "bundler make of %.0f MB binaries / makeself --zstd --complevel %d" % (total / MB, level),
+        make_seconds / wall,
+        0.5,
+        details=[
+            "bundler make (level %d, fresh cache, stub given): %.1f s wall, %.1f s CPU; stores %.2f MB in "
+            "%d frame(s)" % (level, make_seconds, make_cpu, stored / MB, frames),
+            "makeself --zstd --complevel %d --sha256: %.1f s wall, %.1f s CPU; archive %.2f MB"
+            % (level, wall, cpu, archive.stat().st_size / MB),
+            "cpu time ratio: %.3f (bundler uses every core, makeself's zstd one)" % (make_cpu / cpu),
+        ],
+    )
 
 
 def _zstd_size(cmd, stdin_paths=None):
@@ -581,7 +728,7 @@ def _zstd_size(cmd, stdin_paths=None):
         proc.stdin.close()
         total = counted.result()
     if proc.wait() != 0:
-        raise SystemExit("bench: %s failed" % " ".join(cmd))
+        raise SystemExit("bench: {} failed".format(" ".join(cmd)))
     return total
 
 
@@ -593,22 +740,28 @@ def figure_stored_size(exe, make_seconds, binaries, total, level):
     cores = os.cpu_count() or 1
     log("compressing %d files one by one with zstd -%d (%d at a time)" % (len(binaries), level, cores))
     with ThreadPoolExecutor(cores) as pool:
-        per_file_seconds, sizes = timed(lambda: list(pool.map(
-            lambda p: _zstd_size(["zstd", "-%d" % level, "-q", "-c", p]), binaries)))
+        per_file_seconds, sizes = timed(
+            lambda: list(pool.map(lambda p: _zstd_size(["zstd", "-%d" % level, "-q", "-c", p]), binaries))
+        )
     per_file = sum(sizes)
     log("compressing them as one plain solid zstd -%d -T0 stream" % level)
-    solid_seconds, solid = timed(_zstd_size, ["zstd", "-%d" % level, "-T0", "-q", "-c", "--stream-size=%d" % total],
-                                 binaries)
-    return Figure("stored size of %.0f MB binaries / one zstd -%d per file" % (total / MB, level), stored / per_file,
-                  0.55, details=[
-                      "%d files, %.1f MB: %s" % (len(binaries), total / MB,
-                                                 " ".join(os.path.basename(p) for p in binaries)),
-                      "bundler make (solid, level %d, 32 MiB window): %.2f MB (%.1f%%), make took %.1f s" % (
-                          level, stored / MB, 100.0 * stored / total, make_seconds),
-                      "one zstd -%d per file (the KubeSolo way): %.2f MB (%.1f%%), %.1f s, %d at a time" % (
-                          level, per_file / MB, 100.0 * per_file / total, per_file_seconds, cores),
-                      "plain solid zstd -%d -T0 (its own default window): %.2f MB (%.1f%%), %.1f s -> ratio %.3f" % (
-                          level, solid / MB, 100.0 * solid / total, solid_seconds, solid / per_file)])
+    solid_seconds, solid = timed(
+        _zstd_size, ["zstd", "-%d" % level, "-T0", "-q", "-c", "--stream-size=%d" % total], binaries
+    )
+    return Figure(
+        "stored size of %.0f MB binaries / one zstd -%d per file" % (total / MB, level),
+        stored / per_file,
+        0.55,
+        details=[
+            "%d files, %.1f MB: %s" % (len(binaries), total / MB, " ".join(os.path.basename(p) for p in binaries)),
+            "bundler make (solid, level %d, 32 MiB window): %.2f MB (%.1f%%), make took %.1f s"
+            % (level, stored / MB, 100.0 * stored / total, make_seconds),
+            "one zstd -%d per file (the KubeSolo way): %.2f MB (%.1f%%), %.1f s, %d at a time"
+            % (level, per_file / MB, 100.0 * per_file / total, per_file_seconds, cores),
+            "plain solid zstd -%d -T0 (its own default window): %.2f MB (%.1f%%), %.1f s -> ratio %.3f"
+            % (level, solid / MB, 100.0 * solid / total, solid_seconds, solid / per_file),
+        ],
+    )
 
 
 # ---------------------------------------------------------------- issue 3 figures: images
@@ -639,23 +792,23 @@ embed = {embed}
 
 @dataclass
 class BenchImage:
-    name: str          # the [[image]] name in the bundle manifests
-    digest: str        # manifest digest, as the registry serves it
-    layers: list       # [(digest, size)] from the registry's manifest: what the registry stores and serves
-    what: str          # what its own layers hold
+    name: str  # the [[image]] name in the bundle manifests
+    digest: str  # manifest digest, as the registry serves it
+    layers: list  # [(digest, size)] from the registry's manifest: what the registry stores and serves
+    what: str  # what its own layers hold
 
     @property
     def repository(self):
-        return "%s/%s" % (IMAGE_REPOSITORY, self.name)
+        return f"{IMAGE_REPOSITORY}/{self.name}"
 
     def ref(self, host):
-        return "%s/%s:%s" % (host, self.repository, IMAGE_TAG)
+        return f"{host}/{self.repository}:{IMAGE_TAG}"
 
 
 @dataclass
 class ImageSet:
     host: str
-    images: List[BenchImage]
+    images: list[BenchImage]
     build_seconds: float
 
     @property
@@ -666,9 +819,11 @@ class ImageSet:
     def describe(self):
         distinct = self.distinct_layers
         per_image = sum(size for image in self.images for _, size in image.layers)
-        return ["images: %s" % "; ".join("%s = %s" % (i.name, i.what) for i in self.images),
-                "registry gzip layers (sizes from the registry's manifests): %.2f MB in %d distinct layers"
-                " (%.2f MB counted once per image)" % (sum(distinct.values()) / MB, len(distinct), per_image / MB)]
+        return [
+            "images: {}".format("; ".join(f"{i.name} = {i.what}" for i in self.images)),
+            "registry gzip layers (sizes from the registry's manifests): %.2f MB in %d distinct layers"
+            " (%.2f MB counted once per image)" % (sum(distinct.values()) / MB, len(distinct), per_image / MB),
+        ]
 
 
 def _stage(directory, paths):
@@ -687,20 +842,24 @@ def _registry_image(host, name, what):
     import urllib.request
 
     image = BenchImage(name, "", [], what)
-    request = urllib.request.Request("http://%s/v2/%s/manifests/%s" % (host, image.repository, IMAGE_TAG),
-                                     headers={"Accept": ACCEPT_MANIFESTS})
+    request = urllib.request.Request(
+        f"http://{host}/v2/{image.repository}/manifests/{IMAGE_TAG}", headers={"Accept": ACCEPT_MANIFESTS}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         data, image.digest = response.read(), response.headers["Docker-Content-Digest"]
     if image.digest != "sha256:" + hashlib.sha256(data).hexdigest():
-        raise SystemExit("bench: the registry's manifest of %s does not match its digest" % image.repository)
+        raise SystemExit(f"bench: the registry's manifest of {image.repository} does not match its digest")
     for layer in json.loads(data)["layers"]:
-        head = urllib.request.Request("http://%s/v2/%s/blobs/%s" % (host, image.repository, layer["digest"]),
-                                      method="HEAD")
+        head = urllib.request.Request(
+            "http://{}/v2/{}/blobs/{}".format(host, image.repository, layer["digest"]), method="HEAD"
+        )
         with urllib.request.urlopen(head, timeout=30) as response:
             stored = int(response.headers["Content-Length"])
         if stored != layer["size"]:
-            raise SystemExit("bench: the registry serves %s with %d bytes, its manifest says %d" % (
-                layer["digest"], stored, layer["size"]))
+            raise SystemExit(
+                "bench: the registry serves %s with %d bytes, its manifest says %d"
+                % (layer["digest"], stored, layer["size"])
+            )
         image.layers.append((layer["digest"], layer["size"]))
     return image
 
@@ -717,20 +876,40 @@ def build_image_set(ws, sizes, registry):
     applets = busybox_applets(work / "busybox")
     libs, libs_total = pick_binaries(sizes.image_libs_mb * MB, IMAGE_LIBS, max_file=IMAGE_MAX_FILE)
     bins, bins_total = pick_binaries(sizes.image_bins_mb * MB, IMAGE_BINS, max_file=IMAGE_MAX_FILE)
-    log("building images with umoci: busybox, and %d libraries (%.1f MB) + %d binaries (%.1f MB) on top" % (
-        len(libs), libs_total / MB, len(bins), bins_total / MB))
+    log(
+        "building images with umoci: busybox, and %d libraries (%.1f MB) + %d binaries (%.1f MB) on top"
+        % (len(libs), libs_total / MB, len(bins), bins_total / MB)
+    )
     arch = host_arch()  # what `bundler make` pins by default
     layout.build("base", files={"/bin": str(applets)}, architecture=arch)
-    layout.build("app", base="base", architecture=arch,
-                 files={os.path.dirname(libs[0]): str(_stage(work / "libs", libs)),
-                        "/usr/bin": str(_stage(work / "bins", bins))})
+    layout.build(
+        "app",
+        base="base",
+        architecture=arch,
+        files={
+            os.path.dirname(libs[0]): str(_stage(work / "libs", libs)),
+            "/usr/bin": str(_stage(work / "bins", bins)),
+        },
+    )
     for tag in ("base", "app"):
-        push(layout, tag, registry, "%s/%s:%s" % (IMAGE_REPOSITORY, tag, IMAGE_TAG))
-    images = [_registry_image(registry.host, "base", "busybox-static and its applets (1 layer)"),
-              _registry_image(registry.host, "app", "base's layer + %d shared libraries (%.1f MB) + %d binaries"
-                              " (%.1f MB) from %s and %s (3 layers)" % (
-                                  len(libs), libs_total / MB, len(bins), bins_total / MB,
-                                  os.path.join(os.path.dirname(libs[0]), "*.so*"), IMAGE_BINS[0]))]
+        push(layout, tag, registry, f"{IMAGE_REPOSITORY}/{tag}:{IMAGE_TAG}")
+    images = [
+        _registry_image(registry.host, "base", "busybox-static and its applets (1 layer)"),
+        _registry_image(
+            registry.host,
+            "app",
+            "base's layer + %d shared libraries (%.1f MB) + %d binaries"
+            " (%.1f MB) from %s and %s (3 layers)"
+            % (
+                len(libs),
+                libs_total / MB,
+                len(bins),
+                bins_total / MB,
+                os.path.join(os.path.dirname(libs[0]), "*.so*"),
+                IMAGE_BINS[0],
+            ),
+        ),
+    ]
     if images[1].layers[0] != images[0].layers[0]:
         raise SystemExit("bench: app does not share base's layer in the registry")
     return ImageSet(registry.host, images, time.perf_counter() - began)
@@ -740,9 +919,10 @@ def _images_project(ws, name, images, host, variant, embed):
     project = ws.dir / name
     project.mkdir()
     (project / "true.sh").write_text(TRUE_SCRIPT)
-    entries = "".join('\n[[image]]\nname = "%s"\nref = "%s"\n' % (i.name, i.ref(host)) for i in images)
-    (project / "bundle.toml").write_text(IMAGES_MANIFEST.format(name=name, images=entries, variant=variant,
-                                                                embed=embed))
+    entries = "".join(f'\n[[image]]\nname = "{i.name}"\nref = "{i.ref(host)}"\n' for i in images)
+    (project / "bundle.toml").write_text(
+        IMAGES_MANIFEST.format(name=name, images=entries, variant=variant, embed=embed)
+    )
     return project / "bundle.toml"
 
 
@@ -752,23 +932,54 @@ def _embedded_images(ws, image_set, layers, level, goal):
     manifest = _images_project(ws, "images-" + layers, image_set.images, image_set.host, "offline", '"all"')
     exe = manifest.parent / ("images-" + layers)
     log("bundler make --layers %s at level %d of the image set" % (layers, level))
-    seconds, _ = timed(bundler, "make", "--manifest", manifest, "--stub", ws.stub, "--cache-dir", ws.cache,
-                       "--level", str(level), "--layers", layers, "--output", exe)
+    seconds, _ = timed(
+        bundler,
+        "make",
+        "--manifest",
+        manifest,
+        "--stub",
+        ws.stub,
+        "--cache-dir",
+        ws.cache,
+        "--level",
+        str(level),
+        "--layers",
+        layers,
+        "--output",
+        exe,
+    )
     info = json.loads(bundler("inspect", "--json", exe))
     group = [g for g in info["groups"] if g["name"] == "images"]
     if len(group) != 1 or not all(i["embedded"] and i["layers"] == layers for i in info["images"]):
-        raise SystemExit("bench: %s does not embed the images in one `images` group with --layers %s" % (exe, layers))
+        raise SystemExit(f"bench: {exe} does not embed the images in one `images` group with --layers {layers}")
     group = {"csize": sum(f["csize"] for f in group[0]["frames"]), "size": sum(f["size"] for f in group[0]["frames"])}
     distinct = image_set.distinct_layers
     gzip_total = sum(distinct.values())
     per_image = sum(size for image in image_set.images for _, size in image.layers)
-    label = "images embedded (default) / registry gzip layers" if layers == "raw" else \
-        "images embedded --layers exact / registry gzip layers"
-    return Figure(label, group["csize"] / gzip_total, goal, details=image_set.describe() + [
-        "bundle `images` group (--layers %s, level %d): %.2f MB stored, holding %.2f MB (layers%s, configs,"
-        " manifests); make took %.1f s" % (layers, level, group["csize"] / MB, group["size"] / MB,
-                                            " uncompressed" if layers == "raw" else " as gzip", seconds),
-        "  against the layers counted once per image: %.3f" % (group["csize"] / per_image)])
+    label = (
+        "images embedded (default) / registry gzip layers"
+        if layers == "raw"
+        else "images embedded --layers exact / registry gzip layers"
+    )
+    return Figure(
+        label,
+        group["csize"] / gzip_total,
+        goal,
+        details=image_set.describe()
+        + [
+            "bundle `images` group (--layers %s, level %d): %.2f MB stored, holding %.2f MB (layers%s, configs,"
+            " manifests); make took %.1f s"
+            % (
+                layers,
+                level,
+                group["csize"] / MB,
+                group["size"] / MB,
+                " uncompressed" if layers == "raw" else " as gzip",
+                seconds,
+            ),
+            "  against the layers counted once per image: %.3f" % (group["csize"] / per_image),
+        ],
+    )
 
 
 def figure_images_embedded(ws, image_set, sizes):
@@ -787,15 +998,18 @@ def _timed_process(argv, env=None):
     """(wall seconds, CPU seconds of the process and its children) of a command that must succeed."""
     with tempfile.TemporaryFile() as errors:
         start = time.perf_counter()
-        proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=errors, env=env)
+        proc = subprocess.Popen(
+            [str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors, env=env
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - start
         proc.returncode = code = os.waitstatus_to_exitcode(status)
         if code != 0:
             errors.seek(0)
-            raise SystemExit("bench: %s exited %d:\n%s" % (" ".join(map(str, argv)), code,
-                                                          errors.read().decode(errors="replace")[-2000:]))
+            raise SystemExit(
+                "bench: %s exited %d:\n%s"
+                % (" ".join(map(str, argv)), code, errors.read().decode(errors="replace")[-2000:])
+            )
     return elapsed, usage.ru_utime + usage.ru_stime
 
 
@@ -814,13 +1028,13 @@ def _pull_in_process(host, image, directory):
     start = time.perf_counter()
     with RegistryClient(progress=False) as client:
         manifest_bytes = client.fetch_manifest(pinned)
-        config, layers = parse_image_manifest(manifest_bytes, "manifest of %s" % image.name)
+        config, layers = parse_image_manifest(manifest_bytes, f"manifest of {image.name}")
         config_bytes = client.fetch_blob_bytes(pinned, config.digest, config.size)
         blobs = {}
         for layer in layers:
-            blobs[layer.digest] = client.fetch_blob(pinned, layer.digest,
-                                                    os.path.join(directory, layer.digest.partition(":")[2]),
-                                                    layer.size)
+            blobs[layer.digest] = client.fetch_blob(
+                pinned, layer.digest, os.path.join(directory, layer.digest.partition(":")[2]), layer.size
+            )
     fetched = time.perf_counter()
     write_image_archive(os.path.join(directory, image.name + ".tar"), ref, manifest_bytes, config_bytes, blobs)
     return fetched - start, time.perf_counter() - fetched
@@ -834,15 +1048,16 @@ def figure_image_pull(ws, image_set, sizes):
     image = image_set.images[-1]
     manifest = _images_project(ws, "pull", [image], image_set.host, "online", "[]")
     exe = manifest.parent / "pull"
-    bundler("make", "--manifest", manifest, "--stub", ws.stub, "--cache-dir", ws.cache, "--level", "3",
-            "--output", exe)
-    archive = "current/images/%s.tar" % image.name
+    bundler("make", "--manifest", manifest, "--stub", ws.stub, "--cache-dir", ws.cache, "--level", "3", "--output", exe)
+    archive = f"current/images/{image.name}.tar"
     skopeo_env = dict(os.environ, TMPDIR=str(ws.dir))  # skopeo stages oci-archive in TMPDIR: the same disk
-    source = "docker://%s/%s@%s" % (image_set.host, image.repository, image.digest)
+    source = f"docker://{image_set.host}/{image.repository}@{image.digest}"
     runs = {"pull": [], "nopull": [], "skopeo": [], "inproc": []}
     sizes_seen = {}
-    log("timing %d first starts that pull %s, without pulling, skopeo copy, and in-process pulls" % (
-        sizes.pull_reps, image.name))
+    log(
+        "timing %d first starts that pull %s, without pulling, skopeo copy, and in-process pulls"
+        % (sizes.pull_reps, image.name)
+    )
     for i in range(1 + sizes.pull_reps):
         measured = i > 0
         root = ws.dir / ("pull-root-%d" % i)
@@ -856,13 +1071,14 @@ def figure_image_pull(ws, image_set, sizes):
         root = ws.dir / ("nopull-root-%d" % i)
         wall_cpu = _timed_process([exe, "--bundle-dir", root, "--bundle-no-pull"])
         if (root / archive).exists() or not (root / "current").is_dir():
-            raise SystemExit("bench: --bundle-no-pull did not install without pulling into %s" % root)
+            raise SystemExit(f"bench: --bundle-no-pull did not install without pulling into {root}")
         shutil.rmtree(root)
         if measured:
             runs["nopull"].append(wall_cpu)
         out = ws.dir / ("skopeo-%d.tar" % i)
-        wall_cpu = _timed_process(["skopeo", "copy", "--quiet", "--src-tls-verify=false", source,
-                                   "oci-archive:%s" % out], env=skopeo_env)
+        wall_cpu = _timed_process(
+            ["skopeo", "copy", "--quiet", "--src-tls-verify=false", source, f"oci-archive:{out}"], env=skopeo_env
+        )
         sizes_seen["skopeo"] = out.stat().st_size
         out.unlink()
         if measured:
@@ -878,26 +1094,39 @@ def figure_image_pull(ws, image_set, sizes):
     pull, nopull, skopeo = median(walls["pull"]), median(walls["nopull"]), median(walls["skopeo"])
     paired = median([p - n for p, n in zip(walls["pull"], walls["nopull"])])
     gzip_total = sum(size for _, size in image.layers)
-    return Figure("run-time image pull / skopeo copy to oci-archive", (pull - nopull) / skopeo, 1.1, details=[
-        "image %s: %.2f MB of gzip layers (%d layers), pulled by digest from %s" % (
-            image.name, gzip_total / MB, len(image.layers), image_set.host),
-        "online bundle, first start that pulls it (install + pull): %s" % spread(walls["pull"]),
-        "same bundle, first start with --bundle-no-pull (install only): %s" % spread(walls["nopull"]),
-        "  pull = difference of the medians: %.1f ms (median of the per-round differences: %.1f ms -> %.3f)" % (
-            (pull - nopull) * 1e3, paired * 1e3, paired / skopeo),
-        "skopeo copy docker://...@digest oci-archive:OUT: %s" % spread(walls["skopeo"]),
-        "cpu time (user+sys of the process and its children; the registry's own CPU not counted):"
-        " (%.1f - %.1f) / %.1f ms -> %.3f" % (cpus["pull"] * 1e3, cpus["nopull"] * 1e3, cpus["skopeo"] * 1e3,
-                                            (cpus["pull"] - cpus["nopull"]) / cpus["skopeo"]),
-        "in-process pull (RegistryClient + write_image_archive as stub/images.py does; no interpreter start,"
-        " requests already imported): %s -> %.3f" % (spread(walls["inproc"]), median(walls["inproc"]) / skopeo),
-        "  of which fetching (manifest, config, layers; not fsync'ed) %.1f ms, writing the archive (copy"
-        " of the layers + fsync) %.1f ms" % (fetch * 1e3, write * 1e3),
-        "archives written: stub %.2f MB (fsync'ed), skopeo %.2f MB" % (sizes_seen["stub"] / MB,
-                                                                         sizes_seen["skopeo"] / MB)])
+    return Figure(
+        "run-time image pull / skopeo copy to oci-archive",
+        (pull - nopull) / skopeo,
+        1.1,
+        details=[
+            "image %s: %.2f MB of gzip layers (%d layers), pulled by digest from %s"
+            % (image.name, gzip_total / MB, len(image.layers), image_set.host),
+            "online bundle, first start that pulls it (install + pull): {}".format(spread(walls["pull"])),
+            "same bundle, first start with --bundle-no-pull (install only): {}".format(spread(walls["nopull"])),
+            f"  pull = difference of the medians: {(pull - nopull) * 1e3:.1f} ms (median of the per-round differences: {paired * 1e3:.1f} ms -> {paired / skopeo:.3f})",
+            "skopeo copy docker://...@digest oci-archive:OUT: {}".format(spread(walls["skopeo"])),
+            "cpu time (user+sys of the process and its children; the registry's own CPU not counted):"
+            " ({:.1f} - {:.1f}) / {:.1f} ms -> {:.3f}".format(
+                cpus["pull"] * 1e3,
+                cpus["nopull"] * 1e3,
+                cpus["skopeo"] * 1e3,
+                (cpus["pull"] - cpus["nopull"]) / cpus["skopeo"],
+            ),
+            "in-process pull (RegistryClient + write_image_archive as stub/images.py does; no interpreter start,"
+            " requests already imported): {} -> {:.3f}".format(
+                spread(walls["inproc"]), median(walls["inproc"]) / skopeo
+            ),
+            f"  of which fetching (manifest, config, layers; not fsync'ed) {fetch * 1e3:.1f} ms, writing the archive (copy"
+            f" of the layers + fsync) {write * 1e3:.1f} ms",
+            "archives written: stub {:.2f} MB (fsync'ed), skopeo {:.2f} MB".format(
+                sizes_seen["stub"] / MB, sizes_seen["skopeo"] / MB
+            ),
+        ],
+    )
 
 
 # ---------------------------------------------------------------- report
+
 
 def machine_facts():
     import PyInstaller
@@ -923,13 +1152,16 @@ def machine_facts():
     return [
         ("command", " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)),
         ("nproc", "%d (usable: %d)" % (os.cpu_count() or 0, len(os.sched_getaffinity(0)))),
-        ("cpu", "%s%s" % (cpu, ", sha_ni" if " sha_ni" in flags else "")),
-        ("kernel", "%s %s" % (platform.system(), platform.release())),
+        ("cpu", "{}{}".format(cpu, ", sha_ni" if " sha_ni" in flags else "")),
+        ("kernel", f"{platform.system()} {platform.release()}"),
         ("python", sys.version.split()[0]),
         ("PyInstaller", PyInstaller.__version__),
-        ("zstandard", "%s (libzstd %s)" % (zstandard.__version__, ".".join(map(str, zstandard.ZSTD_VERSION)))),
+        ("zstandard", "{} (libzstd {})".format(zstandard.__version__, ".".join(map(str, zstandard.ZSTD_VERSION)))),
         ("zstd CLI", first_line(["zstd", "--version"])),
-        ("load", "%.2f %.2f %.2f at the start (a shared machine makes wall times noisy)" % os.getloadavg()),
+        (
+            "load",
+            "{:.2f} {:.2f} {:.2f} at the start (a shared machine makes wall times noisy)".format(*os.getloadavg()),
+        ),
     ]
 
 
@@ -943,8 +1175,8 @@ def print_report(facts, figures, wall):
         if fig.value is None:
             value = "-"
         else:
-            value = "%.2f %s" % (fig.value, fig.unit) if fig.unit else "%.3f" % fig.value
-        goal = "<= %g%s" % (fig.goal, " " + fig.unit if fig.unit else "")
+            value = f"{fig.value:.2f} {fig.unit}" if fig.unit else f"{fig.value:.3f}"
+        goal = "<= {:g}{}".format(fig.goal, " " + fig.unit if fig.unit else "")
         print("%-62s %10s %8s  %s" % (fig.label, value, goal, fig.verdict))
         for line in fig.details:
             print("      " + line)
@@ -961,15 +1193,19 @@ def image_figures(ws, sizes):
     registry = Registry(ws.dir / "registry-storage").start()
     try:
         image_set = build_image_set(ws, sizes, registry)
-        log("image set built and pushed in %.1f s" % image_set.build_seconds)
-        return [figure_images_embedded(ws, image_set, sizes), figure_images_exact(ws, image_set, sizes),
-                figure_image_pull(ws, image_set, sizes)]
+        log(f"image set built and pushed in {image_set.build_seconds:.1f} s")
+        return [
+            figure_images_embedded(ws, image_set, sizes),
+            figure_images_exact(ws, image_set, sizes),
+            figure_image_pull(ws, image_set, sizes),
+        ]
     finally:
         registry.stop()
         shutil.rmtree(registry.workdir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- issue 8 figures: portable stubs
+
 
 def _portable(cache, arch):
     """(stub, first `bundler stub --arch` seconds or None when it was cached already, the cached call's seconds)."""
@@ -987,11 +1223,17 @@ def figure_portable_stub_size(cache, arch):
 
     stub, first, again = _portable(cache, arch)
     floor = stub_floor(stub)[0]
-    built = "first `bundler stub --arch %s` %.0f s" % (arch, first) if first is not None else \
-        "built by an earlier run"
-    return Figure("portable stub size, %s" % arch, stub.stat().st_size / MB, 10.0, unit="MB", details=[
-        "%s: %d bytes, glibc floor %s; %s, cached call %.2f s" % (stub.name, stub.stat().st_size,
-                                                                  format_version(floor), built, again)])
+    built = f"first `bundler stub --arch {arch}` {first:.0f} s" if first is not None else "built by an earlier run"
+    return Figure(
+        f"portable stub size, {arch}",
+        stub.stat().st_size / MB,
+        10.0,
+        unit="MB",
+        details=[
+            "%s: %d bytes, glibc floor %s; %s, cached call %.2f s"
+            % (stub.name, stub.stat().st_size, format_version(floor), built, again)
+        ],
+    )
 
 
 HELLO_IN_ROOT = "/tmp/bench-hello"
@@ -999,9 +1241,8 @@ HELLO_IN_ROOT = "/tmp/bench-hello"
 
 def _hello_in_root(cache, root, tgt):
     """The PyInstaller hello-world, built in the arm64 root with the stub's own venv and options."""
-    from bundler.stubs import debian
-    from bundler.stubs import portable
     from bundler.cache import Cache
+    from bundler.stubs import debian, portable
 
     with debian.locked(debian.build_lock(root), log, "a stub build in this root"):
         venv = portable._ensure_venv(Cache(cache), tgt, root, log)
@@ -1009,17 +1250,34 @@ def _hello_in_root(cache, root, tgt):
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         (work / "hello.py").write_text(HELLO_PY)
-        run(debian.in_root(root, [venv + "/bin/python", "-m", "PyInstaller", *HELLO_OPTIONS, "--name", "hello",
-                                  "--distpath", HELLO_IN_ROOT + "/dist", "--workpath", HELLO_IN_ROOT + "/build",
-                                  "--specpath", HELLO_IN_ROOT, HELLO_IN_ROOT + "/hello.py"]))
+        run(
+            debian.in_root(
+                root,
+                [
+                    venv + "/bin/python",
+                    "-m",
+                    "PyInstaller",
+                    *HELLO_OPTIONS,
+                    "--name",
+                    "hello",
+                    "--distpath",
+                    HELLO_IN_ROOT + "/dist",
+                    "--workpath",
+                    HELLO_IN_ROOT + "/build",
+                    "--specpath",
+                    HELLO_IN_ROOT,
+                    HELLO_IN_ROOT + "/hello.py",
+                ],
+            )
+        )
     return work / "dist" / "hello"
 
 
 def figure_arm64_startup(ws, cache, sizes):
     """Installed start-up of an arm64 bundle under qemu / a PyInstaller hello-world built in the same arm64 root,
     both started in that root (chroot, qemu-user-static through binfmt_misc)."""
-    from bundler.stubs import debian
     from bundler.cache import Cache
+    from bundler.stubs import debian
 
     stub, _, _ = _portable(cache, "arm64")
     tgt = debian.target("arm64")
@@ -1027,11 +1285,26 @@ def figure_arm64_startup(ws, cache, sizes):
     project = ws.dir / "arm64"
     project.mkdir()
     (project / "true.sh").write_text(TRUE_SCRIPT)
-    (project / "bundle.toml").write_text('[bundle]\nname = "arm64"\nversion = "1.0.0"\nentrypoint = ["bin/true"]\n'
-                                         '\n[[file]]\npath = "bin/true"\nmode = "0755"\nsource = { url = "true.sh" }\n')
+    (project / "bundle.toml").write_text(
+        '[bundle]\nname = "arm64"\nversion = "1.0.0"\nentrypoint = ["bin/true"]\n'
+        '\n[[file]]\npath = "bin/true"\nmode = "0755"\nsource = { url = "true.sh" }\n'
+    )
     app = root / "tmp" / "bench-arm64-app"
-    bundler("make", "--manifest", project / "bundle.toml", "--arch", "arm64", "--stub", stub, "--cache-dir",
-            ws.cache, "--level", "3", "--output", app)
+    bundler(
+        "make",
+        "--manifest",
+        project / "bundle.toml",
+        "--arch",
+        "arm64",
+        "--stub",
+        stub,
+        "--cache-dir",
+        ws.cache,
+        "--level",
+        "3",
+        "--output",
+        app,
+    )
     hello = _hello_in_root(cache, root, tgt)
     run(["mount", "-t", "proc", "proc", root / "proc"])
     try:
@@ -1040,19 +1313,35 @@ def figure_arm64_startup(ws, cache, sizes):
         run(chroot + ["/tmp/bench-arm64-app", "--bundle-dir", "/tmp/bench-arm64-root"])  # install once
         reps = max(5, sizes.start_reps // 3)
         log("timing %d starts each of the arm64 bundle and hello-world under qemu" % reps)
-        samples, cpu = time_starts({"bundle": chroot + ["/tmp/bench-arm64-app", "--bundle-dir", "/tmp/bench-arm64-root"],
-                                    "hello": chroot + [HELLO_IN_ROOT + "/dist/hello"]}, reps, warmup=2)
+        samples, cpu = time_starts(
+            {
+                "bundle": chroot + ["/tmp/bench-arm64-app", "--bundle-dir", "/tmp/bench-arm64-root"],
+                "hello": chroot + [HELLO_IN_ROOT + "/dist/hello"],
+            },
+            reps,
+            warmup=2,
+        )
     finally:
         run(["umount", root / "proc"])
         app.unlink()
         shutil.rmtree(root / "tmp" / "bench-arm64-root", ignore_errors=True)
     t_bundle, t_hello = median(samples["bundle"]), median(samples["hello"])
-    return Figure("arm64 installed start-up under qemu / hello-world, same root", t_bundle / t_hello, 1.15, details=[
-        "arm64 bundle (installed, portable stub %.2f MB): %s" % (stub.stat().st_size / MB, spread(samples["bundle"])),
-        "hello-world --onefile --strip built in the root: %s, %.2f MB" % (spread(samples["hello"]),
-                                                                          hello.stat().st_size / MB),
-        "cpu time (user+sys): %.0f ms / %.0f ms -> %.3f" % (median(cpu["bundle"]) * 1e3, median(cpu["hello"]) * 1e3,
-                                                            median(cpu["bundle"]) / median(cpu["hello"]))])
+    return Figure(
+        "arm64 installed start-up under qemu / hello-world, same root",
+        t_bundle / t_hello,
+        1.15,
+        details=[
+            "arm64 bundle (installed, portable stub {:.2f} MB): {}".format(
+                stub.stat().st_size / MB, spread(samples["bundle"])
+            ),
+            "hello-world --onefile --strip built in the root: {}, {:.2f} MB".format(
+                spread(samples["hello"]), hello.stat().st_size / MB
+            ),
+            "cpu time (user+sys): {:.0f} ms / {:.0f} ms -> {:.3f}".format(
+                median(cpu["bundle"]) * 1e3, median(cpu["hello"]) * 1e3, median(cpu["bundle"]) / median(cpu["hello"])
+            ),
+        ],
+    )
 
 
 def device_figures(ws, cache, sizes, arches):
@@ -1070,22 +1359,40 @@ def figure_early_refusal(ws, reps=7):
     interleaved."""
     manifest = ROOT / "examples" / "kubesolo" / "bundle.toml"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    refusal = [sys.executable, "-m", "bundler", "make", "--manifest", str(manifest), "--arch", "arm",
-               "--cache-dir", str(ws.dir / "refusal-cache")]
+    refusal = [
+        sys.executable,
+        "-m",
+        "bundler",
+        "make",
+        "--manifest",
+        str(manifest),
+        "--arch",
+        "arm",
+        "--cache-dir",
+        str(ws.dir / "refusal-cache"),
+    ]
     floor = [sys.executable, "-c", "import bundler.cli, bundler.build.make"]
     samples = {"refusal": [], "floor": []}
     for _ in range(reps):
         for name, argv in (("refusal", refusal), ("floor", floor)):
             began = time.perf_counter()
-            result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(ws.dir))
+            result = subprocess.run(argv, capture_output=True, env=env, cwd=str(ws.dir))
             samples[name].append(time.perf_counter() - began)
             if name == "refusal" and result.returncode != 2:
-                raise SystemExit("bench: make --arch arm of the kubesolo example exited %d, expected 2: %s" % (
-                    result.returncode, result.stderr.decode(errors="replace")[-500:]))
+                raise SystemExit(
+                    "bench: make --arch arm of the kubesolo example exited %d, expected 2: %s"
+                    % (result.returncode, result.stderr.decode(errors="replace")[-500:])
+                )
     ratio = median(samples["refusal"]) / median(samples["floor"])
-    return Figure("make refuses a missing arch at once (vs importing make)", ratio, 1.5, details=[
-        "make --arch arm (exit 2, nothing downloaded): %s" % spread(samples["refusal"]),
-        "import bundler.cli, bundler.build.make: %s" % spread(samples["floor"])])
+    return Figure(
+        "make refuses a missing arch at once (vs importing make)",
+        ratio,
+        1.5,
+        details=[
+            "make --arch arm (exit 2, nothing downloaded): {}".format(spread(samples["refusal"])),
+            "import bundler.cli, bundler.build.make: {}".format(spread(samples["floor"])),
+        ],
+    )
 
 
 def _release_bundle(ws, release, version, names, level, cache):
@@ -1096,16 +1403,43 @@ def _release_bundle(ws, release, version, names, level, cache):
     project = ws.dir / ("deltas-" + version)
     project.mkdir()
     (project / "true.sh").write_text(TRUE_SCRIPT)
-    lines = ['[bundle]', 'name = "deltas"', 'version = "%s"' % version, 'entrypoint = ["bin/true"]', '',
-             '[[file]]', 'path = "bin/true"', 'mode = "0755"', 'group = "launcher"', 'source = { url = "true.sh" }']
+    lines = [
+        "[bundle]",
+        'name = "deltas"',
+        f'version = "{version}"',
+        'entrypoint = ["bin/true"]',
+        "",
+        "[[file]]",
+        'path = "bin/true"',
+        'mode = "0755"',
+        'group = "launcher"',
+        'source = { url = "true.sh" }',
+    ]
     for name in names:
-        lines += ['', '[[file]]', 'path = "bin/%s"' % os.path.basename(name), 'mode = "0755"', 'group = "containerd"',
-                  'source = { url = "file://%s" }' % tree.path(name)]
-    lines += ['', '[variants.offline]', 'embed = "all"', '']
+        lines += [
+            "",
+            "[[file]]",
+            f'path = "bin/{os.path.basename(name)}"',
+            'mode = "0755"',
+            'group = "containerd"',
+            f'source = {{ url = "file://{tree.path(name)}" }}',
+        ]
+    lines += ["", "[variants.offline]", 'embed = "all"', ""]
     (project / "bundle.toml").write_text("\n".join(lines))
     exe = project / "deltas"
-    bundler("make", "--manifest", project / "bundle.toml", "--stub", ws.stub, "--cache-dir", cache, "--level",
-            str(level), "--output", exe)
+    bundler(
+        "make",
+        "--manifest",
+        project / "bundle.toml",
+        "--stub",
+        ws.stub,
+        "--cache-dir",
+        cache,
+        "--level",
+        str(level),
+        "--output",
+        exe,
+    )
     return exe
 
 
@@ -1125,29 +1459,48 @@ def figure_containerd_update(ws, sizes):
     old = _release_bundle(ws, containerd.OLD, "1.0.0", names, sizes.level, cache)
     new = _release_bundle(ws, containerd.NEW, "1.0.1", names, sizes.level, cache)
     with Registry(ws.dir / "deltas-storage") as registry:
-        bundler("push", old, "%s/edge/deltas:1.0.0" % registry.host)
+        bundler("push", old, f"{registry.host}/edge/deltas:1.0.0")
         log("containerd update: pushing 1.0.1 with a delta from 1.0.0")
-        push_seconds, _ = timed(bundler, "push", new, "%s/edge/deltas:1.0.1" % registry.host, "--delta-from",
-                                     old, "--delta-level", str(sizes.level))
+        push_seconds, _ = timed(
+            bundler,
+            "push",
+            new,
+            f"{registry.host}/edge/deltas:1.0.1",
+            "--delta-from",
+            old,
+            "--delta-level",
+            str(sizes.level),
+        )
         app = ws.dir / "deltas-device" / "app"
         app.parent.mkdir()
         shutil.copy(old, app)
         root = ws.dir / "deltas-root"
         run([app, "--bundle-dir", root])
-        pull_seconds, _ = _timed_process([sys.executable, "-m", "bundler", "pull", "%s/edge/deltas:1.0.1" % registry.host,
-                                          "--output", ws.dir / "deltas-pulled" / "app"],
-                                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        pull_seconds, _ = _timed_process(
+            [
+                sys.executable,
+                "-m",
+                "bundler",
+                "pull",
+                f"{registry.host}/edge/deltas:1.0.1",
+                "--output",
+                ws.dir / "deltas-pulled" / "app",
+            ],
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        )
         mark = len(registry.served())
         log("containerd update: the device updates")
         began = time.perf_counter()
-        proc = subprocess.Popen([str(app), "--bundle-dir", str(root), "--bundle-update",
-                                 "%s/edge/deltas:1.0.1" % registry.host], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [str(app), "--bundle-dir", str(root), "--bundle-update", f"{registry.host}/edge/deltas:1.0.1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         update_seconds = time.perf_counter() - began
         said, errors = proc.stdout.read().decode(), proc.stderr.read().decode()
         if os.waitstatus_to_exitcode(status) != 0 or "as deltas" not in said:
-            raise SystemExit("bench: the containerd update failed or used no delta:\n%s%s" % (said, errors[-2000:]))
+            raise SystemExit(f"bench: the containerd update failed or used no delta:\n{said}{errors[-2000:]}")
         served = registry.blob_bytes_served(mark)
     if hashlib.sha256(app.read_bytes()).hexdigest() != hashlib.sha256(new.read_bytes()).hexdigest():
         raise SystemExit("bench: the updated file is not the pushed 1.0.1")
@@ -1155,38 +1508,63 @@ def figure_containerd_update(ws, sizes):
     peak = usage.ru_maxrss * 1024
     summary = said.strip().split(": ", 1)[-1]
     return [
-        Figure("containerd update: blob bytes served / full new bundle", served / full, 0.10, details=[
-            "%s of blobs served (registry access log) for a %.1f MB bundle of %d files (%.1f MB)" % (
-                "{:,}".format(served), full / MB, len(names),
-                sum(containerd.release(containerd.NEW).path(n).stat().st_size for n in names) / MB),
-            summary,
-            "push of 1.0.1 with its delta (the frame compressed again to check it, the patch made): %.1f s"
-            % push_seconds]),
-        Figure("containerd update: update time / pulling the whole bundle", update_seconds / pull_seconds, 1.0,
-               details=["update %.1f s (decode, then compress the group again at level %d), bundler pull of "
-                        "1.0.1 %.1f s, same registry" % (update_seconds, sizes.level, pull_seconds)]),
-        Figure("containerd update: peak memory of the update", peak / MB, delta.DEFAULT_MEMORY / MB, "MB", details=[
-            "max RSS of the stub and its child (wait4); the goal is the default --bundle-delta-memory"]),
+        Figure(
+            "containerd update: blob bytes served / full new bundle",
+            served / full,
+            0.10,
+            details=[
+                "%s of blobs served (registry access log) for a %.1f MB bundle of %d files (%.1f MB)"
+                % (
+                    f"{served:,}",
+                    full / MB,
+                    len(names),
+                    sum(containerd.release(containerd.NEW).path(n).stat().st_size for n in names) / MB,
+                ),
+                summary,
+                f"push of 1.0.1 with its delta (the frame compressed again to check it, the patch made): {push_seconds:.1f} s",
+            ],
+        ),
+        Figure(
+            "containerd update: update time / pulling the whole bundle",
+            update_seconds / pull_seconds,
+            1.0,
+            details=[
+                "update %.1f s (decode, then compress the group again at level %d), bundler pull of "
+                "1.0.1 %.1f s, same registry" % (update_seconds, sizes.level, pull_seconds)
+            ],
+        ),
+        Figure(
+            "containerd update: peak memory of the update",
+            peak / MB,
+            delta.DEFAULT_MEMORY / MB,
+            "MB",
+            details=["max RSS of the stub and its child (wait4); the goal is the default --bundle-delta-memory"],
+        ),
     ]
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repetitions (a smoke run)")
-    parser.add_argument("--cache-dir", type=Path,
-                        help="bundler cache for the stub and the hello-world (default: bundler's own default)")
+    parser.add_argument(
+        "--cache-dir", type=Path, help="bundler cache for the stub and the hello-world (default: bundler's own default)"
+    )
     parser.add_argument("--work-dir", help="where to build and install (default: a temp dir, removed afterwards)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir")
-    parser.add_argument("--arches", default="amd64,arm64",
-                        help="portable stubs to build and measure (default amd64,arm64; arm and riscv64 take 15 to 47 "
-                             "minutes each cold, by the load)")
+    parser.add_argument(
+        "--arches",
+        default="amd64,arm64",
+        help="portable stubs to build and measure (default amd64,arm64; arm and riscv64 take 15 to 47 "
+        "minutes each cold, by the load)",
+    )
     parser.add_argument("--no-devices", action="store_true", help="leave out the portable stub figures")
     parser.add_argument("--devices-only", action="store_true", help="only the portable stub figures")
     args = parser.parse_args(argv)
     for tool in ("zstd", "sha256sum", "bash"):
         if shutil.which(tool) is None:
-            raise SystemExit("bench: `%s` is not installed; run scripts/setup" % tool)
+            raise SystemExit(f"bench: `{tool}` is not installed; run scripts/setup")
     sizes = QUICK if args.quick else FULL
     began = time.perf_counter()
     facts = machine_facts()
@@ -1225,7 +1603,7 @@ def main(argv=None):
             figures += device_figures(ws, cache, sizes, arches)
     finally:
         if args.keep:
-            log("work dir kept: %s" % work)
+            log(f"work dir kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
     print_report(facts, figures, time.perf_counter() - began)

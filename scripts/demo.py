@@ -31,14 +31,14 @@ def main():
     images = build_solo_images(work / "images")
     registry = Registry(work / "registry").start()
     try:
-        step("pushing them to a registry on %s" % registry.host)
+        step(f"pushing them to a registry on {registry.host}")
         images.push(registry)
         project = ROOT / "dist" / "demo"
         project.mkdir(parents=True, exist_ok=True)
         write_solo_manifest(project, registry.host)
         step("bundler make --variant offline  (containerd, its shim, ctr, runc, crun, CNI plugins, 2 images)")
         bundler = [sys.executable, "-m", "bundler"]
-        exe = ROOT / "dist" / ("solo-1.0.0-offline-%s" % _arch())
+        exe = ROOT / "dist" / (f"solo-1.0.0-offline-{_arch()}")
         subprocess.run(bundler + ["make", "--variant", "offline", "-o", str(exe)], cwd=project, check=True)
     finally:
         registry.stop()
@@ -47,11 +47,18 @@ def main():
     device = work / "device"
     device.mkdir()
     subprocess.run(["cp", str(exe), str(device / "solo")], check=True)
-    command = [str(device / "solo"), "--bundle-dir", str(device / "root"), "run", "hello", "echo",
-               "hello from inside a container, started by the bundled containerd and runc"]
+    command = [
+        str(device / "solo"),
+        "--bundle-dir",
+        str(device / "root"),
+        "run",
+        "hello",
+        "echo",
+        "hello from inside a container, started by the bundled containerd and runc",
+    ]
     print("$ " + " ".join(command), flush=True)
     result = subprocess.run(command)
-    step("done: the bundle is %s (%.1f MB); its install is under %s" % (exe, exe.stat().st_size / 1e6, device))
+    step(f"done: the bundle is {exe} ({exe.stat().st_size / 1e6:.1f} MB); its install is under {device}")
     sys.exit(result.returncode)
 
 

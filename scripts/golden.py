@@ -32,9 +32,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from bundler.build.assemble import build_index  # noqa: E402
 from bundler.build.compress import CompressedGroup, Member, StoredFrame  # noqa: E402
 from bundler.build.signing import raw_public_key  # noqa: E402
+from bundler.media.split import cut, part_names  # noqa: E402
 from payload import FORMAT_VERSION  # noqa: E402
 from payload.groups import compress_frame  # noqa: E402
-from bundler.media.split import cut, part_names  # noqa: E402
 from payload.index import LAYERS_RAW, ImageRecord, Index, Part  # noqa: E402
 from payload.layout import header_and_index, write_section_content  # noqa: E402
 from payload.rules import blob_path  # noqa: E402
@@ -51,7 +51,7 @@ TEST_KEY_SEED = hashlib.sha256(b"bundler golden test vector: a public test key, 
 LEVEL = 19
 
 FILES = [
-    ("bin/hello", 0o755, b"#!/bin/sh\necho \"hello from the golden vector: $*\"\n"),
+    ("bin/hello", 0o755, b'#!/bin/sh\necho "hello from the golden vector: $*"\n'),
     ("etc/motd", 0o644, b"The bundle format, version %d.\n" % FORMAT_VERSION),
     ("etc/empty", 0o644, b""),
 ]
@@ -77,16 +77,28 @@ def image_blobs():
     """(manifest, config, layer) bytes of the embedded image, as `--layers raw` stores them."""
     layer = _layer()
     layer_digest = "sha256:" + hashlib.sha256(layer).hexdigest()
-    config = _json({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/hello.txt"]},
-                    "rootfs": {"type": "layers", "diff_ids": [layer_digest]}})
-    manifest = _json({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": "sha256:" + hashlib.sha256(config).hexdigest(), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest,
-                    "size": len(layer)}],
-    })
+    config = _json(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Cmd": ["/hello.txt"]},
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        }
+    )
+    manifest = _json(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
+                "size": len(config),
+            },
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": len(layer)}
+            ],
+        }
+    )
     return manifest, config, layer
 
 
@@ -96,8 +108,12 @@ def _group(name, members, work, counts):
     with open(path, "wb") as out:
         for count in counts:
             # As bundler/build/compress.py does: a frame of several compresses on one thread, a lone one with workers.
-            size, sha256, csize = compress_frame([m.source for m in members[start:start + count]], out, level=LEVEL,
-                                                 threads=0 if len(counts) > 1 else -1)
+            size, sha256, csize = compress_frame(
+                [m.source for m in members[start : start + count]],
+                out,
+                level=LEVEL,
+                threads=0 if len(counts) > 1 else -1,
+            )
             frames.append(StoredFrame(count, size, csize, sha256))
             start += count
     return CompressedGroup(name, tuple(members), path, tuple(frames))
@@ -115,16 +131,30 @@ def index(groups, public_key):
     manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
     blobs = [m for g in groups if g.name == "images" for m in g.members]
     images = [
-        ImageRecord("hello", "localhost/hello:golden", "linux/amd64", manifest_digest, True, manifest_digest,
-                    LAYERS_RAW, sum(m.size for m in blobs)),
+        ImageRecord(
+            "hello",
+            "localhost/hello:golden",
+            "linux/amd64",
+            manifest_digest,
+            True,
+            manifest_digest,
+            LAYERS_RAW,
+            sum(m.size for m in blobs),
+        ),
         ImageRecord("pause", "registry.k8s.io/pause:3.10", "linux/amd64", PULLED_DIGEST, False),
     ]
-    identity = {"name": "golden", "version": "3.0.0", "variant": "offline", "arch": "amd64",
-                "entrypoint": ["bin/hello", "--data", "{data}", "--images", "{images}"],
-                "description": "The golden test vector of the bundle format",
-                "update_repository": "registry.example:5000/golden/hello:stable"}
-    idx = build_index(identity, groups, images=images, require_key=key_id(public_key), bundler_version="golden",
-                      min_glibc="2.31")
+    identity = {
+        "name": "golden",
+        "version": "3.0.0",
+        "variant": "offline",
+        "arch": "amd64",
+        "entrypoint": ["bin/hello", "--data", "{data}", "--images", "{images}"],
+        "description": "The golden test vector of the bundle format",
+        "update_repository": "registry.example:5000/golden/hello:stable",
+    }
+    idx = build_index(
+        identity, groups, images=images, require_key=key_id(public_key), bundler_version="golden", min_glibc="2.31"
+    )
     # The vector is a section without an executable around it: a fixed stand-in for the bytes outside.
     idx.outside_sha256 = hashlib.sha256(b"golden: the bytes outside the payload section").hexdigest()
     return idx
@@ -136,8 +166,10 @@ def build():
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         files = [_member(work, path, mode, "file", data) for path, mode, data in FILES]
-        blobs = [_member(work, blob_path("sha256:" + hashlib.sha256(data).hexdigest()), 0o644, "blob", data)
-                 for data in image_blobs()]
+        blobs = [
+            _member(work, blob_path("sha256:" + hashlib.sha256(data).hexdigest()), 0o644, "blob", data)
+            for data in image_blobs()
+        ]
         # Two frames in the files group (bin/hello | etc/motd, etc/empty), one for the image's blobs.
         groups = [_group("files", files, work, [1, 2]), _group("images", blobs, work, [3])]
         idx = index(groups, raw_public_key(key))
@@ -153,12 +185,15 @@ def build_split():
     area cut into parts of SPLIT_PART_SIZE bytes, the new index (with `parts`) signed again by the test key."""
     key = Ed25519PrivateKey.from_private_bytes(TEST_KEY_SEED)
     section, _ = build()
-    whole = Index.from_bytes(section[64:64 + int.from_bytes(section[16:24], "little")],
-                             int.from_bytes(section[24:32], "little"))
-    data = section[len(section) - whole.payload_size:]
+    whole = Index.from_bytes(
+        section[64 : 64 + int.from_bytes(section[16:24], "little")], int.from_bytes(section[24:32], "little")
+    )
+    data = section[len(section) - whole.payload_size :]
     spans = cut(len(data), SPLIT_PART_SIZE)
-    parts = {name: data[start:start + size] for name, (start, size) in zip(part_names(SPLIT_VECTOR.name, len(spans)),
-                                                                          spans)}
+    parts = {
+        name: data[start : start + size]
+        for name, (start, size) in zip(part_names(SPLIT_VECTOR.name, len(spans)), spans)
+    }
     idx = whole.with_parts([Part(name, len(b), hashlib.sha256(b).hexdigest()) for name, b in parts.items()])
     signature = encode_block(raw_public_key(key), key.sign(signed_message(idx.to_bytes())))
     return header_and_index(idx, signature), parts, json.dumps(idx.to_json(), indent=2, sort_keys=True) + "\n"
@@ -168,8 +203,12 @@ def _wanted():
     """{path: bytes} of every golden file, made now."""
     section, index_text = build()
     split, parts, split_text = build_split()
-    files = {VECTOR: section, INDEX_JSON: index_text.encode(), SPLIT_VECTOR: split,
-             SPLIT_INDEX_JSON: split_text.encode()}
+    files = {
+        VECTOR: section,
+        INDEX_JSON: index_text.encode(),
+        SPLIT_VECTOR: split,
+        SPLIT_INDEX_JSON: split_text.encode(),
+    }
     files.update((GOLDEN_DIR / name, data) for name, data in parts.items())
     return files
 
@@ -182,8 +221,11 @@ def main(argv=None):
     if args.check:
         differ = [p for p, data in wanted.items() if not p.exists() or p.read_bytes() != data]
         for path in wanted:
-            print("%s: %s" % (path.relative_to(ROOT), "DIFFERS from what the writer makes" if path in differ
-                              else "up to date"))
+            print(
+                "{}: {}".format(
+                    path.relative_to(ROOT), "DIFFERS from what the writer makes" if path in differ else "up to date"
+                )
+            )
         return 1 if differ else 0
     GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
     for path, data in wanted.items():

@@ -50,6 +50,7 @@ def verdict(ok):
 
 # ---------------------------------------------------------------- 1. mutations
 
+
 def mutation_trials(work, cache, stub, tries, workers, seed):
     bases, splices, expected = mutations.build_bases(work / "bases", cache, stub)
     counts = collections.Counter()
@@ -87,6 +88,7 @@ def mutation_trials(work, cache, stub, tries, workers, seed):
 
 # ---------------------------------------------------------------- 2. kill -9
 
+
 def kill_trials(work, exe, expected, kills, seed):
     rng = random.Random(seed)
     duration = faults.timed_install(exe, work / "timing")
@@ -110,6 +112,7 @@ def kill_trials(work, exe, expected, kills, seed):
 
 # ---------------------------------------------------------------- 4. damage outside the payload, frozen
 
+
 def outside_trials(work, exe, flips, cuts, seed):
     """Bit flips outside the payload section and cuts of the file, run with the real frozen stub: which layer
     refused each (our check: exit 3; the bootloader: exit 255 and its own words; the kernel or a crash), and
@@ -131,7 +134,7 @@ def outside_trials(work, exe, flips, cuts, seed):
             at = rng.randrange(start, end)
             data[at] ^= 1 << rng.randrange(8)
         else:
-            del data[rng.randrange(1, file_size):]
+            del data[rng.randrange(1, file_size) :]
         damaged.write_bytes(bytes(data))
         os.chmod(damaged, 0o755)
         root, mark = work / "root", work / "ran"
@@ -141,9 +144,11 @@ def outside_trials(work, exe, flips, cuts, seed):
             stderr = result.stderr
         except Exception:  # a hang counts as its own outcome
             code, stderr = "timeout", ""
-        label = {3: "exit 3 (our check)", 255: "exit 255 (bootloader)",
-                 1: "exit 1 (PyInstaller's own Python bootstrap)"}.get(code) or (
-            ("signal %d (crash)" % -code) if isinstance(code, int) and code < 0 else "exit %s" % code)
+        label = {
+            3: "exit 3 (our check)",
+            255: "exit 255 (bootloader)",
+            1: "exit 1 (PyInstaller's own Python bootstrap)",
+        }.get(code) or (("signal %d (crash)" % -code) if isinstance(code, int) and code < 0 else f"exit {code}")
         outcomes[kind][label] += 1
         if code == 255:
             said = stderr.strip().splitlines()[-1] if stderr.strip() else "(nothing on stderr)"
@@ -158,6 +163,7 @@ def outside_trials(work, exe, flips, cuts, seed):
 
 
 # ---------------------------------------------------------------- 3. concurrency
+
 
 def concurrency_trials(work, large, versions):
     exe, expected = large
@@ -198,16 +204,20 @@ def build_bundles(work, cache, stub):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tries", type=int, default=2000, help="mutated bundles to try (default 2000)")
     parser.add_argument("--kills", type=int, default=54, help="kill -9 trials (default 54)")
     parser.add_argument("--workers", type=int, default=3, help="mutation trials run at once (default 3)")
     parser.add_argument("--outside-flips", type=int, default=150, help="flips outside the payload (default 150)")
     parser.add_argument("--outside-cuts", type=int, default=50, help="cuts of the frozen file (default 50)")
     parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--cache-dir", help="bundler cache for the stub (default: bundler's own, so a stub built "
-                                            "once is reused; the bundles always go through a fresh cache)")
+    parser.add_argument(
+        "--cache-dir",
+        help="bundler cache for the stub (default: bundler's own, so a stub built "
+        "once is reused; the bundles always go through a fresh cache)",
+    )
     args = parser.parse_args(argv)
     began = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="reliability-"))
@@ -220,8 +230,9 @@ def main(argv=None):
 
         log("mutation trials (python -m stub)...")
         t = time.monotonic()
-        counts, by_kind, problems = mutation_trials(scratch(work, "mutations"), cache, stub, args.tries, args.workers,
-                                                    args.seed)
+        counts, by_kind, problems = mutation_trials(
+            scratch(work, "mutations"), cache, stub, args.tries, args.workers, args.seed
+        )
         mutation_seconds = time.monotonic() - t
         log("kill -9 trials (frozen stub)...")
         t = time.monotonic()
@@ -243,46 +254,68 @@ def main(argv=None):
     tried = sum(counts.values())
     tracebacks = counts["traceback"] + sum("traceback" in p for _, _, p in problems)
     executed = sum("entrypoint ran" in p for _, _, p in problems)
-    print("reliability, %s, %d cores, seed %d, %.0f s (stub and bundles built in %.0f s)" % (
-        sys.platform, os.cpu_count(), args.seed, time.monotonic() - began, build_seconds))
+    print(
+        "reliability, %s, %d cores, seed %d, %.0f s (stub and bundles built in %.0f s)"
+        % (sys.platform, os.cpu_count(), args.seed, time.monotonic() - began, build_seconds)
+    )
     print()
-    print("1. mutated bundles (python -m stub, %.0f s):" % mutation_seconds)
-    print("   tried %d; refused with exit 3: %d; ran verified content (mutation outside the payload, or a "
-          "harmless index change): %d" % (tried, counts["refused"], counts["ran"]))
+    print(f"1. mutated bundles (python -m stub, {mutation_seconds:.0f} s):")
+    print(
+        "   tried %d; refused with exit 3: %d; ran verified content (mutation outside the payload, or a "
+        "harmless index change): %d" % (tried, counts["refused"], counts["ran"])
+    )
     for kind in mutations.KINDS:
         c = by_kind[kind]
         print("   %-9s %5d tried, %5d refused, %4d ran verified" % (kind, sum(c.values()), c["refused"], c["ran"]))
-    print("   problems: %d (tracebacks %d, executed when it should not have %d)" % (len(problems), tracebacks,
-                                                                                     executed))
+    print(
+        "   problems: %d (tracebacks %d, executed when it should not have %d)" % (len(problems), tracebacks, executed)
+    )
     for mutation, outcome, problem in problems[:10]:
-        print("     %s -> %s: %s" % (mutation, outcome, problem))
-    print("   %s: >= 2000 tries, every harmful one refused, 0 tracebacks, 0 executed" % verdict(
-        tried >= 2000 and not problems))
+        print(f"     {mutation} -> {outcome}: {problem}")
+    print(
+        f"   {verdict(tried >= 2000 and not problems)}: >= 2000 tries, every harmful one refused, 0 tracebacks, 0 executed"
+    )
     print()
-    print("2. kill -9 (frozen stub, 30 MB of real binaries, a full first start takes %.2f s; %.0f s):" % (
-        duration, kill_seconds))
-    print("   trials %d; where the install stood when killed: %s" % (
-        sum(states.values()), ", ".join("%s %d" % kv for kv in sorted(states.items()))))
+    print(
+        f"2. kill -9 (frozen stub, 30 MB of real binaries, a full first start takes {duration:.2f} s; {kill_seconds:.0f} s):"
+    )
+    print(
+        "   trials %d; where the install stood when killed: %s"
+        % (sum(states.values()), ", ".join("%s %d" % kv for kv in sorted(states.items())))
+    )
     print("   broken installs after the next start: %d" % len(broken))
     for row in broken[:10]:
-        print("     %s" % (row,))
-    print("   %s: >= 50 trials, 0 broken" % verdict(sum(states.values()) >= 50 and not broken))
+        print(f"     {row}")
+    print(f"   {verdict(sum(states.values()) >= 50 and not broken)}: >= 50 trials, 0 broken")
     print()
     starts, ran, extracted, problems16 = first
     print("3. concurrency (frozen stub):")
-    print("   concurrent first starts %d, ran %d, extractions %d%s" % (
-        starts, ran, extracted, ("; problems: %s" % problems16) if problems16 else ""))
+    print(
+        "   concurrent first starts %d, ran %d, extractions %d%s"
+        % (starts, ran, extracted, (f"; problems: {problems16}") if problems16 else "")
+    )
     new_ran, old_ran, old_refused, old_other, problems2 = both
-    print("   installed 1.0.0 and new 2.0.0 started together, 4 each: 2.0.0 ran %d; 1.0.0 ran %d (before 2.0.0 was "
-          "current), refused as a downgrade %d (exit 4), other %d%s" % (
-              new_ran, old_ran, old_refused, old_other, ("; problems: %s" % problems2) if problems2 else ""))
-    print("   %s: 16 starts, 1 extraction; the new version runs, the old one runs or is refused, never made current"
-          % verdict(starts == ran == 16 and extracted == 1 and not problems16 and new_ran == 4 and old_other == 0
-                    and not problems2))
+    print(
+        "   installed 1.0.0 and new 2.0.0 started together, 4 each: 2.0.0 ran %d; 1.0.0 ran %d (before 2.0.0 was "
+        "current), refused as a downgrade %d (exit 4), other %d%s"
+        % (new_ran, old_ran, old_refused, old_other, (f"; problems: {problems2}") if problems2 else "")
+    )
+    print(
+        "   {}: 16 starts, 1 extraction; the new version runs, the old one runs or is refused, never made current".format(
+            verdict(
+                starts == ran == 16
+                and extracted == 1
+                and not problems16
+                and new_ran == 4
+                and old_other == 0
+                and not problems2
+            )
+        )
+    )
 
     outcomes, words, harmed = outside
     print()
-    print("4. damage outside the payload section (frozen stub, %.0f s):" % outside_seconds)
+    print(f"4. damage outside the payload section (frozen stub, {outside_seconds:.0f} s):")
     for kind in ("flip", "cut"):
         c = outcomes[kind]
         print("   %-4s %4d tried: %s" % (kind, sum(c.values()), ", ".join("%s %d" % kv for kv in sorted(c.items()))))
@@ -290,8 +323,8 @@ def main(argv=None):
         print("   bootloader said (%d): %s" % (count, text))
     print("   installed or ran anyway: %d" % len(harmed))
     for row in harmed[:10]:
-        print("     %s" % (row,))
-    print("   %s: nothing installed or run from a damaged file" % verdict(not harmed))
+        print(f"     {row}")
+    print(f"   {verdict(not harmed)}: nothing installed or run from a damaged file")
 
 
 if __name__ == "__main__":

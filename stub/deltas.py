@@ -9,15 +9,13 @@ import os
 import sys
 
 from payload import delta, fs
-
-from payload.oci import artifact
 from payload.errors import BundleError
+from payload.oci import artifact
 from payload.progress import size_text
-
 from stub import install
 
 
-class Deltas(object):
+class Deltas:
     def __init__(self, client, pinned, art, running, root, downloads, bound, stream=None):
         self.client, self.pinned, self.art, self.running = client, pinned, art, running
         self.root, self.downloads, self.bound = root, downloads, bound
@@ -37,12 +35,12 @@ class Deltas(object):
             entry = artifact.delta_entry(referrers, self.running.bundle_id)
             if entry is None:
                 return self.patches
-            where = "delta manifest %s" % entry.get("digest")
+            where = "delta manifest {}".format(entry.get("digest"))
             data = self.client.fetch_manifest(self.pinned.with_digest(entry.get("digest")))
             for patch, layer in artifact.read_delta_manifest(data, where, self.pinned.digest, self.running.bundle_id):
                 self.patches["sha256:" + patch.to_sha256] = (patch, layer)
         except BundleError as exc:
-            self.stream.write("no delta used: %s; changed groups are fetched whole\n" % exc)
+            self.stream.write(f"no delta used: {exc}; changed groups are fetched whole\n")
         return self.patches
 
     def frame(self, sources, blob):
@@ -67,7 +65,7 @@ class Deltas(object):
             delta.check_usable(patch, self.bound)
             old = install.Installation(self.root, self.running.bundle_id)
             if not old.is_installed():
-                raise delta.DeltaUnusable("this version is not installed in %s" % self.root)
+                raise delta.DeltaUnusable(f"this version is not installed in {self.root}")
             patch_path, fetched = artifact.fetch_blob_into(self.client, self.pinned, layer, self.downloads)
             sources.fetched += fetched
             fs.safe_rmtree(work)
@@ -75,8 +73,9 @@ class Deltas(object):
             os.makedirs(files)
             out = os.path.join(work, "frame")
             lone = len(self.art.payload.index.group(group).frames) == 1
-            delta.apply(patch, patch_path, old.path, old_entries, new_entries, files, out, self.bound,
-                        threads=1 if lone else 0)
+            delta.apply(
+                patch, patch_path, old.path, old_entries, new_entries, files, out, self.bound, threads=1 if lone else 0
+            )
             os.replace(out, target)
             self.used.append((group, layer.size, blob.size))
             return target
@@ -92,5 +91,6 @@ class Deltas(object):
     def summary(self):
         if not self.used:
             return ""
-        return "; as deltas: %s" % ", ".join("%s (%s patch for a %s group)" % (g, size_text(p), size_text(f))
-                                             for g, p, f in self.used)
+        return "; as deltas: {}".format(
+            ", ".join(f"{g} ({size_text(p)} patch for a {size_text(f)} group)" for g, p, f in self.used)
+        )

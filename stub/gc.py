@@ -11,13 +11,12 @@ import re
 
 from payload import fs
 from payload.errors import HostError
-
 from stub import install, locking, owner
 
 _BUNDLE_ID = re.compile(r"[0-9a-f]{64}")
 
 
-class Collection(object):
+class Collection:
     def __init__(self, root):
         self.root = root
         self.removed, self.kept, self.in_use = [], [], []
@@ -27,7 +26,12 @@ class Collection(object):
             return ", ".join(v[:12] for v in values) or "none"
 
         return "%s: removed %d version(s) [%s]; kept current/previous [%s]; in use by a running process [%s]" % (
-            self.root, len(self.removed), ids(self.removed), ids(self.kept), ids(self.in_use))
+            self.root,
+            len(self.removed),
+            ids(self.removed),
+            ids(self.kept),
+            ids(self.in_use),
+        )
 
 
 def _installed_versions(root):
@@ -66,7 +70,7 @@ def collect(root, name=None):
             done.removed.append(bundle_id)
         _remove_kept_executables(root, keep)
     except OSError as exc:
-        raise HostError("cannot collect old versions in %s: %s" % (root, exc.strerror or exc))
+        raise HostError(f"cannot collect old versions in {root}: {exc.strerror or exc}")
     finally:
         os.close(lock)
     return done

@@ -7,6 +7,7 @@ import sys
 
 from payload.errors import IntegrityError
 from payload.rules import IMAGES_DIR, LAYOUT_BLOBS, blob_path
+
 PULLS_DIR = ".pulls"
 
 
@@ -19,16 +20,17 @@ def _read_blob(root, digest, image, what):
         with open(_blob(root, digest), "rb") as f:
             return f.read()
     except FileNotFoundError:
-        raise IntegrityError("image %r: its %s %s is not in the bundle; the bundle is damaged, copy it again"
-                             % (image.name, what, digest))
+        raise IntegrityError(
+            f"image {image.name!r}: its {what} {digest} is not in the bundle; the bundle is damaged, copy it again"
+        )
 
 
 def write_embedded(work, index):
     """At install, in the work dir: turn the extracted blobs into one archive per embedded image."""
+    import shutil
+
     from payload.oci.archive import write_image_archive
     from payload.oci.reference import parse_image_manifest, parse_reference
-
-    import shutil
 
     images = os.path.join(work, IMAGES_DIR)
     os.makedirs(images, exist_ok=True)
@@ -36,11 +38,12 @@ def write_embedded(work, index):
         if not image.embedded:
             continue
         manifest_bytes = _read_blob(work, image.manifest, image, "manifest")
-        config, layers = parse_image_manifest(manifest_bytes, "manifest of %s" % image.name)
+        config, layers = parse_image_manifest(manifest_bytes, f"manifest of {image.name}")
         config_bytes = _read_blob(work, config.digest, image, "config")
         blobs = dict((layer.digest, _blob(work, layer.digest)) for layer in layers)
-        write_image_archive(os.path.join(images, image.archive_name), parse_reference(image.ref),
-                            manifest_bytes, config_bytes, blobs)
+        write_image_archive(
+            os.path.join(images, image.archive_name), parse_reference(image.ref), manifest_bytes, config_bytes, blobs
+        )
     shutil.rmtree(os.path.join(images, LAYOUT_BLOBS), ignore_errors=True)
 
 
@@ -95,7 +98,7 @@ def pull_missing(inst, index, opts, environ):
         os.makedirs(pulls, exist_ok=True)
         with registry_client(opts, environ) as client:
             for image in todo:
-                sys.stderr.write("%s: pulling %s (%s)\n" % (index.name, image.ref, image.digest[:19]))
+                sys.stderr.write(f"{index.name}: pulling {image.ref} ({image.digest[:19]})\n")
                 _pull_one(client, image, inst, pulls)
         shutil.rmtree(pulls, ignore_errors=True)
     finally:
@@ -109,7 +112,7 @@ def _pull_one(client, image, inst, pulls):
     ref = parse_reference(image.ref)
     pinned = ref.with_digest(image.digest)
     manifest_bytes = client.fetch_manifest(pinned)
-    config, layers = parse_image_manifest(manifest_bytes, "manifest of %s" % image.name)
+    config, layers = parse_image_manifest(manifest_bytes, f"manifest of {image.name}")
     config_bytes = client.fetch_blob_bytes(pinned, config.digest, config.size)
     blobs = {}
     for layer in layers:

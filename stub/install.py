@@ -8,7 +8,6 @@ import sys
 from payload import fs, progress
 from payload.errors import HostError
 from payload.rules import IMAGES_DIR
-
 from stub import locking, owner
 
 MARKER = ".bundle-installed"
@@ -27,7 +26,7 @@ def default_root(name, environ):
     return os.path.join(base, name)
 
 
-class Installation(object):
+class Installation:
     """Where one bundle version lives on this device."""
 
     def __init__(self, root, bundle_id):
@@ -49,14 +48,16 @@ def prepare_root(root):
     try:
         os.makedirs(os.path.join(root, LOCKS_DIR), mode=0o755, exist_ok=True)
     except OSError as exc:
-        raise HostError("cannot create install root %s: %s; choose a writable --bundle-dir" % (root, exc.strerror))
+        raise HostError(f"cannot create install root {root}: {exc.strerror}; choose a writable --bundle-dir")
     if os.geteuid() == 0:
         if os.path.islink(root):
-            raise HostError("install root %s is a symlink; as root, use a real directory (--bundle-dir)" % root)
+            raise HostError(f"install root {root} is a symlink; as root, use a real directory (--bundle-dir)")
         st = os.stat(root)
         if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_uid != 0:
-            raise HostError("install root %s is writable by other users or not owned by root; "
-                            "fix its permissions or choose another --bundle-dir" % root)
+            raise HostError(
+                f"install root {root} is writable by other users or not owned by root; "
+                "fix its permissions or choose another --bundle-dir"
+            )
 
 
 def check_host(root, needed):
@@ -64,12 +65,15 @@ def check_host(root, needed):
     st = os.statvfs(root)
     free = st.f_bavail * st.f_frsize
     if free < needed + SPACE_MARGIN:
-        raise HostError("not enough space in %s: the install needs %.1f MB (%.1f MB of files and a margin of "
-                        "%.1f MB kept free for the runtime), %.1f MB free; free space or choose another --bundle-dir"
-                        % (root, (needed + SPACE_MARGIN) / 1e6, needed / 1e6, SPACE_MARGIN / 1e6, free / 1e6))
+        raise HostError(
+            f"not enough space in {root}: the install needs {(needed + SPACE_MARGIN) / 1e6:.1f} MB ({needed / 1e6:.1f} MB of files and a margin of "
+            f"{SPACE_MARGIN / 1e6:.1f} MB kept free for the runtime), {free / 1e6:.1f} MB free; free space or choose another --bundle-dir"
+        )
     if st.f_flag & getattr(os, "ST_NOEXEC", 8):
-        raise HostError("install root %s is on the noexec mount %s, programs installed there cannot run; choose "
-                        "another --bundle-dir (or env BUNDLE_DIR)" % (root, _mount_point(root)))
+        raise HostError(
+            f"install root {root} is on the noexec mount {_mount_point(root)}, programs installed there cannot run; choose "
+            "another --bundle-dir (or env BUNDLE_DIR)"
+        )
 
 
 def _mount_point(path):
@@ -115,8 +119,9 @@ def install(payload, f, inst, after_extract=None):
         index = payload.index
         data = payload.open_data(f)  # a missing or short part is named before anything is written
         check_host(inst.root, index.installed_size)
-        sys.stderr.write("%s: installing %s %s (%s, %.1f MB) into %s\n" % (
-            index.name, index.name, index.version, index.variant, index.installed_size / 1e6, inst.path))
+        sys.stderr.write(
+            f"{index.name}: installing {index.name} {index.version} ({index.variant}, {index.installed_size / 1e6:.1f} MB) into {inst.path}\n"
+        )
         # Not durable=True: the extraction fsyncs every file as it writes it, and the marker goes last.
         with fs.atomic_directory(inst.path, durable=False) as work:
             os.chmod(work, 0o755)
@@ -125,8 +130,14 @@ def install(payload, f, inst, after_extract=None):
                 with data.verifying():  # streamed from the parts of a split bundle, every part's sha256 checked
                     for group in index.groups:
                         label = "installing " + group.name
-                        extract_group(data, payload.data_offset, group, index.entries_of(group.name), work,
-                                      progress=lambda done, total, label=label: display(label, done, total))
+                        extract_group(
+                            data,
+                            payload.data_offset,
+                            group,
+                            index.entries_of(group.name),
+                            work,
+                            progress=lambda done, total, label=label: display(label, done, total),
+                        )
             finally:
                 progress.finish(display)
             if after_extract is not None:
@@ -139,7 +150,7 @@ def install(payload, f, inst, after_extract=None):
         point_current(inst.root, inst.bundle_id)
         return True
     except OSError as exc:
-        raise HostError("cannot install into %s: %s" % (inst.root, exc.strerror or exc))
+        raise HostError(f"cannot install into {inst.root}: {exc.strerror or exc}")
     finally:
         os.close(lock)
 
@@ -153,4 +164,3 @@ def _write_marker(work, bundle_id):
         out.flush()
         os.fsync(out.fileno())
     fs.fsync_dir(work)
-

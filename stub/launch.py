@@ -6,8 +6,14 @@ import sys
 
 from payload.errors import HostError, IntegrityError
 
-PYINSTALLER_VARS = ("_PYI_ARCHIVE_FILE", "_PYI_APPLICATION_HOME_DIR", "_PYI_PARENT_PROCESS_LEVEL",
-                    "_PYI_LINUX_PROCESS_NAME", "_PYI_SPLASH_IPC", "_MEIPASS2")
+PYINSTALLER_VARS = (
+    "_PYI_ARCHIVE_FILE",
+    "_PYI_APPLICATION_HOME_DIR",
+    "_PYI_PARENT_PROCESS_LEVEL",
+    "_PYI_LINUX_PROCESS_NAME",
+    "_PYI_SPLASH_IPC",
+    "_MEIPASS2",
+)
 
 
 def prepare_data(inst):
@@ -15,8 +21,7 @@ def prepare_data(inst):
     try:
         os.makedirs(inst.data, 0o755, exist_ok=True)
     except OSError as exc:
-        raise HostError("cannot create the data directory %s: %s; choose a writable --bundle-dir"
-                        % (inst.data, exc.strerror))
+        raise HostError(f"cannot create the data directory {inst.data}: {exc.strerror}; choose a writable --bundle-dir")
 
 
 def command(entrypoint, inst, args):
@@ -66,7 +71,7 @@ def shell_command(argv, inst, index):
     import shlex
 
     env = "/usr/bin/env" if os.path.exists("/usr/bin/env") else "env"  # systemd before 239 wants a full path
-    words = [env] + ["%s=%s" % item for item in bundle_variables(inst, index)] + list(argv)
+    words = [env] + ["{}={}".format(*item) for item in bundle_variables(inst, index)] + list(argv)
     return " ".join(shlex.quote(w) for w in words)
 
 
@@ -83,10 +88,10 @@ def _cannot_run(program, exc):
     """The reason an installed program did not start, with the hint that fits it (never a noexec hint for a file
     that is simply gone)."""
     if exc.errno == errno.ENOENT or (exc.errno == errno.EACCES and not os.path.isfile(program)):
-        return IntegrityError("cannot run %s: the installed file is missing; restore it with --bundle-repair"
-                              % program)
+        return IntegrityError(f"cannot run {program}: the installed file is missing; restore it with --bundle-repair")
     if exc.errno == errno.EACCES and os.statvfs(program).f_flag & getattr(os, "ST_NOEXEC", 8):
-        return HostError("cannot run %s: its install root is on a noexec mount; choose another --bundle-dir (or "
-                         "env BUNDLE_DIR)" % program)
-    return HostError("cannot run %s: %s; check the installed file (--bundle-repair restores it)"
-                     % (program, exc.strerror))
+        return HostError(
+            f"cannot run {program}: its install root is on a noexec mount; choose another --bundle-dir (or "
+            "env BUNDLE_DIR)"
+        )
+    return HostError(f"cannot run {program}: {exc.strerror}; check the installed file (--bundle-repair restores it)")

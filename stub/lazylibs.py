@@ -11,7 +11,7 @@ import sys
 from payload import lazylibs
 
 
-class _Finder(object):
+class _Finder:
     """Last on sys.meta_path: consulted only for imports nothing else found."""
 
     def __init__(self, base, blob):

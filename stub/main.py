@@ -9,7 +9,7 @@ def _executable():
 
 
 def _die(prog, exc):
-    sys.stderr.write("%s: error: %s\n" % (prog, exc))
+    sys.stderr.write(f"{prog}: error: {exc}\n")
     sys.stderr.flush()
     sys.exit(exc.exit_code)
 
@@ -26,13 +26,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # a bug of ours: still one line, never a traceback on a device
-        sys.stderr.write("%s: internal error: %s: %s; please report this\n" % (prog, type(exc).__name__, exc))
+        sys.stderr.write(f"{prog}: internal error: {type(exc).__name__}: {exc}; please report this\n")
         sys.exit(1)
 
 
 def run(prog, args):
     from payload.layout import open_payload
-
     from stub import options
 
     opts = options.parse(args)
@@ -98,7 +97,6 @@ def _install_and_run(payload, f, opts):
     if not installed or opts.key:  # the installed fast path imports and checks nothing more
         from payload.frame_headers import check_frame_headers
         from payload.outside import check_outside
-
         from stub import trust
 
         # Before a single file is written: frame headers against the index, the bytes outside the payload

@@ -4,10 +4,26 @@ is passed to the runtime untouched."""
 from payload.errors import UsageError
 
 KEY = "--bundle-key"  # also named in advice (payload/report.py, stub/trust.py)
-FLAGS = ("--bundle-info", "--bundle-verify", "--bundle-gc", "--bundle-no-pull", "--bundle-help",
-         "--bundle-rollback", "--bundle-allow-downgrade", "--bundle-repair", "--bundle-install")
-VALUED = ("--bundle-dir", "--bundle-extract", KEY, "--bundle-registry-mirror",
-          "--bundle-insecure-registry", "--bundle-update-output", "--bundle-delta-memory")
+FLAGS = (
+    "--bundle-info",
+    "--bundle-verify",
+    "--bundle-gc",
+    "--bundle-no-pull",
+    "--bundle-help",
+    "--bundle-rollback",
+    "--bundle-allow-downgrade",
+    "--bundle-repair",
+    "--bundle-install",
+)
+VALUED = (
+    "--bundle-dir",
+    "--bundle-extract",
+    KEY,
+    "--bundle-registry-mirror",
+    "--bundle-insecure-registry",
+    "--bundle-update-output",
+    "--bundle-delta-memory",
+)
 UPDATE = "--bundle-update"  # a flag with an optional value: --bundle-update [REF]
 REPEATABLE = ("--bundle-registry-mirror", "--bundle-insecure-registry")
 
@@ -46,7 +62,7 @@ exit codes: 0 (or the runtime's own), 2 usage, 3 integrity, 4 environment, 5 net
 """
 
 
-class Options(object):
+class Options:
     def __init__(self):
         self.info = self.json = self.verify = self.gc = self.no_pull = self.help = False
         self.rollback = self.allow_downgrade = self.repair = self.install = False
@@ -72,7 +88,7 @@ def parse(argv):
         name, eq, value = arg.partition("=")
         if not name.startswith("--bundle-"):
             break
-        attr = name[len("--bundle-"):].replace("-", "_")
+        attr = name[len("--bundle-") :].replace("-", "_")
         if name == UPDATE:
             if eq:
                 opts.update = value or True
@@ -86,17 +102,17 @@ def parse(argv):
         elif name in VALUED:
             if not eq:
                 if i + 1 >= len(argv):
-                    raise UsageError("%s needs a value" % name)
+                    raise UsageError(f"{name} needs a value")
                 i += 1
                 value = argv[i]
             if not value:
-                raise UsageError("%s needs a non-empty value" % name)
+                raise UsageError(f"{name} needs a non-empty value")
             if name in REPEATABLE:
                 getattr(opts, attr).append(value)
             else:
                 setattr(opts, attr, value)
         else:
-            raise UsageError("unknown option %s; see --bundle-help (put `--` before ARGS meant for the runtime)" % name)
+            raise UsageError(f"unknown option {name}; see --bundle-help (put `--` before ARGS meant for the runtime)")
         i += 1
     opts.args = list(argv[i:])
     if opts.update_output and not opts.update:

@@ -20,8 +20,9 @@ def _recorded(root):
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise HostError("cannot read %s: %s; check the install root's permissions" % (
-            os.path.join(root, RECORD), exc.strerror))
+        raise HostError(
+            f"cannot read {os.path.join(root, RECORD)}: {exc.strerror}; check the install root's permissions"
+        )
 
 
 def _current_name(root):
@@ -41,8 +42,10 @@ def check(root, name):
     """Refuse (exit 4) a root that belongs to another bundle name."""
     found = owner(root)
     if found is not None and found != name:
-        raise HostError("install root %s belongs to bundle '%s' (recorded in %s); this is bundle '%s': give it its "
-                        "own --bundle-dir (or env BUNDLE_DIR)" % (root, found, os.path.join(root, RECORD), name))
+        raise HostError(
+            f"install root {root} belongs to bundle '{found}' (recorded in {os.path.join(root, RECORD)}); this is bundle '{name}': give it its "
+            "own --bundle-dir (or env BUNDLE_DIR)"
+        )
 
 
 def record(root, name):

@@ -15,7 +15,6 @@ import tempfile
 
 from payload import fs
 from payload.errors import HostError, IntegrityError
-
 from stub import images, install, locking, owner
 
 _CHUNK = 1 << 20
@@ -40,7 +39,7 @@ def _problem(path, entry):
     if st.st_size != entry.size or _sha256(path) != entry.sha256:
         return "edited"
     if stat.S_IMODE(st.st_mode) != entry.mode:
-        return "mode %o, not %o" % (stat.S_IMODE(st.st_mode), entry.mode)
+        return f"mode {stat.S_IMODE(st.st_mode):o}, not {entry.mode:o}"
     return None
 
 
@@ -54,8 +53,11 @@ def check_installed(inst, index):
     """Raise IntegrityError naming every installed file that differs from the index (--bundle-install)."""
     damaged = damaged_files(inst, index)
     if damaged:
-        raise IntegrityError("%s differs from its payload: %s; restore it with --bundle-repair" % (
-            inst.path, ", ".join("%s (%s)" % (e.path, why) for e, why in damaged)))
+        raise IntegrityError(
+            "{} differs from its payload: {}; restore it with --bundle-repair".format(
+                inst.path, ", ".join(f"{e.path} ({why})" for e, why in damaged)
+            )
+        )
 
 
 def _put_in_place(source, target):
@@ -81,8 +83,7 @@ def repair(payload, f, inst):
     check_outside(payload, f)
     if not inst.is_installed():
         install.install(payload, f, inst, after_extract=lambda work: images.write_embedded(work, index))
-        return "%s: %s %s was not installed; installed it (%s)" % (inst.root, index.name, index.version,
-                                                                     inst.bundle_id[:12])
+        return f"{inst.root}: {index.name} {index.version} was not installed; installed it ({inst.bundle_id[:12]})"
     lock = locking.exclusive(os.path.join(inst.root, install.LOCK))
     work = None
     try:
@@ -94,26 +95,32 @@ def repair(payload, f, inst):
             needed.update(e.group for e in index.entries if e.kind == "blob")
         restored = []
         if needed:
-            work = tempfile.mkdtemp(prefix="." + inst.bundle_id + install.WORK_SUFFIX + "%d-repair-" % os.getpid(),
-                                    dir=inst.root)
+            work = tempfile.mkdtemp(
+                prefix="." + inst.bundle_id + install.WORK_SUFFIX + "%d-repair-" % os.getpid(), dir=inst.root
+            )
             for group in index.groups:
                 if group.name in needed:
                     extract_group(f, payload.data_offset, group, index.entries_of(group.name), work)
             for entry, why in damaged:
                 _put_in_place(os.path.join(work, entry.path), os.path.join(inst.path, entry.path))
-                restored.append("%s (%s)" % (entry.path, why))
+                restored.append(f"{entry.path} ({why})")
             if _embedded(index):
                 images.write_embedded(work, index)
                 for image in _embedded(index):
                     name = os.path.join(images.IMAGES_DIR, images.archive_name(image))
                     fresh, installed = os.path.join(work, name), os.path.join(inst.path, name)
-                    why = "missing" if not os.path.isfile(installed) else \
-                        "edited" if _sha256(installed) != _sha256(fresh) else None
+                    why = (
+                        "missing"
+                        if not os.path.isfile(installed)
+                        else "edited"
+                        if _sha256(installed) != _sha256(fresh)
+                        else None
+                    )
                     if why:
                         _put_in_place(fresh, installed)
-                        restored.append("%s (%s)" % (name, why))
+                        restored.append(f"{name} ({why})")
     except OSError as exc:
-        raise HostError("cannot repair %s: %s" % (inst.path, exc.strerror or exc))
+        raise HostError(f"cannot repair {inst.path}: {exc.strerror or exc}")
     finally:
         if work is not None:
             fs.safe_rmtree(work)

@@ -7,7 +7,6 @@ import os
 from payload import fs, jsondecode
 from payload.errors import HostError
 from payload.versions import is_older
-
 from stub import install, locking, owner
 
 
@@ -26,7 +25,7 @@ def installed_version(root, bundle_id):
 
 
 def _describe(root, bundle_id):
-    return "%s (%s)" % (installed_version(root, bundle_id) or "unknown version", bundle_id[:12])
+    return "{} ({})".format(installed_version(root, bundle_id) or "unknown version", bundle_id[:12])
 
 
 def newer_current(root, bundle_id, version):
@@ -44,9 +43,10 @@ def check_downgrade(root, bundle_id, index, allowed):
     if newer is None:
         return False
     if not allowed:
-        raise HostError("%s %s is older than the current version %s in %s; add --bundle-allow-downgrade to run it "
-                        "(it then becomes current), or use --bundle-rollback to return to the previous version"
-                        % (index.name, index.version, newer, root))
+        raise HostError(
+            f"{index.name} {index.version} is older than the current version {newer} in {root}; add --bundle-allow-downgrade to run it "
+            "(it then becomes current), or use --bundle-rollback to return to the previous version"
+        )
     return True
 
 
@@ -56,27 +56,36 @@ def rollback(root, name, executable=None, bundle_id=None):
     the bundle file that update kept (stub/update.py) is put back too, and this one kept in its place."""
     root = os.path.abspath(root)
     if not os.path.isdir(os.path.join(root, install.LOCKS_DIR)):
-        raise HostError("nothing is installed in %s, so there is nothing to roll back; check --bundle-dir" % root)
+        raise HostError(f"nothing is installed in {root}, so there is nothing to roll back; check --bundle-dir")
     install.prepare_root(root)
     owner.check(root, name)
     lock = locking.exclusive(os.path.join(root, install.LOCK))
     try:
         current, previous = _target(root, "current"), _target(root, "previous")
         if previous is None or previous == current:
-            raise HostError("%s has no previous version to roll back to (current: %s)" % (
-                root, _describe(root, current) if current else "none"))
+            raise HostError(
+                "{} has no previous version to roll back to (current: {})".format(
+                    root, _describe(root, current) if current else "none"
+                )
+            )
         if not install.Installation(root, previous).is_installed():
-            raise HostError("the previous version %s in %s is not completely installed; start its bundle file "
-                            "to install it again" % (previous[:12], root))
+            raise HostError(
+                f"the previous version {previous[:12]} in {root} is not completely installed; start its bundle file "
+                "to install it again"
+            )
         _exchange(root, current, previous)
         restored = _restore_executable(root, executable, bundle_id, current, previous)
     except OSError as exc:
-        raise HostError("cannot roll back in %s: %s" % (root, exc.strerror or exc))
+        raise HostError(f"cannot roll back in {root}: {exc.strerror or exc}")
     finally:
         os.close(lock)
-    return "%s: rolled back: current is now %s %s, previous %s%s" % (
-        root, name, _describe(root, previous), _describe(root, current),
-        "; %s is that version's bundle file again" % executable if restored else "")
+    return "{}: rolled back: current is now {} {}, previous {}{}".format(
+        root,
+        name,
+        _describe(root, previous),
+        _describe(root, current),
+        f"; {executable} is that version's bundle file again" if restored else "",
+    )
 
 
 def _restore_executable(root, executable, bundle_id, current, previous):

@@ -13,9 +13,7 @@ import os
 
 from payload import fs
 from payload.errors import HostError
-from payload.signing import (claimed_signer_in, fingerprint, load_public_key, public_key_to_pem, required_key,
-                             signer)
-
+from payload.signing import claimed_signer_in, fingerprint, load_public_key, public_key_to_pem, required_key, signer
 from stub import install, locking, options
 
 PINS_DIR = ".trusted-keys"
@@ -33,7 +31,7 @@ def pinned_keys(root):
     except FileNotFoundError:
         return []
     except OSError as exc:
-        raise HostError("cannot read the pinned keys in %s: %s" % (directory, exc.strerror))
+        raise HostError(f"cannot read the pinned keys in {directory}: {exc.strerror}")
     return [load_public_key(os.path.join(directory, n)) for n in names]
 
 
@@ -49,7 +47,7 @@ def pin(root, public_key):
         fs.remove_dead_temps(directory)  # left by a start killed while pinning
         fs.write_atomic(path, public_key_to_pem(public_key), mode=0o644)
     except OSError as exc:
-        raise HostError("cannot pin key %s in %s: %s" % (fingerprint(public_key), directory, exc.strerror))
+        raise HostError(f"cannot pin key {fingerprint(public_key)} in {directory}: {exc.strerror}")
     finally:
         os.close(lock)
     return path
@@ -61,10 +59,10 @@ def check_before_install(payload, root, key_path=None):
     else None. Call it with the install root prepared (its ownership checked)."""
     demands = []
     if key_path:
-        demands.append(([load_public_key(key_path)], "%s %s" % (options.KEY, key_path)))
+        demands.append(([load_public_key(key_path)], f"{options.KEY} {key_path}"))
     pins = pinned_keys(root)
     if pins:
-        demands.append((pins, "this device (keys pinned in %s)" % pins_dir(root)))
+        demands.append((pins, f"this device (keys pinned in {pins_dir(root)})"))
     wanted = required_key(payload)
     if wanted is not None:
         demands.append(([wanted], "the bundle's own require_key"))
@@ -72,4 +70,3 @@ def check_before_install(payload, root, key_path=None):
         claimed_signer_in(payload, keys, reason)
     signed_by = signer(payload)  # a signature present must hold, asked for or not
     return signed_by if key_path or wanted is not None else None
-

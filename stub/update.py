@@ -14,12 +14,10 @@ resumes (each kept blob is re-hashed before it is used).
 import errno
 import os
 import shutil
-import sys
 
 from payload import fs
-
-from payload.oci import artifact
 from payload.errors import HostError, UsageError
+from payload.oci import artifact
 from payload.progress import size_text
 
 UPDATES_DIR = ".updates"  # under the install root: blobs of updates in progress
@@ -35,14 +33,15 @@ def update(payload, f, path, opts, environ):
     """Update the bundle file `path` (open as `f`, its payload `payload`); returns the summary line."""
     from payload.layout import open_payload
     from payload.versions import is_older
-
     from stub import images, install, locking, owner, trust
 
     index = payload.index
     reference = opts.update if isinstance(opts.update, str) else index.update_repository
     if not reference:
-        raise UsageError("%s records no update repository; name one: --bundle-update REGISTRY/REPO:TAG (or set "
-                         "[update] repository in the manifest)" % index.name)
+        raise UsageError(
+            f"{index.name} records no update repository; name one: --bundle-update REGISTRY/REPO:TAG (or set "
+            "[update] repository in the manifest)"
+        )
     output = os.path.abspath(opts.update_output or path)
     _check_writable(output, bool(opts.update_output))
     root = os.path.abspath(opts.dir or install.default_root(index.name, environ))
@@ -55,19 +54,20 @@ def update(payload, f, path, opts, environ):
         with images.registry_client(opts, environ) as client:
             pinned, art = artifact.resolve(client, reference, index.arch, index.variant)
             new = art.payload
-            new.path = "%s (from %s)" % (new.index.name, pinned)
+            new.path = f"{new.index.name} (from {pinned})"
             if new.index.name != index.name:
-                raise UsageError("%s holds bundle %r, not an update of %r; check the reference"
-                                 % (pinned, new.index.name, index.name))
+                raise UsageError(
+                    f"{pinned} holds bundle {new.index.name!r}, not an update of {index.name!r}; check the reference"
+                )
             # Before any other byte is fetched: the signature, against every key this device trusts.
             key_to_pin = trust.check_before_install(new, root, opts.key)
             _check_same_signer(payload, new)
             if new.bundle_id == payload.bundle_id and output == path:
-                return "%s: %s %s is already what %s holds; nothing fetched" % (path, index.name, index.version,
-                                                                               reference)
+                return f"{path}: {index.name} {index.version} is already what {reference} holds; nothing fetched"
             if is_older(new.index.version, index.version) and not opts.allow_downgrade:
-                raise HostError("%s holds %s %s, older than this %s; add --bundle-allow-downgrade to install it"
-                                % (pinned, index.name, new.index.version, index.version))
+                raise HostError(
+                    f"{pinned} holds {index.name} {new.index.version}, older than this {index.version}; add --bundle-allow-downgrade to install it"
+                )
             downloads = os.path.join(downloads_root, new.bundle_id)
             fs.safe_mkdir(downloads)
             sources = _Sources(payload, f, path, client, pinned, art, downloads)
@@ -84,21 +84,36 @@ def update(payload, f, path, opts, environ):
                 with open(temp, "rb") as built:
                     rebuilt = open_payload(temp, built)
                     inst = install.Installation(root, rebuilt.bundle_id)
-                    install.install(rebuilt, built, inst,
-                                    after_extract=lambda work: images.write_embedded(work, rebuilt.index))
+                    install.install(
+                        rebuilt, built, inst, after_extract=lambda work: images.write_embedded(work, rebuilt.index)
+                    )
         if key_to_pin is not None:
             trust.pin(root, key_to_pin)
         fs.safe_rmtree(downloads)
     except OSError as exc:
-        raise HostError("cannot update %s: %s%s" % (output, exc.strerror or exc,
-                                                    " (%s)" % exc.filename if exc.filename else ""))
+        raise HostError(
+            "cannot update {}: {}{}".format(output, exc.strerror or exc, f" ({exc.filename})" if exc.filename else "")
+        )
     finally:
         os.close(lock)
-    return "%s: updated %s %s -> %s from %s: fetched %s of %s (%d of %d blobs; %d reused from this file)%s; " \
-           "the next start runs %s" % (
-               output, index.name, index.version, new.index.version, pinned, size_text(sources.fetched),
-               size_text(art.file_size), sources.fetched_blobs, len(art.blobs.layers), sources.reused,
-               sources.deltas.summary(), new.index.version)
+    return (
+        "%s: updated %s %s -> %s from %s: fetched %s of %s (%d of %d blobs; %d reused from this file)%s; "
+        "the next start runs %s"
+        % (
+            output,
+            index.name,
+            index.version,
+            new.index.version,
+            pinned,
+            size_text(sources.fetched),
+            size_text(art.file_size),
+            sources.fetched_blobs,
+            len(art.blobs.layers),
+            sources.reused,
+            sources.deltas.summary(),
+            new.index.version,
+        )
+    )
 
 
 def _check_writable(output, named):
@@ -108,8 +123,9 @@ def _check_writable(output, named):
         probe = fs.temp_name(output)
     except OSError as exc:
         hint = "name a writable place" if named else "name a writable place for the new file"
-        raise HostError("cannot write the new executable in %s (%s); %s with %s PATH" % (
-            directory, exc.strerror or exc, hint, OUTPUT_OPTION))
+        raise HostError(
+            f"cannot write the new executable in {directory} ({exc.strerror or exc}); {hint} with {OUTPUT_OPTION} PATH"
+        )
     fs.safe_unlink(probe)
 
 
@@ -145,7 +161,7 @@ def copy_atomically(source, target):
                 shutil.copyfileobj(src, out, 1 << 20)
 
 
-class _Sources(object):
+class _Sources:
     """Where each blob of the new executable comes from: this bundle file, a delta, or the registry."""
 
     def __init__(self, payload, f, path, client, pinned, art, downloads):
@@ -179,7 +195,6 @@ class _Sources(object):
 
 def _deltas(client, pinned, art, payload, root, downloads, opts, environ):
     from payload.delta import memory_bound
-
     from stub.deltas import Deltas
 
     return Deltas(client, pinned, art, payload, root, downloads, memory_bound(environ, opts.delta_memory))

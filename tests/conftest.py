@@ -14,6 +14,9 @@ import pytest  # noqa: E402
 # before portable stubs; tests/devices/ builds portable stubs in Debian roots and clears this for its own makes.
 os.environ.setdefault("BUNDLER_STUB", "host")
 
+# Fixtures that live with their helpers (users of this host for the device tests).
+pytest_plugins = ["tests.fixtures.devices"]
+
 from tests.fixtures.registry import BUSYBOX, ImageLayout  # noqa: E402
 
 
@@ -38,6 +41,7 @@ def require_registry_tools():
     missing = [tool for tool in ("docker-registry", "umoci", "skopeo", "htpasswd") if shutil.which(tool) is None]
     if missing:
         pytest.skip(reason=f"needs {', '.join(missing)} (scripts/setup installs them)")
+
 
 @pytest.fixture(scope="session")
 def image_layout(tmp_path_factory):
@@ -70,8 +74,9 @@ def _tmpfs(tmp_path, name, options):
         pytest.skip(reason="mounting a tmpfs needs root")
     mountpoint = tmp_path / name
     mountpoint.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mountpoint)], capture_output=True,
-                             check=False)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mountpoint)], capture_output=True, check=False
+    )
     if mounted.returncode != 0:
         pytest.skip(reason=f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:
@@ -101,8 +106,18 @@ def plain_stub(tmp_path_factory):
     work = tmp_path_factory.mktemp("plain-stub")
     (work / "pydata").write_bytes(b"not a PyInstaller archive\n" * 8)
     stub = work / "stub"
-    subprocess.run(["objcopy", "--add-section", f"pydata={work / 'pydata'}", "--set-section-flags",
-                    "pydata=noload,readonly", "/bin/true", str(stub)], check=True)
+    subprocess.run(
+        [
+            "objcopy",
+            "--add-section",
+            f"pydata={work / 'pydata'}",
+            "--set-section-flags",
+            "pydata=noload,readonly",
+            "/bin/true",
+            str(stub),
+        ],
+        check=True,
+    )
     return stub
 
 

@@ -13,18 +13,20 @@ def bundler(*args, cwd=None, env=None, check=True):
     """Run the real `bundler` CLI in a subprocess."""
     full_env = dict(os.environ, **(env or {}))
     full_env["PYTHONPATH"] = str(ROOT)
-    result = subprocess.run([sys.executable, "-m", "bundler", *map(str, args)], cwd=cwd, env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "bundler", *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True
+    )
     if check and result.returncode != 0:
-        raise AssertionError("bundler %s failed (%d):\n%s\n%s" % (args, result.returncode, result.stdout, result.stderr))
+        raise AssertionError(
+            "bundler %s failed (%d):\n%s\n%s" % (args, result.returncode, result.stdout, result.stderr)
+        )
     return result
 
 
 def run(cmd, env=None, **kw):
     """Run a built bundle (or any command) and capture its output."""
     full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([str(c) for c in cmd], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, **kw)
+    return subprocess.run([str(c) for c in cmd], env=full_env, capture_output=True, text=True, **kw)
 
 
 def section_span(path, name):
@@ -34,7 +36,7 @@ def section_span(path, name):
         fields = line.replace("[ ", "[").split()
         if len(fields) > 5 and fields[1] == name:
             return int(fields[4], 16), int(fields[5], 16)
-    raise AssertionError("no section %s in %s" % (name, path))
+    raise AssertionError(f"no section {name} in {path}")
 
 
 def flip_byte(path, offset):

@@ -1,10 +1,9 @@
 """The ABI gate: before anything is compressed, every ELF file of a bundle must be built for the target
 architecture, and, when the manifest sets `min_glibc`, need no newer glibc than that."""
 
+from bundler.build.glibc import ELF_MAGIC, format_version, glibc_needs
 from payload.elf import elf_machine
 from payload.errors import UsageError
-
-from bundler.build.glibc import ELF_MAGIC, format_version, glibc_needs
 
 
 def check_files(members_by_group, arch, min_glibc=None):
@@ -19,20 +18,23 @@ def check_files(members_by_group, arch, min_glibc=None):
                     continue
                 machine = elf_machine(f, member.path)
                 if machine != arch:
-                    raise UsageError("file '%s' is an ELF file for %s, but the bundle is for %s; give it a source "
-                                     "built for %s ([file.source.%s] in the manifest)"
-                                     % (member.path, machine, arch, arch, arch))
+                    raise UsageError(
+                        f"file '{member.path}' is an ELF file for {machine}, but the bundle is for {arch}; give it a source "
+                        f"built for {arch} ([file.source.{arch}] in the manifest)"
+                    )
                 needs = max(glibc_needs(f, member.path), default=None)
             if min_glibc and needs and needs > min_glibc:
-                raise UsageError("file '%s' needs glibc %s, newer than min_glibc = \"%s\" in the manifest; use a build "
-                                 "of it linked against an older glibc (or statically), or raise min_glibc"
-                                 % (member.path, format_version(needs), format_version(min_glibc)))
+                raise UsageError(
+                    f"file '{member.path}' needs glibc {format_version(needs)}, newer than min_glibc = \"{format_version(min_glibc)}\" in the manifest; use a build "
+                    "of it linked against an older glibc (or statically), or raise min_glibc"
+                )
             floor = max(floor, needs) if floor and needs else (floor or needs)
     return floor
 
 
 def check_stub(stub_floor, min_glibc, stub_path):
     if min_glibc and stub_floor and stub_floor > min_glibc:
-        raise UsageError("the stub %s needs glibc %s, newer than min_glibc = \"%s\" in the manifest; use the portable "
-                         "stub (drop --stub) or raise min_glibc" % (stub_path, format_version(stub_floor),
-                                                                    format_version(min_glibc)))
+        raise UsageError(
+            f'the stub {stub_path} needs glibc {format_version(stub_floor)}, newer than min_glibc = "{format_version(min_glibc)}" in the manifest; use the portable '
+            "stub (drop --stub) or raise min_glibc"
+        )

@@ -4,15 +4,14 @@ written atomically with its run bit, plus `<output>.sha256` in `sha256sum -c` fo
 import hashlib
 from pathlib import Path
 
+from bundler import __version__
+from bundler.cache import file_sha256
 from payload import fs
 from payload.elf import find_section, insert_section
 from payload.errors import BundleError, IntegrityError
 from payload.index import Entry, Frame, Group, Index
 from payload.layout import SECTION, header_and_index, open_payload, write_section_content
 from payload.outside import PLACEHOLDER, outside_sha256
-
-from bundler import __version__
-from bundler.cache import file_sha256
 
 CHUNK = 1 << 20
 
@@ -32,10 +31,21 @@ def build_index(identity, groups, images=(), require_key=None, bundler_version=_
         for m in group.members:
             entries.append(Entry(m.path, m.kind, m.mode, m.size, m.sha256, group.name, position))
             position += m.size
-    return Index(identity["name"], identity["version"], identity["variant"], identity["arch"], bundler_version,
-                 identity["entrypoint"], index_groups, entries, images, require_key,
-                 description=identity.get("description"), min_glibc=min_glibc,
-                 update_repository=identity.get("update_repository"))
+    return Index(
+        identity["name"],
+        identity["version"],
+        identity["variant"],
+        identity["arch"],
+        bundler_version,
+        identity["entrypoint"],
+        index_groups,
+        entries,
+        images,
+        require_key,
+        description=identity.get("description"),
+        min_glibc=min_glibc,
+        update_repository=identity.get("update_repository"),
+    )
 
 
 def check_as_device(index):
@@ -43,8 +53,10 @@ def check_as_device(index):
     try:
         Index.from_bytes(index.to_bytes(), index.payload_size)
     except IntegrityError as exc:
-        raise BundleError("internal error: every device would refuse the index this build made (%s); nothing was "
-                          "written, please report this" % exc) from None
+        raise BundleError(
+            f"internal error: every device would refuse the index this build made ({exc}); nothing was "
+            "written, please report this"
+        ) from None
 
 
 def _no_signature(index_bytes):
@@ -71,7 +83,7 @@ def write_bundle(stub, index, groups, output, sign=_no_signature):
             record_outside_sha256(tmp, index, sign)
             check_written(tmp, index)
             digest = file_sha256(tmp)
-        fs.write_atomic(output.with_name(output.name + ".sha256"), "%s  %s\n" % (digest, output.name))
+        fs.write_atomic(output.with_name(output.name + ".sha256"), f"{digest}  {output.name}\n")
     finally:
         fs.safe_unlink(content)
     from bundler.media.split import stale_parts
@@ -87,7 +99,7 @@ def check_written(path, index):
     with open(path, "rb") as f:
         written = open_payload(str(path), f)
         if written.index_bytes != index.to_bytes():
-            raise IntegrityError("the bundle written to %s does not hold the index it was given; build it again" % path)
+            raise IntegrityError(f"the bundle written to {path} does not hold the index it was given; build it again")
         for group, frame in written.index.frames():
             f.seek(written.data_offset + frame.offset)
             sha, left = hashlib.sha256(), frame.csize
@@ -98,8 +110,10 @@ def check_written(path, index):
                 sha.update(chunk)
                 left -= len(chunk)
             if left or sha.hexdigest() != frame.sha256:
-                raise IntegrityError("%s of the bundle written to %s does not match its sha256 (a disk fault?); "
-                                     "build it again" % (group.label(frame), path))
+                raise IntegrityError(
+                    f"{group.label(frame)} of the bundle written to {path} does not match its sha256 (a disk fault?); "
+                    "build it again"
+                )
 
 
 def record_outside_sha256(path, index, sign):
@@ -113,4 +127,3 @@ def record_outside_sha256(path, index, sign):
             raise IntegrityError("internal error: the index changed length when its outside_sha256 was filled in")
         f.seek(offset)
         f.write(head)
-

@@ -10,36 +10,35 @@ from pathlib import Path
 
 import zstandard
 
+from bundler.build.cuts import DEFAULT_FRAME_SIZE, cut
 from payload import fs
 from payload import progress as progress_display
 from payload.groups import JOB_SIZE, WINDOW_LOG, compress_frame, frame_threads
 
-from bundler.build.cuts import DEFAULT_FRAME_SIZE, cut
-
 
 @dataclass(frozen=True)
 class Member:
-    path: str      # where it lands under the install root
+    path: str  # where it lands under the install root
     mode: int
-    kind: str      # "file" or "blob"
-    source: Path   # the bytes, in the cache
+    kind: str  # "file" or "blob"
+    source: Path  # the bytes, in the cache
     sha256: str
     size: int
 
 
 @dataclass(frozen=True)
 class StoredFrame:
-    members: int   # how many of the group's members it holds, from where the frame before it ends
+    members: int  # how many of the group's members it holds, from where the frame before it ends
     size: int
     csize: int
-    sha256: str    # of its compressed bytes
+    sha256: str  # of its compressed bytes
 
 
 @dataclass(frozen=True)
 class CompressedGroup:
     name: str
     members: tuple
-    path: Path     # the group's frames, back to back
+    path: Path  # the group's frames, back to back
     frames: tuple  # StoredFrame, in order
 
     @property
@@ -52,9 +51,15 @@ class CompressedGroup:
 
 
 def group_key(members, level, counts):
-    material = {"inputs": [[m.sha256, m.size] for m in members], "frames": list(counts), "level": level,
-                "window_log": WINDOW_LOG, "job_size": JOB_SIZE, "zstd": zstandard.ZSTD_VERSION,
-                "threads": "one per frame" if len(counts) > 1 else "zstd's workers"}
+    material = {
+        "inputs": [[m.sha256, m.size] for m in members],
+        "frames": list(counts),
+        "level": level,
+        "window_log": WINDOW_LOG,
+        "job_size": JOB_SIZE,
+        "zstd": zstandard.ZSTD_VERSION,
+        "threads": "one per frame" if len(counts) > 1 else "zstd's workers",
+    }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
@@ -70,13 +75,16 @@ def compress(cache, name, members, level, log=print, frame_size=DEFAULT_FRAME_SI
         if cached is not None:
             return cached
     total = sum(m.size for m in members)
-    log("compressing group %r: %d files, %.1f MB in %d frame(s) (zstd -%d)..." % (
-        name, len(members), total / 1e6, len(counts), level))
+    log(
+        "compressing group %r: %d files, %.1f MB in %d frame(s) (zstd -%d)..."
+        % (name, len(members), total / 1e6, len(counts), level)
+    )
     display = progress_display.callback()
     try:
         with fs.atomic_file(path, temp_dir=cache.tmp) as out:
-            frames = _compress_frames(_slices(members, counts), out, level, cache.tmp,
-                                      lambda done, of: display("group " + name, done, of))
+            frames = _compress_frames(
+                _slices(members, counts), out, level, cache.tmp, lambda done, of: display("group " + name, done, of)
+            )
     finally:
         progress_display.finish(display)
     record = {"frames": [[f.members, f.size, f.csize, f.sha256] for f in frames]}
@@ -89,7 +97,7 @@ def _slices(members, counts):
         raise ValueError("a cut of %d members into frames of %s" % (len(members), counts))
     slices, start = [], 0
     for count in counts:
-        slices.append(members[start:start + count])
+        slices.append(members[start : start + count])
         start += count
     return slices
 
@@ -105,7 +113,7 @@ class _Stopped(Exception):
     """The compression was abandoned (Ctrl-C in the calling thread)."""
 
 
-class _StoppableWriter(object):
+class _StoppableWriter:
     def __init__(self, out, stop):
         self.out, self.stop = out, stop
 
@@ -142,15 +150,21 @@ def _compress_frames(slices, out, level, temp_dir, progress):
             with lock:
                 done[number] = read
                 progress(sum(done), total)
+
         try:
             with slots:
                 if stop.is_set():
                     raise _Stopped()
                 with open(temps[number], "wb") as frame:
-                    size, sha256, csize = compress_frame([m.source for m in members], _StoppableWriter(frame, stop),
-                                                         level=level, threads=threads, progress=advance)
+                    size, sha256, csize = compress_frame(
+                        [m.source for m in members],
+                        _StoppableWriter(frame, stop),
+                        level=level,
+                        threads=threads,
+                        progress=advance,
+                    )
             results[number] = StoredFrame(len(members), size, csize, sha256)
-        except BaseException as exc:  # noqa: BLE001 -- handed to the calling thread
+        except BaseException as exc:
             results[number] = exc
             stop.set()
 
@@ -188,8 +202,13 @@ def _cached_group(cache, name, members, counts, path, meta):
         frames = tuple(StoredFrame(int(m), int(s), int(c), str(h)) for m, s, c, h in info["frames"])
     except (OSError, ValueError, KeyError, TypeError):
         frames = None
-    if frames is not None and [f.members for f in frames] == counts and path.is_file() and \
-            path.stat().st_size == sum(f.csize for f in frames) and _frames_hold(path, frames):
+    if (
+        frames is not None
+        and [f.members for f in frames] == counts
+        and path.is_file()
+        and path.stat().st_size == sum(f.csize for f in frames)
+        and _frames_hold(path, frames)
+    ):
         return CompressedGroup(name, tuple(members), path, frames)
     for stale in (path, meta):
         if stale.exists():

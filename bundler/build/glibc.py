@@ -42,24 +42,24 @@ def glibc_needs(f, where):
     """The set of (major, minor) GLIBC versions the ELF file `f` needs; empty for a static or non-glibc file."""
     order, sections = section_table(f, where)
     needs = set()
-    verneed = struct.Struct(order + "HHIII")   # vn_version, vn_cnt, vn_file, vn_aux, vn_next
-    vernaux = struct.Struct(order + "IHHII")   # vna_hash, vna_flags, vna_other, vna_name, vna_next
+    verneed = struct.Struct(order + "HHIII")  # vn_version, vn_cnt, vn_file, vn_aux, vn_next
+    vernaux = struct.Struct(order + "IHHII")  # vna_hash, vna_flags, vna_other, vna_name, vna_next
     for name, kind, offset, size, link in sections:
         if kind != _SHT_GNU_VERNEED:
             continue
         if not 0 < link < len(sections):
-            raise _damaged(where, "section %s links to no string table" % name)
+            raise _damaged(where, f"section {name} links to no string table")
         data = _read(f, offset, size, where)
         strings = _read(f, sections[link][2], sections[link][3], where)
         at = 0
         for _ in range(size // verneed.size + 1):  # bounded: a looping chain in a damaged file cannot hang
             if at + verneed.size > len(data):
-                raise _damaged(where, "version needs run past section %s" % name)
+                raise _damaged(where, f"version needs run past section {name}")
             _, count, _, aux, step = verneed.unpack_from(data, at)
             here = at + aux
             for _ in range(count):
                 if here + vernaux.size > len(data):
-                    raise _damaged(where, "version needs run past section %s" % name)
+                    raise _damaged(where, f"version needs run past section {name}")
                 _, _, _, name_at, aux_step = vernaux.unpack_from(data, here)
                 match = _GLIBC.match(_string_at(strings, name_at))
                 if match:
@@ -80,7 +80,7 @@ def _read(f, offset, size, where):
 
 
 def _damaged(where, what):
-    return IntegrityError("%s: not a valid ELF file: %s; the file is damaged or truncated" % (where, what))
+    return IntegrityError(f"{where}: not a valid ELF file: {what}; the file is damaged or truncated")
 
 
 def archive_elves(f, where):
@@ -95,19 +95,19 @@ def archive_elves(f, where):
         return []  # no archive (a stand-in stub): only the bootloader's own needs count
     _, length, toc_at, toc_size, _, _ = _COOKIE.unpack_from(data, cookie_at)
     start = cookie_at + _COOKIE.size - length
-    toc = data[start + toc_at:start + toc_at + toc_size]
+    toc = data[start + toc_at : start + toc_at + toc_size]
     if start < 0 or len(toc) != toc_size:
-        raise IntegrityError("%s: its PyInstaller archive is damaged; rebuild the stub" % where)
+        raise IntegrityError(f"{where}: its PyInstaller archive is damaged; rebuild the stub")
     elves = []
     at = 0
     while at + _TOC_ENTRY.size <= len(toc):
         size, offset, stored, _, compressed, _ = _TOC_ENTRY.unpack_from(toc, at)
         if size < _TOC_ENTRY.size:
-            raise IntegrityError("%s: its PyInstaller archive is damaged; rebuild the stub" % where)
-        name = toc[at + _TOC_ENTRY.size:at + size].rstrip(b"\0").decode("utf-8", "replace")
+            raise IntegrityError(f"{where}: its PyInstaller archive is damaged; rebuild the stub")
+        name = toc[at + _TOC_ENTRY.size : at + size].rstrip(b"\0").decode("utf-8", "replace")
         at += size
-        member = data[start + offset:start + offset + stored]
-        head = zlib.decompressobj().decompress(member, len(ELF_MAGIC)) if compressed else member[:len(ELF_MAGIC)]
+        member = data[start + offset : start + offset + stored]
+        head = zlib.decompressobj().decompress(member, len(ELF_MAGIC)) if compressed else member[: len(ELF_MAGIC)]
         if head == ELF_MAGIC:
             elves.append((name, zlib.decompress(member) if compressed else member))
         elif name == lazylibs.BLOB:  # the libraries unpacked on demand count as much as the others
@@ -127,5 +127,5 @@ def stub_floor(path):
     with open(path, "rb") as f:
         floors = {"bootloader": max(glibc_needs(f, str(path)), default=None)}
         for name, data in archive_elves(f, str(path)):
-            floors[name] = max(glibc_needs(io.BytesIO(data), "%s in %s" % (name, path)), default=None)
+            floors[name] = max(glibc_needs(io.BytesIO(data), f"{name} in {path}"), default=None)
     return max((v for v in floors.values() if v), default=None), floors

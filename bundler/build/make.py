@@ -6,25 +6,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from payload.elf import elf_machine, find_section
-from payload import fs
-from payload.errors import HostError, UsageError
-
-from bundler.build.abi import check_files, check_stub as check_stub_glibc
 from bundler.arch import host_arch
+from bundler.build.abi import check_files
+from bundler.build.abi import check_stub as check_stub_glibc
 from bundler.build.assemble import build_index, write_bundle
 from bundler.build.compress import compress
 from bundler.build.cuts import DEFAULT_FRAME_SIZE
-from payload.index import LAYERS_RAW
-
-from bundler.images.embed import embed_images, pin_images
-from bundler.manifest.lockfile import Lock, lock_path_for
-from bundler.manifest import load_manifest
-from bundler.manifest.model import IMAGES_GROUP
+from bundler.build.glibc import format_version, stub_floor
 from bundler.build.signing import Signing
 from bundler.build.sources import gather_files
-from bundler.build.glibc import format_version, stub_floor
+from bundler.images.embed import embed_images, pin_images
+from bundler.manifest import load_manifest
+from bundler.manifest.lockfile import Lock, lock_path_for
+from bundler.manifest.model import IMAGES_GROUP
 from bundler.stubs.build import HOST
+from payload import fs
+from payload.elf import elf_machine, find_section
+from payload.errors import HostError, UsageError
+from payload.index import LAYERS_RAW
 
 DEFAULT_LEVEL = 19
 
@@ -35,17 +34,19 @@ class MakeRequest:
     variant: Optional[str] = None
     arch: Optional[str] = None
     output: Optional[Path] = None
-    stub: Optional[Path] = None          # a prebuilt stub, or "host" (this host's Python); default: portable
-    mirror: Optional[str] = None         # Debian mirror for building the portable stub
+    stub: Optional[Path] = None  # a prebuilt stub, or "host" (this host's Python); default: portable
+    mirror: Optional[str] = None  # Debian mirror for building the portable stub
     level: int = DEFAULT_LEVEL
     locked: bool = False
     offline: bool = False
     insecure_registries: tuple = field(default_factory=tuple)
     layers: str = LAYERS_RAW
-    sign: Optional[Path] = None          # private key to sign the index with
-    require_key: Optional[Path] = None   # public key the bundle will demand a signature by
-    split: Optional[int] = None          # part size: the data area goes to OUTPUT.part001, ... (bundler/media/split.py)
-    frame_size: int = DEFAULT_FRAME_SIZE  # a group is cut into frames of at least this much input (bundler/build/cuts.py)
+    sign: Optional[Path] = None  # private key to sign the index with
+    require_key: Optional[Path] = None  # public key the bundle will demand a signature by
+    split: Optional[int] = None  # part size: the data area goes to OUTPUT.part001, ... (bundler/media/split.py)
+    frame_size: int = (
+        DEFAULT_FRAME_SIZE  # a group is cut into frames of at least this much input (bundler/build/cuts.py)
+    )
 
 
 def check_stub(path, arch):
@@ -53,21 +54,23 @@ def check_stub(path, arch):
     try:
         f = open(path, "rb")
     except OSError as exc:
-        raise UsageError("cannot read stub %s: %s" % (path, exc.strerror))
+        raise UsageError(f"cannot read stub {path}: {exc.strerror}")
     with f:
         machine = elf_machine(f)
         if machine != arch:
-            raise UsageError("stub %s is built for %s, not %s; pass a stub of the target architecture" % (path, machine, arch))
+            raise UsageError(f"stub {path} is built for {machine}, not {arch}; pass a stub of the target architecture")
         if find_section(f, "pydata") is None:
-            raise UsageError("stub %s has no PyInstaller `pydata` section; build it with `bundler stub`" % path)
+            raise UsageError(f"stub {path} has no PyInstaller `pydata` section; build it with `bundler stub`")
 
 
 def stub_plan(request, cache, arch, log=print):
     """Check now that a stub for `arch` can be had; returns the function that gets it (a build can take minutes)."""
     if request.stub == HOST:
         if arch != host_arch():
-            raise UsageError("--stub host builds for this %s host only; for %s drop --stub (the portable stub) or "
-                             "pass a stub built for %s" % (host_arch(), arch, arch))
+            raise UsageError(
+                f"--stub host builds for this {host_arch()} host only; for {arch} drop --stub (the portable stub) or "
+                f"pass a stub built for {arch}"
+            )
         from bundler.stubs.build import host_stub
 
         return lambda: host_stub(cache, log=log)
@@ -88,7 +91,7 @@ def registry_client(insecure_registries=()):
 
 
 def default_output(manifest, variant, arch):
-    return Path("dist") / ("%s-%s-%s-%s" % (manifest.name, manifest.version, variant, arch))
+    return Path("dist") / (f"{manifest.name}-{manifest.version}-{variant}-{arch}")
 
 
 def make(request, cache, log=print):
@@ -114,23 +117,44 @@ def make(request, cache, log=print):
     stub = get_stub()
     floor = stub_floor(stub)[0]
     check_stub_glibc(floor, manifest.min_glibc, stub)
-    log("glibc floor: %s (stub %s, files %s)%s" % (
-        format_version(max(floor, files_floor) if floor and files_floor else floor or files_floor),
-        format_version(floor), format_version(files_floor),
-        "" if manifest.min_glibc else "; set [bundle] min_glibc to enforce one"))
-    groups = [compress(cache, name, members, request.level, log=log, frame_size=request.frame_size)
-              for name, members in members_by_group.items()]
-    identity = {"name": manifest.name, "version": manifest.version, "variant": variant.name, "arch": arch,
-                "entrypoint": list(manifest.entrypoint), "description": manifest.description,
-                "update_repository": manifest.update_repository}
-    index = build_index(identity, groups, images=image_records, require_key=signing.require_key_id,
-                        min_glibc=format_version(floor) if floor else None)
+    log(
+        "glibc floor: {} (stub {}, files {}){}".format(
+            format_version(max(floor, files_floor) if floor and files_floor else floor or files_floor),
+            format_version(floor),
+            format_version(files_floor),
+            "" if manifest.min_glibc else "; set [bundle] min_glibc to enforce one",
+        )
+    )
+    groups = [
+        compress(cache, name, members, request.level, log=log, frame_size=request.frame_size)
+        for name, members in members_by_group.items()
+    ]
+    identity = {
+        "name": manifest.name,
+        "version": manifest.version,
+        "variant": variant.name,
+        "arch": arch,
+        "entrypoint": list(manifest.entrypoint),
+        "description": manifest.description,
+        "update_repository": manifest.update_repository,
+    }
+    index = build_index(
+        identity,
+        groups,
+        images=image_records,
+        require_key=signing.require_key_id,
+        min_glibc=format_version(floor) if floor else None,
+    )
     try:
         if request.split:
             from bundler.media.split import stub_source, write_split
 
-            index = write_split(stub_source(stub, index, {g.name: g.path for g in groups}), output, request.split,
-                                signing.signature_block)
+            index = write_split(
+                stub_source(stub, index, {g.name: g.path for g in groups}),
+                output,
+                request.split,
+                signing.signature_block,
+            )
         else:
             write_bundle(stub, index, groups, output, sign=signing.signature_block)
     except OSError as exc:
@@ -142,8 +166,13 @@ def _inputs(request, manifest, lock_path, arch):
     """Every file `make` reads that a user names: an output equal to one of them is refused."""
     from bundler.build.download import is_local, local_path
 
-    paths = [request.manifest, lock_path, None if request.stub == HOST else request.stub, request.sign,
-             request.require_key]
+    paths = [
+        request.manifest,
+        lock_path,
+        None if request.stub == HOST else request.stub,
+        request.sign,
+        request.require_key,
+    ]
     for spec in manifest.files:
         url = manifest.resolve_url(manifest.source_for(spec, arch))
         if is_local(url):
@@ -167,14 +196,15 @@ def check_output(output, inputs):
     output = Path(output)
     checksum = output.with_name(output.name + ".sha256")
     if output.is_dir():
-        raise UsageError("--output %s is a directory; name the file to write (e.g. %s)" % (output, output / "NAME"))
+        raise UsageError("--output {} is a directory; name the file to write (e.g. {})".format(output, output / "NAME"))
     if os.path.lexists(output) and not output.is_file():
-        raise UsageError("--output %s exists and is not a regular file; name another path" % output)
+        raise UsageError(f"--output {output} exists and is not a regular file; name another path")
     for target in (output, checksum):
         for source in inputs:
             if _same_file(target, source):
-                raise UsageError("--output %s would overwrite %s, an input of this build; choose another path"
-                                 % (output, source))
+                raise UsageError(
+                    f"--output {output} would overwrite {source}, an input of this build; choose another path"
+                )
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         fs.remove_dead_temps(output.parent, prefix="." + output.name + fs.TEMP_MARK)  # of a killed make
@@ -185,5 +215,5 @@ def check_output(output, inputs):
 
 def _output_error(output, exc):
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return HostError("no space left to write the bundle %s; free space or choose another --output" % output)
-    return HostError("cannot write the bundle %s: %s; choose another --output" % (output, exc.strerror or exc))
+        return HostError(f"no space left to write the bundle {output}; free space or choose another --output")
+    return HostError(f"cannot write the bundle {output}: {exc.strerror or exc}; choose another --output")

@@ -28,9 +28,9 @@ def _write_new(path, data, mode):
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except FileExistsError:
-        raise UsageError("%s already exists; remove it or choose another --out prefix" % path)
+        raise UsageError(f"{path} already exists; remove it or choose another --out prefix")
     except OSError as exc:
-        raise UsageError("cannot write %s: %s" % (path, exc.strerror))
+        raise UsageError(f"cannot write {path}: {exc.strerror}")
     with os.fdopen(fd, "wb") as out:
         os.fchmod(out.fileno(), mode)  # the umask must not widen or narrow it
         out.write(data)
@@ -42,12 +42,13 @@ def generate_keypair(prefix):
     key_path, pub_path = prefix.with_name(prefix.name + ".key"), prefix.with_name(prefix.name + ".pub")
     for path in (key_path, pub_path):
         if path.exists():
-            raise UsageError("%s already exists; remove it or choose another --out prefix" % path)
+            raise UsageError(f"{path} already exists; remove it or choose another --out prefix")
     if prefix.parent != Path(""):
         prefix.parent.mkdir(parents=True, exist_ok=True)
     private_key = Ed25519PrivateKey.generate()
-    private_pem = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                            serialization.NoEncryption())
+    private_pem = private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     _write_new(key_path, private_pem, 0o600)
     _write_new(pub_path, public_key_to_pem(raw_public_key(private_key)).encode("ascii"), 0o644)
     return key_path, pub_path, fingerprint(raw_public_key(private_key))
@@ -57,22 +58,22 @@ def load_private_key(path):
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise UsageError("cannot read signing key %s: %s" % (path, exc.strerror))
+        raise UsageError(f"cannot read signing key {path}: {exc.strerror}")
     try:
         try:
             key = serialization.load_pem_private_key(data, password=None)
         except TypeError:  # encrypted
             passphrase = os.environ.get(PASSPHRASE_ENV)
             if not passphrase:
-                raise UsageError("signing key %s is encrypted; put its passphrase in %s" % (path, PASSPHRASE_ENV))
+                raise UsageError(f"signing key {path} is encrypted; put its passphrase in {PASSPHRASE_ENV}")
             try:
                 key = serialization.load_pem_private_key(data, password=passphrase.encode())
             except ValueError:
-                raise UsageError("the passphrase in %s does not open signing key %s" % (PASSPHRASE_ENV, path))
+                raise UsageError(f"the passphrase in {PASSPHRASE_ENV} does not open signing key {path}")
     except (ValueError, UnsupportedAlgorithm):
-        raise UsageError("%s is not a PEM private key; pass the .key file `bundler keygen` wrote" % path)
+        raise UsageError(f"{path} is not a PEM private key; pass the .key file `bundler keygen` wrote")
     if not isinstance(key, Ed25519PrivateKey):
-        raise UsageError("%s is not an ed25519 key; make one with `bundler keygen`" % path)
+        raise UsageError(f"{path} is not an ed25519 key; make one with `bundler keygen`")
     return key
 
 
@@ -89,11 +90,14 @@ class Signing:
         private_key = load_private_key(sign) if sign else None
         required = load_public_key(str(require_key)) if require_key else None
         if required is not None and private_key is None:
-            raise UsageError("--require-key needs --sign with the matching private key: a bundle that requires a "
-                             "signature must carry one")
+            raise UsageError(
+                "--require-key needs --sign with the matching private key: a bundle that requires a "
+                "signature must carry one"
+            )
         if required is not None and raw_public_key(private_key) != required:
-            raise UsageError("--sign %s is not the private key of --require-key %s (%s); pass the matching pair"
-                             % (sign, require_key, fingerprint(required)))
+            raise UsageError(
+                f"--sign {sign} is not the private key of --require-key {require_key} ({fingerprint(required)}); pass the matching pair"
+            )
         return cls(private_key, required)
 
     @property

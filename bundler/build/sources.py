@@ -3,12 +3,11 @@
 import hashlib
 from pathlib import Path
 
-from payload.errors import IntegrityError, NetworkError, UsageError
-
 from bundler.build.compress import Member
 from bundler.build.download import fetch, is_local, local_path
-from bundler.manifest.lockfile import pin_for
 from bundler.build.unpack import extract_cached
+from bundler.manifest.lockfile import pin_for
+from payload.errors import IntegrityError, NetworkError, UsageError
 
 
 def _sha256_of_cached(path):

@@ -20,7 +20,7 @@ CHUNK = 1 << 20
 LEVEL = 19
 
 
-class PatchMade(object):
+class PatchMade:
     """A patch just written: its sha256 and size, and what applying it needs (payload/delta.py)."""
 
     def __init__(self, sha256, size, reference_size, target_size, window_log):
@@ -36,7 +36,7 @@ def _cffi():
     try:
         from zstandard import backend_cffi
     except ImportError as exc:  # zstandard built without its cffi backend, or no cffi
-        raise UsageError("making deltas needs zstandard's cffi backend (pip install cffi): %s" % exc)
+        raise UsageError(f"making deltas needs zstandard's cffi backend (pip install cffi): {exc}")
     return backend_cffi.lib, backend_cffi.ffi
 
 
@@ -67,12 +67,17 @@ def make_patch(reference, targets, out, level=LEVEL, threads=0):
 
     def check(result, what):
         if lib.ZSTD_isError(result):
-            raise BundleError("zstd %s: %s" % (what, ffi.string(lib.ZSTD_getErrorName(result)).decode()))
+            raise BundleError(f"zstd {what}: {ffi.string(lib.ZSTD_getErrorName(result)).decode()}")
         return result
 
-    for param, value in ((lib.ZSTD_c_compressionLevel, level), (lib.ZSTD_c_windowLog, window_log),
-                         (lib.ZSTD_c_enableLongDistanceMatching, 1), (lib.ZSTD_c_checksumFlag, 0),
-                         (lib.ZSTD_c_contentSizeFlag, 1), (lib.ZSTD_c_nbWorkers, threads)):
+    for param, value in (
+        (lib.ZSTD_c_compressionLevel, level),
+        (lib.ZSTD_c_windowLog, window_log),
+        (lib.ZSTD_c_enableLongDistanceMatching, 1),
+        (lib.ZSTD_c_checksumFlag, 0),
+        (lib.ZSTD_c_contentSizeFlag, 1),
+        (lib.ZSTD_c_nbWorkers, threads),
+    ):
         check(lib.ZSTD_CCtx_setParameter(cctx, param, value), "parameter")
     check(lib.ZSTD_CCtx_setPledgedSrcSize(cctx, target_size), "source size")
     ref = ffi.from_buffer(reference)
@@ -119,14 +124,14 @@ def _content(path, data_offset, frame, out=None):
     file `out`, or returned as a bytearray. The frame is checked against its sha256 first."""
     import zstandard
 
-    from payload.groups import MAX_WINDOW
     from payload.errors import IntegrityError
+    from payload.groups import MAX_WINDOW
 
     with open(path, "rb") as f:
         f.seek(data_offset + frame.offset)
         data = f.read(frame.csize)
     if len(data) != frame.csize or hashlib.sha256(data).hexdigest() != frame.sha256:
-        raise IntegrityError("%s: a frame does not match its sha256; the bundle is damaged" % path)
+        raise IntegrityError(f"{path}: a frame does not match its sha256; the bundle is damaged")
     reader = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).stream_reader(io.BytesIO(data))
     if out is None:
         buf = bytearray(frame.size)
@@ -155,7 +160,7 @@ def _old_files(path, payload, entries):
             content = _content(path, payload.data_offset, frame)
             for m in members:
                 if m.path in wanted:
-                    wanted[m.path] = bytes(content[m.offset - frame.start:m.offset - frame.start + m.size])
+                    wanted[m.path] = bytes(content[m.offset - frame.start : m.offset - frame.start + m.size])
             del content
     buf = bytearray()
     for e in entries:
@@ -172,7 +177,7 @@ def _old_bundle(old, client, work, arch, variant, log):
     from bundler.fleet.pull import pull
 
     output = Path(work) / "older"
-    log("pulling %s to make deltas from it..." % old)
+    log(f"pulling {old} to make deltas from it...")
     pull(old, output, client, arch=arch, variant=variant, log=lambda *a: None)
     return output
 
@@ -183,8 +188,8 @@ def publish(client, ref, new_path, new_payload, new_manifest, olds, level=LEVEL,
     [(old version, number of patches, bytes of patches)]."""
     import tempfile
 
-    from payload.oci import artifact
     from payload.layout import open_payload
+    from payload.oci import artifact
     from payload.oci.reference import sha256_digest
     from payload.oci.registry import referrers_tag
     from payload.progress import size_text
@@ -193,8 +198,12 @@ def publish(client, ref, new_path, new_payload, new_manifest, olds, level=LEVEL,
     subject = sha256_digest(new_manifest)
     done = []
     with tempfile.TemporaryDirectory(prefix="bundler-delta-") as work:
-        client.upload_blob(ref, artifact.sha256_of(artifact.EMPTY), len(artifact.EMPTY),
-                           lambda offset: io.BytesIO(artifact.EMPTY[offset:]))
+        client.upload_blob(
+            ref,
+            artifact.sha256_of(artifact.EMPTY),
+            len(artifact.EMPTY),
+            lambda offset: io.BytesIO(artifact.EMPTY[offset:]),
+        )
         for n, old in enumerate(olds):
             old_dir = os.path.join(work, "old%d" % n)
             os.mkdir(old_dir)
@@ -203,14 +212,14 @@ def publish(client, ref, new_path, new_payload, new_manifest, olds, level=LEVEL,
                 old_payload = open_payload(str(old_path), f)
             old_index = old_payload.index
             if old_index.name != new_index.name:
-                raise UsageError("--delta-from %s is a bundle of %s, not an older %s" % (
-                    old, old_index.name, new_index.name))
+                raise UsageError(f"--delta-from {old} is a bundle of {old_index.name}, not an older {new_index.name}")
             if (old_index.arch, old_index.variant) != (new_index.arch, new_index.variant):
-                log("%s: --delta-from %s is for %s/%s, not %s/%s; no delta from it to this one" % (
-                    new_path, old, old_index.arch, old_index.variant, new_index.arch, new_index.variant))
+                log(
+                    f"{new_path}: --delta-from {old} is for {old_index.arch}/{old_index.variant}, not {new_index.arch}/{new_index.variant}; no delta from it to this one"
+                )
                 continue
             if old_payload.split:
-                raise UsageError("--delta-from %s is a split bundle; name the executable made without --split" % old)
+                raise UsageError(f"--delta-from {old} is a split bundle; name the executable made without --split")
             have = set(frame.sha256 for _, frame in old_index.frames())
             patches = []
             for group, frame in new_index.frames():
@@ -221,14 +230,20 @@ def publish(client, ref, new_path, new_payload, new_manifest, olds, level=LEVEL,
                     continue
                 record, patch_file, patch_sha256, patch_size = made
                 digest = "sha256:" + patch_sha256
-                client.upload_blob(ref, digest, patch_size, lambda offset, p=patch_file: _open_at(p, offset),
-                                   label="pushing delta of " + group.name)
+                client.upload_blob(
+                    ref,
+                    digest,
+                    patch_size,
+                    lambda offset, p=patch_file: _open_at(p, offset),
+                    label="pushing delta of " + group.name,
+                )
                 patches.append((record, digest, patch_size))
             if not patches:
-                log("%s: no group changed that a delta would carry; no delta from %s" % (new_path, old_index.version))
+                log(f"{new_path}: no group changed that a delta would carry; no delta from {old_index.version}")
                 continue
-            manifest = artifact.delta_manifest_bytes(new_manifest, old_payload.bundle_id, new_payload.bundle_id,
-                                                     patches)
+            manifest = artifact.delta_manifest_bytes(
+                new_manifest, old_payload.bundle_id, new_payload.bundle_id, patches
+            )
             client.put_manifest(ref, artifact.sha256_of(manifest), manifest, artifact.OCI_MANIFEST)
             tag_ref = ref._replace(tag=referrers_tag(subject), digest=None)
             found = client.manifest(tag_ref)
@@ -236,12 +251,20 @@ def publish(client, ref, new_path, new_payload, new_manifest, olds, level=LEVEL,
             if found is not None:
                 from payload.oci.reference import load_json
 
-                existing = load_json(found[0], "referrers tag %s" % tag_ref.tag)
+                existing = load_json(found[0], f"referrers tag {tag_ref.tag}")
             client.put_manifest(ref, tag_ref.tag, artifact.with_referrer(existing, manifest), artifact.OCI_INDEX)
             total = sum(size for _, _, size in patches)
-            log("%s: delta from %s %s: %d patch(es), %s, for %s" % (
-                new_path, old_index.name, old_index.version, len(patches), size_text(total),
-                ", ".join(p.describe() for p, _, _ in patches)))
+            log(
+                "%s: delta from %s %s: %d patch(es), %s, for %s"
+                % (
+                    new_path,
+                    old_index.name,
+                    old_index.version,
+                    len(patches),
+                    size_text(total),
+                    ", ".join(p.describe() for p, _, _ in patches),
+                )
+            )
             done.append((old_index.version, len(patches), total))
     return done
 
@@ -249,14 +272,14 @@ def publish(client, ref, new_path, new_payload, new_manifest, olds, level=LEVEL,
 def _patch_frame(old_path, old_payload, new_path, new_payload, group, frame, level, work, log):
     """(Patch record, patch file, its sha256, its size) for the new `frame` of `group` against the old version of
     its files, or None (said why)."""
-    from payload.groups import compress_frame, frame_threads
     from payload.delta import Patch, frame_entries, local_zstd, reference_entries, reference_sha256
+    from payload.groups import compress_frame, frame_threads
 
     what = group.label(frame)
     new_entries = frame_entries(new_payload.index, group.name, frame.sha256)
     old_entries = reference_entries(old_payload.index, new_entries)
     if not old_entries:
-        log("%s holds no file of %s; no delta for it" % (what, old_path))
+        log(f"{what} holds no file of {old_path}; no delta for it")
         return None
     content = os.path.join(work, "new-content")
     with open(content, "wb") as out:
@@ -266,8 +289,10 @@ def _patch_frame(old_path, old_payload, new_path, new_payload, group, frame, lev
         _, sha256, csize = compress_frame([content], out, level=level, threads=frame_threads(len(group.frames)))
     os.unlink(again)
     if sha256 != frame.sha256 or csize != frame.csize:
-        log("%s: compressed again at level %d with libzstd %s it is not the frame %s holds (made at another level? "
-            "pass --delta-level); no delta for it" % (what, level, local_zstd(), new_path))
+        log(
+            "%s: compressed again at level %d with libzstd %s it is not the frame %s holds (made at another level? "
+            "pass --delta-level); no delta for it" % (what, level, local_zstd(), new_path)
+        )
         return None
     reference = _old_files(str(old_path), old_payload, old_entries)
     patch_file = os.path.join(work, "patch-%s-%d" % (group.name, frame.number))
@@ -277,10 +302,25 @@ def _patch_frame(old_path, old_payload, new_path, new_payload, group, frame, lev
     del reference
     os.unlink(content)
     if made.size >= frame.csize:
-        log("%s: its patch (%d bytes) is no smaller than the frame (%d); no delta for it" % (what, made.size, frame.csize))
+        log(
+            "%s: its patch (%d bytes) is no smaller than the frame (%d); no delta for it"
+            % (what, made.size, frame.csize)
+        )
         return None
-    record = Patch(group.name, frame.number - 1, old_payload.bundle_id, from_sha256, frame.sha256, frame.csize,
-                   frame.size, made.reference_size, made.window_log, made.memory, level, local_zstd())
+    record = Patch(
+        group.name,
+        frame.number - 1,
+        old_payload.bundle_id,
+        from_sha256,
+        frame.sha256,
+        frame.csize,
+        frame.size,
+        made.reference_size,
+        made.window_log,
+        made.memory,
+        level,
+        local_zstd(),
+    )
     return record, patch_file, made.sha256, made.size
 
 

@@ -5,13 +5,11 @@ executable is whole, so an interrupted pull resumes."""
 import os
 from pathlib import Path
 
-from payload import fs
-
-from payload.oci import artifact
-from payload.errors import IntegrityError
-from payload.progress import size_text
-
 from bundler.cache import file_sha256
+from payload import fs
+from payload.errors import IntegrityError
+from payload.oci import artifact
+from payload.progress import size_text
 
 
 def download_dir(output):
@@ -36,11 +34,13 @@ def pull(reference, output, client, arch=None, variant=None, log=print):
         artifact.verify_rebuilt(temp, art)
         digest = file_sha256(temp)
         if art.file_sha256 and digest != art.file_sha256:
-            raise IntegrityError("%s: the rebuilt executable has sha256 %s, the manifest says %s; the artifact is "
-                                 "damaged" % (reference, digest, art.file_sha256))
-    fs.write_atomic(str(output.with_name(output.name + ".sha256")), "%s  %s\n" % (digest, output.name))
+            raise IntegrityError(
+                f"{reference}: the rebuilt executable has sha256 {digest}, the manifest says {art.file_sha256}; the artifact is "
+                "damaged"
+            )
+    fs.write_atomic(str(output.with_name(output.name + ".sha256")), f"{digest}  {output.name}\n")
     fs.safe_rmtree(str(downloads))
-    log("%s  (%s %s %s/%s, %s, fetched %s, sha256 %s, from %s)" % (
-        output, index.name, index.version, index.arch, index.variant, size_text(os.path.getsize(output)),
-        size_text(fetched), digest, pinned))
+    log(
+        f"{output}  ({index.name} {index.version} {index.arch}/{index.variant}, {size_text(os.path.getsize(output))}, fetched {size_text(fetched)}, sha256 {digest}, from {pinned})"
+    )
     return digest

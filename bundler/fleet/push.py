@@ -3,17 +3,16 @@ version under one tag. Blobs the registry has already are not sent again (HEAD f
 
 from pathlib import Path
 
-from payload.oci import artifact
+from bundler.cache import file_sha256
 from payload.errors import UsageError
 from payload.layout import open_payload
+from payload.oci import artifact
 from payload.oci.reference import OCI_MANIFEST, load_json, parse_reference
 from payload.outside import check_outside
 from payload.progress import size_text
 
-from bundler.cache import file_sha256
 
-
-class _Opened(object):
+class _Opened:
     def __init__(self, path):
         self.path = Path(path)
         with open(self.path, "rb") as f:
@@ -32,7 +31,7 @@ def push(bundles, target, client, log, delta_from=(), delta_level=None):
     With `delta_from` (older bundle files or references), a delta from each to every bundle (bundler/fleet/delta.py)."""
     ref = parse_reference(target)
     if ref.digest:
-        raise UsageError("push to a tag (REGISTRY/REPO:TAG), not to a digest: %s" % target)
+        raise UsageError(f"push to a tag (REGISTRY/REPO:TAG), not to a digest: {target}")
     opened = [_Opened(p) for p in bundles]
     entries = []
     for bundle in opened:
@@ -44,26 +43,48 @@ def push(bundles, target, client, log, delta_from=(), delta_level=None):
             else:
                 skipped += blob.size
         digest = client.put_manifest(ref, artifact.sha256_of(bundle.manifest), bundle.manifest, OCI_MANIFEST)
-        log("%s: %s %s %s/%s: sent %s, %s already there (%d blobs), manifest %s" % (
-            bundle.path, index.name, index.version, index.arch, index.variant, size_text(sent), size_text(skipped),
-            len(bundle.blobs.all), digest))
+        log(
+            "%s: %s %s %s/%s: sent %s, %s already there (%d blobs), manifest %s"
+            % (
+                bundle.path,
+                index.name,
+                index.version,
+                index.arch,
+                index.variant,
+                size_text(sent),
+                size_text(skipped),
+                len(bundle.blobs.all),
+                digest,
+            )
+        )
         entries.append(artifact.index_entry(index, bundle.manifest, bundle.sha256))
         if delta_from:
             from bundler.fleet import delta
 
-            delta.publish(client, ref, bundle.path, bundle.payload, bundle.manifest, delta_from,
-                          level=delta_level or delta.LEVEL, log=log)
+            delta.publish(
+                client,
+                ref,
+                bundle.path,
+                bundle.payload,
+                bundle.manifest,
+                delta_from,
+                level=delta_level or delta.LEVEL,
+                log=log,
+            )
     merged, dropped = artifact.merge_index(_existing_index(client, ref), entries, str(ref))
     for gone in dropped:
-        log("%s: no longer lists %s (another version)" % (str(ref), gone))
+        log(f"{str(ref)}: no longer lists {gone} (another version)")
     return client.put_manifest(ref, ref.tag, merged, artifact.OCI_INDEX), len(load_json(merged, "index")["manifests"])
 
 
 def _label(blob):
     if blob.frame is not None:
-        return "pushing %s" % blob.frame.group
-    return "pushing %s" % {artifact.ELF_TYPE: "ELF header", artifact.STUB_TYPE: "stub",
-                                artifact.ARCHIVE_TYPE: "pydata"}.get(blob.media_type, "index")
+        return f"pushing {blob.frame.group}"
+    return "pushing {}".format(
+        {artifact.ELF_TYPE: "ELF header", artifact.STUB_TYPE: "stub", artifact.ARCHIVE_TYPE: "pydata"}.get(
+            blob.media_type, "index"
+        )
+    )
 
 
 def _existing_index(client, ref):
@@ -73,13 +94,26 @@ def _existing_index(client, ref):
     if found is None:
         return None
     data, media_type, digest = found
-    doc = load_json(data, "manifest of %s" % (ref,))
+    doc = load_json(data, f"manifest of {ref}")
     if doc.get("artifactType") != artifact.ARTIFACT_TYPE:
-        raise UsageError("%s holds something that is not a bundle (%s); push to another repository or tag"
-                         % (ref, doc.get("artifactType") or media_type))
+        raise UsageError(
+            "{} holds something that is not a bundle ({}); push to another repository or tag".format(
+                ref, doc.get("artifactType") or media_type
+            )
+        )
     if media_type == artifact.OCI_INDEX:
         return doc
     notes = doc.get("annotations") or {}
     platform = artifact.platform_of_arch(notes.get(artifact.ARCH)) if notes.get(artifact.ARCH) else {}
-    return {"manifests": [{"mediaType": media_type, "artifactType": artifact.ARTIFACT_TYPE, "digest": digest,
-                           "size": len(data), "platform": platform, "annotations": notes}]}
+    return {
+        "manifests": [
+            {
+                "mediaType": media_type,
+                "artifactType": artifact.ARTIFACT_TYPE,
+                "digest": digest,
+                "size": len(data),
+                "platform": platform,
+                "annotations": notes,
+            }
+        ]
+    }

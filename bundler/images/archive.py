@@ -10,7 +10,8 @@ import io
 import json
 import os
 import tarfile
-from typing import Dict, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Optional
 
 from payload.errors import HostError, IntegrityError, UsageError
 from payload.oci.archive import VerifyingReader, blob_path, json_bytes
@@ -41,7 +42,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _MAX_LAYER_WINDOW = 1 << 27  # zstd --long uses up to 128 MiB; layers come from registries, not from us
 
 
-def uncompressed_manifest(manifest: bytes, config: bytes, layers_info: Sequence[Tuple[str, int]]) -> bytes:
+def uncompressed_manifest(manifest: bytes, config: bytes, layers_info: Sequence[tuple[str, int]]) -> bytes:
     """The manifest of the same image with its layers stored as plain tars.
 
     `layers_info` gives (digest, size) of each raw layer tar, in order. Their digests are the config's
@@ -68,8 +69,7 @@ def uncompressed_manifest(manifest: bytes, config: bytes, layers_info: Sequence[
     return json_bytes(document)
 
 
-
-def uncompress_layer(source, media_type: str, dest_path: str) -> Tuple[str, int]:
+def uncompress_layer(source, media_type: str, dest_path: str) -> tuple[str, int]:
     """Decompress a layer blob (gzip, zstd or plain tar; `source` a path or binary file) into `dest_path`.
 
     Returns (sha256 digest, size) of the raw tar: its digest is the layer's diff_id.
@@ -100,7 +100,6 @@ def uncompress_layer(source, media_type: str, dest_path: str) -> Tuple[str, int]
         except Exception as error:  # zstandard.ZstdError and friends
             raise IntegrityError(f"layer is not valid {media_type or 'compressed data'}: {error}") from None
     return "sha256:" + hasher.hexdigest(), size
-
 
 
 def read_image_archive(path: str, platform: Optional[Platform] = None):
@@ -154,7 +153,7 @@ def _docker_archive(members: "_ArchiveMembers", path: str):
     image = images[0]
     config_bytes = members.read(image.get("Config") or "")
     config_digest = sha256_digest(config_bytes)
-    layer_members: Dict[str, str] = {}
+    layer_members: dict[str, str] = {}
     layers = []
     for layer_name in image.get("Layers") or []:
         digest, size, magic = members.digest_of(layer_name)
@@ -197,7 +196,7 @@ class _ArchiveMembers:
             raise UsageError(f"image archive {path} does not exist") from None
         except (OSError, tarfile.TarError) as error:
             raise UsageError(f"cannot read image archive {path}: {error}") from None
-        self._files: Dict[str, Tuple[int, int]] = {}
+        self._files: dict[str, tuple[int, int]] = {}
         for name, info in infos.items():
             target = info
             for _hop in range(8):
@@ -211,7 +210,7 @@ class _ArchiveMembers:
     def has(self, name: str) -> bool:
         return _normalise(name) in self._files
 
-    def _locate(self, name: str) -> Tuple[int, int]:
+    def _locate(self, name: str) -> tuple[int, int]:
         try:
             return self._files[_normalise(name)]
         except KeyError:
@@ -232,7 +231,7 @@ class _ArchiveMembers:
         offset, size = self._locate(name)
         return VerifyingReader(_SliceReader(self.path, offset, size), digest, size, f"{name} in {self.path}")
 
-    def digest_of(self, name: str) -> Tuple[str, int, bytes]:
+    def digest_of(self, name: str) -> tuple[str, int, bytes]:
         """sha256 digest, size and first bytes of a member."""
         hasher = hashlib.sha256()
         size, magic = 0, b""

@@ -9,28 +9,28 @@ the registry's blobs byte for byte, so the manifest digest is kept too, for user
 import os
 from dataclasses import dataclass
 
-from payload import fs
-from payload.errors import IntegrityError, UsageError
-from payload.index import LAYERS_RAW, ImageRecord
-from payload.rules import blob_path
-from payload.oci.reference import parse_image_manifest, parse_platform, parse_reference, sha256_digest
-
 from bundler.build.compress import Member
 from bundler.images.archive import read_image_archive, uncompress_layer, uncompressed_manifest
 from bundler.manifest.lockfile import image_pin_for
+from payload import fs
+from payload.errors import IntegrityError, UsageError
+from payload.index import LAYERS_RAW, ImageRecord
+from payload.oci.reference import parse_image_manifest, parse_platform, parse_reference, sha256_digest
+from payload.rules import blob_path
+
 
 @dataclass(frozen=True)
 class PinnedImage:
-    spec: object          # ImageSpec
-    ref: str              # fully qualified, with the tag as written
+    spec: object  # ImageSpec
+    ref: str  # fully qualified, with the tag as written
     platform: str
-    digest: str           # the manifest digest for the platform
+    digest: str  # the manifest digest for the platform
     embedded: bool
 
 
 def local_reference(spec):
     """Images read from a local archive are named after their manifest name."""
-    return parse_reference("localhost/%s:latest" % spec.name)
+    return parse_reference(f"localhost/{spec.name}:latest")
 
 
 def _reference(spec):
@@ -44,8 +44,10 @@ def pin_images(manifest, variant, lock, arch, client, locked, log=print):
     for spec in manifest.images:
         platform = spec.platform_for(arch)
         if spec.transport and spec.name not in embedded:
-            raise UsageError("%s:%d: image '%s' comes from a local archive, which a device cannot pull; embed it in "
-                             "variant '%s'" % (manifest.path, spec.line, spec.name, variant.name))
+            raise UsageError(
+                "%s:%d: image '%s' comes from a local archive, which a device cannot pull; embed it in "
+                "variant '%s'" % (manifest.path, spec.line, spec.name, variant.name)
+            )
         digest = image_pin_for(manifest, lock, spec, arch, locked)
         if digest is None:
             digest = resolve_digest(spec, platform, client, log)
@@ -57,11 +59,11 @@ def resolve_digest(spec, platform, client, log=print):
     if spec.transport:
         manifest_bytes, _, _ = read_image_archive(str(spec.archive_path), parse_platform(platform))
         return sha256_digest(manifest_bytes)
-    log("resolving %s for %s..." % (spec.ref, platform))
+    log(f"resolving {spec.ref} for {platform}...")
     return client.resolve(parse_reference(spec.ref), parse_platform(platform)).manifest_digest
 
 
-class _Store(object):
+class _Store:
     """Puts image blobs into the build cache, by digest."""
 
     def __init__(self, cache):
@@ -74,12 +76,12 @@ class _Store(object):
         return self.cache.blob_path(digest.partition(":")[2])
 
     def put_bytes(self, data, digest):
-        with self.cache.writer("image blob %s" % digest) as blob:
+        with self.cache.writer(f"image blob {digest}") as blob:
             blob.write(data)
             blob.commit(digest.partition(":")[2])
 
     def put_stream(self, opener, digest):
-        with opener() as src, self.cache.writer("image blob %s" % digest) as blob:
+        with opener() as src, self.cache.writer(f"image blob {digest}") as blob:
             for chunk in iter(lambda: src.read(1 << 20), b""):
                 blob.write(chunk)
             blob.commit(digest.partition(":")[2])
@@ -93,7 +95,7 @@ def _fetch_registry_image(image, client, store):
     else:
         manifest_bytes = client.fetch_manifest(ref)
         store.put_bytes(manifest_bytes, image.digest)
-    config, layers = parse_image_manifest(manifest_bytes, "manifest of %s" % image.ref)
+    config, layers = parse_image_manifest(manifest_bytes, f"manifest of {image.ref}")
     if not store.has(config.digest):
         store.put_bytes(client.fetch_blob_bytes(ref, config.digest, config.size), config.digest)
     for layer in layers:
@@ -101,7 +103,7 @@ def _fetch_registry_image(image, client, store):
             partial_dir = store.cache.dir("pulls")
             dest = os.path.join(str(partial_dir), layer.digest.partition(":")[2])
             client.fetch_blob(ref, layer.digest, dest, layer.size)
-            store.cache.adopt(dest, layer.digest.partition(":")[2], "layer %s of %s" % (layer.digest, image.ref))
+            store.cache.adopt(dest, layer.digest.partition(":")[2], f"layer {layer.digest} of {image.ref}")
     return manifest_bytes, store.path(config.digest).read_bytes()
 
 
@@ -110,9 +112,10 @@ def _fetch_local_image(image, store):
     manifest_bytes, config_bytes, open_blob = read_image_archive(str(archive), parse_platform(image.platform))
     found = sha256_digest(manifest_bytes)
     if found != image.digest:  # the archive was rewritten after its digest was pinned
-        raise IntegrityError("%s: image '%s' is %s now, but %s is pinned; run `bundler lock` to pin the new image"
-                             % (archive, image.spec.name, found, image.digest))
-    config, layers = parse_image_manifest(manifest_bytes, "manifest in %s" % archive)
+        raise IntegrityError(
+            f"{archive}: image '{image.spec.name}' is {found} now, but {image.digest} is pinned; run `bundler lock` to pin the new image"
+        )
+    config, layers = parse_image_manifest(manifest_bytes, f"manifest in {archive}")
     if not store.has(config.digest):  # a member like the layers (it used to be found only when a pull had left it)
         store.put_bytes(config_bytes, config.digest)
     for layer in layers:
@@ -131,7 +134,7 @@ def _raw_layers(layers, store):
             try:
                 digest, _ = uncompress_layer(str(store.path(layer.digest)), layer.media_type, tmp)
                 raw_sha = digest.partition(":")[2]
-                store.cache.adopt(tmp, raw_sha, "uncompressed layer %s" % layer.digest)
+                store.cache.adopt(tmp, raw_sha, f"uncompressed layer {layer.digest}")
             finally:
                 fs.safe_unlink(tmp)
             store.cache.record("raw-layers", layer.digest, raw_sha)
@@ -149,12 +152,12 @@ def embed_images(pinned, client, cache, layers_mode=LAYERS_RAW, log=print):
         if not image.embedded:
             records.append(ImageRecord(image.spec.name, image.ref, image.platform, image.digest, False))
             continue
-        log("embedding %s (%s)..." % (image.spec.name, image.digest[:19]))
+        log(f"embedding {image.spec.name} ({image.digest[:19]})...")
         if image.spec.transport:
             manifest_bytes, config_bytes = _fetch_local_image(image, store)
         else:
             manifest_bytes, config_bytes = _fetch_registry_image(image, client, store)
-        config, layers = parse_image_manifest(manifest_bytes, "manifest of %s" % image.ref)
+        config, layers = parse_image_manifest(manifest_bytes, f"manifest of {image.ref}")
         if layers_mode == LAYERS_RAW:
             raw = _raw_layers(layers, store)
             manifest_bytes = uncompressed_manifest(manifest_bytes, config_bytes, raw)
@@ -168,8 +171,19 @@ def embed_images(pinned, client, cache, layers_mode=LAYERS_RAW, log=print):
         for digest in blobs:
             if digest not in members:
                 path = store.path(digest)
-                members[digest] = Member(blob_path(digest), 0o644, "blob", path,
-                                         digest.partition(":")[2], path.stat().st_size)
-        records.append(ImageRecord(image.spec.name, image.ref, image.platform, image.digest, True, manifest_digest,
-                                   layers_mode, sum(members[d].size for d in set(blobs))))
+                members[digest] = Member(
+                    blob_path(digest), 0o644, "blob", path, digest.partition(":")[2], path.stat().st_size
+                )
+        records.append(
+            ImageRecord(
+                image.spec.name,
+                image.ref,
+                image.platform,
+                image.digest,
+                True,
+                manifest_digest,
+                layers_mode,
+                sum(members[d].size for d in set(blobs)),
+            )
+        )
     return list(members.values()), records

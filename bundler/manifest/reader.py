@@ -13,11 +13,6 @@ import urllib.parse
 from pathlib import Path
 from typing import NoReturn
 
-from payload import arches, rules
-from payload.errors import UsageError
-from payload.oci.reference import parse_platform, parse_reference
-
-from bundler.manifest.toml_lines import TomlLines, parse_toml, read_toml_text
 from bundler.manifest.model import (
     ARCHIVE_SUFFIXES,
     ARCHIVE_TRANSPORTS,
@@ -32,7 +27,10 @@ from bundler.manifest.model import (
     Variant,
     did_you_mean,
 )
-
+from bundler.manifest.toml_lines import TomlLines, parse_toml, read_toml_text
+from payload import arches, rules
+from payload.errors import UsageError
+from payload.oci.reference import parse_platform, parse_reference
 
 _TOP_KEYS = ("bundle", "file", "image", "variants", "update")
 _BUNDLE_KEYS = ("name", "version", "entrypoint", "description", "min_glibc")
@@ -161,9 +159,11 @@ class _Reader:
         self.check_keys(update, _UPDATE_KEYS, ("update",), "[update]")
         text = self.string(update, "repository", ("update",), "[update]", '"registry.example:5000/edge/demo:stable"')
         if not rules.is_update_repository(text):
-            self.fail(self.lines.line(("update",), "repository"),
-                      f"repository '{text}' is not REGISTRY/REPO[:TAG] (a tag, never a digest: devices follow it); "
-                      'write repository = "registry.example:5000/edge/demo:stable"')
+            self.fail(
+                self.lines.line(("update",), "repository"),
+                f"repository '{text}' is not REGISTRY/REPO[:TAG] (a tag, never a digest: devices follow it); "
+                'write repository = "registry.example:5000/edge/demo:stable"',
+            )
         return text
 
     def read_min_glibc(self, bundle: dict) -> tuple[int, int] | None:
@@ -171,8 +171,10 @@ class _Reader:
         if text is None:
             return None
         if not rules.is_glibc_version(text):
-            self.fail(self.lines.line(("bundle",), "min_glibc"),
-                      f"min_glibc '{text}' is not a glibc version; write MAJOR.MINOR, e.g. min_glibc = \"2.31\"")
+            self.fail(
+                self.lines.line(("bundle",), "min_glibc"),
+                f"min_glibc '{text}' is not a glibc version; write MAJOR.MINOR, e.g. min_glibc = \"2.31\"",
+            )
         major, minor = text.split(".")
         return int(major), int(minor)
 
@@ -284,8 +286,9 @@ class _Reader:
                     self.lines.line(table, "mode"),
                     f"mode {shown} of '{path}' sets setuid, setgid or sticky bits, which bundles refuse (an "
                     "installed file must not run with another user's rights, and devices install as root); "
-                    f"write the permission bits only, like mode = \"0{text[-3:]}\""
-                    if special else f"mode {shown} of '{path}' is not an octal string; write mode = \"0755\"",
+                    f'write the permission bits only, like mode = "0{text[-3:]}"'
+                    if special
+                    else f"mode {shown} of '{path}' is not an octal string; write mode = \"0755\"",
                 )
 
         group = self.string(raw, "group", table, "[[file]]", '"tools"', required=False) or DEFAULT_GROUP
@@ -317,7 +320,9 @@ class _Reader:
         arch_tables = [key for key, value in raw.items() if isinstance(value, dict)]
         if not arch_tables:
             hints = {arch.name: f'write [file.source.{arch.name}] with url = "..."' for arch in arches.TABLE}
-            hints.update({alias: f"did you mean [file.source.{arch.name}]?" for arch in arches.TABLE for alias in arch.aliases})
+            hints.update(
+                {alias: f"did you mean [file.source.{arch.name}]?" for arch in arches.TABLE for alias in arch.aliases}
+            )
             self.check_keys(raw, _SOURCE_KEYS, table, "[file.source]", hints)
             return {"*": self.read_source(raw, table, "[file.source]")}
         if len(arch_tables) != len(raw):

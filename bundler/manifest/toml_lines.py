@@ -6,8 +6,9 @@ Shared by the manifest reader and the lock file reader.
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from payload.errors import UsageError
 

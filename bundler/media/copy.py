@@ -15,12 +15,21 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from payload import fs, progress as progress_display
+from bundler.media.split import (
+    CHUNK,
+    Planned,
+    bundle_source,
+    checksum_text,
+    describe_size,
+    hash_range,
+    plan_split,
+    resigner,
+    stale_parts,
+)
+from payload import fs
+from payload import progress as progress_display
 from payload.errors import HostError, IntegrityError, UsageError
 from payload.layout import open_payload
-
-from bundler.media.split import (CHUNK, Planned, bundle_source, checksum_text, describe_size, hash_range, plan_split, resigner,
-                    stale_parts)
 
 FAT32_LIMIT = (1 << 32) - 1
 # fstype in /proc/self/mountinfo: the kernel's drivers, and fusefat (FUSE types read "fuse.<name>").
@@ -33,11 +42,12 @@ class Medium:
 
     mount_point: str
     fstype: str
-    file_limit: object = None   # the largest file, in bytes, or None for no known limit
+    file_limit: object = None  # the largest file, in bytes, or None for no known limit
 
     def describe(self):
-        return "%s (%s on %s)" % ("FAT32" if self.file_limit == FAT32_LIMIT else self.fstype, self.fstype,
-                                  self.mount_point)
+        return "{} ({} on {})".format(
+            "FAT32" if self.file_limit == FAT32_LIMIT else self.fstype, self.fstype, self.mount_point
+        )
 
 
 def _unescape(field_text):
@@ -74,8 +84,10 @@ def check_file_sizes(files, medium, dest):
         return
     for name, size in files:
         if size > medium.file_limit:
-            raise HostError("%s is %d bytes, and %s on %s holds files of at most %d bytes (4 GiB - 1); copy with "
-                            "--split 2G" % (name, size, medium.describe(), dest, medium.file_limit))
+            raise HostError(
+                "%s is %d bytes, and %s on %s holds files of at most %d bytes (4 GiB - 1); copy with "
+                "--split 2G" % (name, size, medium.describe(), dest, medium.file_limit)
+            )
 
 
 @dataclass
@@ -86,8 +98,10 @@ class Report:
     def summary(self, dest, name):
         written = sum(p.size for p in self.written)
         kept = sum(p.size for p in self.kept)
-        return ("%s: %d files written and read back (%.1f MB), %d kept as they verified (%.1f MB); check there with: "
-                "sha256sum -c %s.sha256" % (dest, len(self.written), written / 1e6, len(self.kept), kept / 1e6, name))
+        return (
+            "%s: %d files written and read back (%.1f MB), %d kept as they verified (%.1f MB); check there with: "
+            "sha256sum -c %s.sha256" % (dest, len(self.written), written / 1e6, len(self.kept), kept / 1e6, name)
+        )
 
 
 def copy_bundle(bundle, dest, split=None, sign=None, progress=None, log=print):
@@ -95,11 +109,13 @@ def copy_bundle(bundle, dest, split=None, sign=None, progress=None, log=print):
     progress = progress or progress_display.callback(False)
     bundle, dest = Path(bundle), Path(dest)
     if not dest.is_dir():
-        raise UsageError("%s is not a directory; mount the medium and pass the directory to copy into" % dest)
+        raise UsageError(f"{dest} is not a directory; mount the medium and pass the directory to copy into")
     medium = medium_of(dest)
     if split is not None and medium.file_limit is not None and split > medium.file_limit:
-        raise HostError("--split %s makes parts of %d bytes, and %s holds files of at most %d bytes; use --split 2G"
-                        % (describe_size(split), split, medium.describe(), medium.file_limit))
+        raise HostError(
+            "--split %s makes parts of %d bytes, and %s holds files of at most %d bytes; use --split 2G"
+            % (describe_size(split), split, medium.describe(), medium.file_limit)
+        )
     with open(bundle, "rb") as f:
         payload = open_payload(str(bundle), f)
         if split is None:
@@ -110,8 +126,14 @@ def copy_bundle(bundle, dest, split=None, sign=None, progress=None, log=print):
             return _write_all(files, bundle.name, dest, progress, log)
         source = bundle_source(bundle, f)
         with tempfile.TemporaryDirectory(prefix="bundler-copy-") as work:
-            _, files = plan_split(source, bundle.name, split, resigner(source, sign), work,
-                                  progress=_counting(progress, "reading " + bundle.name, source.data_size))
+            _, files = plan_split(
+                source,
+                bundle.name,
+                split,
+                resigner(source, sign),
+                work,
+                progress=_counting(progress, "reading " + bundle.name, source.data_size),
+            )
             return _write_all(files, bundle.name, dest, progress, log)
 
 
@@ -121,6 +143,7 @@ def _counting(progress, label, total):
     def advance(count):
         state["done"] += count
         progress(label, state["done"], total)
+
     return advance
 
 
@@ -136,8 +159,7 @@ def _plan_as_is(bundle, payload, f, directory, progress):
             sha = hash_range(data, start, part.size, advance)
             files.append(Planned(part.name, part.size, sha, path=os.path.join(directory, part.name)))
             start += part.size
-    files.append(Planned(bundle.name, os.fstat(f.fileno()).st_size, _hash_file(str(bundle), advance),
-                         path=str(bundle)))
+    files.append(Planned(bundle.name, os.fstat(f.fileno()).st_size, _hash_file(str(bundle), advance), path=str(bundle)))
     _check_sidecar(bundle, files)
     text = checksum_text(files)
     return files + [Planned(bundle.name + ".sha256", len(text), hashlib.sha256(text).hexdigest(), text=text)]
@@ -163,18 +185,20 @@ def _check_sidecar(bundle, files):
     for planned in files:
         sha = listed.get(planned.name, listed.get("*" + planned.name))
         if sha is not None and sha != planned.sha256:
-            raise IntegrityError("%s does not match %s: the source is damaged; build or copy it again" % (
-                planned.name, sidecar))
+            raise IntegrityError(
+                f"{planned.name} does not match {sidecar}: the source is damaged; build or copy it again"
+            )
 
 
 def _write_all(files, name, dest, progress, log):
     """Keep what is there and verifies, check the space for the rest, then write, read back and rename each."""
     for leftover in fs.remove_dead_temps(str(dest)):
-        log("removed %s, left by an interrupted copy" % leftover)
+        log(f"removed {leftover}, left by an interrupted copy")
     names = {p.name for p in files}
     cluster = max(os.statvfs(str(dest)).f_frsize, os.stat(str(dest)).st_blksize, 512)
-    check = _counting(progress, "checking what %s holds" % dest, sum(
-        p.size for p in files if _size_or_none(dest / p.name) == p.size))
+    check = _counting(
+        progress, f"checking what {dest} holds", sum(p.size for p in files if _size_or_none(dest / p.name) == p.size)
+    )
     todo, kept, freed = [], [], 0
     for planned in files:
         size = _size_or_none(dest / planned.name)
@@ -187,7 +211,7 @@ def _write_all(files, name, dest, progress, log):
     freed += sum(_clusters(_size_or_none(dest / n) or 0, cluster) for n in stale)
     _check_space(dest, sum(_clusters(p.size, cluster) for p in todo), freed)
     total = 2 * sum(p.size for p in todo)
-    advance = _counting(progress, "copying to %s" % dest, total)
+    advance = _counting(progress, f"copying to {dest}", total)
     for planned in todo:
         _put(planned, dest, advance)
     for leftover in stale:  # parts of an earlier, other split of this name: no longer listed
@@ -214,8 +238,10 @@ def _check_space(dest, needed, freed):
         return  # the file system does not say (fusefat with clusters under 1 KiB): a full medium fails on write
     free = st.f_bavail * st.f_frsize + freed
     if needed > free:
-        raise HostError("not enough space on %s: the copy needs %d bytes (%.1f MB), %d bytes (%.1f MB) are free; "
-                        "free space there or use a larger medium" % (dest, needed, needed / 1e6, free, free / 1e6))
+        raise HostError(
+            "not enough space on %s: the copy needs %d bytes (%.1f MB), %d bytes (%.1f MB) are free; "
+            "free space there or use a larger medium" % (dest, needed, needed / 1e6, free, free / 1e6)
+        )
 
 
 def _drop_cache(fd):
@@ -252,7 +278,7 @@ def _put(planned, dest, advance):
                 sha.update(chunk)
                 view = memoryview(chunk)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
                 advance(len(chunk))
             _set_mode(fd, 0o755 if planned.path is not None and os.access(planned.path, os.X_OK) else 0o644)
             os.fsync(fd)
@@ -260,11 +286,12 @@ def _put(planned, dest, advance):
         finally:
             os.close(fd)
         if sha.hexdigest() != planned.sha256:
-            raise IntegrityError("%s changed while being copied; do not change the bundle during the copy" %
-                                 planned.name)
+            raise IntegrityError(f"{planned.name} changed while being copied; do not change the bundle during the copy")
         if _read_back(temp, advance) != planned.sha256:
-            raise IntegrityError("%s reads back from %s other than it was written: the medium is faulty; use "
-                                 "another one" % (planned.name, dest))
+            raise IntegrityError(
+                f"{planned.name} reads back from {dest} other than it was written: the medium is faulty; use "
+                "another one"
+            )
         os.replace(temp, str(target))
         fs.fsync_dir(str(dest))
     except OSError as exc:
@@ -284,9 +311,12 @@ def _set_mode(fd, mode):
 
 def _host_error(exc, planned, dest):
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return HostError("no space left on %s while writing %s; free space there or use a larger medium" % (
-            dest, planned.name))
+        return HostError(
+            f"no space left on {dest} while writing {planned.name}; free space there or use a larger medium"
+        )
     if exc.errno == errno.EFBIG:
-        return HostError("%s (%d bytes) is too large for the file system of %s; copy with --split 2G" % (
-            planned.name, planned.size, dest))
-    return HostError("cannot write %s into %s: %s" % (planned.name, dest, exc.strerror or exc))
+        return HostError(
+            "%s (%d bytes) is too large for the file system of %s; copy with --split 2G"
+            % (planned.name, planned.size, dest)
+        )
+    return HostError(f"cannot write {planned.name} into {dest}: {exc.strerror or exc}")

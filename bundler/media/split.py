@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from bundler.build.assemble import check_as_device, record_outside_sha256
+from bundler.cache import file_sha256
 from payload import fs, sizes
 from payload.elf import insert_section
 from payload.errors import IntegrityError, UsageError
@@ -20,11 +22,10 @@ from payload.layout import SECTION, header_and_index, open_payload
 from payload.outside import PLACEHOLDER
 from payload.parts import PART_SUFFIX, Spans
 
-from bundler.build.assemble import check_as_device, record_outside_sha256
-from bundler.cache import file_sha256
-
 CHUNK = 1 << 20
 MIN_PART_SIZE = 64 << 10
+
+
 def parse_size(text, option="--split", minimum=None):
     """Bytes from `123`, `64K`, `700M`, `2G` (powers of 1024; `MiB`, `MB` read the same), at least `minimum`
     (default: the smallest part)."""
@@ -32,7 +33,7 @@ def parse_size(text, option="--split", minimum=None):
     if minimum is None and size < MIN_PART_SIZE:
         raise UsageError("%s %s is below the smallest part, %d KiB" % (option, text, MIN_PART_SIZE >> 10))
     if minimum is not None and size < minimum:
-        raise UsageError("%s %s is below the least, %s" % (option, text, describe_size(minimum)))
+        raise UsageError(f"{option} {text} is below the least, {describe_size(minimum)}")
     return size
 
 
@@ -44,28 +45,38 @@ class Source:
     """What a split needs: the index without parts, a reader of the data area, and how to make the executable."""
 
     index: object
-    data: object            # read at offsets base .. base + data_size
+    data: object  # read at offsets base .. base + data_size
     base: int
     data_size: int
-    make_executable: Callable[[str, str], None]   # (section content path, output path)
+    make_executable: Callable[[str, str], None]  # (section content path, output path)
     signature: bytes = b""  # the signature the source carries (a split must carry one by the same key)
 
 
 def stub_source(stub, index, frames):
     """For `make --split`: the compressed groups' frames, one after another, and a stub to insert into."""
     files = [(str(frames[g.name]), g.csize, None) for g in sorted(index.groups, key=lambda g: g.offset)]
-    return Source(index, Spans(files, where="group frames", what="frame"), 0, index.payload_size,
-                  lambda content, out: insert_section(str(stub), out, SECTION, content))
+    return Source(
+        index,
+        Spans(files, where="group frames", what="frame"),
+        0,
+        index.payload_size,
+        lambda content, out: insert_section(str(stub), out, SECTION, content),
+    )
 
 
 def bundle_source(path, f):
     """For `bundler split` and `copy --split`: a bundle (split or not) whose payload section is replaced."""
     payload = open_payload(str(path), f)
     if payload.index.payload_size != payload.data_size:
-        raise UsageError("%s: its data area holds bytes no group uses; it was not made by bundler" % path)
-    return Source(payload.index.with_parts(()), payload.open_data(f), payload.data_offset, payload.data_size,
-                  lambda content, out: insert_section(str(path), out, SECTION, content, replace=True),
-                  payload.signature)
+        raise UsageError(f"{path}: its data area holds bytes no group uses; it was not made by bundler")
+    return Source(
+        payload.index.with_parts(()),
+        payload.open_data(f),
+        payload.data_offset,
+        payload.data_size,
+        lambda content, out: insert_section(str(path), out, SECTION, content, replace=True),
+        payload.signature,
+    )
 
 
 @dataclass
@@ -75,10 +86,10 @@ class Planned:
     name: str
     size: int
     sha256: str
-    path: Optional[str] = None      # a local file holding the bytes
-    data: object = None             # or a range of a reader
+    path: Optional[str] = None  # a local file holding the bytes
+    data: object = None  # or a range of a reader
     start: int = 0
-    text: Optional[bytes] = None    # or the bytes themselves
+    text: Optional[bytes] = None  # or the bytes themselves
 
     def chunks(self):
         if self.text is not None:
@@ -93,7 +104,7 @@ class Planned:
             while left:
                 chunk = reader.read(min(CHUNK, left))
                 if not chunk:
-                    raise IntegrityError("%s shrank while being read; do not change it during the copy" % self.name)
+                    raise IntegrityError(f"{self.name} shrank while being read; do not change it during the copy")
                 left -= len(chunk)
                 yield chunk
         finally:
@@ -122,7 +133,7 @@ def hash_range(reader, start, size, progress=None):
 
 def checksum_text(files):
     """The `sha256sum -c` file for `files` (Planned), in order."""
-    return "".join("%s  %s\n" % (p.sha256, p.name) for p in files).encode("utf-8")
+    return "".join(f"{p.sha256}  {p.name}\n" for p in files).encode("utf-8")
 
 
 def plan_split(source, name, part_size, sign, workdir, progress=None):
@@ -165,7 +176,7 @@ def _check_written(path, index):
     """The executable holds the index it was given (its parts were hashed on the way, before the index was made)."""
     with open(path, "rb") as f:
         if open_payload(str(path), f).index_bytes != index.to_bytes():
-            raise IntegrityError("the bundle written to %s does not hold the index it was given; build it again" % path)
+            raise IntegrityError(f"the bundle written to {path} does not hold the index it was given; build it again")
 
 
 def stale_parts(directory, name, keep=()):
@@ -209,21 +220,23 @@ def write_split(source, output, part_size, sign):
 def resigner(source, sign=None):
     """How a split of a bundle already made is signed: by the key that signed it (passed as --sign KEY), since
     the split changes its index; an unsigned bundle stays unsigned unless a --sign KEY is given."""
-    from payload.signing import decode_block, fingerprint, parse_key_id
-
     from bundler.build.signing import Signing, raw_public_key
+    from payload.signing import decode_block, fingerprint, parse_key_id
 
     wanted = [decode_block(source.signature, "the bundle")[0]] if source.signature else []
     if source.index.require_key:
         wanted.append(parse_key_id(source.index.require_key, "the bundle"))
     if sign is None:
         if wanted:
-            raise UsageError("the bundle is signed by key %s and splitting changes its index: pass --sign KEY with "
-                             "that private key, or split it at build time (make --split)" % fingerprint(wanted[0]))
+            raise UsageError(
+                f"the bundle is signed by key {fingerprint(wanted[0])} and splitting changes its index: pass --sign KEY with "
+                "that private key, or split it at build time (make --split)"
+            )
         return lambda index_bytes: b""
     signing = Signing.from_paths(sign)
     for key in wanted:
         if raw_public_key(signing.private_key) != key:
-            raise UsageError("--sign %s is not the key the bundle is signed by (%s); pass that key" % (
-                sign, fingerprint(key)))
+            raise UsageError(
+                f"--sign {sign} is not the key the bundle is signed by ({fingerprint(key)}); pass that key"
+            )
     return signing.signature_block

@@ -14,13 +14,12 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from bundler.arch import host_arch
+from bundler.build.glibc import archive_elves
+from bundler.cache import file_sha256
 from payload import fs
 from payload import progress as progress_display
 from payload.errors import BundleError, IntegrityError
-
-from bundler.arch import host_arch
-from bundler.cache import file_sha256
-from bundler.build.glibc import archive_elves
 
 PROJECT = Path(__file__).resolve().parents[2]
 RUN_SIDE = ("stub", "payload")
@@ -29,13 +28,53 @@ RUN_SIDE = ("stub", "payload")
 # tests/stub/test_imports.py and tests/stub/test_excludes.py check that the run side needs none of them; the
 # last three lines (CJK codecs, decimal, bz2, lzma, pickle, statistics, the C datetime) save 0.96 MB of the stub
 # and 1.9 MB of what every start unpacks (docs/benchmarks.md).
-EXCLUDES = ("tkinter", "unittest", "pydoc", "pydoc_data", "lib2to3", "distutils", "setuptools", "pkg_resources",
-            "pip", "test", "xmlrpc", "sqlite3", "multiprocessing", "asyncio", "concurrent", "curses", "readline",
-            "doctest", "ftplib", "cryptography", "click", "bundler", "PyInstaller", "inspect",
-            "zstandard._cffi", "_cffi_backend", "charset_normalizer",
-            "_codecs_cn", "_codecs_hk", "_codecs_iso2022", "_codecs_jp", "_codecs_kr", "_codecs_tw", "_multibytecodec",
-            "_decimal", "decimal", "bz2", "_bz2", "lzma", "_lzma", "_pickle", "pickle",
-            "statistics", "_statistics", "_datetime")
+EXCLUDES = (
+    "tkinter",
+    "unittest",
+    "pydoc",
+    "pydoc_data",
+    "lib2to3",
+    "distutils",
+    "setuptools",
+    "pkg_resources",
+    "pip",
+    "test",
+    "xmlrpc",
+    "sqlite3",
+    "multiprocessing",
+    "asyncio",
+    "concurrent",
+    "curses",
+    "readline",
+    "doctest",
+    "ftplib",
+    "cryptography",
+    "click",
+    "bundler",
+    "PyInstaller",
+    "inspect",
+    "zstandard._cffi",
+    "_cffi_backend",
+    "charset_normalizer",
+    "_codecs_cn",
+    "_codecs_hk",
+    "_codecs_iso2022",
+    "_codecs_jp",
+    "_codecs_kr",
+    "_codecs_tw",
+    "_multibytecodec",
+    "_decimal",
+    "decimal",
+    "bz2",
+    "_bz2",
+    "lzma",
+    "_lzma",
+    "_pickle",
+    "pickle",
+    "statistics",
+    "_statistics",
+    "_datetime",
+)
 HOST = "host"  # `make --stub host`: the stub built from this host's Python
 
 
@@ -90,11 +129,24 @@ def pyinstaller_command(python, project, tmp, tmp_on_host=None):
     sees them; `tmp_on_host` is where this process sees `tmp`, for a build in a Debian root). Writes the spec."""
     os.makedirs(tmp_on_host or tmp, exist_ok=True)
     with open(os.path.join(tmp_on_host or tmp, "stub.spec"), "w") as spec:
-        spec.write(SPEC.format(project=str(project), script=os.path.join(str(project), "stub", "__main__.py"),
-                               excludes=list(EXCLUDES)))
-    return [python, "-m", "PyInstaller", "--noconfirm", "--clean", "--log-level=WARN",
-            "--distpath", os.path.join(tmp, "dist"), "--workpath", os.path.join(tmp, "build"),
-            os.path.join(tmp, "stub.spec")]
+        spec.write(
+            SPEC.format(
+                project=str(project), script=os.path.join(str(project), "stub", "__main__.py"), excludes=list(EXCLUDES)
+            )
+        )
+    return [
+        python,
+        "-m",
+        "PyInstaller",
+        "--noconfirm",
+        "--clean",
+        "--log-level=WARN",
+        "--distpath",
+        os.path.join(tmp, "dist"),
+        "--workpath",
+        os.path.join(tmp, "build"),
+        os.path.join(tmp, "stub.spec"),
+    ]
 
 
 def stub_key():
@@ -131,7 +183,7 @@ def _not_a_whole_stub(path):
             if not archive_elves(f, str(path)):
                 return "no sha256 was recorded and it holds no whole PyInstaller archive"
     except IntegrityError as exc:
-        return "no sha256 was recorded and %s" % str(exc).split(": ", 1)[-1]
+        return "no sha256 was recorded and {}".format(str(exc).split(": ", 1)[-1])
     return None
 
 
@@ -145,7 +197,7 @@ def install_stub(cache, built, path):
 
 def host_stub(cache, log=print):
     """The cached stub built from this host's Python (built now if needed): fast, but it needs this host's glibc."""
-    path = cache.dir("stubs") / ("stub-%s-%s" % (host_arch(), stub_key()))
+    path = cache.dir("stubs") / (f"stub-{host_arch()}-{stub_key()}")
     if cached_stub(cache, path):
         return path
     log("building the stub with this host's Python and PyInstaller (once per stub version; about a minute)...")
@@ -157,7 +209,7 @@ def host_stub(cache, log=print):
         if _run_with_progress(cmd, env, log_path) != 0:
             with open(log_path, errors="replace") as output:
                 tail = output.read().strip().splitlines()[-5:]
-            raise BundleError("PyInstaller failed to build the stub: %s" % " | ".join(tail))
+            raise BundleError("PyInstaller failed to build the stub: {}".format(" | ".join(tail)))
         return install_stub(cache, os.path.join(tmp, "dist", "stub"), path)
 
 

@@ -20,11 +20,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bundler.arch import host_arch
+from bundler.stubs import userns
 from payload import arches
 from payload.errors import HostError, NetworkError, UsageError
-
-from bundler.stubs import userns
-from bundler.arch import host_arch
 
 APT_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
 MIRROR_ENV = "BUNDLER_DEBIAN_MIRROR"
@@ -36,14 +35,14 @@ _SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 @dataclass(frozen=True)
 class Target:
-    arch: str               # the bundle's name for it
+    arch: str  # the bundle's name for it
     debian_arch: str
     release: str
-    python: str             # the release's python3
-    qemu: str               # binfmt_misc handler that runs it on another host
-    wheel_platform: str     # pip platform tag
-    from_source: tuple      # packages without wheels for it: built in the root
-    minutes: int            # a cold first build on an idle 2-core host, for the progress message (docs/devices.md)
+    python: str  # the release's python3
+    qemu: str  # binfmt_misc handler that runs it on another host
+    wheel_platform: str  # pip platform tag
+    from_source: tuple  # packages without wheels for it: built in the root
+    minutes: int  # a cold first build on an idle 2-core host, for the progress message (docs/devices.md)
 
     @property
     def machine(self):
@@ -63,10 +62,19 @@ class Target:
 TARGETS = {
     "amd64": Target("amd64", "amd64", "bullseye", "3.9", "qemu-x86_64", "manylinux2014_x86_64", (), 2),
     "arm64": Target("arm64", "arm64", "bullseye", "3.9", "qemu-aarch64", "manylinux2014_aarch64", (), 6),
-    "arm": Target("arm", "armhf", "bullseye", "3.9", "qemu-arm", "manylinux2014_armv7l", ("pyinstaller", "zstandard"),
-                  15),
-    "riscv64": Target("riscv64", "riscv64", "trixie", "3.13", "qemu-riscv64", "manylinux_2_39_riscv64",
-                      ("pyinstaller", "zstandard"), 16),
+    "arm": Target(
+        "arm", "armhf", "bullseye", "3.9", "qemu-arm", "manylinux2014_armv7l", ("pyinstaller", "zstandard"), 15
+    ),
+    "riscv64": Target(
+        "riscv64",
+        "riscv64",
+        "trixie",
+        "3.13",
+        "qemu-riscv64",
+        "manylinux_2_39_riscv64",
+        ("pyinstaller", "zstandard"),
+        16,
+    ),
 }
 
 
@@ -74,10 +82,11 @@ def target(arch):
     try:
         return TARGETS[arch]
     except KeyError:
-        raise UsageError("no portable stub for arch %r; use one of %s" % (arch, ", ".join(TARGETS))) from None
+        raise UsageError("no portable stub for arch {!r}; use one of {}".format(arch, ", ".join(TARGETS))) from None
 
 
 # The mirror
+
 
 def debian_mirror(override=None, sources=APT_SOURCES):
     """The Debian archive URL: `override`, else $BUNDLER_DEBIAN_MIRROR, else the host's apt configuration."""
@@ -88,8 +97,11 @@ def debian_mirror(override=None, sources=APT_SOURCES):
         # The main archive: an entry with a plain release suite (not -security, -updates, -backports).
         if uri.startswith(("http://", "https://", "file:/")) and any("-" not in s and "/" not in s for s in suites):
             return uri.rstrip("/")
-    raise HostError("no Debian mirror found in the host's apt configuration (%s); pass --mirror URL or set %s"
-                    % (", ".join(str(p) for p in sources), MIRROR_ENV))
+    raise HostError(
+        "no Debian mirror found in the host's apt configuration ({}); pass --mirror URL or set {}".format(
+            ", ".join(str(p) for p in sources), MIRROR_ENV
+        )
+    )
 
 
 def apt_entries(sources=APT_SOURCES):
@@ -135,6 +147,7 @@ def _one_line(text):
 
 # What the host needs
 
+
 def builder():
     """What makes the roots here: debootstrap as root, else mmdebstrap's unshare mode (a user namespace)."""
     return "debootstrap" if os.geteuid() == 0 else "mmdebstrap"
@@ -146,8 +159,11 @@ def check_host(tgt):
         return _check_unprivileged(tgt)
     missing = [tool for tool in ("debootstrap", "chroot", "unshare", "mount") if _which(tool) is None]
     if missing:
-        raise HostError("building the %s stub needs %s: apt-get install debootstrap util-linux, or pass --stub PATH"
-                        % (tgt.arch, ", ".join(missing)))
+        raise HostError(
+            "building the {} stub needs {}: apt-get install debootstrap util-linux, or pass --stub PATH".format(
+                tgt.arch, ", ".join(missing)
+            )
+        )
     if tgt.arch != host_arch():
         enable_qemu(tgt)
 
@@ -163,35 +179,42 @@ def _check_unprivileged(tgt):
         tools += ("arch-test",)  # mmdebstrap's check that the foreign architecture runs
     missing = [tool for tool in tools if _which(tool) is None]
     if missing:
-        raise HostError("building the %s stub without root uses mmdebstrap in a user namespace and needs %s: "
-                        "apt-get install mmdebstrap uidmap%s; or run `bundler stub --arch %s` as root, or pass "
-                        "--stub PATH" % (tgt.arch, ", ".join(missing), " arch-test" if "arch-test" in tools else "",
-                                         tgt.arch))
+        raise HostError(
+            "building the {} stub without root uses mmdebstrap in a user namespace and needs {}: "
+            "apt-get install mmdebstrap uidmap{}; or run `bundler stub --arch {}` as root, or pass "
+            "--stub PATH".format(tgt.arch, ", ".join(missing), " arch-test" if "arch-test" in tools else "", tgt.arch)
+        )
     subids = subordinate_ids()
     if subids is None:
         free = "%d-%d" % (_free_subid_start(), _free_subid_start() + userns.IDS - 1)
-        raise HostError("building the %s stub without root needs subordinate ids for %s (%d or more in %s and %s; "
-                        "none or too few now): as root run `usermod --add-subuids %s --add-subgids %s %s` (a free "
-                        "range); or run `bundler stub --arch %s` as root, or pass --stub PATH"
-                        % (tgt.arch, user, userns.IDS, SUBID_FILES[0], SUBID_FILES[1], free, free, user, tgt.arch))
+        raise HostError(
+            "building the %s stub without root needs subordinate ids for %s (%d or more in %s and %s; "
+            "none or too few now): as root run `usermod --add-subuids %s --add-subgids %s %s` (a free "
+            "range); or run `bundler stub --arch %s` as root, or pass --stub PATH"
+            % (tgt.arch, user, userns.IDS, SUBID_FILES[0], SUBID_FILES[1], free, free, user, tgt.arch)
+        )
     try:
-        tried = subprocess.run(userns.command(*subids, ["true"]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, timeout=30)
+        tried = subprocess.run(
+            userns.command(*subids, ["true"]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=30
+        )
     except subprocess.TimeoutExpired:
         tried = subprocess.CompletedProcess([], 1, "no answer in 30 s")
     if tried.returncode != 0:
-        raise HostError("building the %s stub without root needs a user namespace, and making one failed (%s): "
-                        "check `unshare --user true` and the sysctls user.max_user_namespaces, "
-                        "kernel.unprivileged_userns_clone and kernel.apparmor_restrict_unprivileged_userns; or run "
-                        "`bundler stub --arch %s` as root, or pass --stub PATH"
-                        % (tgt.arch, " | ".join(tried.stdout.strip().splitlines()[-2:]) or "exit %d"
-                           % tried.returncode, tgt.arch))
+        raise HostError(
+            "building the {} stub without root needs a user namespace, and making one failed ({}): "
+            "check `unshare --user true` and the sysctls user.max_user_namespaces, "
+            "kernel.unprivileged_userns_clone and kernel.apparmor_restrict_unprivileged_userns; or run "
+            "`bundler stub --arch {}` as root, or pass --stub PATH".format(
+                tgt.arch, " | ".join(tried.stdout.strip().splitlines()[-2:]) or "exit %d" % tried.returncode, tgt.arch
+            )
+        )
     if tgt.arch != host_arch():
         enable_qemu(tgt, may_set_up=False)
 
 
 def _user_name():
     import pwd
+
     try:
         return pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
@@ -206,9 +229,11 @@ def _free_subid_start(files=SUBID_FILES):
             lines = path.read_text().splitlines()
         except OSError:
             continue
-        ends += [int(start) + int(count) for _, start, count in (line.strip().split(":") for line in lines
-                                                                 if line.count(":") == 2)
-                 if start.isdigit() and count.isdigit()]
+        ends += [
+            int(start) + int(count)
+            for _, start, count in (line.strip().split(":") for line in lines if line.count(":") == 2)
+            if start.isdigit() and count.isdigit()
+        ]
     return max(ends)
 
 
@@ -222,9 +247,11 @@ def subordinate_ids(files=SUBID_FILES):
             lines = path.read_text().splitlines()
         except OSError:
             return None
-        ranges = [(int(start), int(count)) for name, start, count in
-                  (line.strip().split(":") for line in lines if line.count(":") == 2)
-                  if name in names and start.isdigit() and count.isdigit()]
+        ranges = [
+            (int(start), int(count))
+            for name, start, count in (line.strip().split(":") for line in lines if line.count(":") == 2)
+            if name in names and start.isdigit() and count.isdigit()
+        ]
         if not ranges or ranges[0][1] < userns.IDS:
             return None
         found.append(ranges[0])
@@ -237,35 +264,48 @@ def enable_qemu(tgt, may_set_up=True):
     interpreter = Path("/usr/libexec/qemu-binfmt") / (tgt.qemu.replace("qemu-", "") + "-binfmt-P")
     static = shutil.which(tgt.qemu + "-static")
     if static is None and not interpreter.exists():
-        raise HostError("running %s binaries needs qemu-user-static: apt-get install qemu-user-static binfmt-support, "
-                        "or pass --stub PATH" % tgt.arch)
+        raise HostError(
+            f"running {tgt.arch} binaries needs qemu-user-static: apt-get install qemu-user-static binfmt-support, "
+            "or pass --stub PATH"
+        )
     as_root = "" if may_set_up else " (as root; or pass --stub PATH)"
     if not (BINFMT / "status").exists() and not may_set_up:
-        raise HostError("running %s binaries needs binfmt_misc, which is not mounted, and only root can mount it: "
-                        "run `mount -t binfmt_misc binfmt_misc %s && update-binfmts --enable %s`%s"
-                        % (tgt.arch, BINFMT, tgt.qemu, as_root))
+        raise HostError(
+            f"running {tgt.arch} binaries needs binfmt_misc, which is not mounted, and only root can mount it: "
+            f"run `mount -t binfmt_misc binfmt_misc {BINFMT} && update-binfmts --enable {tgt.qemu}`{as_root}"
+        )
     if not (BINFMT / "status").exists():
-        mounted = subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], capture_output=True,
-                                 text=True)
+        mounted = subprocess.run(
+            ["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], capture_output=True, text=True
+        )
         if mounted.returncode != 0:
-            raise HostError("binfmt_misc is not mounted and mounting it failed (%s); run `mount -t binfmt_misc "
-                            "binfmt_misc %s` on the host" % (mounted.stderr.strip(), BINFMT))
+            raise HostError(
+                f"binfmt_misc is not mounted and mounting it failed ({mounted.stderr.strip()}); run `mount -t binfmt_misc "
+                f"binfmt_misc {BINFMT}` on the host"
+            )
     handler = BINFMT / tgt.qemu
     if not _enabled(handler) and not may_set_up:
-        raise HostError("running %s binaries needs the binfmt_misc handler %s, which is %s: run `update-binfmts "
-                        "--enable %s`%s" % (tgt.arch, tgt.qemu, "disabled" if handler.exists() else "not registered",
-                                            tgt.qemu, as_root))
+        raise HostError(
+            "running {} binaries needs the binfmt_misc handler {}, which is {}: run `update-binfmts "
+            "--enable {}`{}".format(
+                tgt.arch, tgt.qemu, "disabled" if handler.exists() else "not registered", tgt.qemu, as_root
+            )
+        )
     if not _enabled(handler):
         if shutil.which("update-binfmts") is None:
-            raise HostError("no binfmt_misc handler %s: apt-get install binfmt-support qemu-user-static" % tgt.qemu)
+            raise HostError(f"no binfmt_misc handler {tgt.qemu}: apt-get install binfmt-support qemu-user-static")
         subprocess.run(["update-binfmts", "--enable", tgt.qemu], capture_output=True)
         if not _enabled(handler):
-            raise HostError("cannot enable the binfmt_misc handler %s: run `update-binfmts --enable %s` (package "
-                            "qemu-user-static)" % (tgt.qemu, tgt.qemu))
+            raise HostError(
+                f"cannot enable the binfmt_misc handler {tgt.qemu}: run `update-binfmts --enable {tgt.qemu}` (package "
+                "qemu-user-static)"
+            )
     flags = re.search(r"^flags: *(\S*)", handler.read_text(), re.M)
     if not flags or "F" not in flags.group(1):
-        raise HostError("the binfmt_misc handler %s lacks the F (fix binary) flag, so it cannot run inside a chroot; "
-                        "re-register it with qemu-user-static's update-binfmts%s" % (tgt.qemu, as_root))
+        raise HostError(
+            f"the binfmt_misc handler {tgt.qemu} lacks the F (fix binary) flag, so it cannot run inside a chroot; "
+            f"re-register it with qemu-user-static's update-binfmts{as_root}"
+        )
 
 
 def _enabled(handler):
@@ -277,6 +317,7 @@ def _enabled(handler):
 
 # Roots
 
+
 @contextlib.contextmanager
 def locked(path, log=None, holder=None):
     """An exclusive flock on `path` (two builds of one root or stub wait for each other). With `log`, a wait is
@@ -286,7 +327,7 @@ def locked(path, log=None, holder=None):
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if log is not None:
-                log("waiting for %s to finish (it holds %s)..." % (holder or "another bundler", path))
+                log("waiting for {} to finish (it holds {})...".format(holder or "another bundler", path))
             fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
@@ -302,7 +343,7 @@ def root_dir(cache, tgt):
     mmdebstrap root is owned by the user and its subordinate ids, a debootstrap one by root)."""
     digest = hashlib.sha256(" ".join(tgt.packages).encode()).hexdigest()[:12]
     suffix = "" if builder() == "debootstrap" else "-unshare"
-    return cache.dir("stub-roots") / ("%s-%s-%s%s" % (tgt.release, tgt.debian_arch, digest, suffix))
+    return cache.dir("stub-roots") / (f"{tgt.release}-{tgt.debian_arch}-{digest}{suffix}")
 
 
 def ensure_root(cache, tgt, mirror, log=print):
@@ -322,12 +363,17 @@ def ensure_root(cache, tgt, mirror, log=print):
         cmd, env = [tool] + options + [tgt.release, str(work), mirror], None
         if tool == "mmdebstrap":
             cmd, env = _mmdebstrap_command(options, tgt.release, work, mirror)
-        run_logged(cmd, "%s %s %s" % (tool, tgt.release, tgt.debian_arch), work.with_name(work.name + ".log"), log,
-                   env=env,
-                   failure=lambda tail: NetworkError(
-                       "%s of Debian %s for %s from %s failed: %s; check that the mirror serves %s for %s "
-                       "(override with --mirror URL or %s)" % (tool, tgt.release, tgt.debian_arch, mirror, tail,
-                                                               tgt.release, tgt.debian_arch, MIRROR_ENV)))
+        run_logged(
+            cmd,
+            f"{tool} {tgt.release} {tgt.debian_arch}",
+            work.with_name(work.name + ".log"),
+            log,
+            env=env,
+            failure=lambda tail: NetworkError(
+                f"{tool} of Debian {tgt.release} for {tgt.debian_arch} from {mirror} failed: {tail}; check that the mirror serves {tgt.release} for {tgt.debian_arch} "
+                f"(override with --mirror URL or {MIRROR_ENV})"
+            ),
+        )
         (work / _COMPLETE).write_text(" ".join(tgt.packages) + "\n")
         os.rename(work, root)
     return root
@@ -342,10 +388,11 @@ def _mmdebstrap_command(options, release, work, mirror):
     binds the host's). mmdebstrap builds in $TMPDIR, which its namespace must be able to enter: /tmp otherwise.
     """
     os.makedirs(work)
-    unpack = userns.command(*_subordinate_ids(), ["tar", "--numeric-owner", "-xpf", "-", "-C", str(work),
-                                                  "--exclude=./dev/*"])
+    unpack = userns.command(
+        *_subordinate_ids(), ["tar", "--numeric-owner", "-xpf", "-", "-C", str(work), "--exclude=./dev/*"]
+    )
     mm = ["mmdebstrap", "--mode=unshare", "--format=tar"] + options + [release, "-", mirror]
-    script = "set -o pipefail; %s | %s" % (shlex.join(mm), shlex.join(unpack))
+    script = f"set -o pipefail; {shlex.join(mm)} | {shlex.join(unpack)}"
     return ["bash", "-c", script], dict(os.environ, TMPDIR=_shared_tmp())
 
 
@@ -361,10 +408,11 @@ def _shared_tmp():
 
 
 def _in_namespace(argv, what):
-    done = subprocess.run(userns.command(*_subordinate_ids(), argv), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+    done = subprocess.run(
+        userns.command(*_subordinate_ids(), argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     if done.returncode != 0:
-        raise HostError("%s: %s" % (what, " | ".join(done.stdout.strip().splitlines()[-2:])))
+        raise HostError("{}: {}".format(what, " | ".join(done.stdout.strip().splitlines()[-2:])))
 
 
 def _subordinate_ids():
@@ -379,7 +427,7 @@ def remove_root(path):
     if not os.path.lexists(path):
         return
     if builder() == "mmdebstrap":  # files of the root's system users belong to subordinate ids
-        _in_namespace(["rm", "-rf", "--one-file-system", str(path)], "cannot remove %s" % path)
+        _in_namespace(["rm", "-rf", "--one-file-system", str(path)], f"cannot remove {path}")
         return
     prefix = str(Path(path).resolve()) + "/"
     with open("/proc/self/mounts") as mounts:
@@ -396,16 +444,20 @@ def in_root(root, argv, env=None):
     bound from the host (mmdebstrap's unshare mode leaves /dev empty)."""
     clean = {"PATH": _SYSTEM_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
     clean.update(env or {})
-    chrooted = ["/usr/bin/env", "-i"] + ["%s=%s" % kv for kv in sorted(clean.items())] + list(argv)
+    chrooted = ["/usr/bin/env", "-i"] + ["{}={}".format(*kv) for kv in sorted(clean.items())] + list(argv)
     if builder() == "debootstrap":
         script = 'mount -t proc proc "$1/proc" && exec chroot "$@"'
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(root)] + chrooted
-    script = ('set -e; PATH=%s; mount -t proc proc "$1/proc"; mount -t tmpfs -o mode=755 tmpfs "$1/dev"; '
-              'for node in null zero full random urandom tty; do : > "$1/dev/$node"; '
-              'mount --bind "/dev/$node" "$1/dev/$node"; done; ln -s /proc/self/fd "$1/dev/fd"; '
-              'mkdir "$1/dev/shm" "$1/dev/pts"; exec chroot "$@"' % _SYSTEM_PATH)
-    return userns.command(*_subordinate_ids(), ["unshare", "--pid", "--fork", "--kill-child", "sh", "-c", script,
-                                                "sh", str(root)] + chrooted)
+    script = (
+        f'set -e; PATH={_SYSTEM_PATH}; mount -t proc proc "$1/proc"; mount -t tmpfs -o mode=755 tmpfs "$1/dev"; '
+        'for node in null zero full random urandom tty; do : > "$1/dev/$node"; '
+        'mount --bind "/dev/$node" "$1/dev/$node"; done; ln -s /proc/self/fd "$1/dev/fd"; '
+        'mkdir "$1/dev/shm" "$1/dev/pts"; exec chroot "$@"'
+    )
+    return userns.command(
+        *_subordinate_ids(),
+        ["unshare", "--pid", "--fork", "--kill-child", "sh", "-c", script, "sh", str(root)] + chrooted,
+    )
 
 
 def run_logged(cmd, what, log_path, log, failure, every=30, env=None):
@@ -417,12 +469,13 @@ def run_logged(cmd, what, log_path, log, failure, every=30, env=None):
 
     def progress():
         while not done.wait(every):
-            log("  %s: %s%s" % (what, _elapsed(time.monotonic() - began), ", " + last[0][:100] if last[0] else ""))
+            log("  {}: {}{}".format(what, _elapsed(time.monotonic() - began), ", " + last[0][:100] if last[0] else ""))
 
     reporter = threading.Thread(target=progress, daemon=True)
     with open(log_path, "w") as out:
-        process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                                   env=env)
+        process = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=env
+        )
         reporter.start()
         try:
             for line in process.stdout:
@@ -438,9 +491,9 @@ def run_logged(cmd, what, log_path, log, failure, every=30, env=None):
         finally:
             done.set()
     if process.returncode != 0:
-        lines = [l.strip() for l in Path(log_path).read_text(errors="replace").splitlines() if l.strip()]
-        errors = [l for l in lines if l.startswith(("E:", "ERROR", "error"))] or lines
-        raise failure(" | ".join(errors[-2:])[:400] + " (full log: %s)" % log_path)
+        lines = [line.strip() for line in Path(log_path).read_text(errors="replace").splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith(("E:", "ERROR", "error"))] or lines
+        raise failure(" | ".join(errors[-2:])[:400] + f" (full log: {log_path})")
     return time.monotonic() - began
 
 

@@ -10,12 +10,18 @@ import hashlib
 import shutil
 import time
 
+from bundler.stubs import debian
+from bundler.stubs.build import (
+    PROJECT,
+    cached_stub,
+    install_stub,
+    pyinstaller_command,
+    run_side_files,
+    sources_digest,
+    versions,
+)
 from payload.elf import elf_machine
 from payload.errors import BundleError, HostError
-
-from bundler.stubs import debian
-from bundler.stubs.build import (PROJECT, cached_stub, install_stub, pyinstaller_command, run_side_files, sources_digest,
-                        versions)
 
 _VENV_COMPLETE = ".bundler-venv-complete"
 _IN_ROOT = "/tmp/bundler-stub"
@@ -29,7 +35,7 @@ def stub_key(tgt):
 
 def cached_stub_path(cache, arch):
     tgt = debian.target(arch)
-    return cache.dir("stubs") / ("stub-%s-%s-%s" % (tgt.arch, tgt.release, stub_key(tgt)))
+    return cache.dir("stubs") / (f"stub-{tgt.arch}-{tgt.release}-{stub_key(tgt)}")
 
 
 def check_can_build(cache, arch, offline=False, mirror=None):
@@ -39,9 +45,10 @@ def check_can_build(cache, arch, offline=False, mirror=None):
         return
     tgt = debian.target(arch)
     if offline:
-        raise HostError("no portable %s stub in the cache %s and --offline: run `bundler fetch --stubs --arch %s` "
-                        "(or `bundler stub --arch %s`) on a connected host and copy its cache, or pass --stub PATH"
-                        % (arch, cache.root, arch, arch))
+        raise HostError(
+            f"no portable {arch} stub in the cache {cache.root} and --offline: run `bundler fetch --stubs --arch {arch}` "
+            f"(or `bundler stub --arch {arch}`) on a connected host and copy its cache, or pass --stub PATH"
+        )
     debian.check_host(tgt)
     debian.debian_mirror(mirror)
 
@@ -54,41 +61,56 @@ def portable_stub(cache, arch, mirror=None, offline=False, log=print):
     check_can_build(cache, arch, offline, mirror)
     tgt = debian.target(arch)
     mirror = debian.debian_mirror(mirror)
-    with debian.locked(path.with_name("%s.lock" % path.name), log, "another bundler building this stub"):
+    with debian.locked(path.with_name(f"{path.name}.lock"), log, "another bundler building this stub"):
         if cached_stub(cache, path):
             return path
         began = time.monotonic()
         how = "under qemu" if tgt.arch != debian.host_arch() else "natively"
-        log("building the portable %s stub in a Debian %s root (%s; first time about %d min on 2 idle cores, "
-            "longer under load, then cached in %s)..." % (arch, tgt.release, how, tgt.minutes, cache.root))
-        root = _step(log, "root: Debian %s %s (%s from %s)" % (tgt.release, tgt.debian_arch, debian.builder(), mirror),
-                     debian.ensure_root, cache, tgt, mirror, log)
+        log(
+            "building the portable %s stub in a Debian %s root (%s; first time about %d min on 2 idle cores, "
+            "longer under load, then cached in %s)..." % (arch, tgt.release, how, tgt.minutes, cache.root)
+        )
+        root = _step(
+            log,
+            f"root: Debian {tgt.release} {tgt.debian_arch} ({debian.builder()} from {mirror})",
+            debian.ensure_root,
+            cache,
+            tgt,
+            mirror,
+            log,
+        )
         # Builds of other stub keys (another checkout of bundler) share the root's work dir and venv.
         with debian.locked(debian.build_lock(root), log, "another stub build in this root"):
-            venv = _step(log, "Python packages: PyInstaller %s, zstandard %s%s" % (
-                versions() + (" (built from source in the root)" if tgt.from_source else "",)),
-                _ensure_venv, cache, tgt, root, log)
+            venv = _step(
+                log,
+                "Python packages: PyInstaller %s, zstandard %s%s"
+                % (versions() + (" (built from source in the root)" if tgt.from_source else "",)),
+                _ensure_venv,
+                cache,
+                tgt,
+                root,
+                log,
+            )
             built = _step(log, "PyInstaller one-file build of the stub", _build, root, venv, tgt, log)
             try:
                 install_stub(cache, built, path)
             finally:
                 shutil.rmtree(root / _IN_ROOT.lstrip("/"), ignore_errors=True)
-        log("portable %s stub ready in %s: %s" % (arch, debian._elapsed(time.monotonic() - began), path))
+        log(f"portable {arch} stub ready in {debian._elapsed(time.monotonic() - began)}: {path}")
     return path
 
 
 def _step(log, what, func, *args):
     began = time.monotonic()
-    log("  %s..." % what)
+    log(f"  {what}...")
     result = func(*args)
-    log("  done in %s" % debian._elapsed(time.monotonic() - began))
+    log(f"  done in {debian._elapsed(time.monotonic() - began)}")
     return result
 
 
 def _wheels_dir(cache, tgt):
     pyinstaller, zstandard = versions()
-    return cache.dir("stub-wheels") / ("%s-%s-pyinstaller%s-zstandard%s" % (tgt.release, tgt.debian_arch,
-                                                                           pyinstaller, zstandard))
+    return cache.dir("stub-wheels") / (f"{tgt.release}-{tgt.debian_arch}-pyinstaller{pyinstaller}-zstandard{zstandard}")
 
 
 def _requirements():
@@ -101,7 +123,7 @@ def _ensure_wheels(cache, tgt, log):
     where = _wheels_dir(cache, tgt)
     if (where / "downloads" / ".complete").exists():
         return where
-    from bundler.stubs import wheels# packaging and tomllib: only when downloading (a cached call returns at once)
+    from bundler.stubs import wheels  # packaging and tomllib: only when downloading (a cached call returns at once)
 
     work = where / "downloads.tmp"
     shutil.rmtree(work, ignore_errors=True)
@@ -115,7 +137,7 @@ def _ensure_wheels(cache, tgt, log):
 def _ensure_venv(cache, tgt, root, log):
     """A venv inside the root with PyInstaller, zstandard and requests, from the cached packages."""
     pyinstaller, zstandard = versions()
-    venv = "/opt/bundler-stub-pyinstaller%s-zstandard%s" % (pyinstaller, zstandard)
+    venv = f"/opt/bundler-stub-pyinstaller{pyinstaller}-zstandard{zstandard}"
     if (root / venv.lstrip("/") / _VENV_COMPLETE).exists():
         return venv
     where = _ensure_wheels(cache, tgt, log)
@@ -127,25 +149,36 @@ def _ensure_venv(cache, tgt, root, log):
         shutil.copytree(built_cache, inside / "built")
     pip = venv + "/bin/pip"
     links = ["--no-index", "--find-links", _IN_ROOT + "/downloads", "--find-links", _IN_ROOT + "/built"]
-    script = ["set -e", "rm -rf %s" % venv, "python3 -m venv %s" % venv, "mkdir -p %s/built" % _IN_ROOT,
-              "%s install -q %s --upgrade pip" % (pip, " ".join(links))]
+    script = [
+        "set -e",
+        f"rm -rf {venv}",
+        f"python3 -m venv {venv}",
+        f"mkdir -p {_IN_ROOT}/built",
+        "{} install -q {} --upgrade pip".format(pip, " ".join(links)),
+    ]
     if tgt.from_source and not (built_cache / ".complete").exists():
         # Build requirements first (hatchling, setuptools, ...), then the sdists without isolation: no index here.
-        script += ["%s install -q %s %s/downloads/*.whl" % (pip, " ".join(links), _IN_ROOT),
-                   "%s wheel -q --no-deps --no-build-isolation %s -w %s/built %s/downloads/*.tar.gz"
-                   % (pip, " ".join(links), _IN_ROOT, _IN_ROOT)]
-    script.append("%s install -q %s %s" % (pip, " ".join(links), " ".join(_requirements()[1:])))
-    script.append("touch %s/%s" % (venv, _VENV_COMPLETE))
+        script += [
+            "{} install -q {} {}/downloads/*.whl".format(pip, " ".join(links), _IN_ROOT),
+            "{} wheel -q --no-deps --no-build-isolation {} -w {}/built {}/downloads/*.tar.gz".format(
+                pip, " ".join(links), _IN_ROOT, _IN_ROOT
+            ),
+        ]
+    script.append("{} install -q {} {}".format(pip, " ".join(links), " ".join(_requirements()[1:])))
+    script.append(f"touch {venv}/{_VENV_COMPLETE}")
     (inside / "venv.sh").write_text("\n".join(script) + "\n")
-    debian.run_logged(debian.in_root(root, ["sh", "-x", _IN_ROOT + "/venv.sh"]), "pip in the root",
-                      cache.dir("stub-roots") / ("%s-venv.log" % root.name), log,
-                      failure=lambda tail: BundleError("installing PyInstaller in the %s root failed: %s"
-                                                       % (tgt.debian_arch, tail)))
+    debian.run_logged(
+        debian.in_root(root, ["sh", "-x", _IN_ROOT + "/venv.sh"]),
+        "pip in the root",
+        cache.dir("stub-roots") / (f"{root.name}-venv.log"),
+        log,
+        failure=lambda tail: BundleError(f"installing PyInstaller in the {tgt.debian_arch} root failed: {tail}"),
+    )
     if tgt.from_source and not (built_cache / ".complete").exists():
         work = where / "built.tmp"
         shutil.rmtree(work, ignore_errors=True)
         shutil.copytree(inside / "built", work)
-        (work / ".complete").write_text("built in Debian %s %s\n" % (tgt.release, tgt.debian_arch))
+        (work / ".complete").write_text(f"built in Debian {tgt.release} {tgt.debian_arch}\n")
         shutil.rmtree(built_cache, ignore_errors=True)
         work.rename(built_cache)
     return venv
@@ -159,14 +192,18 @@ def _build(root, venv, tgt, log):
         (source / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(PROJECT / relative, source / relative)
     cmd = pyinstaller_command(venv + "/bin/python", _IN_ROOT + "/src", _IN_ROOT + "/work", inside / "work")
-    debian.run_logged(debian.in_root(root, cmd, env={"PYINSTALLER_CONFIG_DIR": _IN_ROOT + "/pyinstaller"}),
-                      "PyInstaller", inside / "pyinstaller.log", log,
-                      failure=lambda tail: BundleError("PyInstaller failed to build the %s stub in its root: %s"
-                                                       % (tgt.arch, tail)))
+    debian.run_logged(
+        debian.in_root(root, cmd, env={"PYINSTALLER_CONFIG_DIR": _IN_ROOT + "/pyinstaller"}),
+        "PyInstaller",
+        inside / "pyinstaller.log",
+        log,
+        failure=lambda tail: BundleError(f"PyInstaller failed to build the {tgt.arch} stub in its root: {tail}"),
+    )
     built = inside / "work" / "dist" / "stub"
     with open(built, "rb") as f:
         machine = elf_machine(f)
     if machine != tgt.arch:
-        raise BundleError("the stub built in the %s root is a %s ELF file; the root is broken: delete %s and retry"
-                          % (tgt.arch, machine, root))
+        raise BundleError(
+            f"the stub built in the {tgt.arch} root is a {machine} ELF file; the root is broken: delete {root} and retry"
+        )
     return built

@@ -45,7 +45,7 @@ def _set_map(tool, pid, triples):
     args = [tool, str(pid)] + [str(n) for triple in triples for n in triple]
     done = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if done.returncode != 0:
-        raise OSError("%s failed: %s" % (tool, done.stdout.strip() or "exit %d" % done.returncode))
+        raise OSError("{} failed: {}".format(tool, done.stdout.strip() or "exit %d" % done.returncode))
 
 
 def main(args):
@@ -61,7 +61,7 @@ def main(args):
             os.close(go_w)
             if libc.unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0:
                 error = ctypes.get_errno()
-                sys.stderr.write("userns: unshare(CLONE_NEWUSER) failed: %s\n" % os.strerror(error))
+                sys.stderr.write(f"userns: unshare(CLONE_NEWUSER) failed: {os.strerror(error)}\n")
                 os._exit(126)
             os.write(ready_w, b"u")
             if os.read(go_r, 1) != b"m":
@@ -77,7 +77,7 @@ def main(args):
                 os._exit(126)
             os.execvp(argv[0], argv)
         except BaseException as exc:  # noqa: B036 - nothing may escape a forked child
-            sys.stderr.write("userns: %s\n" % exc)
+            sys.stderr.write(f"userns: {exc}\n")
         os._exit(127)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child gets Ctrl-C too (same process group) and decides
     os.close(ready_w)
@@ -88,7 +88,7 @@ def main(args):
             _set_map("newgidmap", pid, maps(os.getgid(), *subgid))
             os.write(go_w, b"m")
     except OSError as exc:
-        sys.stderr.write("userns: %s\n" % exc)
+        sys.stderr.write(f"userns: {exc}\n")
         os.kill(pid, signal.SIGKILL)
     os.close(go_w)
     while True:

@@ -12,10 +12,10 @@ import email.parser
 import subprocess
 import sys
 import tarfile
-import tomllib
 import zipfile
 from pathlib import Path
 
+import tomllib
 from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -29,9 +29,17 @@ _SKIPPED_BUILD_REQUIREMENTS = {"cffi"}
 
 def marker_environment(python, machine):
     env = default_environment()
-    env.update(python_version=python, python_full_version=python + ".0", platform_machine=machine,
-               sys_platform="linux", platform_system="Linux", os_name="posix", implementation_name="cpython",
-               platform_python_implementation="CPython", extra="")
+    env.update(
+        python_version=python,
+        python_full_version=python + ".0",
+        platform_machine=machine,
+        sys_platform="linux",
+        platform_system="Linux",
+        os_name="posix",
+        implementation_name="cpython",
+        platform_python_implementation="CPython",
+        extra="",
+    )
     return env
 
 
@@ -61,9 +69,29 @@ def download(requirements, dest, python, machine, platform, from_source=(), log=
         source = [str(_plain(r)) for n, r in wanted.items() if n in from_source]
         abi = "cp" + python.replace(".", "")
         if binary:
-            _pip(["download", "--no-deps", "--only-binary=:all:", "--platform", platform, "--python-version", python,
-                  "--implementation", "cp", "--abi", abi, "--abi", "abi3", "--abi", "none", "-d", str(dest)]
-                 + binary, log)
+            _pip(
+                [
+                    "download",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    "--platform",
+                    platform,
+                    "--python-version",
+                    python,
+                    "--implementation",
+                    "cp",
+                    "--abi",
+                    abi,
+                    "--abi",
+                    "abi3",
+                    "--abi",
+                    "none",
+                    "-d",
+                    str(dest),
+                ]
+                + binary,
+                log,
+            )
         if source:
             _pip(["download", "--no-deps", "--no-binary=:all:", "-d", str(dest)] + source, log)
         for path in set(dest.iterdir()) - before:
@@ -82,9 +110,11 @@ def _pip(args, log):
     cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"] + args
     result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if result.returncode != 0:
-        lines = [l for l in result.stdout.splitlines() if l.strip() and "is ignored" not in l]
-        raise NetworkError("pip download for the stub failed: %s; check the network or the host's pip "
-                           "configuration (pip config list)" % " | ".join(lines[-3:]))
+        lines = [line for line in result.stdout.splitlines() if line.strip() and "is ignored" not in line]
+        raise NetworkError(
+            "pip download for the stub failed: {}; check the network or the host's pip "
+            "configuration (pip config list)".format(" | ".join(lines[-3:]))
+        )
 
 
 def _requirements_of(path):
@@ -105,9 +135,16 @@ def _requirements_of(path):
         build = [Requirement(r) for r in project.get("build-system", {}).get("requires", ["setuptools", "wheel"])]
         build = [r for r in build if canonicalize_name(r.name) not in _SKIPPED_BUILD_REQUIREMENTS]
         return _parse_requires(info) + build + [Requirement("wheel")]
-    except (OSError, KeyError, StopIteration, zipfile.BadZipFile, tarfile.TarError, InvalidRequirement,
-            tomllib.TOMLDecodeError) as exc:
-        raise HostError("cannot read the metadata of %s (%s); delete it from the cache and retry" % (path, exc))
+    except (
+        OSError,
+        KeyError,
+        StopIteration,
+        zipfile.BadZipFile,
+        tarfile.TarError,
+        InvalidRequirement,
+        tomllib.TOMLDecodeError,
+    ) as exc:
+        raise HostError(f"cannot read the metadata of {path} ({exc}); delete it from the cache and retry")
 
 
 def _parse_requires(text):

@@ -10,7 +10,7 @@ import io
 import json
 import os
 import tarfile
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Optional, Union
 
 from payload.errors import HostError, IntegrityError
 from payload.fs import atomic_file
@@ -33,13 +33,12 @@ ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 _OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
-BlobSource = Union[Dict[str, str], Callable[[str], "io.BufferedIOBase"]]
+BlobSource = Union[dict[str, str], Callable[[str], "io.BufferedIOBase"]]
 
 
 def blob_path(digest: str) -> str:
     """Where a blob lives inside an OCI layout: `blobs/sha256/<hex>`."""
     return layout_blob_path(check_digest(digest))
-
 
 
 def write_image_archive(

@@ -20,7 +20,7 @@ Every frame's digest is in the signed index, and the rebuilt file's outside_sha2
 
 import hashlib
 import json
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional
 
 from payload import arches
 from payload.errors import IntegrityError, UsageError
@@ -72,8 +72,13 @@ class Frame(NamedTuple):
 
 def stored_frames(index):
     """Every stored frame of a bundle, in data-area order (Index.frames: a group's frames lie back to back)."""
-    return sorted((Frame(group.name, frame.number - 1, frame.offset, frame.csize, frame.sha256)
-                   for group, frame in index.frames()), key=lambda f: f.offset)
+    return sorted(
+        (
+            Frame(group.name, frame.number - 1, frame.offset, frame.csize, frame.sha256)
+            for group, frame in index.frames()
+        ),
+        key=lambda f: f.offset,
+    )
 
 
 class Blob(NamedTuple):
@@ -82,8 +87,8 @@ class Blob(NamedTuple):
     media_type: str
     digest: str
     size: int
-    annotations: Tuple[Tuple[str, str], ...]
-    spans: Tuple[Tuple[int, int], ...]
+    annotations: tuple[tuple[str, str], ...]
+    spans: tuple[tuple[int, int], ...]
     frame: Optional[Frame] = None
 
     def descriptor(self):
@@ -98,7 +103,7 @@ class Blobs(NamedTuple):
     elf: Blob
     stub: Blob
     archive: Blob
-    frames: Tuple[Blob, ...]
+    frames: tuple[Blob, ...]
 
     @property
     def layers(self):
@@ -118,25 +123,38 @@ def bundle_blobs(payload, f=None):
     registry (read_head) has no file: its stub and archive blobs are then unknown (no digest, no size)."""
     index = payload.index
     if payload.split:
-        raise UsageError("%s is a split bundle; push the executable made without --split (bundler split and "
-                         "bundler copy --split cut it again after a pull)" % payload.path)
+        raise UsageError(
+            f"{payload.path} is a split bundle; push the executable made without --split (bundler split and "
+            "bundler copy --split cut it again after a pull)"
+        )
     if index.outside_sha256 is None:
-        raise UsageError("%s records no sha256 of its stub (a bundle of an older bundler); make it again" % payload.path)
+        raise UsageError(f"{payload.path} records no sha256 of its stub (a bundle of an older bundler); make it again")
     head = head_of(payload)
     start = payload.section_offset or 0
     config = Blob(INDEX_TYPE, sha256_of(head), len(head), (), ((start, len(head)),))
     data_offset = payload.data_offset or 0
     frames = tuple(
-        Blob(FRAME_TYPE, _digest(f.sha256), f.csize, ((FRAME, str(f.number)), (GROUP, f.group)),
-             ((data_offset + f.offset, f.csize),), f)
-        for f in stored_frames(index))
+        Blob(
+            FRAME_TYPE,
+            _digest(f.sha256),
+            f.csize,
+            ((FRAME, str(f.number)), (GROUP, f.group)),
+            ((data_offset + f.offset, f.csize),),
+            f,
+        )
+        for f in stored_frames(index)
+    )
     if f is None:
         unknown = [Blob(t, None, None, (), ()) for t in (ELF_TYPE, STUB_TYPE, ARCHIVE_TYPE)]
         return Blobs(config, *unknown, frames)
     elf_spans, stub_span, archive_span = outside_spans(f, payload)
-    elf = Blob(ELF_TYPE, _hash_spans(f, elf_spans), sum(n for _, n in elf_spans),
-               ((HEADER_SIZE, str(elf_spans[0][1])), (PYDATA_OFFSET, str(archive_span[0])),
-                (SECTION_OFFSET, str(start))), elf_spans)
+    elf = Blob(
+        ELF_TYPE,
+        _hash_spans(f, elf_spans),
+        sum(n for _, n in elf_spans),
+        ((HEADER_SIZE, str(elf_spans[0][1])), (PYDATA_OFFSET, str(archive_span[0])), (SECTION_OFFSET, str(start))),
+        elf_spans,
+    )
     stub = Blob(STUB_TYPE, _hash_spans(f, (stub_span,)), stub_span[1], (), (stub_span,))
     archive = Blob(ARCHIVE_TYPE, _hash_spans(f, (archive_span,)), archive_span[1], (), (archive_span,))
     return Blobs(config, elf, stub, archive, frames)
@@ -156,7 +174,7 @@ def outside_spans(f, payload):
     section_end = payload.section_offset + payload.section_size
     found = find_section(f, "pydata")
     if found is None or found[0] < section_end or found[0] + found[1] > size or payload.section_offset < header_size:
-        raise IntegrityError("%s has no PyInstaller archive (pydata) after its payload section" % payload.path)
+        raise IntegrityError(f"{payload.path} has no PyInstaller archive (pydata) after its payload section")
     archive_start, archive_end = found[0], found[0] + found[1]
     elf = ((0, header_size), (section_end, archive_start - section_end), (archive_end, size - archive_end))
     return elf, (header_size, payload.section_offset - header_size), found
@@ -184,8 +202,15 @@ def head_of(payload):
 
 
 def annotations(index, file_sha256=None):
-    doc = {NAME: index.name, VERSION: index.version, VARIANT: index.variant, ARCH: index.arch,
-           BUNDLE_ID: index.bundle_id, OCI_TITLE: index.name, OCI_VERSION: index.version}
+    doc = {
+        NAME: index.name,
+        VERSION: index.version,
+        VARIANT: index.variant,
+        ARCH: index.arch,
+        BUNDLE_ID: index.bundle_id,
+        OCI_TITLE: index.name,
+        OCI_VERSION: index.version,
+    }
     if file_sha256:
         doc[FILE_SHA256] = file_sha256
     return doc
@@ -197,14 +222,16 @@ def canonical(doc):
 
 
 def manifest_bytes(index, blobs, file_sha256=None):
-    return canonical({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": ARTIFACT_TYPE,
-        "config": blobs.config.descriptor(),
-        "layers": [b.descriptor() for b in blobs.layers],
-        "annotations": annotations(index, file_sha256),
-    })
+    return canonical(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": ARTIFACT_TYPE,
+            "config": blobs.config.descriptor(),
+            "layers": [b.descriptor() for b in blobs.layers],
+            "annotations": annotations(index, file_sha256),
+        }
+    )
 
 
 # Reading an artifact back
@@ -229,11 +256,14 @@ def parse_manifest(data, where):
 
     doc = load_json(data, where)
     if doc.get("artifactType") != ARTIFACT_TYPE or not isinstance(doc.get("layers"), list):
-        raise IntegrityError("%s is not a bundle (artifactType %r, expected %s); check the reference"
-                             % (where, doc.get("artifactType"), ARTIFACT_TYPE))
+        raise IntegrityError(
+            "{} is not a bundle (artifactType {!r}, expected {}); check the reference".format(
+                where, doc.get("artifactType"), ARTIFACT_TYPE
+            )
+        )
     config = descriptor_from(doc.get("config"), where + " config")
     if config.media_type != INDEX_TYPE:
-        raise IntegrityError("%s has a config of type %r, expected %s" % (where, config.media_type, INDEX_TYPE))
+        raise IntegrityError(f"{where} has a config of type {config.media_type!r}, expected {INDEX_TYPE}")
     return doc, config
 
 
@@ -247,30 +277,49 @@ def read_artifact(where, manifest_doc, config_bytes):
     layers = manifest_doc["layers"]
     expected = bundle_blobs(payload)
     if len(layers) != len(expected.layers):
-        raise IntegrityError("%s lists %d layers, its index calls for %d; the manifest does not belong to its index"
-                             % (where, len(layers), len(expected.layers)))
+        raise IntegrityError(
+            "%s lists %d layers, its index calls for %d; the manifest does not belong to its index"
+            % (where, len(layers), len(expected.layers))
+        )
     found = [descriptor_from(layer, "%s layer %d" % (where, n)) for n, layer in enumerate(layers)]
     for n, (layer, blob) in enumerate(zip(found, expected.layers)):
-        if layer.media_type != blob.media_type or (blob.digest is not None and layer.digest != blob.digest) or (
-                blob.size is not None and layer.size != blob.size):
-            raise IntegrityError("%s layer %d is %s %s, its index calls for %s %s; the manifest does not belong to "
-                                 "its index" % (where, n, layer.media_type, layer.digest, blob.media_type, blob.digest))
+        if (
+            layer.media_type != blob.media_type
+            or (blob.digest is not None and layer.digest != blob.digest)
+            or (blob.size is not None and layer.size != blob.size)
+        ):
+            raise IntegrityError(
+                "%s layer %d is %s %s, its index calls for %s %s; the manifest does not belong to "
+                "its index" % (where, n, layer.media_type, layer.digest, blob.media_type, blob.digest)
+            )
     notes = layers[0].get("annotations") or {}
     try:
-        header_size, section_offset, archive_offset = (int(notes[k]) for k in (HEADER_SIZE, SECTION_OFFSET,
-                                                                                PYDATA_OFFSET))
+        header_size, section_offset, archive_offset = (
+            int(notes[k]) for k in (HEADER_SIZE, SECTION_OFFSET, PYDATA_OFFSET)
+        )
     except (KeyError, ValueError, TypeError):
-        raise IntegrityError("%s: the ELF layer lacks its %s, %s or %s annotation" % (
-            where, HEADER_SIZE, SECTION_OFFSET, PYDATA_OFFSET)) from None
+        raise IntegrityError(
+            f"{where}: the ELF layer lacks its {HEADER_SIZE}, {SECTION_OFFSET} or {PYDATA_OFFSET} annotation"
+        ) from None
     elf, stub, archive = found[0], found[1], found[2]
     gap = archive_offset - section_offset - payload.section_size  # between the section and pydata
-    if header_size not in (52, 64) or section_offset != header_size + stub.size or not 0 <= gap <= elf.size - header_size:
-        raise IntegrityError("%s: the ELF layer's offsets do not fit its layers" % where)
+    if (
+        header_size not in (52, 64)
+        or section_offset != header_size + stub.size
+        or not 0 <= gap <= elf.size - header_size
+    ):
+        raise IntegrityError(f"{where}: the ELF layer's offsets do not fit its layers")
     blobs = expected._replace(
-        elf=Blob(ELF_TYPE, elf.digest, elf.size, (), ((0, header_size), (header_size, gap),
-                                                      (header_size + gap, elf.size - header_size - gap))),
+        elf=Blob(
+            ELF_TYPE,
+            elf.digest,
+            elf.size,
+            (),
+            ((0, header_size), (header_size, gap), (header_size + gap, elf.size - header_size - gap)),
+        ),
         stub=Blob(STUB_TYPE, stub.digest, stub.size, (), ((0, stub.size),)),
-        archive=Blob(ARCHIVE_TYPE, archive.digest, archive.size, (), ((0, archive.size),)))
+        archive=Blob(ARCHIVE_TYPE, archive.digest, archive.size, (), ((0, archive.size),)),
+    )
     file_sha256 = (manifest_doc.get("annotations") or {}).get(FILE_SHA256)
     return Artifact(payload, blobs, section_offset, file_sha256)
 
@@ -311,7 +360,7 @@ def _copy(src, out, size, sha, what):
 
 def _check(sha, blob, what):
     if "sha256:" + sha.hexdigest() != blob.digest:
-        raise IntegrityError("the blob of %s is sha256:%s, expected %s" % (what, sha.hexdigest(), blob.digest))
+        raise IntegrityError(f"the blob of {what} is sha256:{sha.hexdigest()}, expected {blob.digest}")
 
 
 def verify_rebuilt(path, artifact):
@@ -323,8 +372,10 @@ def verify_rebuilt(path, artifact):
     with open(path, "rb") as f:
         rebuilt = open_payload(path, f)
         if rebuilt.index_bytes != artifact.payload.index_bytes or rebuilt.section_offset != artifact.section_offset:
-            raise IntegrityError("%s: the rebuilt executable does not hold its index where the manifest says; the "
-                                 "artifact is damaged" % path)
+            raise IntegrityError(
+                f"{path}: the rebuilt executable does not hold its index where the manifest says; the "
+                "artifact is damaged"
+            )
         check_outside(rebuilt, f)
     return rebuilt
 
@@ -348,9 +399,14 @@ def index_entry(index, manifest, file_sha256=None):
     """The image-index entry of one bundle's manifest."""
     from payload.oci.reference import sha256_digest
 
-    return {"mediaType": OCI_MANIFEST, "artifactType": ARTIFACT_TYPE, "digest": sha256_digest(manifest),
-            "size": len(manifest), "platform": platform_of_arch(index.arch),
-            "annotations": annotations(index, file_sha256)}
+    return {
+        "mediaType": OCI_MANIFEST,
+        "artifactType": ARTIFACT_TYPE,
+        "digest": sha256_digest(manifest),
+        "size": len(manifest),
+        "platform": platform_of_arch(index.arch),
+        "annotations": annotations(index, file_sha256),
+    }
 
 
 def _key(entry):
@@ -360,7 +416,7 @@ def _key(entry):
 
 def _describe(entry):
     notes = entry.get("annotations") or {}
-    return "%s %s %s/%s" % (notes.get(NAME), notes.get(VERSION), notes.get(ARCH), notes.get(VARIANT))
+    return f"{notes.get(NAME)} {notes.get(VERSION)} {notes.get(ARCH)}/{notes.get(VARIANT)}"
 
 
 def merge_index(existing, entries, where):
@@ -369,9 +425,12 @@ def merge_index(existing, entries, where):
     Returns (index bytes, descriptions of the entries left out: another version)."""
     names = {(e["annotations"][NAME], e["annotations"][VERSION]) for e in entries}
     if len(names) != 1:
-        raise UsageError("one tag holds one version of one bundle; these are %s"
-                         % ", ".join(sorted("%s %s" % n for n in names)))
-    (name, version), = names
+        raise UsageError(
+            "one tag holds one version of one bundle; these are {}".format(
+                ", ".join(sorted("{} {}".format(*n) for n in names))
+            )
+        )
+    ((name, version),) = names
     keys = [_key(e) for e in entries]
     if len(set(keys)) != len(keys):
         raise UsageError("two of these bundles are the same architecture and variant; push one of them")
@@ -379,18 +438,28 @@ def merge_index(existing, entries, where):
     for entry in (existing or {}).get("manifests") or []:
         notes = entry.get("annotations") or {} if isinstance(entry, dict) else {}
         if notes.get(NAME) != name:
-            raise UsageError("%s holds %s, not a version of %s; push to another repository or tag"
-                             % (where, notes.get(NAME) or "something that is not a bundle", name))
+            raise UsageError(
+                "{} holds {}, not a version of {}; push to another repository or tag".format(
+                    where, notes.get(NAME) or "something that is not a bundle", name
+                )
+            )
         if notes.get(VERSION) == version:
             if _key(entry) in keys:
                 continue  # the same bundle (or a rebuild of it), pushed again
             kept.append(entry)
         else:
             dropped.append(_describe(entry))
-    manifests = sorted(kept + list(entries), key=lambda e: (arches.NAMES.index(_key(e)[0])
-                                                             if _key(e)[0] in arches.NAMES else 99, str(_key(e)[1])))
-    doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "artifactType": ARTIFACT_TYPE, "manifests": manifests,
-           "annotations": {NAME: name, VERSION: version, OCI_TITLE: name, OCI_VERSION: version}}
+    manifests = sorted(
+        kept + list(entries),
+        key=lambda e: (arches.NAMES.index(_key(e)[0]) if _key(e)[0] in arches.NAMES else 99, str(_key(e)[1])),
+    )
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "artifactType": ARTIFACT_TYPE,
+        "manifests": manifests,
+        "annotations": {NAME: name, VERSION: version, OCI_TITLE: name, OCI_VERSION: version},
+    }
     return canonical(doc), dropped
 
 
@@ -400,18 +469,21 @@ def select_entry(index_doc, arch, variant, where):
     found = [e for e in entries if (arch is None or _key(e)[0] == arch) and (variant is None or _key(e)[1] == variant)]
     if len(found) == 1:
         return found[0]
-    have = ", ".join(sorted("%s/%s" % _key(e) for e in entries)) or "nothing"
+    have = ", ".join(sorted("{}/{}".format(*_key(e)) for e in entries)) or "nothing"
     wanted = "/".join(p for p in (arch, variant) if p) or "any architecture"
     if not found:
-        raise UsageError("%s has no bundle for %s; it has: %s" % (where, wanted, have))
-    raise UsageError("%s has several bundles for %s (%s); name the %s" % (
-        where, wanted, have, "variant" if arch else "architecture (--arch)"))
+        raise UsageError(f"{where} has no bundle for {wanted}; it has: {have}")
+    raise UsageError(
+        "{} has several bundles for {} ({}); name the {}".format(
+            where, wanted, have, "variant" if arch else "architecture (--arch)"
+        )
+    )
 
 
 # Bytes of blobs: spans of a bundle file, and blobs fetched into a download directory
 
 
-class SpanReader(object):
+class SpanReader:
     """The concatenated `spans` ((offset, length), ...) of the file at `path` as one readable file, from `start`."""
 
     def __init__(self, path, spans, start=0):
@@ -436,7 +508,7 @@ class SpanReader(object):
             self.handle.seek(offset)
             data = self.handle.read(take)
             if len(data) != take:
-                raise IntegrityError("%s ends inside a blob; the file is truncated" % self.handle.name)
+                raise IntegrityError(f"{self.handle.name} ends inside a blob; the file is truncated")
             out.append(data)
             self.spans[0] = (offset + take, length - take)
             if not self.spans[0][1]:
@@ -467,7 +539,7 @@ def spans_match(path, spans, digest):
 
     hasher = digest_hasher(digest)
     try:
-        with (open(path, "rb") if spans is None else SpanReader(path, spans)) as f:
+        with open(path, "rb") if spans is None else SpanReader(path, spans) as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 hasher.update(chunk)
     except (OSError, IntegrityError):
@@ -505,31 +577,35 @@ def resolve(client, ref, arch, variant):
     """(the manifest's reference by digest, Artifact) for `ref` (a tag or digest of an image index or of one
     bundle's manifest), picking `arch` / `variant` from an index. Only the manifests and the config are fetched."""
     from payload.errors import NetworkError
-    from payload.oci.reference import load_json, parse_reference
     from payload.layout import MAX_INDEX, MAX_SIGNATURE
+    from payload.oci.reference import load_json, parse_reference
 
     ref = parse_reference(ref) if isinstance(ref, str) else ref
     found = client.manifest(ref)
     if found is None:
-        raise NetworkError("%s: not found on registry %s; check the repository and tag" % (ref, ref.registry))
+        raise NetworkError(f"{ref}: not found on registry {ref.registry}; check the repository and tag")
     data, media_type, digest = found
     if media_type == OCI_INDEX:
-        entry = select_entry(load_json(data, "image index of %s" % (ref,)), arch, variant, str(ref))
+        entry = select_entry(load_json(data, f"image index of {ref}"), arch, variant, str(ref))
         digest = entry.get("digest")
         data = client.fetch_manifest(ref.with_digest(digest))
-    where = "%s@%s" % (ref.name, digest)
+    where = f"{ref.name}@{digest}"
     pinned = ref.with_digest(digest)
     manifest_doc, config = parse_manifest(data, where)
     notes = manifest_doc.get("annotations") or {}
     for key, wanted in ((ARCH, arch), (VARIANT, variant)):
         if wanted is not None and notes.get(key) != wanted:
-            raise UsageError("%s is a bundle for %s %s, not %s" % (where, key.rsplit(".", 1)[1], notes.get(key), wanted))
+            raise UsageError(
+                "{} is a bundle for {} {}, not {}".format(where, key.rsplit(".", 1)[1], notes.get(key), wanted)
+            )
     config_bytes = client.fetch_blob_bytes(pinned, config.digest, config.size, limit=64 + MAX_INDEX + MAX_SIGNATURE)
     art = read_artifact(where, manifest_doc, config_bytes)
     for key, wanted in ((ARCH, arch), (VARIANT, variant)):
         actual = getattr(art.payload.index, key.rsplit(".", 1)[1])
         if wanted is not None and actual != wanted:
-            raise IntegrityError("%s: its index is for %s %s, not %s" % (where, key.rsplit(".", 1)[1], actual, wanted))
+            raise IntegrityError(
+                "{}: its index is for {} {}, not {}".format(where, key.rsplit(".", 1)[1], actual, wanted)
+            )
     return pinned, art
 
 
@@ -545,16 +621,20 @@ def delta_manifest_bytes(subject, from_bundle, to_bundle, patches):
     `patches` are (payload.delta.Patch, digest, size) of each patch layer."""
     from payload.oci.reference import sha256_digest
 
-    return canonical({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": DELTA_TYPE,
-        "config": {"mediaType": EMPTY_TYPE, "digest": sha256_of(EMPTY), "size": len(EMPTY)},
-        "layers": [{"mediaType": PATCH_TYPE, "digest": digest, "size": size, "annotations": patch.to_annotations()}
-                   for patch, digest, size in patches],
-        "subject": {"mediaType": OCI_MANIFEST, "digest": sha256_digest(subject), "size": len(subject)},
-        "annotations": {FROM_BUNDLE: from_bundle, TO_BUNDLE: to_bundle},
-    })
+    return canonical(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": DELTA_TYPE,
+            "config": {"mediaType": EMPTY_TYPE, "digest": sha256_of(EMPTY), "size": len(EMPTY)},
+            "layers": [
+                {"mediaType": PATCH_TYPE, "digest": digest, "size": size, "annotations": patch.to_annotations()}
+                for patch, digest, size in patches
+            ],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": sha256_digest(subject), "size": len(subject)},
+            "annotations": {FROM_BUNDLE: from_bundle, TO_BUNDLE: to_bundle},
+        }
+    )
 
 
 def with_referrer(existing, manifest):
@@ -564,18 +644,33 @@ def with_referrer(existing, manifest):
 
     doc = load_json(manifest, "delta manifest")
     notes = doc.get("annotations") or {}
-    entry = {"mediaType": OCI_MANIFEST, "artifactType": DELTA_TYPE, "digest": sha256_digest(manifest),
-             "size": len(manifest), "annotations": notes}
-    kept = [e for e in (existing or {}).get("manifests") or [] if isinstance(e, dict) and not (
-        e.get("artifactType") == DELTA_TYPE and (e.get("annotations") or {}).get(FROM_BUNDLE) == notes.get(FROM_BUNDLE))]
+    entry = {
+        "mediaType": OCI_MANIFEST,
+        "artifactType": DELTA_TYPE,
+        "digest": sha256_digest(manifest),
+        "size": len(manifest),
+        "annotations": notes,
+    }
+    kept = [
+        e
+        for e in (existing or {}).get("manifests") or []
+        if isinstance(e, dict)
+        and not (
+            e.get("artifactType") == DELTA_TYPE
+            and (e.get("annotations") or {}).get(FROM_BUNDLE) == notes.get(FROM_BUNDLE)
+        )
+    ]
     return canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": kept + [entry]})
 
 
 def delta_entry(referrers, from_bundle):
     """The entry of the delta from `from_bundle` in a referrers image index (a document), or None."""
     for entry in (referrers or {}).get("manifests") or []:
-        if isinstance(entry, dict) and entry.get("artifactType") == DELTA_TYPE and (
-                entry.get("annotations") or {}).get(FROM_BUNDLE) == from_bundle:
+        if (
+            isinstance(entry, dict)
+            and entry.get("artifactType") == DELTA_TYPE
+            and (entry.get("annotations") or {}).get(FROM_BUNDLE) == from_bundle
+        ):
             return entry
     return None
 
@@ -589,9 +684,12 @@ def read_delta_manifest(data, where, subject_digest, from_bundle):
     doc = load_json(data, where)
     notes = doc.get("annotations") or {}
     subject = doc.get("subject") or {}
-    if doc.get("artifactType") != DELTA_TYPE or subject.get("digest") != subject_digest or \
-            notes.get(FROM_BUNDLE) != from_bundle:
-        raise IntegrityError("%s is not the delta from %s to %s" % (where, from_bundle[:12], subject_digest))
+    if (
+        doc.get("artifactType") != DELTA_TYPE
+        or subject.get("digest") != subject_digest
+        or notes.get(FROM_BUNDLE) != from_bundle
+    ):
+        raise IntegrityError(f"{where} is not the delta from {from_bundle[:12]} to {subject_digest}")
     found = []
     for n, layer in enumerate(doc.get("layers") or []):
         descriptor = descriptor_from(layer, "%s layer %d" % (where, n))

@@ -10,7 +10,7 @@ import binascii
 import json
 import os
 import re
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional
 
 from payload.errors import UsageError
 from payload.oci.reference import DOCKER_HUB_REGISTRY
@@ -28,8 +28,8 @@ class Credentials(NamedTuple):
 
 class AuthConfig(NamedTuple):
     path: Optional[str]
-    credentials: Dict[str, Credentials]
-    helpers: Tuple[str, ...]  # registries that only a credential helper knows
+    credentials: dict[str, Credentials]
+    helpers: tuple[str, ...]  # registries that only a credential helper knows
 
     def for_registry(self, registry: str) -> Optional[Credentials]:
         return self.credentials.get(_registry_key(registry))
@@ -93,22 +93,22 @@ def _registry_key(key: str) -> str:
 
 
 def basic_authorization(credentials: Credentials) -> str:
-    pair = f"{credentials.username}:{credentials.password}".encode("utf-8")
+    pair = f"{credentials.username}:{credentials.password}".encode()
     return "Basic " + base64.b64encode(pair).decode("ascii")
 
 
 _CHALLENGE_RE = re.compile(r'\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)\s*,?')
 
 
-def parse_challenges(header: str) -> List[Tuple[str, Dict[str, str]]]:
+def parse_challenges(header: str) -> list[tuple[str, dict[str, str]]]:
     """Split a `WWW-Authenticate` value into [(scheme lowercased, {param: value})]."""
-    challenges: List[Tuple[str, Dict[str, str]]] = []
+    challenges: list[tuple[str, dict[str, str]]] = []
     position = 0
     while position < len(header):
         scheme_match = re.compile(r"\s*,?\s*([A-Za-z][A-Za-z0-9_-]*)(?:\s+|$)").match(header, position)
         if not scheme_match:
             break
-        params: Dict[str, str] = {}
+        params: dict[str, str] = {}
         position = scheme_match.end()
         while True:
             param_match = _CHALLENGE_RE.match(header, position)

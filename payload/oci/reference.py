@@ -35,8 +35,8 @@ MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 # The distribution reference grammar (github.com/distribution/reference), reduced to what we need.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = r"(?:{p}(?:\.{p})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?".format(p=_DOMAIN_PART)
-_REPOSITORY_RE = re.compile(r"{c}(?:/{c})*\Z".format(c=_COMPONENT))
+_DOMAIN = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+_REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*\Z")
 _DOMAIN_RE = re.compile(_DOMAIN + r"\Z")
 _TAG_RE = re.compile(r"[\w][\w.-]{0,127}\Z")
 _DIGEST_RE = re.compile(r"(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})\Z")
@@ -116,7 +116,7 @@ def parse_reference(text: str) -> Reference:
     slash = rest.rfind("/")
     colon = rest.rfind(":")
     if colon > slash:
-        rest, tag = rest[:colon], rest[colon + 1:]
+        rest, tag = rest[:colon], rest[colon + 1 :]
         if not _TAG_RE.match(tag):
             raise UsageError(f"invalid image reference {text!r}: bad tag {tag!r}")
     registry, repository = _split_registry(rest)
@@ -206,9 +206,7 @@ def select_platform(index: dict, platform: Platform, image: str) -> dict:
         if entry_platform is not None and entry_platform.matches(platform):
             return entry
     available = sorted({str(platform_of(e)) for e in candidates if platform_of(e) is not None})
-    raise UsageError(
-        f"image {image} has no {platform} variant; it has: {', '.join(available) or 'no platforms'}"
-    )
+    raise UsageError(f"image {image} has no {platform} variant; it has: {', '.join(available) or 'no platforms'}")
 
 
 class Descriptor(NamedTuple):
@@ -271,8 +269,10 @@ def parse_insecure_registry(text: str, what: str = "insecure registry") -> str:
     without TLS."""
     host = parse_registry_host(text, what)
     if not re.search(r":[0-9]+\Z", host):
-        raise UsageError(f"invalid {what} {text!r}: expected HOST:PORT (plain http is allowed to one port of a host, "
-                         "so name the port, like 127.0.0.1:5000)")
+        raise UsageError(
+            f"invalid {what} {text!r}: expected HOST:PORT (plain http is allowed to one port of a host, "
+            "so name the port, like 127.0.0.1:5000)"
+        )
     return host
 
 

@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import urllib.parse
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional
 
 from payload import fs, http
 from payload import progress as progress_display
@@ -51,7 +51,6 @@ LOGIN_HINT = (
 )
 
 
-
 class NotFound(NetworkError):
     """The registry answered 404 for a manifest or blob."""
 
@@ -64,7 +63,7 @@ class ResolvedImage(NamedTuple):
     media_type: str
     config: Descriptor
     config_bytes: bytes
-    layers: Tuple[Descriptor, ...]
+    layers: tuple[Descriptor, ...]
     index_digest: Optional[str]  # the manifest list / OCI index it was chosen from, if any
 
 
@@ -87,8 +86,8 @@ class _Endpoint:
         self.insecure = insecure  # plain http allowed and TLS not verified, as docker's insecure registries
         self.base_url: Optional[str] = None
         self.verify = True
-        self.challenge: Optional[Tuple[str, Dict[str, str]]] = None
-        self.tokens: Dict[str, str] = {}
+        self.challenge: Optional[tuple[str, dict[str, str]]] = None
+        self.tokens: dict[str, str] = {}
         self.unreachable: Optional[str] = None  # why the probe failed: not tried again by this client
 
 
@@ -104,7 +103,7 @@ class RegistryClient:
         retries: int = 3,
         progress=None,
         backoff: float = 0.5,
-        timeout: Tuple[float, float] = (10.0, 60.0),
+        timeout: tuple[float, float] = (10.0, 60.0),
     ):
         self._insecure = {parse_registry_host(h, "insecure registry") for h in insecure_registries}
         self._mirrors = tuple(parse_registry_host(m, "registry mirror") for m in mirrors)
@@ -113,7 +112,7 @@ class RegistryClient:
         self._policy = http.RetryPolicy(retries, backoff)
         self.timeout = timeout
         self._progress = progress_display.callback(progress)
-        self._endpoints: Dict[str, _Endpoint] = {}
+        self._endpoints: dict[str, _Endpoint] = {}
         self._session = None
         self.upload_chunk = UPLOAD_CHUNK
 
@@ -207,8 +206,9 @@ class RegistryClient:
         ref, digest = _as_reference(ref), check_digest(digest)
         endpoint = self._endpoint(ref.registry)
         try:
-            data, _ = self._get_small(endpoint, ref, f"/v2/{ref.repository}/referrers/{digest}",
-                                      {"Accept": INDEX_TYPES[0]}, MAX_MANIFEST_SIZE)
+            data, _ = self._get_small(
+                endpoint, ref, f"/v2/{ref.repository}/referrers/{digest}", {"Accept": INDEX_TYPES[0]}, MAX_MANIFEST_SIZE
+            )
             doc = load_json(data, f"referrers of {digest} in {ref.name}")
             if doc.get("manifests"):
                 return doc
@@ -261,10 +261,13 @@ class RegistryClient:
                     offset = session["offset"]
                     length = min(self.upload_chunk, size - offset)
                     body = _Body(open_at, offset, length, self._progress, label, size)
-                    headers = {"Content-Type": "application/octet-stream",
-                               "Content-Range": "%d-%d" % (offset, offset + length - 1)}
-                    with self._send(endpoint, ref, "PATCH", session["url"], headers, body, ok=(202,),
-                                    actions="pull,push") as response:
+                    headers = {
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": "%d-%d" % (offset, offset + length - 1),
+                    }
+                    with self._send(
+                        endpoint, ref, "PATCH", session["url"], headers, body, ok=(202,), actions="pull,push"
+                    ) as response:
                         session["url"], session["offset"] = _location(response), offset + length
                 self._finish_upload(endpoint, ref, session["url"], digest, b"")
                 return True
@@ -288,8 +291,16 @@ class RegistryClient:
     def _finish_upload(self, endpoint, ref, url, digest, body) -> None:
         separator = "&" if "?" in url else "?"
         headers = {"Content-Type": "application/octet-stream"}
-        with self._send(endpoint, ref, "PUT", url + separator + "digest=" + urllib.parse.quote(digest), headers,
-                        body, ok=(201, 204), actions="pull,push"):
+        with self._send(
+            endpoint,
+            ref,
+            "PUT",
+            url + separator + "digest=" + urllib.parse.quote(digest),
+            headers,
+            body,
+            ok=(201, 204),
+            actions="pull,push",
+        ):
             pass
 
     def put_manifest(self, ref, target: str, data: bytes, media_type: str) -> str:
@@ -300,26 +311,41 @@ class RegistryClient:
         digest = sha256_digest(data)
 
         def attempt():
-            with self._send(endpoint, ref, "PUT", path, {"Content-Type": media_type}, data, ok=(201, 200),
-                            actions="pull,push") as response:
+            with self._send(
+                endpoint, ref, "PUT", path, {"Content-Type": media_type}, data, ok=(201, 200), actions="pull,push"
+            ) as response:
                 said = response.headers.get("Docker-Content-Digest")
                 if said and said != digest:
-                    raise IntegrityError(f"registry {endpoint.host} stored the manifest of {ref} as {said}, "
-                                         f"not {digest}; it altered the manifest")
+                    raise IntegrityError(
+                        f"registry {endpoint.host} stored the manifest of {ref} as {said}, "
+                        f"not {digest}; it altered the manifest"
+                    )
             return digest
 
         return self._policy.run(attempt, self._push_give_up(endpoint, ref, "PUT " + path))
 
     def _push_give_up(self, endpoint, ref, what):
         def give_up(reason, attempts):
-            return http.network_error(f"{what} for {ref}", f"registry {endpoint.host}",
-                                      f"{reason} ({http.attempts_text(attempts)})",
-                                      "check the network and that the registry is up; run again to resume")
+            return http.network_error(
+                f"{what} for {ref}",
+                f"registry {endpoint.host}",
+                f"{reason} ({http.attempts_text(attempts)})",
+                "check the network and that the registry is up; run again to resume",
+            )
 
         return give_up
 
-    def _send(self, endpoint: _Endpoint, ref: Reference, method: str, url: str, headers=None, body=None,
-              ok=(200,), actions: str = "pull"):
+    def _send(
+        self,
+        endpoint: _Endpoint,
+        ref: Reference,
+        method: str,
+        url: str,
+        headers=None,
+        body=None,
+        ok=(200,),
+        actions: str = "pull",
+    ):
         """One request that is not a streamed GET (HEAD, POST, PATCH, PUT, an upload's status), with auth: the
         response when its status is in `ok`; http.Retry for what another attempt may cure; NetworkError else.
         `body`: bytes, or a _Body (rewound for a second try after new credentials)."""
@@ -337,9 +363,15 @@ class RegistryClient:
             if body is not None and not isinstance(body, (bytes, bytearray)):
                 body.rewind()
             try:
-                response = session.request(method, url, headers=request_headers, data=body, allow_redirects=False,
-                                           timeout=self.timeout, verify=endpoint.verify if target == own else
-                                           not self._insecure_host(target))
+                response = session.request(
+                    method,
+                    url,
+                    headers=request_headers,
+                    data=body,
+                    allow_redirects=False,
+                    timeout=self.timeout,
+                    verify=endpoint.verify if target == own else not self._insecure_host(target),
+                )
             except http.transfer_errors() as error:
                 raise http.Retry(http.short_reason(error)) from None
             status = response.status_code
@@ -351,8 +383,10 @@ class RegistryClient:
             failure = http.status_failure(response)
             if failure is not None:
                 raise failure
-            raise NetworkError(f"registry {endpoint.host} refused {method} {urllib.parse.urlsplit(url).path} for "
-                               f"{ref}: HTTP {status}{_registry_errors(response)}")
+            raise NetworkError(
+                f"registry {endpoint.host} refused {method} {urllib.parse.urlsplit(url).path} for "
+                f"{ref}: HTTP {status}{_registry_errors(response)}"
+            )
         raise AssertionError("unreachable")
 
     # sources: mirrors first for content by digest, then the image's own registry
@@ -375,7 +409,7 @@ class RegistryClient:
 
     # manifests
 
-    def _manifest(self, ref: Reference) -> Tuple[bytes, str]:
+    def _manifest(self, ref: Reference) -> tuple[bytes, str]:
         target = ref.digest or ref.tag
 
         def fetch(endpoint):
@@ -403,9 +437,12 @@ class RegistryClient:
 
     def _give_up(self, endpoint: _Endpoint, ref: Reference, path: str):
         def give_up(reason, attempts):
-            return http.network_error(f"GET {path} for {ref}", f"registry {endpoint.host}",
-                                      f"{reason} ({http.attempts_text(attempts)})",
-                                      "check the network and that the registry is up")
+            return http.network_error(
+                f"GET {path} for {ref}",
+                f"registry {endpoint.host}",
+                f"{reason} ({http.attempts_text(attempts)})",
+                "check the network and that the registry is up",
+            )
 
         return give_up
 
@@ -478,8 +515,12 @@ class RegistryClient:
             failure = http.status_failure(response)
             if failure is not None:
                 raise failure
-            raise http.network_error(f"GET {path} for {ref}", f"registry {endpoint.host}", f"HTTP {status}",
-                                     "check the image reference and the registry")
+            raise http.network_error(
+                f"GET {path} for {ref}",
+                f"registry {endpoint.host}",
+                f"HTTP {status}",
+                "check the image reference and the registry",
+            )
         raise AssertionError("unreachable")
 
     def _auth_renewed(self, endpoint, ref, response, renewed_auth) -> bool:
@@ -607,14 +648,13 @@ class RegistryClient:
         if parts.scheme not in ("https", "http") or not parts.netloc:
             raise NetworkError(f"registry {endpoint.host} named no usable token service ({realm!r}) for {ref}")
         if parts.scheme == "http" and credentials is not None and not self._insecure_host(parts.netloc):
-            raise NetworkError(
-                f"registry {endpoint.host} wants credentials sent to {realm} over plain http; refused"
-            )
+            raise NetworkError(f"registry {endpoint.host} wants credentials sent to {realm} over plain http; refused")
         fields = {"scope": scope}
         if params.get("service"):
             fields["service"] = params["service"]
         session = self._requests_session()
         verify = not self._insecure_host(parts.netloc)
+
         def attempt():
             try:
                 if credentials is not None and credentials.identity_token:
@@ -648,9 +688,12 @@ class RegistryClient:
             return token
 
         def give_up(reason, attempts):
-            return http.network_error(f"a token for {ref}", f"token service {parts.netloc} of registry {endpoint.host}",
-                                      f"{reason} ({http.attempts_text(attempts)})",
-                                      "check the network and that the token service is up")
+            return http.network_error(
+                f"a token for {ref}",
+                f"token service {parts.netloc} of registry {endpoint.host}",
+                f"{reason} ({http.attempts_text(attempts)})",
+                "check the network and that the token service is up",
+            )
 
         return self._policy.run(attempt, give_up)
 
@@ -689,7 +732,7 @@ def _no_progress(label, done, total):
     pass
 
 
-class _MemorySink(object):
+class _MemorySink:
     """A small body kept in memory (with the size/write/reset of the other sinks)."""
 
     def __init__(self):
@@ -706,7 +749,7 @@ class _MemorySink(object):
         del self.data[:]
 
 
-class _PartialBlob(object):
+class _PartialBlob:
     """A blob being pulled into `path` (dest + ".partial"), kept across attempts and runs for Range resume, and
     hashed as its bytes arrive."""
 
@@ -753,8 +796,10 @@ class _PartialBlob(object):
 def _location(response) -> str:
     location = response.headers.get("Location")
     if not location:
-        raise NetworkError(f"{response.request.method} {response.url} answered {response.status_code} without a "
-                           "Location; the registry does not support uploads")
+        raise NetworkError(
+            f"{response.request.method} {response.url} answered {response.status_code} without a "
+            "Location; the registry does not support uploads"
+        )
     return urllib.parse.urljoin(response.url, location)
 
 
@@ -762,13 +807,15 @@ def _registry_errors(response) -> str:
     """The `errors` of a distribution error body, as `: CODE message`."""
     try:
         errors = response.json().get("errors") or []
-        found = "; ".join("%s %s" % (e.get("code", ""), e.get("message", "")) for e in errors if isinstance(e, dict))
+        found = "; ".join(
+            "{} {}".format(e.get("code", ""), e.get("message", "")) for e in errors if isinstance(e, dict)
+        )
     except (ValueError, AttributeError):
         found = ""
     return ": " + found.strip() if found.strip() else ""
 
 
-class _Body(object):
+class _Body:
     """`length` bytes of a blob from `offset`, as a request body with a known length (so requests sends
     Content-Length, never chunked encoding), read again from its start for a second try."""
 
@@ -844,8 +891,9 @@ def _holds_blob(path: str, digest: str, size: Optional[int]) -> bool:
     if not os.path.isfile(path):
         return False
     try:
-        if (size is None or os.path.getsize(path) == size) and \
-                _hash_file(path, digest).hexdigest() == digest.partition(":")[2]:
+        if (size is None or os.path.getsize(path) == size) and _hash_file(path, digest).hexdigest() == digest.partition(
+            ":"
+        )[2]:
             return True
         sys.stderr.write(f"warning: {path} does not hold blob {digest} (torn by a crash?); fetching it again\n")
         fs.safe_unlink(path)

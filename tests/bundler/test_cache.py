@@ -141,7 +141,7 @@ def test_concurrent_writers_of_the_same_content(cache):
                 for i in range(0, len(data), 65536):
                     blob.write(data[i : i + 65536])
                 results.append(blob.commit())
-        except Exception as exc:  # noqa: BLE001 -- a thread's error is collected and asserted on below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=write) for _ in range(6)]

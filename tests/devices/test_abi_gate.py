@@ -59,8 +59,7 @@ def test_file_needing_glibc_2_34_is_refused_with_min_glibc_2_31(tmp_path):
 
 
 def test_host_stub_newer_than_min_glibc_is_refused(tmp_path, cache_dir, stub_path):
-    project = write_project(tmp_path / "p", {"bin/busybox": "/bin/busybox"}, ["bin/busybox", "true"],
-                            min_glibc="2.31")
+    project = write_project(tmp_path / "p", {"bin/busybox": "/bin/busybox"}, ["bin/busybox", "true"], min_glibc="2.31")
     result = bundler("make", "--stub", stub_path, "--cache-dir", cache_dir, cwd=project, check=False)
     assert result.returncode == 2, result.stderr
     assert "stub" in result.stderr and '"2.31"' in result.stderr and nothing_written(project)
@@ -68,8 +67,9 @@ def test_host_stub_newer_than_min_glibc_is_refused(tmp_path, cache_dir, stub_pat
 
 def test_make_prints_the_floor_and_the_index_records_the_stubs(tmp_path, cache_dir, stub_path):
     binary = needing((2, 34))
-    project = write_project(tmp_path / "p", {"bin/tool": binary, "bin/busybox": "/bin/busybox"},
-                            ["bin/busybox", "echo", "ran"])
+    project = write_project(
+        tmp_path / "p", {"bin/tool": binary, "bin/busybox": "/bin/busybox"}, ["bin/busybox", "echo", "ran"]
+    )
     out = tmp_path / "app"
     result = bundler("make", "--stub", stub_path, "--cache-dir", cache_dir, "--level", "3", "-o", out, cwd=project)
     printed = re.search(r"glibc floor: (\S+) \(stub (\S+), files (\S+)\)", result.stderr)
@@ -80,7 +80,7 @@ def test_make_prints_the_floor_and_the_index_records_the_stubs(tmp_path, cache_d
     assert printed.group(1) == "%d.%d" % max(stub_floor, (2, 34))
     doc = json.loads(bundler("inspect", "--json", out).stdout)
     assert doc["min_glibc"] == printed.group(2)
-    assert "glibc:      %s or newer" % printed.group(2) in bundler("inspect", out).stdout
+    assert f"glibc:      {printed.group(2)} or newer" in bundler("inspect", out).stdout
     info = run([out, "--bundle-info", "--json"])
     assert info.returncode == 0 and json.loads(info.stdout)["min_glibc"] == printed.group(2)
 

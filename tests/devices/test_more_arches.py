@@ -10,8 +10,13 @@ from bundler.build.glibc import stub_floor
 from tests.fixtures.devices import PORTABLE, portable_stub, require_root_tools, roots_cache, run_in_root, write_project
 from tests.helpers import bundler
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    not os.environ.get("BUNDLER_TEST_ARCHES"), reason="armhf and riscv64 run in scripts/test-arches (about 50 min cold)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not os.environ.get("BUNDLER_TEST_ARCHES"),
+        reason="armhf and riscv64 run in scripts/test-arches (about 50 min cold)",
+    ),
+]
 
 MACHINES = {"arm": ("armv7l", "ARM", "bullseye"), "riscv64": ("riscv64", "RISC-V", "trixie")}
 
@@ -27,9 +32,10 @@ def test_bundle_built_for_arch_runs_its_binary_under_qemu(arch, cache_dir, tmp_p
     floor, floors = stub_floor(stub)
     assert any(name.startswith("libpython3") for name in floors) and floor
     project = write_project(tmp_path / "p", {"bin/uname": root / "bin" / "uname"}, ["bin/uname", "-m"])
-    bundler("make", "--arch", arch, "--cache-dir", cache, "--level", "3", "-o", tmp_path / "app", cwd=project,
-            env=PORTABLE)
+    bundler(
+        "make", "--arch", arch, "--cache-dir", cache, "--level", "3", "-o", tmp_path / "app", cwd=project, env=PORTABLE
+    )
     ran = run_in_root(root, tmp_path / "app")
     assert ran.returncode == 0 and ran.stdout == machine + "\n", ran.stderr
     info = run_in_root(root, tmp_path / "app", "--bundle-info")
-    assert "glibc:" in info.stdout and "arch:       %s" % arch in info.stdout
+    assert "glibc:" in info.stdout and f"arch:       {arch}" in info.stdout

@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from bundler.build.glibc import stub_floor
 from tests.fixtures.devices import PORTABLE, portable_stub, require_root_tools, roots_cache, run_in_root, write_project
 from tests.fixtures.loader import ON_DEMAND, initialised
-from tests.helpers import ROOT, bundler, run
+from tests.helpers import ROOT, bundler
 
 pytestmark = pytest.mark.slow
 
@@ -54,8 +53,9 @@ def test_amd64_bundle_made_the_default_way_starts_in_debian_11(amd64, devices_ca
     script = tmp_path / "report.sh"
     script.write_text(REPORT)
     project = write_project(tmp_path / "p", {"bin/report": script}, ["bin/report"])
-    made = bundler("make", "--cache-dir", devices_cache, "--level", "3", "-o", tmp_path / "app", cwd=project,
-                   env=PORTABLE)
+    made = bundler(
+        "make", "--cache-dir", devices_cache, "--level", "3", "-o", tmp_path / "app", cwd=project, env=PORTABLE
+    )
     assert "building the portable" not in made.stderr  # the session's stub, found in the cache
     ran = run_in_root(root, tmp_path / "app")
     assert ran.returncode == 0, ran.stderr
@@ -67,8 +67,9 @@ def test_amd64_bundle_made_the_default_way_starts_in_debian_11(amd64, devices_ca
     assert [p for p in loaded if "/_MEI" in p and "libpython3.9" in p], loaded  # the trace is the stub's
     assert not [p for p in loaded if os.path.basename(p).startswith(ON_DEMAND)], loaded
     # The same bundle with the host's stub dies there: the root really is older than this host.
-    bundler("make", "--stub", "host", "--cache-dir", devices_cache, "--level", "3", "-o", tmp_path / "host-app",
-            cwd=project)
+    bundler(
+        "make", "--stub", "host", "--cache-dir", devices_cache, "--level", "3", "-o", tmp_path / "host-app", cwd=project
+    )
     dead = run_in_root(root, tmp_path / "host-app")
     assert dead.returncode != 0 and "GLIBC_2.3" in dead.stderr
 
@@ -80,14 +81,30 @@ def test_a_rollback_in_debian_11_unpacks_ctypes_on_python_3_9(amd64, devices_cac
     script = tmp_path / "report.sh"
     script.write_text('#!/bin/sh\necho "version $BUNDLE_VERSION"\n')
     for version in ("1.0.0", "1.1.0"):
-        project = write_project(tmp_path / version, {"bin/report": script}, ["bin/report"], name="rollback39",
-                                version=version)
-        bundler("make", "--cache-dir", devices_cache, "--level", "3", "-o", tmp_path / ("app-" + version),
-                cwd=project, env=PORTABLE)
+        project = write_project(
+            tmp_path / version, {"bin/report": script}, ["bin/report"], name="rollback39", version=version
+        )
+        bundler(
+            "make",
+            "--cache-dir",
+            devices_cache,
+            "--level",
+            "3",
+            "-o",
+            tmp_path / ("app-" + version),
+            cwd=project,
+            env=PORTABLE,
+        )
         ran = run_in_root(root, tmp_path / ("app-" + version), "--bundle-dir", "/var/lib/rollback39")
-        assert ran.returncode == 0 and ran.stdout == "version %s\n" % version, ran.stderr
-    rolled = run_in_root(root, tmp_path / "app-1.1.0", "--bundle-dir", "/var/lib/rollback39", "--bundle-rollback",
-                         env={"LD_DEBUG": "files"})
+        assert ran.returncode == 0 and ran.stdout == f"version {version}\n", ran.stderr
+    rolled = run_in_root(
+        root,
+        tmp_path / "app-1.1.0",
+        "--bundle-dir",
+        "/var/lib/rollback39",
+        "--bundle-rollback",
+        env={"LD_DEBUG": "files"},
+    )
     assert rolled.returncode == 0, rolled.stderr
     assert "current is now rollback39 1.0.0" in rolled.stdout
     loaded = initialised(rolled.stderr)
@@ -103,9 +120,10 @@ def test_a_truncated_cached_stub_is_built_again_not_used(amd64, devices_cache, t
     with open(stub, "r+b") as f:  # a full disk or a copy cut short
         f.truncate(whole // 3)
     project = write_project(tmp_path / "p", {"bin/busybox": "/bin/busybox"}, ["bin/busybox", "uname", "-m"])
-    made = bundler("make", "--cache-dir", devices_cache, "--level", "3", "-o", tmp_path / "app", cwd=project,
-                   env=PORTABLE)
-    assert "cache entry %s is damaged" % stub in made.stderr and "building the portable amd64 stub" in made.stderr
+    made = bundler(
+        "make", "--cache-dir", devices_cache, "--level", "3", "-o", tmp_path / "app", cwd=project, env=PORTABLE
+    )
+    assert f"cache entry {stub} is damaged" in made.stderr and "building the portable amd64 stub" in made.stderr
     assert root.stat().st_ino == root_inode  # only the stub is built again, in the same root
     assert abs(stub.stat().st_size - whole) < whole // 10  # PyInstaller builds are not byte-reproducible
     ran = run_in_root(root, tmp_path / "app")
@@ -123,13 +141,17 @@ def test_a_stub_build_waits_for_another_build_in_its_root_and_says_so(amd64, dev
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     with open(build_lock(root), "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        proc = subprocess.Popen([sys.executable, "-m", "bundler", "stub", "--arch", "amd64", "--cache-dir",
-                                 str(devices_cache)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bundler", "stub", "--arch", "amd64", "--cache-dir", str(devices_cache)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         said = []
         while not said or "waiting for another stub build in this root" not in said[-1]:
             line = proc.stderr.readline()
-            assert line, "the build ended without waiting for the lock: %s" % "".join(said)
+            assert line, "the build ended without waiting for the lock: {}".format("".join(said))
             said.append(line)
         assert not (root / "tmp" / "bundler-stub").exists()  # nothing of this build in the root yet
     out, err = proc.communicate(timeout=600)
@@ -143,8 +165,19 @@ def test_arm64_bundle_installs_verifies_and_runs_its_arm64_binary_under_qemu(arm
     uname = root / "bin" / "uname"  # a real arm64 binary, from the arm64 root itself
     assert "AArch64" in readelf("-h", uname)
     project = write_project(tmp_path / "p", {"bin/uname": uname}, ["bin/uname", "-m"])
-    made = bundler("make", "--arch", "arm64", "--cache-dir", devices_cache, "--level", "3", "-o", tmp_path / "app",
-                   cwd=project, env=PORTABLE)
+    made = bundler(
+        "make",
+        "--arch",
+        "arm64",
+        "--cache-dir",
+        devices_cache,
+        "--level",
+        "3",
+        "-o",
+        tmp_path / "app",
+        cwd=project,
+        env=PORTABLE,
+    )
     assert re.search(r"glibc floor: \S+ \(stub \S+, files \S+\)", made.stderr), made.stderr
     assert "AArch64" in readelf("-h", tmp_path / "app")
     first = run_in_root(root, tmp_path / "app")
@@ -165,8 +198,9 @@ def test_portable_stub_floor_is_read_from_its_files_and_fits_debian_11(which, re
     bootloader = re.findall(r"Name: GLIBC_(\d+)\.(\d+)", readelf("-V", "-W", stub))
     assert floors["bootloader"] == max((int(a), int(b)) for a, b in bootloader)
     assert any(name.startswith("libpython3.9") for name in floors)
-    root_glibc = subprocess.run(["chroot", str(root), "getconf", "GNU_LIBC_VERSION"], stdout=subprocess.PIPE,
-                                text=True, check=True).stdout.split()[1]
+    root_glibc = subprocess.run(
+        ["chroot", str(root), "getconf", "GNU_LIBC_VERSION"], stdout=subprocess.PIPE, text=True, check=True
+    ).stdout.split()[1]
     assert root_glibc == "2.31" and floor <= (2, 31)
     assert stub.stat().st_size < 12e6
 
@@ -183,21 +217,31 @@ def test_fetch_stubs_then_offline_make_on_a_copy_of_the_cache(arm64, devices_cac
     stub, root, _ = arm64
     project = write_project(tmp_path / "p", {"bin/uname": root / "bin" / "uname"}, ["bin/uname", "-m"])
     fetched = bundler("fetch", "--arch", "arm64", "--stubs", "--cache-dir", devices_cache, cwd=project)
-    assert "portable arm64 stub: %s" % stub in fetched.stderr
+    assert f"portable arm64 stub: {stub}" in fetched.stderr
     # The air-gapped host: only the stubs and the fetched sources travel (no roots, no network).
     airgap = tmp_path / "airgap-cache"
     airgap.mkdir()
     for kind in ("stubs", "blobs", "maps"):
         subprocess.run(["cp", "-a", str(devices_cache / kind), str(airgap / kind)], check=True)
-    made = bundler("make", "--arch", "arm64", "--offline", "--cache-dir", airgap, "-o", tmp_path / "app", cwd=project,
-                   env=PORTABLE)
+    made = bundler(
+        "make", "--arch", "arm64", "--offline", "--cache-dir", airgap, "-o", tmp_path / "app", cwd=project, env=PORTABLE
+    )
     assert "building" not in made.stderr
     assert run_in_root(root, tmp_path / "app").stdout == "aarch64\n"
 
 
 def test_offline_make_without_a_cached_stub_fails_at_once_naming_fetch(tmp_path):
     project = write_project(tmp_path / "p", {"bin/busybox": "/bin/busybox"}, ["bin/busybox"])
-    result = bundler("make", "--arch", "arm64", "--offline", "--cache-dir", tmp_path / "cache", cwd=project,
-                     env=PORTABLE, check=False)
+    result = bundler(
+        "make",
+        "--arch",
+        "arm64",
+        "--offline",
+        "--cache-dir",
+        tmp_path / "cache",
+        cwd=project,
+        env=PORTABLE,
+        check=False,
+    )
     assert result.returncode == 4 and "bundler fetch --stubs --arch arm64" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -9,8 +9,14 @@ from pathlib import Path
 import pytest
 
 from bundler.build.glibc import stub_floor
-from tests.fixtures.devices import (OtherUser, other_home, require_root_tools, roots_cache, run_in_root,  # noqa: F401
-                                    userns_user, without_user_namespaces, write_project)
+from tests.fixtures.devices import (
+    OtherUser,
+    require_root_tools,
+    roots_cache,
+    run_in_root,
+    without_user_namespaces,
+    write_project,
+)
 from tests.fixtures.devices import portable_stub as build_as_root
 from tests.helpers import bundler
 
@@ -22,7 +28,7 @@ NOBODY = (65534, 65534)
 def require_unprivileged_tools():
     missing = [t for t in ("mmdebstrap", "newuidmap", "newgidmap", "setpriv") if shutil.which(t) is None]
     if missing:
-        pytest.skip(reason="needs %s (scripts/setup installs mmdebstrap and uidmap)" % ", ".join(missing))
+        pytest.skip(reason="needs {} (scripts/setup installs mmdebstrap and uidmap)".format(", ".join(missing)))
 
 
 def one_clear_line(result):
@@ -48,7 +54,7 @@ def test_a_user_without_root_builds_a_real_amd64_stub_with_mmdebstrap(userns_use
     assert stub.parent == cache / "stubs" and stub.stat().st_uid == user.uid
     # The root was unpacked in the user's namespace: its root-owned files are the user's, its system users' are
     # subordinate ids, and the user can delete all of it without root (bundler does, through the namespace).
-    root, = (cache / "stub-roots").glob("bullseye-amd64-*-unshare")
+    (root,) = (cache / "stub-roots").glob("bullseye-amd64-*-unshare")
     assert (root / "usr/bin/python3.9").stat().st_uid == user.uid
     assert any(p.stat().st_uid >= 100000 for p in (root / "var").rglob("*") if not p.is_symlink())
     # A real stub: its floor fits Debian 11, and a bundle made with it starts there.
@@ -57,8 +63,7 @@ def test_a_user_without_root_builds_a_real_amd64_stub_with_mmdebstrap(userns_use
     script = tmp_path / "report.sh"
     script.write_text('#!/bin/sh\necho "$(uname -m) $(getconf GNU_LIBC_VERSION)"\n')
     project = write_project(tmp_path / "p", {"bin/report": script}, ["bin/report"])
-    bundler("make", "--stub", stub, "--cache-dir", tmp_path / "c", "--level", "3", "-o", tmp_path / "app",
-            cwd=project)
+    bundler("make", "--stub", stub, "--cache-dir", tmp_path / "c", "--level", "3", "-o", tmp_path / "app", cwd=project)
     ran = run_in_root(debian11, tmp_path / "app")
     assert ran.returncode == 0 and ran.stdout == "x86_64 glibc 2.31\n", ran.stderr
     # The second call finds it.
@@ -71,8 +76,9 @@ def test_without_subordinate_ids_the_build_names_the_subuid_lines_to_add(command
     require_unprivileged_tools()
     user = OtherUser(*NOBODY, other_home(*NOBODY))  # nobody has no /etc/subuid lines
     write_project(user.home, {"bin/busybox": "/bin/busybox"}, ["bin/busybox"])
-    args = ["--arch", "arm64", "--cache-dir", user.home / "cache"] + (["-o", user.home / "app"] if command == "make"
-                                                                       else [])
+    args = ["--arch", "arm64", "--cache-dir", user.home / "cache"] + (
+        ["-o", user.home / "app"] if command == "make" else []
+    )
     message = one_clear_line(user.bundler(command, *args))
     assert "/etc/subuid" in message and "usermod --add-subuids" in message and "--stub PATH" in message
     assert not (user.home / "cache" / "stub-roots").exists() and not (user.home / "app").exists()
@@ -81,8 +87,9 @@ def test_without_subordinate_ids_the_build_names_the_subuid_lines_to_add(command
 def test_with_user_namespaces_switched_off_the_build_says_so(userns_user, other_home):
     require_unprivileged_tools()
     user = OtherUser(*userns_user, other_home(*userns_user))
-    result = without_user_namespaces(user.bundler_argv("stub", "--arch", "amd64", "--cache-dir", user.home / "c"),
-                                     user.env(), user.home)
+    result = without_user_namespaces(
+        user.bundler_argv("stub", "--arch", "amd64", "--cache-dir", user.home / "c"), user.env(), user.home
+    )
     message = one_clear_line(result)
     assert "user namespace" in message and "max_user_namespaces" in message and "--stub PATH" in message
     assert not (user.home / "c" / "stub-roots").exists()
@@ -94,10 +101,17 @@ def test_foreign_arch_without_binfmt_misc_says_what_root_must_run(userns_user, o
         pytest.skip(reason="binfmt_misc is not mounted on this host")
     user = OtherUser(*userns_user, other_home(*userns_user))
     # A private mount namespace where binfmt_misc is not mounted (the host's stays as it is).
-    unmounted = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                 'umount /proc/sys/fs/binfmt_misc && exec "$@"', "sh"]
-    message = one_clear_line(user.bundler("stub", "--arch", "arm64", "--cache-dir", user.home / "c",
-                                          wrapper=unmounted))
+    unmounted = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'umount /proc/sys/fs/binfmt_misc && exec "$@"',
+        "sh",
+    ]
+    message = one_clear_line(user.bundler("stub", "--arch", "arm64", "--cache-dir", user.home / "c", wrapper=unmounted))
     assert "binfmt_misc" in message and "mount -t binfmt_misc" in message
     assert "update-binfmts --enable qemu-aarch64" in message and "as root" in message
     assert subprocess.run(["cat", "/proc/sys/fs/binfmt_misc/status"], capture_output=True).returncode == 0

@@ -21,8 +21,10 @@ DOC = ROOT / "docs" / "airgap.md"
 ENTRY = """#!/bin/sh
 echo "demo $BUNDLE_VERSION serving: $*"
 """
-FILES = [("bin/crun", "/usr/bin/crun", "tools"),
-         ("bin/containerd-shim-runc-v2", "/usr/bin/containerd-shim-runc-v2", "tools")]
+FILES = [
+    ("bin/crun", "/usr/bin/crun", "tools"),
+    ("bin/containerd-shim-runc-v2", "/usr/bin/containerd-shim-runc-v2", "tools"),
+]
 SENTINEL = "__airgap_block_done__"
 
 
@@ -34,8 +36,16 @@ class Shell:
     """One bash that runs block after block, keeping variables and the working directory between them."""
 
     def __init__(self, cwd, env):
-        self.proc = subprocess.Popen(["bash", "--norc", "--noprofile"], cwd=cwd, env=env, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            ["bash", "--norc", "--noprofile"],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
         self.transcript = ""
         self.proc.stdin.write("set -e -o pipefail\n")
 
@@ -49,7 +59,7 @@ class Shell:
             if line is None:
                 raise AssertionError("block did not finish in %d s:\n%s\n--- output:\n%s" % (timeout, block, output))
             if line == "":
-                raise AssertionError("block failed (exit %s):\n%s\n--- output:\n%s" % (self.proc.wait(), block, output))
+                raise AssertionError(f"block failed (exit {self.proc.wait()}):\n{block}\n--- output:\n{output}")
             if line.strip() == SENTINEL:
                 self.transcript += output
                 return output
@@ -69,9 +79,16 @@ def test_every_command_of_docs_airgap_runs(tmp_path, cache_dir, stub_path):
     home.mkdir()
     device.mkdir()
     with fat32(tmp_path, size_mb=200) as (stick, image):
-        env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
-                   PYTHONPATH=str(ROOT), HOME=str(home), BUNDLE_DIR=str(tmp_path / "root"), STICK=stick,
-                   PUB=str(device / "release.pub"), BUNDLER_CACHE_DIR=str(cache_dir))
+        env = dict(
+            os.environ,
+            PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+            PYTHONPATH=str(ROOT),
+            HOME=str(home),
+            BUNDLE_DIR=str(tmp_path / "root"),
+            STICK=stick,
+            PUB=str(device / "release.pub"),
+            BUNDLER_CACHE_DIR=str(cache_dir),
+        )
         env.pop("XDG_DATA_HOME", None)
         shell = Shell(project, env)
         try:
@@ -90,12 +107,20 @@ def test_every_command_of_docs_airgap_runs(tmp_path, cache_dir, stub_path):
         transcript = shell.transcript
         listed = sorted(os.listdir(stick))
     # What the page promises, in the order it promises it.
-    promised = ["demo-1.0.0.part001: OK", "signature: ok", "demo 1.0.0 serving:", "serve --port 8080",
-                "demo-1.1.0.part001: OK", "demo 1.1.0 serving:", "demo 1.0.0 serving:", "removed 0 version(s)"]
+    promised = [
+        "demo-1.0.0.part001: OK",
+        "signature: ok",
+        "demo 1.0.0 serving:",
+        "serve --port 8080",
+        "demo-1.1.0.part001: OK",
+        "demo 1.1.0 serving:",
+        "demo 1.0.0 serving:",
+        "removed 0 version(s)",
+    ]
     position = 0
     for text in promised:
         position = transcript.find(text, position)
-        assert position >= 0, "%r missing (in order) from the transcript:\n%s" % (text, transcript)
+        assert position >= 0, f"{text!r} missing (in order) from the transcript:\n{transcript}"
     assert listed == ["demo-1.1.0", "demo-1.1.0.part001", "demo-1.1.0.sha256"], listed
     root = tmp_path / "root"
     assert len(version_dirs(root)) == 2

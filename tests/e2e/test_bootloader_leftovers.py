@@ -24,8 +24,13 @@ def _mei_dirs(tmpdir):
 def _holding_run(exe, root, tmpdir, hold):
     """A run whose runtime stays up (FAULTS_HOLD), in its own process group; returns once it holds."""
     env = dict(os.environ, TMPDIR=str(tmpdir), FAULTS_HOLD=str(hold))
-    proc = subprocess.Popen([str(exe), "--bundle-dir", str(root)], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(exe), "--bundle-dir", str(root)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(600):
         if hold.exists():
             return proc

@@ -5,10 +5,10 @@ import hashlib
 import json
 import subprocess
 import tarfile
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from tests.fixtures.http_server import FileServer
 from tests.helpers import bundler, run
@@ -68,8 +68,18 @@ def test_lock_then_locked_make_then_a_wrong_pin_is_refused(served, stub_path):
     # The upstream file changes under the same URL: the pin refuses it, with nothing cached under its name.
     (server.root / "crun").write_bytes(b"not crun")
     fresh_cache = project / "fresh-cache"
-    failed = bundler("make", "--locked", "--stub", stub_path, "--cache-dir", fresh_cache, "-o", project / "bad",
-                     cwd=project, check=False)
+    failed = bundler(
+        "make",
+        "--locked",
+        "--stub",
+        stub_path,
+        "--cache-dir",
+        fresh_cache,
+        "-o",
+        project / "bad",
+        cwd=project,
+        check=False,
+    )
     assert failed.returncode == 3 and "sha256" in failed.stderr and "Traceback" not in failed.stderr
     crun_line = MANIFEST.splitlines().index('source = {{ url = "{base}/crun" }}') + 1
     assert "bundle.toml:%d: " % crun_line in failed.stderr  # names the manifest line of the source
@@ -89,8 +99,20 @@ def test_fetch_fills_the_cache_for_an_air_gapped_make(served, stub_path):
     bundler("fetch", "--cache-dir", air_gapped, cwd=project)
     server.stop()  # no network from here on
     out = project / "app"
-    bundler("make", "--offline", "--locked", "--stub", stub_path, "--cache-dir", air_gapped, "--level", "3",
-            "-o", out, cwd=project)
+    bundler(
+        "make",
+        "--offline",
+        "--locked",
+        "--stub",
+        stub_path,
+        "--cache-dir",
+        air_gapped,
+        "--level",
+        "3",
+        "-o",
+        out,
+        cwd=project,
+    )
     assert run([out, "--bundle-dir", project / "root"]).returncode == 0
 
 
@@ -171,11 +193,34 @@ def test_a_manifest_of_another_name_has_its_own_lock(served, stub_path):
     assert (project / "prod.lock").exists() and not (project / "bundle.lock").exists()
     bundler("fetch", "--manifest", "prod.toml", "--cache-dir", cache, cwd=project)
     out = project / "prod-app"
-    bundler("make", "--manifest", "prod.toml", "--locked", "--stub", stub_path, "--cache-dir", cache, "--level", "3",
-            "-o", out, cwd=project)
+    bundler(
+        "make",
+        "--manifest",
+        "prod.toml",
+        "--locked",
+        "--stub",
+        stub_path,
+        "--cache-dir",
+        cache,
+        "--level",
+        "3",
+        "-o",
+        out,
+        cwd=project,
+    )
     assert run([out, "--bundle-dir", project / "root"]).returncode == 0
     # Another manifest's lock pins nothing for it.
     (project / "prod.lock").rename(project / "bundle.lock")
-    failed = bundler("make", "--manifest", "prod.toml", "--locked", "--stub", stub_path, "--cache-dir", cache,
-                     cwd=project, check=False)
+    failed = bundler(
+        "make",
+        "--manifest",
+        "prod.toml",
+        "--locked",
+        "--stub",
+        stub_path,
+        "--cache-dir",
+        cache,
+        cwd=project,
+        check=False,
+    )
     assert failed.returncode == 2 and "not pinned" in failed.stderr

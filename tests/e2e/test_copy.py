@@ -17,8 +17,10 @@ from tests.fixtures.fat32 import fsck, unmount
 from tests.fixtures.faults import build, expected_files, install_problems, leftovers, start, version_dirs, write_project
 from tests.helpers import ROOT, bundler, run
 
-FILES = [("bin/crun", "/usr/bin/crun", "tools"),
-         ("bin/containerd-shim-runc-v2", "/usr/bin/containerd-shim-runc-v2", "tools")]
+FILES = [
+    ("bin/crun", "/usr/bin/crun", "tools"),
+    ("bin/containerd-shim-runc-v2", "/usr/bin/containerd-shim-runc-v2", "tools"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +31,13 @@ def made(tmp_path_factory, cache_dir, stub_path):
 
 
 def sha256sum_c(directory, name):
-    return subprocess.run(["sha256sum", "-c", name + ".sha256"], cwd=directory, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(
+        ["sha256sum", "-c", name + ".sha256"],
+        cwd=directory,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def on_stick(mount):
@@ -46,9 +53,11 @@ def test_fusefat_is_seen_as_fat32_with_its_limit(fat32_stick):
 
 def test_mountinfo_escapes_and_the_deepest_mount_win(tmp_path):
     info = tmp_path / "mountinfo"
-    info.write_text("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
-                    "40 22 8:17 / /media/my\\040stick rw,nosuid - vfat /dev/sdb1 rw\n"
-                    "41 40 8:33 / /media/my\\040stick/inner rw - exfat /dev/sdc1 rw\n")
+    info.write_text(
+        "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+        "40 22 8:17 / /media/my\\040stick rw,nosuid - vfat /dev/sdb1 rw\n"
+        "41 40 8:33 / /media/my\\040stick/inner rw - exfat /dev/sdc1 rw\n"
+    )
     assert medium_of("/media/my stick/a", str(info)).fstype == "vfat"
     assert medium_of("/media/my stick/inner/a", str(info)).file_limit is None
     assert medium_of("/media/my stickother", str(info)).fstype == "ext4"
@@ -126,9 +135,13 @@ def _size(path):
 def test_killed_half_way_then_run_again_it_resumes_and_verifies(made, fat32_stick, tmp_path):
     mount, _ = fat32_stick
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    copying = subprocess.Popen([sys.executable, "-m", "bundler", "copy", str(made["exe"]), str(mount), "--split",
-                                "256K"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               start_new_session=True)
+    copying = subprocess.Popen(
+        [sys.executable, "-m", "bundler", "copy", str(made["exe"]), str(mount), "--split", "256K"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     # Poll the medium until at least two parts are complete and a third is being written, then kill -9.
     while copying.poll() is None:
         names = os.listdir(mount)
@@ -145,7 +158,7 @@ def test_killed_half_way_then_run_again_it_resumes_and_verifies(made, fat32_stic
     assert "bundle.sha256" not in before and "bundle" not in before  # the parts come first
 
     resumed = bundler("copy", made["exe"], mount, "--split", "256K")
-    assert all("removed %s, left by an interrupted copy" % n in resumed.stdout for n in temps)
+    assert all(f"removed {n}, left by an interrupted copy" in resumed.stdout for n in temps)
     kept = int(resumed.stdout.split(" kept as they verified")[0].rsplit(" ", 1)[1])
     assert kept >= len(before) >= 2
     assert not [n for n in os.listdir(mount) if ".tmp-" in n]
@@ -164,8 +177,12 @@ def test_a_file_over_the_fat32_limit_is_refused_at_once_without_split(made, fat3
     os.truncate(big, FAT32_LIMIT + 1)
     refused = bundler("copy", big, mount, check=False)
     assert refused.returncode == 4, refused.stderr
-    assert "big is %d bytes" % (FAT32_LIMIT + 1) in refused.stderr and "at most %d bytes" % FAT32_LIMIT in \
-        refused.stderr and "--split" in refused.stderr and refused.stderr.count("\n") == 1
+    assert (
+        "big is %d bytes" % (FAT32_LIMIT + 1) in refused.stderr
+        and "at most %d bytes" % FAT32_LIMIT in refused.stderr
+        and "--split" in refused.stderr
+        and refused.stderr.count("\n") == 1
+    )
     assert on_stick(mount) == []
     too_big_parts = bundler("copy", made["exe"], mount, "--split", "5G", check=False)
     assert too_big_parts.returncode == 4 and "at most %d bytes" % FAT32_LIMIT in too_big_parts.stderr
@@ -179,8 +196,11 @@ def test_no_space_is_exit_4_with_both_numbers_before_writing(made, fat32_stick):
         left, zeros = free - (2 << 20), bytes(1 << 20)
         while left > 0:
             left -= f.write(zeros[:left])
-    free_now = int(subprocess.run(["df", "-B1", "--output=avail", str(mount)], stdout=subprocess.PIPE, text=True,
-                                  check=True).stdout.split()[-1])
+    free_now = int(
+        subprocess.run(
+            ["df", "-B1", "--output=avail", str(mount)], stdout=subprocess.PIPE, text=True, check=True
+        ).stdout.split()[-1]
+    )
     refused = bundler("copy", made["exe"], mount, "--split", "1M", check=False)
     assert refused.returncode == 4, refused.stderr
     needed = int(refused.stderr.split("needs ")[1].split(" bytes")[0])
@@ -233,8 +253,13 @@ def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(made, tmp_path):
     dest.mkdir()
     leader, follower = pty.openpty()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-m", "bundler", "copy", str(made["exe"]), str(dest)], env=env,
-                          stdout=subprocess.PIPE, stderr=follower, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "bundler", "copy", str(made["exe"]), str(dest)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        text=True,
+    )
     os.close(follower)
     drawn = b""
     try:
@@ -260,6 +285,7 @@ def test_a_copy_with_another_part_size_leaves_no_part_of_the_earlier_one(made, t
     again = bundler("copy", made["exe"], dest, "--split", "2M")
     assert "sha256sum -c bundle.sha256" in again.stdout
     names = sorted(os.listdir(dest))
-    assert len(names) < many and names == ["bundle"] + ["bundle.part%03d" % n for n in range(1, len(names) - 1)] + \
-        ["bundle.sha256"]
+    assert len(names) < many and names == ["bundle"] + ["bundle.part%03d" % n for n in range(1, len(names) - 1)] + [
+        "bundle.sha256"
+    ]
     assert sha256sum_c(dest, "bundle").returncode == 0 and run([dest / "bundle", "--bundle-verify"]).returncode == 0

@@ -73,8 +73,9 @@ def bundle(built, tmp_path):
 
 def test_output_is_executable_with_a_checksum_file_sha256sum_accepts(built):
     assert os.access(built, os.X_OK)
-    checked = subprocess.run(["sha256sum", "-c", built.name + ".sha256"], cwd=built.parent,
-                             stdout=subprocess.PIPE, text=True)
+    checked = subprocess.run(
+        ["sha256sum", "-c", built.name + ".sha256"], cwd=built.parent, stdout=subprocess.PIPE, text=True
+    )
     assert checked.returncode == 0 and "OK" in checked.stdout
     # The payload sits in its own section, before PyInstaller's archive.
     assert section_span(built, "bundle")[0] < section_span(built, "pydata")[0]
@@ -88,8 +89,8 @@ def test_arguments_pass_through_untouched_and_environment_is_set(bundle, tmp_pat
     lines = result.stdout.splitlines()
     installed = os.path.realpath(root / "current")
     assert lines[0] == "ARGC=%d" % (2 + len(args))
-    assert lines[1:3] == ["ARG=[--root]", "ARG=[%s]" % installed]
-    assert lines[3:3 + len(args)] == ["ARG=[%s]" % a for a in args]
+    assert lines[1:3] == ["ARG=[--root]", f"ARG=[{installed}]"]
+    assert lines[3 : 3 + len(args)] == [f"ARG=[{a}]" for a in args]
     env = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("ARG"))
     assert env["BUNDLE_ROOT"] == installed
     assert env["BUNDLE_IMAGES"] == os.path.join(installed, "images")
@@ -178,8 +179,9 @@ def test_payload_goes_into_a_stub_of_another_architecture(tmp_path, cache_dir, s
     manifest = project / "bundle.toml"  # an arm64 bundle takes no amd64 binary (the ABI gate refuses it)
     manifest.write_text(manifest.read_text().replace('url = "file:///usr/bin/crun"', 'url = "hello.sh"'))
     out = tmp_path / "demo-arm64"
-    bundler("make", "--arch", "arm64", "--stub", foreign, "--cache-dir", cache_dir, "--level", "3", "-o", out,
-            cwd=project)
+    bundler(
+        "make", "--arch", "arm64", "--stub", foreign, "--cache-dir", cache_dir, "--level", "3", "-o", out, cwd=project
+    )
     header = subprocess.run(["readelf", "-h", str(out)], stdout=subprocess.PIPE, text=True, check=True).stdout
     assert "AArch64" in header
     assert section_span(out, "bundle")[0] < section_span(out, "pydata")[0]
@@ -222,6 +224,6 @@ def test_a_flip_inside_pyinstallers_archive_fails_bundler_verify(bundle, tmp_pat
 def test_inspect_shows_the_outside_sha256_that_the_bytes_have(built):
     offset, size = section_span(built, "bundle")
     data = built.read_bytes()
-    independent = hashlib.sha256(data[:offset] + data[offset + size:]).hexdigest()
+    independent = hashlib.sha256(data[:offset] + data[offset + size :]).hexdigest()
     inspected = json.loads(bundler("inspect", "--json", built).stdout)
     assert inspected["outside_sha256"] == independent

@@ -12,9 +12,22 @@ import time
 
 import pytest
 
-from tests.fixtures.faults import (SMALL, build, concurrent_starts, expected_files, extractions, install_problems,
-                                   kill_at, kill_during_install, large_files, old_start_outcome, start, timed_install,
-                                   version_dirs, write_project)
+from tests.fixtures.faults import (
+    SMALL,
+    build,
+    concurrent_starts,
+    expected_files,
+    extractions,
+    install_problems,
+    kill_at,
+    kill_during_install,
+    large_files,
+    old_start_outcome,
+    start,
+    timed_install,
+    version_dirs,
+    write_project,
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +63,9 @@ def test_kill_9_at_random_moments_then_the_next_start_completes_the_install(larg
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point, state", [("during extraction", "extracting"),
-                                          ("right after the rename", "renamed, no current link")])
+@pytest.mark.parametrize(
+    "point, state", [("during extraction", "extracting"), ("right after the rename", "renamed, no current link")]
+)
 def test_kill_9_at_the_delicate_points_then_the_next_start_repairs_everything(large, tmp_path, point, state):
     exe, expected = large
     rng = random.Random(point)
@@ -100,18 +114,22 @@ def test_gc_spares_a_version_a_running_runtime_holds_and_removes_it_once_it_exit
     (v1, _), (v2, _), (v3, expected3) = versions["1.0.0"], versions["2.0.0"], versions["3.0.0"]
     ready = tmp_path / "ready"
     # The runtime of v1 keeps running (the stub has exec'd it; it holds the lock it inherited).
-    runtime = subprocess.Popen([str(v1), "--bundle-dir", str(root)], start_new_session=True,
-                               env=dict(os.environ, FAULTS_HOLD=str(ready)), stdout=subprocess.DEVNULL)
+    runtime = subprocess.Popen(
+        [str(v1), "--bundle-dir", str(root)],
+        start_new_session=True,
+        env=dict(os.environ, FAULTS_HOLD=str(ready)),
+        stdout=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while not ready.exists():
             assert time.monotonic() < deadline and runtime.poll() is None, "v1 did not start"
             time.sleep(0.01)
         assert start(v2, root).returncode == 0 and start(v3, root).returncode == 0
-        v1_id = [v for v in version_dirs(root) if v not in (os.readlink(root / "current"),
-                                                            os.readlink(root / "previous"))][0]
-        collected = subprocess.run([str(v3), "--bundle-dir", str(root), "--bundle-gc"], stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
+        v1_id = [
+            v for v in version_dirs(root) if v not in (os.readlink(root / "current"), os.readlink(root / "previous"))
+        ][0]
+        collected = subprocess.run([str(v3), "--bundle-dir", str(root), "--bundle-gc"], capture_output=True, text=True)
         assert collected.returncode == 0, collected.stderr
         assert "removed 0 version(s)" in collected.stdout and v1_id[:12] in collected.stdout
         assert v1_id in version_dirs(root)
@@ -119,5 +137,5 @@ def test_gc_spares_a_version_a_running_runtime_holds_and_removes_it_once_it_exit
         os.killpg(runtime.pid, signal.SIGKILL)
         runtime.wait()
     collected = subprocess.run([str(v3), "--bundle-dir", str(root), "--bundle-gc"], stdout=subprocess.PIPE, text=True)
-    assert "removed 1 version(s) [%s]" % v1_id[:12] in collected.stdout
+    assert f"removed 1 version(s) [{v1_id[:12]}]" in collected.stdout
     assert len(version_dirs(root)) == 2 and install_problems(root, expected3) == []

@@ -33,8 +33,15 @@ def registry(tmp_path_factory, built):
     with Registry(tmp_path_factory.mktemp("storage")) as running:
         bundler("push", built["old"], f"{running.host}/edge/deltas:1.0.0")
         # OLD named by its reference: push pulls it (the bench names a file)
-        pushed = bundler("push", built["new"], f"{running.host}/edge/deltas:1.0.1", "--delta-from",
-                         f"{running.host}/edge/deltas:1.0.0", "--delta-level", "3")
+        pushed = bundler(
+            "push",
+            built["new"],
+            f"{running.host}/edge/deltas:1.0.1",
+            "--delta-from",
+            f"{running.host}/edge/deltas:1.0.0",
+            "--delta-level",
+            "3",
+        )
         assert "delta from deltas 1.0.0: 1 patch(es)" in pushed.stderr, pushed.stderr
         yield running
 
@@ -73,8 +80,9 @@ def test_the_update_rebuilds_the_changed_shim_from_its_delta(tmp_path, built, re
     # No referrers API here (404, which this registry logs in its access-log line format), so the tag fallback
     # `sha256-<hex of the new manifest>` served the delta's index.
     assert re.search(r'"GET /v2/edge/deltas/referrers/sha256:[0-9a-f]{64} HTTP/1.1" 404', registry.log())
-    assert any(re.search(r"/manifests/sha256-[0-9a-f]{64}$", r["uri"]) and r["status"] == "200"
-               for r in registry.served(mark))
+    assert any(
+        re.search(r"/manifests/sha256-[0-9a-f]{64}$", r["uri"]) and r["status"] == "200" for r in registry.served(mark)
+    )
     assert sha256_of(app) == sha256_of(built["new"])
     installed = root / "current" / "bin" / "containerd-shim-runc-v2"
     packaged = containerd.release(containerd.NEW).md5sums[containerd.SHIM]
@@ -144,7 +152,10 @@ def test_a_frame_of_a_group_of_several_comes_as_a_delta(tmp_path, cache_dir, stu
     bundles = {}
     for label, release, version in (("old", containerd.OLD, "1.0.0"), ("new", containerd.NEW, "1.0.1")):
         shim = containerd.release(release).path(containerd.SHIM)
-        files = [("bin/containerd-shim-runc-v2", str(shim), "tools"), ("bin/containerd-shim", "/usr/bin/containerd-shim", "tools")]
+        files = [
+            ("bin/containerd-shim-runc-v2", str(shim), "tools"),
+            ("bin/containerd-shim", "/usr/bin/containerd-shim", "tools"),
+        ]
         project = write_project(tmp_path / label, files, version=version, name="deltas")
         bundles[label] = build(project, cache_dir, "--stub", stub_path, "--frame-size", "1M")
     import json
@@ -153,8 +164,15 @@ def test_a_frame_of_a_group_of_several_comes_as_a_delta(tmp_path, cache_dir, stu
     assert [len(g["frames"]) for g in index["groups"] if g["name"] == "tools"] == [2]  # the test's premise
     with Registry(tmp_path / "storage") as registry:
         bundler("push", bundles["old"], f"{registry.host}/edge/deltas:1.0.0")
-        pushed = bundler("push", bundles["new"], f"{registry.host}/edge/deltas:1.0.1", "--delta-from",
-                         bundles["old"], "--delta-level", "3")
+        pushed = bundler(
+            "push",
+            bundles["new"],
+            f"{registry.host}/edge/deltas:1.0.1",
+            "--delta-from",
+            bundles["old"],
+            "--delta-level",
+            "3",
+        )
         assert "1 patch(es)" in pushed.stderr, pushed.stderr
         app, root = device(tmp_path, bundles)
         done = start(app, root, "--bundle-update", f"{registry.host}/edge/deltas:1.0.1")

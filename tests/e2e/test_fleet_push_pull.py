@@ -48,9 +48,12 @@ def test_push_then_pull_gives_the_same_file_and_a_second_push_sends_no_blob(tmp_
     subprocess.run(["sha256sum", "-c", out.name + ".sha256"], cwd=out.parent, check=True, capture_output=True)
     assert not list(out.parent.glob(".*"))  # no download dir or temp left
     # The artifact as any OCI client sees it: an image index, one manifest per bundle, our artifactType.
-    with urllib.request.urlopen(urllib.request.Request(
+    with urllib.request.urlopen(
+        urllib.request.Request(
             f"{registry.url}/v2/fleet/demo/manifests/1.0.0",
-            headers={"Accept": "application/vnd.oci.image.index.v1+json"})) as answer:
+            headers={"Accept": "application/vnd.oci.image.index.v1+json"},
+        )
+    ) as answer:
         tag_index = json.load(answer)
     assert [m["platform"] for m in tag_index["manifests"]] == [{"architecture": "amd64", "os": "linux"}]
     assert tag_index["manifests"][0]["annotations"]["vnd.bundler.bundle-id"] == index.bundle_id
@@ -86,17 +89,19 @@ def test_pull_errors_are_one_line_with_their_exit_code(tmp_path, plain_stub, reg
 def test_chunked_upload_with_bearer_tokens_from_a_config_json(tmp_path, plain_stub, monkeypatch):
     """Push as a known user through the token service (scope pull,push), in chunks of 4 KiB (PATCH)."""
     require_registry_tools()
-    from bundler.fleet.push import push
     from bundler.fleet.pull import pull
+    from bundler.fleet.push import push
 
-    bundle, _ = make_bundle(tmp_path / "b", plain_stub, files={"bin/hello": (b"#!/bin/sh\n" + bytes(range(256)) * 200,
-                                                                               "0755")}, level=1)
+    bundle, _ = make_bundle(
+        tmp_path / "b", plain_stub, files={"bin/hello": (b"#!/bin/sh\n" + bytes(range(256)) * 200, "0755")}, level=1
+    )
     (tmp_path / "token").mkdir()
     tokens = TokenService(tmp_path / "token", users={"robot": "pw"})
     try:
         with Registry(tmp_path / "storage", token=tokens) as registry:
-            monkeypatch.setenv("REGISTRY_AUTH_FILE", str(write_auth_file(tmp_path / "auth.json", registry.host,
-                                                                         "robot", "pw")))
+            monkeypatch.setenv(
+                "REGISTRY_AUTH_FILE", str(write_auth_file(tmp_path / "auth.json", registry.host, "robot", "pw"))
+            )
             target = f"{registry.host}/fleet/demo:1"
             with RegistryClient(progress=False) as client:
                 client.upload_chunk = 4096
@@ -125,9 +130,12 @@ def test_several_architectures_of_one_version_under_one_tag(tmp_path, plain_stub
     target = f"{registry.host}/fleet/demo:1.0.0"
     bundler("push", bundles["amd64"], bundles["arm64"], target)
     bundler("push", bundles["riscv64"], target)
-    with urllib.request.urlopen(urllib.request.Request(
+    with urllib.request.urlopen(
+        urllib.request.Request(
             f"{registry.url}/v2/fleet/demo/manifests/1.0.0",
-            headers={"Accept": "application/vnd.oci.image.index.v1+json"})) as answer:
+            headers={"Accept": "application/vnd.oci.image.index.v1+json"},
+        )
+    ) as answer:
         platforms = [m["platform"]["architecture"] for m in json.load(answer)["manifests"]]
     assert platforms == ["amd64", "arm64", "riscv64"]
     for arch, bundle in bundles.items():
@@ -148,12 +156,22 @@ def test_an_interrupted_pull_resumes(tmp_path, plain_stub, registry):
 
     bundle, _ = make_bundle(tmp_path / "b", plain_stub)
     bundler("push", bundle, f"{registry.host}/fleet/demo:1")
-    manifest = json.loads(urllib.request.urlopen(urllib.request.Request(
-        f"{registry.url}/v2/fleet/demo/manifests/1", headers={"Accept": "application/vnd.oci.image.index.v1+json"}
-    )).read())["manifests"][0]["digest"]
-    layers = json.loads(urllib.request.urlopen(urllib.request.Request(
-        f"{registry.url}/v2/fleet/demo/manifests/{manifest}",
-        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})).read())["layers"]
+    manifest = json.loads(
+        urllib.request.urlopen(
+            urllib.request.Request(
+                f"{registry.url}/v2/fleet/demo/manifests/1",
+                headers={"Accept": "application/vnd.oci.image.index.v1+json"},
+            )
+        ).read()
+    )["manifests"][0]["digest"]
+    layers = json.loads(
+        urllib.request.urlopen(
+            urllib.request.Request(
+                f"{registry.url}/v2/fleet/demo/manifests/{manifest}",
+                headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+            )
+        ).read()
+    )["layers"]
     [stub] = [layer for layer in layers if layer["mediaType"] == "application/vnd.bundler.stub.v1"]
     assert stub["size"] > 5000
     out = tmp_path / "pulled"

@@ -16,7 +16,7 @@ from tests.helpers import bundler
 
 # 1.0.1 changes only the launcher group: its script gets a block of comment lines (a few KB once compressed, so
 # that a transfer can be cut half way through it).
-FILLER = "".join("# %s\n" % hashlib.sha256(b"%d" % n).hexdigest() for n in range(120))
+FILLER = "".join("# {}\n".format(hashlib.sha256(b"%d" % n).hexdigest()) for n in range(120))
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +34,14 @@ def built(tmp_path_factory, cache_dir, stub_path, registry):
     for name in ("release", "foreign"):
         bundler("keygen", "--out", keys / name)
     found = {"keys": keys}
-    for label, version, entry, key in (("old", "1.0.0", ENTRY, "release"), ("new", "1.0.1", ENTRY + FILLER, "release"),
-                                       ("foreign", "1.0.1", ENTRY + FILLER, "foreign")):
+    for label, version, entry, key in (
+        ("old", "1.0.0", ENTRY, "release"),
+        ("new", "1.0.1", ENTRY + FILLER, "release"),
+        ("foreign", "1.0.1", ENTRY + FILLER, "foreign"),
+    ):
         project = write_project(tmp_path_factory.mktemp(label), SMALL, version=version, name="fleet", entry=entry)
         with open(project / "bundle.toml", "a") as manifest:
-            manifest.write('\n[update]\nrepository = "%s/edge/fleet:stable"\n' % registry.host)
+            manifest.write(f'\n[update]\nrepository = "{registry.host}/edge/fleet:stable"\n')
         found[label] = build(project, cache_dir, "--stub", stub_path, "--sign", keys / (key + ".key"))
     for label, tag in (("old", "1.0.0"), ("new", "1.0.1"), ("new", "stable"), ("foreign", "evil")):
         bundler("push", found[label], f"{registry.host}/edge/fleet:{tag}")
@@ -155,8 +158,7 @@ def test_without_a_reference_or_a_repository_the_update_says_what_to_do(tmp_path
 
     bundle, _ = make_bundle(tmp_path, plain_stub)
     env = dict(os.environ, BUNDLE_EXECUTABLE=str(bundle), BUNDLE_DIR=str(tmp_path / "root"), PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, "-m", "stub", "--bundle-update"], env=env, capture_output=True,
-                            text=True)
+    result = subprocess.run([sys.executable, "-m", "stub", "--bundle-update"], env=env, capture_output=True, text=True)
     assert result.returncode == 2 and "records no update repository" in result.stderr
     assert "--bundle-update REGISTRY/REPO:TAG" in result.stderr and len(result.stderr.splitlines()) == 1
     assert not (tmp_path / "root").exists()  # refused before anything was written
@@ -179,8 +181,9 @@ def test_an_unwritable_bundle_directory_needs_update_output(tmp_path, built, reg
         assert registry.served(mark) == []  # refused before any request
         elsewhere = tmp_path / "rw" / "app"
         elsewhere.parent.mkdir()
-        done = start(app, root, "--bundle-update", f"{registry.host}/edge/fleet:1.0.1",
-                     "--bundle-update-output", elsewhere)
+        done = start(
+            app, root, "--bundle-update", f"{registry.host}/edge/fleet:1.0.1", "--bundle-update-output", elsewhere
+        )
         assert done.returncode == 0, done.stderr
         assert sha256_of(elsewhere) == sha256_of(built["new"]) and ran(start(elsewhere, root)) == "1.0.1"
     finally:

@@ -9,8 +9,18 @@ import uuid
 import pytest
 
 from stub.install import SPACE_MARGIN
-from tests.fixtures.faults import (SMALL, DiskFiller, build, expected_files, install_problems, large_files, leftovers,
-                                   start, version_dirs, write_project)
+from tests.fixtures.faults import (
+    SMALL,
+    DiskFiller,
+    build,
+    expected_files,
+    install_problems,
+    large_files,
+    leftovers,
+    start,
+    version_dirs,
+    write_project,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts tmpfs and chowns: needs root")
 
@@ -23,11 +33,12 @@ def tmpfs(tmp_path):
     def mount(size, noexec=False):
         point = tmp_path / ("mnt-" + uuid.uuid4().hex[:8])
         point.mkdir()
-        options = "size=%s,mode=0755%s" % (size, ",noexec" if noexec else "")
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], stderr=subprocess.PIPE,
-                              text=True)
+        options = "size={},mode=0755{}".format(size, ",noexec" if noexec else "")
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], stderr=subprocess.PIPE, text=True
+        )
         if done.returncode != 0:
-            pytest.skip(reason="cannot mount tmpfs here: %s" % done.stderr.strip())
+            pytest.skip(reason=f"cannot mount tmpfs here: {done.stderr.strip()}")
         mounted.append(point)
         return point
 
@@ -58,7 +69,7 @@ def test_noexec_root_is_refused_before_extraction_naming_the_mount(tmpfs, small)
     root = point / "demo"
     result = start(small[0], root)
     assert result.returncode == 4, result.stderr
-    assert "is on the noexec mount %s" % point in result.stderr and "--bundle-dir" in result.stderr
+    assert f"is on the noexec mount {point}" in result.stderr and "--bundle-dir" in result.stderr
     assert "RAN" not in result.stdout and only_locks(root) and "Traceback" not in result.stderr
     # Pointing --bundle-dir elsewhere is the way out.
     assert start(small[0], point.parent / "exec-ok").returncode == 0
@@ -69,11 +80,16 @@ def test_too_little_space_is_refused_before_extraction_with_the_numbers(tmpfs, s
     root = point / "demo"
     result = start(small[0], root)
     assert result.returncode == 4, result.stderr
-    free = int(subprocess.run(["df", "-B1", "--output=avail", str(point)], stdout=subprocess.PIPE,
-                              text=True).stdout.split()[-1])
+    free = int(
+        subprocess.run(["df", "-B1", "--output=avail", str(point)], stdout=subprocess.PIPE, text=True).stdout.split()[
+            -1
+        ]
+    )
     needed = sum(os.path.getsize(s) for _, s, _ in SMALL) + os.path.getsize(small[0].parent.parent / "run.sh")
-    assert "the install needs %.1f MB (%.1f MB of files and a margin of %.1f MB kept free for the runtime), " \
-        "%.1f MB free" % ((needed + SPACE_MARGIN) / 1e6, needed / 1e6, SPACE_MARGIN / 1e6, free / 1e6) in result.stderr
+    assert (
+        f"the install needs {(needed + SPACE_MARGIN) / 1e6:.1f} MB ({needed / 1e6:.1f} MB of files and a margin of {SPACE_MARGIN / 1e6:.1f} MB kept free for the runtime), "
+        f"{free / 1e6:.1f} MB free" in result.stderr
+    )
     assert only_locks(root)
 
 

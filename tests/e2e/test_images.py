@@ -34,7 +34,7 @@ def project(tmp_path_factory, registry):
 
 
 def _make(project, cache_dir, variant, *extra):
-    out = project / "dist" / ("%s-%s" % (variant, "-".join(extra) or "default"))
+    out = project / "dist" / ("{}-{}".format(variant, "-".join(extra) or "default"))
     bundler("make", "--variant", variant, "--cache-dir", cache_dir, "--level", "3", "-o", out, *extra, cwd=project)
     return out
 
@@ -66,11 +66,14 @@ def test_offline_embeds_every_image_and_shares_the_base_layer(project, cache_dir
     assert result.stdout.split() == ["base.tar", "derived.tar"]
     archive = root / "current" / "images" / "derived.tar"
     # skopeo (not our code) reads the archive, and the image id (config digest) is the registry's.
-    inspected = json.loads(subprocess.run(["skopeo", "inspect", "--raw", "oci-archive:%s" % archive],
-                                          stdout=subprocess.PIPE, check=True, text=True).stdout)
+    inspected = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--raw", f"oci-archive:{archive}"], stdout=subprocess.PIPE, check=True, text=True
+        ).stdout
+    )
     assert inspected["config"]["digest"] == image_layout.manifest("derived")["config"]["digest"]
     copied = tmp_path / "copied"
-    subprocess.run(["skopeo", "copy", "--quiet", "docker-archive:%s" % archive, "dir:%s" % copied], check=True)
+    subprocess.run(["skopeo", "copy", "--quiet", f"docker-archive:{archive}", f"dir:{copied}"], check=True)
     assert (copied / "manifest.json").exists()
 
 
@@ -79,9 +82,11 @@ def test_layers_exact_keeps_the_manifest_digest(project, cache_dir, image_layout
     root = tmp_path / "root"
     assert run([exe, "--bundle-dir", root]).returncode == 0
     archive = root / "current" / "images" / "base.tar"
-    raw = subprocess.run(["skopeo", "inspect", "--raw", "oci-archive:%s" % archive], stdout=subprocess.PIPE,
-                         check=True).stdout
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", f"oci-archive:{archive}"], stdout=subprocess.PIPE, check=True
+    ).stdout
     import hashlib
+
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == image_layout.manifest_digest("base")
 
 
@@ -121,6 +126,7 @@ def test_lock_pins_each_platform_of_an_index(registry, image_layout, tmp_path):
     project = images_project(tmp_path / "multi", manifest(registry.host, {"base": "test/multi:1"}))
     bundler("lock", "--arch", "amd64", "--arch", "arm", "--cache-dir", tmp_path / "cache", cwd=project)
     import tomllib
+
     lock = tomllib.loads((project / "bundle.lock").read_text())
     pins = {(i["name"], i["platform"]): i["digest"] for i in lock["image"]}
     assert pins[("base", "linux/amd64")] == image_layout.manifest_digest("base")
@@ -184,7 +190,7 @@ def test_torn_blob_left_in_pulls_by_a_crash_is_fetched_again(proxied, cache_dir,
     (pulls / layer[7:]).write_bytes(torn)
     result = run([exe, "--bundle-dir", root])
     assert result.returncode == 0, result.stderr
-    assert "does not hold blob %s" % layer in result.stderr
+    assert f"does not hold blob {layer}" in result.stderr
     gets = proxy.blob_requests(layer)
     assert len(gets) == 1 and "Range" not in gets[0]
     with tarfile.open(root / "current" / "images" / "derived.tar") as tar:

@@ -14,8 +14,7 @@ from tests.fixtures.loader import ON_DEMAND, initialised
 
 def _loaded(exe, root, tmpdir, *args, expect=7):
     env = dict(os.environ, LD_DEBUG="files", TMPDIR=str(tmpdir))
-    result = subprocess.run([str(exe), "--bundle-dir", str(root), *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    result = subprocess.run([str(exe), "--bundle-dir", str(root), *args], env=env, capture_output=True, text=True)
     assert result.returncode == expect and (expect != 7 or "hello" in result.stdout), result.stderr[-2000:]
     return initialised(result.stderr)
 
@@ -61,8 +60,9 @@ def test_a_pulling_start_unpacks_and_loads_openssl_for_requests(stub_path, tmp_p
         exe = online_bundle(tmp_path / "online", registry.host, stub_path)
         (tmp_path / "tmp").mkdir()
         env = dict(os.environ, LD_DEBUG="files", TMPDIR=str(tmp_path / "tmp"))
-        result = subprocess.run([str(exe), "--bundle-dir", str(tmp_path / "root")], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        result = subprocess.run(
+            [str(exe), "--bundle-dir", str(tmp_path / "root")], env=env, capture_output=True, text=True
+        )
     finally:
         registry.stop()
     assert result.returncode == 0 and result.stdout.split() == ["base.tar"], result.stderr[-2000:]

@@ -9,7 +9,8 @@ tests/fixtures/mutations.py lists the mutation kinds; scripts/reliability.py run
 import os
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.fixtures.mutations import ALL_LIES, Lab, build_bases
 
@@ -38,25 +39,30 @@ def mutations(draw, lab):
     if kind == "truncate":
         return kind, base, draw(st.integers(0, bench.file_size - 1))
     if kind == "lie":
-        return kind, "padded", (draw(st.sampled_from(ALL_LIES)), draw(st.integers(0, 2 ** 32)))
+        return kind, "padded", (draw(st.sampled_from(ALL_LIES)), draw(st.integers(0, 2**32)))
     return kind, None, draw(st.integers(0, 2))
 
 
 @pytest.mark.slow
-@settings(max_examples=200, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=st.data())
 def test_mutated_bundle_is_refused_or_runs_only_verified_content(lab, data):
     mutation = data.draw(mutations(lab), label="mutation")
     verdict, problem = lab.attempt(mutation)
-    assert problem is None, "%s -> %s: %s" % (mutation, verdict, problem)
+    assert problem is None, f"{mutation} -> {verdict}: {problem}"
 
 
 def test_every_lie_is_caught_at_least_once(lab):
     # Each lie on its own, so that a lie the checks let through is named (the property test samples them).
     failures = []
     for name in ALL_LIES:
-        for value in (0, 2 ** 31 + 5):
+        for value in (0, 2**31 + 5):
             verdict, problem = lab.attempt(("lie", "padded", (name, value)))
             if problem:
                 failures.append("%s (%d): %s" % (name, value, problem))

@@ -42,9 +42,13 @@ def test_repair_restores_deleted_edited_replaced_and_remoded_files(small, tmp_pa
     assert repaired.returncode == 0, repaired.stderr
     line = repaired.stdout.strip()
     assert "repaired 4 of 4 file(s)" in line
-    for name, why in (("bin/run", "missing"), ("bin/crun", "edited"), ("bin/tee", "not a regular file"),
-                      ("bin/flock", "mode 700, not 755")):
-        assert "%s (%s)" % (name, why) in line
+    for name, why in (
+        ("bin/run", "missing"),
+        ("bin/crun", "edited"),
+        ("bin/tee", "not a regular file"),
+        ("bin/flock", "mode 700, not 755"),
+    ):
+        assert f"{name} ({why})" in line
     assert install_problems(root, expected) == []  # checked against the sources with sha256sum
     assert not [n for n in os.listdir(root) if ".tmp-" in n]
     assert start(exe, root).stdout.startswith("RAN")

@@ -44,12 +44,17 @@ def test_bundle_install_runs_nothing_and_prints_the_command_a_unit_runs(service,
     assert proc.returncode == 0 and mark.exists()
     lines = out.splitlines()
     installed = os.path.realpath(root / "current")
-    assert lines[0] == "RAN 1.0.0 %s" % os.path.basename(installed)
+    assert lines[0] == f"RAN 1.0.0 {os.path.basename(installed)}"
     assert lines[1] == "PID %d" % proc.pid  # no bootloader, no stub in between
-    assert lines[2] == "ROOT %s" % installed and lines[3] == "DATA %s" % (root / "data")
+    assert lines[2] == f"ROOT {installed}" and lines[3] == "DATA %s" % (root / "data")
     assert (root / "data").is_dir()
-    assert lines[4:] == ["ARG=[--root]", "ARG=[%s]" % installed, "ARG=[serve]", "ARG=[two words]",
-                         "0"]  # the last: no PyInstaller variable in its environment
+    assert lines[4:] == [
+        "ARG=[--root]",
+        f"ARG=[{installed}]",
+        "ARG=[serve]",
+        "ARG=[two words]",
+        "0",
+    ]  # the last: no PyInstaller variable in its environment
 
 
 def test_bundle_install_refuses_an_installed_version_that_was_damaged(service, tmp_path):

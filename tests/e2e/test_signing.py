@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from tests.fixtures.faults import SMALL, build, expected_files, install_problems, start, version_dirs, write_project
-from tests.fixtures.mutations import join_section, read_section, split_section, with_section, reseal
+from tests.fixtures.mutations import join_section, read_section, reseal, split_section, with_section
 from tests.helpers import bundler, run
 
 
@@ -26,14 +26,21 @@ def made(tmp_path_factory, cache_dir, stub_path):
     signed = build(project, cache_dir, "--sign", keys["release"]["key"])
     os.replace(signed, work / "signed")
     unsigned = build(write_project(work / "v2", SMALL, version="2.0.0"), cache_dir)
-    return {"keys": keys, "required": work / "required", "signed": work / "signed", "unsigned": unsigned,
-            "expected": expected_files(project, SMALL), "stub": stub_path, "work": work}
+    return {
+        "keys": keys,
+        "required": work / "required",
+        "signed": work / "signed",
+        "unsigned": unsigned,
+        "expected": expected_files(project, SMALL),
+        "stub": stub_path,
+        "work": work,
+    }
 
 
 def test_build_host_verify_checks_the_signature_against_the_given_key(made):
     keys = made["keys"]
     ok = bundler("verify", made["required"], "--key", keys["release"]["pub"])
-    assert "signature: ok, signed by the trusted key %s" % keys["release"]["fingerprint"] in ok.stdout
+    assert "signature: ok, signed by the trusted key {}".format(keys["release"]["fingerprint"]) in ok.stdout
     wrong = bundler("verify", made["required"], "--key", keys["rogue"]["pub"], check=False)
     assert wrong.returncode == 3 and keys["release"]["fingerprint"] in wrong.stderr
     unsigned = bundler("verify", made["unsigned"], "--key", keys["release"]["pub"], check=False)
@@ -48,8 +55,8 @@ def test_device_verify_and_info_show_and_check_the_key(made):
     wrong = run([made["signed"], "--bundle-verify", "--bundle-key", keys["rogue"]["pub"]])
     assert wrong.returncode == 3 and "Traceback" not in wrong.stderr and len(wrong.stderr.splitlines()) == 1
     info = run([made["required"], "--bundle-info"]).stdout
-    assert "signed:     yes, key %s" % keys["release"]["fingerprint"] in info
-    assert "requires key %s" % keys["release"]["fingerprint"] in info
+    assert "signed:     yes, key {}".format(keys["release"]["fingerprint"]) in info
+    assert "requires key {}".format(keys["release"]["fingerprint"]) in info
     doc = json.loads(run([made["required"], "--bundle-info", "--json"]).stdout)
     assert doc["signed"] is True and doc["require_key"].startswith("ed25519:")
 
@@ -91,16 +98,18 @@ def _rewrite_index(made, source, output, change, keep_signature):
 
 
 def test_an_index_changed_after_signing_is_refused_even_when_no_key_is_asked_for(made, tmp_path):
-    tampered = _rewrite_index(made, made["signed"], tmp_path / "tampered",
-                              lambda doc: doc.update(version="6.6.6"), keep_signature=True)
+    tampered = _rewrite_index(
+        made, made["signed"], tmp_path / "tampered", lambda doc: doc.update(version="6.6.6"), keep_signature=True
+    )
     result = start(tampered, tmp_path / "root")
     assert result.returncode == 3 and "does not hold" in result.stderr and "RAN" not in result.stdout
     assert version_dirs(tmp_path / "root") == []
 
 
 def test_stripping_the_signature_and_the_requirement_is_stopped_by_the_device_not_the_file(made, tmp_path):
-    stripped = _rewrite_index(made, made["required"], tmp_path / "stripped",
-                              lambda doc: doc.pop("require_key"), keep_signature=False)
+    stripped = _rewrite_index(
+        made, made["required"], tmp_path / "stripped", lambda doc: doc.pop("require_key"), keep_signature=False
+    )
     # The threat model of docs/signing.md: a file cannot vouch for itself. On a device with no anchor the
     # stripped bundle is just an unsigned bundle (its content is still verified against its own index).
     fresh = start(stripped, tmp_path / "fresh")
@@ -115,28 +124,59 @@ def test_stripping_the_signature_and_the_requirement_is_stopped_by_the_device_no
 
 
 def test_require_key_without_sign_is_a_usage_error(made, cache_dir):
-    result = bundler("make", "--cache-dir", cache_dir, "--require-key", made["keys"]["release"]["pub"],
-                     "--output", made["work"] / "never", cwd=made["work"] / "project", check=False)
+    result = bundler(
+        "make",
+        "--cache-dir",
+        cache_dir,
+        "--require-key",
+        made["keys"]["release"]["pub"],
+        "--output",
+        made["work"] / "never",
+        cwd=made["work"] / "project",
+        check=False,
+    )
     assert result.returncode == 2 and "--require-key needs --sign" in result.stderr
     assert not (made["work"] / "never").exists()
 
 
 def test_the_signature_checks_out_with_openssl_as_docs_signing_md_says(made, tmp_path):
     # A verifier that is not in the file (docs/signing.md): binutils cuts the section out, OpenSSL checks it.
-    subprocess.run(["objcopy", "--dump-section", "bundle=%s" % (tmp_path / "payload.bin"), str(made["required"]),
-                    str(tmp_path / "scratch")], check=True)
+    subprocess.run(
+        [
+            "objcopy",
+            "--dump-section",
+            "bundle=%s" % (tmp_path / "payload.bin"),
+            str(made["required"]),
+            str(tmp_path / "scratch"),
+        ],
+        check=True,
+    )
     data = (tmp_path / "payload.bin").read_bytes()
     _, _, sig_len, index_len, _, _ = struct.unpack_from("<8sIIQQ32s", data)
-    index = data[64:64 + index_len]
-    block = data[64 + index_len:64 + index_len + sig_len]
+    index = data[64 : 64 + index_len]
+    block = data[64 + index_len : 64 + index_len + sig_len]
     (tmp_path / "signature.bin").write_bytes(block[40:])
 
     def openssl_verify(message):
         (tmp_path / "signed.bin").write_bytes(message)
-        return subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(made["keys"]["release"]["pub"]),
-                               "-rawin", "-in", str(tmp_path / "signed.bin"),
-                               "-sigfile", str(tmp_path / "signature.bin")],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.run(
+            [
+                "openssl",
+                "pkeyutl",
+                "-verify",
+                "-pubin",
+                "-inkey",
+                str(made["keys"]["release"]["pub"]),
+                "-rawin",
+                "-in",
+                str(tmp_path / "signed.bin"),
+                "-sigfile",
+                str(tmp_path / "signature.bin"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     ok = openssl_verify(b"bundler index signature v1\0" + index)
     assert ok.returncode == 0 and "Signature Verified Successfully" in ok.stdout, ok.stdout

@@ -39,8 +39,13 @@ def solo_files_bundle(tmp_path_factory, cache_dir, stub_path):
 def installed(solo_files_bundle, tmp_path_factory):
     """The bundle installed with --bundle-extract: the directory BUNDLE_ROOT names."""
     root = tmp_path_factory.mktemp("solo-root")
-    result = subprocess.run([str(solo_files_bundle), "--bundle-extract", str(root)], check=False,
-                            capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    result = subprocess.run(
+        [str(solo_files_bundle), "--bundle-extract", str(root)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
     assert result.returncode == 0, result.stderr
     return Path(result.stdout.strip())
 
@@ -110,8 +115,14 @@ def test_archives_are_imported_once_and_again_when_they_change(solo, solo_images
     assert touched.returncode == 0 and "importing" not in touched.stderr
     # Another image under the same name: imported again, and it is what runs.
     layout = solo_images.hello.layout
-    changed = build_image(layout, "hello", "hello again, changed", files={"/etc/changed": Path("/etc/hostname")},
-                          base=solo_images.hello.layout_tag, layout_tag="hello-changed")
+    changed = build_image(
+        layout,
+        "hello",
+        "hello again, changed",
+        files={"/etc/changed": Path("/etc/hostname")},
+        base=solo_images.hello.layout_tag,
+        layout_tag="hello-changed",
+    )
     changed.write_archive(archive, solo_images.hello.ref(EXAMPLE_REGISTRY))
     third = solo.run("run", "hello")
     assert third.returncode == 0, third.stderr
@@ -126,8 +137,13 @@ def test_up_stays_in_the_foreground_shares_containerd_and_stops_on_sigterm(solo,
         ready = stderr.wait_for("containerd ready", timeout=60)
         assert up.poll() is None
         # Debian's ctr, not solo, sees both images imported into the namespace solo.
-        listed = subprocess.run([DEBIAN_CTR, "--address", solo.socket, "--namespace", "solo", "images", "ls",
-                                 "-q"], check=True, capture_output=True, text=True, timeout=30)
+        listed = subprocess.run(
+            [DEBIAN_CTR, "--address", solo.socket, "--namespace", "solo", "images", "ls", "-q"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert sorted(listed.stdout.split()) == sorted(i.ref(EXAMPLE_REGISTRY) for i in solo_images.all)
         containerd = solo.containerd_pids()
         assert containerd
@@ -149,8 +165,9 @@ def test_up_stays_in_the_foreground_shares_containerd_and_stops_on_sigterm(solo,
 
 
 def test_sigterm_reaches_the_container_and_one_that_ignores_it_is_killed(solo):
-    traps = solo.start("run", "hello", "sh", "-c", "trap 'echo got-term; exit 5' TERM; echo started; "
-                                                   "while :; do sleep 0.1; done")
+    traps = solo.start(
+        "run", "hello", "sh", "-c", "trap 'echo got-term; exit 5' TERM; echo started; while :; do sleep 0.1; done"
+    )
     stdout = Lines(traps.stdout)
     stdout.wait_for("started", timeout=60)
     traps.send_signal(signal.SIGTERM)
@@ -194,13 +211,21 @@ def test_hybrid_cgroups_run_with_runc(solo):
 def test_pure_cgroup2_chooses_crun(solo):
     """In a private mount namespace whose /sys/fs/cgroup is cgroup2 alone (the v1 hierarchies unmounted there
     only), solo picks crun. Whether crun then runs a container depends on the host's controllers."""
-    script = ("for m in $(awk '$3 == \"cgroup\" {print $2}' /proc/self/mounts); do umount \"$m\"; done; "
-              "if ! [ -f /sys/fs/cgroup/cgroup.controllers ]; then "
-              "umount /sys/fs/cgroup/unified 2>/dev/null; umount /sys/fs/cgroup; mount -t cgroup2 none /sys/fs/cgroup; "
-              "fi; exec \"$0\" up")
-    up = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
-                           str(solo.root / "bin" / "solo")], env=solo.env(), stdin=subprocess.DEVNULL,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    script = (
+        'for m in $(awk \'$3 == "cgroup" {print $2}\' /proc/self/mounts); do umount "$m"; done; '
+        "if ! [ -f /sys/fs/cgroup/cgroup.controllers ]; then "
+        "umount /sys/fs/cgroup/unified 2>/dev/null; umount /sys/fs/cgroup; mount -t cgroup2 none /sys/fs/cgroup; "
+        'fi; exec "$0" up'
+    )
+    up = subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(solo.root / "bin" / "solo")],
+        env=solo.env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     solo.pids.append(up.pid)
     try:
         ready = Lines(up.stderr).wait_for("containerd ready", timeout=60)
@@ -244,11 +269,18 @@ def test_archive_as_the_bundle_writes_it_runs_by_its_short_name(solo, solo_image
     layout = solo_images.layout
     manifest_bytes = layout.blob(solo_images.world.digest)
     manifest = layout.manifest(solo_images.world.digest)
-    blobs = {layer["digest"]: str(layout.path / "blobs" / "sha256" / layer["digest"].split(":")[1])
-             for layer in manifest["layers"]}
+    blobs = {
+        layer["digest"]: str(layout.path / "blobs" / "sha256" / layer["digest"].split(":")[1])
+        for layer in manifest["layers"]
+    }
     ref = "registry.example:5000/solo/world:1"
-    write_image_archive(str(solo.images / "world.tar"), parse_reference(ref), manifest_bytes,
-                        layout.blob(manifest["config"]["digest"]), blobs)
+    write_image_archive(
+        str(solo.images / "world.tar"),
+        parse_reference(ref),
+        manifest_bytes,
+        layout.blob(manifest["config"]["digest"]),
+        blobs,
+    )
     result = solo.run("run", "world")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == solo_images.world.greeting

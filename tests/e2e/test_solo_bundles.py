@@ -40,8 +40,21 @@ def project(tmp_path_factory, registry):
 
 def make(project, cache_dir, stub_path, variant, name=None, *extra):
     out = project / "dist" / (name or variant)
-    bundler("make", "--variant", variant, "--cache-dir", cache_dir, "--stub", stub_path, "--level", "3",
-            "-o", out, *extra, cwd=project)
+    bundler(
+        "make",
+        "--variant",
+        variant,
+        "--cache-dir",
+        cache_dir,
+        "--stub",
+        stub_path,
+        "--level",
+        "3",
+        "-o",
+        out,
+        *extra,
+        cwd=project,
+    )
     return out
 
 
@@ -66,8 +79,13 @@ class Device:
         self.cleanup = Solo(self.root / "current", self.root / "current" / "images", self.root / "data")
 
     def run(self, *args, exe=None):
-        return subprocess.run([str(exe or self.exe), "--bundle-dir", str(self.root), *map(str, args)],
-                              capture_output=True, text=True, timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [str(exe or self.exe), "--bundle-dir", str(self.root), *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
 
 
 @pytest.fixture
@@ -108,8 +126,9 @@ def test_online_bundle_pulls_at_first_start_then_runs_offline(online, registry, 
     first = dev.run("run", "world")
     assert first.returncode == 0, first.stderr
     assert "pulling" in first.stderr and first.stdout.strip() == solo_images.world.greeting
-    info = json.loads(subprocess.run([str(dev.exe), "--bundle-info", "--json"], capture_output=True,
-                                     text=True, check=True).stdout)
+    info = json.loads(
+        subprocess.run([str(dev.exe), "--bundle-info", "--json"], capture_output=True, text=True, check=True).stdout
+    )
     world = next(i for i in info["images"] if i["name"] == "world")
     assert not world["embedded"] and world["digest"] == solo_images.world.digest  # pinned, pulled by digest
     registry.stop()
@@ -142,8 +161,10 @@ def test_upgrade_installs_beside_and_moves_current(project, cache_dir, stub_path
 
 def test_online_is_smaller_by_about_the_images_it_leaves_out(offline, online, solo_images):
     offline_size, online_size = offline.stat().st_size, online.stat().st_size
-    print("offline bundle %d bytes, online bundle %d bytes, difference %d" % (
-        offline_size, online_size, offline_size - online_size))
+    print(
+        "offline bundle %d bytes, online bundle %d bytes, difference %d"
+        % (offline_size, online_size, offline_size - online_size)
+    )
     # world's own layer holds 1 MiB of incompressible data: that is what the online variant leaves out.
     world_only = solo_images.layout.manifest(solo_images.world.layout_tag)["layers"][-1]["size"]
     assert 0.8 * world_only < offline_size - online_size < 1.3 * world_only
@@ -154,8 +175,16 @@ def test_images_from_local_archives(tmp_path, cache_dir, stub_path, solo_images,
     project.mkdir()
     write_solo_manifest(project)
     solo_images.hello.write_archive(project / "hello-oci.tar")
-    subprocess.run(["skopeo", "copy", "--quiet", "oci:%s:%s" % (solo_images.layout.path, solo_images.world.layout_tag),
-                    "docker-archive:%s:solo/world:1" % (project / "world-docker.tar")], check=True)
+    subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--quiet",
+            f"oci:{solo_images.layout.path}:{solo_images.world.layout_tag}",
+            "docker-archive:%s:solo/world:1" % (project / "world-docker.tar"),
+        ],
+        check=True,
+    )
     text = (project / "bundle.toml").read_text()
     text = text.replace('"127.0.0.1:5000/solo/hello:1"', '"oci-archive:hello-oci.tar"')
     text = text.replace('"127.0.0.1:5000/solo/world:1"', '"docker-archive:world-docker.tar"')

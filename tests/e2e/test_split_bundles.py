@@ -12,9 +12,11 @@ import pytest
 from tests.fixtures.faults import build, expected_files, install_problems, leftovers, start, version_dirs, write_project
 from tests.helpers import bundler, flip_byte, run, section_span
 
-FILES = [("bin/crun", "/usr/bin/crun", "tools"),
-         ("bin/containerd-shim-runc-v2", "/usr/bin/containerd-shim-runc-v2", "tools"),
-         ("bin/tee", "/usr/bin/tee", "files")]
+FILES = [
+    ("bin/crun", "/usr/bin/crun", "tools"),
+    ("bin/containerd-shim-runc-v2", "/usr/bin/containerd-shim-runc-v2", "tools"),
+    ("bin/tee", "/usr/bin/tee", "files"),
+]
 PART = 1 << 20
 
 
@@ -34,8 +36,13 @@ def made(tmp_path_factory, cache_dir, stub_path):
     os.replace(unsplit, work / "unsplit")
     os.replace(str(unsplit) + ".sha256", work / "unsplit.sha256")
     split = build(project, cache_dir, "--split", "1M")
-    return {"work": work, "project": project, "unsplit": work / "unsplit", "split": split,
-            "expected": expected_files(project, FILES)}
+    return {
+        "work": work,
+        "project": project,
+        "unsplit": work / "unsplit",
+        "split": split,
+        "expected": expected_files(project, FILES),
+    }
 
 
 @pytest.fixture
@@ -66,16 +73,19 @@ def test_parts_are_the_data_area_sliced_each_at_most_the_size_and_all_in_the_sha
     checked = subprocess.run(["sha256sum", "-c", "bundle.sha256"], cwd=exe.parent, stdout=subprocess.PIPE, text=True)
     assert checked.returncode == 0, checked.stdout
     assert sorted(line.split(":")[0] for line in checked.stdout.splitlines()) == sorted(
-        [exe.name] + [p.name for p in parts])
+        [exe.name] + [p.name for p in parts]
+    )
 
 
 def test_the_index_lists_every_part_with_the_size_and_sha256_coreutils_compute(made):
     exe = made["split"]
     doc = index_of(exe)
-    sums = subprocess.run(["sha256sum"] + [p.name for p in parts_of(exe)], cwd=exe.parent, stdout=subprocess.PIPE,
-                          text=True, check=True).stdout.split()
+    sums = subprocess.run(
+        ["sha256sum"] + [p.name for p in parts_of(exe)], cwd=exe.parent, stdout=subprocess.PIPE, text=True, check=True
+    ).stdout.split()
     assert [(p["name"], p["size"], p["sha256"]) for p in doc["parts"]] == [
-        (name, (exe.parent / name).stat().st_size, sha) for sha, name in zip(sums[::2], sums[1::2])]
+        (name, (exe.parent / name).stat().st_size, sha) for sha, name in zip(sums[::2], sums[1::2])
+    ]
     # The parts list is in the index, so it is in the bundle id: a split bundle is its own version.
     assert doc["bundle_id"] != index_of(made["unsplit"])["bundle_id"]
     assert "parts:      %d beside the executable" % len(doc["parts"]) in bundler("inspect", exe).stdout
@@ -99,14 +109,17 @@ def test_installs_by_streaming_from_its_parts_found_through_a_symlink(made, carr
 @pytest.mark.parametrize("where", ["first byte", "middle of a part", "last byte of the last part"])
 def test_a_damaged_part_is_named_exit_3_and_nothing_is_installed(carried, tmp_path, where):
     parts = parts_of(carried)
-    damaged = {"first byte": (parts[0], 0), "middle of a part": (parts[1], PART // 2),
-               "last byte of the last part": (parts[-1], parts[-1].stat().st_size - 1)}[where]
+    damaged = {
+        "first byte": (parts[0], 0),
+        "middle of a part": (parts[1], PART // 2),
+        "last byte of the last part": (parts[-1], parts[-1].stat().st_size - 1),
+    }[where]
     flip_byte(*damaged)
     root = tmp_path / "root"
     result = start(carried, root)
     assert result.returncode == 3, result.stderr
     assert result.stderr.count("error:") == 1 and "Traceback" not in result.stderr
-    assert "part %s does not match its sha256" % damaged[0].name in result.stderr.splitlines()[-1]
+    assert f"part {damaged[0].name} does not match its sha256" in result.stderr.splitlines()[-1]
     assert version_dirs(root) == [] and leftovers(root) == [] and "RAN" not in result.stdout
     verify = run([carried, "--bundle-verify"])
     assert verify.returncode == 3 and damaged[0].name in verify.stderr
@@ -119,7 +132,7 @@ def test_a_missing_or_short_part_is_named_before_anything_is_written(made, carri
     root = tmp_path / "root"
     parts[-1].unlink()
     missing = start(carried, root)
-    assert missing.returncode == 3 and "part %s is missing" % parts[-1].name in missing.stderr, missing.stderr
+    assert missing.returncode == 3 and f"part {parts[-1].name} is missing" in missing.stderr, missing.stderr
     assert str(carried.parent) in missing.stderr and missing.stderr.count("\n") == 1
     assert run([carried, "--bundle-verify"]).returncode == 3
     assert "is missing" in bundler("verify", carried, check=False).stderr

@@ -3,9 +3,8 @@ the manifest loads with the set the issue names, `bundler make --arch arm` stops
 (upstream has no 32-bit ARM crun or containerd) until sources for it are given, and `bundler lock` would
 fetch exactly the URLs listed here."""
 
-import tomllib
-
 import tomli_w
+import tomllib
 
 from bundler.manifest import load_manifest
 from payload.arches import NAMES as ARCHS
@@ -31,8 +30,13 @@ IMAGES = {
 def test_manifest_loads_with_the_runtime_set_and_the_images_split_by_variant():
     manifest = load_manifest(EXAMPLE)
     assert {spec.path for spec in manifest.files} == {
-        "bin/solo", "bin/crun", "bin/containerd-shim-runc-v2", "bin/containerd", "bin/ctr",
-        *("cni/bin/" + plugin for plugin in CNI_PLUGINS)}
+        "bin/solo",
+        "bin/crun",
+        "bin/containerd-shim-runc-v2",
+        "bin/containerd",
+        "bin/ctr",
+        *("cni/bin/" + plugin for plugin in CNI_PLUGINS),
+    }
     assert manifest.entrypoint == ["bin/solo"] and manifest.file("bin/solo").mode == 0o755
     assert {image.name: parse_reference(image.ref).fully_qualified() for image in manifest.images} == IMAGES
     assert sorted(manifest.variant("online").embed) == ["coredns", "pause"]
@@ -58,16 +62,29 @@ def test_make_for_arm_fails_at_once_naming_crun_and_arm(tmp_path):
 
 def test_make_for_arm_gets_past_the_check_once_arm_sources_are_given(tmp_path):
     data = tomllib.loads(EXAMPLE.read_text())
-    local = {"bin/crun": "/usr/bin/crun", "bin/containerd-shim-runc-v2": "/usr/bin/containerd-shim-runc-v2",
-             "bin/containerd": "/usr/bin/containerd", "bin/ctr": "/usr/bin/ctr"}
+    local = {
+        "bin/crun": "/usr/bin/crun",
+        "bin/containerd-shim-runc-v2": "/usr/bin/containerd-shim-runc-v2",
+        "bin/containerd": "/usr/bin/containerd",
+        "bin/ctr": "/usr/bin/ctr",
+    }
     for spec in data["file"]:
         if "url" in spec["source"]:
             spec["source"]["url"] = str(LAUNCHER)
         elif "arm" not in spec["source"]:
             spec["source"]["arm"] = {"url": local[spec["path"]]}
     (tmp_path / "bundle.toml").write_text(tomli_w.dumps(data))
-    result = bundler("make", "--arch", "arm", "--offline", "--cache-dir", tmp_path / "cache", cwd=tmp_path,
-                     env={"BUNDLER_STUB": ""}, check=False)
+    result = bundler(
+        "make",
+        "--arch",
+        "arm",
+        "--offline",
+        "--cache-dir",
+        tmp_path / "cache",
+        cwd=tmp_path,
+        env={"BUNDLER_STUB": ""},
+        check=False,
+    )
     # The next step is the stub: none for arm in this empty cache, which --offline cannot build: the arch check passed.
     assert result.returncode == 4, result.stderr
     assert "no source for arch" not in result.stderr and "no portable arm stub" in result.stderr
@@ -75,8 +92,7 @@ def test_make_for_arm_gets_past_the_check_once_arm_sources_are_given(tmp_path):
 
 def test_lock_would_fetch_exactly_these_urls():
     manifest = load_manifest(EXAMPLE)
-    complete = [arch for arch in ARCHS
-                if all("*" in spec.sources or arch in spec.sources for spec in manifest.files)]
+    complete = [arch for arch in ARCHS if all("*" in spec.sources or arch in spec.sources for spec in manifest.files)]
     assert complete == LOCKED_ARCHES
     urls = {manifest.resolve_url(manifest.source_for(spec, arch)) for arch in complete for spec in manifest.files}
     expected = {LAUNCHER.resolve().as_uri()}

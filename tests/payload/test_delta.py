@@ -2,15 +2,13 @@
 installed old version (payload/delta.py), and checked against the package's own md5sums."""
 
 import hashlib
-import os
 import shutil
 import subprocess
 
 import pytest
 
 from bundler.fleet.delta import make_patch, read_files
-from payload import delta
-from payload import groups
+from payload import delta, groups
 from payload.errors import UsageError
 from payload.index import Entry
 from tests.fixtures import containerd
@@ -42,19 +40,47 @@ def shim(tmp_path_factory):
     with open(patch_path, "wb") as out:
         made = make_patch(read_files([old.path(containerd.SHIM)]), [new.path(containerd.SHIM)], out)
     reference = read_files([old.path(containerd.SHIM)])
-    record = delta.Patch("shim", 0, "a" * 64, delta.reference_sha256(reference), frame_sha, frame_csize, made.target_size,
-                         made.reference_size, made.window_log, made.memory, 19, delta.local_zstd())
-    return {"old": old, "new": new, "old_dir": old_dir, "frame": frame, "patch": patch_path, "made": made,
-            "record": record, "old_entries": [_entry(old_dir / INSTALLED)],
-            "new_entries": [_entry(new.path(containerd.SHIM))]}
+    record = delta.Patch(
+        "shim",
+        0,
+        "a" * 64,
+        delta.reference_sha256(reference),
+        frame_sha,
+        frame_csize,
+        made.target_size,
+        made.reference_size,
+        made.window_log,
+        made.memory,
+        19,
+        delta.local_zstd(),
+    )
+    return {
+        "old": old,
+        "new": new,
+        "old_dir": old_dir,
+        "frame": frame,
+        "patch": patch_path,
+        "made": made,
+        "record": record,
+        "old_entries": [_entry(old_dir / INSTALLED)],
+        "new_entries": [_entry(new.path(containerd.SHIM))],
+    }
 
 
 def _apply(shim, tmp_path, record=None, patch=None, old_dir=None, bound=delta.DEFAULT_MEMORY):
     out = tmp_path / "out.frame"
     work = tmp_path / "decoded"
     work.mkdir(exist_ok=True)
-    delta.apply(delta.Patch.from_annotations((record or shim["record"]).to_annotations()), str(patch or shim["patch"]),
-                str(old_dir or shim["old_dir"]), shim["old_entries"], shim["new_entries"], str(work), str(out), bound)
+    delta.apply(
+        delta.Patch.from_annotations((record or shim["record"]).to_annotations()),
+        str(patch or shim["patch"]),
+        str(old_dir or shim["old_dir"]),
+        shim["old_entries"],
+        shim["new_entries"],
+        str(work),
+        str(out),
+        bound,
+    )
     return out, work
 
 
@@ -119,6 +145,10 @@ def test_memory_bound_from_option_or_environment():
 
 def test_a_record_missing_a_field_is_not_a_patch():
     with pytest.raises(delta.DeltaUnusable, match="vnd.bundler.delta.size"):
-        delta.Patch.from_annotations({k: v for k, v in delta.Patch("g", 0, "a", "b", "c", 1, 2, 3, 10, 4, 19,
-                                                                        "1.5.7").to_annotations().items()
-                                      if not k.endswith(".size")})
+        delta.Patch.from_annotations(
+            {
+                k: v
+                for k, v in delta.Patch("g", 0, "a", "b", "c", 1, 2, 3, 10, 4, 19, "1.5.7").to_annotations().items()
+                if not k.endswith(".size")
+            }
+        )

@@ -33,8 +33,13 @@ READELF_MACHINES = {
     "None": "machine-0",
 }
 # objcopy input target per sample; the host objcopy does not know AArch64 but reads it as generic elf64-little.
-OBJCOPY_TARGETS = {"amd64": None, "arm64": "elf64-little", "i386": None, "elf32-big": "elf32-big",
-                   "elf64-big": "elf64-big"}
+OBJCOPY_TARGETS = {
+    "amd64": None,
+    "arm64": "elf64-little",
+    "i386": None,
+    "elf32-big": "elf32-big",
+    "elf64-big": "elf64-big",
+}
 KINDS = sorted(OBJCOPY_TARGETS)
 I386_SOURCE = """
 .globl _start
@@ -109,8 +114,18 @@ def write_random(path, size, seed):
 
 def add_pydata(src, dst, pydata, input_target=None):
     target = ["-I", input_target, "-O", input_target] if input_target else []
-    run(["objcopy", *target, "--add-section", f"pydata={pydata}", "--set-section-flags", "pydata=noload,readonly",
-         src, dst])
+    run(
+        [
+            "objcopy",
+            *target,
+            "--add-section",
+            f"pydata={pydata}",
+            "--set-section-flags",
+            "pydata=noload,readonly",
+            src,
+            dst,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +153,21 @@ def samples(tmp_path_factory):
 
     for kind in ("elf32-big", "elf64-big"):
         # An ET_REL file whose .symtab and .strtab follow pydata: they must be renumbered.
-        run(["objcopy", "-I", "binary", "-O", kind, "--add-section", f"pydata={pydata}",
-             "--set-section-flags", "pydata=noload,readonly", pydata, work / kind])
+        run(
+            [
+                "objcopy",
+                "-I",
+                "binary",
+                "-O",
+                kind,
+                "--add-section",
+                f"pydata={pydata}",
+                "--set-section-flags",
+                "pydata=noload,readonly",
+                pydata,
+                work / kind,
+            ]
+        )
         made[kind] = work / kind
     return made, pydata.read_bytes()
 
@@ -251,8 +279,11 @@ def test_extended_section_numbering_is_kept(sample, content, tmp_path):
     _, stub, pydata = sample
     shoff = header_value(stub, "Start of section headers")
     count, names = header_value(stub, "Number of section headers"), header_value(stub, "string table index")
-    src = patched(stub, tmp_path, [(0x3C, "<H", 0), (0x3E, "<H", 0xFFFF), (shoff + 0x20, "<Q", count),
-                                   (shoff + 0x28, "<I", names)])
+    src = patched(
+        stub,
+        tmp_path,
+        [(0x3C, "<H", 0), (0x3E, "<H", 0xFFFF), (shoff + 0x20, "<Q", count), (shoff + 0x28, "<I", names)],
+    )
     assert f"0 ({count})" in readelf("-h", src) and f"65535 ({names})" in readelf("-h", src)
 
     insert_section(src, tmp_path / "out", "bundle", content)
@@ -505,9 +536,26 @@ def test_any_damaged_header_is_an_integrity_error_or_a_clean_answer(samples, kin
 def pyinstaller_hello(tmp_path_factory):
     work = tmp_path_factory.mktemp("pyinstaller-hello")
     (work / "hello.py").write_text("import sys\nprint('hello from the stub', sys.argv[1:])\n")
-    run([sys.executable, "-m", "PyInstaller", "--onefile", "--strip", "--noconfirm", "--log-level", "WARN",
-         "--distpath", work / "dist", "--workpath", work / "build", "--specpath", work, work / "hello.py"],
-        cwd=work)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "PyInstaller",
+            "--onefile",
+            "--strip",
+            "--noconfirm",
+            "--log-level",
+            "WARN",
+            "--distpath",
+            work / "dist",
+            "--workpath",
+            work / "build",
+            "--specpath",
+            work,
+            work / "hello.py",
+        ],
+        cwd=work,
+    )
     return work / "dist" / "hello"
 
 

@@ -6,9 +6,9 @@ import os
 import pytest
 import zstandard
 
-from payload.groups import MAX_WINDOW, compress_frame
 from payload.errors import IntegrityError
 from payload.frame_headers import check_frame_headers
+from payload.groups import MAX_WINDOW, compress_frame
 from payload.index import Frame, Group, Index
 from payload.layout import Payload
 
@@ -21,7 +21,7 @@ def payload_of(frames_and_sizes, per_group=1):
         frames.append(Frame(offset, len(frame), size, "0" * 64))
         data += frame
         offset += len(frame)
-    groups = [Group("g%d" % (n // per_group), frames[n:n + per_group]) for n in range(0, len(frames), per_group)]
+    groups = [Group("g%d" % (n // per_group), frames[n : n + per_group]) for n in range(0, len(frames), per_group)]
     index = Index("demo", "1", "v", "amd64", "0", ["x"], groups, [])
     return Payload("demo", index, b"", b"", 0, len(data)), io.BytesIO(data)
 
@@ -42,7 +42,7 @@ def test_frames_made_by_bundler_pass(tmp_path):
 
 def test_an_index_that_lies_about_a_group_size_is_refused(tmp_path):
     frame = real_group(tmp_path, b"abc" * 1000)
-    payload, f = payload_of([(frame, 3000), (frame, 10 ** 12)])
+    payload, f = payload_of([(frame, 3000), (frame, 10**12)])
     with pytest.raises(IntegrityError, match="group 'g1': its frame holds 3000 bytes, the index says 1000000000000"):
         check_frame_headers(f, payload)
 
@@ -80,8 +80,9 @@ def test_every_frame_of_a_group_is_checked_and_the_one_that_lies_is_named(tmp_pa
     payload, f = payload_of([(good, 3000), (other, 1500), (good, 3000)], per_group=3)
     check_frame_headers(f, payload)
     payload, f = payload_of([(good, 3000), (other, 1499), (good, 3000)], per_group=3)
-    with pytest.raises(IntegrityError, match="group 'g0' frame 2 of 3: its frame holds 1500 bytes, the index says "
-                                             "1499"):
+    with pytest.raises(
+        IntegrityError, match="group 'g0' frame 2 of 3: its frame holds 1500 bytes, the index says 1499"
+    ):
         check_frame_headers(f, payload)
 
 

@@ -10,8 +10,8 @@ import pytest
 import zstandard
 
 from payload import groups
-from payload.groups import MAX_WINDOW, WINDOW_LOG, compress_frame, extract_group
 from payload.errors import HostError, IntegrityError
+from payload.groups import MAX_WINDOW, WINDOW_LOG, compress_frame, extract_group
 from payload.index import Entry, Frame, Group
 
 
@@ -29,8 +29,17 @@ def _group_and_entries(paths, frame_bytes, sha, size):
     entries, pos = [], 0
     for i, p in enumerate(paths):
         data = p.read_bytes()
-        entries.append(Entry("d/f%d" % i, "file", 0o755 if i == 0 else 0o644, len(data),
-                             hashlib.sha256(data).hexdigest(), "files", pos))
+        entries.append(
+            Entry(
+                "d/f%d" % i,
+                "file",
+                0o755 if i == 0 else 0o644,
+                len(data),
+                hashlib.sha256(data).hexdigest(),
+                "files",
+                pos,
+            )
+        )
         pos += len(data)
     return group, entries
 
@@ -155,8 +164,16 @@ def test_entries_cut_across_many_small_buffers(tmp_path, monkeypatch):
     dest = tmp_path / "dest"
     dest.mkdir()
     extract_group(io.BytesIO(frame), 0, group, entries, str(dest))
-    out = subprocess.run(["sha256sum"] + ["d/f%d" % i for i in range(len(contents))], cwd=str(dest),
-                         stdout=subprocess.PIPE, check=True).stdout.decode().split()
+    out = (
+        subprocess.run(
+            ["sha256sum"] + ["d/f%d" % i for i in range(len(contents))],
+            cwd=str(dest),
+            stdout=subprocess.PIPE,
+            check=True,
+        )
+        .stdout.decode()
+        .split()
+    )
     assert out[0::2] == [hashlib.sha256(c).hexdigest() for c in contents]
 
 
@@ -209,7 +226,7 @@ def test_damaged_group_leaves_no_thread_or_file_open(tmp_path):
     dest = tmp_path / "dest"
     dest.mkdir()
     with pytest.raises(IntegrityError, match="cut short"):
-        extract_group(io.BytesIO(frame[:len(frame) * 2 // 3]), 0, group, entries, str(dest))
+        extract_group(io.BytesIO(frame[: len(frame) * 2 // 3]), 0, group, entries, str(dest))
     assert threading.active_count() == threads and _open_fds() == fds
 
 
@@ -258,12 +275,13 @@ def test_write_failure_stops_the_reader_thread_and_waits_for_it(tmp_path):
 
 # ---------------------------------------------------------------- groups of several frames
 
+
 def _frames(paths, counts, level=3):
     """The files `paths` as one group of frames holding `counts` files each: (data area, group, entries)."""
     data, frames, start = b"", [], 0
     for count in counts:
         out = io.BytesIO()
-        size, sha, csize = compress_frame(paths[start:start + count], out, level=level)
+        size, sha, csize = compress_frame(paths[start : start + count], out, level=level)
         frames.append(Frame(len(data), csize, size, sha))
         data += out.getvalue()
         start += count
@@ -288,8 +306,9 @@ def test_a_group_of_several_frames_extracts_every_file(tmp_path, monkeypatch, wo
     dest = tmp_path / "dest"
     dest.mkdir()
     done = []
-    extract_group(io.BytesIO(data), 0, group, entries, str(dest), progress=lambda d, t: done.append((d, t)),
-                  workers=workers)
+    extract_group(
+        io.BytesIO(data), 0, group, entries, str(dest), progress=lambda d, t: done.append((d, t)), workers=workers
+    )
     names = ["d/f%d" % i for i in range(len(contents))]
     assert _sha256sum(dest, names) == _sha256sum(tmp_path, [p.name for p in paths])
     assert [(dest / n).stat().st_mode & 0o777 for n in names] == [0o755] + [0o644] * (len(contents) - 1)
@@ -317,7 +336,7 @@ def test_a_frame_whose_sha256_differs_is_named_with_every_entry_verified(tmp_pat
     entries[0].sha256 = "1" * 64
     with pytest.raises(IntegrityError, match=r"^group 'files' frame 2 of 2 does not match its sha256"):
         extract_group(io.BytesIO(data), 0, group, entries)
-    group.frames[1].sha256 = hashlib.sha256(data[group.frames[1].offset:]).hexdigest()
+    group.frames[1].sha256 = hashlib.sha256(data[group.frames[1].offset :]).hexdigest()
     with pytest.raises(IntegrityError, match=r"^sha256 mismatch in d/f0;"):
         extract_group(io.BytesIO(data), 0, group, entries)
 
@@ -338,7 +357,7 @@ def test_bytes_after_a_frame_are_refused(tmp_path):
     merged = Group("files", [Frame(0, len(data), first.size, hashlib.sha256(data).hexdigest())])
     with pytest.raises(IntegrityError, match="decompresses to more than its 5000 bytes"):
         extract_group(io.BytesIO(data), 0, merged, entries[:1])
-    junk = data[:first.csize] + b"not a frame"
+    junk = data[: first.csize] + b"not a frame"
     merged = Group("files", [Frame(0, len(junk), first.size, hashlib.sha256(junk).hexdigest())])
     with pytest.raises(IntegrityError, match="does not decompress"):
         extract_group(io.BytesIO(junk), 0, merged, entries[:1])

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from bundler.cache import Cache
 from bundler.build.download import fetch
+from bundler.cache import Cache
 from payload import http
 from payload.errors import NetworkError
 from payload.oci.registry import RegistryClient
@@ -35,7 +35,7 @@ def server(tmp_path):
 
 
 def blob_path():
-    return "/v2/%s/blobs/%s" % (REPO, DIGEST)
+    return f"/v2/{REPO}/blobs/{DIGEST}"
 
 
 def reference(server):
@@ -124,11 +124,18 @@ def test_the_policy_counts_every_failure_and_never_waits_less_than_asked():
 def test_a_pull_draws_its_bar_on_a_terminal_only(server, tmp_path):
     from tests.helpers import ROOT, run_on_a_terminal
 
-    code = ("import sys; from payload.oci.registry import RegistryClient\n"
-            "with RegistryClient() as client: client.fetch_blob(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))")
+    code = (
+        "import sys; from payload.oci.registry import RegistryClient\n"
+        "with RegistryClient() as client: client.fetch_blob(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))"
+    )
     args = [reference(server), DIGEST, str(tmp_path / "blob"), str(len(BLOB))]
     returncode, _, seen = run_on_a_terminal([sys.executable, "-c", code, *args], cwd=ROOT)
     assert returncode == 0 and DIGEST[7:19] in seen and "100%" in seen and "MB" in seen
-    quiet = subprocess.run([sys.executable, "-c", code, *args[:2], str(tmp_path / "again"), args[3]], cwd=ROOT,
-                           env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True)
+    quiet = subprocess.run(
+        [sys.executable, "-c", code, *args[:2], str(tmp_path / "again"), args[3]],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+    )
     assert quiet.returncode == 0 and quiet.stderr == ""

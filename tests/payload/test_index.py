@@ -10,9 +10,11 @@ from payload.index import Entry, Frame, Group, Index
 
 def _index(**changes):
     groups = [Group("files", [Frame(0, 100, 30, "a" * 64)]), Group("images", [Frame(100, 50, 5, "b" * 64)])]
-    entries = [Entry("bin/x", "file", 0o755, 10, "c" * 64, "files", 0),
-               Entry("bin/y", "file", 0o644, 20, "d" * 64, "files", 10),
-               Entry("images/blobs/sha256/" + "e" * 64, "blob", 0o644, 5, "e" * 64, "images", 0)]
+    entries = [
+        Entry("bin/x", "file", 0o755, 10, "c" * 64, "files", 0),
+        Entry("bin/y", "file", 0o644, 20, "d" * 64, "files", 10),
+        Entry("images/blobs/sha256/" + "e" * 64, "blob", 0o644, 5, "e" * 64, "images", 0),
+    ]
     index = Index("demo", "1.0.0", "offline", "amd64", "0.1.0", ["bin/x", "{root}"], groups, entries)
     doc = index.to_json()
     doc.update(changes)
@@ -44,29 +46,32 @@ def test_update_repository_is_optional_and_kept():
     assert index.with_parts([]).update_repository == index.update_repository
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d["entries"][0].update(path="../etc/passwd"), "'..'"),
-    (lambda d: d["entries"][0].update(path="/etc/passwd"), "absolute"),
-    (lambda d: d["entries"][0].update(path="bin//x"), "empty"),
-    (lambda d: d["entries"][1].update(path="bin/x"), "twice"),
-    (lambda d: d["entries"][1].update(path="bin/x/y"), "both a file and a directory"),
-    (lambda d: d["entries"][1].update(offset=11), "starts at 11"),
-    (lambda d: d["entries"][1].update(size=21), "holds 30 bytes"),
-    (lambda d: d["entries"][0].update(group="nope"), "unknown group"),
-    (lambda d: d["entries"][0].update(mode=0o4755), "bad mode"),
-    (lambda d: d["entries"][0].update(sha256="zz"), "bad sha256"),
-    (lambda d: d["entries"][0].update(size=-1), "bad size"),
-    (lambda d: d["groups"][1]["frames"][0].update(offset=90), "overlap"),
-    (lambda d: d["groups"][1]["frames"][0].update(csize=51), "past the payload"),
-    (lambda d: d.update(format=99), "format 99"),
-    (lambda d: d.update(entrypoint=[]), "entrypoint"),
-    (lambda d: d.update(name=""), "name is missing"),
-    (lambda d: d.update(min_glibc="2.31.1"), "min_glibc"),
-    (lambda d: d.update(min_glibc=2.31), "min_glibc"),
-    (lambda d: d.update(update_repository="r.example/demo@sha256:" + "a" * 64), "update_repository"),
-    (lambda d: d.update(update_repository="No Ref"), "update_repository"),
-    (lambda d: d.update(update_repository=7), "update_repository"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d["entries"][0].update(path="../etc/passwd"), "'..'"),
+        (lambda d: d["entries"][0].update(path="/etc/passwd"), "absolute"),
+        (lambda d: d["entries"][0].update(path="bin//x"), "empty"),
+        (lambda d: d["entries"][1].update(path="bin/x"), "twice"),
+        (lambda d: d["entries"][1].update(path="bin/x/y"), "both a file and a directory"),
+        (lambda d: d["entries"][1].update(offset=11), "starts at 11"),
+        (lambda d: d["entries"][1].update(size=21), "holds 30 bytes"),
+        (lambda d: d["entries"][0].update(group="nope"), "unknown group"),
+        (lambda d: d["entries"][0].update(mode=0o4755), "bad mode"),
+        (lambda d: d["entries"][0].update(sha256="zz"), "bad sha256"),
+        (lambda d: d["entries"][0].update(size=-1), "bad size"),
+        (lambda d: d["groups"][1]["frames"][0].update(offset=90), "overlap"),
+        (lambda d: d["groups"][1]["frames"][0].update(csize=51), "past the payload"),
+        (lambda d: d.update(format=99), "format 99"),
+        (lambda d: d.update(entrypoint=[]), "entrypoint"),
+        (lambda d: d.update(name=""), "name is missing"),
+        (lambda d: d.update(min_glibc="2.31.1"), "min_glibc"),
+        (lambda d: d.update(min_glibc=2.31), "min_glibc"),
+        (lambda d: d.update(update_repository="r.example/demo@sha256:" + "a" * 64), "update_repository"),
+        (lambda d: d.update(update_repository="No Ref"), "update_repository"),
+        (lambda d: d.update(update_repository=7), "update_repository"),
+    ],
+)
 def test_index_that_lies_is_refused(mutate, message):
     doc = json.loads(_index())
     mutate(doc)
@@ -80,15 +85,42 @@ def test_garbage_is_an_integrity_error(data):
         Index.from_bytes(data, 150)
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d.update(name="demo\n"), "not a plain name"),
-    (lambda d: d["groups"][0]["frames"][0].update(sha256="a" * 64 + "\n"), "bad sha256"),
-    (lambda d: d["entries"][0].update(sha256="c" * 64 + "\n"), "bad sha256"),
-    (lambda d: d.update(images=[{"name": "pause\n", "ref": "pause:3.10", "platform": "linux/amd64",
-                                 "digest": "sha256:" + "f" * 64, "embedded": False}]), "not a plain name"),
-    (lambda d: d.update(images=[{"name": "pause", "ref": "pause:3.10", "platform": "linux/amd64",
-                                 "digest": "sha256:" + "f" * 64 + "\n", "embedded": False}]), "bad digest"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.update(name="demo\n"), "not a plain name"),
+        (lambda d: d["groups"][0]["frames"][0].update(sha256="a" * 64 + "\n"), "bad sha256"),
+        (lambda d: d["entries"][0].update(sha256="c" * 64 + "\n"), "bad sha256"),
+        (
+            lambda d: d.update(
+                images=[
+                    {
+                        "name": "pause\n",
+                        "ref": "pause:3.10",
+                        "platform": "linux/amd64",
+                        "digest": "sha256:" + "f" * 64,
+                        "embedded": False,
+                    }
+                ]
+            ),
+            "not a plain name",
+        ),
+        (
+            lambda d: d.update(
+                images=[
+                    {
+                        "name": "pause",
+                        "ref": "pause:3.10",
+                        "platform": "linux/amd64",
+                        "digest": "sha256:" + "f" * 64 + "\n",
+                        "embedded": False,
+                    }
+                ]
+            ),
+            "bad digest",
+        ),
+    ],
+)
 def test_a_trailing_newline_is_not_a_name_or_digest(mutate, message):
     doc = json.loads(_index())
     mutate(doc)
@@ -98,41 +130,62 @@ def test_a_trailing_newline_is_not_a_name_or_digest(mutate, message):
 
 def test_an_embedded_image_whose_manifest_is_not_an_entry_is_refused():
     doc = json.loads(_index())
-    doc["images"] = [{"name": "pause", "ref": "pause:3.10", "platform": "linux/amd64", "digest": "sha256:" + "f" * 64,
-                      "embedded": True, "manifest": "sha256:" + "d" * 64, "layers": "raw", "size": 5}]
+    doc["images"] = [
+        {
+            "name": "pause",
+            "ref": "pause:3.10",
+            "platform": "linux/amd64",
+            "digest": "sha256:" + "f" * 64,
+            "embedded": True,
+            "manifest": "sha256:" + "d" * 64,
+            "layers": "raw",
+            "size": 5,
+        }
+    ]
     with pytest.raises(IntegrityError, match="manifest sha256:d+ is not an entry"):
         Index.from_bytes(json.dumps(doc).encode(), 150)
     doc["images"][0]["manifest"] = "sha256:" + "e" * 64
     assert Index.from_bytes(json.dumps(doc).encode(), 150).images[0].manifest == "sha256:" + "e" * 64
 
 
-_PULLED = {"name": "pause", "ref": "registry.k8s.io/pause:3.10", "platform": "linux/amd64",
-           "digest": "sha256:" + "f" * 64, "embedded": False}
+_PULLED = {
+    "name": "pause",
+    "ref": "registry.k8s.io/pause:3.10",
+    "platform": "linux/amd64",
+    "digest": "sha256:" + "f" * 64,
+    "embedded": False,
+}
 _EMBEDDED = dict(_PULLED, embedded=True, manifest="sha256:" + "e" * 64, layers="raw", size=5)
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d.update(colour="blue"), "the index has the unknown field 'colour'"),
-    (lambda d: d.pop("images"), "the index has no 'images'"),
-    (lambda d: d["groups"][0].update(level=19), "group 'files' has the unknown field 'level'"),
-    (lambda d: d["entries"][0].update(uid=0), "entry 'bin/x' has the unknown field 'uid'"),
-    (lambda d: d.update(arch="x86_64"), "arch 'x86_64' is not one of amd64, arm64, arm, riscv64"),
-    (lambda d: d.update(version="1.0 beta"), "version '1.0 beta' is not a version"),
-    (lambda d: d.update(variant="Offline"), "variant 'Offline' is not a plain name"),
-    (lambda d: d["groups"][0].update(name="Files"), "group name missing or repeated"),
-    (lambda d: d.update(entrypoint=["bin/x", "{rot}"]), "unknown placeholder {rot}"),
-    (lambda d: d["entries"][0].update(path="bin/x\n"), "has a NUL, newline or backslash"),
-    (lambda d: d["entries"][0].update(path="bin\\x"), "has a NUL, newline or backslash"),
-    (lambda d: d["entries"][0].update(path=".bundle-index.json"), "a name the installer keeps for itself"),
-    (lambda d: d["entries"][2].update(path="images/z"), "blob entry 'images/z' is not at images/blobs/sha256/e"),
-    (lambda d: d.update(require_key="ed25519:short"), "require_key is not an ed25519 key"),
-    (lambda d: d.update(images=[_PULLED, _PULLED]), "an image name appears twice"),
-    (lambda d: d.update(images=[dict(_PULLED, manifest="sha256:" + "e" * 64)]), "unknown field 'manifest'"),
-    (lambda d: d.update(images=[dict(_EMBEDDED, layers="gzip")]), "layers 'gzip' is neither raw nor exact"),
-    (lambda d: d.update(images=[{k: v for k, v in _EMBEDDED.items() if k != "size"}]), "image 'pause' has no 'size'"),
-    (lambda d: d.update(images=[dict(_PULLED, platform="arm64")]), "platform 'arm64' is not os/arch"),
-    (lambda d: d.update(images=[dict(_PULLED, ref="Registry/Pause")]), "ref 'Registry/Pause' is not an image"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.update(colour="blue"), "the index has the unknown field 'colour'"),
+        (lambda d: d.pop("images"), "the index has no 'images'"),
+        (lambda d: d["groups"][0].update(level=19), "group 'files' has the unknown field 'level'"),
+        (lambda d: d["entries"][0].update(uid=0), "entry 'bin/x' has the unknown field 'uid'"),
+        (lambda d: d.update(arch="x86_64"), "arch 'x86_64' is not one of amd64, arm64, arm, riscv64"),
+        (lambda d: d.update(version="1.0 beta"), "version '1.0 beta' is not a version"),
+        (lambda d: d.update(variant="Offline"), "variant 'Offline' is not a plain name"),
+        (lambda d: d["groups"][0].update(name="Files"), "group name missing or repeated"),
+        (lambda d: d.update(entrypoint=["bin/x", "{rot}"]), "unknown placeholder {rot}"),
+        (lambda d: d["entries"][0].update(path="bin/x\n"), "has a NUL, newline or backslash"),
+        (lambda d: d["entries"][0].update(path="bin\\x"), "has a NUL, newline or backslash"),
+        (lambda d: d["entries"][0].update(path=".bundle-index.json"), "a name the installer keeps for itself"),
+        (lambda d: d["entries"][2].update(path="images/z"), "blob entry 'images/z' is not at images/blobs/sha256/e"),
+        (lambda d: d.update(require_key="ed25519:short"), "require_key is not an ed25519 key"),
+        (lambda d: d.update(images=[_PULLED, _PULLED]), "an image name appears twice"),
+        (lambda d: d.update(images=[dict(_PULLED, manifest="sha256:" + "e" * 64)]), "unknown field 'manifest'"),
+        (lambda d: d.update(images=[dict(_EMBEDDED, layers="gzip")]), "layers 'gzip' is neither raw nor exact"),
+        (
+            lambda d: d.update(images=[{k: v for k, v in _EMBEDDED.items() if k != "size"}]),
+            "image 'pause' has no 'size'",
+        ),
+        (lambda d: d.update(images=[dict(_PULLED, platform="arm64")]), "platform 'arm64' is not os/arch"),
+        (lambda d: d.update(images=[dict(_PULLED, ref="Registry/Pause")]), "ref 'Registry/Pause' is not an image"),
+    ],
+)
 def test_an_index_that_breaks_a_rule_of_the_spec_is_refused(mutate, message):
     doc = json.loads(_index())
     mutate(doc)
@@ -172,11 +225,14 @@ def test_an_image_stored_exactly_keeps_its_pinned_manifest():
 
 # ---------------------------------------------------------------- groups of several frames
 
+
 def _two_frames(first=(0, 60, 10), second=(60, 40, 20)):
     """The files group of _index() cut into two frames: bin/x (10 bytes) in the first, bin/y (20) in the second."""
     doc = json.loads(_index())
-    doc["groups"][0]["frames"] = [dict(zip(("offset", "csize", "size"), first), sha256="a" * 64),
-                                  dict(zip(("offset", "csize", "size"), second), sha256="9" * 64)]
+    doc["groups"][0]["frames"] = [
+        dict(zip(("offset", "csize", "size"), first), sha256="a" * 64),
+        dict(zip(("offset", "csize", "size"), second), sha256="9" * 64),
+    ]
     return doc
 
 
@@ -184,34 +240,44 @@ def test_a_group_of_several_frames_gives_each_its_place():
     index = Index.from_bytes(json.dumps(_two_frames()).encode(), 150)
     files = index.group("files")
     assert (files.offset, files.csize, files.size) == (0, 100, 30)
-    assert [(f.offset, f.csize, f.start, f.end, f.number) for f in files.frames] == [(0, 60, 0, 10, 1),
-                                                                                    (60, 40, 10, 30, 2)]
+    assert [(f.offset, f.csize, f.start, f.end, f.number) for f in files.frames] == [
+        (0, 60, 0, 10, 1),
+        (60, 40, 10, 30, 2),
+    ]
     assert [(g.name, f.offset) for g, f in index.frames()] == [("files", 0), ("files", 60), ("images", 100)]
-    assert [[e.path for e in entries] for _, entries in files.split_entries(index.entries_of("files"))] == \
-        [["bin/x"], ["bin/y"]]
+    assert [[e.path for e in entries] for _, entries in files.split_entries(index.entries_of("files"))] == [
+        ["bin/x"],
+        ["bin/y"],
+    ]
     assert files.label(files.frames[1]) == "group 'files' frame 2 of 2"
     assert index.group("images").label(index.group("images").frames[0]) == "group 'images'"
     assert Index.from_bytes(index.to_bytes(), 150).to_json() == index.to_json()
 
 
-@pytest.mark.parametrize("doc, message", [
-    (_two_frames((0, 60, 15), (60, 40, 15)), "entry 'bin/y' (bytes 10 to 30 of group 'files') is not inside one"),
-    (_two_frames((0, 60, 10), (61, 39, 20)), "group 'files' frame 2 does not start where frame 1 ends"),
-    (_two_frames((0, 60, 30), (60, 40, 0)), "group 'files' frame 2 is empty; only a group's one frame may be"),
-    (_two_frames((0, 60, 10), (60, 91, 20)), "group 'files' frame 2 ends at 151, past the payload's 150 bytes"),
-])
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        (_two_frames((0, 60, 15), (60, 40, 15)), "entry 'bin/y' (bytes 10 to 30 of group 'files') is not inside one"),
+        (_two_frames((0, 60, 10), (61, 39, 20)), "group 'files' frame 2 does not start where frame 1 ends"),
+        (_two_frames((0, 60, 30), (60, 40, 0)), "group 'files' frame 2 is empty; only a group's one frame may be"),
+        (_two_frames((0, 60, 10), (60, 91, 20)), "group 'files' frame 2 ends at 151, past the payload's 150 bytes"),
+    ],
+)
 def test_frames_that_break_a_rule_are_refused(doc, message):
     with pytest.raises(IntegrityError, match=re.escape(message)):
         Index.from_bytes(json.dumps(doc).encode(), 150)
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d["groups"][0].update(frames=[]), "group 'files': frames is not a non-empty list"),
-    (lambda d: d["groups"][0].update(frames={}), "group 'files': frames is not a non-empty list"),
-    (lambda d: d["groups"][0]["frames"][0].update(level=19), "group 'files' frame 1 has the unknown field 'level'"),
-    (lambda d: d["groups"][0]["frames"][0].pop("sha256"), "group 'files' frame 1 has no 'sha256'"),
-    (lambda d: d["groups"][0].update(sha256="a" * 64), "group 'files' has the unknown field 'sha256'"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d["groups"][0].update(frames=[]), "group 'files': frames is not a non-empty list"),
+        (lambda d: d["groups"][0].update(frames={}), "group 'files': frames is not a non-empty list"),
+        (lambda d: d["groups"][0]["frames"][0].update(level=19), "group 'files' frame 1 has the unknown field 'level'"),
+        (lambda d: d["groups"][0]["frames"][0].pop("sha256"), "group 'files' frame 1 has no 'sha256'"),
+        (lambda d: d["groups"][0].update(sha256="a" * 64), "group 'files' has the unknown field 'sha256'"),
+    ],
+)
 def test_a_group_without_sound_frames_is_refused(mutate, message):
     doc = json.loads(_index())
     mutate(doc)

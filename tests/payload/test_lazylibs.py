@@ -13,8 +13,11 @@ from payload.errors import IntegrityError
 @pytest.fixture
 def sources(tmp_path):
     """Three files as a stub build gives them: two extension modules and a library, of unlike sizes."""
-    files = {"python3.9/lib-dynload/_ssl.so": os.urandom(70000), "libssl.so.1.1": b"\x7fELF" + b"x" * 5000,
-             "python3.9/lib-dynload/_ctypes.so": b""}
+    files = {
+        "python3.9/lib-dynload/_ssl.so": os.urandom(70000),
+        "libssl.so.1.1": b"\x7fELF" + b"x" * 5000,
+        "python3.9/lib-dynload/_ctypes.so": b"",
+    }
     entries = []
     for dest, data in files.items():
         source = tmp_path / "src" / dest
@@ -62,9 +65,9 @@ def test_a_damaged_set_is_an_integrity_error_naming_it(damage, sources, tmp_path
     if damage == "flip":
         data[len(data) // 2] ^= 0xFF
     elif damage == "truncate":
-        del data[len(data) - 100:]
+        del data[len(data) - 100 :]
     else:
         data[0:1] = b"B"
     where = re.escape(str(blob))
-    with pytest.raises(IntegrityError, match="library set .*%s|%s is not the stub's library set" % (where, where)):
+    with pytest.raises(IntegrityError, match=f"library set .*{where}|{where} is not the stub's library set"):
         lazylibs.unpack(bytes(data), str(blob))

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from payload.groups import compress_frame, extract_group
 from payload.errors import IntegrityError
+from payload.groups import compress_frame, extract_group
 from payload.index import Entry, Frame, Group, Index, Part
 from payload.parts import Spans
 
@@ -18,7 +18,7 @@ def write_parts(directory, data, sizes, damage=None):
     """Files holding `data` cut at `sizes`; (path, size, sha256 of the undamaged bytes) for each."""
     files, start = [], 0
     for number, size in enumerate(sizes):
-        piece = bytearray(data[start:start + size])
+        piece = bytearray(data[start : start + size])
         sha = hashlib.sha256(piece).hexdigest()
         if damage is not None and damage[0] == number:
             piece[damage[1]] ^= 1
@@ -31,9 +31,12 @@ def write_parts(directory, data, sizes, damage=None):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.binary(min_size=1, max_size=3000), cuts=st.lists(st.integers(1, 700), min_size=1, max_size=8),
-       reads=st.lists(st.tuples(st.integers(0, 3100), st.integers(0, 900)), max_size=20),
-       base=st.integers(0, 5000))
+@given(
+    data=st.binary(min_size=1, max_size=3000),
+    cuts=st.lists(st.integers(1, 700), min_size=1, max_size=8),
+    reads=st.lists(st.tuples(st.integers(0, 3100), st.integers(0, 900)), max_size=20),
+    base=st.integers(0, 5000),
+)
 def test_any_seek_and_read_gives_the_concatenated_bytes(tmp_path, data, cuts, reads, base):
     sizes, left = [], len(data)
     for cut in cuts:
@@ -46,7 +49,7 @@ def test_any_seek_and_read_gives_the_concatenated_bytes(tmp_path, data, cuts, re
     with spans.verifying():
         for offset, size in reads:
             spans.seek(base + offset)
-            assert spans.read(size) == data[offset:offset + size]
+            assert spans.read(size) == data[offset : offset + size]
     # Reads anywhere and in any order: every part was still checked by the end of the block.
     assert spans._hashed == sizes
 
@@ -91,7 +94,7 @@ def test_missing_and_short_parts_are_named_when_the_reader_is_made(tmp_path):
     with pytest.raises(IntegrityError, match=r"part p.part002 is 999 bytes, expected 1000"):
         Spans(files)
     os.unlink(files[1][0])
-    with pytest.raises(IntegrityError, match=r"part p.part002 is missing \(looked in %s\)" % tmp_path):
+    with pytest.raises(IntegrityError, match=rf"part p.part002 is missing \(looked in {tmp_path}\)"):
         Spans(files)
 
 
@@ -112,8 +115,17 @@ def test_a_group_straddling_parts_extracts_unchanged(tmp_path):
 
 
 def index_with(parts, data_size=3000):
-    return Index("demo", "1", "offline", "amd64", "0", ["bin/x"], [Group("g", [Frame(0, data_size, 0, "0" * 64)])],
-                 [Entry("bin/x", "file", 0o755, 0, "1" * 64, "g", 0)], parts=parts)
+    return Index(
+        "demo",
+        "1",
+        "offline",
+        "amd64",
+        "0",
+        ["bin/x"],
+        [Group("g", [Frame(0, data_size, 0, "0" * 64)])],
+        [Entry("bin/x", "file", 0o755, 0, "1" * 64, "g", 0)],
+        parts=parts,
+    )
 
 
 def test_the_index_keeps_its_parts_and_refuses_parts_that_do_not_hold():
@@ -121,12 +133,14 @@ def test_the_index_keeps_its_parts_and_refuses_parts_that_do_not_hold():
     again = Index.from_bytes(index_with(parts).to_bytes(), 3000)
     assert [p.to_json() for p in again.parts] == [p.to_json() for p in parts]
     assert "parts" not in index_with([]).to_json()
-    bad = {"do not add up": ([Part("a.part001", 2000, "2" * 64)], "the parts hold 2000 bytes, the data area 3000"),
-           "path": ([Part("../a", 3000, "2" * 64)], "not a plain file name"),
-           "hidden": ([Part(".a", 3000, "2" * 64)], "not a plain file name"),
-           "twice": ([Part("a", 1500, "2" * 64), Part("a", 1500, "2" * 64)], "appears twice"),
-           "empty": ([Part("a", 0, "2" * 64), Part("b", 3000, "2" * 64)], "not a positive size"),
-           "sha": ([Part("a", 3000, "xyz")], "bad sha256")}
-    for why, (parts, message) in bad.items():
+    bad = {
+        "do not add up": ([Part("a.part001", 2000, "2" * 64)], "the parts hold 2000 bytes, the data area 3000"),
+        "path": ([Part("../a", 3000, "2" * 64)], "not a plain file name"),
+        "hidden": ([Part(".a", 3000, "2" * 64)], "not a plain file name"),
+        "twice": ([Part("a", 1500, "2" * 64), Part("a", 1500, "2" * 64)], "appears twice"),
+        "empty": ([Part("a", 0, "2" * 64), Part("b", 3000, "2" * 64)], "not a positive size"),
+        "sha": ([Part("a", 3000, "xyz")], "bad sha256"),
+    }
+    for _why, (parts, message) in bad.items():
         with pytest.raises(IntegrityError, match=message):
             Index.from_bytes(index_with(parts).to_bytes(), 3000)

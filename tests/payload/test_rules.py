@@ -24,12 +24,25 @@ ODD = ["a", "Z", "0", "9", "-", ".", "+", "_", "/", ":", "=", "{", "}", " ", "\n
 
 
 def corpus():
-    words = ["", "linux/amd64", "linux/arm/v7", "2.31", "2.310", "1234.1", "ed25519:", "sha256:", "a" * 64,
-             "0123456789abcdef" * 4, "sha256:" + "0123456789abcdef" * 4, "ed25519:" + "A/+9" * 10 + "abc=", "1.0.0-rc1+b2"]
+    words = [
+        "",
+        "linux/amd64",
+        "linux/arm/v7",
+        "2.31",
+        "2.310",
+        "1234.1",
+        "ed25519:",
+        "sha256:",
+        "a" * 64,
+        "0123456789abcdef" * 4,
+        "sha256:" + "0123456789abcdef" * 4,
+        "ed25519:" + "A/+9" * 10 + "abc=",
+        "1.0.0-rc1+b2",
+    ]
     out = set(words)
     for word in words:
         for c in ODD:
-            out.update({c + word, word + c, word[:len(word) // 2] + c + word[len(word) // 2:], word[1:], word[:-1]})
+            out.update({c + word, word + c, word[: len(word) // 2] + c + word[len(word) // 2 :], word[1:], word[:-1]})
     out.update("".join(p) for n in range(1, 4) for p in itertools.product(["a", "-", "1", "/", ".", "G"], repeat=n))
     return sorted(out)
 
@@ -57,8 +70,20 @@ def test_modes_agree_with_their_regular_expression():
 
 def test_placeholders_are_found_as_the_regular_expression_finds_them():
     pattern = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
-    items = ["{root}/bin", "{a{b}", "{}", '{"a": 1}', "{root}{images}x{data}", "{1x}{_y}", "{ok", "}{", "{a}}",
-             "--dir={data}/x", "{É}", "{root"] + ["".join(p) for p in itertools.product("{}a1_", repeat=4)]
+    items = [
+        "{root}/bin",
+        "{a{b}",
+        "{}",
+        '{"a": 1}',
+        "{root}{images}x{data}",
+        "{1x}{_y}",
+        "{ok",
+        "}{",
+        "{a}}",
+        "--dir={data}/x",
+        "{É}",
+        "{root",
+    ] + ["".join(p) for p in itertools.product("{}a1_", repeat=4)]
     for item in items:
         assert rules.placeholders(item) == pattern.findall(item), item
     assert rules.unknown_placeholders("{root}/{nope}") == ["{nope}"]
@@ -73,9 +98,18 @@ def test_version_pieces_agree_with_the_regular_expression():
         assert versions._pieces(text) == expected, text
 
 
-DOCUMENTS = ['{"a":[1,2.5,-3e2,true,false,null,"x\\u00e9\\n"],"b":{}}', ' [] ', '"\\ud83d\\ude00"', '0', '-0.0',
-             '{"nested":' * 20 + '1' + '}' * 20, '[NaN, Infinity, -Infinity]', '\t\n{"k": "v"}\r\n', '"é"']
-BAD = ['', ' ', '{', '[1,]', '{"a" 1}', '{} {}', '[1] x', '\ufeff[]', "{'a': 1}", '"\x01"', '01', 'nul']
+DOCUMENTS = [
+    '{"a":[1,2.5,-3e2,true,false,null,"x\\u00e9\\n"],"b":{}}',
+    " [] ",
+    '"\\ud83d\\ude00"',
+    "0",
+    "-0.0",
+    '{"nested":' * 20 + "1" + "}" * 20,
+    "[NaN, Infinity, -Infinity]",
+    '\t\n{"k": "v"}\r\n',
+    '"é"',
+]
+BAD = ["", " ", "{", "[1,]", '{"a" 1}', "{} {}", "[1] x", "\ufeff[]", "{'a': 1}", '"\x01"', "01", "nul"]
 
 
 @pytest.mark.parametrize("text", DOCUMENTS)

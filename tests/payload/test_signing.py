@@ -25,23 +25,28 @@ def test_pem_written_by_cryptography_parses_to_the_raw_key(keys):
 
 
 def raw_of_loaded(pem):
-    return serialization.load_pem_public_key(pem).public_bytes(serialization.Encoding.Raw,
-                                                               serialization.PublicFormat.Raw)
+    return serialization.load_pem_public_key(pem).public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
 
 
 def test_fingerprint_is_the_one_ssh_keygen_prints(keys, tmp_path):
     openssh = keys[0].public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     (tmp_path / "k.pub").write_bytes(openssh + b" test\n")
-    printed = subprocess.run(["ssh-keygen", "-l", "-f", str(tmp_path / "k.pub")], stdout=subprocess.PIPE,
-                             text=True, check=True).stdout
+    printed = subprocess.run(
+        ["ssh-keygen", "-l", "-f", str(tmp_path / "k.pub")], stdout=subprocess.PIPE, text=True, check=True
+    ).stdout
     assert printed.split()[1] == signing.fingerprint(raw(keys[0]))
 
 
-@pytest.mark.parametrize("text, words", [
-    ("", "not a PEM public key"),
-    ("-----BEGIN PUBLIC KEY-----\n!!!!\n-----END PUBLIC KEY-----\n", "not an ed25519 public key"),
-    ("-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----\n", "not an ed25519 public key"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("", "not a PEM public key"),
+        ("-----BEGIN PUBLIC KEY-----\n!!!!\n-----END PUBLIC KEY-----\n", "not an ed25519 public key"),
+        ("-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----\n", "not an ed25519 public key"),
+    ],
+)
 def test_bad_public_key_files_are_a_usage_error(text, words):
     with pytest.raises(UsageError) as caught:
         signing.public_key_from_pem(text, "k.pub")
@@ -121,7 +126,7 @@ def test_verify_report_says_what_was_and_was_not_checked(keys):
     assert "none (unsigned bundle; pass --key PUB" in signing.verify_report(make_payload(None), None, "--key")
     assert "not checked against a trusted key" in signing.verify_report(make_payload(keys[0]), None, "--key")
     line = signing.verify_report(make_payload(keys[0]), raw(keys[0]), "--key")
-    assert line == "signature: ok, signed by the trusted key %s" % signing.fingerprint(raw(keys[0]))
+    assert line == f"signature: ok, signed by the trusted key {signing.fingerprint(raw(keys[0]))}"
 
 
 def test_describe_signature_shows_the_fingerprints(keys):

@@ -18,7 +18,7 @@ import pytest
 from bundler.stubs.build import EXCLUDES
 from tests.fixtures.bundles import make_bundle, online_bundle
 from tests.fixtures.registry import BUSYBOX, ImageLayout, Registry, TokenService, push, self_signed_certificate
-from tests.helpers import ROOT, bundler, flip_byte
+from tests.helpers import ROOT, flip_byte
 
 RUN_BLOCKED = r"""
 import os, sys
@@ -50,6 +50,7 @@ from stub.main import main
 main()
 """
 
+
 def blocked_modules():
     return list(EXCLUDES)
 
@@ -60,7 +61,7 @@ def test_excluded_modules_are_not_loaded_at_interpreter_start():
     code = "import sys; print(' '.join(sorted(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, check=True, text=True).stdout.split()
     hit = [m for m in loaded for b in EXCLUDES if m == b or m.startswith(b + ".")]
-    assert hit == [], "loaded before any run-side code, yet excluded from the stub: %s" % hit
+    assert hit == [], f"loaded before any run-side code, yet excluded from the stub: {hit}"
 
 
 class Runner:
@@ -70,19 +71,35 @@ class Runner:
         self.runs = []
 
     def __call__(self, exe, *args, expect=0, env=None):
-        environ = dict(os.environ, BUNDLE_EXECUTABLE=str(exe), STUB_BLOCKED=",".join(self.blocked_names),
-                       STUB_BLOCK_LOG=str(self.log), PYTHONPATH=str(ROOT))
+        environ = dict(
+            os.environ,
+            BUNDLE_EXECUTABLE=str(exe),
+            STUB_BLOCKED=",".join(self.blocked_names),
+            STUB_BLOCK_LOG=str(self.log),
+            PYTHONPATH=str(ROOT),
+        )
         environ.update(env or {})
         environ.pop("PYTHONDONTWRITEBYTECODE", None)
         flags = environ.pop("STUB_PYTHON_FLAGS", "").split()
-        result = subprocess.run([sys.executable, *flags, "-c", RUN_BLOCKED, "bundle", *map(str, args)], cwd=str(ROOT),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ, text=True)
+        result = subprocess.run(
+            [sys.executable, *flags, "-c", RUN_BLOCKED, "bundle", *map(str, args)],
+            cwd=str(ROOT),
+            capture_output=True,
+            env=environ,
+            text=True,
+        )
         self.runs.append(args)
         blocked = self.blocked()
         assert "internal error" not in result.stderr and "Traceback" not in result.stderr, (
-            "%s: %s\nblocked imports so far: %s" % (args, result.stderr, blocked))
+            f"{args}: {result.stderr}\nblocked imports so far: {blocked}"
+        )
         assert result.returncode == expect, "%s exited %d, expected %d: %s\nblocked imports: %s" % (
-            args, result.returncode, expect, result.stderr, blocked)
+            args,
+            result.returncode,
+            expect,
+            result.stderr,
+            blocked,
+        )
         return result
 
     def blocked(self):
@@ -160,7 +177,8 @@ def test_the_run_side_needs_no_excluded_module_on_its_main_paths(tmp_path, plain
     allowed = {name for name, caller in run.blocked().items() if _optional(name, caller)}
     needed = {name: caller for name, caller in run.blocked().items() if name not in allowed}
     assert not needed, "the run side imported modules the stub leaves out:\n" + "\n".join(
-        "%s, imported by\n%s" % item for item in needed.items())
+        "{}, imported by\n{}".format(*item) for item in needed.items()
+    )
     print("blocked optional imports (absent in the stub, handled where imported):", sorted(allowed))
 
 
@@ -177,8 +195,12 @@ def test_an_installed_start_imports_none_of_the_modules_it_can_do_without(tmp_pa
     assert "hello" in Runner(tmp_path)(exe, "--bundle-dir", root, expect=7).stdout  # installs (re allowed)
     (tmp_path / "installed").mkdir()
     run = Runner(tmp_path / "installed", blocked=NOT_ON_AN_INSTALLED_START)
-    bare = [sys.executable, "-S", "-c", "import sys; print(sorted(set(%r) & set(sys.modules)))"
-            % NOT_ON_AN_INSTALLED_START]
+    bare = [
+        sys.executable,
+        "-S",
+        "-c",
+        f"import sys; print(sorted(set({NOT_ON_AN_INSTALLED_START!r}) & set(sys.modules)))",
+    ]
     assert subprocess.run(bare, stdout=subprocess.PIPE, text=True, check=True).stdout.strip() == "[]"
     site_packages = [p for p in sys.path if p.endswith("site-packages")]
     env = {"STUB_PYTHON_FLAGS": "-S", "PYTHONPATH": os.pathsep.join([str(ROOT)] + site_packages)}
@@ -202,15 +224,28 @@ OPTIONAL_IMPORTERS = {
 def _optional(name, caller):
     """Whether the import of `name` was made by one of its OPTIONAL_IMPORTERS (the innermost frame outside the
     import machinery)."""
-    frames = [line.strip() for line in caller.splitlines()
-              if line.strip().startswith("File ") and "<frozen importlib" not in line
-              and "/importlib/__init__.py" not in line]
-    return bool(frames) and any('/%s", line' % importer in frames[-1] for importer in OPTIONAL_IMPORTERS.get(name, ()))
+    frames = [
+        line.strip()
+        for line in caller.splitlines()
+        if line.strip().startswith("File ") and "<frozen importlib" not in line and "/importlib/__init__.py" not in line
+    ]
+    return bool(frames) and any(f'/{importer}", line' in frames[-1] for importer in OPTIONAL_IMPORTERS.get(name, ()))
 
 
 # The extension modules and libraries that these EXCLUDES keep out of the frozen stub's archive.
-LEFT_OUT_FILES = ("_codecs_jp", "_codecs_cn", "_multibytecodec", "_decimal", "_bz2", "libbz2", "_lzma", "liblzma",
-                  "_pickle", "_statistics", "_datetime")
+LEFT_OUT_FILES = (
+    "_codecs_jp",
+    "_codecs_cn",
+    "_multibytecodec",
+    "_decimal",
+    "_bz2",
+    "libbz2",
+    "_lzma",
+    "liblzma",
+    "_pickle",
+    "_statistics",
+    "_datetime",
+)
 
 
 def test_the_frozen_stub_unpacks_none_of_the_excluded_libraries(stub_path):
@@ -227,8 +262,11 @@ def _euc_jp_locale(directory):
     """A ja_JP.eucJP locale compiled into `directory` (for LOCPATH), or None where localedef cannot make it."""
     if subprocess.run(["sh", "-c", "command -v localedef"], stdout=subprocess.DEVNULL).returncode != 0:
         return None
-    subprocess.run(["localedef", "-i", "ja_JP", "-f", "EUC-JP", str(directory / "ja_JP.eucJP")],
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["localedef", "-i", "ja_JP", "-f", "EUC-JP", str(directory / "ja_JP.eucJP")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return directory if (directory / "ja_JP.eucJP").is_dir() else None
 
 
@@ -239,11 +277,20 @@ def test_the_frozen_stub_starts_under_a_locale_whose_codec_it_left_out(stub_path
     if locales is None:
         pytest.skip(reason="localedef cannot compile ja_JP.EUC-JP here (the locales package brings it)")
     exe, _ = make_bundle(tmp_path / "build", stub_path, cache=cache_dir)
-    check = subprocess.run(["locale", "charmap"], env=dict(os.environ, LOCPATH=str(locales), LC_ALL="ja_JP.eucJP"),
-                           stdout=subprocess.PIPE, text=True)
-    assert check.stdout.strip() == "EUC-JP", "the test locale did not take effect: %r" % check.stdout
+    check = subprocess.run(
+        ["locale", "charmap"],
+        env=dict(os.environ, LOCPATH=str(locales), LC_ALL="ja_JP.eucJP"),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert check.stdout.strip() == "EUC-JP", f"the test locale did not take effect: {check.stdout!r}"
     env = dict(os.environ, LOCPATH=str(locales), LC_ALL="ja_JP.eucJP")
-    result = subprocess.run([str(exe), "--bundle-dir", str(tmp_path / "root"), "x"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+    result = subprocess.run(
+        [str(exe), "--bundle-dir", str(tmp_path / "root"), "x"],
+        env=env,
+        capture_output=True,
+        text=True,
+        errors="replace",
+    )
     assert result.returncode == 7, result.stderr
     assert "hello x" in result.stdout

@@ -35,14 +35,15 @@ def root(tmp_path):
     return root
 
 
-class Holder(object):
+class Holder:
     """A real process that holds a version's shared lock, as a running runtime does."""
 
     def __init__(self, root, bundle_id):
         lock = self.lock = os.path.join(root, install.LOCKS_DIR, bundle_id)
         self.ready = lock + ".ready"
-        self.proc = subprocess.Popen(["flock", "--shared", lock, "sh", "-c", 'touch "$0"; exec sleep 30', self.ready],
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            ["flock", "--shared", lock, "sh", "-c", 'touch "$0"; exec sleep 30', self.ready], start_new_session=True
+        )
         deadline = time.time() + 10
         while not os.path.exists(self.ready):
             assert time.time() < deadline and self.proc.poll() is None, "flock did not start"

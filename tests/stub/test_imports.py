@@ -37,8 +37,8 @@ def test_stub_imports_nothing_from_the_build_side():
     out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, stdout=subprocess.PIPE, check=True, text=True).stdout
     loaded = json.loads(out)
     third_party = _third_party(loaded)
-    assert not third_party & FORBIDDEN, "run side imported %s" % sorted(third_party & FORBIDDEN)
-    assert third_party <= ALLOWED_THIRD_PARTY, "run side imported %s" % sorted(third_party - ALLOWED_THIRD_PARTY)
+    assert not third_party & FORBIDDEN, f"run side imported {sorted(third_party & FORBIDDEN)}"
+    assert third_party <= ALLOWED_THIRD_PARTY, f"run side imported {sorted(third_party - ALLOWED_THIRD_PARTY)}"
 
 
 def test_run_side_needs_nothing_the_stub_leaves_out():
@@ -54,16 +54,23 @@ def test_run_side_needs_nothing_the_stub_leaves_out():
 
 def test_installed_start_imports_neither_zstandard_nor_requests():
     """The fast path (an installed bundle) must not pay for the decoder or the network stack."""
-    code = ("import sys\nimport stub.main, stub.install, stub.launch, stub.locking, stub.images, payload.layout\n"
-            "print(sorted(m for m in ('zstandard', 'requests', 'payload.groups') if m in sys.modules))")
+    code = (
+        "import sys\nimport stub.main, stub.install, stub.launch, stub.locking, stub.images, payload.layout\n"
+        "print(sorted(m for m in ('zstandard', 'requests', 'payload.groups') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, check=True, text=True).stdout
     assert out.strip() == "[]"
 
 
 def test_run_side_is_python_39_syntax():
     vermin = shutil.which("vermin") or os.path.join(os.path.dirname(sys.executable), "vermin")
-    result = subprocess.run([vermin, "-t=3.9-", "--no-tips", "--violations", "--no-parse-comments",
-                             "stub", "payload"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    result = subprocess.run(
+        [vermin, "-t=3.9-", "--no-tips", "--violations", "--no-parse-comments", "stub", "payload"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout
 
 
@@ -75,7 +82,9 @@ def _python39():
 PY39 = _python39()
 
 
-@pytest.mark.skipif(not os.path.exists(PY39), reason="no Python 3.9 interpreter on this machine; vermin still checks syntax")
+@pytest.mark.skipif(
+    not os.path.exists(PY39), reason="no Python 3.9 interpreter on this machine; vermin still checks syntax"
+)
 def test_run_side_compiles_on_python_39():
     files = [str(p) for d in ("stub", "payload") for p in (ROOT / d).rglob("*.py")]
     code = "import ast, sys\nfor f in sys.argv[1:]:\n    ast.parse(open(f).read(), f)\n"
@@ -102,11 +111,19 @@ def test_an_installed_start_loads_neither_openssl_nor_the_decoder(tmp_path, plai
     exe, _ = make_bundle(tmp_path / "build", plain_stub)
     env = dict(os.environ, BUNDLE_EXECUTABLE=str(exe), PYTHONPATH=str(ROOT))
     root = tmp_path / "root"
-    subprocess.run([sys.executable, "-c", INSTALLED_START, str(root)], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL)  # the first start installs
+    subprocess.run(
+        [sys.executable, "-c", INSTALLED_START, str(root)], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL
+    )  # the first start installs
     assert (root / "current").is_symlink()
-    loaded = subprocess.run([sys.executable, "-c", INSTALLED_START, str(root)], cwd=ROOT, env=env, check=True,
-                            stdout=subprocess.PIPE, text=True).stdout.split()
+    loaded = subprocess.run(
+        [sys.executable, "-c", INSTALLED_START, str(root)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout.split()
     assert "stub.launch" in loaded  # it did get as far as the exec
     assert not {"_hashlib", "hashlib", "zstandard", "requests", "payload.groups"} & set(loaded), sorted(
-        {"_hashlib", "hashlib", "zstandard", "requests", "payload.groups"} & set(loaded))
+        {"_hashlib", "hashlib", "zstandard", "requests", "payload.groups"} & set(loaded)
+    )

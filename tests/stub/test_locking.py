@@ -35,8 +35,9 @@ def test_the_shared_lock_outlives_exec(tmp_path):
     """It is inheritable: a child that exec'd (the runtime) still holds it after this process lets go."""
     path = str(tmp_path / "version")
     shared = locking.hold_shared(path)
-    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE,
-                             close_fds=False)
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE, close_fds=False
+    )
     os.close(shared)
     try:
         assert locking.try_exclusive(path) is None  # the child's copy of the fd holds it

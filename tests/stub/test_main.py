@@ -122,6 +122,7 @@ def test_install_shows_a_bar_on_a_terminal_only(bundle, tmp_path):
 
 # ---------------------------------------------------------------- groups of several frames
 
+
 @pytest.fixture
 def framed(tmp_path, plain_stub):
     """A bundle whose files group is cut into three frames (frames of at least 128 KiB)."""
@@ -139,8 +140,12 @@ def test_a_group_of_several_frames_installs_every_file(framed, tmp_path, monkeyp
     code, _, err = run_stub(monkeypatch, capsys, path, "--bundle-extract", root)
     assert code == 0, err
     names_ = sorted(e.path for e in index.files())
-    sums = [subprocess.run(["sha256sum", "--"] + names_, cwd=str(d), stdout=subprocess.PIPE,
-                           check=True).stdout.split()[0::2] for d in (src, root / index.bundle_id)]
+    sums = [
+        subprocess.run(["sha256sum", "--"] + names_, cwd=str(d), stdout=subprocess.PIPE, check=True).stdout.split()[
+            0::2
+        ]
+        for d in (src, root / index.bundle_id)
+    ]
     assert sums[0] == sums[1] and len(sums[0]) == 7
 
 
@@ -162,7 +167,7 @@ def test_info_and_verify_show_each_groups_frames(framed, monkeypatch, capsys):
     path, index, _ = framed
     sizes = " + ".join("%.1f" % (f.size / 1e6) for f in index.groups[0].frames)
     code, out, _ = run_stub(monkeypatch, capsys, path, "--bundle-info")
-    assert code == 0 and "group:      files: 0.4 MB as" in out and "in 3 frame(s) of %s MB" % sizes in out
+    assert code == 0 and "group:      files: 0.4 MB as" in out and f"in 3 frame(s) of {sizes} MB" in out
     code, out, _ = run_stub(monkeypatch, capsys, path, "--bundle-info", "--json")
     assert [len(g["frames"]) for g in json.loads(out)["groups"]] == [3]
     code, out, _ = run_stub(monkeypatch, capsys, path, "--bundle-verify")

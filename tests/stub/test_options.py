@@ -21,8 +21,17 @@ def test_values_in_both_forms_and_repeatable():
     assert opts.registry_mirror == ["a:5000", "b"] and opts.info and opts.json and opts.args == []
 
 
-@pytest.mark.parametrize("argv", [["--bundle-nope"], ["--bundle-dir"], ["--bundle-dir="], ["--bundle-info=1"],
-                                  ["--bundle-insecure-registry", "nope"], ["--bundle-registry-mirror", "a b"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--bundle-nope"],
+        ["--bundle-dir"],
+        ["--bundle-dir="],
+        ["--bundle-info=1"],
+        ["--bundle-insecure-registry", "nope"],
+        ["--bundle-registry-mirror", "a b"],
+    ],
+)
 def test_bad_stub_options_are_usage_errors(argv):
     with pytest.raises(UsageError):
         parse(argv)
@@ -31,8 +40,17 @@ def test_bad_stub_options_are_usage_errors(argv):
 def test_an_insecure_registry_needs_its_port_and_the_new_flags_parse():
     with pytest.raises(UsageError, match="expected HOST:PORT"):
         parse(["--bundle-insecure-registry=registry.local"])
-    opts = parse(["--bundle-insecure-registry", "127.0.0.1:5000", "--bundle-rollback", "--bundle-repair",
-                  "--bundle-install", "--bundle-allow-downgrade", "run"])
+    opts = parse(
+        [
+            "--bundle-insecure-registry",
+            "127.0.0.1:5000",
+            "--bundle-rollback",
+            "--bundle-repair",
+            "--bundle-install",
+            "--bundle-allow-downgrade",
+            "run",
+        ]
+    )
     assert opts.insecure_registry == ["127.0.0.1:5000"] and opts.args == ["run"]
     assert opts.rollback and opts.repair and opts.install and opts.allow_downgrade
 

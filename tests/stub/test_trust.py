@@ -68,7 +68,7 @@ def test_a_pinned_key_refuses_unsigned_and_foreign_bundles_later(root, release, 
     trust.pin(root, trust.check_before_install(make_payload(release, require=release), root))
     with pytest.raises(IntegrityError) as caught:
         trust.check_before_install(make_payload(None, version="2.0.0"), root)
-    assert "this device (keys pinned in %s)" % os.path.join(root, trust.PINS_DIR) in str(caught.value)
+    assert f"this device (keys pinned in {os.path.join(root, trust.PINS_DIR)})" in str(caught.value)
     # A bundle that names another key as its own requirement gets nowhere either.
     with pytest.raises(IntegrityError, match=re.escape(fingerprint(raw(release)))):
         trust.check_before_install(make_payload(rogue, require=rogue), root)

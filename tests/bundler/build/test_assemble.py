@@ -6,8 +6,9 @@ import os
 import pytest
 
 from bundler.build.assemble import build_index, write_bundle
-from bundler.cache import Cache
 from bundler.build.compress import Member, compress
+from bundler.cache import Cache
+from payload.errors import BundleError
 from payload.layout import open_payload
 
 IDENTITY = {"name": "demo", "version": "1.0", "variant": "offline", "arch": "amd64", "entrypoint": ["hello"]}
@@ -28,7 +29,7 @@ def test_writes_the_executable_and_a_checksum_file_sha256sum_reads(plain_stub, g
     index = build_index(IDENTITY, groups)
     digest = write_bundle(plain_stub, index, groups, out)
     assert hashlib.sha256(out.read_bytes()).hexdigest() == digest
-    assert (tmp_path / "dist" / "demo.sha256").read_text() == "%s  demo\n" % digest
+    assert (tmp_path / "dist" / "demo.sha256").read_text() == f"{digest}  demo\n"
     assert os.access(out, os.X_OK)
     with open(out, "rb") as f:
         assert open_payload(str(out), f).index.to_bytes() == index.to_bytes()
@@ -48,6 +49,6 @@ def test_a_stub_that_is_no_elf_leaves_nothing_behind(groups, tmp_path):
     stub = tmp_path / "stub"
     stub.write_bytes(b"#!/bin/sh\n")
     (tmp_path / "dist").mkdir()
-    with pytest.raises(Exception):
+    with pytest.raises(BundleError):
         write_bundle(stub, build_index(IDENTITY, groups), groups, tmp_path / "dist" / "demo")
     assert os.listdir(tmp_path / "dist") == []

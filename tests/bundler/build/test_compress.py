@@ -6,8 +6,8 @@ import subprocess
 
 import zstandard
 
-from bundler.cache import Cache
 from bundler.build.compress import Member, compress, group_key
+from bundler.cache import Cache
 from payload.groups import MAX_WINDOW
 
 
@@ -22,8 +22,9 @@ def members(tmp_path, *contents):
 
 def test_the_frame_holds_the_members_in_order_and_its_record_holds(tmp_path):
     cache = Cache(tmp_path / "cache")
-    group = compress(cache, "files", members(tmp_path, b"one\n" * 999, b"", b"three"), 3, log=lambda _: None,
-                     counts=[3])
+    group = compress(
+        cache, "files", members(tmp_path, b"one\n" * 999, b"", b"three"), 3, log=lambda _: None, counts=[3]
+    )
     frame = group.path.read_bytes()
     assert (group.csize, group.frames[0].sha256) == (len(frame), hashlib.sha256(frame).hexdigest())
     params = zstandard.get_frame_parameters(frame)
@@ -39,7 +40,7 @@ def test_frames_are_cut_between_members_and_each_decodes_on_its_own(tmp_path):
     assert [f.members for f in group.frames] == [2, 1, 2] and group.csize == len(data)
     wanted = [contents[0] + contents[1], contents[2], contents[3] + contents[4]]
     for frame, expected in zip(group.frames, wanted):
-        one = data[at:at + frame.csize]
+        one = data[at : at + frame.csize]
         assert hashlib.sha256(one).hexdigest() == frame.sha256
         assert zstandard.get_frame_parameters(one).content_size == frame.size == len(expected)
         # An independent decoder, on this frame's bytes alone.

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bundler.cache import Cache
 from bundler.build.download import fetch
+from bundler.cache import Cache
 from payload.errors import HostError, IntegrityError, NetworkError, UsageError
 from payload.progress import Bar
 from tests.fixtures.http_server import FileServer
@@ -219,8 +219,9 @@ def test_progress_bar_appears_when_stderr_is_a_terminal(server, cache):
         "import sys; from bundler.build.download import fetch; from bundler.cache import Cache;"
         " fetch(sys.argv[1], cache=Cache(sys.argv[2]))"
     )
-    returncode, out, seen = run_on_a_terminal([sys.executable, "-c", code, server.url("big.bin"), str(cache.root)],
-                                         cwd=ROOT)
+    returncode, out, seen = run_on_a_terminal(
+        [sys.executable, "-c", code, server.url("big.bin"), str(cache.root)], cwd=ROOT
+    )
     assert returncode == 0
     assert out == b""
     assert "big.bin" in seen and "100%" in seen

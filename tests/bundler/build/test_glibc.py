@@ -21,8 +21,17 @@ def readelf_glibc(path):
 
 
 def host_elves():
-    candidates = [Path(p) for p in ("/usr/bin/crun", "/usr/bin/ls", "/usr/bin/python3.11", "/usr/bin/zstd",
-                                    "/usr/bin/containerd-shim-runc-v2", "/bin/busybox")]
+    candidates = [
+        Path(p)
+        for p in (
+            "/usr/bin/crun",
+            "/usr/bin/ls",
+            "/usr/bin/python3.11",
+            "/usr/bin/zstd",
+            "/usr/bin/containerd-shim-runc-v2",
+            "/bin/busybox",
+        )
+    ]
     libs = Path("/usr/lib/x86_64-linux-gnu")
     candidates += [libs / name for name in ("libc.so.6", "libm.so.6", "libcrypto.so.3", "libz.so.1")]
     return [p for p in candidates if p.exists()]
@@ -55,7 +64,7 @@ def test_stub_floor_covers_the_libraries_inside_pyinstallers_archive(stub_path, 
             offset = 0
             for line in header.decode().splitlines()[1:]:
                 size, _, path = line.split(" ", 2)
-                members.append((path, content[offset:offset + int(size)]))
+                members.append((path, content[offset : offset + int(size)]))
                 offset += int(size)
             assert offset == len(content) and any(p.startswith("libcrypto") for p, _ in members)
         elif isinstance(data, bytes):
@@ -82,7 +91,8 @@ def test_truncated_file_is_an_integrity_error(tmp_path):
         floor_of_file(damaged)
 
 
-@pytest.mark.parametrize("text, version", [("2.31", (2, 31)), (" 2.5 ", (2, 5)), ("2", None), ("2.31.1", None),
-                                           ("two", None)])
+@pytest.mark.parametrize(
+    "text, version", [("2.31", (2, 31)), (" 2.5 ", (2, 5)), ("2", None), ("2.31.1", None), ("two", None)]
+)
 def test_parse_version(text, version):
     assert parse_version(text) == version

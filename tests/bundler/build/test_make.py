@@ -56,8 +56,9 @@ def project(tmp_path):
     work.mkdir()
     (work / "hello").write_text("#!/bin/sh\necho hello\n")
     with FileServer(www) as server:
-        (work / "bundle.toml").write_text(MANIFEST.format(hello="hello", data=server.url("data.bin"),
-                                                          data_sha=sha256(www / "data.bin")))
+        (work / "bundle.toml").write_text(
+            MANIFEST.format(hello="hello", data=server.url("data.bin"), data_sha=sha256(www / "data.bin"))
+        )
         yield work, server, tmp_path / "cache"
 
 
@@ -133,16 +134,36 @@ def big_project(tmp_path):
     with open(work / "big.bin", "wb") as out:
         for _ in range(60):
             out.write(b" ".join(rng.choice(words) for _ in range(180_000))[: 1 << 20])
-    (work / "bundle.toml").write_text('[bundle]\nname = "big"\nversion = "1"\nentrypoint = ["big.bin"]\n\n'
-                                      '[[file]]\npath = "big.bin"\nmode = "0755"\nsource = { url = "big.bin" }\n')
+    (work / "bundle.toml").write_text(
+        '[bundle]\nname = "big"\nversion = "1"\nentrypoint = ["big.bin"]\n\n'
+        '[[file]]\npath = "big.bin"\nmode = "0755"\nsource = { url = "big.bin" }\n'
+    )
     return work
 
 
 def start_make(work, cache, stub):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-m", "bundler", "make", "--stub", str(stub), "--cache-dir", str(cache),
-                             "--level", "19", "-o", str(work / "dist" / "big")], cwd=work, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bundler",
+            "make",
+            "--stub",
+            str(stub),
+            "--cache-dir",
+            str(cache),
+            "--level",
+            "19",
+            "-o",
+            str(work / "dist" / "big"),
+        ],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_compression(proc, cache):
@@ -150,7 +171,7 @@ def wait_for_compression(proc, cache):
     said = [proc.stderr.readline()]
     while said[-1] and "compressing group" not in said[-1]:
         said.append(proc.stderr.readline())
-    assert "compressing group" in said[-1], "make ended before compressing: %s" % "".join(said)
+    assert "compressing group" in said[-1], "make ended before compressing: {}".format("".join(said))
     while not any(p.stat().st_size > 0 for p in (cache / "tmp").iterdir()):
         assert proc.poll() is None, "make ended before its frame was written to"
 
@@ -297,8 +318,7 @@ def test_make_json_is_the_result_a_ci_reads(project, plain_stub):
 
 def test_compression_and_download_draw_a_bar_on_a_terminal(project, plain_stub):
     work, server, cache = project
-    cmd = [sys.executable, "-m", "bundler", "make", "--stub", str(plain_stub), "--cache-dir", str(cache),
-           "-o", "app"]
+    cmd = [sys.executable, "-m", "bundler", "make", "--stub", str(plain_stub), "--cache-dir", str(cache), "-o", "app"]
     code, _, seen = run_on_a_terminal(cmd, work)
     assert code == 0, seen
     assert "group files" in seen and "100%" in seen and "\r" in seen
@@ -324,7 +344,7 @@ def test_make_in_process_writes_what_the_device_reads(tmp_path, plain_stub):
         payload = open_payload(str(path), f)
         assert payload.index_bytes == index.to_bytes()
         verify_bundle(payload, f, None, "--key")  # raises on any mismatch
-    assert (tmp_path / (path.name + ".sha256")).read_text() == "%s  %s\n" % (sha256(path), path.name)
+    assert (tmp_path / (path.name + ".sha256")).read_text() == f"{sha256(path)}  {path.name}\n"
     again, _ = make_bundle(tmp_path, plain_stub)
     assert sha256(again) == sha256(path)  # same inputs, same bytes
 

@@ -25,8 +25,9 @@ def test_keygen_writes_a_private_key_only_its_owner_reads_and_a_public_key_opens
     key_path, pub_path, printed = pair
     assert stat.S_IMODE(os.stat(key_path).st_mode) == 0o600
     # openssl, not our code, derives the public key from the private one: both files are one pair.
-    derived = subprocess.run(["openssl", "pkey", "-in", str(key_path), "-pubout"], stdout=subprocess.PIPE,
-                             text=True, check=True).stdout
+    derived = subprocess.run(
+        ["openssl", "pkey", "-in", str(key_path), "-pubout"], stdout=subprocess.PIPE, text=True, check=True
+    ).stdout
     assert derived == pub_path.read_text()
     assert fingerprint(load_public_key(str(pub_path))) == printed
 
@@ -93,15 +94,19 @@ def test_encrypted_key_needs_its_passphrase(tmp_path, monkeypatch):
     monkeypatch.setenv(PASSPHRASE_ENV, "s3cret")
     assert isinstance(load_private_key(path), Ed25519PrivateKey)
     # A passphrase left in the environment does not get in the way of a plain key.
-    assert isinstance(load_private_key(write_pem(tmp_path / "plain.key", Ed25519PrivateKey.generate())),
-                      Ed25519PrivateKey)
+    assert isinstance(
+        load_private_key(write_pem(tmp_path / "plain.key", Ed25519PrivateKey.generate())), Ed25519PrivateKey
+    )
 
 
-@pytest.mark.parametrize("content, words", [
-    (None, "cannot read signing key"),
-    (b"hello", "is not a PEM private key"),
-    ("rsa", "is not an ed25519 key"),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (None, "cannot read signing key"),
+        (b"hello", "is not a PEM private key"),
+        ("rsa", "is not an ed25519 key"),
+    ],
+)
 def test_unusable_signing_keys_are_a_usage_error(tmp_path, content, words):
     path = tmp_path / "signing.key"
     if content == "rsa":

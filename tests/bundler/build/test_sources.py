@@ -2,10 +2,10 @@
 
 import hashlib
 
-from bundler.cache import Cache
-from bundler.manifest.lockfile import Lock
-from bundler.manifest import load_manifest
 from bundler.build.sources import gather_files
+from bundler.cache import Cache
+from bundler.manifest import load_manifest
+from bundler.manifest.lockfile import Lock
 
 MANIFEST = """
 [bundle]
@@ -33,8 +33,10 @@ def test_members_come_in_manifest_order_named_by_their_sha256(tmp_path):
     groups = gather_files(manifest, "amd64", Lock(), cache)
     assert list(groups) == ["files"]
     got = [(m.path, m.mode, m.size, m.sha256) for m in groups["files"]]
-    assert got == [("bin/b", 0o755, 10, hashlib.sha256(b"#!/bin/sh\n").hexdigest()),
-                   ("etc/a.conf", 0o644, 6, hashlib.sha256(b"a = 1\n").hexdigest())]
+    assert got == [
+        ("bin/b", 0o755, 10, hashlib.sha256(b"#!/bin/sh\n").hexdigest()),
+        ("etc/a.conf", 0o644, 6, hashlib.sha256(b"a = 1\n").hexdigest()),
+    ]
     for member in groups["files"]:
         assert member.source.parent == cache.root / "blobs" / "sha256"
         assert hashlib.sha256(member.source.read_bytes()).hexdigest() == member.sha256

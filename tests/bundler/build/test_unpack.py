@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bundler.cache import Cache
 from bundler.build.unpack import extract_cached, extract_member
+from bundler.cache import Cache
 from payload.errors import HostError, IntegrityError, UsageError
 
 CRUN = os.urandom(150_000)

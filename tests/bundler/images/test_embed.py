@@ -10,8 +10,8 @@ import pytest
 
 from bundler.cache import Cache
 from bundler.images.embed import embed_images, pin_images
-from bundler.manifest.lockfile import Lock
 from bundler.manifest import load_manifest
+from bundler.manifest.lockfile import Lock
 from payload.index import LAYERS_EXACT, LAYERS_RAW
 from payload.oci.archive import write_image_archive
 from payload.oci.reference import parse_reference
@@ -46,7 +46,7 @@ embed = "all"
 def project(tmp_path_factory):
     missing = [tool for tool in ("umoci", "skopeo") if shutil.which(tool) is None]
     if missing:
-        pytest.skip(reason="needs %s (scripts/setup installs them)" % ", ".join(missing))
+        pytest.skip(reason="needs {} (scripts/setup installs them)".format(", ".join(missing)))
     work = tmp_path_factory.mktemp("images-project")
     images = build_solo_images(work / "layout")
     images.write_archives(work)
@@ -121,17 +121,31 @@ def _digest(data):
 
 def write_archive(path, greeting):
     layer = greeting * 64
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "rootfs": {"type": "layers", "diff_ids": [_digest(layer)]}}).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _digest(config),
-                   "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": _digest(layer),
-                    "size": len(layer)}]}).encode()
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [_digest(layer)]}}
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": _digest(config),
+                "size": len(config),
+            },
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": _digest(layer), "size": len(layer)}
+            ],
+        }
+    ).encode()
     (path.parent / "layer").write_bytes(layer)
-    write_image_archive(str(path), parse_reference("localhost/app:latest"), manifest, config,
-                        {_digest(layer): str(path.parent / "layer")})
+    write_image_archive(
+        str(path),
+        parse_reference("localhost/app:latest"),
+        manifest,
+        config,
+        {_digest(layer): str(path.parent / "layer")},
+    )
     return _digest(manifest)
 
 
@@ -143,15 +157,17 @@ def test_a_local_image_archive_changed_since_the_lock_is_refused(tmp_path, plain
     pinned = write_archive(work / "app.tar", b"hello ")  # and a cold cache: its config comes from the archive too
     cache = tmp_path / "cache"
     bundler("lock", "--arch", "amd64", "--cache-dir", cache, cwd=work)
-    made = bundler("make", "--locked", "--stub", plain_stub, "--cache-dir", cache, "--level", "3", "-o", "app",
-                   cwd=work)
+    made = bundler(
+        "make", "--locked", "--stub", plain_stub, "--cache-dir", cache, "--level", "3", "-o", "app", cwd=work
+    )
     assert made.returncode == 0
     info = json.loads(bundler("inspect", "--json", work / "app").stdout)
     assert [(i["name"], i["digest"]) for i in info["images"]] == [("app", pinned)]
 
     changed = write_archive(work / "app.tar", b"other ")
-    failed = bundler("make", "--locked", "--stub", plain_stub, "--cache-dir", cache, "-o", "app2", cwd=work,
-                     check=False)
+    failed = bundler(
+        "make", "--locked", "--stub", plain_stub, "--cache-dir", cache, "-o", "app2", cwd=work, check=False
+    )
     assert failed.returncode == 3, failed.stderr
     assert "app.tar" in failed.stderr and changed in failed.stderr and pinned in failed.stderr
     assert "bundler lock" in failed.stderr and "Traceback" not in failed.stderr

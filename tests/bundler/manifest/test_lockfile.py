@@ -3,13 +3,13 @@
 import os
 import re
 import textwrap
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
-from bundler.manifest.lockfile import Lock, image_pin_for, lock_path_for, pin_for
 from bundler.manifest import load_manifest
+from bundler.manifest.lockfile import Lock, image_pin_for, lock_path_for, pin_for
 from payload.errors import HostError, IntegrityError, UsageError
 
 SHA_A = "a" * 64
@@ -17,8 +17,7 @@ SHA_B = "b" * 64
 SHA_C = "c" * 64
 DIGEST = "sha256:" + "d" * 64
 
-MANIFEST = (
-    """\
+MANIFEST = f"""\
 [bundle]
 name = "demo"
 version = "1.0.0"
@@ -27,7 +26,7 @@ entrypoint = ["bin/hello"]
 [[file]]
 path = "bin/hello"
 mode = "0755"
-source = { url = "hello.sh" }
+source = {{ url = "hello.sh" }}
 
 [[file]]
 path = "bin/crun"
@@ -36,14 +35,12 @@ mode = "0755"
 url = "https://example.org/crun-amd64"
 [file.source.arm64]
 url = "https://example.org/crun-arm64"
-sha256 = "%s"
+sha256 = "{SHA_A}"
 
 [[image]]
 name = "pause"
 ref = "registry.k8s.io/pause:3.10"
 """
-    % SHA_A
-)
 
 
 @pytest.fixture
@@ -185,7 +182,7 @@ def test_failed_save_leaves_no_temporary_file(tmp_path):
 BAD_LOCKS = {
     "syntax": ('version = 1\n[[file]]\npath = "x\n', 3, "invalid TOML"),
     "unknown key": (
-        'version = 1\n[[file]]\npath = "x"\narch = "amd64"\nurl = "u"\nsha256 = "%s"\nsize = 3\n' % SHA_A,
+        f'version = 1\n[[file]]\npath = "x"\narch = "amd64"\nurl = "u"\nsha256 = "{SHA_A}"\nsize = 3\n',
         7,
         "unknown key 'size' in [[file]]; run `bundler lock` to write it again",
     ),
@@ -195,18 +192,18 @@ BAD_LOCKS = {
         "sha256 is not 64 lower-case hex digits",
     ),
     "missing url": (
-        'version = 1\n[[file]]\npath = "x"\narch = "amd64"\nsha256 = "%s"\n' % SHA_A,
+        f'version = 1\n[[file]]\npath = "x"\narch = "amd64"\nsha256 = "{SHA_A}"\n',
         2,
         "'url' in [[file]] is missing",
     ),
     "bad arch": (
-        'version = 1\n[[file]]\npath = "x"\narch = "x86_64"\nurl = "u"\nsha256 = "%s"\n' % SHA_A,
+        f'version = 1\n[[file]]\npath = "x"\narch = "x86_64"\nurl = "u"\nsha256 = "{SHA_A}"\n',
         4,
         "unknown architecture 'x86_64'",
     ),
     "duplicate row": (
-        'version = 1\n[[file]]\npath = "x"\narch = "arm"\nurl = "u"\nsha256 = "%s"\n'
-        '[[file]]\npath = "x"\narch = "arm"\nurl = "v"\nsha256 = "%s"\n' % (SHA_A, SHA_B),
+        f'version = 1\n[[file]]\npath = "x"\narch = "arm"\nurl = "u"\nsha256 = "{SHA_A}"\n'
+        f'[[file]]\npath = "x"\narch = "arm"\nurl = "v"\nsha256 = "{SHA_B}"\n',
         7,
         "'x' for arch 'arm' is pinned twice (first at line 2)",
     ),

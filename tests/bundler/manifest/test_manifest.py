@@ -19,17 +19,16 @@ from payload.errors import UsageError
 
 SHA = "a" * 64
 
-ISSUE_EXAMPLE = (
-    """\
+ISSUE_EXAMPLE = f"""\
 [bundle]
 name = "demo"                                    # lower-case letters, digits, '-'
 version = "1.0.0"
-entrypoint = ["bin/hello", "--root", "{root}"]   # first item relative to the installed root
+entrypoint = ["bin/hello", "--root", "{{root}}"]   # first item relative to the installed root
 
 [[file]]
 path = "bin/hello"                               # where it lands under the installed root
 mode = "0755"
-source = { url = "https://example.org/hello", sha256 = "%s" }
+source = {{ url = "https://example.org/hello", sha256 = "{SHA}" }}
 
 [[image]]
 name = "pause"
@@ -40,8 +39,6 @@ embed = ["pause"]
 [variants.offline]
 embed = "all"
 """
-    % SHA
-)
 
 HEAD = """\
 [bundle]
@@ -143,37 +140,39 @@ def test_defaults_description_and_groups(tmp_path):
     modes = {spec.path: spec.mode for spec in manifest.files}
     assert modes == {"bin/hello": 0o755, "etc/config.json": 0o644, "lib/cni/bridge": 0o755}
     assert [(spec.path, spec.group) for spec in manifest.files] == [
-        ("bin/hello", "files"), ("etc/config.json", "files"), ("lib/cni/bridge", "cni")]
+        ("bin/hello", "files"),
+        ("etc/config.json", "files"),
+        ("lib/cni/bridge", "cni"),
+    ]
 
 
 def test_per_architecture_sources_and_archives(tmp_path):
     manifest = load(
         tmp_path,
         HEAD
-        + """
+        + f"""
         [[file]]
         path = "bin/crun"
         mode = "0755"
         [file.source.amd64]
         url = "https://github.com/containers/crun/releases/download/1.26/crun-1.26-linux-amd64"
-        sha256 = "%s"
+        sha256 = "{SHA}"
         [file.source.arm64]
         url = "https://github.com/containers/crun/releases/download/1.26/crun-1.26-linux-arm64"
 
         [[file]]
         path = "bin/containerd-shim-runc-v2"
         mode = "0755"
-        source.amd64 = { url = "https://example.org/containerd-2.0.0-linux-amd64.tar.gz", extract = "bin/containerd-shim-runc-v2" }
-        source.arm = { url = "https://example.org/c.tgz?x=1", extract = "bin/containerd-shim-runc-v2" }
-        source.arm64 = { url = "https://example.org/c.tar.xz", extract = "./bin/containerd-shim-runc-v2" }
-        source.riscv64 = { url = "archives/c.tar.zst", extract = "bin/containerd-shim-runc-v2" }
+        source.amd64 = {{ url = "https://example.org/containerd-2.0.0-linux-amd64.tar.gz", extract = "bin/containerd-shim-runc-v2" }}
+        source.arm = {{ url = "https://example.org/c.tgz?x=1", extract = "bin/containerd-shim-runc-v2" }}
+        source.arm64 = {{ url = "https://example.org/c.tar.xz", extract = "./bin/containerd-shim-runc-v2" }}
+        source.riscv64 = {{ url = "archives/c.tar.zst", extract = "bin/containerd-shim-runc-v2" }}
 
         [[file]]
         path = "bin/containerd"
         mode = "0755"
-        source = { url = "https://example.org/containerd-2.0.0-linux-amd64.zip", extract = "bin/containerd" }
-        """
-        % SHA,
+        source = {{ url = "https://example.org/containerd-2.0.0-linux-amd64.zip", extract = "bin/containerd" }}
+        """,
     )
     crun = manifest.file("bin/crun")
     assert set(crun.sources) == {"amd64", "arm64"}
@@ -265,7 +264,7 @@ def test_images_refs_platforms_and_local_archives(tmp_path):
     manifest = load(
         tmp_path,
         HEAD
-        + """
+        + f"""
         [[image]]
         name = "pause"
         ref = "registry.k8s.io/pause:3.10"
@@ -276,7 +275,7 @@ def test_images_refs_platforms_and_local_archives(tmp_path):
 
         [[image]]
         name = "coredns"
-        ref = "127.0.0.1:5000/coredns/coredns:v1.11.3@sha256:%s"
+        ref = "127.0.0.1:5000/coredns/coredns:v1.11.3@sha256:{SHA}"
         platform = "linux/arm/v6"
 
         [[image]]
@@ -286,8 +285,7 @@ def test_images_refs_platforms_and_local_archives(tmp_path):
         [[image]]
         name = "app-two"
         ref = "docker-archive:../saved/two.tar"
-        """
-        % SHA,
+        """,
     )
     pause, busybox, coredns, one, two = manifest.images
     assert [pause.platform_for(arch) for arch in ARCHS] == [
@@ -472,7 +470,7 @@ ERRORS = {
         ["unknown key 'colour' in [[file]]; remove it (known keys: path, mode, group, source)"],
     ),
     "unknown key in a per-arch source": (
-        HEAD + '[[file]]\npath = "x"\n[file.source.arm64]\nurl = "x"\nsha265 = "%s"   # <-\n' % SHA,
+        HEAD + f'[[file]]\npath = "x"\n[file.source.arm64]\nurl = "x"\nsha265 = "{SHA}"   # <-\n',
         ["unknown key 'sha265' in [file.source.arm64]; did you mean 'sha256'?"],
     ),
     "unknown key in an inline source": (
@@ -569,7 +567,7 @@ ERRORS = {
         ["unknown key 'amd64' in [file.source]; write [file.source.amd64] with url"],
     ),
     "source without url": (
-        HEAD + '[[file]]\npath = "bin/x"\n[file.source.amd64]   # <-\nsha256 = "%s"\n' % SHA,
+        HEAD + f'[[file]]\npath = "bin/x"\n[file.source.amd64]   # <-\nsha256 = "{SHA}"\n',
         ["[file.source.amd64] has no 'url'; add url ="],
     ),
     "unsupported url scheme": (
@@ -585,7 +583,7 @@ ERRORS = {
         ["is not an absolute file URL"],
     ),
     "upper-case sha256": (
-        HEAD + '[[file]]\npath = "bin/x"\n[file.source.amd64]\nurl = "x"\nsha256 = "%s"   # <-\n' % SHA.upper(),
+        HEAD + f'[[file]]\npath = "bin/x"\n[file.source.amd64]\nurl = "x"\nsha256 = "{SHA.upper()}"   # <-\n',
         ["sha256 must be 64 lower-case hex digits"],
     ),
     "short sha256": (
@@ -769,8 +767,10 @@ def test_the_images_group_is_reserved_for_embedded_images(tmp_path):
     from payload.errors import UsageError
 
     path = tmp_path / "bundle.toml"
-    path.write_text('[bundle]\nname = "x"\nversion = "1"\nentrypoint = ["bin/x"]\n\n'
-                    '[[file]]\npath = "bin/x"\nmode = "0755"\ngroup = "images"\nsource = { url = "x" }\n')
+    path.write_text(
+        '[bundle]\nname = "x"\nversion = "1"\nentrypoint = ["bin/x"]\n\n'
+        '[[file]]\npath = "bin/x"\nmode = "0755"\ngroup = "images"\nsource = { url = "x" }\n'
+    )
     with pytest.raises(UsageError, match=r"bundle.toml:9: group 'images' is where bundler keeps embedded images"):
         load_manifest(path)
 
@@ -779,10 +779,18 @@ def test_every_placeholder_the_device_expands_is_accepted(tmp_path):
     """README: {root}, {images} and {data} expand in the entrypoint, and stub/launch.py expands all three."""
     from stub.launch import command
 
-    text = HEAD.replace('entrypoint = ["bin/hello"]', 'entrypoint = ["bin/hello", "{root}", "{images}", "--state={data}/x"]')
+    text = HEAD.replace(
+        'entrypoint = ["bin/hello"]', 'entrypoint = ["bin/hello", "{root}", "{images}", "--state={data}/x"]'
+    )
     manifest = load(tmp_path, text)
     inst = type("Inst", (), {"path": "/r/id", "images": "/r/id/images", "data": "/r/data"})()
-    assert command(manifest.entrypoint, inst, ["a"]) == ["/r/id/bin/hello", "/r/id", "/r/id/images", "--state=/r/data/x", "a"]
+    assert command(manifest.entrypoint, inst, ["a"]) == [
+        "/r/id/bin/hello",
+        "/r/id",
+        "/r/id/images",
+        "--state=/r/data/x",
+        "a",
+    ]
 
 
 def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
@@ -796,7 +804,8 @@ def test_update_repository_is_optional_and_must_be_a_tag_reference(tmp_path):
     manifest = load(tmp_path, HEAD + '\n[update]\nrepository = "registry.example:5000/edge/demo:stable"\n')
     assert manifest.update_repository == "registry.example:5000/edge/demo:stable"
     digest = "sha256:" + "a" * 64
-    assert_error_at_mark(tmp_path, HEAD + f'\n[update]\nrepository = "r.example/edge/demo@{digest}"  # <-\n',
-                         "not REGISTRY/REPO[:TAG]")
+    assert_error_at_mark(
+        tmp_path, HEAD + f'\n[update]\nrepository = "r.example/edge/demo@{digest}"  # <-\n', "not REGISTRY/REPO[:TAG]"
+    )
     assert_error_at_mark(tmp_path, HEAD + '\n[update]\nrepository = "Not A Ref"  # <-\n', "not REGISTRY/REPO[:TAG]")
     assert_error_at_mark(tmp_path, HEAD + '\n[update]\nrepo = "r.example/x"  # <-\n', "did you mean 'repository'")

@@ -11,8 +11,8 @@ import tarfile
 
 import pytest
 
-from payload.errors import IntegrityError, UsageError
 from bundler.images.archive import read_image_archive, uncompress_layer, uncompressed_manifest
+from payload.errors import IntegrityError, UsageError
 from payload.oci.archive import blob_path, write_image_archive
 from payload.oci.reference import parse_platform, parse_reference, platform_for_arch
 from payload.oci.registry import RegistryClient
@@ -140,8 +140,10 @@ def test_uncompress_layer_of_zstd_and_plain_tar(tmp_path):
     raw = os.urandom(1000) * 50
     (tmp_path / "layer.zst").write_bytes(zstandard.ZstdCompressor().compress(raw))
     (tmp_path / "layer.tar").write_bytes(raw)
-    for name, media_type in (("layer.zst", "application/vnd.oci.image.layer.v1.tar+zstd"),
-                             ("layer.tar", "application/vnd.oci.image.layer.v1.tar")):
+    for name, media_type in (
+        ("layer.zst", "application/vnd.oci.image.layer.v1.tar+zstd"),
+        ("layer.tar", "application/vnd.oci.image.layer.v1.tar"),
+    ):
         assert uncompress_layer(str(tmp_path / name), media_type, str(tmp_path / "out")) == (sha256_of(raw), len(raw))
         assert (tmp_path / "out").read_bytes() == raw
     (tmp_path / "bad.gz").write_bytes(gzip.compress(raw)[:-20])
@@ -150,15 +152,28 @@ def test_uncompress_layer_of_zstd_and_plain_tar(tmp_path):
 
 
 def _tiny_image(layers):
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "rootfs": {"type": "layers", "diff_ids": [sha256_of(x) for x in layers]}}).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256_of(config),
-                   "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256_of(x), "size": len(x)}
-                   for x in layers],
-    }).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [sha256_of(x) for x in layers]},
+        }
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha256_of(config),
+                "size": len(config),
+            },
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256_of(x), "size": len(x)}
+                for x in layers
+            ],
+        }
+    ).encode()
     return manifest, config
 
 
@@ -166,8 +181,14 @@ def test_a_layer_listed_twice_is_stored_once_and_blobs_may_come_from_a_callable(
     layer = b"x" * 3000
     manifest, config = _tiny_image([layer, layer])
     archive = tmp_path / "img.tar"
-    write_image_archive(str(archive), parse_reference("localhost/img@" + sha256_of(manifest)), manifest, config,
-                        lambda digest: io.BytesIO(layer), verify=True)
+    write_image_archive(
+        str(archive),
+        parse_reference("localhost/img@" + sha256_of(manifest)),
+        manifest,
+        config,
+        lambda digest: io.BytesIO(layer),
+        verify=True,
+    )
     assert tar_names(archive).count(blob_path(sha256_of(layer))) == 1
     with tarfile.open(archive) as tar:
         entry = json.load(tar.extractfile("index.json"))["manifests"][0]
@@ -204,8 +225,13 @@ def test_read_oci_archive_written_by_skopeo(images, tmp_path):
 
 def test_read_docker_archive_written_by_skopeo(images, tmp_path):
     archive = tmp_path / "skopeo-docker.tar"
-    skopeo("copy", "--quiet", "--src-tls-verify=false", f"docker://{images.derived}",
-           f"docker-archive:{archive}:example/derived:1")
+    skopeo(
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        f"docker://{images.derived}",
+        f"docker-archive:{archive}:example/derived:1",
+    )
     manifest, config, open_blob = read_image_archive(str(archive))
     expected_config = images.layout.blob(images.layout.manifest("derived")["config"]["digest"])
     assert config == expected_config
@@ -231,8 +257,9 @@ def test_read_multi_platform_oci_archive_needs_the_platform(images, tmp_path):
 def test_round_trip_and_a_tampered_blob_is_caught_when_read(pulled, tmp_path):
     resolved, paths = pulled
     archive = tmp_path / "app.tar"
-    write_image_archive(str(archive), parse_reference("localhost/app:1"), resolved.manifest_bytes,
-                        resolved.config_bytes, paths)
+    write_image_archive(
+        str(archive), parse_reference("localhost/app:1"), resolved.manifest_bytes, resolved.config_bytes, paths
+    )
     manifest, config, open_blob = read_image_archive(str(archive))
     assert (manifest, config) == (resolved.manifest_bytes, resolved.config_bytes)
     layer = resolved.layers[0]

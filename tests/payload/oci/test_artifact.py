@@ -5,19 +5,26 @@ import json
 
 import pytest
 
-from payload.oci import artifact
 from payload.errors import UsageError
+from payload.oci import artifact
 
 
 def entry(arch, version="1.0.0", variant="offline", name="demo", digest="sha256:" + "a" * 64):
     notes = {artifact.NAME: name, artifact.VERSION: version, artifact.VARIANT: variant, artifact.ARCH: arch}
-    return {"mediaType": artifact.OCI_MANIFEST, "digest": digest, "size": 1, "annotations": notes,
-            "platform": artifact.platform_of_arch(arch)}
+    return {
+        "mediaType": artifact.OCI_MANIFEST,
+        "digest": digest,
+        "size": 1,
+        "annotations": notes,
+        "platform": artifact.platform_of_arch(arch),
+    }
 
 
 def arches_of(index_bytes):
-    return [(m["annotations"][artifact.ARCH], m["annotations"][artifact.VERSION])
-            for m in json.loads(index_bytes)["manifests"]]
+    return [
+        (m["annotations"][artifact.ARCH], m["annotations"][artifact.VERSION])
+        for m in json.loads(index_bytes)["manifests"]
+    ]
 
 
 def test_an_index_keeps_other_architectures_of_the_same_version_and_drops_other_versions():

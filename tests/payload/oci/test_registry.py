@@ -145,7 +145,7 @@ def test_interrupted_blob_is_resumed_with_range(images, tmp_path):
     assert len(gets) == 2
     assert "Range" not in gets[0] and gets[1]["Range"] == "bytes=300000-"
     assert sha256sum(dest) == layer["digest"]
-    assert '"GET /v2/test/busybox/blobs/%s HTTP/1.1" 206' % layer["digest"] in images.registry.log()
+    assert '"GET /v2/test/busybox/blobs/{} HTTP/1.1" 206'.format(layer["digest"]) in images.registry.log()
 
 
 def test_pull_cut_off_is_kept_and_resumed_by_the_next_run(images, tmp_path):
@@ -197,8 +197,9 @@ def test_whole_blob_found_at_dest_is_hashed_and_reused_without_a_request(images,
     dest.write_bytes(images.layout.blob(layer["digest"]))  # a blob an earlier run left complete
     with FaultProxy(images.registry.port) as proxy:
         with quick_client() as client:
-            assert client.fetch_blob(f"{proxy.host}/test/busybox:1", layer["digest"], str(dest), layer["size"]) \
-                == str(dest)
+            assert client.fetch_blob(f"{proxy.host}/test/busybox:1", layer["digest"], str(dest), layer["size"]) == str(
+                dest
+            )
         assert proxy.blob_requests(layer["digest"]) == []
     assert sha256sum(dest) == layer["digest"]
 
@@ -209,9 +210,11 @@ def test_torn_blob_left_at_dest_by_a_crash_is_fetched_again(images, tmp_path, ca
     zeros where the data did not reach the disk. Reuse hashes them, so such a file is never trusted."""
     layer = images.layers("base")[0]
     good = images.layout.blob(layer["digest"])
-    torn = {"truncated": good[: len(good) // 3],
-            "zeroed block": good[:4096] + b"\0" * 4096 + good[8192:],
-            "flipped byte": good[:777] + bytes([good[777] ^ 1]) + good[778:]}[tear]
+    torn = {
+        "truncated": good[: len(good) // 3],
+        "zeroed block": good[:4096] + b"\0" * 4096 + good[8192:],
+        "flipped byte": good[:777] + bytes([good[777] ^ 1]) + good[778:],
+    }[tear]
     dest = tmp_path / "layer"
     dest.write_bytes(torn)
     with FaultProxy(images.registry.port) as proxy:
@@ -220,7 +223,7 @@ def test_torn_blob_left_at_dest_by_a_crash_is_fetched_again(images, tmp_path, ca
         gets = proxy.blob_requests(layer["digest"])
     assert len(gets) == 1 and "Range" not in gets[0]  # fetched whole, not resumed from the torn file
     assert sha256sum(dest) == layer["digest"]
-    assert "does not hold blob %s" % layer["digest"] in capfd.readouterr().err
+    assert "does not hold blob {}".format(layer["digest"]) in capfd.readouterr().err
 
 
 def test_blob_larger_than_its_descriptor_is_refused(client, images, tmp_path):
@@ -344,9 +347,17 @@ def test_no_authorization_header_across_a_redirect_to_another_host(htpasswd_regi
 
 def skopeo_raw_auth(registry: Registry, name: str) -> bytes:
     return subprocess.run(
-        ["skopeo", "inspect", "--raw", "--tls-verify=false", "--creds", f"{USER}:{PASSWORD}",
-         f"docker://{registry.host}/{name}"],
-        check=True, capture_output=True,
+        [
+            "skopeo",
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            f"{USER}:{PASSWORD}",
+            f"docker://{registry.host}/{name}",
+        ],
+        check=True,
+        capture_output=True,
     ).stdout
 
 
@@ -394,9 +405,7 @@ def test_bearer_token_anonymous_pull(token_registry, images, tmp_path):
     assert resolved.manifest_digest == images.digest("base")
     assert sha256sum(tmp_path / "layer") == layer["digest"]
     # One anonymous token for the repository, reused for the manifest, the config and the layer.
-    assert tokens.requests == [
-        ("GET", {"scope": "repository:hub/busybox:pull", "service": tokens.service}, None)
-    ]
+    assert tokens.requests == [("GET", {"scope": "repository:hub/busybox:pull", "service": tokens.service}, None)]
 
 
 def test_bearer_token_from_identity_token(token_registry, images, tmp_path):
@@ -463,9 +472,18 @@ def test_https_registry_certificate_is_checked(images, image_layout, tmp_path, m
     certificate, key = self_signed_certificate(tmp_path, address)
     with Registry(tmp_path / "storage", listen=address, tls=(certificate, key)) as registry:
         subprocess.run(
-            ["skopeo", "copy", "--quiet", "--dest-cert-dir", str(tmp_path / "none"), "--dest-tls-verify=false",
-             f"oci:{image_layout.path}:base", f"docker://{registry.host}/test/busybox:1"],
-            check=True, capture_output=True,
+            [
+                "skopeo",
+                "copy",
+                "--quiet",
+                "--dest-cert-dir",
+                str(tmp_path / "none"),
+                "--dest-tls-verify=false",
+                f"oci:{image_layout.path}:base",
+                f"docker://{registry.host}/test/busybox:1",
+            ],
+            check=True,
+            capture_output=True,
         )
         ref = f"{registry.host}/test/busybox:1"
         with quick_client() as client, pytest.raises(NetworkError) as caught:
@@ -483,9 +501,16 @@ def test_loopback_registry_over_tls_is_found_after_plain_http(images, image_layo
     certificate, key = self_signed_certificate(tmp_path, "127.0.0.1")
     with Registry(tmp_path / "storage", tls=(certificate, key)) as registry:
         subprocess.run(
-            ["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
-             f"oci:{image_layout.path}:base", f"docker://{registry.host}/test/busybox:1"],
-            check=True, capture_output=True,
+            [
+                "skopeo",
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+                f"oci:{image_layout.path}:base",
+                f"docker://{registry.host}/test/busybox:1",
+            ],
+            check=True,
+            capture_output=True,
         )
         with quick_client() as client:
             resolved = client.resolve(f"{registry.host}/test/busybox:1", AMD64)
