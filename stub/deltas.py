@@ -12,7 +12,7 @@ from payload import delta, fs
 from payload.errors import BundleError
 from payload.oci import artifact
 from payload.progress import size_text
-from stub import install
+from stub.root import Installation
 
 
 class Deltas:
@@ -63,7 +63,7 @@ class Deltas:
                 raise delta.DeltaUnusable("its record names another frame")
             old_entries = delta.reference_entries(self.running.index, new_entries)
             delta.check_usable(patch, self.bound)
-            old = install.Installation(self.root, self.running.bundle_id)
+            old = Installation(self.root, self.running.bundle_id)
             if not old.is_installed():
                 raise delta.DeltaUnusable(f"this version is not installed in {self.root}")
             patch_path, fetched = artifact.fetch_blob_into(self.client, self.pinned, layer, self.downloads)

@@ -12,6 +12,7 @@ import re
 from payload import fs
 from payload.errors import HostError
 from stub import install, locking, owner
+from stub.root import CURRENT, LOCK, LOCKS_DIR, PREVIOUS
 
 _BUNDLE_ID = re.compile(r"[0-9a-f]{64}")
 
@@ -46,20 +47,20 @@ def collect(root, name=None):
     With `name`, a root that belongs to another bundle is refused (stub/owner.py)."""
     root = os.path.abspath(root)
     done = Collection(root)
-    if not os.path.isdir(os.path.join(root, install.LOCKS_DIR)):
+    if not os.path.isdir(os.path.join(root, LOCKS_DIR)):
         return done  # nothing was ever installed here
     install.prepare_root(root)
     if name is not None:
         owner.check(root, name)
-    lock = locking.exclusive(os.path.join(root, install.LOCK))
+    lock = locking.exclusive(os.path.join(root, LOCK))
     try:
         install.remove_stale_work(root)
-        keep = set(filter(None, (fs.link_target(os.path.join(root, link)) for link in ("current", "previous"))))
+        keep = set(filter(None, (fs.link_target(os.path.join(root, link)) for link in (CURRENT, PREVIOUS))))
         for bundle_id in _installed_versions(root):
             if bundle_id in keep:
                 done.kept.append(bundle_id)
                 continue
-            held = locking.try_exclusive(os.path.join(root, install.LOCKS_DIR, bundle_id))
+            held = locking.try_exclusive(os.path.join(root, LOCKS_DIR, bundle_id))
             if held is None:
                 done.in_use.append(bundle_id)
                 continue
@@ -85,9 +86,9 @@ def _remove(root, bundle_id):
 
 def _remove_kept_executables(root, keep):
     """Bundle files an update kept (stub/update.py) serve a rollback to `current` or `previous` only."""
-    from stub.update import KEPT
+    from stub.root import KEPT_DIR
 
-    directory = os.path.join(root, KEPT)
+    directory = os.path.join(root, KEPT_DIR)
     try:
         names = os.listdir(directory)
     except FileNotFoundError:

@@ -7,8 +7,7 @@ import sys
 
 from payload.errors import IntegrityError
 from payload.rules import IMAGES_DIR, LAYOUT_BLOBS, blob_path
-
-PULLS_DIR = ".pulls"
+from stub.root import PULLS_DIR
 
 
 def _blob(root, digest):

@@ -7,40 +7,11 @@ import sys
 
 from payload import fs, progress
 from payload.errors import HostError
-from payload.rules import IMAGES_DIR
 from stub import locking, owner
+from stub.root import CURRENT, INDEX_FILE, LOCK, LOCKS_DIR, MARKER, PREVIOUS
 
-MARKER = ".bundle-installed"
 WORK_SUFFIX = fs.TEMP_MARK  # work dirs, temp files and symlinks being swapped all carry it
-LOCK = ".lock"
-LOCKS_DIR = ".locks"
 SPACE_MARGIN = 16 << 20  # kept free after an install, so that the runtime does not start on a full disk
-
-
-def default_root(name, environ):
-    if environ.get("BUNDLE_DIR"):
-        return environ["BUNDLE_DIR"]
-    if os.geteuid() == 0:
-        return os.path.join("/var/lib", name)
-    base = environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(base, name)
-
-
-class Installation:
-    """Where one bundle version lives on this device."""
-
-    def __init__(self, root, bundle_id):
-        self.root = os.path.abspath(root)
-        self.bundle_id = bundle_id
-        self.path = os.path.join(self.root, bundle_id)
-        self.images = os.path.join(self.path, IMAGES_DIR)
-        self.data = os.path.join(self.root, "data")
-
-    def is_installed(self):
-        return os.path.isfile(os.path.join(self.path, MARKER))
-
-    def version_lock(self):
-        return os.path.join(self.root, LOCKS_DIR, self.bundle_id)
 
 
 def prepare_root(root):
@@ -92,12 +63,12 @@ def remove_stale_work(root):
 
 def point_current(root, bundle_id):
     """Make `current` name this version, and `previous` the one `current` named before."""
-    current = os.path.join(root, "current")
+    current = os.path.join(root, CURRENT)
     old = fs.link_target(current)
     if old == bundle_id:
         return
     if old is not None:
-        fs.replace_symlink(old, os.path.join(root, "previous"), durable=False)
+        fs.replace_symlink(old, os.path.join(root, PREVIOUS), durable=False)
     fs.replace_symlink(bundle_id, current)
 
 
@@ -143,7 +114,7 @@ def install(payload, f, inst, after_extract=None):
             if after_extract is not None:
                 after_extract(work)
             # What this version is (its version string, for the downgrade check; its entries, for repair).
-            fs.write_atomic(os.path.join(work, owner.INDEX_FILE), payload.index_bytes, durable=False)
+            fs.write_atomic(os.path.join(work, INDEX_FILE), payload.index_bytes, durable=False)
             _write_marker(work, inst.bundle_id)
         fs.fsync_dir(inst.root)
         owner.record(inst.root, index.name)  # only once something of this name is installed

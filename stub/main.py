@@ -3,6 +3,8 @@
 import os
 import sys
 
+from stub.root import CURRENT, Installation, default_root
+
 
 def _executable():
     return os.path.realpath(sys.executable if getattr(sys, "frozen", False) else os.environ["BUNDLE_EXECUTABLE"])
@@ -53,21 +55,21 @@ def run(prog, args):
             return 0
         name = payload.index.name
         if opts.gc:
-            from stub import gc, install
+            from stub import gc
 
-            root = opts.dir or install.default_root(name, os.environ)
+            root = opts.dir or default_root(name, os.environ)
             sys.stdout.write(gc.collect(root, name).summary() + "\n")
             return 0
         if opts.repair:
-            from stub import install, repair
+            from stub import repair
 
-            root = opts.dir or install.default_root(name, os.environ)
-            sys.stdout.write(repair.repair(payload, f, install.Installation(root, payload.bundle_id)) + "\n")
+            root = opts.dir or default_root(name, os.environ)
+            sys.stdout.write(repair.repair(payload, f, Installation(root, payload.bundle_id)) + "\n")
             return 0
         if opts.rollback:
-            from stub import install, rollback
+            from stub import rollback
 
-            root = opts.dir or install.default_root(name, os.environ)
+            root = opts.dir or default_root(name, os.environ)
             sys.stdout.write(rollback.rollback(root, name, path, payload.bundle_id) + "\n")
             return 0
         if opts.update:
@@ -82,8 +84,8 @@ def _install_and_run(payload, f, opts):
     from stub import images, install, launch, locking, owner, rollback
 
     index = payload.index
-    root = opts.extract or opts.dir or install.default_root(index.name, os.environ)
-    inst = install.Installation(root, payload.bundle_id)
+    root = opts.extract or opts.dir or default_root(index.name, os.environ)
+    inst = Installation(root, payload.bundle_id)
     if images.will_pull(inst, index, opts):
         images.start_pull_early()
     install.prepare_root(inst.root)
@@ -108,7 +110,7 @@ def _install_and_run(payload, f, opts):
         check_outside(payload, f)
         key_to_pin = trust.check_before_install(payload, inst.root, opts.key)
     # A crash can leave `current` unset; an allowed downgrade, and --bundle-install, make this version current.
-    if not installed or downgrade or opts.install or not os.path.lexists(os.path.join(inst.root, "current")):
+    if not installed or downgrade or opts.install or not os.path.lexists(os.path.join(inst.root, CURRENT)):
         install.install(payload, f, inst, after_extract=lambda work: images.write_embedded(work, index))
     if key_to_pin is not None:
         trust.pin(inst.root, key_to_pin)  # only once the install holds

@@ -8,27 +8,25 @@ import os
 
 from payload import fs, jsondecode
 from payload.errors import HostError
-
-RECORD = ".bundle-name"
-INDEX_FILE = ".bundle-index.json"  # written into every installed version by install.py
+from stub.root import CURRENT, INDEX_FILE, OWNER
 
 
 def _recorded(root):
     try:
-        with open(os.path.join(root, RECORD), "rb") as f:  # bytes: a text open() imports the locale machinery
+        with open(os.path.join(root, OWNER), "rb") as f:  # bytes: a text open() imports the locale machinery
             return f.read().decode("utf-8", "replace").strip() or None
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise HostError(
-            f"cannot read {os.path.join(root, RECORD)}: {exc.strerror}; check the install root's permissions"
+            f"cannot read {os.path.join(root, OWNER)}: {exc.strerror}; check the install root's permissions"
         )
 
 
 def _current_name(root):
     """The name in the index of `current`, for a root installed before the record existed."""
     try:
-        with open(os.path.join(root, "current", INDEX_FILE), "rb") as f:
+        with open(os.path.join(root, CURRENT, INDEX_FILE), "rb") as f:
             return jsondecode.loads(f.read()).get("name")
     except (OSError, ValueError):
         return None
@@ -43,7 +41,7 @@ def check(root, name):
     found = owner(root)
     if found is not None and found != name:
         raise HostError(
-            f"install root {root} belongs to bundle '{found}' (recorded in {os.path.join(root, RECORD)}); this is bundle '{name}': give it its "
+            f"install root {root} belongs to bundle '{found}' (recorded in {os.path.join(root, OWNER)}); this is bundle '{name}': give it its "
             "own --bundle-dir (or env BUNDLE_DIR)"
         )
 
@@ -51,4 +49,4 @@ def check(root, name):
 def record(root, name):
     """Under the install lock, after check(): record `name` as the owner if nobody is recorded yet."""
     if _recorded(root) is None:
-        fs.write_atomic(os.path.join(root, RECORD), name + "\n")
+        fs.write_atomic(os.path.join(root, OWNER), name + "\n")

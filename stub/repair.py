@@ -16,6 +16,7 @@ import tempfile
 from payload import fs
 from payload.errors import HostError, IntegrityError
 from stub import images, install, locking, owner
+from stub.root import LOCK
 
 _CHUNK = 1 << 20
 
@@ -84,7 +85,7 @@ def repair(payload, f, inst):
     if not inst.is_installed():
         install.install(payload, f, inst, after_extract=lambda work: images.write_embedded(work, index))
         return f"{inst.root}: {index.name} {index.version} was not installed; installed it ({inst.bundle_id[:12]})"
-    lock = locking.exclusive(os.path.join(inst.root, install.LOCK))
+    lock = locking.exclusive(os.path.join(inst.root, LOCK))
     work = None
     try:
         install.remove_stale_work(inst.root)

@@ -8,6 +8,7 @@ from payload import fs, jsondecode
 from payload.errors import HostError
 from payload.versions import is_older
 from stub import install, locking, owner
+from stub.root import CURRENT, INDEX_FILE, LOCK, LOCKS_DIR, PREVIOUS, Installation
 
 
 def _target(root, name):
@@ -17,7 +18,7 @@ def _target(root, name):
 def installed_version(root, bundle_id):
     """The version string recorded in an installed version dir, or None when it has no record."""
     try:
-        with open(os.path.join(root, bundle_id, owner.INDEX_FILE), "rb") as f:
+        with open(os.path.join(root, bundle_id, INDEX_FILE), "rb") as f:
             version = jsondecode.loads(f.read()).get("version")
     except (OSError, ValueError):
         return None
@@ -30,7 +31,7 @@ def _describe(root, bundle_id):
 
 def newer_current(root, bundle_id, version):
     """The version `current` names when it is another version newer than `version`, else None."""
-    current = _target(root, "current")
+    current = _target(root, CURRENT)
     if current is None or current == bundle_id:
         return None
     current_version = installed_version(root, current)
@@ -55,20 +56,20 @@ def rollback(root, name, executable=None, bundle_id=None):
     bundle file running this, of `bundle_id`) is the one an update put in place of the version now made current,
     the bundle file that update kept (stub/update.py) is put back too, and this one kept in its place."""
     root = os.path.abspath(root)
-    if not os.path.isdir(os.path.join(root, install.LOCKS_DIR)):
+    if not os.path.isdir(os.path.join(root, LOCKS_DIR)):
         raise HostError(f"nothing is installed in {root}, so there is nothing to roll back; check --bundle-dir")
     install.prepare_root(root)
     owner.check(root, name)
-    lock = locking.exclusive(os.path.join(root, install.LOCK))
+    lock = locking.exclusive(os.path.join(root, LOCK))
     try:
-        current, previous = _target(root, "current"), _target(root, "previous")
+        current, previous = _target(root, CURRENT), _target(root, PREVIOUS)
         if previous is None or previous == current:
             raise HostError(
                 "{} has no previous version to roll back to (current: {})".format(
                     root, _describe(root, current) if current else "none"
                 )
             )
-        if not install.Installation(root, previous).is_installed():
+        if not Installation(root, previous).is_installed():
             raise HostError(
                 f"the previous version {previous[:12]} in {root} is not completely installed; start its bundle file "
                 "to install it again"
@@ -131,8 +132,8 @@ def _exchange(root, current, previous):
     """Swap what `current` and `previous` name: in one atomic rename where the kernel can. Elsewhere each link
     is replaced atomically, `current` first, so a crash in between leaves `current` naming the rolled-back
     (installed) version, and `previous` naming it too: never a root without a usable `current`."""
-    if _rename_exchange(os.path.join(root, "current"), os.path.join(root, "previous")):
+    if _rename_exchange(os.path.join(root, CURRENT), os.path.join(root, PREVIOUS)):
         fs.fsync_dir(root)
         return
-    fs.replace_symlink(previous, os.path.join(root, "current"), durable=False)
-    fs.replace_symlink(current, os.path.join(root, "previous"))
+    fs.replace_symlink(previous, os.path.join(root, CURRENT), durable=False)
+    fs.replace_symlink(current, os.path.join(root, PREVIOUS))

@@ -14,9 +14,8 @@ import os
 from payload import fs
 from payload.errors import HostError
 from payload.signing import claimed_signer_in, fingerprint, load_public_key, public_key_to_pem, required_key, signer
-from stub import install, locking, options
-
-PINS_DIR = ".trusted-keys"
+from stub import locking, options
+from stub.root import LOCK, PINS_DIR
 
 
 def pins_dir(root):
@@ -41,7 +40,7 @@ def pin(root, public_key):
     path = os.path.join(directory, hashlib.sha256(public_key).hexdigest()[:32] + ".pub")
     if os.path.exists(path):
         return path
-    lock = locking.exclusive(os.path.join(root, install.LOCK))
+    lock = locking.exclusive(os.path.join(root, LOCK))
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
         fs.remove_dead_temps(directory)  # left by a start killed while pinning

@@ -5,7 +5,7 @@ device trusts before anything else is fetched; then each blob of the new executa
 has it: this bundle file when its sha256 is unchanged, a delta (fetch_delta, a hook), else the registry, whole.
 The new executable is rebuilt beside the old one, every blob hashed on the way, then installed from there (every
 entry verified) as `current` (the old `current` becomes `previous`), and only then renamed over the old file,
-which is kept under the install root (KEPT) so --bundle-rollback can put it back. Nothing is run.
+which is kept under the install root (KEPT_DIR) so --bundle-rollback can put it back. Nothing is run.
 
 Blobs fetched are kept in <root>/.updates/<new bundle id>/ until the update is complete, so an interrupted update
 resumes (each kept blob is re-hashed before it is used).
@@ -19,14 +19,14 @@ from payload import fs
 from payload.errors import HostError, UsageError
 from payload.oci import artifact
 from payload.progress import size_text
+from stub.root import KEPT_DIR, LOCK, Installation, default_root
 
 UPDATES_DIR = ".updates"  # under the install root: blobs of updates in progress
-KEPT = ".executables"  # under the install root: bundle files an update replaced, named by bundle id
 OUTPUT_OPTION = "--bundle-update-output"
 
 
 def kept_path(root, bundle_id):
-    return os.path.join(root, KEPT, bundle_id)
+    return os.path.join(root, KEPT_DIR, bundle_id)
 
 
 def update(payload, f, path, opts, environ):
@@ -44,12 +44,12 @@ def update(payload, f, path, opts, environ):
         )
     output = os.path.abspath(opts.update_output or path)
     _check_writable(output, bool(opts.update_output))
-    root = os.path.abspath(opts.dir or install.default_root(index.name, environ))
+    root = os.path.abspath(opts.dir or default_root(index.name, environ))
     install.prepare_root(root)
     owner.check(root, index.name)
     downloads_root = os.path.join(root, UPDATES_DIR)
     fs.safe_mkdir(downloads_root)
-    lock = locking.exclusive(os.path.join(downloads_root, ".lock"))  # one update at a time (install has its own)
+    lock = locking.exclusive(os.path.join(downloads_root, LOCK))  # one update at a time (install has its own)
     try:
         with images.registry_client(opts, environ) as client:
             pinned, art = artifact.resolve(client, reference, index.arch, index.variant)
@@ -83,7 +83,7 @@ def update(payload, f, path, opts, environ):
                     _keep(root, payload.bundle_id, path)
                 with open(temp, "rb") as built:
                     rebuilt = open_payload(temp, built)
-                    inst = install.Installation(root, rebuilt.bundle_id)
+                    inst = Installation(root, rebuilt.bundle_id)
                     install.install(
                         rebuilt, built, inst, after_extract=lambda work: images.write_embedded(work, rebuilt.index)
                     )

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from stub import gc, install
+from stub.root import LOCK, LOCKS_DIR, MARKER
 
 IDS = {name: (name[0] * 64) for name in ("a", "b", "c", "d", "e")}
 
@@ -17,14 +18,14 @@ def make_version(root, bundle_id):
     os.makedirs(os.path.join(path, "bin"))
     with open(os.path.join(path, "bin", "tool"), "w") as f:
         f.write("#!/bin/sh\n")
-    with open(os.path.join(path, install.MARKER), "w") as f:
+    with open(os.path.join(path, MARKER), "w") as f:
         f.write(bundle_id + "\n")
 
 
 @pytest.fixture
 def root(tmp_path):
     root = str(tmp_path / "root")
-    os.makedirs(os.path.join(root, install.LOCKS_DIR))
+    os.makedirs(os.path.join(root, LOCKS_DIR))
     for bundle_id in IDS.values():
         make_version(root, bundle_id)
     os.symlink(IDS["e"], os.path.join(root, "current"))
@@ -39,7 +40,7 @@ class Holder:
     """A real process that holds a version's shared lock, as a running runtime does."""
 
     def __init__(self, root, bundle_id):
-        lock = self.lock = os.path.join(root, install.LOCKS_DIR, bundle_id)
+        lock = self.lock = os.path.join(root, LOCKS_DIR, bundle_id)
         self.ready = lock + ".ready"
         self.proc = subprocess.Popen(
             ["flock", "--shared", lock, "sh", "-c", 'touch "$0"; exec sleep 30', self.ready], start_new_session=True
@@ -82,7 +83,7 @@ def test_removes_all_but_current_previous_and_versions_in_use(root):
 def test_waits_for_an_install_in_progress(root):
     # The install lock is held by a real process: gc must not touch the root until it is released.
     started = time.time()
-    proc = subprocess.Popen(["flock", os.path.join(root, install.LOCK), "sleep", "0.5"])
+    proc = subprocess.Popen(["flock", os.path.join(root, LOCK), "sleep", "0.5"])
     time.sleep(0.1)
     done = gc.collect(root)
     proc.wait()

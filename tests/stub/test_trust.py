@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from payload.errors import IntegrityError, UsageError
 from payload.signing import fingerprint
 from stub import trust
+from stub.root import PINS_DIR
 from tests.fixtures.signed import make_payload, raw, spki_pem
 
 
@@ -36,7 +37,7 @@ def pub_file(tmp_path, key, name="release.pub"):
 
 
 def pinned_files(root):
-    directory = os.path.join(root, trust.PINS_DIR)
+    directory = os.path.join(root, PINS_DIR)
     return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
 
 
@@ -68,7 +69,7 @@ def test_a_pinned_key_refuses_unsigned_and_foreign_bundles_later(root, release, 
     trust.pin(root, trust.check_before_install(make_payload(release, require=release), root))
     with pytest.raises(IntegrityError) as caught:
         trust.check_before_install(make_payload(None, version="2.0.0"), root)
-    assert f"this device (keys pinned in {os.path.join(root, trust.PINS_DIR)})" in str(caught.value)
+    assert f"this device (keys pinned in {os.path.join(root, PINS_DIR)})" in str(caught.value)
     # A bundle that names another key as its own requirement gets nowhere either.
     with pytest.raises(IntegrityError, match=re.escape(fingerprint(raw(release)))):
         trust.check_before_install(make_payload(rogue, require=rogue), root)
@@ -76,16 +77,16 @@ def test_a_pinned_key_refuses_unsigned_and_foreign_bundles_later(root, release, 
 
 
 def test_the_operator_can_pin_a_key_by_copying_a_pub_file(root, release, rogue, tmp_path):
-    os.makedirs(os.path.join(root, trust.PINS_DIR))
-    pub_file(tmp_path / "root", release, os.path.join(trust.PINS_DIR, "ops.pub"))
+    os.makedirs(os.path.join(root, PINS_DIR))
+    pub_file(tmp_path / "root", release, os.path.join(PINS_DIR, "ops.pub"))
     with pytest.raises(IntegrityError):
         trust.check_before_install(make_payload(rogue), root)
     trust.check_before_install(make_payload(release), root)
 
 
 def test_a_broken_pin_file_is_named(root, release):
-    os.makedirs(os.path.join(root, trust.PINS_DIR))
-    with open(os.path.join(root, trust.PINS_DIR, "bad.pub"), "w") as f:
+    os.makedirs(os.path.join(root, PINS_DIR))
+    with open(os.path.join(root, PINS_DIR, "bad.pub"), "w") as f:
         f.write("not a key\n")
     with pytest.raises(UsageError, match="bad.pub is not a PEM public key"):
         trust.check_before_install(make_payload(release), root)

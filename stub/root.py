@@ -1,0 +1,50 @@
+"""The install root's layout, as docs/format.md section 8 ("On the device") specifies it: every name under <root>
+is spelled here and nowhere else, and every other module asks for its paths here."""
+
+import os
+
+from payload.rules import IMAGES_DIR
+
+LOCK = ".lock"  # exclusive flock: install, move `current`, pull, pin, gc
+LOCKS_DIR = ".locks"  # a shared flock per version, held by every process that runs it
+MARKER = ".bundle-installed"  # in a version dir, written last: without it the version is not installed
+INDEX_FILE = ".bundle-index.json"  # in a version dir: the version's index bytes
+OWNER = ".bundle-name"  # the name of the bundle that first installed in this root
+CURRENT = "current"
+PREVIOUS = "previous"
+PINS_DIR = ".trusted-keys"  # pinned public keys
+KEPT_DIR = ".executables"  # bundle files an update replaced, named by bundle id
+PULLS_DIR = ".pulls"  # partly pulled blobs, resumed with Range
+DATA_DIR = "data"  # state that outlives versions
+
+
+def default_root(name, environ):
+    """--bundle-dir aside: $BUNDLE_DIR, else /var/lib/<name> as root, else the user's data directory."""
+    if environ.get("BUNDLE_DIR"):
+        return environ["BUNDLE_DIR"]
+    if os.geteuid() == 0:
+        return os.path.join("/var/lib", name)
+    base = environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, name)
+
+
+def at(root, name):
+    """The path of one of the names above under `root`."""
+    return os.path.join(root, name)
+
+
+class Installation:
+    """Where one bundle version lives on this device."""
+
+    def __init__(self, root, bundle_id):
+        self.root = os.path.abspath(root)
+        self.bundle_id = bundle_id
+        self.path = os.path.join(self.root, bundle_id)
+        self.images = os.path.join(self.path, IMAGES_DIR)
+        self.data = os.path.join(self.root, DATA_DIR)
+
+    def is_installed(self):
+        return os.path.isfile(os.path.join(self.path, MARKER))
+
+    def version_lock(self):
+        return os.path.join(self.root, LOCKS_DIR, self.bundle_id)
