@@ -5,7 +5,7 @@ field and rule is specified in docs/format.md (section 3); the rules themselves 
 """
 
 from payload import FORMAT_VERSION, arches, jsondecode, rules, small_sha
-from payload.errors import IntegrityError, UsageError
+from payload.errors import IntegrityError
 
 KINDS = ("file", "blob")
 LAYERS_RAW = "raw"  # embedded layers stored uncompressed, under a rewritten manifest (docs/images.md)
@@ -103,7 +103,7 @@ class ImageRecord:
         what = f"image {name!r}"
         _object(doc, _IMAGE_KEYS + (_EMBEDDED_KEYS if embedded else ()), (), what)
         _require(
-            isinstance(doc["ref"], str) and _is_reference(doc["ref"]),
+            isinstance(doc["ref"], str) and rules.is_reference(doc["ref"]),
             "{}: ref {!r} is not an image reference".format(what, doc["ref"]),
         )
         _require(
@@ -122,16 +122,6 @@ class ImageRecord:
         )
         _require(rules.is_size(doc["size"]), f"{what}: bad size")
         return cls(name, doc["ref"], doc["platform"], doc["digest"], True, doc["manifest"], doc["layers"], doc["size"])
-
-
-def _is_reference(text):
-    from payload.oci.reference import parse_reference
-
-    try:
-        parse_reference(text)
-    except UsageError:
-        return False
-    return True
 
 
 class Frame:

@@ -14,6 +14,8 @@ _HEX = DIGITS + "abcdef"
 _BASE64 = LETTERS + DIGITS + "+/"
 _PLATFORM_PART = LOWER + DIGITS + "_.-"
 _WORD = LETTERS + DIGITS + "_"
+_LOWER_DIGITS = LOWER + DIGITS
+_ALNUM = LETTERS + DIGITS
 
 # Names become paths on the device (/var/lib/NAME, images/NAME.tar) and parts of file names on the build host.
 NAME_RULE = "use lower-case letters, digits and '-', starting with a letter"
@@ -21,6 +23,7 @@ VERSION_RULE = "use letters, digits and '.+_-', starting with a letter or digit"
 MAX_MODE = 0o777  # no setuid, setgid or sticky bit
 DEFAULT_MODE = 0o644
 PLACEHOLDERS = ("{root}", "{images}", "{data}")
+DOCKER_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io")
 IMAGES_DIR = "images"  # under an installed version: one archive per image, and the blobs while installing
 LAYOUT_BLOBS = "blobs"  # where an OCI image layout, and IMAGES_DIR while installing, keep blobs by digest
 
@@ -30,8 +33,11 @@ def _spelled(value, first, rest):
     return isinstance(value, str) and value[:1] != "" and value[0] in first and not value[1:].strip(rest)
 
 
-def _only(value, chars, length):
-    return isinstance(value, str) and len(value) == length and not value.strip(chars)
+def _only(value, chars, length=None):
+    """Whether `value` is a non-empty str of `chars` only (of exactly `length` characters, when given)."""
+    return (
+        isinstance(value, str) and value != "" and (length is None or len(value) == length) and not value.strip(chars)
+    )
 
 
 def is_name(value):  # [a-z][a-z0-9-]*
@@ -81,18 +87,86 @@ def is_platform(value):  # os/arch or os/arch/variant, each part [a-z0-9_.-]+
     return len(parts) in (2, 3) and all(part and not part.strip(_PLATFORM_PART) for part in parts)
 
 
+def _is_component(text):  # [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*
+    i = 0
+    while i < len(text):
+        j = i
+        while j < len(text) and text[j] in _LOWER_DIGITS:
+            j += 1
+        if j == i:
+            return False
+        if j == len(text):
+            return True
+        k = j
+        while k < len(text) and text[k] in "._-":
+            k += 1
+        separator = text[j:k]
+        if not (separator in (".", "_", "__") or not separator.strip("-")):
+            return False
+        i = k
+    return False  # empty, or ends with a separator
+
+
+def is_oci_digest(value):  # sha256:[0-9a-f]{64} or sha512:[0-9a-f]{128}, as registries name blobs
+    return is_digest(value) or (isinstance(value, str) and value[:7] == "sha512:" and _only(value[7:], _HEX, 128))
+
+
+def is_registry_host(text):  # host(.host)*(:port)? or [ipv6](:port)?, host [a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?
+    if not isinstance(text, str):
+        return False
+    host = text
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 2 or not _only(text[1:close], _HEX + "ABCDEF:"):
+            return False
+        rest = text[close + 1 :]
+        return rest == "" or (rest[:1] == ":" and _only(rest[1:], DIGITS))
+    if ":" in text:
+        host, _, port = text.rpartition(":")
+        if not _only(port, DIGITS):
+            return False
+    for label in host.split("."):
+        if not label or not _only(label, _ALNUM + "-") or label[0] == "-" or label[-1] == "-":
+            return False
+    return True
+
+
+def split_reference(text):
+    """(domain or None, path, tag or None, digest or None) when `text` is an image reference by the distribution
+    grammar, else None. The domain is the first path component when it looks like a host (a dot, a port, or
+    `localhost`), as docker decides; payload/oci/reference.py normalises the rest."""
+    if not isinstance(text, str) or not text:
+        return None
+    rest, digest, tag = text, None, None
+    if "@" in rest:
+        rest, digest = rest.split("@", 1)
+        if not is_oci_digest(digest):
+            return None
+    slash, colon = rest.rfind("/"), rest.rfind(":")
+    if colon > slash:
+        rest, tag = rest[:colon], rest[colon + 1 :]
+        if not _spelled(tag, _WORD, _WORD + ".-") or len(tag) > 128:
+            return None
+    first, sep, remainder = rest.partition("/")
+    domain = None
+    if sep and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
+        if not is_registry_host(first):
+            return None
+        domain, rest = first, remainder
+    hub = domain is None or domain.lower() in DOCKER_HUB_ALIASES
+    length = len(rest) + (len("library/") if hub and "/" not in rest else 0)  # as normalised: library/busybox
+    if length > 255 or not all(_is_component(c) for c in rest.split("/")):
+        return None
+    return domain, rest, tag, digest
+
+
+def is_reference(value):
+    return split_reference(value) is not None
+
+
 def is_update_repository(value):
     """An image reference with a tag or none (latest), never a digest: where --bundle-update looks by default."""
-    from payload.errors import UsageError
-    from payload.oci.reference import parse_reference
-
-    if not isinstance(value, str) or "@" in value:
-        return False
-    try:
-        parse_reference(value)
-    except UsageError:
-        return False
-    return True
+    return isinstance(value, str) and "@" not in value and is_reference(value)
 
 
 def is_size(value):

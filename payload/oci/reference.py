@@ -6,16 +6,14 @@ References are normalised the way docker does: `busybox` is
 
 import hashlib
 import json
-import re
 from typing import NamedTuple, Optional
 
 from payload import arches
 from payload.errors import IntegrityError, UsageError
-from payload.rules import is_platform
+from payload.rules import DOCKER_HUB_ALIASES, is_oci_digest, is_platform, is_registry_host, split_reference
 
 DOCKER_HUB_REGISTRY = "registry-1.docker.io"
 DOCKER_HUB_NAME = "docker.io"
-_DOCKER_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
 
 # Media types the client and the archive writer deal with.
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -32,19 +30,10 @@ DOCKER_LAYER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzi
 INDEX_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 
-# The distribution reference grammar (github.com/distribution/reference), reduced to what we need.
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
-_REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*\Z")
-_DOMAIN_RE = re.compile(_DOMAIN + r"\Z")
-_TAG_RE = re.compile(r"[\w][\w.-]{0,127}\Z")
-_DIGEST_RE = re.compile(r"(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})\Z")
-
 
 def check_digest(digest: str, what: str = "digest") -> str:
     """Return `digest` if it is a sha256 or sha512 digest in canonical form; UsageError otherwise."""
-    if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
+    if not is_oci_digest(digest):
         raise UsageError(f"invalid {what} {digest!r}: expected sha256:<64 hex digits>")
     return digest
 
@@ -105,44 +94,19 @@ class Reference(NamedTuple):
 
 def parse_reference(text: str) -> Reference:
     """Parse and normalise an image reference as docker does; UsageError when it is not one."""
-    if not isinstance(text, str) or not text or text != text.strip():
-        raise UsageError(f"invalid image reference {text!r}")
-    rest, digest = text, None
-    if "@" in rest:
-        rest, digest = rest.split("@", 1)
-        if not _DIGEST_RE.match(digest):
-            raise UsageError(f"invalid image reference {text!r}: bad digest {digest!r} (expected sha256:<64 hex>)")
-    tag = None
-    slash = rest.rfind("/")
-    colon = rest.rfind(":")
-    if colon > slash:
-        rest, tag = rest[:colon], rest[colon + 1 :]
-        if not _TAG_RE.match(tag):
-            raise UsageError(f"invalid image reference {text!r}: bad tag {tag!r}")
-    registry, repository = _split_registry(rest)
-    if not _DOMAIN_RE.match(registry):
-        raise UsageError(f"invalid image reference {text!r}: bad registry {registry!r}")
-    if not _REPOSITORY_RE.match(repository) or len(repository) > 255:
+    parts = split_reference(text)
+    if parts is None:
         raise UsageError(
-            f"invalid image reference {text!r}: repository names use lowercase letters, digits and . _ - /"
+            f"invalid image reference {text!r}: expected [registry/]repository[:tag][@sha256:<64 hex>], repository "
+            "names in lowercase letters, digits and . _ - /"
         )
+    domain, repository, tag, digest = parts
+    registry = DOCKER_HUB_REGISTRY if domain is None or domain.lower() in DOCKER_HUB_ALIASES else domain
+    if registry == DOCKER_HUB_REGISTRY and "/" not in repository:
+        repository = "library/" + repository
     if tag is None and digest is None:
         tag = "latest"
     return Reference(registry, repository, tag, digest)
-
-
-def _split_registry(name: str):
-    first, sep, remainder = name.partition("/")
-    # Docker's rule: the first component is a registry only if it looks like a host.
-    if sep and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
-        registry, repository = first, remainder
-    else:
-        registry, repository = DOCKER_HUB_REGISTRY, name
-    if registry.lower() in _DOCKER_HUB_ALIASES:
-        registry = DOCKER_HUB_REGISTRY
-        if "/" not in repository:
-            repository = "library/" + repository
-    return registry, repository
 
 
 class Platform(NamedTuple):
@@ -268,7 +232,7 @@ def parse_insecure_registry(text: str, what: str = "insecure registry") -> str:
     """`HOST:PORT` for plain http: the port is required, so that one service, never a whole host, is trusted
     without TLS."""
     host = parse_registry_host(text, what)
-    if not re.search(r":[0-9]+\Z", host):
+    if not host.rpartition(":")[2].isdigit() or not host.rpartition(":")[2].isascii():
         raise UsageError(
             f"invalid {what} {text!r}: expected HOST:PORT (plain http is allowed to one port of a host, "
             "so name the port, like 127.0.0.1:5000)"
@@ -279,8 +243,12 @@ def parse_insecure_registry(text: str, what: str = "insecure registry") -> str:
 def parse_registry_host(text: str, what: str = "registry") -> str:
     """`HOST[:PORT]` (an `https://` or `http://` prefix and a trailing slash are dropped), for mirrors and
     insecure registries given on a command line."""
-    host = re.sub(r"^https?://", "", (text or "").strip()).rstrip("/")
-    if not _DOMAIN_RE.match(host):
+    host = (text or "").strip()
+    for scheme in ("https://", "http://"):
+        if host.startswith(scheme):
+            host = host[len(scheme) :]
+    host = host.rstrip("/")
+    if not is_registry_host(host):
         raise UsageError(f"invalid {what} {text!r}: expected HOST[:PORT]")
     host = host.lower()
-    return DOCKER_HUB_REGISTRY if host in _DOCKER_HUB_ALIASES else host
+    return DOCKER_HUB_REGISTRY if host in DOCKER_HUB_ALIASES else host

@@ -130,3 +130,69 @@ def test_what_json_loads_refuses_is_refused(text):
 def test_bytes_that_are_not_utf8_are_refused():
     with pytest.raises(ValueError):
         jsondecode.loads(b'"\xff"')
+
+
+# The distribution reference grammar (github.com/distribution/reference), ASCII as in Go's regexp.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+_OCI_DIGEST = r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}"
+_REFERENCE = rf"(?:({_DOMAIN})/)?({_COMPONENT}(?:/{_COMPONENT})*)(?::([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}))?(?:@({_OCI_DIGEST}))?"
+REFERENCES = [
+    "busybox",
+    "library/busybox",
+    "docker.io/x/y",
+    "localhost:5000/a/b",
+    "localhost/a",
+    "127.0.0.1:5000/fleet/demo:1.0",
+    "a.b/c__d/e-f:v1.0_x",
+    "[::1]:5000/a",
+    "reg.io/a/b@sha256:" + "a" * 64,
+    "a/b:tag@sha512:" + "0" * 128,
+    "a--b",
+    "a___b",
+    "a.-b",
+    "reg-.io/a",
+    "reg.io:x/a",
+    "a:" + "t" * 128,
+    "a:" + "t" * 129,
+]
+
+
+def _reference_spec(text):
+    match = re.fullmatch(_REFERENCE, text)
+    if match is None:
+        return False
+    domain, path = match.group(1), match.group(2)
+    # docker takes the first component for a registry only when it looks like a host
+    if domain is not None and not ("." in domain or ":" in domain or domain == "localhost" or domain[0] == "["):
+        domain, path = None, domain + "/" + path
+        if re.fullmatch(rf"{_COMPONENT}(?:/{_COMPONENT})*", path) is None:
+            return False
+    hub = domain is None or domain.lower() in ("docker.io", "index.docker.io", "registry-1.docker.io")
+    return len(path) + (8 if hub and "/" not in path else 0) <= 255  # the normalised library/ prefix counts
+
+
+def reference_corpus():
+    out = set(REFERENCES)
+    for word in REFERENCES:
+        for c in ODD + ["@", "[", "]", "A"]:
+            out.update({c + word, word + c, word[: len(word) // 2] + c + word[len(word) // 2 :], word[1:], word[:-1]})
+    out.update(["a" * n for n in (246, 247, 248, 255, 256)] + ["x/" + "a" * n for n in (252, 253, 254)])
+    return sorted(out)
+
+
+def test_references_agree_with_the_distribution_grammar():
+    disagree = [s for s in reference_corpus() if rules.is_reference(s) != _reference_spec(s)]
+    assert disagree == []
+    assert sum(map(rules.is_reference, reference_corpus())) > 50
+    assert not rules.is_reference(None) and not rules.is_reference("")
+
+
+def test_registry_hosts_and_digests_agree_with_their_expressions():
+    for word in reference_corpus():
+        host = word.split("/")[0]
+        assert rules.is_registry_host(host) == (re.fullmatch(_DOMAIN, host) is not None), host
+        assert rules.is_oci_digest(word.partition("@")[2]) == (
+            re.fullmatch(_OCI_DIGEST, word.partition("@")[2]) is not None
+        )
