@@ -16,9 +16,10 @@ import sys
 import pytest
 
 from bundler.stubs.build import EXCLUDES
-from tests.fixtures.bundles import make_bundle, online_bundle
+from stub.root import PINS_DIR
+from tests.fixtures.bundles import images_manifest, images_project, make_bundle, online_bundle
 from tests.fixtures.registry import BUSYBOX, ImageLayout, Registry, TokenService, push, self_signed_certificate
-from tests.helpers import ROOT, flip_byte
+from tests.helpers import ROOT, bundler, flip_byte
 
 RUN_BLOCKED = r"""
 import os, sys
@@ -205,6 +206,50 @@ def test_an_installed_start_imports_none_of_the_modules_it_can_do_without(tmp_pa
     site_packages = [p for p in sys.path if p.endswith("site-packages")]
     env = {"STUB_PYTHON_FLAGS": "-S", "PYTHONPATH": os.pathsep.join([str(ROOT)] + site_packages)}
     assert "hello" in run(exe, "--bundle-dir", root, "x", expect=7, env=env).stdout
+    assert run.blocked() == {}
+
+
+def test_an_installed_start_of_a_realistic_bundle_loads_no_openssl(tmp_path, plain_stub, registries):
+    """A bundle as a KubeSolo one is: files, an embedded image from a real registry, an update repository and a
+    signature, with the key pinned. Its installed start must not need hashlib (OpenSSL: the frozen stub would unpack
+    its on-demand set at every start) any more than a bare bundle's."""
+    plain = registries[0]
+    project = images_project(
+        tmp_path / "project", images_manifest(plain.host, {"base": "test/busybox:1"}, online_embed=["base"])
+    )
+    manifest = (project / "bundle.toml").read_text()
+    (project / "bundle.toml").write_text(
+        manifest.replace("[variants.online]", f'[update]\nrepository = "{plain.host}/fleet/imgs"\n\n[variants.online]')
+    )
+    bundler("keygen", "--out", tmp_path / "release")
+    exe = project / "signed"
+    bundler(
+        "make",
+        "--stub",
+        plain_stub,
+        "--variant",
+        "online",
+        "--cache-dir",
+        project / "cache",
+        "--level",
+        "3",
+        "--insecure-registry",
+        plain.host,
+        "--sign",
+        tmp_path / "release.key",
+        "-o",
+        exe,
+        cwd=project,
+    )
+    root = tmp_path / "root"
+    first = Runner(tmp_path)(exe, "--bundle-dir", root, "--bundle-key", tmp_path / "release.pub")
+    assert first.stdout.split() == ["base.tar"]  # installed, the image written, the key pinned
+    assert os.listdir(root / PINS_DIR)
+    (tmp_path / "installed").mkdir()
+    run = Runner(tmp_path / "installed", blocked=NOT_ON_AN_INSTALLED_START + ["hashlib", "_hashlib"])
+    site_packages = [p for p in sys.path if p.endswith("site-packages")]
+    env = {"STUB_PYTHON_FLAGS": "-S", "PYTHONPATH": os.pathsep.join([str(ROOT)] + site_packages)}
+    assert run(exe, "--bundle-dir", root, env=env).stdout.split() == ["base.tar"]
     assert run.blocked() == {}
 
 
