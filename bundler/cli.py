@@ -288,8 +288,10 @@ def split(bundle, size, output, sign):
 
 def _made(output, index):
     """What `make --json` prints: where the bundle is, its checksum, and what it holds."""
-    checksum = output.with_name(output.name + ".sha256")
-    listed = dict(reversed(line.split(None, 1)) for line in checksum.read_text().splitlines() if line.strip())
+    from bundler.media.outputs import checksum_path, read_checksums
+
+    checksum = checksum_path(output)
+    listed = read_checksums(output)
     return {
         "output": str(output),
         "checksum_file": str(checksum),
@@ -438,14 +440,6 @@ def stub(arch, host_python, mirror, cache_dir):
     click.echo(str(path))
 
 
-def _registry_client(insecure_registries, mirrors=()):
-    from payload.oci.reference import parse_registry_host
-    from payload.oci.registry import RegistryClient
-
-    mirrors = tuple(parse_registry_host(m, "--registry-mirror") for m in mirrors)
-    return RegistryClient(insecure_registries=tuple(insecure_registries), mirrors=mirrors)
-
-
 @main.command()
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("target", metavar="REGISTRY/REPO:TAG")
@@ -469,9 +463,10 @@ def _registry_client(insecure_registries, mirrors=()):
 def push(bundles, target, delta_from, delta_level, insecure_registries):
     """Push BUNDLES (one version, any architectures) to REGISTRY/REPO:TAG as OCI artifacts under one image index;
     architectures already under the tag for that version are kept. Blobs the registry has are not sent again."""
+    from bundler.build.make import registry_client
     from bundler.fleet.push import push as push_bundles
 
-    with _registry_client(insecure_registries) as client:
+    with registry_client(insecure_registries) as client:
         digest, count = push_bundles(bundles, target, client, log=_log, delta_from=delta_from, delta_level=delta_level)
     click.echo("%s  %s (%d bundle%s)" % (target, digest, count, "" if count == 1 else "s"))
 
@@ -497,7 +492,8 @@ def push(bundles, target, delta_from, delta_level, insecure_registries):
 @insecure_option
 def pull(reference, output, arch, variant, mirrors, insecure_registries):
     """Rebuild the bundle REF names, byte for byte the executable that was pushed, at OUTPUT."""
+    from bundler.build.make import registry_client
     from bundler.fleet.pull import pull as pull_bundle
 
-    with _registry_client(insecure_registries, mirrors) as client:
+    with registry_client(insecure_registries, mirrors) as client:
         pull_bundle(reference, output, client, arch=arch, variant=variant, log=click.echo)

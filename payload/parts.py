@@ -14,14 +14,7 @@ import hashlib
 import os
 
 from payload.errors import IntegrityError
-
-PART_SUFFIX = ".part%03d"
-_CHUNK = 1 << 20
-
-
-def part_name(executable_name, number):
-    """The name of part `number` (from 1) of the executable `executable_name`."""
-    return executable_name + PART_SUFFIX % number
+from payload.fs import CHUNK
 
 
 class Whole:
@@ -129,7 +122,7 @@ class Spans:
         for number, size in enumerate(self.sizes):
             while self.sha256[number] is not None and number not in self._damaged and self._hashed[number] < size:
                 try:
-                    self._read_from(number, self._hashed[number], min(_CHUNK, size - self._hashed[number]))
+                    self._read_from(number, self._hashed[number], min(CHUNK, size - self._hashed[number]))
                 except IntegrityError:
                     if number not in self._damaged:
                         raise

@@ -32,7 +32,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from bundler.build.assemble import build_index  # noqa: E402
 from bundler.build.compress import CompressedGroup, Member, StoredFrame  # noqa: E402
 from bundler.build.signing import raw_public_key  # noqa: E402
-from bundler.media.split import cut, part_names  # noqa: E402
+from bundler.media.outputs import part_names  # noqa: E402
+from bundler.media.split import part_spans  # noqa: E402
 from payload import FORMAT_VERSION  # noqa: E402
 from payload.groups import compress_frame  # noqa: E402
 from payload.index import LAYERS_RAW, ImageRecord, Index, Part  # noqa: E402
@@ -189,7 +190,7 @@ def build_split():
         section[64 : 64 + int.from_bytes(section[16:24], "little")], int.from_bytes(section[24:32], "little")
     )
     data = section[len(section) - whole.payload_size :]
-    spans = cut(len(data), SPLIT_PART_SIZE)
+    spans = part_spans(len(data), SPLIT_PART_SIZE)
     parts = {
         name: data[start : start + size]
         for name, (start, size) in zip(part_names(SPLIT_VECTOR.name, len(spans)), spans)

@@ -6,14 +6,14 @@ from pathlib import Path
 
 from bundler import __version__
 from bundler.cache import file_sha256
+from bundler.media.outputs import remove_stale_parts, write_checksum
 from payload import fs
 from payload.elf import find_section, insert_section
 from payload.errors import BundleError, IntegrityError
+from payload.fs import CHUNK
 from payload.index import Entry, Frame, Group, Index
 from payload.layout import SECTION, header_and_index, open_payload, write_section_content
 from payload.outside import PLACEHOLDER, outside_sha256
-
-CHUNK = 1 << 20
 
 
 def build_index(identity, groups, images=(), require_key=None, bundler_version=__version__, min_glibc=None):
@@ -83,13 +83,10 @@ def write_bundle(stub, index, groups, output, sign=_no_signature):
             record_outside_sha256(tmp, index, sign)
             check_written(tmp, index)
             digest = file_sha256(tmp)
-        fs.write_atomic(output.with_name(output.name + ".sha256"), f"{digest}  {output.name}\n")
+        write_checksum(output, digest)
     finally:
         fs.safe_unlink(content)
-    from bundler.media.split import stale_parts
-
-    for leftover in stale_parts(output.parent, output.name):  # of an earlier split build of this name
-        fs.safe_unlink(str(output.parent / leftover))
+    remove_stale_parts(output.parent, output.name)  # of an earlier split build of this name
     return digest
 
 

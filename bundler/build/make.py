@@ -1,14 +1,12 @@
 """`bundler make`: manifest -> sources -> compressed groups -> one executable."""
 
-import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from bundler.arch import host_arch
-from bundler.build.abi import check_files
-from bundler.build.abi import check_stub as check_stub_glibc
+from bundler.build.abi import check_files, check_stub_floor
 from bundler.build.assemble import build_index, write_bundle
 from bundler.build.compress import compress
 from bundler.build.cuts import DEFAULT_FRAME_SIZE
@@ -19,10 +17,11 @@ from bundler.images.embed import embed_images, pin_images
 from bundler.manifest import load_manifest
 from bundler.manifest.lockfile import Lock, lock_path_for
 from bundler.manifest.model import IMAGES_GROUP
+from bundler.media.outputs import checksum_path
 from bundler.stubs.build import HOST
 from payload import fs
 from payload.elf import elf_machine, find_section
-from payload.errors import HostError, UsageError
+from payload.errors import UsageError, write_error
 from payload.index import LAYERS_RAW
 
 DEFAULT_LEVEL = 19
@@ -49,7 +48,7 @@ class MakeRequest:
     )
 
 
-def check_stub(path, arch):
+def check_prebuilt_stub(path, arch):
     """A prebuilt stub must be a PyInstaller one-file ELF of the target architecture."""
     try:
         f = open(path, "rb")
@@ -75,7 +74,7 @@ def stub_plan(request, cache, arch, log=print):
 
         return lambda: host_stub(cache, log=log)
     if request.stub is not None:
-        check_stub(request.stub, arch)
+        check_prebuilt_stub(request.stub, arch)
         return lambda: Path(request.stub)
     from bundler.stubs.portable import check_can_build, portable_stub
 
@@ -83,11 +82,12 @@ def stub_plan(request, cache, arch, log=print):
     return lambda: portable_stub(cache, arch, mirror=request.mirror, offline=request.offline, log=log)
 
 
-def registry_client(insecure_registries=()):
-    """A registry client for the build host (requests is only imported when a registry is used)."""
+def registry_client(insecure_registries=(), mirrors=()):
+    """The build host's registry client, for make, lock, push and pull (requests is imported only when a registry is
+    used)."""
     from payload.oci.registry import RegistryClient
 
-    return RegistryClient(insecure_registries=tuple(insecure_registries))
+    return RegistryClient(insecure_registries=tuple(insecure_registries), mirrors=tuple(mirrors))
 
 
 def default_output(manifest, variant, arch):
@@ -116,7 +116,7 @@ def make(request, cache, log=print):
         members_by_group[IMAGES_GROUP] = image_members
     stub = get_stub()
     floor = stub_floor(stub)[0]
-    check_stub_glibc(floor, manifest.min_glibc, stub)
+    check_stub_floor(floor, manifest.min_glibc, stub)
     log(
         "glibc floor: {} (stub {}, files {}){}".format(
             format_version(max(floor, files_floor) if floor and files_floor else floor or files_floor),
@@ -194,7 +194,7 @@ def check_output(output, inputs):
     """Refuse an output path that names a directory, something other than a file, or an input of the build (or
     whose checksum file would), and one that cannot be written, before any long step."""
     output = Path(output)
-    checksum = output.with_name(output.name + ".sha256")
+    checksum = checksum_path(output)
     if output.is_dir():
         raise UsageError("--output {} is a directory; name the file to write (e.g. {})".format(output, output / "NAME"))
     if os.path.lexists(output) and not output.is_file():
@@ -214,6 +214,8 @@ def check_output(output, inputs):
 
 
 def _output_error(output, exc):
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return HostError(f"no space left to write the bundle {output}; free space or choose another --output")
-    return HostError(f"cannot write the bundle {output}: {exc.strerror or exc}; choose another --output")
+    return write_error(
+        exc,
+        f"no space left to write the bundle {output}; free space or choose another --output",
+        lambda reason: f"cannot write the bundle {output}: {reason}; choose another --output",
+    )

@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 
 from bundler.cache import file_sha256
+from bundler.media.outputs import write_checksum
 from payload import fs
 from payload.errors import IntegrityError
 from payload.oci import artifact
-from payload.progress import size_text
+from payload.sizes import size_text
 
 
 def download_dir(output):
@@ -38,7 +39,7 @@ def pull(reference, output, client, arch=None, variant=None, log=print):
                 f"{reference}: the rebuilt executable has sha256 {digest}, the manifest says {art.file_sha256}; the artifact is "
                 "damaged"
             )
-    fs.write_atomic(str(output.with_name(output.name + ".sha256")), f"{digest}  {output.name}\n")
+    write_checksum(output, digest)
     fs.safe_rmtree(str(downloads))
     log(
         f"{output}  ({index.name} {index.version} {index.arch}/{index.variant}, {size_text(os.path.getsize(output))}, fetched {size_text(fetched)}, sha256 {digest}, from {pinned})"

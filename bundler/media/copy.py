@@ -15,20 +15,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bundler.media.split import (
-    CHUNK,
-    Planned,
-    bundle_source,
-    checksum_text,
-    describe_size,
-    hash_range,
-    plan_split,
-    resigner,
-    stale_parts,
-)
+from bundler.media.outputs import checksum_path, read_checksums, stale_parts
+from bundler.media.split import Planned, bundle_source, checksum_file, hash_range, plan_split, resigner
 from payload import fs
 from payload import progress as progress_display
-from payload.errors import HostError, IntegrityError, UsageError
+from payload.errors import HostError, IntegrityError, UsageError, write_error
+from payload.fs import CHUNK
 from payload.layout import open_payload
 
 FAT32_LIMIT = (1 << 32) - 1
@@ -113,8 +105,8 @@ def copy_bundle(bundle, dest, split=None, sign=None, progress=None, log=print):
     medium = medium_of(dest)
     if split is not None and medium.file_limit is not None and split > medium.file_limit:
         raise HostError(
-            "--split %s makes parts of %d bytes, and %s holds files of at most %d bytes; use --split 2G"
-            % (describe_size(split), split, medium.describe(), medium.file_limit)
+            f"--split makes parts of {split} bytes, and {medium.describe()} holds files of at most "
+            f"{medium.file_limit} bytes; use --split 2G"
         )
     with open(bundle, "rb") as f:
         payload = open_payload(str(bundle), f)
@@ -161,8 +153,7 @@ def _plan_as_is(bundle, payload, f, directory, progress):
             start += part.size
     files.append(Planned(bundle.name, os.fstat(f.fileno()).st_size, _hash_file(str(bundle), advance), path=str(bundle)))
     _check_sidecar(bundle, files)
-    text = checksum_text(files)
-    return files + [Planned(bundle.name + ".sha256", len(text), hashlib.sha256(text).hexdigest(), text=text)]
+    return files + [checksum_file(bundle.name, files)]
 
 
 def _hash_file(path, advance):
@@ -176,14 +167,10 @@ def _hash_file(path, advance):
 
 def _check_sidecar(bundle, files):
     """The source's own BUNDLE.sha256, when there is one, must agree: a damaged source is never carried on."""
-    sidecar = bundle.with_name(bundle.name + ".sha256")
-    try:
-        lines = sidecar.read_text().splitlines()
-    except (OSError, UnicodeDecodeError):
-        return
-    listed = dict(reversed(line.split(None, 1)) for line in lines if len(line.split(None, 1)) == 2)
+    sidecar = checksum_path(bundle)
+    listed = read_checksums(bundle)
     for planned in files:
-        sha = listed.get(planned.name, listed.get("*" + planned.name))
+        sha = listed.get(planned.name)
         if sha is not None and sha != planned.sha256:
             raise IntegrityError(
                 f"{planned.name} does not match {sidecar}: the source is damaged; build or copy it again"
@@ -310,13 +297,13 @@ def _set_mode(fd, mode):
 
 
 def _host_error(exc, planned, dest):
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return HostError(
-            f"no space left on {dest} while writing {planned.name}; free space there or use a larger medium"
-        )
     if exc.errno == errno.EFBIG:
         return HostError(
             "%s (%d bytes) is too large for the file system of %s; copy with --split 2G"
             % (planned.name, planned.size, dest)
         )
-    return HostError(f"cannot write {planned.name} into {dest}: {exc.strerror or exc}")
+    return write_error(
+        exc,
+        f"no space left on {dest} while writing {planned.name}; free space there or use a larger medium",
+        lambda reason: f"cannot write {planned.name} into {dest}: {reason}",
+    )

@@ -7,22 +7,22 @@ and the executable's payload section keeps only the header, that index and the s
 
 import hashlib
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 from bundler.build.assemble import check_as_device, record_outside_sha256
 from bundler.cache import file_sha256
+from bundler.media.outputs import checksum_path, checksum_text, part_names, remove_stale_parts
 from payload import fs, sizes
 from payload.elf import insert_section
 from payload.errors import IntegrityError, UsageError
+from payload.fs import CHUNK
 from payload.index import Part
 from payload.layout import SECTION, header_and_index, open_payload
 from payload.outside import PLACEHOLDER
-from payload.parts import PART_SUFFIX, Spans
+from payload.parts import Spans
 
-CHUNK = 1 << 20
 MIN_PART_SIZE = 64 << 10
 
 
@@ -33,11 +33,8 @@ def parse_size(text, option="--split", minimum=None):
     if minimum is None and size < MIN_PART_SIZE:
         raise UsageError("%s %s is below the smallest part, %d KiB" % (option, text, MIN_PART_SIZE >> 10))
     if minimum is not None and size < minimum:
-        raise UsageError(f"{option} {text} is below the least, {describe_size(minimum)}")
+        raise UsageError(f"{option} {text} is below the least, {sizes.size_text(minimum)}")
     return size
-
-
-describe_size = sizes.describe_size
 
 
 @dataclass
@@ -112,12 +109,7 @@ class Planned:
                 opened.close()
 
 
-def part_names(name, count):
-    width = max(3, len(str(count)))
-    return [(name + ".part%0*d" % (width, number)) for number in range(1, count + 1)]
-
-
-def cut(data_size, part_size):
+def part_spans(data_size, part_size):
     """(start, size) of each part."""
     return [(start, min(part_size, data_size - start)) for start in range(0, data_size, part_size)] or [(0, 0)]
 
@@ -131,9 +123,10 @@ def hash_range(reader, start, size, progress=None):
     return sha.hexdigest()
 
 
-def checksum_text(files):
-    """The `sha256sum -c` file for `files` (Planned), in order."""
-    return "".join(f"{p.sha256}  {p.name}\n" for p in files).encode("utf-8")
+def checksum_file(name, files):
+    """NAME.sha256 for `files` (Planned), as a Planned of its own."""
+    text = checksum_text([(p.sha256, p.name) for p in files])
+    return Planned(checksum_path(name).name, len(text), hashlib.sha256(text).hexdigest(), text=text)
 
 
 def plan_split(source, name, part_size, sign, workdir, progress=None):
@@ -143,7 +136,7 @@ def plan_split(source, name, part_size, sign, workdir, progress=None):
     `sign(index_bytes)` gives the signature block (b"" for none). One read of the data area hashes the parts."""
     if part_size < MIN_PART_SIZE:
         raise UsageError("a part of %d bytes is below the smallest part, %d KiB" % (part_size, MIN_PART_SIZE >> 10))
-    spans = cut(source.data_size, part_size)
+    spans = part_spans(source.data_size, part_size)
     parts = []
     with source.data.verifying():  # a damaged part of a split source is named, never copied on
         for part_name, (start, size) in zip(part_names(name, len(spans)), spans):
@@ -168,8 +161,7 @@ def plan_split(source, name, part_size, sign, workdir, progress=None):
         fs.safe_unlink(content)
     exe = Planned(name, os.path.getsize(executable), file_sha256(executable), path=executable)
     files = parts + [exe]
-    text = checksum_text(files)
-    return index, files + [Planned(name + ".sha256", len(text), hashlib.sha256(text).hexdigest(), text=text)]
+    return index, files + [checksum_file(name, files)]
 
 
 def _check_written(path, index):
@@ -177,16 +169,6 @@ def _check_written(path, index):
     with open(path, "rb") as f:
         if open_payload(str(path), f).index_bytes != index.to_bytes():
             raise IntegrityError(f"the bundle written to {path} does not hold the index it was given; build it again")
-
-
-def stale_parts(directory, name, keep=()):
-    """Parts of an earlier split of `name` in `directory` that the bundle written now does not have."""
-    pattern = re.compile(re.escape(name) + re.escape(PART_SUFFIX.split("%")[0]) + r"[0-9]{3,}")
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return []
-    return sorted(n for n in names if pattern.fullmatch(n) and n not in keep)
 
 
 def write_split(source, output, part_size, sign):
@@ -212,8 +194,7 @@ def write_split(source, output, part_size, sign):
         for temp in temps.values():
             fs.safe_unlink(temp)
         source.data.close()
-    for leftover in stale_parts(output.parent, output.name, keep={p.name for p in files}):
-        fs.safe_unlink(str(output.parent / leftover))
+    remove_stale_parts(output.parent, output.name, keep={p.name for p in files})
     return index
 
 
