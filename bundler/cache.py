@@ -14,7 +14,6 @@ temp names are unique, so two builds may share one cache at once.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import os
 import re
@@ -22,13 +21,12 @@ import sys
 from pathlib import Path
 
 from payload import fs
-from payload.errors import HostError, IntegrityError, UsageError
+from payload.errors import HostError, IntegrityError, UsageError, write_error
+from payload.fs import CHUNK
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _KIND_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _RESERVED_KINDS = {"blobs", "tmp", "maps"}
-_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
-CHUNK = 1 << 20
 
 
 def default_root() -> Path:
@@ -50,11 +48,11 @@ def check_sha256(sha256: str) -> str:
 
 def _host_error(exc: OSError, what: str, root: Path) -> HostError:
     """An OSError while writing into the cache, as a one-line HostError the user can act on."""
-    if exc.errno in _NO_SPACE:
-        return HostError(
-            f"no space left in the cache {root} while writing {what}; free space or set BUNDLER_CACHE_DIR / --cache-dir"
-        )
-    return HostError(f"cannot write {what} into the cache {root}: {exc.strerror or exc}; check its permissions")
+    return write_error(
+        exc,
+        f"no space left in the cache {root} while writing {what}; free space or set BUNDLER_CACHE_DIR / --cache-dir",
+        lambda reason: f"cannot write {what} into the cache {root}: {reason}; check its permissions",
+    )
 
 
 def file_sha256(path: str | os.PathLike) -> str:

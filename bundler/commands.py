@@ -30,7 +30,7 @@ def verify_bundle(bundle, key=None, as_json=False):
     """The verification report (an IntegrityError names what does not hold); with as_json, the report as JSON."""
     payload, f = _open(bundle)
     with f:
-        text = report.verify_bundle(payload, f, key, key_option="--key")
+        text = report.verify_payload(payload, f, key, key_option="--key")
     if not as_json:
         return text
     return json.dumps(

@@ -23,7 +23,7 @@ import zstandard
 
 from payload import groups
 from payload.errors import BundleError
-from payload.sizes import describe_size, parse_size
+from payload.sizes import parse_size, size_text
 
 MEMORY_ENV = "BUNDLE_DELTA_MEMORY"
 # What a 512 MB board can spare for an update while its runtime keeps running: containerd's release (83 MB of
@@ -99,11 +99,7 @@ class Patch:
         return cls(**values)
 
     def describe(self):
-        return f"{self.group} ({describe_size(self.size)}, to decode {_mb(self.memory)})"
-
-
-def _mb(size):
-    return "%.0f MB" % (size / 1e6)
+        return f"{self.group} ({size_text(self.size)}, to decode {size_text(self.memory)})"
 
 
 def local_zstd():
@@ -156,7 +152,7 @@ def check_memory(patch, bound):
     )
     if need > bound:
         raise DeltaUnusable(
-            f"it needs {_mb(need)} of memory, more than the {_mb(bound)} this device allows (--bundle-delta-memory, "
+            f"it needs {size_text(need)} of memory, more than the {size_text(bound)} this device allows (--bundle-delta-memory, "
             f"env {MEMORY_ENV})"
         )
     return need
@@ -221,7 +217,9 @@ def _check_header(patch, data_head, bound):
     if params.dict_id:
         raise DeltaUnusable("the patch asks for dictionary %d, not its reference" % params.dict_id)
     if patch.reference_size + min(params.window_size, patch.size) + DECODER_OVERHEAD > bound:
-        raise DeltaUnusable(f"the patch's window ({_mb(params.window_size)}) exceeds the memory this device allows")
+        raise DeltaUnusable(
+            f"the patch's window ({size_text(params.window_size)}) exceeds the memory this device allows"
+        )
     return params
 
 

@@ -13,10 +13,10 @@ import struct
 
 from payload import arches
 from payload.errors import HostError, IntegrityError, UsageError
+from payload.fs import CHUNK
 
 _MAGIC = b"\x7fELF"
 _IDENT_SIZE = 16
-_CHUNK = 1 << 20
 _MAX_ALIGN = 1 << 20  # far above what any section outside a loaded segment asks for
 
 _SHT_PROGBITS = 1
@@ -443,7 +443,7 @@ def _pad_to(out, offset):
 def _copy(src, offset, size, out, where):
     src.seek(offset)
     while size > 0:
-        chunk = src.read(min(size, _CHUNK))
+        chunk = src.read(min(size, CHUNK))
         if not chunk:
             raise UsageError(f"{where} shrank while being copied; do not change it during the build")
         out.write(chunk)

@@ -36,3 +36,14 @@ class NetworkError(BundleError):
     """A download or registry failed."""
 
     exit_code = 5
+
+
+NO_SPACE = (28, 122)  # errno ENOSPC, EDQUOT (Linux): spelled as numbers so that this module imports nothing
+
+
+def write_error(exc, no_space, otherwise):
+    """An OSError met while writing, as the one-line HostError the user can act on: `no_space` when the file system
+    is full, else `otherwise(reason)` with the system's reason."""
+    if exc.errno in NO_SPACE:
+        return HostError(no_space)
+    return HostError(otherwise(exc.strerror or str(exc)))

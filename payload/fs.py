@@ -10,6 +10,8 @@ told from those of a live process.
 import errno
 import os
 
+CHUNK = 1 << 20  # how much a streaming read or copy takes at once
+
 TEMP_MARK = ".tmp-"
 
 

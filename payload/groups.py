@@ -14,13 +14,13 @@ import threading
 
 import zstandard
 
-from payload.errors import HostError, IntegrityError
+from payload.errors import HostError, IntegrityError, write_error
+from payload.fs import CHUNK
 
 # 32 MiB, the bound k3s chose because more "is still too much for a Pi3". The compressor's window
 # (WINDOW_LOG) must never exceed the decoder's bound (MAX_WINDOW), or every bundle would be refused.
 WINDOW_LOG = 25
 MAX_WINDOW = 1 << WINDOW_LOG
-CHUNK = 1 << 20
 # zstd's default job for a 32 MiB window is 128 MiB, which leaves one core idle on most groups.
 JOB_SIZE = 32 << 20
 # Extraction hands decompressed data between threads in BUFFERS reused buffers of BUFFER_SIZE: no allocation per
@@ -96,13 +96,13 @@ class _HashingWriter:
 
 
 def _host_error(exc, where):
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return HostError(
-            f"no space left on the device while writing {where}; free space or point --bundle-dir elsewhere"
-        )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return HostError(f"cannot write {where} ({exc.strerror}); choose a writable --bundle-dir")
-    return HostError(f"cannot write {where}: {exc.strerror}")
+    return write_error(
+        exc,
+        f"no space left on the device while writing {where}; free space or point --bundle-dir elsewhere",
+        lambda reason: f"cannot write {where}: {reason}",
+    )
 
 
 def frames_in_flight(frames):

@@ -14,9 +14,9 @@ import re
 import time
 
 from payload.errors import HostError, NetworkError
+from payload.fs import CHUNK
 
 TIMEOUT = (15.0, 60.0)  # connect, between bytes (seconds)
-CHUNK = 1 << 20
 RETRY_STATUSES = frozenset((408, 425, 429))  # and every 5xx
 MAX_DELAY = 30.0  # the longest backoff between attempts
 MAX_RETRY_AFTER = 120.0  # a server asking for a longer pause than this is not waited for

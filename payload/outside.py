@@ -12,16 +12,16 @@ Only the executable file counts: parts a split bundle keeps beside it are covere
 import hashlib
 
 from payload.errors import IntegrityError
+from payload.fs import CHUNK
 
 PLACEHOLDER = "0" * 64
-_CHUNK = 1 << 20
 
 
 def _hash_range(f, start, end, sha):
     f.seek(start)
     left = end - start
     while left > 0:
-        chunk = f.read(min(left, _CHUNK))
+        chunk = f.read(min(left, CHUNK))
         if not chunk:
             break
         sha.update(chunk)

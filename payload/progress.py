@@ -105,12 +105,3 @@ def finish(display):
     close = getattr(display, "close", None)
     if close is not None:
         close()
-
-
-def size_text(count):
-    """A byte count for a summary line: `512 B`, `12.3 KB`, `45.6 MB` (powers of 1000, as the bar's MB)."""
-    if count < 1000:
-        return "%d B" % count
-    if count < 1000 * 1000:
-        return "%.1f KB" % (count / 1e3)
-    return "%.1f MB" % (count / 1e6)

@@ -91,7 +91,7 @@ def verify_all(payload, f):
     )
 
 
-def verify_bundle(payload, f, key_path, key_option):
+def verify_payload(payload, f, key_path, key_option):
     """The signature (against the public key at `key_path` when given), the bytes outside the payload section,
     then every blob re-hashed. `key_option` names the caller's public-key option in the advice."""
     signature = verify_report(payload, load_public_key(str(key_path)) if key_path else None, key_option=key_option)

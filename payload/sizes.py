@@ -17,8 +17,10 @@ def parse_size(text, what):
     return int(match.group(1)) * UNITS[match.group(2).upper()]
 
 
-def describe_size(size):
-    for unit in ("T", "G", "M", "K"):
-        if size and size % UNITS[unit] == 0:
-            return "%d%s" % (size // UNITS[unit], unit)
-    return "%d bytes" % size
+def size_text(count):
+    """A byte count for people: `512 B`, `12.3 KB`, `45.6 MB` (powers of 1000, as the progress bar's MB)."""
+    if count < 1000:
+        return f"{count} B"
+    if count < 1000 * 1000:
+        return f"{count / 1e3:.1f} KB"
+    return f"{count / 1e6:.1f} MB"

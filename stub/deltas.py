@@ -11,7 +11,7 @@ import sys
 from payload import delta, fs
 from payload.errors import BundleError
 from payload.oci import artifact
-from payload.progress import size_text
+from payload.sizes import size_text
 from stub.root import Installation
 
 

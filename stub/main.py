@@ -48,9 +48,9 @@ def run(prog, args):
     with open(path, "rb") as f:
         payload = open_payload(path, f)
         if opts.info or opts.verify:
-            from payload.report import describe, verify_bundle
+            from payload.report import describe, verify_payload
 
-            report = describe(payload, opts.json) if opts.info else verify_bundle(payload, f, opts.key, options.KEY)
+            report = describe(payload, opts.json) if opts.info else verify_payload(payload, f, opts.key, options.KEY)
             sys.stdout.write(report + "\n")
             return 0
         name = payload.index.name

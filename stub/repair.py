@@ -15,16 +15,15 @@ import tempfile
 
 from payload import fs
 from payload.errors import HostError, IntegrityError
+from payload.fs import CHUNK
 from stub import images, install, locking, owner
 from stub.root import LOCK
-
-_CHUNK = 1 << 20
 
 
 def _sha256(path):
     sha = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
+        for chunk in iter(lambda: f.read(CHUNK), b""):
             sha.update(chunk)
     return sha.hexdigest()
 

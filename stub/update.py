@@ -18,7 +18,7 @@ import shutil
 from payload import fs
 from payload.errors import HostError, UsageError
 from payload.oci import artifact
-from payload.progress import size_text
+from payload.sizes import size_text
 from stub.root import KEPT_DIR, LOCK, Installation, default_root
 
 UPDATES_DIR = ".updates"  # under the install root: blobs of updates in progress

@@ -32,7 +32,7 @@ def check_files(members_by_group, arch, min_glibc=None):
     return floor
 
 
-def check_stub(stub_floor, min_glibc, stub_path):
+def check_stub_floor(stub_floor, min_glibc, stub_path):
     if min_glibc and stub_floor and stub_floor > min_glibc:
         raise UsageError(
             f'the stub {stub_path} needs glibc {format_version(stub_floor)}, newer than min_glibc = "{format_version(min_glibc)}" in the manifest; use the portable '

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import zstandard
 
-from bundler.build.cuts import DEFAULT_FRAME_SIZE, cut
+from bundler.build.cuts import DEFAULT_FRAME_SIZE, frame_counts
 from payload import fs
 from payload import progress as progress_display
 from payload.groups import JOB_SIZE, WINDOW_LOG, compress_frame, frame_threads
@@ -66,7 +66,7 @@ def group_key(members, level, counts):
 def compress(cache, name, members, level, log=print, frame_size=DEFAULT_FRAME_SIZE, counts=None):
     """The zstd frames of `members` (in order), from the cache when they are there: cut into frames of at least
     `frame_size` bytes (bundler/build/cuts.py), or of `counts` members each."""
-    counts = list(counts) if counts is not None else cut(members, frame_size)
+    counts = list(counts) if counts is not None else frame_counts(members, frame_size)
     key = group_key(members, level, counts)
     directory = cache.dir("groups")
     path, meta = directory / (key + ".zst"), directory / (key + ".json")

@@ -9,7 +9,7 @@ a group of that size in one frame and cuts only groups of twice the default or m
 DEFAULT_FRAME_SIZE = 64 << 20
 
 
-def cut(members, frame_size=DEFAULT_FRAME_SIZE):
+def frame_counts(members, frame_size=DEFAULT_FRAME_SIZE):
     """How many of `members` (in order) each frame holds."""
     ends, total = [], 0
     for m in members:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import bz2
 import contextlib
 import difflib
-import errno
 import gzip
 import lzma
 import posixpath
@@ -23,9 +22,10 @@ from pathlib import Path
 
 import zstandard
 
-from bundler.cache import CHUNK, Cache, check_sha256
+from bundler.cache import Cache, check_sha256
 from payload import fs
-from payload.errors import HostError, IntegrityError, UsageError
+from payload.errors import HostError, IntegrityError, UsageError, write_error
+from payload.fs import CHUNK
 
 MAX_LINK_HOPS = 16
 # Build side only: accept archives made with `zstd --long=31`; the device never reads these.
@@ -74,9 +74,11 @@ def extract_cached(cache: Cache, archive_sha256: str, member: str, *, archive_na
 
 
 def _write_error(exc: OSError, dest: Path, label: str) -> HostError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return HostError(f"no space left writing {dest} (from {label}); free space and try again")
-    return HostError(f"cannot write {dest} (from {label}): {exc.strerror or exc}")
+    return write_error(
+        exc,
+        f"no space left writing {dest} (from {label}); free space and try again",
+        lambda reason: f"cannot write {dest} (from {label}): {reason}",
+    )
 
 
 class _FileSink:

@@ -15,8 +15,8 @@ import os
 
 from payload import delta as rules
 from payload.errors import BundleError, UsageError
+from payload.fs import CHUNK
 
-CHUNK = 1 << 20
 LEVEL = 19
 
 
@@ -192,7 +192,7 @@ def publish(client, ref, new_path, new_payload, new_manifest, olds, level=LEVEL,
     from payload.oci import artifact
     from payload.oci.reference import sha256_digest
     from payload.oci.registry import referrers_tag
-    from payload.progress import size_text
+    from payload.sizes import size_text
 
     new_index = new_payload.index
     subject = sha256_digest(new_manifest)

@@ -9,7 +9,7 @@ from payload.layout import open_payload
 from payload.oci import artifact
 from payload.oci.reference import OCI_MANIFEST, load_json, parse_reference
 from payload.outside import check_outside
-from payload.progress import size_text
+from payload.sizes import size_text
 
 
 class _Opened:

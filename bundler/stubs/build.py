@@ -149,7 +149,7 @@ def pyinstaller_command(python, project, tmp, tmp_on_host=None):
     ]
 
 
-def stub_key():
+def host_stub_key():
     material = "|".join([sources_digest(), versions()[0], sys.version, host_arch()])
     return hashlib.sha256(material.encode()).hexdigest()[:24]
 
@@ -197,7 +197,7 @@ def install_stub(cache, built, path):
 
 def host_stub(cache, log=print):
     """The cached stub built from this host's Python (built now if needed): fast, but it needs this host's glibc."""
-    path = cache.dir("stubs") / (f"stub-{host_arch()}-{stub_key()}")
+    path = cache.dir("stubs") / (f"stub-{host_arch()}-{host_stub_key()}")
     if cached_stub(cache, path):
         return path
     log("building the stub with this host's Python and PyInstaller (once per stub version; about a minute)...")

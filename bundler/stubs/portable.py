@@ -27,7 +27,7 @@ _VENV_COMPLETE = ".bundler-venv-complete"
 _IN_ROOT = "/tmp/bundler-stub"
 
 
-def stub_key(tgt):
+def portable_stub_key(tgt):
     pyinstaller, zstandard = versions()
     material = "|".join([sources_digest(), pyinstaller, zstandard, tgt.arch, tgt.release])
     return hashlib.sha256(material.encode()).hexdigest()[:24]
@@ -35,7 +35,7 @@ def stub_key(tgt):
 
 def cached_stub_path(cache, arch):
     tgt = debian.target(arch)
-    return cache.dir("stubs") / (f"stub-{tgt.arch}-{tgt.release}-{stub_key(tgt)}")
+    return cache.dir("stubs") / (f"stub-{tgt.arch}-{tgt.release}-{portable_stub_key(tgt)}")
 
 
 def check_can_build(cache, arch, offline=False, mirror=None):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from bundler.build.cuts import DEFAULT_FRAME_SIZE, cut
+from bundler.build.cuts import DEFAULT_FRAME_SIZE, frame_counts
 
 
 @dataclass
@@ -15,7 +15,7 @@ class Sized:
 
 
 def frames_of(sizes, frame_size):
-    counts = cut([Sized(s) for s in sizes], frame_size)
+    counts = frame_counts([Sized(s) for s in sizes], frame_size)
     assert sum(counts) == len(sizes) and all(c > 0 for c in counts)
     frames, at = [], 0
     for count in counts:
@@ -55,5 +55,5 @@ def test_every_frame_but_a_lone_one_holds_bytes_and_the_frame_size_at_least_roug
 
 def test_the_benchmark_set_stays_one_frame_by_default():
     # 110.5 MB of binaries (docs/benchmarks.md): every cut measured costs 3-8% stored, so none by default.
-    assert len(cut([Sized(110_543_864 // 21)] * 21)) == 1
-    assert len(cut([Sized(DEFAULT_FRAME_SIZE)] * 5)) == 5
+    assert len(frame_counts([Sized(110_543_864 // 21)] * 21)) == 1
+    assert len(frame_counts([Sized(DEFAULT_FRAME_SIZE)] * 5)) == 5

@@ -336,14 +336,14 @@ def test_no_bar_without_a_terminal(project, plain_stub):
 
 def test_make_in_process_writes_what_the_device_reads(tmp_path, plain_stub):
     from payload.layout import open_payload
-    from payload.report import verify_bundle
+    from payload.report import verify_payload
     from tests.fixtures.bundles import make_bundle
 
     path, index = make_bundle(tmp_path, plain_stub)
     with open(path, "rb") as f:
         payload = open_payload(str(path), f)
         assert payload.index_bytes == index.to_bytes()
-        verify_bundle(payload, f, None, "--key")  # raises on any mismatch
+        verify_payload(payload, f, None, "--key")  # raises on any mismatch
     assert (tmp_path / (path.name + ".sha256")).read_text() == f"{sha256(path)}  {path.name}\n"
     again, _ = make_bundle(tmp_path, plain_stub)
     assert sha256(again) == sha256(path)  # same inputs, same bytes
