@@ -865,10 +865,10 @@ def _registry_image(host, name, what):
 
 
 def build_image_set(ws, sizes, registry):
-    """Build `base` and `app` with umoci and push them to `registry` (tests/fixtures/registry.py)."""
+    """Build `base` and `app` with umoci and push them to `registry` (testing/registry.py)."""
     from bundler.arch import host_arch
-    from tests.fixtures.images import busybox_applets
-    from tests.fixtures.registry import ImageLayout, push
+    from testing.images import busybox_applets
+    from testing.registry import ImageLayout, push
 
     began = time.perf_counter()
     work = ws.dir / "images"
@@ -1186,7 +1186,7 @@ def print_report(facts, figures, wall):
 
 def image_figures(ws, sizes):
     """Figures 6-8, against a docker-registry on loopback started (and stopped) here."""
-    from tests.fixtures.registry import Registry
+    from testing.registry import Registry
 
     if shutil.which("docker-registry") is None or shutil.which("umoci") is None or shutil.which("skopeo") is None:
         raise SystemExit("bench: figures 6-8 need docker-registry, umoci and skopeo; run scripts/setup")
@@ -1397,7 +1397,7 @@ def figure_early_refusal(ws, reps=7):
 
 def _release_bundle(ws, release, version, names, level, cache):
     """A bundle `deltas` at `version` of the containerd `release`'s files `names` (one group), made by the CLI."""
-    from tests.fixtures import containerd
+    from testing import containerd
 
     tree = containerd.release(release)
     project = ws.dir / ("deltas-" + version)
@@ -1450,8 +1450,8 @@ def figure_containerd_update(ws, sizes):
     <= 0.10); the update's wall time / `bundler pull` of the whole new bundle from the same registry (goal <= 1);
     the update's peak memory (RSS of the stub and its child, wait4), against the default delta bound."""
     from payload import delta
-    from tests.fixtures import containerd
-    from tests.fixtures.registry import Registry
+    from testing import containerd
+    from testing.registry import Registry
 
     names = (containerd.SHIM,) if sizes is QUICK else containerd.BINARIES
     cache = ws.bench_cache / "deltas-cache"  # the figures time no make: reruns reuse the compressed groups

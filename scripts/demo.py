@@ -14,9 +14,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fixtures.images import build_solo_images  # noqa: E402
-from tests.fixtures.registry import Registry  # noqa: E402
-from tests.fixtures.solo import write_solo_manifest  # noqa: E402
+from testing.images import build_solo_images  # noqa: E402
+from testing.registry import Registry  # noqa: E402
+from testing.solo import write_solo_manifest  # noqa: E402
 
 
 def step(text):

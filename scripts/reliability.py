@@ -36,8 +36,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ["PYTHONPATH"] = str(ROOT)
 
-from tests.fixtures import faults, mutations  # noqa: E402
-from tests.helpers import bundler  # noqa: E402
+from testing import faults, mutations  # noqa: E402
+from testing.helpers import bundler  # noqa: E402
 
 
 def log(message):
@@ -117,7 +117,7 @@ def outside_trials(work, exe, flips, cuts, seed):
     """Bit flips outside the payload section and cuts of the file, run with the real frozen stub: which layer
     refused each (our check: exit 3; the bootloader: exit 255 and its own words; the kernel or a crash), and
     whether anything was installed or run (it must never be)."""
-    from tests.helpers import section_span
+    from testing.helpers import section_span
 
     rng = random.Random(seed)
     offset, size = section_span(exe, "bundle")

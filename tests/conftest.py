@@ -15,9 +15,35 @@ import pytest  # noqa: E402
 os.environ.setdefault("BUNDLER_STUB", "host")
 
 # Fixtures that live with their helpers (users of this host for the device tests).
-pytest_plugins = ["tests.fixtures.devices"]
+pytest_plugins = ["testing.devices"]
 
-from tests.fixtures.registry import BUSYBOX, ImageLayout  # noqa: E402
+from testing import slow  # noqa: E402
+from testing.registry import BUSYBOX, ImageLayout  # noqa: E402
+
+# A test is slow when it needs one of these (its fixtures' fixtures count) or lives in one of SLOW_FOLDERS: they
+# build the real stub or a Debian root, or start a registry or containerd. testing/slow.py fails a test that
+# reaches one of those parts unmarked.
+SLOW_FIXTURES = {"stub_path", "cache_dir", "image_layout", "registries", "devices_cache", "roots_cache"}
+SLOW_FOLDERS = {"e2e", "devices"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        folders = set(item.path.relative_to(ROOT / "tests").parts[:-1])
+        if SLOW_FIXTURES & set(item.fixturenames) or SLOW_FOLDERS & folders:
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("slow") is None:
+        os.environ[slow.UNMARKED] = item.nodeid
+    else:
+        os.environ.pop(slow.UNMARKED, None)
+
+
+def pytest_runtest_teardown(item):
+    os.environ.pop(slow.UNMARKED, None)
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +55,9 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def stub_path(cache_dir):
     """A real PyInstaller one-file stub built from this host's Python and the current sources."""
-    from tests.helpers import bundler
+    from testing.helpers import bundler
+
+    slow.require("builds the real PyInstaller stub")
 
     return Path(bundler("stub", "--host", "--cache-dir", cache_dir).stdout.strip())
 
@@ -124,7 +152,7 @@ def plain_stub(tmp_path_factory):
 @pytest.fixture
 def fat32_stick(tmp_path):
     """A real FAT32 file system (mkfs.vfat image mounted by fusefat): (mount point, image)."""
-    from tests.fixtures.fat32 import fat32
+    from testing.fat32 import fat32
 
     stick = tmp_path / "fat32"
     stick.mkdir()

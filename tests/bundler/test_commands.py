@@ -1,6 +1,6 @@
 from bundler.commands import _complete_arches
 from bundler.manifest import load_manifest
-from tests.helpers import ROOT
+from testing.helpers import ROOT
 
 
 def test_lock_defaults_to_the_arches_every_file_has_and_names_the_others():
@@ -11,7 +11,7 @@ def test_lock_defaults_to_the_arches_every_file_has_and_names_the_others():
 
 
 def test_inspect_of_a_program_that_is_no_bundle_says_so(stub_path):
-    from tests.helpers import bundler
+    from testing.helpers import bundler
 
     plain = bundler("inspect", "/usr/bin/ls", check=False)
     assert plain.returncode == 3 and "/usr/bin/ls is not a bundle" in plain.stderr and "bare stub" not in plain.stderr

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.devices import PORTABLE, require_root_tools, write_project
-from tests.helpers import bundler, run
+from testing.devices import PORTABLE, require_root_tools, write_project
+from testing.helpers import bundler, run
 
 
 def readelf_floor(path):

@@ -7,8 +7,8 @@ import subprocess
 import pytest
 
 from bundler.build.glibc import stub_floor
-from tests.fixtures.devices import PORTABLE, portable_stub, require_root_tools, roots_cache, run_in_root, write_project
-from tests.helpers import bundler
+from testing.devices import PORTABLE, portable_stub, require_root_tools, roots_cache, run_in_root, write_project
+from testing.helpers import bundler
 
 pytestmark = [
     pytest.mark.slow,

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from bundler.build.glibc import stub_floor
-from tests.fixtures.devices import PORTABLE, portable_stub, require_root_tools, roots_cache, run_in_root, write_project
-from tests.fixtures.loader import ON_DEMAND, initialised
-from tests.helpers import ROOT, bundler
+from testing.devices import PORTABLE, portable_stub, require_root_tools, roots_cache, run_in_root, write_project
+from testing.helpers import ROOT, bundler
+from testing.loader import ON_DEMAND, initialised
 
 pytestmark = pytest.mark.slow
 

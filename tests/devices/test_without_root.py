@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bundler.build.glibc import stub_floor
-from tests.fixtures.devices import (
+from testing.devices import (
     OtherUser,
     require_root_tools,
     roots_cache,
@@ -17,8 +17,8 @@ from tests.fixtures.devices import (
     without_user_namespaces,
     write_project,
 )
-from tests.fixtures.devices import portable_stub as build_as_root
-from tests.helpers import bundler
+from testing.devices import portable_stub as build_as_root
+from testing.helpers import bundler
 
 pytestmark = pytest.mark.slow
 

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from tests.fixtures.fat32 import daemons_of, fat32, fsck, mount_image, unmount
-from tests.fixtures.faults import expected_files, install_problems, version_dirs, write_project
-from tests.helpers import ROOT
+from testing.fat32 import daemons_of, fat32, fsck, mount_image, unmount
+from testing.faults import expected_files, install_problems, version_dirs, write_project
+from testing.helpers import ROOT
 
 DOC = ROOT / "docs" / "airgap.md"
 ENTRY = """#!/bin/sh

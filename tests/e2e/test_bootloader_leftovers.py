@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.fixtures.faults import SMALL, build, start, write_project
+from testing.faults import SMALL, build, start, write_project
 
 
 @pytest.fixture(scope="module")

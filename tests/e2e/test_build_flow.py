@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from tests.fixtures.http_server import FileServer
-from tests.helpers import bundler, run
+from testing.helpers import bundler, run
+from testing.http_server import FileServer
 
 MANIFEST = """
 [bundle]

@@ -13,9 +13,9 @@ import time
 import pytest
 
 from bundler.media.copy import FAT32_LIMIT, medium_of
-from tests.fixtures.fat32 import fsck, unmount
-from tests.fixtures.faults import build, expected_files, install_problems, leftovers, start, version_dirs, write_project
-from tests.helpers import ROOT, bundler, run
+from testing.fat32 import fsck, unmount
+from testing.faults import build, expected_files, install_problems, leftovers, start, version_dirs, write_project
+from testing.helpers import ROOT, bundler, run
 
 FILES = [
     ("bin/crun", "/usr/bin/crun", "tools"),

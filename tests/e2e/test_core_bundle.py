@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import bundler, flip_byte, run, section_span
+from testing.helpers import bundler, flip_byte, run, section_span
 
 HELLO = """#!/bin/sh
 echo "ARGC=$#"

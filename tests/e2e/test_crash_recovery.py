@@ -1,6 +1,6 @@
 """The real frozen stub under kill -9 and concurrency, on a bundle of about 30 MB of real binaries.
 
-Every check of an install is made against the source files (tests/fixtures/faults.py: install_problems), never
+Every check of an install is made against the source files (testing/faults.py: install_problems), never
 against what the stub wrote about itself. scripts/reliability.py runs more trials of the same kinds.
 """
 
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.fixtures.faults import (
+from testing.faults import (
     SMALL,
     build,
     concurrent_starts,

@@ -9,11 +9,11 @@ import shutil
 
 import pytest
 
+from testing import containerd
+from testing.faults import build, start, write_project
+from testing.helpers import bundler
+from testing.registry import Registry
 from tests.conftest import require_registry_tools
-from tests.fixtures import containerd
-from tests.fixtures.faults import build, start, write_project
-from tests.fixtures.registry import Registry
-from tests.helpers import bundler
 
 
 @pytest.fixture(scope="module")

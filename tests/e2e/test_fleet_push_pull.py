@@ -10,10 +10,10 @@ import urllib.request
 import pytest
 
 from payload.oci.registry import RegistryClient
+from testing.bundles import make_bundle
+from testing.helpers import bundler
+from testing.registry import Registry, TokenService, write_auth_file
 from tests.conftest import require_registry_tools
-from tests.fixtures.bundles import make_bundle
-from tests.fixtures.registry import Registry, TokenService, write_auth_file
-from tests.helpers import bundler
 
 UPLOADS = ("POST", "PUT", "PATCH")
 
@@ -152,7 +152,7 @@ def test_several_architectures_of_one_version_under_one_tag(tmp_path, plain_stub
 def test_an_interrupted_pull_resumes(tmp_path, plain_stub, registry):
     """A proxy in front of the registry cuts the bootloader's blob after 1000 bytes on each of the client's 4
     attempts (as a registry that dies mid-transfer does); the next pull resumes it with Range."""
-    from tests.fixtures.registry import FaultProxy
+    from testing.registry import FaultProxy
 
     bundle, _ = make_bundle(tmp_path / "b", plain_stub)
     bundler("push", bundle, f"{registry.host}/fleet/demo:1")

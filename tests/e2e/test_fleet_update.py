@@ -9,10 +9,10 @@ import subprocess
 
 import pytest
 
+from testing.faults import ENTRY, SMALL, build, start, write_project
+from testing.helpers import bundler
+from testing.registry import FaultProxy, Registry
 from tests.conftest import require_registry_tools
-from tests.fixtures.faults import ENTRY, SMALL, build, start, write_project
-from tests.fixtures.registry import FaultProxy, Registry
-from tests.helpers import bundler
 
 # 1.0.1 changes only the launcher group: its script gets a block of comment lines (a few KB once compressed, so
 # that a transfer can be cut half way through it).
@@ -153,8 +153,8 @@ def test_without_a_reference_or_a_repository_the_update_says_what_to_do(tmp_path
     this Python, as tests/stub do: plain_stub cannot run)."""
     import sys
 
-    from tests.fixtures.bundles import make_bundle
-    from tests.helpers import ROOT
+    from testing.bundles import make_bundle
+    from testing.helpers import ROOT
 
     bundle, _ = make_bundle(tmp_path, plain_stub)
     env = dict(os.environ, BUNDLE_EXECUTABLE=str(bundle), BUNDLE_DIR=str(tmp_path / "root"), PYTHONPATH=str(ROOT))

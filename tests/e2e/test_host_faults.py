@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from stub.install import SPACE_MARGIN
-from tests.fixtures.faults import (
+from testing.faults import (
     SMALL,
     DiskFiller,
     build,

@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 
-from tests.fixtures.bundles import images_manifest, images_project
-from tests.fixtures.registry import Registry, push
-from tests.helpers import bundler, run
+from testing.bundles import images_manifest, images_project
+from testing.helpers import bundler, run
+from testing.registry import Registry, push
 
 IMAGES = {"base": "test/busybox:1", "derived": "test/derived:1"}
 
@@ -136,7 +136,7 @@ def test_lock_pins_each_platform_of_an_index(registry, image_layout, tmp_path):
 @pytest.fixture
 def proxied(tmp_path, registry, image_layout):
     """An online project whose images are named through a fault-injecting proxy in front of the real registry."""
-    from tests.fixtures.registry import FaultProxy
+    from testing.registry import FaultProxy
 
     proxy = FaultProxy(registry.port).start()
     yield images_project(tmp_path / "proxied", manifest(proxy.host)), proxy

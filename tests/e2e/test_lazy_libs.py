@@ -8,8 +8,8 @@ import subprocess
 from PyInstaller.archive.readers import CArchiveReader
 
 from payload import lazylibs
-from tests.fixtures.bundles import make_bundle, online_bundle
-from tests.fixtures.loader import ON_DEMAND, initialised
+from testing.bundles import make_bundle, online_bundle
+from testing.loader import ON_DEMAND, initialised
 
 
 def _loaded(exe, root, tmpdir, *args, expect=7):
@@ -50,7 +50,7 @@ def test_ctypes_is_unpacked_for_a_rollback_only(stub_path, tmp_path):
 
 def test_a_pulling_start_unpacks_and_loads_openssl_for_requests(stub_path, tmp_path):
     """requests imports ssl (urllib3 takes no ssl as "no https" without a word): the set must load, not just exist."""
-    from tests.fixtures.registry import BUSYBOX, ImageLayout, Registry, push
+    from testing.registry import BUSYBOX, ImageLayout, Registry, push
 
     layout = ImageLayout(tmp_path / "layout")
     layout.build("base", {"/bin/busybox": BUSYBOX})

@@ -3,7 +3,7 @@ unless the mutation touched nothing that matters, and then what runs is the veri
 
 The runs use the stub's code as `python -m stub` with BUNDLE_EXECUTABLE=<mutated file>, which reads the file
 exactly as the frozen stub does, at a fifth of the cost of the PyInstaller bootloader (about 200 runs here).
-tests/fixtures/mutations.py lists the mutation kinds; scripts/reliability.py runs thousands of them.
+testing/mutations.py lists the mutation kinds; scripts/reliability.py runs thousands of them.
 """
 
 import os
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fixtures.mutations import ALL_LIES, Lab, build_bases
+from testing.mutations import ALL_LIES, Lab, build_bases
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_every_lie_is_caught_at_least_once(lab):
 
 def test_a_mutation_inside_the_payload_that_was_not_refused_would_be_caught(lab):
     # The judge itself must be able to fail: an untouched bundle, judged as if it had to be refused.
-    from tests.fixtures import mutations as m
+    from testing import mutations as m
 
     root, mark = m.fresh_dir(lab.workdir, "root"), m.fresh_dir(lab.workdir, "ran")
     result = m.run_stub(lab.benches["plain"].path, root, mark)
@@ -83,7 +83,7 @@ def test_truncated_frozen_bundle_never_installs_or_runs(lab, tmp_path):
     # With the real frozen stub. A cut that only loses the section header table reaches our code: exit 3.
     # A deeper cut loses PyInstaller's archive, so its bootloader (or the kernel) refuses the file before any
     # code of ours runs: not exit 3, but nothing is installed or run either (docs/reliability.md).
-    from tests.fixtures.faults import start
+    from testing.faults import start
 
     source = lab.benches["plain"].path
     size = lab.benches["plain"].file_size

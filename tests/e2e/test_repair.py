@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tests.fixtures.faults import SMALL, build, expected_files, install_problems, start, write_project
+from testing.faults import SMALL, build, expected_files, install_problems, start, write_project
 
 
 @pytest.fixture(scope="module")

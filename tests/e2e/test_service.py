@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.fixtures.faults import SMALL, build, expected_files, install_problems, start, write_project
+from testing.faults import SMALL, build, expected_files, install_problems, start, write_project
 
 # Says who it is, which process it is, and what its environment holds.
 ENTRY = """#!/bin/sh

@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
-from tests.fixtures.faults import SMALL, build, expected_files, install_problems, start, version_dirs, write_project
-from tests.fixtures.mutations import join_section, read_section, reseal, split_section, with_section
-from tests.helpers import bundler, run
+from testing.faults import SMALL, build, expected_files, install_problems, start, version_dirs, write_project
+from testing.helpers import bundler, run
+from testing.mutations import join_section, read_section, reseal, split_section, with_section
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.images import build_image, build_solo_images
-from tests.fixtures.solo import EXAMPLE_REGISTRY, RUN_TIMEOUT, Lines, Solo, alive, processes, write_solo_manifest
-from tests.helpers import bundler
+from testing.helpers import bundler
+from testing.images import build_image, build_solo_images
+from testing.solo import EXAMPLE_REGISTRY, RUN_TIMEOUT, Lines, Solo, alive, processes, write_solo_manifest
 
 DEBIAN_CTR = "/usr/bin/ctr"
 

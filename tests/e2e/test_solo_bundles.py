@@ -10,10 +10,10 @@ import uuid
 
 import pytest
 
-from tests.fixtures.images import build_solo_images
-from tests.fixtures.registry import Registry
-from tests.fixtures.solo import RUN_TIMEOUT, Solo, write_solo_manifest
-from tests.helpers import bundler
+from testing.helpers import bundler
+from testing.images import build_solo_images
+from testing.registry import Registry
+from testing.solo import RUN_TIMEOUT, Solo, write_solo_manifest
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containerd and runc need root")
 

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from tests.fixtures.faults import build, expected_files, install_problems, leftovers, start, version_dirs, write_project
-from tests.helpers import bundler, flip_byte, run, section_span
+from testing.faults import build, expected_files, install_problems, leftovers, start, version_dirs, write_project
+from testing.helpers import bundler, flip_byte, run, section_span
 
 FILES = [
     ("bin/crun", "/usr/bin/crun", "tools"),

@@ -9,7 +9,7 @@ import tomllib
 from bundler.manifest import load_manifest
 from payload.arches import NAMES as ARCHS
 from payload.oci.reference import parse_reference
-from tests.helpers import ROOT, bundler
+from testing.helpers import ROOT, bundler
 
 EXAMPLE = ROOT / "examples" / "kubesolo" / "bundle.toml"
 LAUNCHER = ROOT / "examples" / "solo" / "bin" / "solo"

@@ -11,7 +11,7 @@ from bundler.fleet.delta import make_patch, read_files
 from payload import delta, groups
 from payload.errors import UsageError
 from payload.index import Entry
-from tests.fixtures import containerd
+from testing import containerd
 
 INSTALLED = "bin/containerd-shim-runc-v2"  # where the shim lands in a version directory
 

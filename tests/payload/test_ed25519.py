@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from payload import ed25519
-from tests.helpers import ROOT
+from testing.helpers import ROOT
 
 PYTHON39 = "/root/.pyenv/versions/3.9.18/bin/python3.9"
 ORDER = 2**252 + 27742317777372353535851937790883648493

@@ -1,5 +1,5 @@
 """payload/http: the one retry loop (counted attempts, backoff, Retry-After) and Range resume, against a real
-HTTP server on 127.0.0.1 (tests/fixtures/http_server.py), through both of its users: bundler/build/download.py and the
+HTTP server on 127.0.0.1 (testing/http_server.py), through both of its users: bundler/build/download.py and the
 registry client."""
 
 import email.utils
@@ -16,7 +16,7 @@ from bundler.cache import Cache
 from payload import http
 from payload.errors import NetworkError
 from payload.oci.registry import RegistryClient
-from tests.fixtures.http_server import FileServer
+from testing.http_server import FileServer
 
 BLOB = bytes(range(256)) * 4000  # 1 MB
 DIGEST = "sha256:" + hashlib.sha256(BLOB).hexdigest()
@@ -122,7 +122,7 @@ def test_the_policy_counts_every_failure_and_never_waits_less_than_asked():
 
 
 def test_a_pull_draws_its_bar_on_a_terminal_only(server, tmp_path):
-    from tests.helpers import ROOT, run_on_a_terminal
+    from testing.helpers import ROOT, run_on_a_terminal
 
     code = (
         "import sys; from payload.oci.registry import RegistryClient\n"

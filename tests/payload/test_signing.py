@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
 
 from payload import signing
 from payload.errors import IntegrityError, UsageError
-from tests.fixtures.signed import make_payload, raw, spki_pem
+from testing.signed import make_payload, raw, spki_pem
 
 
 @pytest.fixture(scope="module")

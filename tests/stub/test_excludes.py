@@ -17,9 +17,9 @@ import pytest
 
 from bundler.stubs.build import EXCLUDES
 from stub.root import PINS_DIR
-from tests.fixtures.bundles import images_manifest, images_project, make_bundle, online_bundle
-from tests.fixtures.registry import BUSYBOX, ImageLayout, Registry, TokenService, push, self_signed_certificate
-from tests.helpers import ROOT, bundler, flip_byte
+from testing.bundles import images_manifest, images_project, make_bundle, online_bundle
+from testing.helpers import ROOT, bundler, flip_byte
+from testing.registry import BUSYBOX, ImageLayout, Registry, TokenService, push, self_signed_certificate
 
 RUN_BLOCKED = r"""
 import os, sys

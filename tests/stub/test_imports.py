@@ -114,7 +114,7 @@ main(["demo", "--bundle-dir", sys.argv[1]])
 def test_an_installed_start_loads_neither_openssl_nor_the_decoder(tmp_path, plain_stub):
     """Up to the exec of the entrypoint, an installed start hashes only its index (payload/small_sha.py): loading
     OpenSSL's libcrypto for that cost about 100 ms under qemu. Nor does it import zstandard or requests."""
-    from tests.fixtures.bundles import make_bundle
+    from testing.bundles import make_bundle
 
     exe, _ = make_bundle(tmp_path / "build", plain_stub)
     env = dict(os.environ, BUNDLE_EXECUTABLE=str(exe), PYTHONPATH=str(ROOT))

@@ -3,7 +3,7 @@
 from types import SimpleNamespace
 
 from stub import launch
-from stub.install import Installation
+from stub.root import Installation
 
 INDEX = SimpleNamespace(name="demo", version="1.0.0", variant="offline", arch="amd64")
 BUNDLE_ID = "ab" * 32

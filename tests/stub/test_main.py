@@ -11,9 +11,9 @@ import pytest
 
 from payload.layout import open_payload
 from stub import main as stub_main
-from stub.install import MARKER
-from tests.fixtures.bundles import make_bundle
-from tests.helpers import ROOT, flip_byte, run_on_a_terminal
+from stub.root import MARKER
+from testing.bundles import make_bundle
+from testing.helpers import ROOT, flip_byte, run_on_a_terminal
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from payload.errors import IntegrityError, UsageError
 from payload.signing import fingerprint
 from stub import trust
 from stub.root import PINS_DIR
-from tests.fixtures.signed import make_payload, raw, spki_pem
+from testing.signed import make_payload, raw, spki_pem
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from bundler.build.download import fetch
 from bundler.cache import Cache
 from payload.errors import HostError, IntegrityError, NetworkError, UsageError
 from payload.progress import Bar
-from tests.fixtures.http_server import FileServer
-from tests.helpers import ROOT, run_on_a_terminal
+from testing.helpers import ROOT, run_on_a_terminal
+from testing.http_server import FileServer
 
 FAST = {"backoff": 0.01}
 

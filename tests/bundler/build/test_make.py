@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.fixtures.http_server import FileServer
-from tests.helpers import ROOT, bundler, flip_byte, run_on_a_terminal
+from testing.helpers import ROOT, bundler, flip_byte, run_on_a_terminal
+from testing.http_server import FileServer
 
 MANIFEST = """
 [bundle]
@@ -337,7 +337,7 @@ def test_no_bar_without_a_terminal(project, plain_stub):
 def test_make_in_process_writes_what_the_device_reads(tmp_path, plain_stub):
     from payload.layout import open_payload
     from payload.report import verify_payload
-    from tests.fixtures.bundles import make_bundle
+    from testing.bundles import make_bundle
 
     path, index = make_bundle(tmp_path, plain_stub)
     with open(path, "rb") as f:

@@ -13,7 +13,7 @@ from bundler.build.signing import PASSPHRASE_ENV, Signing, generate_keypair, loa
 from payload import ed25519
 from payload.errors import UsageError
 from payload.signing import CONTEXT, decode_block, fingerprint, load_public_key, parse_key_id
-from tests.helpers import bundler
+from testing.helpers import bundler
 
 
 @pytest.fixture

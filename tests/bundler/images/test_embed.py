@@ -15,8 +15,8 @@ from bundler.manifest.lockfile import Lock
 from payload.index import LAYERS_EXACT, LAYERS_RAW
 from payload.oci.archive import write_image_archive
 from payload.oci.reference import parse_reference
-from tests.fixtures.images import build_solo_images
-from tests.helpers import bundler
+from testing.helpers import bundler
+from testing.images import build_solo_images
 
 MANIFEST = """
 [bundle]

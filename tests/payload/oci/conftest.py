@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from payload.oci.registry import RegistryClient
-from tests.fixtures.registry import ImageLayout, Registry, TokenService, push
+from testing.registry import ImageLayout, Registry, TokenService, push
 
 USER, PASSWORD = "alice", "s3cret-pw"
 IDENTITY_TOKEN = "refresh-token-for-robot"

@@ -15,8 +15,8 @@ import pytest
 from payload.errors import HostError, IntegrityError, NetworkError, UsageError
 from payload.oci.reference import parse_platform, parse_reference, platform_for_arch
 from payload.oci.registry import RegistryClient, is_loopback_host
-from tests.fixtures.http_server import FileServer
-from tests.fixtures.registry import (
+from testing.http_server import FileServer
+from testing.registry import (
     FaultProxy,
     Registry,
     free_port,
@@ -249,7 +249,7 @@ def test_registry_down_is_a_network_error_naming_image_and_registry(tmp_path):
 def test_registry_stopped_then_started_again_on_the_same_storage(images, image_layout, tmp_path):
     registry = Registry(tmp_path / "storage")
     with registry:
-        from tests.fixtures.registry import push
+        from testing.registry import push
 
         push(image_layout, "base", registry, "test/busybox:1")
     ref = f"{registry.host}/test/busybox:1"
