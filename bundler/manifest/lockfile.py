@@ -169,33 +169,28 @@ class _LockReader:
             shown = "missing" if version is None else f"{version!r}, not {LOCK_VERSION}"
             self.fail(line, f"lock format version is {shown}; {_REWRITE}")
         for index, row in enumerate(self.rows(data, "file")):
-            pin = FilePin(*self.row(row, ("file", index), _FILE_ROW), line=self.lines.line(("file", index)))
+            pin = self.pin(FilePin, "file", index, row, _FILE_ROW)
             if pin.arch not in arches.NAMES:
                 self.fail(self.lines.line(("file", index), "arch"), f"unknown architecture '{pin.arch}'; {_REWRITE}")
-            if not rules.is_sha256(pin.sha256):
-                self.fail(
-                    self.lines.line(("file", index), "sha256"), f"sha256 is not 64 lower-case hex digits; {_REWRITE}"
-                )
-            first = self.lock._files.get((pin.path, pin.arch))
-            if first is not None:
-                self.fail(
-                    pin.line,
-                    f"'{pin.path}' for arch '{pin.arch}' is pinned twice (first at line {first.line}); {_REWRITE}",
-                )
-            self.lock._files[(pin.path, pin.arch)] = pin
+            self.check(pin, "file", index, "sha256", rules.is_sha256, "is not 64 lower-case hex digits")
+            self.add(self.lock._files, (pin.path, pin.arch), pin, f"'{pin.path}' for arch '{pin.arch}'")
         for index, row in enumerate(self.rows(data, "image")):
-            pin = ImagePin(*self.row(row, ("image", index), _IMAGE_ROW), line=self.lines.line(("image", index)))
-            if not rules.is_digest(pin.digest):
-                self.fail(
-                    self.lines.line(("image", index), "digest"), f"digest is not sha256:<64 hex digits>; {_REWRITE}"
-                )
-            first = self.lock._images.get((pin.name, pin.platform))
-            if first is not None:
-                self.fail(
-                    pin.line,
-                    f"image '{pin.name}' for {pin.platform} is pinned twice (first at line {first.line}); {_REWRITE}",
-                )
-            self.lock._images[(pin.name, pin.platform)] = pin
+            pin = self.pin(ImagePin, "image", index, row, _IMAGE_ROW)
+            self.check(pin, "image", index, "digest", rules.is_digest, "is not sha256:<64 hex digits>")
+            self.add(self.lock._images, (pin.name, pin.platform), pin, f"image '{pin.name}' for {pin.platform}")
+
+    def pin(self, kind, table, index, row, fields):
+        return kind(*self.row(row, (table, index), fields), line=self.lines.line((table, index)))
+
+    def check(self, pin, table, index, field, rule, problem):
+        if not rule(getattr(pin, field)):
+            self.fail(self.lines.line((table, index), field), f"{field} {problem}; {_REWRITE}")
+
+    def add(self, pins, key, pin, what):
+        first = pins.get(key)
+        if first is not None:
+            self.fail(pin.line, f"{what} is pinned twice (first at line {first.line}); {_REWRITE}")
+        pins[key] = pin
 
     def rows(self, data: dict, key: str) -> list[dict]:
         rows = data.get(key, [])
