@@ -85,8 +85,8 @@ def check_file_sizes(files, medium, dest):
     for name, size in files:
         if size > medium.file_limit:
             raise HostError(
-                "%s is %d bytes, and %s on %s holds files of at most %d bytes (4 GiB - 1); copy with "
-                "--split 2G" % (name, size, medium.describe(), dest, medium.file_limit)
+                f"{name} is {size} bytes, and {medium.describe()} on {dest} holds files of at most "
+                f"{medium.file_limit} bytes (4 GiB - 1); copy with --split 2G"
             )
 
 
@@ -99,8 +99,8 @@ class Report:
         written = sum(p.size for p in self.written)
         kept = sum(p.size for p in self.kept)
         return (
-            "%s: %d files written and read back (%.1f MB), %d kept as they verified (%.1f MB); check there with: "
-            "sha256sum -c %s.sha256" % (dest, len(self.written), written / 1e6, len(self.kept), kept / 1e6, name)
+            f"{dest}: {len(self.written)} files written and read back ({written / 1e6:.1f} MB), {len(self.kept)} kept "
+            f"as they verified ({kept / 1e6:.1f} MB); check there with: sha256sum -c {name}.sha256"
         )
 
 
@@ -113,8 +113,8 @@ def copy_bundle(bundle, dest, split=None, sign=None, progress=None, log=print):
     medium = medium_of(dest)
     if split is not None and medium.file_limit is not None and split > medium.file_limit:
         raise HostError(
-            "--split %s makes parts of %d bytes, and %s holds files of at most %d bytes; use --split 2G"
-            % (describe_size(split), split, medium.describe(), medium.file_limit)
+            f"--split {describe_size(split)} makes parts of {split} bytes, and {medium.describe()} holds files of at "
+            f"most {medium.file_limit} bytes; use --split 2G"
         )
     with open(bundle, "rb") as f:
         payload = open_payload(str(bundle), f)
@@ -239,8 +239,8 @@ def _check_space(dest, needed, freed):
     free = st.f_bavail * st.f_frsize + freed
     if needed > free:
         raise HostError(
-            "not enough space on %s: the copy needs %d bytes (%.1f MB), %d bytes (%.1f MB) are free; "
-            "free space there or use a larger medium" % (dest, needed, needed / 1e6, free, free / 1e6)
+            f"not enough space on {dest}: the copy needs {needed} bytes ({needed / 1e6:.1f} MB), {free} bytes "
+            f"({free / 1e6:.1f} MB) are free; free space there or use a larger medium"
         )
 
 
@@ -295,7 +295,7 @@ def _put(planned, dest, advance):
         os.replace(temp, str(target))
         fs.fsync_dir(str(dest))
     except OSError as exc:
-        raise _host_error(exc, planned, dest)
+        raise _host_error(exc, planned, dest) from None
     finally:
         fs.safe_unlink(temp)
 
@@ -316,7 +316,6 @@ def _host_error(exc, planned, dest):
         )
     if exc.errno == errno.EFBIG:
         return HostError(
-            "%s (%d bytes) is too large for the file system of %s; copy with --split 2G"
-            % (planned.name, planned.size, dest)
+            f"{planned.name} ({planned.size} bytes) is too large for the file system of {dest}; copy with --split 2G"
         )
     return HostError(f"cannot write {planned.name} into {dest}: {exc.strerror or exc}")

@@ -31,7 +31,7 @@ def parse_size(text, option="--split", minimum=None):
     (default: the smallest part)."""
     size = sizes.parse_size(text, option)
     if minimum is None and size < MIN_PART_SIZE:
-        raise UsageError("%s %s is below the smallest part, %d KiB" % (option, text, MIN_PART_SIZE >> 10))
+        raise UsageError(f"{option} {text} is below the smallest part, {MIN_PART_SIZE >> 10} KiB")
     if minimum is not None and size < minimum:
         raise UsageError(f"{option} {text} is below the least, {describe_size(minimum)}")
     return size
@@ -114,7 +114,7 @@ class Planned:
 
 def part_names(name, count):
     width = max(3, len(str(count)))
-    return [(name + ".part%0*d" % (width, number)) for number in range(1, count + 1)]
+    return [f"{name}.part{number:0{width}d}" for number in range(1, count + 1)]
 
 
 def cut(data_size, part_size):
@@ -142,7 +142,7 @@ def plan_split(source, name, part_size, sign, workdir, progress=None):
 
     `sign(index_bytes)` gives the signature block (b"" for none). One read of the data area hashes the parts."""
     if part_size < MIN_PART_SIZE:
-        raise UsageError("a part of %d bytes is below the smallest part, %d KiB" % (part_size, MIN_PART_SIZE >> 10))
+        raise UsageError(f"a part of {part_size} bytes is below the smallest part, {MIN_PART_SIZE >> 10} KiB")
     spans = cut(source.data_size, part_size)
     parts = []
     with source.data.verifying():  # a damaged part of a split source is named, never copied on
@@ -229,8 +229,8 @@ def resigner(source, sign=None):
     if sign is None:
         if wanted:
             raise UsageError(
-                f"the bundle is signed by key {fingerprint(wanted[0])} and splitting changes its index: pass --sign KEY with "
-                "that private key, or split it at build time (make --split)"
+                f"the bundle is signed by key {fingerprint(wanted[0])} and splitting changes its index: pass --sign "
+                "KEY with that private key, or split it at build time (make --split)"
             )
         return lambda index_bytes: b""
     signing = Signing.from_paths(sign)
