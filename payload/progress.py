@@ -45,17 +45,17 @@ class Bar:
     def line(self):
         elapsed = time.monotonic() - self._started
         if self.unit is None:
-            return "%s  %d s" % (self.label, elapsed)
+            return f"{self.label}  {int(elapsed)} s"
         parts = [self.label]
         if self.total:
             filled = min(WIDTH, WIDTH * self.done // self.total)
             percent = min(100, 100 * self.done // self.total)
-            parts.append("[%s%s] %3d%%" % ("#" * filled, "." * (WIDTH - filled), percent))
+            parts.append(f"[{'#' * filled}{'.' * (WIDTH - filled)}] {percent:3d}%")
             parts.append(f"{self.done / 1e6:.1f}/{self.total / 1e6:.1f} MB")
         else:
-            parts.append("%.1f MB" % (self.done / 1e6))
+            parts.append(f"{self.done / 1e6:.1f} MB")
         if elapsed >= 0.5:
-            parts.append("%.1f MB/s" % ((self.done - self._first) / 1e6 / elapsed))
+            parts.append(f"{(self.done - self._first) / 1e6 / elapsed:.1f} MB/s")
         return "  ".join(parts)
 
     def _draw(self):
@@ -110,7 +110,7 @@ def finish(display):
 def size_text(count):
     """A byte count for a summary line: `512 B`, `12.3 KB`, `45.6 MB` (powers of 1000, as the bar's MB)."""
     if count < 1000:
-        return "%d B" % count
+        return f"{count} B"
     if count < 1000 * 1000:
-        return "%.1f KB" % (count / 1e3)
-    return "%.1f MB" % (count / 1e6)
+        return f"{count / 1e3:.1f} KB"
+    return f"{count / 1e6:.1f} MB"

@@ -20,5 +20,5 @@ def parse_size(text, what):
 def describe_size(size):
     for unit in ("T", "G", "M", "K"):
         if size and size % UNITS[unit] == 0:
-            return "%d%s" % (size // UNITS[unit], unit)
-    return "%d bytes" % size
+            return f"{size // UNITS[unit]}{unit}"
+    return f"{size} bytes"
