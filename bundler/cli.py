@@ -72,7 +72,7 @@ class _Group(click.Group):
         except KeyboardInterrupt as exc:
             terminated = isinstance(exc, _Terminated)
             _fail(
-                "%s; nothing was left half-written" % ("terminated" if terminated else "interrupted"),
+                f"{'terminated' if terminated else 'interrupted'}; nothing was left half-written",
                 143 if terminated else 130,
             )
         except OSError as exc:  # one our code did not name: still the environment's
@@ -80,7 +80,8 @@ class _Group(click.Group):
             _fail(f"{exc.strerror or exc}{where}; check the path, free space and permissions", 4)
         except Exception as exc:  # a bug of ours
             _fail(
-                f"internal error: {type(exc).__name__}: {exc}; please report this with the command line (bundler {__version__})",
+                f"internal error: {type(exc).__name__}: {exc}; please report this with the command line (bundler "
+                f"{__version__})",
                 1,
             )
         finally:
@@ -205,7 +206,7 @@ def main():
     "--frame-size",
     type=FRAME_SIZE,
     default=DEFAULT_FRAME_SIZE,
-    show_default="%dM" % (DEFAULT_FRAME_SIZE >> 20),
+    show_default=f"{DEFAULT_FRAME_SIZE >> 20}M",
     help="Cut a group of at least twice SIZE into frames of at least SIZE (between files), which devices "
     "decompress at once: smaller installs faster on several cores, and stores more.",
 )
@@ -259,7 +260,7 @@ def make(
 
 def _summary(output, index):
     stored = output.stat().st_size + sum(p.size for p in index.parts)
-    parts = ", %d parts beside it" % len(index.parts) if index.parts else ""
+    parts = f", {len(index.parts)} parts beside it" if index.parts else ""
     return f"{output}  ({index.variant}, {stored / 1e6:.1f} MB stored{parts}, bundle id {index.bundle_id[:16]})"
 
 
@@ -468,7 +469,7 @@ def push(bundles, target, delta_from, delta_level, insecure_registries):
 
     with registry_client(insecure_registries) as client:
         digest, count = push_bundles(bundles, target, client, log=_log, delta_from=delta_from, delta_level=delta_level)
-    click.echo("%s  %s (%d bundle%s)" % (target, digest, count, "" if count == 1 else "s"))
+    click.echo(f"{target}  {digest} ({count} bundle{'' if count == 1 else 's'})")
 
 
 @main.command()

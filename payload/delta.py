@@ -3,10 +3,11 @@
 A patch (bundler/fleet/delta.py makes it) is one zstd frame whose decoded bytes are the new frame's content; its
 reference (a raw-content prefix) is the old version of the frame's files (reference_entries: the installed
 version's files at the same paths, in the new frame's order), rebuilt here from the installed files, each
-re-hashed against the installed index first, and the whole against the sha256 the patch was made against. The bundle keeps frames, not content, so the new
-frame is then compressed again with the parameters the publisher found to reproduce it (level, libzstd version;
-payload/groups.compress_frame, as `bundler make` does), and it counts only if its sha256 is the one the new
-signed index gives. Any failure on the way is a DeltaUnusable: the caller says so and fetches the frame whole.
+re-hashed against the installed index first, and the whole against the sha256 the patch was made against. The bundle
+keeps frames, not content, so the new frame is then compressed again with the parameters the publisher found to
+reproduce it (level, libzstd version; payload/groups.compress_frame, as `bundler make` does), and it counts only if its
+sha256 is the one the new signed index gives. Any failure on the way is a DeltaUnusable: the caller says so and fetches
+the frame whole.
 
 Memory: the reference is held twice for a moment (python-zstandard copies it into its dictionary; the copy read
 from the files is dropped before decoding), then once with the decoder's window; decoding streams into files,
@@ -91,11 +92,11 @@ class Patch:
         for key, kind in _FIELDS:
             text = (notes or {}).get(_PREFIX + key)
             if not isinstance(text, str):
-                raise DeltaUnusable("the delta's annotations have no %s" % (_PREFIX + key))
+                raise DeltaUnusable(f"the delta's annotations have no {_PREFIX + key}")
             try:
                 values[key.replace("-", "_")] = kind(text) if kind is str else int(text, 10)
             except ValueError:
-                raise DeltaUnusable(f"the delta's {_PREFIX + key} is {text!r}, not a number")
+                raise DeltaUnusable(f"the delta's {_PREFIX + key} is {text!r}, not a number") from None
         return cls(**values)
 
     def describe(self):
@@ -121,10 +122,9 @@ def decode_memory(reference_size, window_log, target_size):
 
 def recompress_memory(level, size):
     """Bytes compressing a frame again holds: one multi-threaded job in flight (payload/groups.compress_frame with
-    threads=1, whose output is the same as with more): the tables, the job, its overlap and output (measured: 186 MB
-    for containerd's 83 MB, this says 187)."""
+    threads=1, whose output is the same as with more): the tables, the job, its overlap and output."""
     if not 1 <= level <= zstandard.MAX_COMPRESSION_LEVEL:
-        raise DeltaUnusable("its record names zstd level %d" % level)
+        raise DeltaUnusable(f"its record names zstd level {level}")
     params = zstandard.ZstdCompressionParameters.from_level(
         level, source_size=size, window_log=min(groups.WINDOW_LOG, max(10, size.bit_length()))
     )
@@ -152,7 +152,8 @@ def check_memory(patch, bound):
     )
     if need > bound:
         raise DeltaUnusable(
-            f"it needs {size_text(need)} of memory, more than the {size_text(bound)} this device allows (--bundle-delta-memory, "
+            f"it needs {size_text(need)} of memory, more than the {size_text(bound)} this device allows "
+            "(--bundle-delta-memory, "
             f"env {MEMORY_ENV})"
         )
     return need
@@ -201,7 +202,7 @@ def read_reference(version_dir, entries):
                     pos += n
                 extra = f.read(1)
         except OSError as exc:
-            raise DeltaUnusable(f"the installed {entry.path} cannot be read ({exc.strerror})")
+            raise DeltaUnusable(f"the installed {entry.path} cannot be read ({exc.strerror})") from None
         if pos != end or extra or sha.hexdigest() != entry.sha256:
             raise DeltaUnusable(f"the installed {entry.path} differs from its index (repair it with --bundle-repair)")
     return buf
@@ -211,11 +212,11 @@ def _check_header(patch, data_head, bound):
     try:
         params = zstandard.get_frame_parameters(data_head)
     except zstandard.ZstdError as exc:
-        raise DeltaUnusable(f"the patch is not a zstd frame ({exc})")
+        raise DeltaUnusable(f"the patch is not a zstd frame ({exc})") from None
     if params.content_size != patch.size:
-        raise DeltaUnusable("the patch decodes to %d bytes, its record says %d" % (params.content_size, patch.size))
+        raise DeltaUnusable(f"the patch decodes to {params.content_size} bytes, its record says {patch.size}")
     if params.dict_id:
-        raise DeltaUnusable("the patch asks for dictionary %d, not its reference" % params.dict_id)
+        raise DeltaUnusable(f"the patch asks for dictionary {params.dict_id}, not its reference")
     if patch.reference_size + min(params.window_size, patch.size) + DECODER_OVERHEAD > bound:
         raise DeltaUnusable(
             f"the patch's window ({size_text(params.window_size)}) exceeds the memory this device allows"
@@ -231,7 +232,7 @@ def decode(patch, patch_file, reference, entries, dest, bound):
     patch_file.seek(-len(head), 1)
     if len(reference) != patch.reference_size:
         raise DeltaUnusable(
-            "the reference holds %d bytes, the patch was made against %d" % (len(reference), patch.reference_size)
+            f"the reference holds {len(reference)} bytes, the patch was made against {patch.reference_size}"
         )
     dictionary = zstandard.ZstdCompressionDict(reference, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
     del reference[:]  # the dictionary holds its own copy
@@ -247,12 +248,12 @@ def decode(patch, patch_file, reference, entries, dest, bound):
                 break
             produced += n
             if produced > patch.size:
-                raise DeltaUnusable("the patch decodes to more than its %d bytes" % patch.size)
+                raise DeltaUnusable(f"the patch decodes to more than its {patch.size} bytes")
             writer.feed(memoryview(buf)[:n])
         if produced != patch.size or patch_file.read(1):
-            raise DeltaUnusable("the patch decodes to %d bytes, expected %d" % (produced, patch.size))
+            raise DeltaUnusable(f"the patch decodes to {produced} bytes, expected {patch.size}")
     except zstandard.ZstdError as exc:
-        raise DeltaUnusable(f"the patch does not decode against the installed version ({exc})")
+        raise DeltaUnusable(f"the patch does not decode against the installed version ({exc})") from None
     finally:
         writer.close()
     if writer.mismatched:
@@ -334,12 +335,12 @@ def apply(patch, patch_path, old_dir, old_entries, new_entries, work, out_path, 
     check_usable(patch, bound)
     if sum(e.size for e in new_entries) != patch.size:
         raise DeltaUnusable(
-            "the new frame holds %d bytes, the patch gives %d" % (sum(e.size for e in new_entries), patch.size)
+            f"the new frame holds {sum(e.size for e in new_entries)} bytes, the patch gives {patch.size}"
         )
     if sum(e.size for e in old_entries) != patch.reference_size:  # what was checked is what will be read
         raise DeltaUnusable(
-            "this version's files hold %d bytes, the patch was made against %d"
-            % (sum(e.size for e in old_entries), patch.reference_size)
+            f"this version's files hold {sum(e.size for e in old_entries)} bytes, the patch was made against "
+            f"{patch.reference_size}"
         )
     reference = read_reference(old_dir, old_entries)
     if reference_sha256(reference) != patch.from_sha256:

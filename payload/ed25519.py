@@ -99,7 +99,7 @@ def _check_bytes(value, size, what):
     if not isinstance(value, (bytes, bytearray, memoryview)):
         raise Ed25519Error(f"ed25519 {what} must be bytes, not {type(value).__name__}")
     if len(value) != size:
-        raise Ed25519Error("ed25519 %s must be %d bytes, not %d" % (what, size, len(value)))
+        raise Ed25519Error(f"ed25519 {what} must be {size} bytes, not {len(value)}")
     return bytes(value)
 
 

@@ -1,7 +1,7 @@
 """Find and add ELF sections, for any ELF class, byte order and machine.
 
 The payload lives in its own section placed just before PyInstaller's `pydata` section, so the bootloader,
-which looks for its archive from the end of the file, never reads it (DESIGN.md "Where the payload lives").
+which looks for its archive from the end of the file, never reads it (docs/format.md, "1. The file").
 GNU objcopy refuses stubs of foreign architectures, hence this small writer: it copies everything up to the
 `pydata` data, writes the new section, then moves the rest (pydata, trailing sections, a new .shstrtab and the
 section header table) by a whole number of alignments. Loaded segments and program headers are never touched.

@@ -26,19 +26,21 @@ def check_frame_header(f, data_offset, group, frame):
     try:
         params = zstandard.get_frame_parameters(header)
     except zstandard.ZstdError as exc:
-        raise IntegrityError(f"{where} does not start with a zstd frame ({exc}); the bundle is damaged, copy it again")
+        raise IntegrityError(
+            f"{where} does not start with a zstd frame ({exc}); the bundle is damaged, copy it again"
+        ) from None
     if params.content_size == zstandard.CONTENTSIZE_UNKNOWN:
         raise IntegrityError(
             f"{where}: its frame does not record its size; the bundle is damaged or not made by bundler"
         )
     if params.content_size != frame.size:
         raise IntegrityError(
-            "%s: its frame holds %d bytes, the index says %d; the bundle is damaged, copy it again"
-            % (where, params.content_size, frame.size)
+            f"{where}: its frame holds {params.content_size} bytes, the index says {frame.size}; the bundle is "
+            "damaged, copy it again"
         )
     if params.window_size > MAX_WINDOW:
         raise IntegrityError(
-            "%s needs a %d MiB decoder window, more than the %d MiB this stub allows; rebuild the "
-            "bundle with bundler's default window" % (where, params.window_size >> 20, MAX_WINDOW >> 20)
+            f"{where} needs a {params.window_size >> 20} MiB decoder window, more than the {MAX_WINDOW >> 20} MiB "
+            "this stub allows; rebuild the bundle with bundler's default window"
         )
     return params

@@ -21,7 +21,7 @@ def temp_name(path, temp_dir=None):
     import tempfile  # here, not at the top: an installed start never writes (tempfile imports random)
 
     directory, name = os.path.split(os.path.abspath(path))
-    fd, temp = tempfile.mkstemp(prefix="." + name + TEMP_MARK + "%d-" % os.getpid(), dir=temp_dir or directory)
+    fd, temp = tempfile.mkstemp(prefix="." + name + TEMP_MARK + f"{os.getpid()}-", dir=temp_dir or directory)
     os.close(fd)
     return temp
 
@@ -132,7 +132,7 @@ class atomic_directory:
     def __enter__(self):
         import tempfile
 
-        self.work = tempfile.mkdtemp(prefix="." + self.name + TEMP_MARK + "%d-" % os.getpid(), dir=self.parent)
+        self.work = tempfile.mkdtemp(prefix="." + self.name + TEMP_MARK + f"{os.getpid()}-", dir=self.parent)
         return self.work
 
     def __exit__(self, exc_type, exc, tb):
@@ -161,7 +161,7 @@ def sync_tree(top):
 def replace_symlink(target, link, durable=True):
     """Point `link` at `target` atomically: a new symlink under a temp name, renamed over `link`."""
     directory, name = os.path.split(os.path.abspath(link))
-    temp = os.path.join(directory, "." + name + TEMP_MARK + "%d-link" % os.getpid())
+    temp = os.path.join(directory, "." + name + TEMP_MARK + f"{os.getpid()}-link")
     safe_unlink(temp)
     os.symlink(target, temp)
     try:

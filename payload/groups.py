@@ -140,7 +140,7 @@ def extract_group(f, data_offset, group, entries, dest=None, progress=None, work
     """
     entries_size = sum(e.size for e in entries)
     if entries_size != group.size:
-        raise IntegrityError("group %r holds %d bytes, its entries %d" % (group.name, group.size, entries_size))
+        raise IntegrityError(f"group {group.name!r} holds {group.size} bytes, its entries {entries_size}")
     plan = group.split_entries(entries)
     run = _Extraction(group, progress, workers or frames_in_flight(len(plan)))
     syncer = _Syncer() if dest is not None else None
@@ -204,7 +204,7 @@ class _Extraction:
         try:
             chunk = f.read(size)
         except OSError as exc:
-            raise IntegrityError(f"cannot read group {self.group.name!r}: {exc.strerror or exc}")
+            raise IntegrityError(f"cannot read group {self.group.name!r}: {exc.strerror or exc}") from None
         if not chunk:
             raise IntegrityError(f"group {self.group.name!r} is cut short; the bundle is truncated, copy it again")
         return chunk
@@ -336,10 +336,10 @@ class _FrameJob:
                     break
                 produced += size
                 if produced > frame.size:
-                    raise IntegrityError("%s decompresses to more than its %d bytes" % (self.where, frame.size))
+                    raise IntegrityError(f"{self.where} decompresses to more than its {frame.size} bytes")
                 self.filled.put((buf, size))
             if produced != frame.size:
-                raise IntegrityError("%s decompresses to %d bytes, expected %d" % (self.where, produced, frame.size))
+                raise IntegrityError(f"{self.where} decompresses to {produced} bytes, expected {frame.size}")
         except _Stopped:
             pass
         except zstandard.ZstdError as exc:
@@ -458,7 +458,7 @@ def _write_all(fd, view, where):
         while view:
             view = view[os.write(fd, view) :]
     except OSError as exc:
-        raise _host_error(exc, where)
+        raise _host_error(exc, where) from None
 
 
 def _open_entry(dest, entry):
@@ -467,4 +467,4 @@ def _open_entry(dest, entry):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     except OSError as exc:
-        raise _host_error(exc, entry.path)
+        raise _host_error(exc, entry.path) from None

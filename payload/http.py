@@ -54,14 +54,14 @@ class RetryPolicy:
                 failures += 1
                 reason = retry.reason
                 if retry.after is not None and retry.after > MAX_RETRY_AFTER:
-                    raise give_up("%s, and the server asks to wait %d s" % (reason, retry.after), failures) from None
+                    raise give_up(f"{reason}, and the server asks to wait {int(retry.after)} s", failures) from None
                 if failures > self.retries:
                     raise give_up(reason, failures) from None
                 self._sleep(self.delay(failures, retry.after))
 
 
 def attempts_text(attempts):
-    return "1 attempt" if attempts == 1 else "%d attempts" % attempts
+    return "1 attempt" if attempts == 1 else f"{attempts} attempts"
 
 
 def is_retryable_status(status):
@@ -88,7 +88,7 @@ def status_failure(response):
     """A Retry for a status another attempt may cure, else None."""
     status = response.status_code
     if is_retryable_status(status):
-        return Retry("HTTP %d %s" % (status, response.reason or ""), retry_after(response))
+        return Retry(f"HTTP {status} {response.reason or ''}", retry_after(response))
     return None
 
 
@@ -177,7 +177,7 @@ def content_range_start(response):
 
 
 def resume_headers(sink):
-    return {"Range": "bytes=%d-" % sink.size} if sink.size else {}
+    return {"Range": f"bytes={sink.size}-"} if sink.size else {}
 
 
 def body_start(response, sink):
@@ -203,11 +203,11 @@ def stream_body(response, sink, progress, label, limit=None):
     try:
         for chunk in response.raw.stream(CHUNK, decode_content=False):
             if limit is not None and sink.size + len(chunk) > limit:
-                raise ValueError("more than %d bytes" % limit)
+                raise ValueError(f"more than {limit} bytes")
             sink.write(chunk)
             progress(label, sink.size, total)
     except transfer_errors() as error:
         what = "timed out" if "timed out" in str(error).lower() else "connection broken"
-        raise Retry("%s after %d%s bytes" % (what, sink.size, " of %d" % total if total else "")) from None
+        raise Retry(f"{what} after {sink.size}{f' of {total}' if total else ''} bytes") from None
     if total is not None and sink.size < total:
-        raise Retry("connection closed after %d of %d bytes" % (sink.size, total))
+        raise Retry(f"connection closed after {sink.size} of {total} bytes")

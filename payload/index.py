@@ -173,7 +173,7 @@ class Group:
         """How an error names `frame`: the group, and the frame when the group has more than one."""
         if len(self.frames) == 1:
             return f"group {self.name!r}"
-        return "group %r frame %d of %d" % (self.name, frame.number, len(self.frames))
+        return f"group {self.name!r} frame {frame.number} of {len(self.frames)}"
 
     def frame_of(self, entry):
         """The frame holding `entry`'s bytes (an empty entry: the frame its offset falls in, else the last one),
@@ -191,9 +191,9 @@ class Group:
             frame = self.frame_of(entry)
             if frame is None:
                 raise IntegrityError(
-                    "bundle index is invalid: entry %r (bytes %d to %d of group %r) is not inside one "
-                    "of its frames; the bundle is damaged, copy it again"
-                    % (entry.path, entry.offset, entry.offset + entry.size, self.name)
+                    f"bundle index is invalid: entry {entry.path!r} (bytes {entry.offset} to "
+                    f"{entry.offset + entry.size} of group {self.name!r}) is not inside one of its frames; the bundle "
+                    "is damaged, copy it again"
                 )
             by_frame[id(frame)].append(entry)
         return [(f, by_frame[id(f)]) for f in self.frames]
@@ -372,12 +372,12 @@ class Index:
         """Parse and check an index; `data_size` is the size of the payload's data area it describes."""
         try:
             doc = jsondecode.loads(data)
-        except (UnicodeDecodeError, ValueError):
-            raise IntegrityError("bundle index is not valid JSON; the bundle is damaged, copy it again")
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise IntegrityError("bundle index is not valid JSON; the bundle is damaged, copy it again") from exc
         _require(isinstance(doc, dict), "not an object")
         _require(
             doc.get("format") == FORMAT_VERSION,
-            "format %r, this stub reads format %d" % (doc.get("format"), FORMAT_VERSION),
+            f"format {doc.get('format')!r}, this stub reads format {FORMAT_VERSION}",
         )
         for key in ("name", "version", "variant", "arch", "bundler_version"):
             _require(isinstance(doc.get(key), str) and doc[key], f"{key} is missing")
@@ -392,7 +392,7 @@ class Index:
         ep = doc["entrypoint"]
         _require(isinstance(ep, list) and ep and all(isinstance(a, str) for a in ep), "entrypoint is not a list")
         unknown = [p for a in ep[1:] for p in rules.unknown_placeholders(a)]
-        _require(not unknown, "entrypoint has the unknown placeholder %s" % (unknown[0] if unknown else ""))
+        _require(not unknown, f"entrypoint has the unknown placeholder {unknown[0] if unknown else ''}")
         groups = []
         names = set()
         _require(isinstance(doc["groups"], list), "groups is not a list")
@@ -429,14 +429,14 @@ class Index:
             f"entrypoint {ep[0]!r} is not a file of the bundle",
         )
         clash = sorted(paths.intersection(d for p in paths for d in rules.parents(p)))
-        _require(not clash, "entry %r is both a file and a directory" % (clash[0] if clash else ""))
+        _require(not clash, f"entry {(clash[0] if clash else '')!r} is both a file and a directory")
         for g in groups:
             # Entries must tile their group's stream exactly: no gaps, no overlaps, nothing past its end.
             pos = 0
             for e in sorted((e for e in entries if e.group == g.name), key=lambda e: e.offset):
-                _require(e.offset == pos, "entry %r starts at %d, expected %d" % (e.path, e.offset, pos))
+                _require(e.offset == pos, f"entry {e.path!r} starts at {e.offset}, expected {pos}")
                 pos += e.size
-            _require(pos == g.size, "group %r holds %d bytes, its entries %d" % (g.name, g.size, pos))
+            _require(pos == g.size, f"group {g.name!r} holds {g.size} bytes, its entries {pos}")
             g.split_entries(e for e in entries if e.group == g.name)  # each entry's bytes inside one frame
         _require(isinstance(doc["images"], list), "images is not a list")
         blobs = set("sha256:" + e.sha256 for e in entries if e.kind == "blob")
@@ -484,18 +484,18 @@ def _parse_group(g, data_size):
     _require(isinstance(frames, list) and frames, f"group {name!r}: frames is not a non-empty list")
     parsed = []
     for number, f in enumerate(frames, 1):
-        what = "group %r frame %d" % (name, number)
+        what = f"group {name!r} frame {number}"
         _object(f, _FRAME_KEYS, (), what)
         for key in ("offset", "csize", "size"):
             _require(rules.is_size(f[key]), f"{what}: {key} is not a size")
         _require(rules.is_sha256(f["sha256"]), f"{what}: bad sha256")
         _require(
             f["offset"] + f["csize"] <= data_size,
-            "%s ends at %d, past the payload's %d bytes" % (what, f["offset"] + f["csize"], data_size),
+            f"{what} ends at {f['offset'] + f['csize']}, past the payload's {data_size} bytes",
         )
         _require(
             not parsed or f["offset"] == parsed[-1].offset + parsed[-1].csize,
-            "%s does not start where frame %d ends" % (what, number - 1),
+            f"{what} does not start where frame {number - 1} ends",
         )
         _require(f["size"] > 0 or len(frames) == 1, f"{what} is empty; only a group's one frame may be")
         parsed.append(Frame(f["offset"], f["csize"], f["size"], f["sha256"]))
@@ -517,5 +517,5 @@ def _parse_parts(doc, data_size):
         _require(rules.is_sha256(p["sha256"]), "part {!r}: bad sha256".format(p["name"]))
         parts.append(Part(p["name"], p["size"], p["sha256"]))
     total = sum(p.size for p in parts)
-    _require(total == data_size, "the parts hold %d bytes, the data area %d" % (total, data_size))
+    _require(total == data_size, f"the parts hold {total} bytes, the data area {data_size}")
     return parts

@@ -1,8 +1,8 @@
 """json.loads without the json package, for the documents an installed start reads (the index, a version's record).
 
-The json package imports re, and re imports enum, functools and collections: under qemu on arm64 that import
-alone was 166 ms of a 1.2 s start. json.loads does its work in the C scanner of _json, which needs none of them,
-so this calls that scanner the way json.decoder does, with json.JSONDecoder's defaults. Where _json is missing
+The json package imports re, and re imports enum, functools and collections: a large share of an installed start,
+the more so under qemu (docs/benchmarks.md). json.loads does its work in the C scanner of _json, which needs none of
+them, so this calls that scanner the way json.decoder does, with json.JSONDecoder's defaults. Where _json is missing
 it is json.loads itself.
 """
 
@@ -34,7 +34,7 @@ def loads(data):
         # A scanner per call: before Python 3.10 a scanner keeps state between calls, and threads may share none.
         value, end = make_scanner(_Defaults())(text, start)
     except StopIteration as exc:
-        raise ValueError("expecting a JSON value at character %d" % exc.value)
+        raise ValueError(f"expecting a JSON value at character {exc.value}") from None
     if text[end:].strip(_WHITESPACE):
-        raise ValueError("extra data after the JSON value at character %d" % end)
+        raise ValueError(f"extra data after the JSON value at character {end}")
     return value

@@ -106,13 +106,12 @@ def read_head(path, data):
 def _other_format(path, fmt):
     if fmt in OLDER_FORMATS:  # a bundle made by an older bundler: its own stub reads it (docs/format.md, section 9)
         return (
-            "%s: payload format %d, older than the format %d this program reads; ask the bundle itself (`%s "
-            "--bundle-info`, `--bundle-verify`) or rebuild it with this bundler" % (path, fmt, FORMAT_VERSION, path)
+            f"{path}: payload format {fmt}, older than the format {FORMAT_VERSION} this program reads; ask the bundle "
+            f"itself (`{path} --bundle-info`, `--bundle-verify`) or rebuild it with this bundler"
         )
-    return "%s: payload format %d, this program reads format %d; the file is damaged or made by a newer bundler" % (
-        path,
-        fmt,
-        FORMAT_VERSION,
+    return (
+        f"{path}: payload format {fmt}, this program reads format {FORMAT_VERSION}; the file is damaged or made by a "
+        "newer bundler"
     )
 
 
@@ -120,7 +119,7 @@ def read_payload(path, f, offset, size, head_only=False):
     """Read and check the payload section that spans `size` bytes from `offset` of the file open as `f`
     (`head_only`: the header, index and signature only, whatever the index says of its data area)."""
     if size < _HEADER.size:
-        raise _damaged(path, "payload section is %d bytes, too small for its header" % size)
+        raise _damaged(path, f"payload section is {size} bytes, too small for its header")
     f.seek(offset)
     magic, fmt, sig_len, index_len, data_size, index_sha = _HEADER.unpack(f.read(_HEADER.size))
     if magic != MAGIC:
@@ -131,7 +130,7 @@ def read_payload(path, f, offset, size, head_only=False):
         raise _damaged(path, "payload header gives impossible sizes")
     head_size = _HEADER.size + index_len + sig_len
     if size not in (head_size + data_size, head_size):
-        raise _damaged(path, "payload header sizes do not add up to the section's %d bytes" % size)
+        raise _damaged(path, f"payload header sizes do not add up to the section's {size} bytes")
     index_bytes = f.read(index_len)
     if len(index_bytes) != index_len or small_sha.sha256(index_bytes).digest() != index_sha:
         raise _damaged(path, "bundle index does not match its checksum")
@@ -142,13 +141,13 @@ def read_payload(path, f, offset, size, head_only=False):
     data_offset = offset + head_size
     if head_only:
         if size != head_size:
-            raise _damaged(path, "%d bytes follow the signature" % (size - head_size))
+            raise _damaged(path, f"{size - head_size} bytes follow the signature")
         return Payload(path, index, index_bytes, signature, None, data_size, section=(None, head_size + data_size))
     if size != (head_size if index.parts else head_size + data_size):
         raise _damaged(
             path,
-            "payload section is %d bytes, its index says %s"
-            % (size, "the data area is in parts" if index.parts else "the data area is in the section"),
+            f"payload section is {size} bytes, its index says "
+            f"{'the data area is in parts' if index.parts else 'the data area is in the section'}",
         )
     f.seek(0, 2)
     if not index.parts and f.tell() < data_offset + data_size:

@@ -45,10 +45,10 @@ def pack(entries, out):
     for dest, source, module in entries:
         with open(source, "rb") as f:
             data = f.read()
-        header.append(("%d %s %s\n" % (len(data), module or "-", dest)).encode("utf-8"))
+        header.append(f"{len(data)} {module or '-'} {dest}\n".encode())
         contents.append(data)
     if sum(map(len, header)) + 1 > HEADER_MAX:
-        raise ValueError("the library set's header would exceed %d bytes" % HEADER_MAX)
+        raise ValueError(f"the library set's header would exceed {HEADER_MAX} bytes")
     compressor = zstandard.ZstdCompressor(level=19, write_checksum=True, write_content_size=True)
     with open(out, "wb") as f:
         f.write(b"".join(header) + b"\n")
@@ -65,8 +65,8 @@ def read_header(blob, where):
         for line in blob[len(MAGIC) : end].decode("utf-8").splitlines():
             size, module, dest = line.split(" ", 2)
             files.append((int(size), None if module == "-" else module, dest))
-    except ValueError:
-        raise IntegrityError(f"{where} is not the stub's library set; the bundle is damaged, copy it again")
+    except ValueError as exc:
+        raise IntegrityError(f"{where} is not the stub's library set; the bundle is damaged, copy it again") from exc
     return files, blob[end + 2 :]
 
 
@@ -84,7 +84,7 @@ def unpack(blob, where):
     try:
         data = zstandard.ZstdDecompressor().decompress(compressed)
     except zstandard.ZstdError as exc:
-        raise IntegrityError(f"the stub's library set {where} is damaged ({exc}); copy the bundle again")
+        raise IntegrityError(f"the stub's library set {where} is damaged ({exc}); copy the bundle again") from None
     if len(data) != sum(size for size, _, _ in files):
         raise IntegrityError(f"the stub's library set {where} is damaged; copy the bundle again")
     out, offset = [], 0

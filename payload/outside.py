@@ -46,8 +46,8 @@ def check_outside(payload, f):
     actual = outside_sha256(f, payload.section_offset, payload.section_size)
     if actual != expected:
         raise IntegrityError(
-            f"{payload.path}: the bytes outside the payload section (bootloader, ELF headers, PyInstaller's archive) have "
-            f"sha256 {actual}, the index records {expected}; the file is damaged, copy it again (and check the copy with "
-            "`sha256sum -c` and the .sha256 file written beside it)"
+            f"{payload.path}: the bytes outside the payload section (bootloader, ELF headers, PyInstaller's archive) "
+            f"have sha256 {actual}, the index records {expected}; the file is damaged, copy it again (and check the "
+            "copy with `sha256sum -c` and the .sha256 file written beside it)"
         )
     return True

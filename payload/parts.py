@@ -59,15 +59,15 @@ class Spans:
                 actual = os.stat(path).st_size
             except FileNotFoundError:
                 raise IntegrityError(
-                    f"{where}: {what} {os.path.basename(path)} is missing (looked in {os.path.dirname(path)}); copy every file its .sha256 lists beside "
-                    "the executable"
-                )
+                    f"{where}: {what} {os.path.basename(path)} is missing (looked in {os.path.dirname(path)}); copy "
+                    "every file its .sha256 lists beside the executable"
+                ) from None
             except OSError as exc:
-                raise IntegrityError(f"{where}: cannot read {what} {path}: {exc.strerror}")
+                raise IntegrityError(f"{where}: cannot read {what} {path}: {exc.strerror}") from None
             if actual != size:
                 raise IntegrityError(
-                    "%s: %s %s is %d bytes, expected %d; it is cut short or not this bundle's, copy "
-                    "it again" % (where, what, os.path.basename(path), actual, size)
+                    f"{where}: {what} {os.path.basename(path)} is {actual} bytes, expected {size}; it is cut short or "
+                    "not this bundle's, copy it again"
                 )
 
     def seek(self, pos, whence=0):
@@ -98,10 +98,13 @@ class Spans:
             self._file.seek(within)
             chunk = self._file.read(size)
         except OSError as exc:
-            raise IntegrityError(f"{self.where}: cannot read {self.what} {self.paths[number]}: {exc.strerror or exc}")
+            raise IntegrityError(
+                f"{self.where}: cannot read {self.what} {self.paths[number]}: {exc.strerror or exc}"
+            ) from None
         if len(chunk) != size:
             raise IntegrityError(
-                f"{self.where}: {self.what} {os.path.basename(self.paths[number])} was cut short while being read; copy it again"
+                f"{self.where}: {self.what} {os.path.basename(self.paths[number])} was cut short while being read; "
+                "copy it again"
             )
         self._hash(number, within, chunk)
         return chunk
@@ -146,7 +149,7 @@ class Spans:
             except IntegrityError:
                 self._finish()
                 if self._damaged:
-                    raise self._damage_error()
+                    raise self._damage_error() from None
                 raise
             if complete:
                 self._finish()

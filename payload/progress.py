@@ -45,12 +45,12 @@ class Bar:
     def line(self):
         elapsed = time.monotonic() - self._started
         if self.unit is None:
-            return "%s  %d s" % (self.label, elapsed)
+            return f"{self.label}  {int(elapsed)} s"
         parts = [self.label]
         if self.total:
             filled = min(WIDTH, WIDTH * self.done // self.total)
             percent = min(100, 100 * self.done // self.total)
-            parts.append("[%s%s] %3d%%" % ("#" * filled, "." * (WIDTH - filled), percent))
+            parts.append(f"[{'#' * filled}{'.' * (WIDTH - filled)}] {int(percent):3d}%")
             parts.append(f"{self.done / 1e6:.1f}/{self.total / 1e6:.1f} MB")
         else:
             parts.append("%.1f MB" % (self.done / 1e6))

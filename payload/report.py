@@ -19,30 +19,23 @@ def describe(payload, as_json=False):
         return json.dumps(doc, indent=2, sort_keys=True)
     lines = [
         f"name:       {index.name}",
-        "about:      %s" % (index.description or "(no description)"),
+        f"about:      {index.description or '(no description)'}",
         f"version:    {index.version}",
         f"variant:    {index.variant}",
         f"arch:       {index.arch}",
         f"bundle id:  {payload.bundle_id}",
         f"built by:   bundler {index.bundler_version}",
         "entrypoint: {}".format(" ".join(index.entrypoint)),
-        "outside:    sha256 %s (bootloader and PyInstaller archive)" % (index.outside_sha256 or "not recorded"),
-        "files:      %d, %.1f MB installed, %.1f MB stored in %d group(s)"
-        % (len(index.files()), index.installed_size / 1e6, index.payload_size / 1e6, len(index.groups)),
+        f"outside:    sha256 {index.outside_sha256 or 'not recorded'} (bootloader and PyInstaller archive)",
+        f"files:      {len(index.files())}, {index.installed_size / 1e6:.1f} MB installed, "
+        f"{index.payload_size / 1e6:.1f} MB stored in {len(index.groups)} group(s)",
         f"signed:     {describe_signature(payload)}",
     ]
     for group in index.groups:
+        sizes = " + ".join(f"{f.size / 1e6:.1f}" for f in group.frames)
         lines.append(
-            "group:      %s: %.1f MB as %.1f MB in %d frame(s)%s"
-            % (
-                group.name,
-                group.size / 1e6,
-                group.csize / 1e6,
-                len(group.frames),
-                ""
-                if len(group.frames) == 1
-                else " of {} MB".format(" + ".join("%.1f" % (f.size / 1e6) for f in group.frames)),
-            )
+            f"group:      {group.name}: {group.size / 1e6:.1f} MB as {group.csize / 1e6:.1f} MB in "
+            f"{len(group.frames)} frame(s){'' if len(group.frames) == 1 else f' of {sizes} MB'}"
         )
     if index.min_glibc:
         lines.append(f"glibc:      {index.min_glibc} or newer (what the stub needs to start)")
@@ -50,8 +43,8 @@ def describe(payload, as_json=False):
         lines.append(f"updates:    {index.update_repository} (--bundle-update)")
     if index.parts:
         lines.append(
-            "parts:      %d beside the executable, %s ... %s (largest %.1f MB)"
-            % (len(index.parts), index.parts[0].name, index.parts[-1].name, max(p.size for p in index.parts) / 1e6)
+            f"parts:      {len(index.parts)} beside the executable, {index.parts[0].name} ... {index.parts[-1].name} "
+            f"(largest {max(p.size for p in index.parts) / 1e6:.1f} MB)"
         )
     for image in index.images:
         where = (
@@ -79,15 +72,11 @@ def verify_all(payload, f):
                 raise IntegrityError(" | ".join(failures))
     except IntegrityError as exc:
         # A damaged part is named by the parts' own check ("PATH: part ..."), in place of what its groups said.
-        raise IntegrityError(str(exc) if str(exc).startswith(payload.path) else f"{payload.path}: {exc}")
-    parts = ", %d parts" % len(index.parts) if index.parts else ""
-    return "%s: ok, %d entries in %d group(s) of %d frame(s)%s verified, bundle id %s" % (
-        payload.path,
-        len(index.entries),
-        len(index.groups),
-        len(index.frames()),
-        parts,
-        payload.bundle_id,
+        raise IntegrityError(str(exc) if str(exc).startswith(payload.path) else f"{payload.path}: {exc}") from None
+    parts = f", {len(index.parts)} parts" if index.parts else ""
+    return (
+        f"{payload.path}: ok, {len(index.entries)} entries in {len(index.groups)} group(s) of {len(index.frames())} "
+        f"frame(s){parts} verified, bundle id {payload.bundle_id}"
     )
 
 

@@ -42,8 +42,8 @@ def decode_block(block, where):
     """(public key, signature) from a payload's signature block."""
     if len(block) != BLOCK_SIZE or not block.startswith(BLOCK_MAGIC):
         raise IntegrityError(
-            "%s: the signature block is not an ed25519 signature (%d bytes); the bundle is "
-            "damaged, copy it again" % (where, len(block))
+            f"{where}: the signature block is not an ed25519 signature ({len(block)} bytes); the bundle is damaged, "
+            "copy it again"
         )
     key_end = len(BLOCK_MAGIC) + ed25519.PUBLIC_KEY_SIZE
     return bytes(block[len(BLOCK_MAGIC) : key_end]), bytes(block[key_end:])
@@ -107,7 +107,7 @@ def load_public_key(path):
         with open(path, "rb") as f:
             data = f.read(64 << 10)
     except OSError as exc:
-        raise UsageError(f"cannot read public key {path}: {exc.strerror}")
+        raise UsageError(f"cannot read public key {path}: {exc.strerror}") from None
     return public_key_from_pem(data.decode("ascii", "replace"), path)
 
 
@@ -122,11 +122,11 @@ def signer(payload):
     try:
         valid = ed25519.verify(public_key, signed_message(payload.index_bytes), signature)
     except ed25519.Ed25519Error as exc:  # decode_block fixed the lengths; kept so no error escapes raw
-        raise IntegrityError(f"{payload.path}: {exc}")
+        raise IntegrityError(f"{payload.path}: {exc}") from None
     if not valid:
         raise IntegrityError(
-            f"{payload.path}: the signature by key {fingerprint(public_key)} does not hold; the bundle was altered after signing "
-            "or is damaged, copy it again"
+            f"{payload.path}: the signature by key {fingerprint(public_key)} does not hold; the bundle was altered "
+            "after signing or is damaged, copy it again"
         )
     return public_key
 
@@ -144,7 +144,8 @@ def claimed_signer_in(payload, trusted_public_keys, reason):
     public_key, _ = decode_block(payload.signature, payload.path)
     if public_key not in trusted:
         raise IntegrityError(
-            f"{payload.path} is signed by key {fingerprint(public_key)}, but {reason} requires key {wanted}; use a bundle signed with that key"
+            f"{payload.path} is signed by key {fingerprint(public_key)}, but {reason} requires key {wanted}; use a "
+            "bundle signed with that key"
         )
     return public_key
 

@@ -1,7 +1,7 @@
 """sha256 of a few kilobytes (the index, at every start) without loading OpenSSL.
 
-`import hashlib` loads `_hashlib` and with it libcrypto: 2-3 ms of every start here, about 100 ms under qemu on
-arm64 (docs/benchmarks.md). CPython's own sha256 gives the same digest; what hashes megabytes (install, verify,
+`import hashlib` loads `_hashlib` and with it libcrypto: a visible part of every start, much more under qemu
+(docs/benchmarks.md). CPython's own sha256 gives the same digest; what hashes megabytes (install, verify,
 pull) keeps using hashlib, whose OpenSSL is faster there.
 """
 

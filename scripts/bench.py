@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Benchmarks of the core (issue 2) and the images (issue 3), measured in ONE run.
+"""Benchmarks of the core and the images, measured in ONE run.
 
 Every figure is a ratio against a reference measured in the same run on the same machine (or a plain size),
 printed with its goal and PASS/MISS:
 
-    scripts/bench.py              # the full run: 654 s on an idle 2-core machine with the containerd update and
-                                  # without the device figures (--no-devices), those 104 s more with roots cached
-    scripts/bench.py --quick      # smaller sizes and fewer repetitions: a smoke run (under a minute)
+    scripts/bench.py              # the full run (docs/benchmarks.md gives its duration); --no-devices leaves out
+                                  # the device figures
+    scripts/bench.py --quick      # smaller sizes and fewer repetitions: a smoke run
 
 Run it with the project's Python (the one with PyInstaller and zstandard), e.g. `.venv/bin/python scripts/bench.py`.
 It needs the `zstd` and `sha256sum` commands, and for the image figures (6-8) docker-registry, umoci, skopeo and
@@ -131,13 +131,8 @@ def run(cmd, **kw):
     result = subprocess.run([str(c) for c in cmd], capture_output=True, **kw)
     if result.returncode != 0:
         raise SystemExit(
-            "bench: %s failed (%d):\n%s%s"
-            % (
-                " ".join(map(str, cmd)),
-                result.returncode,
-                result.stdout.decode(errors="replace")[-2000:],
-                result.stderr.decode(errors="replace")[-2000:],
-            )
+            f"bench: {' '.join(map(str, cmd))} failed ({result.returncode}):\n"
+            f"{result.stdout.decode(errors='replace')[-2000:]}{result.stderr.decode(errors='replace')[-2000:]}"
         )
     return result
 
@@ -165,11 +160,8 @@ def median(samples):
 
 def spread(samples):
     """`median (min..max, n)` in milliseconds."""
-    return "%.1f ms (min %.1f, max %.1f, n=%d)" % (
-        median(samples) * 1e3,
-        min(samples) * 1e3,
-        max(samples) * 1e3,
-        len(samples),
+    return (
+        f"{median(samples) * 1e3:.1f} ms (min {min(samples) * 1e3:.1f}, max {max(samples) * 1e3:.1f}, n={len(samples)})"
     )
 
 
@@ -188,7 +180,7 @@ def time_starts(programs, reps, warmup=3):
             elapsed = time.perf_counter() - start
             proc.returncode = code = os.waitstatus_to_exitcode(status)
             if code != 0:
-                raise SystemExit("bench: %s exited %d" % (" ".join(map(str, argv)), code))
+                raise SystemExit(f"bench: {' '.join(map(str, argv))} exited {code}")
             if i >= warmup:
                 walls[name].append(elapsed)
                 cpus[name].append(usage.ru_utime + usage.ru_stime)
@@ -344,7 +336,7 @@ def write_random(path, size):
             left -= n
 
 
-# ---------------------------------------------------------------- issue 2 figures
+# ---------------------------------------------------------------- core figures
 
 
 def figure_startup(ws, sizes, stub_size, reuse_hello):
@@ -357,7 +349,7 @@ def figure_startup(ws, sizes, stub_size, reuse_hello):
     hello, hello_build = build_hello(ws.dir, ws.bench_cache, reuse_hello)
     built = f"built in {hello_build:.1f} s" if hello_build is not None else "built by an earlier run (--quick)"
     roots = {exe: ws.install(exe) for exe in (tiny, big)}
-    log("timing %d starts each (interleaved)" % sizes.start_reps)
+    log(f"timing {sizes.start_reps} starts each (interleaved)")
     samples, cpu = time_starts(
         {"big": [big, "--bundle-dir", roots[big]], "tiny": [tiny, "--bundle-dir", roots[tiny]], "hello": [hello]},
         sizes.start_reps,
@@ -366,18 +358,17 @@ def figure_startup(ws, sizes, stub_size, reuse_hello):
     c_big, c_tiny, c_hello = (median(cpu[k]) for k in ("big", "tiny", "hello"))
     f, payload = open_bundle(big)
     f.close()
-    section = "payload section %.1f MB at offset %d of a %.1f MB file" % (
-        payload.data_size / MB,
-        payload.data_offset,
-        big.stat().st_size / MB,
+    section = (
+        f"payload section {payload.data_size / MB:.1f} MB at offset {payload.data_offset} of a "
+        f"{big.stat().st_size / MB:.1f} MB file"
     )
     hello_size = hello.stat().st_size
     fig1 = Figure(
-        "start-up, %d MB payload / empty payload" % sizes.payload_mb,
+        f"start-up, {sizes.payload_mb} MB payload / empty payload",
         t_big / t_tiny,
         1.10,
         details=[
-            "installed, %d MB payload: %s" % (sizes.payload_mb, spread(samples["big"])),
+            f"installed, {sizes.payload_mb} MB payload: {spread(samples['big'])}",
             "installed, tiny payload:  {}".format(spread(samples["tiny"])),
             f"cpu time (user+sys, all processes): {c_big * 1e3:.1f} ms / {c_tiny * 1e3:.1f} ms -> {c_big / c_tiny:.3f}",
             section,
@@ -392,15 +383,17 @@ def figure_startup(ws, sizes, stub_size, reuse_hello):
             "hello-world --onefile --strip:   {}, {:.2f} MB, {}".format(
                 spread(samples["hello"]), hello_size / MB, built
             ),
-            f"cpu time (user+sys, all processes): {c_tiny * 1e3:.1f} ms / {c_hello * 1e3:.1f} ms -> {c_tiny / c_hello:.3f}",
-            f"stub {stub_size / MB:.2f} MB vs hello-world {hello_size / MB:.2f} MB (the one-file bootloader unpacks its binaries at every start)",
-            "for context, %d MB payload / hello-world: %.3f" % (sizes.payload_mb, t_big / t_hello),
+            f"cpu time (user+sys, all processes): {c_tiny * 1e3:.1f} ms / {c_hello * 1e3:.1f} ms -> "
+            f"{c_tiny / c_hello:.3f}",
+            f"stub {stub_size / MB:.2f} MB vs hello-world {hello_size / MB:.2f} MB (the one-file bootloader unpacks "
+            "its binaries at every start)",
+            f"for context, {sizes.payload_mb} MB payload / hello-world: {t_big / t_hello:.3f}",
         ],
     )
     return [fig1, fig2]
 
 
-# ---------------------------------------------------------------- issue 13: start-up against makeself
+# ---------------------------------------------------------------- start-up against makeself
 
 
 def makeself_archive(work, name, files, startup, level=19):
@@ -441,14 +434,14 @@ def figure_startup_vs_makeself(ws, exe, files, sizes):
     true_sh.write_text(TRUE_SCRIPT)
     true_sh.chmod(0o755)
     root = ws.install(exe)
-    log("makeself archive of the same %d files at level %d" % (len(files) + 1, sizes.level))
+    log(f"makeself archive of the same {len(files) + 1} files at level {sizes.level}")
     archive, seconds = makeself_archive(
         ws.dir, exe.name, [("bin/true", true_sh)] + list(files), "bin/true", level=sizes.level
     )
     env_tmp = ws.dir / "makeself-tmp"
     env_tmp.mkdir()
     reps = max(5, sizes.start_reps // 2)
-    log("timing %d starts each of the installed bundle and of its makeself archive (interleaved)" % reps)
+    log(f"timing {reps} starts each of the installed bundle and of its makeself archive (interleaved)")
     os.environ["TMPDIR"], old_tmp = str(env_tmp), os.environ.get("TMPDIR")
     try:
         samples, cpu = time_starts({"bundle": [exe, "--bundle-dir", root], "makeself": [archive]}, reps)
@@ -464,10 +457,11 @@ def figure_startup_vs_makeself(ws, exe, files, sizes):
         t_bundle / t_makeself,
         1.0,
         details=[
-            "installed bundle (%d files): %s" % (len(files) + 1, spread(samples["bundle"])),
-            "makeself --zstd --complevel %d --sha256 (extracts to $TMPDIR and checks at every start): %s, %.1f MB, "
-            "built in %.1f s" % (sizes.level, spread(samples["makeself"]), archive.stat().st_size / MB, seconds),
-            f"cpu time (user+sys, all processes): {c_bundle * 1e3:.1f} ms / {c_makeself * 1e3:.1f} ms -> {c_bundle / c_makeself:.3f}",
+            f"installed bundle ({len(files) + 1} files): {spread(samples['bundle'])}",
+            f"makeself --zstd --complevel {sizes.level} --sha256 (extracts to $TMPDIR and checks at every start): "
+            f"{spread(samples['makeself'])}, {archive.stat().st_size / MB:.1f} MB, built in {seconds:.1f} s",
+            f"cpu time (user+sys, all processes): {c_bundle * 1e3:.1f} ms / {c_makeself * 1e3:.1f} ms -> "
+            f"{c_bundle / c_makeself:.3f}",
         ],
     )
 
@@ -480,8 +474,8 @@ def figure_stub_size(stub, build_seconds):
         10.0,
         unit="MB",
         details=[
-            "%s: %d bytes (%.2f MiB); `bundler stub` took %.1f s (cached when the stub sources are unchanged)"
-            % (stub.name, size, size / (1 << 20), build_seconds)
+            f"{stub.name}: {size} bytes ({size / (1 << 20):.2f} MiB); `bundler stub` took {build_seconds:.1f} s "
+            "(cached when the stub sources are unchanged)"
         ],
     )
 
@@ -519,7 +513,7 @@ def _in_process_extract(exe, dest_base, reps):
     with f:
         for i in range(reps):
             runs["verify"].append(_cpu_timed(extract))
-            dest = dest_base / ("inproc-%d" % i)
+            dest = dest_base / f"inproc-{i}"
             dest.mkdir(parents=True)
             runs["write"].append(_cpu_timed(lambda dest=dest: extract(str(dest))))
             shutil.rmtree(dest)
@@ -573,10 +567,10 @@ def figure_extract(ws, exe, sizes, total):
     payload = _extract_blob(exe, blob)
     pipeline = f"set -o pipefail; zstd -q -d -c {shlex.quote(str(blob))} | sha256sum >/dev/null"
     stub_runs, zstd_runs = [], []
-    log("timing %d verified extractions by the stub, and of `zstd -d | sha256sum`" % sizes.extract_reps)
+    log(f"timing {sizes.extract_reps} verified extractions by the stub, and of `zstd -d | sha256sum`")
     run(["bash", "-c", pipeline])  # the page cache holds the frame and the bundle for both from here on
     for i in range(sizes.extract_reps):
-        dest = ws.dir / ("extract-%d" % i)
+        dest = ws.dir / f"extract-{i}"
         seconds, _ = timed(run, [exe, "--bundle-extract", dest])
         stub_runs.append(seconds)
         shutil.rmtree(dest)
@@ -594,20 +588,25 @@ def figure_extract(ws, exe, sizes, total):
     csize = sum(g.csize for g in payload.index.groups)
     d, h, s = median(decompress), median(hashing), median(serial)
     return Figure(
-        "verified extract of %.0f MB binaries / zstd -d | sha256sum" % (total / MB),
+        f"verified extract of {total / MB:.0f} MB binaries / zstd -d | sha256sum",
         t_stub / t_zstd,
         0.6,
         details=[
             f"stub --bundle-extract DIR (whole process): {spread(stub_runs)}",
             f"zstd -d | sha256sum ({csize / MB:.1f} MB frame -> {size / MB:.1f} MB): {spread(zstd_runs)}",
             f"  the stub's start-up alone (installed, same bundle): {spread(starts)}",
-            f"  whole minus start-up: {(t_stub - t_start) * 1e3:.1f} ms -> {(t_stub - t_start) / t_zstd:.3f} of the pipeline",
-            f"in-process extract_group, verify only (decompress + sha256): {spread(verify_walls)} -> {median(verify_walls) / t_zstd:.3f} of the pipeline;"
-            f" CPU {verify_cpu * 1e3:.1f} ms (cpu/wall {verify_cpu / median(verify_walls):.2f})",
-            f"in-process extract_group, verify + write + fsync: {spread(write_walls)} -> {median(write_walls) / t_zstd:.3f} of the pipeline;"
-            f" CPU {write_cpu * 1e3:.1f} ms (cpu/wall {write_cpu / median(write_walls):.2f})",
-            f"one thread, CPU: decompress alone {d * 1e3:.1f} ms, sha256 alone {h * 1e3:.1f} ms, both in one loop {s * 1e3:.1f} ms",
-            f"  ideal two-core pipelining: max(decompress, sha256) = {max(d, h) * 1e3:.1f} ms -> {max(d, h) / t_zstd:.3f} of the pipeline",
+            f"  whole minus start-up: {(t_stub - t_start) * 1e3:.1f} ms -> {(t_stub - t_start) / t_zstd:.3f} of the "
+            "pipeline",
+            f"in-process extract_group, verify only (decompress + sha256): {spread(verify_walls)} -> "
+            f"{median(verify_walls) / t_zstd:.3f} of the pipeline; CPU {verify_cpu * 1e3:.1f} ms (cpu/wall "
+            f"{verify_cpu / median(verify_walls):.2f})",
+            f"in-process extract_group, verify + write + fsync: {spread(write_walls)} -> "
+            f"{median(write_walls) / t_zstd:.3f} of the pipeline; CPU {write_cpu * 1e3:.1f} ms (cpu/wall "
+            f"{write_cpu / median(write_walls):.2f})",
+            f"one thread, CPU: decompress alone {d * 1e3:.1f} ms, sha256 alone {h * 1e3:.1f} ms, both in one loop "
+            f"{s * 1e3:.1f} ms",
+            f"  ideal two-core pipelining: max(decompress, sha256) = {max(d, h) * 1e3:.1f} ms -> "
+            f"{max(d, h) / t_zstd:.3f} of the pipeline",
         ],
     )
 
@@ -618,18 +617,16 @@ def figure_framed_extract(ws, exe, files, sizes, total):
     from payload.groups import frames_in_flight
 
     frame_mib = total // 2 // (1 << 20)
-    log("building the same bundle cut into two frames (--frame-size %dM)" % frame_mib)
-    framed, make_seconds = ws.make_bundle(
-        "bins2", files, level=sizes.level, options=["--frame-size", "%dM" % frame_mib]
-    )
+    log(f"building the same bundle cut into two frames (--frame-size {frame_mib}M)")
+    framed, make_seconds = ws.make_bundle("bins2", files, level=sizes.level, options=["--frame-size", f"{frame_mib}M"])
     blob = ws.dir / "bins2.zst"
     payload = _extract_blob(framed, blob)
     pipeline = f"set -o pipefail; zstd -q -d -c {shlex.quote(str(blob))} | sha256sum >/dev/null"
     run(["bash", "-c", pipeline])
     stub_runs, zstd_runs = [], []
-    log("timing %d verified extractions of the two-frame bundle, and of `zstd -d | sha256sum`" % sizes.extract_reps)
+    log(f"timing {sizes.extract_reps} verified extractions of the two-frame bundle, and of `zstd -d | sha256sum`")
     for i in range(sizes.extract_reps):
-        dest = ws.dir / ("extract2-%d" % i)
+        dest = ws.dir / f"extract2-{i}"
         stub_runs.append(timed(run, [framed, "--bundle-extract", dest])[0])
         shutil.rmtree(dest)
         zstd_runs.append(timed(run, ["bash", "-c", pipeline])[0])
@@ -637,15 +634,17 @@ def figure_framed_extract(ws, exe, files, sizes, total):
     f.close()
     frames = payload.index.frames()
     return Figure(
-        "verified extract, 2 frames (--frame-size %dM) / zstd -d | sha256sum" % frame_mib,
+        f"verified extract, 2 frames (--frame-size {frame_mib}M) / zstd -d | sha256sum",
         median(stub_runs) / median(zstd_runs),
         0.6,
         details=[
-            "frames: %s MB of input; %d decompressed at once here"
-            % (" + ".join("%.1f" % (fr.size / MB) for _, fr in frames), frames_in_flight(len(frames))),
+            f"frames: {' + '.join(f'{fr.size / MB:.1f}' for _, fr in frames)} MB of input; "
+            f"{frames_in_flight(len(frames))} decompressed at once here",
             f"stub --bundle-extract DIR (whole process): {spread(stub_runs)}",
             f"zstd -d | sha256sum (the same two frames): {spread(zstd_runs)}",
-            f"stored {payload.index.payload_size / MB:.2f} MB against {one.index.payload_size / MB:.2f} MB in one frame: {100.0 * (payload.index.payload_size / one.index.payload_size - 1):+.1f}% (make took {make_seconds:.1f} s)",
+            f"stored {payload.index.payload_size / MB:.2f} MB against {one.index.payload_size / MB:.2f} MB in one "
+            f"frame: {100.0 * (payload.index.payload_size / one.index.payload_size - 1):+.1f}% (make took "
+            f"{make_seconds:.1f} s)",
         ],
     )
 
@@ -661,24 +660,21 @@ def figure_split_extract(ws, exe, sizes):
     bundler("split", exe, "--size", str(part_size), "--output", split)
     parts = sorted(p for p in split.parent.iterdir() if ".part" in p.name)
     whole_runs, split_runs = [], []
-    log(
-        "timing %d verified extractions from the unsplit bundle and from its %d parts"
-        % (sizes.extract_reps, len(parts))
-    )
+    log(f"timing {sizes.extract_reps} verified extractions from the unsplit bundle and from its {len(parts)} parts")
     run([split, "--bundle-verify"])  # both in the page cache from here on
     for i in range(sizes.extract_reps):
         for target, runs in ((exe, whole_runs), (split, split_runs)):
-            dest = ws.dir / ("split-extract-%d" % i)
+            dest = ws.dir / f"split-extract-{i}"
             seconds, _ = timed(run, [target, "--bundle-extract", dest])
             runs.append(seconds)
             shutil.rmtree(dest)
     return Figure(
-        "verified extract from %d parts / from the unsplit bundle" % len(parts),
+        f"verified extract from {len(parts)} parts / from the unsplit bundle",
         median(split_runs) / median(whole_runs),
         1.05,
         details=[
             f"unsplit, --bundle-extract DIR: {spread(whole_runs)}",
-            "split into %d parts of at most %.1f MB: %s" % (len(parts), part_size / MB, spread(split_runs)),
+            f"split into {len(parts)} parts of at most {part_size / MB:.1f} MB: {spread(split_runs)}",
         ],
     )
 
@@ -690,7 +686,7 @@ def figure_build(ws, exe, make_seconds, binaries, total, level):
     f.close()
     stored = payload.index.payload_size
     frames = len(payload.index.frames())
-    log("building a makeself archive of the same %d files at level %d" % (len(binaries), level))
+    log(f"building a makeself archive of the same {len(binaries)} files at level {level}")
     true_sh = ws.dir / "build-true.sh"
     true_sh.write_text(TRUE_SCRIPT)
     true_sh.chmod(0o755)
@@ -702,15 +698,15 @@ def figure_build(ws, exe, make_seconds, binaries, total, level):
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     make_cpu = ws.make_cpu[exe.name]
     return Figure(
-        "bundler make of %.0f MB binaries / makeself --zstd --complevel %d" % (total / MB, level),
+        f"bundler make of {total / MB:.0f} MB binaries / makeself --zstd --complevel {level}",
         make_seconds / wall,
         0.5,
         details=[
-            "bundler make (level %d, fresh cache, stub given): %.1f s wall, %.1f s CPU; stores %.2f MB in "
-            "%d frame(s)" % (level, make_seconds, make_cpu, stored / MB, frames),
-            "makeself --zstd --complevel %d --sha256: %.1f s wall, %.1f s CPU; archive %.2f MB"
-            % (level, wall, cpu, archive.stat().st_size / MB),
-            "cpu time ratio: %.3f (bundler uses every core, makeself's zstd one)" % (make_cpu / cpu),
+            f"bundler make (level {level}, fresh cache, stub given): {make_seconds:.1f} s wall, {make_cpu:.1f} s CPU; "
+            f"stores {stored / MB:.2f} MB in {frames} frame(s)",
+            f"makeself --zstd --complevel {level} --sha256: {wall:.1f} s wall, {cpu:.1f} s CPU; archive "
+            f"{archive.stat().st_size / MB:.2f} MB",
+            f"cpu time ratio: {make_cpu / cpu:.3f} (bundler uses every core, makeself's zstd one)",
         ],
     )
 
@@ -738,33 +734,33 @@ def figure_stored_size(exe, make_seconds, binaries, total, level):
     f.close()
     stored = sum(g.csize for g in payload.index.groups)
     cores = os.cpu_count() or 1
-    log("compressing %d files one by one with zstd -%d (%d at a time)" % (len(binaries), level, cores))
+    log(f"compressing {len(binaries)} files one by one with zstd -{level} ({cores} at a time)")
     with ThreadPoolExecutor(cores) as pool:
         per_file_seconds, sizes = timed(
-            lambda: list(pool.map(lambda p: _zstd_size(["zstd", "-%d" % level, "-q", "-c", p]), binaries))
+            lambda: list(pool.map(lambda p: _zstd_size(["zstd", f"-{level}", "-q", "-c", p]), binaries))
         )
     per_file = sum(sizes)
-    log("compressing them as one plain solid zstd -%d -T0 stream" % level)
+    log(f"compressing them as one plain solid zstd -{level} -T0 stream")
     solid_seconds, solid = timed(
-        _zstd_size, ["zstd", "-%d" % level, "-T0", "-q", "-c", "--stream-size=%d" % total], binaries
+        _zstd_size, ["zstd", f"-{level}", "-T0", "-q", "-c", f"--stream-size={total}"], binaries
     )
     return Figure(
-        "stored size of %.0f MB binaries / one zstd -%d per file" % (total / MB, level),
+        f"stored size of {total / MB:.0f} MB binaries / one zstd -{level} per file",
         stored / per_file,
         0.55,
         details=[
-            "%d files, %.1f MB: %s" % (len(binaries), total / MB, " ".join(os.path.basename(p) for p in binaries)),
-            "bundler make (solid, level %d, 32 MiB window): %.2f MB (%.1f%%), make took %.1f s"
-            % (level, stored / MB, 100.0 * stored / total, make_seconds),
-            "one zstd -%d per file (the KubeSolo way): %.2f MB (%.1f%%), %.1f s, %d at a time"
-            % (level, per_file / MB, 100.0 * per_file / total, per_file_seconds, cores),
-            "plain solid zstd -%d -T0 (its own default window): %.2f MB (%.1f%%), %.1f s -> ratio %.3f"
-            % (level, solid / MB, 100.0 * solid / total, solid_seconds, solid / per_file),
+            f"{len(binaries)} files, {total / MB:.1f} MB: {' '.join(os.path.basename(p) for p in binaries)}",
+            f"bundler make (solid, level {level}, 32 MiB window): {stored / MB:.2f} MB "
+            f"({100.0 * stored / total:.1f}%), make took {make_seconds:.1f} s",
+            f"one zstd -{level} per file (the KubeSolo way): {per_file / MB:.2f} MB "
+            f"({100.0 * per_file / total:.1f}%), {per_file_seconds:.1f} s, {cores} at a time",
+            f"plain solid zstd -{level} -T0 (its own default window): {solid / MB:.2f} MB "
+            f"({100.0 * solid / total:.1f}%), {solid_seconds:.1f} s -> ratio {solid / per_file:.3f}",
         ],
     )
 
 
-# ---------------------------------------------------------------- issue 3 figures: images
+# ---------------------------------------------------------------- image figures
 #
 # One image set for figures 6-8, built with umoci from real files of this machine (no network) and pushed to
 # Debian's docker-registry on loopback: `base` (busybox-static with its applets, one layer) and `app` (base's
@@ -821,8 +817,8 @@ class ImageSet:
         per_image = sum(size for image in self.images for _, size in image.layers)
         return [
             "images: {}".format("; ".join(f"{i.name} = {i.what}" for i in self.images)),
-            "registry gzip layers (sizes from the registry's manifests): %.2f MB in %d distinct layers"
-            " (%.2f MB counted once per image)" % (sum(distinct.values()) / MB, len(distinct), per_image / MB),
+            f"registry gzip layers (sizes from the registry's manifests): {sum(distinct.values()) / MB:.2f} MB in "
+            f"{len(distinct)} distinct layers ({per_image / MB:.2f} MB counted once per image)",
         ]
 
 
@@ -857,8 +853,7 @@ def _registry_image(host, name, what):
             stored = int(response.headers["Content-Length"])
         if stored != layer["size"]:
             raise SystemExit(
-                "bench: the registry serves %s with %d bytes, its manifest says %d"
-                % (layer["digest"], stored, layer["size"])
+                f"bench: the registry serves {layer['digest']} with {stored} bytes, its manifest says {layer['size']}"
             )
         image.layers.append((layer["digest"], layer["size"]))
     return image
@@ -877,8 +872,8 @@ def build_image_set(ws, sizes, registry):
     libs, libs_total = pick_binaries(sizes.image_libs_mb * MB, IMAGE_LIBS, max_file=IMAGE_MAX_FILE)
     bins, bins_total = pick_binaries(sizes.image_bins_mb * MB, IMAGE_BINS, max_file=IMAGE_MAX_FILE)
     log(
-        "building images with umoci: busybox, and %d libraries (%.1f MB) + %d binaries (%.1f MB) on top"
-        % (len(libs), libs_total / MB, len(bins), bins_total / MB)
+        f"building images with umoci: busybox, and {len(libs)} libraries ({libs_total / MB:.1f} MB) + {len(bins)} "
+        f"binaries ({bins_total / MB:.1f} MB) on top"
     )
     arch = host_arch()  # what `bundler make` pins by default
     layout.build("base", files={"/bin": str(applets)}, architecture=arch)
@@ -898,16 +893,9 @@ def build_image_set(ws, sizes, registry):
         _registry_image(
             registry.host,
             "app",
-            "base's layer + %d shared libraries (%.1f MB) + %d binaries"
-            " (%.1f MB) from %s and %s (3 layers)"
-            % (
-                len(libs),
-                libs_total / MB,
-                len(bins),
-                bins_total / MB,
-                os.path.join(os.path.dirname(libs[0]), "*.so*"),
-                IMAGE_BINS[0],
-            ),
+            f"base's layer + {len(libs)} shared libraries ({libs_total / MB:.1f} MB) + {len(bins)} binaries "
+            f"({bins_total / MB:.1f} MB) from {os.path.join(os.path.dirname(libs[0]), '*.so*')} and {IMAGE_BINS[0]} "
+            "(3 layers)",
         ),
     ]
     if images[1].layers[0] != images[0].layers[0]:
@@ -931,7 +919,7 @@ def _embedded_images(ws, image_set, layers, level, goal):
     offline bundle embedding the whole set / the registry's gzip layers, each counted once."""
     manifest = _images_project(ws, "images-" + layers, image_set.images, image_set.host, "offline", '"all"')
     exe = manifest.parent / ("images-" + layers)
-    log("bundler make --layers %s at level %d of the image set" % (layers, level))
+    log(f"bundler make --layers {layers} at level {level} of the image set")
     seconds, _ = timed(
         bundler,
         "make",
@@ -967,17 +955,10 @@ def _embedded_images(ws, image_set, layers, level, goal):
         goal,
         details=image_set.describe()
         + [
-            "bundle `images` group (--layers %s, level %d): %.2f MB stored, holding %.2f MB (layers%s, configs,"
-            " manifests); make took %.1f s"
-            % (
-                layers,
-                level,
-                group["csize"] / MB,
-                group["size"] / MB,
-                " uncompressed" if layers == "raw" else " as gzip",
-                seconds,
-            ),
-            "  against the layers counted once per image: %.3f" % (group["csize"] / per_image),
+            f"bundle `images` group (--layers {layers}, level {level}): {group['csize'] / MB:.2f} MB stored, holding "
+            f"{group['size'] / MB:.2f} MB (layers{' uncompressed' if layers == 'raw' else ' as gzip'}, configs, "
+            f"manifests); make took {seconds:.1f} s",
+            f"  against the layers counted once per image: {group['csize'] / per_image:.3f}",
         ],
     )
 
@@ -1007,8 +988,7 @@ def _timed_process(argv, env=None):
         if code != 0:
             errors.seek(0)
             raise SystemExit(
-                "bench: %s exited %d:\n%s"
-                % (" ".join(map(str, argv)), code, errors.read().decode(errors="replace")[-2000:])
+                f"bench: {' '.join(map(str, argv))} exited {code}:\n{errors.read().decode(errors='replace')[-2000:]}"
             )
     return elapsed, usage.ru_utime + usage.ru_stime
 
@@ -1055,27 +1035,27 @@ def figure_image_pull(ws, image_set, sizes):
     runs = {"pull": [], "nopull": [], "skopeo": [], "inproc": []}
     sizes_seen = {}
     log(
-        "timing %d first starts that pull %s, without pulling, skopeo copy, and in-process pulls"
-        % (sizes.pull_reps, image.name)
+        f"timing {sizes.pull_reps} first starts that pull {image.name}, without pulling, skopeo copy, and in-process "
+        "pulls"
     )
     for i in range(1 + sizes.pull_reps):
         measured = i > 0
-        root = ws.dir / ("pull-root-%d" % i)
+        root = ws.dir / f"pull-root-{i}"
         wall_cpu = _timed_process([exe, "--bundle-dir", root])
         if not (root / archive).is_file():
-            raise SystemExit("bench: the online bundle's first start did not write %s" % (root / archive))
+            raise SystemExit(f"bench: the online bundle's first start did not write {root / archive}")
         sizes_seen["stub"] = (root / archive).stat().st_size
         shutil.rmtree(root)
         if measured:
             runs["pull"].append(wall_cpu)
-        root = ws.dir / ("nopull-root-%d" % i)
+        root = ws.dir / f"nopull-root-{i}"
         wall_cpu = _timed_process([exe, "--bundle-dir", root, "--bundle-no-pull"])
         if (root / archive).exists() or not (root / "current").is_dir():
             raise SystemExit(f"bench: --bundle-no-pull did not install without pulling into {root}")
         shutil.rmtree(root)
         if measured:
             runs["nopull"].append(wall_cpu)
-        out = ws.dir / ("skopeo-%d.tar" % i)
+        out = ws.dir / f"skopeo-{i}.tar"
         wall_cpu = _timed_process(
             ["skopeo", "copy", "--quiet", "--src-tls-verify=false", source, f"oci-archive:{out}"], env=skopeo_env
         )
@@ -1083,7 +1063,7 @@ def figure_image_pull(ws, image_set, sizes):
         out.unlink()
         if measured:
             runs["skopeo"].append(wall_cpu)
-        directory = ws.dir / ("inproc-pull-%d" % i)
+        directory = ws.dir / f"inproc-pull-{i}"
         fetch_archive = _pull_in_process(image_set.host, image, str(directory))
         shutil.rmtree(directory)
         if measured:
@@ -1099,11 +1079,12 @@ def figure_image_pull(ws, image_set, sizes):
         (pull - nopull) / skopeo,
         1.1,
         details=[
-            "image %s: %.2f MB of gzip layers (%d layers), pulled by digest from %s"
-            % (image.name, gzip_total / MB, len(image.layers), image_set.host),
+            f"image {image.name}: {gzip_total / MB:.2f} MB of gzip layers ({len(image.layers)} layers), pulled by "
+            f"digest from {image_set.host}",
             "online bundle, first start that pulls it (install + pull): {}".format(spread(walls["pull"])),
             "same bundle, first start with --bundle-no-pull (install only): {}".format(spread(walls["nopull"])),
-            f"  pull = difference of the medians: {(pull - nopull) * 1e3:.1f} ms (median of the per-round differences: {paired * 1e3:.1f} ms -> {paired / skopeo:.3f})",
+            f"  pull = difference of the medians: {(pull - nopull) * 1e3:.1f} ms (median of the per-round "
+            f"differences: {paired * 1e3:.1f} ms -> {paired / skopeo:.3f})",
             "skopeo copy docker://...@digest oci-archive:OUT: {}".format(spread(walls["skopeo"])),
             "cpu time (user+sys of the process and its children; the registry's own CPU not counted):"
             " ({:.1f} - {:.1f}) / {:.1f} ms -> {:.3f}".format(
@@ -1116,8 +1097,8 @@ def figure_image_pull(ws, image_set, sizes):
             " requests already imported): {} -> {:.3f}".format(
                 spread(walls["inproc"]), median(walls["inproc"]) / skopeo
             ),
-            f"  of which fetching (manifest, config, layers; not fsync'ed) {fetch * 1e3:.1f} ms, writing the archive (copy"
-            f" of the layers + fsync) {write * 1e3:.1f} ms",
+            f"  of which fetching (manifest, config, layers; not fsync'ed) {fetch * 1e3:.1f} ms, writing the archive "
+            f"(copy of the layers + fsync) {write * 1e3:.1f} ms",
             "archives written: stub {:.2f} MB (fsync'ed), skopeo {:.2f} MB".format(
                 sizes_seen["stub"] / MB, sizes_seen["skopeo"] / MB
             ),
@@ -1151,7 +1132,7 @@ def machine_facts():
         pass
     return [
         ("command", " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)),
-        ("nproc", "%d (usable: %d)" % (os.cpu_count() or 0, len(os.sched_getaffinity(0)))),
+        ("nproc", f"{os.cpu_count() or 0} (usable: {len(os.sched_getaffinity(0))})"),
         ("cpu", "{}{}".format(cpu, ", sha_ni" if " sha_ni" in flags else "")),
         ("kernel", f"{platform.system()} {platform.release()}"),
         ("python", sys.version.split()[0]),
@@ -1168,20 +1149,20 @@ def machine_facts():
 def print_report(facts, figures, wall):
     print("bundler benchmarks")
     for key, value in facts:
-        print("  %-12s %s" % (key + ":", value))
+        print(f"  {key + ':':<12} {value}")
     print()
-    print("%-62s %10s %8s  %s" % ("figure", "value", "goal", "verdict"))
+    print(f"{'figure':<62} {'value':>10} {'goal':>8}  verdict")
     for fig in figures:
         if fig.value is None:
             value = "-"
         else:
             value = f"{fig.value:.2f} {fig.unit}" if fig.unit else f"{fig.value:.3f}"
         goal = "<= {:g}{}".format(fig.goal, " " + fig.unit if fig.unit else "")
-        print("%-62s %10s %8s  %s" % (fig.label, value, goal, fig.verdict))
+        print(f"{fig.label!s:<62} {value!s:>10} {goal!s:>8}  {fig.verdict}")
         for line in fig.details:
             print("      " + line)
     print()
-    print("whole run: %.0f s; load average at the end %.2f %.2f %.2f" % ((wall,) + os.getloadavg()))
+    print("whole run: {:.0f} s; load average at the end {:.2f} {:.2f} {:.2f}".format(wall, *os.getloadavg()))
 
 
 def image_figures(ws, sizes):
@@ -1204,7 +1185,7 @@ def image_figures(ws, sizes):
         shutil.rmtree(registry.workdir, ignore_errors=True)
 
 
-# ---------------------------------------------------------------- issue 8 figures: portable stubs
+# ---------------------------------------------------------------- portable stub figures
 
 
 def _portable(cache, arch):
@@ -1230,8 +1211,8 @@ def figure_portable_stub_size(cache, arch):
         10.0,
         unit="MB",
         details=[
-            "%s: %d bytes, glibc floor %s; %s, cached call %.2f s"
-            % (stub.name, stub.stat().st_size, format_version(floor), built, again)
+            f"{stub.name}: {stub.stat().st_size} bytes, glibc floor {format_version(floor)}; {built}, cached call "
+            f"{again:.2f} s"
         ],
     )
 
@@ -1312,7 +1293,7 @@ def figure_arm64_startup(ws, cache, sizes):
         chroot = ["chroot", str(root)] + env
         run(chroot + ["/tmp/bench-arm64-app", "--bundle-dir", "/tmp/bench-arm64-root"])  # install once
         reps = max(5, sizes.start_reps // 3)
-        log("timing %d starts each of the arm64 bundle and hello-world under qemu" % reps)
+        log(f"timing {reps} starts each of the arm64 bundle and hello-world under qemu")
         samples, cpu = time_starts(
             {
                 "bundle": chroot + ["/tmp/bench-arm64-app", "--bundle-dir", "/tmp/bench-arm64-root"],
@@ -1380,8 +1361,8 @@ def figure_early_refusal(ws, reps=7):
             samples[name].append(time.perf_counter() - began)
             if name == "refusal" and result.returncode != 2:
                 raise SystemExit(
-                    "bench: make --arch arm of the kubesolo example exited %d, expected 2: %s"
-                    % (result.returncode, result.stderr.decode(errors="replace")[-500:])
+                    f"bench: make --arch arm of the kubesolo example exited {result.returncode}, expected 2: "
+                    f"{result.stderr.decode(errors='replace')[-500:]}"
                 )
     ratio = median(samples["refusal"]) / median(samples["floor"])
     return Figure(
@@ -1444,8 +1425,8 @@ def _release_bundle(ws, release, version, names, level, cache):
 
 
 def figure_containerd_update(ws, sizes):
-    """Figures of issue 12: a device on Debian's containerd deb12u2 updates to deb12u3 (containerd, ctr and the
-    shim, 83 MB, one group; --quick: the shim alone) through a docker-registry on loopback, with the delta
+    """Figures of a fleet update: a device on Debian's containerd deb12u2 updates to deb12u3 (containerd, ctr and
+    the shim in one group; --quick: the shim alone) through a docker-registry on loopback, with the delta
     `push --delta-from` published: blob bytes the registry served (its access log) / the new bundle's size (goal
     <= 0.10); the update's wall time / `bundler pull` of the whole new bundle from the same registry (goal <= 1);
     the update's peak memory (RSS of the stub and its child, wait4), against the default delta bound."""
@@ -1455,7 +1436,7 @@ def figure_containerd_update(ws, sizes):
 
     names = (containerd.SHIM,) if sizes is QUICK else containerd.BINARIES
     cache = ws.bench_cache / "deltas-cache"  # the figures time no make: reruns reuse the compressed groups
-    log("containerd update: making the deb12u2 and deb12u3 bundles (%d files, level %d)" % (len(names), sizes.level))
+    log(f"containerd update: making the deb12u2 and deb12u3 bundles ({len(names)} files, level {sizes.level})")
     old = _release_bundle(ws, containerd.OLD, "1.0.0", names, sizes.level, cache)
     new = _release_bundle(ws, containerd.NEW, "1.0.1", names, sizes.level, cache)
     with Registry(ws.dir / "deltas-storage") as registry:
@@ -1513,15 +1494,11 @@ def figure_containerd_update(ws, sizes):
             served / full,
             0.10,
             details=[
-                "%s of blobs served (registry access log) for a %.1f MB bundle of %d files (%.1f MB)"
-                % (
-                    f"{served:,}",
-                    full / MB,
-                    len(names),
-                    sum(containerd.release(containerd.NEW).path(n).stat().st_size for n in names) / MB,
-                ),
+                f"{served:,} of blobs served (registry access log) for a {full / MB:.1f} MB bundle of {len(names)} "
+                f"files ({sum(containerd.release(containerd.NEW).path(n).stat().st_size for n in names) / MB:.1f} MB)",
                 summary,
-                f"push of 1.0.1 with its delta (the frame compressed again to check it, the patch made): {push_seconds:.1f} s",
+                "push of 1.0.1 with its delta (the frame compressed again to check it, the patch made): "
+                f"{push_seconds:.1f} s",
             ],
         ),
         Figure(
@@ -1529,8 +1506,8 @@ def figure_containerd_update(ws, sizes):
             update_seconds / pull_seconds,
             1.0,
             details=[
-                "update %.1f s (decode, then compress the group again at level %d), bundler pull of "
-                "1.0.1 %.1f s, same registry" % (update_seconds, sizes.level, pull_seconds)
+                f"update {update_seconds:.1f} s (decode, then compress the group again at level {sizes.level}), "
+                f"bundler pull of 1.0.1 {pull_seconds:.1f} s, same registry"
             ],
         ),
         Figure(
@@ -1588,8 +1565,8 @@ def main(argv=None):
         figures.append(figure_stub_size(stub, stub_seconds))
         figures.append(figure_early_refusal(ws, reps=3 if args.quick else 7))
         binaries, total = pick_binaries(sizes.binaries_mb * MB, sizes.binaries)
-        log("building a bundle of %d real binaries, %.1f MB, at level %d" % (len(binaries), total / MB, sizes.level))
-        files = [("bin/%02d-%s" % (i, os.path.basename(p)), p) for i, p in enumerate(binaries)]
+        log(f"building a bundle of {len(binaries)} real binaries, {total / MB:.1f} MB, at level {sizes.level}")
+        files = [(f"bin/{i:02d}-{os.path.basename(p)}", p) for i, p in enumerate(binaries)]
         bins, make_seconds = ws.make_bundle("bins", files, level=sizes.level)
         figures.append(figure_startup_vs_makeself(ws, bins, files, sizes))
         figures.append(figure_build(ws, bins, make_seconds, binaries, total, sizes.level))

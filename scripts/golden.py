@@ -4,8 +4,9 @@
     .venv/bin/python scripts/golden.py            # (re)write tests/golden/payload-v<N>.bin and .index.json
     .venv/bin/python scripts/golden.py --check    # exit 1 if the committed files are not what the writer makes now
 
-The vector holds two groups (files, in two frames, and one embedded image's blobs, in one), an empty file, an image left to be pulled,
-a `require_key` and an ed25519 signature by a fixed test key, so that every part of the format appears once.
+The vector holds two groups (files, in two frames, and one embedded image's blobs, in one), an empty file, an image
+left to be pulled, a `require_key` and an ed25519 signature by a fixed test key, so that every part of the format
+appears once.
 A second vector is the same bundle split (docs/format.md 3.6): its section (payload-v<N>-split.bin) and its data
 area cut into parts of SPLIT_PART_SIZE bytes beside it (payload-v<N>-split.bin.part001, ...), so that groups
 straddle parts. Everything is fixed bytes: the same sources always give the same vectors, byte for byte.
@@ -42,10 +43,10 @@ from payload.rules import blob_path  # noqa: E402
 from payload.signing import encode_block, key_id, signed_message  # noqa: E402
 
 GOLDEN_DIR = ROOT / "tests" / "golden"
-VECTOR = GOLDEN_DIR / ("payload-v%d.bin" % FORMAT_VERSION)
-INDEX_JSON = GOLDEN_DIR / ("payload-v%d.index.json" % FORMAT_VERSION)
-SPLIT_VECTOR = GOLDEN_DIR / ("payload-v%d-split.bin" % FORMAT_VERSION)
-SPLIT_INDEX_JSON = GOLDEN_DIR / ("payload-v%d-split.index.json" % FORMAT_VERSION)
+VECTOR = GOLDEN_DIR / f"payload-v{FORMAT_VERSION}.bin"
+INDEX_JSON = GOLDEN_DIR / f"payload-v{FORMAT_VERSION}.index.json"
+SPLIT_VECTOR = GOLDEN_DIR / f"payload-v{FORMAT_VERSION}-split.bin"
+SPLIT_INDEX_JSON = GOLDEN_DIR / f"payload-v{FORMAT_VERSION}-split.index.json"
 SPLIT_PART_SIZE = 200  # the data area is 478 bytes: three parts, groups straddling them
 # A test key, public on purpose: never trust it anywhere.
 TEST_KEY_SEED = hashlib.sha256(b"bundler golden test vector: a public test key, never trust it").digest()
@@ -233,7 +234,7 @@ def main(argv=None):
         path.write_bytes(data)
     for path in (VECTOR, SPLIT_VECTOR):
         data = wanted[path]
-        print("%s: %d bytes, sha256 %s" % (path.relative_to(ROOT), len(data), hashlib.sha256(data).hexdigest()))
+        print(f"{path.relative_to(ROOT)}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
     print("put those sha256s in docs/format.md (above, and in section 3.6)")
     return 0
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reliability figures of the hardening issue (5), measured in ONE run, each printed with its goal:
+"""Reliability figures, measured in ONE run, each printed with its goal:
 
   1. mutated bundles tried and refused: bit flips, truncations, lying and spliced indexes (goal: >= 2,000
      tries, every harmful one refused with exit 3, 0 tracebacks, 0 executed);
@@ -10,7 +10,7 @@
   4. bit flips outside the payload section and cuts of the file, run with the real frozen stub: which layer
      refused each (our outside sha256: exit 3; PyInstaller's bootloader: exit 255; a crash), nothing installed.
 
-    scripts/reliability.py                        # the full run (about 4-5 minutes on 2 cores)
+    scripts/reliability.py                        # the full run
     scripts/reliability.py --tries 200 --kills 10 # a smoke run
 
 Run it with the project's Python (the one with PyInstaller and zstandard). Trials 2 and 3 use the real frozen
@@ -60,7 +60,7 @@ def mutation_trials(work, cache, stub, tries, workers, seed):
     next_try = iter(range(tries))
 
     def worker(number):
-        lab = mutations.Lab(bases, splices, str(work / ("lab%d" % number)), expected)
+        lab = mutations.Lab(bases, splices, str(work / f"lab{number}"), expected)
         rng = random.Random(seed * 1000 + number)
         while True:
             with lock:
@@ -75,7 +75,7 @@ def mutation_trials(work, cache, stub, tries, workers, seed):
                     problems.append((mutation, outcome, problem))
                 done = sum(counts.values())
                 if done % 250 == 0:
-                    log("%d mutated bundles tried" % done)
+                    log(f"{done} mutated bundles tried")
         assert lab.all_intact(), "a mutation was not undone"
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(workers)]
@@ -95,7 +95,7 @@ def kill_trials(work, exe, expected, kills, seed):
     states = collections.Counter()
     broken = []
     for trial in range(kills):
-        root = work / ("kill%d" % trial)
+        root = work / f"kill{trial}"
         how = ("at a random moment", "during extraction", "right after the rename")[trial % 3]
         if how == "at a random moment":
             state = faults.kill_during_install(exe, root, rng.uniform(0, duration), work / "tmp")
@@ -148,7 +148,7 @@ def outside_trials(work, exe, flips, cuts, seed):
             3: "exit 3 (our check)",
             255: "exit 255 (bootloader)",
             1: "exit 1 (PyInstaller's own Python bootstrap)",
-        }.get(code) or (("signal %d (crash)" % -code) if isinstance(code, int) and code < 0 else f"exit {code}")
+        }.get(code) or (f"signal {-code} (crash)" if isinstance(code, int) and code < 0 else f"exit {code}")
         outcomes[kind][label] += 1
         if code == 255:
             said = stderr.strip().splitlines()[-1] if stderr.strip() else "(nothing on stderr)"
@@ -168,7 +168,7 @@ def outside_trials(work, exe, flips, cuts, seed):
 def concurrency_trials(work, large, versions):
     exe, expected = large
     root = work / "concurrent"
-    results = faults.concurrent_starts([[exe, "--bundle-dir", root, "n%d" % i] for i in range(16)])
+    results = faults.concurrent_starts([[exe, "--bundle-dir", root, f"n{i}"] for i in range(16)])
     ran = sum(r.returncode == 0 and r.stdout.startswith("RAN") for r in results)
     first = (len(results), ran, faults.extractions(results), faults.install_problems(root, expected))
     (v1, _), (v2, expected2) = versions
@@ -255,35 +255,35 @@ def main(argv=None):
     tracebacks = counts["traceback"] + sum("traceback" in p for _, _, p in problems)
     executed = sum("entrypoint ran" in p for _, _, p in problems)
     print(
-        "reliability, %s, %d cores, seed %d, %.0f s (stub and bundles built in %.0f s)"
-        % (sys.platform, os.cpu_count(), args.seed, time.monotonic() - began, build_seconds)
+        f"reliability, {sys.platform}, {os.cpu_count()} cores, seed {args.seed}, {time.monotonic() - began:.0f} s "
+        f"(stub and bundles built in {build_seconds:.0f} s)"
     )
     print()
     print(f"1. mutated bundles (python -m stub, {mutation_seconds:.0f} s):")
     print(
-        "   tried %d; refused with exit 3: %d; ran verified content (mutation outside the payload, or a "
-        "harmless index change): %d" % (tried, counts["refused"], counts["ran"])
+        f"   tried {tried}; refused with exit 3: {counts['refused']}; ran verified content (mutation outside the "
+        f"payload, or a harmless index change): {counts['ran']}"
     )
     for kind in mutations.KINDS:
         c = by_kind[kind]
-        print("   %-9s %5d tried, %5d refused, %4d ran verified" % (kind, sum(c.values()), c["refused"], c["ran"]))
-    print(
-        "   problems: %d (tracebacks %d, executed when it should not have %d)" % (len(problems), tracebacks, executed)
-    )
+        print(f"   {kind:<9} {sum(c.values()):5d} tried, {c['refused']:5d} refused, {c['ran']:4d} ran verified")
+    print(f"   problems: {len(problems)} (tracebacks {tracebacks}, executed when it should not have {executed})")
     for mutation, outcome, problem in problems[:10]:
         print(f"     {mutation} -> {outcome}: {problem}")
     print(
-        f"   {verdict(tried >= 2000 and not problems)}: >= 2000 tries, every harmful one refused, 0 tracebacks, 0 executed"
+        f"   {verdict(tried >= 2000 and not problems)}: >= 2000 tries, every harmful one refused, "
+        "0 tracebacks, 0 executed"
     )
     print()
     print(
-        f"2. kill -9 (frozen stub, 30 MB of real binaries, a full first start takes {duration:.2f} s; {kill_seconds:.0f} s):"
+        f"2. kill -9 (frozen stub, 30 MB of real binaries, a full first start takes "
+        f"{duration:.2f} s; {kill_seconds:.0f} s):"
     )
     print(
-        "   trials %d; where the install stood when killed: %s"
-        % (sum(states.values()), ", ".join("%s %d" % kv for kv in sorted(states.items())))
+        f"   trials {sum(states.values())}; where the install stood when killed: "
+        f"{', '.join(f'{name} {count}' for name, count in sorted(states.items()))}"
     )
-    print("   broken installs after the next start: %d" % len(broken))
+    print(f"   broken installs after the next start: {len(broken)}")
     for row in broken[:10]:
         print(f"     {row}")
     print(f"   {verdict(sum(states.values()) >= 50 and not broken)}: >= 50 trials, 0 broken")
@@ -291,17 +291,18 @@ def main(argv=None):
     starts, ran, extracted, problems16 = first
     print("3. concurrency (frozen stub):")
     print(
-        "   concurrent first starts %d, ran %d, extractions %d%s"
-        % (starts, ran, extracted, (f"; problems: {problems16}") if problems16 else "")
+        f"   concurrent first starts {starts}, ran {ran}, extractions "
+        f"{extracted}{f'; problems: {problems16}' if problems16 else ''}"
     )
     new_ran, old_ran, old_refused, old_other, problems2 = both
     print(
-        "   installed 1.0.0 and new 2.0.0 started together, 4 each: 2.0.0 ran %d; 1.0.0 ran %d (before 2.0.0 was "
-        "current), refused as a downgrade %d (exit 4), other %d%s"
-        % (new_ran, old_ran, old_refused, old_other, (f"; problems: {problems2}") if problems2 else "")
+        f"   installed 1.0.0 and new 2.0.0 started together, 4 each: 2.0.0 ran {new_ran}; 1.0.0 ran {old_ran} (before "
+        f"2.0.0 was current), refused as a downgrade {old_refused} (exit 4), other "
+        f"{old_other}{f'; problems: {problems2}' if problems2 else ''}"
     )
     print(
-        "   {}: 16 starts, 1 extraction; the new version runs, the old one runs or is refused, never made current".format(
+        "   {}: 16 starts, 1 extraction; the new version runs, the old one runs or is refused, "
+        "never made current".format(
             verdict(
                 starts == ran == 16
                 and extracted == 1
@@ -318,10 +319,13 @@ def main(argv=None):
     print(f"4. damage outside the payload section (frozen stub, {outside_seconds:.0f} s):")
     for kind in ("flip", "cut"):
         c = outcomes[kind]
-        print("   %-4s %4d tried: %s" % (kind, sum(c.values()), ", ".join("%s %d" % kv for kv in sorted(c.items()))))
+        print(
+            f"   {kind:<4} {sum(c.values()):4d} tried: "
+            f"{', '.join(f'{name} {count}' for name, count in sorted(c.items()))}"
+        )
     for text, count in words.most_common(4):
-        print("   bootloader said (%d): %s" % (count, text))
-    print("   installed or ran anyway: %d" % len(harmed))
+        print(f"   bootloader said ({count}): {text}")
+    print(f"   installed or ran anyway: {len(harmed)}")
     for row in harmed[:10]:
         print(f"     {row}")
     print(f"   {verdict(not harmed)}: nothing installed or run from a damaged file")

@@ -26,12 +26,9 @@ class Collection:
         def ids(values):
             return ", ".join(v[:12] for v in values) or "none"
 
-        return "%s: removed %d version(s) [%s]; kept current/previous [%s]; in use by a running process [%s]" % (
-            self.root,
-            len(self.removed),
-            ids(self.removed),
-            ids(self.kept),
-            ids(self.in_use),
+        return (
+            f"{self.root}: removed {len(self.removed)} version(s) [{ids(self.removed)}]; kept current/previous "
+            f"[{ids(self.kept)}]; in use by a running process [{ids(self.in_use)}]"
         )
 
 
@@ -71,14 +68,14 @@ def collect(root, name=None):
             done.removed.append(bundle_id)
         _remove_kept_executables(root, keep)
     except OSError as exc:
-        raise HostError(f"cannot collect old versions in {root}: {exc.strerror or exc}")
+        raise HostError(f"cannot collect old versions in {root}: {exc.strerror or exc}") from None
     finally:
         os.close(lock)
     return done
 
 
 def _remove(root, bundle_id):
-    doomed = os.path.join(root, "." + bundle_id + install.WORK_SUFFIX + "gc-%d" % os.getpid())
+    doomed = os.path.join(root, "." + bundle_id + install.WORK_SUFFIX + f"gc-{os.getpid()}")
     os.rename(os.path.join(root, bundle_id), doomed)
     fs.fsync_dir(root)  # the version is gone for good before its files are
     fs.safe_rmtree(doomed)

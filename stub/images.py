@@ -21,7 +21,7 @@ def _read_blob(root, digest, image, what):
     except FileNotFoundError:
         raise IntegrityError(
             f"image {image.name!r}: its {what} {digest} is not in the bundle; the bundle is damaged, copy it again"
-        )
+        ) from None
 
 
 def write_embedded(work, index):

@@ -19,7 +19,7 @@ def prepare_root(root):
     try:
         os.makedirs(os.path.join(root, LOCKS_DIR), mode=0o755, exist_ok=True)
     except OSError as exc:
-        raise HostError(f"cannot create install root {root}: {exc.strerror}; choose a writable --bundle-dir")
+        raise HostError(f"cannot create install root {root}: {exc.strerror}; choose a writable --bundle-dir") from None
     if os.geteuid() == 0:
         if os.path.islink(root):
             raise HostError(f"install root {root} is a symlink; as root, use a real directory (--bundle-dir)")
@@ -37,13 +37,14 @@ def check_host(root, needed):
     free = st.f_bavail * st.f_frsize
     if free < needed + SPACE_MARGIN:
         raise HostError(
-            f"not enough space in {root}: the install needs {(needed + SPACE_MARGIN) / 1e6:.1f} MB ({needed / 1e6:.1f} MB of files and a margin of "
-            f"{SPACE_MARGIN / 1e6:.1f} MB kept free for the runtime), {free / 1e6:.1f} MB free; free space or choose another --bundle-dir"
+            f"not enough space in {root}: the install needs {(needed + SPACE_MARGIN) / 1e6:.1f} MB "
+            f"({needed / 1e6:.1f} MB of files and a margin of {SPACE_MARGIN / 1e6:.1f} MB kept free for the runtime), "
+            f"{free / 1e6:.1f} MB free; free space or choose another --bundle-dir"
         )
     if st.f_flag & getattr(os, "ST_NOEXEC", 8):
         raise HostError(
-            f"install root {root} is on the noexec mount {_mount_point(root)}, programs installed there cannot run; choose "
-            "another --bundle-dir (or env BUNDLE_DIR)"
+            f"install root {root} is on the noexec mount {_mount_point(root)}, programs installed there cannot run; "
+            "choose another --bundle-dir (or env BUNDLE_DIR)"
         )
 
 
@@ -91,7 +92,8 @@ def install(payload, f, inst, after_extract=None):
         data = payload.open_data(f)  # a missing or short part is named before anything is written
         check_host(inst.root, index.installed_size)
         sys.stderr.write(
-            f"{index.name}: installing {index.name} {index.version} ({index.variant}, {index.installed_size / 1e6:.1f} MB) into {inst.path}\n"
+            f"{index.name}: installing {index.name} {index.version} ({index.variant}, "
+            f"{index.installed_size / 1e6:.1f} MB) into {inst.path}\n"
         )
         # Not durable=True: the extraction fsyncs every file as it writes it, and the marker goes last.
         with fs.atomic_directory(inst.path, durable=False) as work:
@@ -121,7 +123,7 @@ def install(payload, f, inst, after_extract=None):
         point_current(inst.root, inst.bundle_id)
         return True
     except OSError as exc:
-        raise HostError(f"cannot install into {inst.root}: {exc.strerror or exc}")
+        raise HostError(f"cannot install into {inst.root}: {exc.strerror or exc}") from None
     finally:
         os.close(lock)
 

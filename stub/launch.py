@@ -21,7 +21,9 @@ def prepare_data(inst):
     try:
         os.makedirs(inst.data, 0o755, exist_ok=True)
     except OSError as exc:
-        raise HostError(f"cannot create the data directory {inst.data}: {exc.strerror}; choose a writable --bundle-dir")
+        raise HostError(
+            f"cannot create the data directory {inst.data}: {exc.strerror}; choose a writable --bundle-dir"
+        ) from None
 
 
 def command(entrypoint, inst, args):
@@ -81,7 +83,7 @@ def exec_entrypoint(argv, env):
     try:
         os.execve(argv[0], argv, env)
     except OSError as exc:
-        raise _cannot_run(argv[0], exc)
+        raise _cannot_run(argv[0], exc) from None
 
 
 def _cannot_run(program, exc):

@@ -1,6 +1,6 @@
 """The one-file bootloader's leftovers: it unpacks the stub's Python into $TMPDIR/_MEIxxxxxx at every start and
 removes that dir when the runtime exits, but a SIGKILL of the bootloader (a power cut, an OOM kill of the group)
-leaves it for good, about 18 MB each.
+leaves it for good, the whole unpacked Python each time.
 
 Each start marks its own dir and holds a shared flock on the mark for its whole life, and the runtime inherits
 it across exec (as it does the version lock). A later start removes every `_MEI*` dir beside its own that is

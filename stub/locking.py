@@ -11,7 +11,7 @@ def _open(path):
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
     except OSError as exc:
-        raise HostError(f"cannot open lock file {path}: {exc.strerror}; choose a writable --bundle-dir")
+        raise HostError(f"cannot open lock file {path}: {exc.strerror}; choose a writable --bundle-dir") from None
 
 
 def exclusive(path):

@@ -20,7 +20,7 @@ def _recorded(root):
     except OSError as exc:
         raise HostError(
             f"cannot read {os.path.join(root, OWNER)}: {exc.strerror}; check the install root's permissions"
-        )
+        ) from None
 
 
 def _current_name(root):
@@ -41,8 +41,8 @@ def check(root, name):
     found = owner(root)
     if found is not None and found != name:
         raise HostError(
-            f"install root {root} belongs to bundle '{found}' (recorded in {os.path.join(root, OWNER)}); this is bundle '{name}': give it its "
-            "own --bundle-dir (or env BUNDLE_DIR)"
+            f"install root {root} belongs to bundle '{found}' (recorded in {os.path.join(root, OWNER)}); this is "
+            f"bundle '{name}': give it its own --bundle-dir (or env BUNDLE_DIR)"
         )
 
 

@@ -96,7 +96,7 @@ def repair(payload, f, inst):
         restored = []
         if needed:
             work = tempfile.mkdtemp(
-                prefix="." + inst.bundle_id + install.WORK_SUFFIX + "%d-repair-" % os.getpid(), dir=inst.root
+                prefix="." + inst.bundle_id + install.WORK_SUFFIX + f"{os.getpid()}-repair-", dir=inst.root
             )
             for group in index.groups:
                 if group.name in needed:
@@ -120,11 +120,11 @@ def repair(payload, f, inst):
                         _put_in_place(fresh, installed)
                         restored.append(f"{name} ({why})")
     except OSError as exc:
-        raise HostError(f"cannot repair {inst.path}: {exc.strerror or exc}")
+        raise HostError(f"cannot repair {inst.path}: {exc.strerror or exc}") from None
     finally:
         if work is not None:
             fs.safe_rmtree(work)
         os.close(lock)
     if not restored:
-        return "%s: ok, %d file(s) verified, nothing to repair" % (inst.path, len(files))
-    return "%s: repaired %d of %d file(s): %s" % (inst.path, len(restored), len(files), ", ".join(restored))
+        return f"{inst.path}: ok, {len(files)} file(s) verified, nothing to repair"
+    return f"{inst.path}: repaired {len(restored)} of {len(files)} file(s): {', '.join(restored)}"

@@ -45,8 +45,9 @@ def check_downgrade(root, bundle_id, index, allowed):
         return False
     if not allowed:
         raise HostError(
-            f"{index.name} {index.version} is older than the current version {newer} in {root}; add --bundle-allow-downgrade to run it "
-            "(it then becomes current), or use --bundle-rollback to return to the previous version"
+            f"{index.name} {index.version} is older than the current version {newer} in {root}; add "
+            "--bundle-allow-downgrade to run it (it then becomes current), or use --bundle-rollback to return to the "
+            "previous version"
         )
     return True
 
@@ -77,7 +78,7 @@ def rollback(root, name, executable=None, bundle_id=None):
         _exchange(root, current, previous)
         restored = _restore_executable(root, executable, bundle_id, current, previous)
     except OSError as exc:
-        raise HostError(f"cannot roll back in {root}: {exc.strerror or exc}")
+        raise HostError(f"cannot roll back in {root}: {exc.strerror or exc}") from None
     finally:
         os.close(lock)
     return "{}: rolled back: current is now {} {}, previous {}{}".format(

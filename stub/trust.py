@@ -30,7 +30,7 @@ def pinned_keys(root):
     except FileNotFoundError:
         return []
     except OSError as exc:
-        raise HostError(f"cannot read the pinned keys in {directory}: {exc.strerror}")
+        raise HostError(f"cannot read the pinned keys in {directory}: {exc.strerror}") from None
     return [load_public_key(os.path.join(directory, n)) for n in names]
 
 
@@ -46,7 +46,7 @@ def pin(root, public_key):
         fs.remove_dead_temps(directory)  # left by a start killed while pinning
         fs.write_atomic(path, public_key_to_pem(public_key), mode=0o644)
     except OSError as exc:
-        raise HostError(f"cannot pin key {fingerprint(public_key)} in {directory}: {exc.strerror}")
+        raise HostError(f"cannot pin key {fingerprint(public_key)} in {directory}: {exc.strerror}") from None
     finally:
         os.close(lock)
     return path

@@ -66,7 +66,8 @@ def update(payload, f, path, opts, environ):
                 return f"{path}: {index.name} {index.version} is already what {reference} holds; nothing fetched"
             if is_older(new.index.version, index.version) and not opts.allow_downgrade:
                 raise HostError(
-                    f"{pinned} holds {index.name} {new.index.version}, older than this {index.version}; add --bundle-allow-downgrade to install it"
+                    f"{pinned} holds {index.name} {new.index.version}, older than this {index.version}; add "
+                    "--bundle-allow-downgrade to install it"
                 )
             downloads = os.path.join(downloads_root, new.bundle_id)
             fs.safe_mkdir(downloads)
@@ -93,26 +94,14 @@ def update(payload, f, path, opts, environ):
     except OSError as exc:
         raise HostError(
             "cannot update {}: {}{}".format(output, exc.strerror or exc, f" ({exc.filename})" if exc.filename else "")
-        )
+        ) from None
     finally:
         os.close(lock)
     return (
-        "%s: updated %s %s -> %s from %s: fetched %s of %s (%d of %d blobs; %d reused from this file)%s; "
-        "the next start runs %s"
-        % (
-            output,
-            index.name,
-            index.version,
-            new.index.version,
-            pinned,
-            size_text(sources.fetched),
-            size_text(art.file_size),
-            sources.fetched_blobs,
-            len(art.blobs.layers),
-            sources.reused,
-            sources.deltas.summary(),
-            new.index.version,
-        )
+        f"{output}: updated {index.name} {index.version} -> {new.index.version} from {pinned}: fetched "
+        f"{size_text(sources.fetched)} of {size_text(art.file_size)} ({sources.fetched_blobs} of "
+        f"{len(art.blobs.layers)} blobs; {sources.reused} reused from this file){sources.deltas.summary()}; the next "
+        f"start runs {new.index.version}"
     )
 
 
@@ -125,7 +114,7 @@ def _check_writable(output, named):
         hint = "name a writable place" if named else "name a writable place for the new file"
         raise HostError(
             f"cannot write the new executable in {directory} ({exc.strerror or exc}); {hint} with {OUTPUT_OPTION} PATH"
-        )
+        ) from None
     fs.safe_unlink(probe)
 
 

@@ -17,9 +17,7 @@ def bundler(*args, cwd=None, env=None, check=True):
         [sys.executable, "-m", "bundler", *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True
     )
     if check and result.returncode != 0:
-        raise AssertionError(
-            "bundler %s failed (%d):\n%s\n%s" % (args, result.returncode, result.stdout, result.stderr)
-        )
+        raise AssertionError(f"bundler {args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
 
 

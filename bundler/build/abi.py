@@ -19,13 +19,14 @@ def check_files(members_by_group, arch, min_glibc=None):
                 machine = elf_machine(f, member.path)
                 if machine != arch:
                     raise UsageError(
-                        f"file '{member.path}' is an ELF file for {machine}, but the bundle is for {arch}; give it a source "
-                        f"built for {arch} ([file.source.{arch}] in the manifest)"
+                        f"file '{member.path}' is an ELF file for {machine}, but the bundle is for {arch}; give it a "
+                        f"source built for {arch} ([file.source.{arch}] in the manifest)"
                     )
                 needs = max(glibc_needs(f, member.path), default=None)
             if min_glibc and needs and needs > min_glibc:
                 raise UsageError(
-                    f"file '{member.path}' needs glibc {format_version(needs)}, newer than min_glibc = \"{format_version(min_glibc)}\" in the manifest; use a build "
+                    f"file '{member.path}' needs glibc {format_version(needs)}, newer than min_glibc = "
+                    f'"{format_version(min_glibc)}" in the manifest; use a build '
                     "of it linked against an older glibc (or statically), or raise min_glibc"
                 )
             floor = max(floor, needs) if floor and needs else (floor or needs)
@@ -35,6 +36,7 @@ def check_files(members_by_group, arch, min_glibc=None):
 def check_stub_floor(stub_floor, min_glibc, stub_path):
     if min_glibc and stub_floor and stub_floor > min_glibc:
         raise UsageError(
-            f'the stub {stub_path} needs glibc {format_version(stub_floor)}, newer than min_glibc = "{format_version(min_glibc)}" in the manifest; use the portable '
+            f"the stub {stub_path} needs glibc {format_version(stub_floor)}, newer than min_glibc = "
+            f'"{format_version(min_glibc)}" in the manifest; use the portable '
             "stub (drop --stub) or raise min_glibc"
         )

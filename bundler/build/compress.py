@@ -76,8 +76,8 @@ def compress(cache, name, members, level, log=print, frame_size=DEFAULT_FRAME_SI
             return cached
     total = sum(m.size for m in members)
     log(
-        "compressing group %r: %d files, %.1f MB in %d frame(s) (zstd -%d)..."
-        % (name, len(members), total / 1e6, len(counts), level)
+        f"compressing group {name!r}: {len(members)} files, {total / 1e6:.1f} MB in {len(counts)} frame(s) (zstd "
+        f"-{level})..."
     )
     display = progress_display.callback()
     try:
@@ -94,7 +94,7 @@ def compress(cache, name, members, level, log=print, frame_size=DEFAULT_FRAME_SI
 
 def _slices(members, counts):
     if sum(counts) != len(members) or any(c < 0 for c in counts) or not counts:
-        raise ValueError("a cut of %d members into frames of %s" % (len(members), counts))
+        raise ValueError(f"a cut of {len(members)} members into frames of {counts}")
     slices, start = [], 0
     for count in counts:
         slices.append(members[start : start + count])
@@ -143,7 +143,7 @@ def _compress_frames(slices, out, level, temp_dir, progress):
     total = sum(m.size for s in slices for m in s)
     done = [0] * len(slices)
     results = [None] * len(slices)
-    temps = [fs.temp_name(Path(temp_dir) / ("frame-%d.zst" % n), temp_dir) for n in range(len(slices))]
+    temps = [fs.temp_name(Path(temp_dir) / f"frame-{n}.zst", temp_dir) for n in range(len(slices))]
 
     def work(number, members):
         def advance(read, _):

@@ -2,7 +2,7 @@
 in one frame, into frames of at least `frame_size` bytes of input, as even as the files allow.
 
 Every frame starts with an empty window: what it shares with the frames before it is stored again. On the
-benchmark's 110.5 MB of real binaries that costs 3 to 8% per cut (docs/format.md), so the default frame size keeps
+benchmark's real binaries that costs a few percent per cut (docs/format.md, section 4), so the default frame size keeps
 a group of that size in one frame and cuts only groups of twice the default or more.
 """
 

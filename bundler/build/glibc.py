@@ -30,7 +30,7 @@ def parse_version(text):
 
 
 def format_version(version):
-    return "%d.%d" % version if version else "none"
+    return f"{version[0]}.{version[1]}" if version else "none"
 
 
 def _string_at(table, offset):

@@ -53,7 +53,7 @@ def check_prebuilt_stub(path, arch):
     try:
         f = open(path, "rb")
     except OSError as exc:
-        raise UsageError(f"cannot read stub {path}: {exc.strerror}")
+        raise UsageError(f"cannot read stub {path}: {exc.strerror}") from None
     with f:
         machine = elf_machine(f)
         if machine != arch:

@@ -28,9 +28,9 @@ def _write_new(path, data, mode):
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except FileExistsError:
-        raise UsageError(f"{path} already exists; remove it or choose another --out prefix")
+        raise UsageError(f"{path} already exists; remove it or choose another --out prefix") from None
     except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}")
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
     with os.fdopen(fd, "wb") as out:
         os.fchmod(out.fileno(), mode)  # the umask must not widen or narrow it
         out.write(data)
@@ -58,20 +58,20 @@ def load_private_key(path):
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise UsageError(f"cannot read signing key {path}: {exc.strerror}")
+        raise UsageError(f"cannot read signing key {path}: {exc.strerror}") from None
     try:
         try:
             key = serialization.load_pem_private_key(data, password=None)
         except TypeError:  # encrypted
             passphrase = os.environ.get(PASSPHRASE_ENV)
             if not passphrase:
-                raise UsageError(f"signing key {path} is encrypted; put its passphrase in {PASSPHRASE_ENV}")
+                raise UsageError(f"signing key {path} is encrypted; put its passphrase in {PASSPHRASE_ENV}") from None
             try:
                 key = serialization.load_pem_private_key(data, password=passphrase.encode())
             except ValueError:
-                raise UsageError(f"the passphrase in {PASSPHRASE_ENV} does not open signing key {path}")
-    except (ValueError, UnsupportedAlgorithm):
-        raise UsageError(f"{path} is not a PEM private key; pass the .key file `bundler keygen` wrote")
+                raise UsageError(f"the passphrase in {PASSPHRASE_ENV} does not open signing key {path}") from None
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise UsageError(f"{path} is not a PEM private key; pass the .key file `bundler keygen` wrote") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise UsageError(f"{path} is not an ed25519 key; make one with `bundler keygen`")
     return key
@@ -96,7 +96,8 @@ class Signing:
             )
         if required is not None and raw_public_key(private_key) != required:
             raise UsageError(
-                f"--sign {sign} is not the private key of --require-key {require_key} ({fingerprint(required)}); pass the matching pair"
+                f"--sign {sign} is not the private key of --require-key {require_key} ({fingerprint(required)}); pass "
+                "the matching pair"
             )
         return cls(private_key, required)
 

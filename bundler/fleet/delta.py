@@ -2,11 +2,10 @@
 reference (a prefix the new content's matches may reach into), long-distance matching finds them, and the window
 covers reference plus new content. payload/delta.py applies them on the device.
 
-python-zstandard's ZstdCompressionDict loads a raw-content dictionary through a CDict, which long-distance
-matching does not search: measured on containerd deb12u2 -> deb12u3 (83 MB) that gives a 9.8 MB patch. A
-prefix (ZSTD_CCtx_refPrefix, what the zstd CLI's --patch-from uses) gives 1.7 MB, so this module calls libzstd
-through zstandard's cffi backend, which exposes it. The decoder needs no such thing: a raw-content dictionary
-decodes a prefix-compressed frame (payload/delta.py).
+python-zstandard's ZstdCompressionDict loads a raw-content dictionary through a CDict, which long-distance matching
+does not search: its patches come out several times larger than with a prefix (ZSTD_CCtx_refPrefix, what the zstd
+CLI's --patch-from uses), so this module calls libzstd through zstandard's cffi backend, which exposes it. The
+decoder needs no such thing: a raw-content dictionary decodes a prefix-compressed frame (payload/delta.py).
 """
 
 import hashlib
@@ -36,7 +35,7 @@ def _cffi():
     try:
         from zstandard import backend_cffi
     except ImportError as exc:  # zstandard built without its cffi backend, or no cffi
-        raise UsageError(f"making deltas needs zstandard's cffi backend (pip install cffi): {exc}")
+        raise UsageError(f"making deltas needs zstandard's cffi backend (pip install cffi): {exc}") from None
     return backend_cffi.lib, backend_cffi.ffi
 
 
@@ -53,7 +52,7 @@ def read_files(paths, size=None):
                     break
                 pos += n
     if pos != total:
-        raise BundleError("the reference files changed while being read (%d bytes, expected %d)" % (pos, total))
+        raise BundleError(f"the reference files changed while being read ({pos} bytes, expected {total})")
     return buf
 
 
@@ -205,7 +204,7 @@ def publish(client, ref, new_path, new_payload, new_manifest, olds, level=LEVEL,
             lambda offset: io.BytesIO(artifact.EMPTY[offset:]),
         )
         for n, old in enumerate(olds):
-            old_dir = os.path.join(work, "old%d" % n)
+            old_dir = os.path.join(work, f"old{n}")
             os.mkdir(old_dir)
             old_path = _old_bundle(old, client, old_dir, new_index.arch, new_index.variant, log)
             with open(old_path, "rb") as f:
@@ -215,7 +214,8 @@ def publish(client, ref, new_path, new_payload, new_manifest, olds, level=LEVEL,
                 raise UsageError(f"--delta-from {old} is a bundle of {old_index.name}, not an older {new_index.name}")
             if (old_index.arch, old_index.variant) != (new_index.arch, new_index.variant):
                 log(
-                    f"{new_path}: --delta-from {old} is for {old_index.arch}/{old_index.variant}, not {new_index.arch}/{new_index.variant}; no delta from it to this one"
+                    f"{new_path}: --delta-from {old} is for {old_index.arch}/{old_index.variant}, not "
+                    f"{new_index.arch}/{new_index.variant}; no delta from it to this one"
                 )
                 continue
             if old_payload.split:
@@ -255,15 +255,8 @@ def publish(client, ref, new_path, new_payload, new_manifest, olds, level=LEVEL,
             client.put_manifest(ref, tag_ref.tag, artifact.with_referrer(existing, manifest), artifact.OCI_INDEX)
             total = sum(size for _, _, size in patches)
             log(
-                "%s: delta from %s %s: %d patch(es), %s, for %s"
-                % (
-                    new_path,
-                    old_index.name,
-                    old_index.version,
-                    len(patches),
-                    size_text(total),
-                    ", ".join(p.describe() for p, _, _ in patches),
-                )
+                f"{new_path}: delta from {old_index.name} {old_index.version}: {len(patches)} patch(es), "
+                f"{size_text(total)}, for {', '.join(p.describe() for p, _, _ in patches)}"
             )
             done.append((old_index.version, len(patches), total))
     return done
@@ -290,22 +283,19 @@ def _patch_frame(old_path, old_payload, new_path, new_payload, group, frame, lev
     os.unlink(again)
     if sha256 != frame.sha256 or csize != frame.csize:
         log(
-            "%s: compressed again at level %d with libzstd %s it is not the frame %s holds (made at another level? "
-            "pass --delta-level); no delta for it" % (what, level, local_zstd(), new_path)
+            f"{what}: compressed again at level {level} with libzstd {local_zstd()} it is not the frame {new_path} "
+            "holds (made at another level? pass --delta-level); no delta for it"
         )
         return None
     reference = _old_files(str(old_path), old_payload, old_entries)
-    patch_file = os.path.join(work, "patch-%s-%d" % (group.name, frame.number))
+    patch_file = os.path.join(work, f"patch-{group.name}-{frame.number}")
     with open(patch_file, "wb") as out:
         made = make_patch(reference, [content], out)
     from_sha256 = reference_sha256(reference)
     del reference
     os.unlink(content)
     if made.size >= frame.csize:
-        log(
-            "%s: its patch (%d bytes) is no smaller than the frame (%d); no delta for it"
-            % (what, made.size, frame.csize)
-        )
+        log(f"{what}: its patch ({made.size} bytes) is no smaller than the frame ({frame.csize}); no delta for it")
         return None
     record = Patch(
         group.name,

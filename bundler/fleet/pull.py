@@ -36,12 +36,13 @@ def pull(reference, output, client, arch=None, variant=None, log=print):
         digest = file_sha256(temp)
         if art.file_sha256 and digest != art.file_sha256:
             raise IntegrityError(
-                f"{reference}: the rebuilt executable has sha256 {digest}, the manifest says {art.file_sha256}; the artifact is "
-                "damaged"
+                f"{reference}: the rebuilt executable has sha256 {digest}, the manifest says {art.file_sha256}; the "
+                "artifact is damaged"
             )
     write_checksum(output, digest)
     fs.safe_rmtree(str(downloads))
     log(
-        f"{output}  ({index.name} {index.version} {index.arch}/{index.variant}, {size_text(os.path.getsize(output))}, fetched {size_text(fetched)}, sha256 {digest}, from {pinned})"
+        f"{output}  ({index.name} {index.version} {index.arch}/{index.variant}, {size_text(os.path.getsize(output))}, "
+        f"fetched {size_text(fetched)}, sha256 {digest}, from {pinned})"
     )
     return digest

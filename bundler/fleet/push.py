@@ -44,18 +44,8 @@ def push(bundles, target, client, log, delta_from=(), delta_level=None):
                 skipped += blob.size
         digest = client.put_manifest(ref, artifact.sha256_of(bundle.manifest), bundle.manifest, OCI_MANIFEST)
         log(
-            "%s: %s %s %s/%s: sent %s, %s already there (%d blobs), manifest %s"
-            % (
-                bundle.path,
-                index.name,
-                index.version,
-                index.arch,
-                index.variant,
-                size_text(sent),
-                size_text(skipped),
-                len(bundle.blobs.all),
-                digest,
-            )
+            f"{bundle.path}: {index.name} {index.version} {index.arch}/{index.variant}: sent {size_text(sent)}, "
+            f"{size_text(skipped)} already there ({len(bundle.blobs.all)} blobs), manifest {digest}"
         )
         entries.append(artifact.index_entry(index, bundle.manifest, bundle.sha256))
         if delta_from:

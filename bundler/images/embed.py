@@ -45,8 +45,8 @@ def pin_images(manifest, variant, lock, arch, client, locked, log=print):
         platform = spec.platform_for(arch)
         if spec.transport and spec.name not in embedded:
             raise UsageError(
-                "%s:%d: image '%s' comes from a local archive, which a device cannot pull; embed it in "
-                "variant '%s'" % (manifest.path, spec.line, spec.name, variant.name)
+                f"{manifest.path}:{spec.line}: image '{spec.name}' comes from a local archive, which a device cannot "
+                f"pull; embed it in variant '{variant.name}'"
             )
         digest = image_pin_for(manifest, lock, spec, arch, locked)
         if digest is None:
@@ -113,7 +113,8 @@ def _fetch_local_image(image, store):
     found = sha256_digest(manifest_bytes)
     if found != image.digest:  # the archive was rewritten after its digest was pinned
         raise IntegrityError(
-            f"{archive}: image '{image.spec.name}' is {found} now, but {image.digest} is pinned; run `bundler lock` to pin the new image"
+            f"{archive}: image '{image.spec.name}' is {found} now, but {image.digest} is pinned; run `bundler lock` "
+            "to pin the new image"
         )
     config, layers = parse_image_manifest(manifest_bytes, f"manifest in {archive}")
     if not store.has(config.digest):  # a member like the layers (it used to be found only when a pull had left it)

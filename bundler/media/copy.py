@@ -77,8 +77,8 @@ def check_file_sizes(files, medium, dest):
     for name, size in files:
         if size > medium.file_limit:
             raise HostError(
-                "%s is %d bytes, and %s on %s holds files of at most %d bytes (4 GiB - 1); copy with "
-                "--split 2G" % (name, size, medium.describe(), dest, medium.file_limit)
+                f"{name} is {size} bytes, and {medium.describe()} on {dest} holds files of at most "
+                f"{medium.file_limit} bytes (4 GiB - 1); copy with --split 2G"
             )
 
 
@@ -91,8 +91,8 @@ class Report:
         written = sum(p.size for p in self.written)
         kept = sum(p.size for p in self.kept)
         return (
-            "%s: %d files written and read back (%.1f MB), %d kept as they verified (%.1f MB); check there with: "
-            "sha256sum -c %s.sha256" % (dest, len(self.written), written / 1e6, len(self.kept), kept / 1e6, name)
+            f"{dest}: {len(self.written)} files written and read back ({written / 1e6:.1f} MB), {len(self.kept)} kept "
+            f"as they verified ({kept / 1e6:.1f} MB); check there with: sha256sum -c {name}.sha256"
         )
 
 
@@ -226,8 +226,8 @@ def _check_space(dest, needed, freed):
     free = st.f_bavail * st.f_frsize + freed
     if needed > free:
         raise HostError(
-            "not enough space on %s: the copy needs %d bytes (%.1f MB), %d bytes (%.1f MB) are free; "
-            "free space there or use a larger medium" % (dest, needed, needed / 1e6, free, free / 1e6)
+            f"not enough space on {dest}: the copy needs {needed} bytes ({needed / 1e6:.1f} MB), {free} bytes "
+            f"({free / 1e6:.1f} MB) are free; free space there or use a larger medium"
         )
 
 
@@ -282,7 +282,7 @@ def _put(planned, dest, advance):
         os.replace(temp, str(target))
         fs.fsync_dir(str(dest))
     except OSError as exc:
-        raise _host_error(exc, planned, dest)
+        raise _host_error(exc, planned, dest) from None
     finally:
         fs.safe_unlink(temp)
 
@@ -299,8 +299,7 @@ def _set_mode(fd, mode):
 def _host_error(exc, planned, dest):
     if exc.errno == errno.EFBIG:
         return HostError(
-            "%s (%d bytes) is too large for the file system of %s; copy with --split 2G"
-            % (planned.name, planned.size, dest)
+            f"{planned.name} ({planned.size} bytes) is too large for the file system of {dest}; copy with --split 2G"
         )
     return write_error(
         exc,

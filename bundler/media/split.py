@@ -31,7 +31,7 @@ def parse_size(text, option="--split", minimum=None):
     (default: the smallest part)."""
     size = sizes.parse_size(text, option)
     if minimum is None and size < MIN_PART_SIZE:
-        raise UsageError("%s %s is below the smallest part, %d KiB" % (option, text, MIN_PART_SIZE >> 10))
+        raise UsageError(f"{option} {text} is below the smallest part, {MIN_PART_SIZE >> 10} KiB")
     if minimum is not None and size < minimum:
         raise UsageError(f"{option} {text} is below the least, {sizes.size_text(minimum)}")
     return size
@@ -135,7 +135,7 @@ def plan_split(source, name, part_size, sign, workdir, progress=None):
 
     `sign(index_bytes)` gives the signature block (b"" for none). One read of the data area hashes the parts."""
     if part_size < MIN_PART_SIZE:
-        raise UsageError("a part of %d bytes is below the smallest part, %d KiB" % (part_size, MIN_PART_SIZE >> 10))
+        raise UsageError(f"a part of {part_size} bytes is below the smallest part, {MIN_PART_SIZE >> 10} KiB")
     spans = part_spans(source.data_size, part_size)
     parts = []
     with source.data.verifying():  # a damaged part of a split source is named, never copied on
@@ -210,7 +210,8 @@ def resigner(source, sign=None):
     if sign is None:
         if wanted:
             raise UsageError(
-                f"the bundle is signed by key {fingerprint(wanted[0])} and splitting changes its index: pass --sign KEY with "
+                f"the bundle is signed by key {fingerprint(wanted[0])} and splitting changes its index: "
+                "pass --sign KEY with "
                 "that private key, or split it at build time (make --split)"
             )
         return lambda index_bytes: b""

@@ -24,10 +24,10 @@ from payload.errors import BundleError, IntegrityError
 PROJECT = Path(__file__).resolve().parents[2]
 RUN_SIDE = ("stub", "payload")
 # Modules the stub never uses. Leaving them out keeps it under 10 MB and its start-up short: every start
-# unpacks the stub's libraries, and `inspect` brings PyInstaller's pyi_rth_inspect hook (35-40 ms a start).
+# unpacks the stub's libraries, and `inspect` brings PyInstaller's pyi_rth_inspect hook, which runs at every start.
 # tests/stub/test_imports.py and tests/stub/test_excludes.py check that the run side needs none of them; the
-# last three lines (CJK codecs, decimal, bz2, lzma, pickle, statistics, the C datetime) save 0.96 MB of the stub
-# and 1.9 MB of what every start unpacks (docs/benchmarks.md).
+# last three lines (CJK codecs, decimal, bz2, lzma, pickle, statistics, the C datetime) make the stub and what
+# every start unpacks smaller (docs/benchmarks.md gives the sizes).
 EXCLUDES = (
     "tkinter",
     "unittest",

@@ -186,12 +186,12 @@ def _check_unprivileged(tgt):
         )
     subids = subordinate_ids()
     if subids is None:
-        free = "%d-%d" % (_free_subid_start(), _free_subid_start() + userns.IDS - 1)
+        free = f"{_free_subid_start()}-{_free_subid_start() + userns.IDS - 1}"
         raise HostError(
-            "building the %s stub without root needs subordinate ids for %s (%d or more in %s and %s; "
-            "none or too few now): as root run `usermod --add-subuids %s --add-subgids %s %s` (a free "
-            "range); or run `bundler stub --arch %s` as root, or pass --stub PATH"
-            % (tgt.arch, user, userns.IDS, SUBID_FILES[0], SUBID_FILES[1], free, free, user, tgt.arch)
+            f"building the {tgt.arch} stub without root needs subordinate ids for {user} ({userns.IDS} or more in "
+            f"{SUBID_FILES[0]} and {SUBID_FILES[1]}; none or too few now): as root run `usermod --add-subuids {free} "
+            f"--add-subgids {free} {user}` (a free range); or run `bundler stub --arch {tgt.arch}` as root, or pass "
+            "--stub PATH"
         )
     try:
         tried = subprocess.run(
@@ -205,7 +205,7 @@ def _check_unprivileged(tgt):
             "check `unshare --user true` and the sysctls user.max_user_namespaces, "
             "kernel.unprivileged_userns_clone and kernel.apparmor_restrict_unprivileged_userns; or run "
             "`bundler stub --arch {}` as root, or pass --stub PATH".format(
-                tgt.arch, " | ".join(tried.stdout.strip().splitlines()[-2:]) or "exit %d" % tried.returncode, tgt.arch
+                tgt.arch, " | ".join(tried.stdout.strip().splitlines()[-2:]) or f"exit {tried.returncode}", tgt.arch
             )
         )
     if tgt.arch != host_arch():
@@ -280,8 +280,8 @@ def enable_qemu(tgt, may_set_up=True):
         )
         if mounted.returncode != 0:
             raise HostError(
-                f"binfmt_misc is not mounted and mounting it failed ({mounted.stderr.strip()}); run `mount -t binfmt_misc "
-                f"binfmt_misc {BINFMT}` on the host"
+                f"binfmt_misc is not mounted and mounting it failed ({mounted.stderr.strip()}); run `mount -t "
+                f"binfmt_misc binfmt_misc {BINFMT}` on the host"
             )
     handler = BINFMT / tgt.qemu
     if not _enabled(handler) and not may_set_up:
@@ -343,7 +343,7 @@ def root_dir(cache, tgt):
     mmdebstrap root is owned by the user and its subordinate ids, a debootstrap one by root)."""
     digest = hashlib.sha256(" ".join(tgt.packages).encode()).hexdigest()[:12]
     suffix = "" if builder() == "debootstrap" else "-unshare"
-    return cache.dir("stub-roots") / (f"{tgt.release}-{tgt.debian_arch}-{digest}{suffix}")
+    return cache.dir("stub-roots") / f"{tgt.release}-{tgt.debian_arch}-{digest}{suffix}"
 
 
 def ensure_root(cache, tgt, mirror, log=print):
@@ -370,8 +370,8 @@ def ensure_root(cache, tgt, mirror, log=print):
             log,
             env=env,
             failure=lambda tail: NetworkError(
-                f"{tool} of Debian {tgt.release} for {tgt.debian_arch} from {mirror} failed: {tail}; check that the mirror serves {tgt.release} for {tgt.debian_arch} "
-                f"(override with --mirror URL or {MIRROR_ENV})"
+                f"{tool} of Debian {tgt.release} for {tgt.debian_arch} from {mirror} failed: {tail}; check that the "
+                f"mirror serves {tgt.release} for {tgt.debian_arch} (override with --mirror URL or {MIRROR_ENV})"
             ),
         )
         (work / _COMPLETE).write_text(" ".join(tgt.packages) + "\n")
@@ -418,7 +418,7 @@ def _in_namespace(argv, what):
 def _subordinate_ids():
     subids = subordinate_ids()
     if subids is None:
-        raise HostError("no subordinate ids for %s in %s and %s any more" % ((_user_name(),) + SUBID_FILES))
+        raise HostError(f"no subordinate ids for {_user_name()} in {SUBID_FILES[0]} and {SUBID_FILES[1]} any more")
     return subids
 
 
@@ -498,4 +498,5 @@ def run_logged(cmd, what, log_path, log, failure, every=30, env=None):
 
 
 def _elapsed(seconds):
-    return "%dm%02ds" % divmod(int(seconds), 60)
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}m{rest:02d}s"

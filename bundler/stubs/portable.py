@@ -35,7 +35,7 @@ def portable_stub_key(tgt):
 
 def cached_stub_path(cache, arch):
     tgt = debian.target(arch)
-    return cache.dir("stubs") / (f"stub-{tgt.arch}-{tgt.release}-{portable_stub_key(tgt)}")
+    return cache.dir("stubs") / f"stub-{tgt.arch}-{tgt.release}-{portable_stub_key(tgt)}"
 
 
 def check_can_build(cache, arch, offline=False, mirror=None):
@@ -46,8 +46,8 @@ def check_can_build(cache, arch, offline=False, mirror=None):
     tgt = debian.target(arch)
     if offline:
         raise HostError(
-            f"no portable {arch} stub in the cache {cache.root} and --offline: run `bundler fetch --stubs --arch {arch}` "
-            f"(or `bundler stub --arch {arch}`) on a connected host and copy its cache, or pass --stub PATH"
+            f"no portable {arch} stub in the cache {cache.root} and --offline: run `bundler fetch --stubs --arch "
+            f"{arch}` (or `bundler stub --arch {arch}`) on a connected host and copy its cache, or pass --stub PATH"
         )
     debian.check_host(tgt)
     debian.debian_mirror(mirror)
@@ -67,8 +67,8 @@ def portable_stub(cache, arch, mirror=None, offline=False, log=print):
         began = time.monotonic()
         how = "under qemu" if tgt.arch != debian.host_arch() else "natively"
         log(
-            "building the portable %s stub in a Debian %s root (%s; first time about %d min on 2 idle cores, "
-            "longer under load, then cached in %s)..." % (arch, tgt.release, how, tgt.minutes, cache.root)
+            f"building the portable {arch} stub in a Debian {tgt.release} root ({how}; first time about {tgt.minutes} "
+            f"min on 2 idle cores, longer under load, then cached in {cache.root})..."
         )
         root = _step(
             log,
@@ -83,8 +83,9 @@ def portable_stub(cache, arch, mirror=None, offline=False, log=print):
         with debian.locked(debian.build_lock(root), log, "another stub build in this root"):
             venv = _step(
                 log,
-                "Python packages: PyInstaller %s, zstandard %s%s"
-                % (versions() + (" (built from source in the root)" if tgt.from_source else "",)),
+                "Python packages: PyInstaller {}, zstandard {}{}".format(
+                    *versions(), " (built from source in the root)" if tgt.from_source else ""
+                ),
                 _ensure_venv,
                 cache,
                 tgt,
@@ -110,7 +111,7 @@ def _step(log, what, func, *args):
 
 def _wheels_dir(cache, tgt):
     pyinstaller, zstandard = versions()
-    return cache.dir("stub-wheels") / (f"{tgt.release}-{tgt.debian_arch}-pyinstaller{pyinstaller}-zstandard{zstandard}")
+    return cache.dir("stub-wheels") / f"{tgt.release}-{tgt.debian_arch}-pyinstaller{pyinstaller}-zstandard{zstandard}"
 
 
 def _requirements():
@@ -170,7 +171,7 @@ def _ensure_venv(cache, tgt, root, log):
     debian.run_logged(
         debian.in_root(root, ["sh", "-x", _IN_ROOT + "/venv.sh"]),
         "pip in the root",
-        cache.dir("stub-roots") / (f"{root.name}-venv.log"),
+        cache.dir("stub-roots") / f"{root.name}-venv.log",
         log,
         failure=lambda tail: BundleError(f"installing PyInstaller in the {tgt.debian_arch} root failed: {tail}"),
     )
@@ -204,6 +205,7 @@ def _build(root, venv, tgt, log):
         machine = elf_machine(f)
     if machine != tgt.arch:
         raise BundleError(
-            f"the stub built in the {tgt.arch} root is a {machine} ELF file; the root is broken: delete {root} and retry"
+            f"the stub built in the {tgt.arch} root is a {machine} ELF file; the root is broken: delete {root} and "
+            "retry"
         )
     return built

@@ -31,7 +31,14 @@ def maps(own, start, count):
 def command(subuid, subgid, argv):
     """The command line that runs `argv` as root in a fresh user and mount namespace (subuid, subgid: (start,
     count) of the user's ranges)."""
-    return [sys.executable, "-S", os.path.abspath(__file__), "%d:%d" % subuid, "%d:%d" % subgid, "--"] + list(argv)
+    return [
+        sys.executable,
+        "-S",
+        os.path.abspath(__file__),
+        f"{subuid[0]}:{subuid[1]}",
+        f"{subgid[0]}:{subgid[1]}",
+        "--",
+    ] + list(argv)
 
 
 def _libc():
@@ -45,7 +52,7 @@ def _set_map(tool, pid, triples):
     args = [tool, str(pid)] + [str(n) for triple in triples for n in triple]
     done = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if done.returncode != 0:
-        raise OSError("{} failed: {}".format(tool, done.stdout.strip() or "exit %d" % done.returncode))
+        raise OSError("{} failed: {}".format(tool, done.stdout.strip() or f"exit {done.returncode}"))
 
 
 def main(args):

@@ -144,7 +144,7 @@ def _requirements_of(path):
         InvalidRequirement,
         tomllib.TOMLDecodeError,
     ) as exc:
-        raise HostError(f"cannot read the metadata of {path} ({exc}); delete it from the cache and retry")
+        raise HostError(f"cannot read the metadata of {path} ({exc}); delete it from the cache and retry") from None
 
 
 def _parse_requires(text):

@@ -278,10 +278,10 @@ def read_artifact(where, manifest_doc, config_bytes):
     expected = bundle_blobs(payload)
     if len(layers) != len(expected.layers):
         raise IntegrityError(
-            "%s lists %d layers, its index calls for %d; the manifest does not belong to its index"
-            % (where, len(layers), len(expected.layers))
+            f"{where} lists {len(layers)} layers, its index calls for {len(expected.layers)}; the manifest does not "
+            "belong to its index"
         )
-    found = [descriptor_from(layer, "%s layer %d" % (where, n)) for n, layer in enumerate(layers)]
+    found = [descriptor_from(layer, f"{where} layer {n}") for n, layer in enumerate(layers)]
     for n, (layer, blob) in enumerate(zip(found, expected.layers)):
         if (
             layer.media_type != blob.media_type
@@ -289,8 +289,8 @@ def read_artifact(where, manifest_doc, config_bytes):
             or (blob.size is not None and layer.size != blob.size)
         ):
             raise IntegrityError(
-                "%s layer %d is %s %s, its index calls for %s %s; the manifest does not belong to "
-                "its index" % (where, n, layer.media_type, layer.digest, blob.media_type, blob.digest)
+                f"{where} layer {n} is {layer.media_type} {layer.digest}, its index calls for {blob.media_type} "
+                f"{blob.digest}; the manifest does not belong to its index"
             )
     notes = layers[0].get("annotations") or {}
     try:
@@ -338,7 +338,7 @@ def rebuild(out, artifact, open_blob):
         out.write(head_of(artifact.payload))
         for blob in blobs.frames:
             with open_blob(blob) as frame:
-                what = "frame %d of group %r" % (blob.frame.number, blob.frame.group)
+                what = f"frame {blob.frame.number} of group {blob.frame.group!r}"
                 _check(_copy(frame, out, blob.size, hashlib.sha256(), what), blob, what)
         _copy(elf, out, gap, elf_sha, "the ELF layer")
         with open_blob(blobs.archive) as archive:
@@ -351,7 +351,7 @@ def _copy(src, out, size, sha, what):
     while left:
         chunk = src.read(min(left, 1 << 20))
         if not chunk:
-            raise IntegrityError("the blob of %s ends %d bytes early" % (what, left))
+            raise IntegrityError(f"the blob of {what} ends {left} bytes early")
         sha.update(chunk)
         out.write(chunk)
         left -= len(chunk)
@@ -692,7 +692,7 @@ def read_delta_manifest(data, where, subject_digest, from_bundle):
         raise IntegrityError(f"{where} is not the delta from {from_bundle[:12]} to {subject_digest}")
     found = []
     for n, layer in enumerate(doc.get("layers") or []):
-        descriptor = descriptor_from(layer, "%s layer %d" % (where, n))
+        descriptor = descriptor_from(layer, f"{where} layer {n}")
         if descriptor.media_type == PATCH_TYPE:
             found.append((Patch.from_annotations(layer.get("annotations")), descriptor))
     return found

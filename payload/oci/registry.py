@@ -263,7 +263,7 @@ class RegistryClient:
                     body = _Body(open_at, offset, length, self._progress, label, size)
                     headers = {
                         "Content-Type": "application/octet-stream",
-                        "Content-Range": "%d-%d" % (offset, offset + length - 1),
+                        "Content-Range": f"{offset}-{offset + length - 1}",
                     }
                     with self._send(
                         endpoint, ref, "PATCH", session["url"], headers, body, ok=(202,), actions="pull,push"

@@ -23,7 +23,7 @@ def needing(version):
     for candidate in ("/usr/bin/crun", "/usr/bin/ls", "/usr/bin/tee", "/usr/bin/flock", "/usr/bin/zstd"):
         if Path(candidate).exists() and readelf_floor(candidate) == version:
             return candidate
-    pytest.skip(reason="no host binary needs exactly GLIBC_%d.%d" % version)
+    pytest.skip(reason=f"no host binary needs exactly GLIBC_{version[0]}.{version[1]}")
 
 
 def nothing_compressed(cache):
@@ -77,7 +77,7 @@ def test_make_prints_the_floor_and_the_index_records_the_stubs(tmp_path, cache_d
     bootloader = readelf_floor(stub_path)
     stub_floor = tuple(int(x) for x in printed.group(2).split("."))
     assert printed.group(3) == "2.34" and stub_floor >= bootloader
-    assert printed.group(1) == "%d.%d" % max(stub_floor, (2, 34))
+    assert printed.group(1) == ".".join(str(n) for n in max(stub_floor, (2, 34)))
     doc = json.loads(bundler("inspect", "--json", out).stdout)
     assert doc["min_glibc"] == printed.group(2)
     assert f"glibc:      {printed.group(2)} or newer" in bundler("inspect", out).stdout

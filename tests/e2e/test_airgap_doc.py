@@ -57,7 +57,7 @@ class Shell:
             ready, _, _ = select.select([self.proc.stdout], [], [], max(0, deadline - time.monotonic()))
             line = self.proc.stdout.readline() if ready else None
             if line is None:
-                raise AssertionError("block did not finish in %d s:\n%s\n--- output:\n%s" % (timeout, block, output))
+                raise AssertionError(f"block did not finish in {timeout} s:\n{block}\n--- output:\n{output}")
             if line == "":
                 raise AssertionError(f"block failed (exit {self.proc.wait()}):\n{block}\n--- output:\n{output}")
             if line.strip() == SENTINEL:

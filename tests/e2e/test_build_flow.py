@@ -82,7 +82,7 @@ def test_lock_then_locked_make_then_a_wrong_pin_is_refused(served, stub_path):
     )
     assert failed.returncode == 3 and "sha256" in failed.stderr and "Traceback" not in failed.stderr
     crun_line = MANIFEST.splitlines().index('source = {{ url = "{base}/crun" }}') + 1
-    assert "bundle.toml:%d: " % crun_line in failed.stderr  # names the manifest line of the source
+    assert f"bundle.toml:{crun_line}: " in failed.stderr  # names the manifest line of the source
     assert not (project / "bad").exists()
 
 

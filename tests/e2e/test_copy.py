@@ -69,7 +69,7 @@ def test_split_on_the_way_verifies_installs_and_runs_from_the_stick(made, fat32_
     names = on_stick(mount)
     parts = [n for n in names if n.startswith("bundle.part")]
     assert names == ["bundle"] + parts + ["bundle.sha256"] and len(parts) >= 4, names
-    assert "%d files written and read back" % len(names) in said.stdout
+    assert f"{len(names)} files written and read back" in said.stdout
     checked = sha256sum_c(mount, "bundle")
     assert checked.returncode == 0 and checked.stdout.count(": OK") == len(names) - 1, checked.stdout
     assert all((mount / p).stat().st_size <= 1 << 20 for p in parts)
@@ -80,7 +80,7 @@ def test_split_on_the_way_verifies_installs_and_runs_from_the_stick(made, fat32_
     assert install_problems(root, made["expected"]) == []
 
     again = bundler("copy", made["exe"], mount, "--split", "1M")
-    assert "0 files written and read back (0.0 MB), %d kept" % len(names) in again.stdout
+    assert f"0 files written and read back (0.0 MB), {len(names)} kept" in again.stdout
     unmount(str(mount))
     ok, report = fsck(str(image))
     assert ok, report
@@ -178,14 +178,14 @@ def test_a_file_over_the_fat32_limit_is_refused_at_once_without_split(made, fat3
     refused = bundler("copy", big, mount, check=False)
     assert refused.returncode == 4, refused.stderr
     assert (
-        "big is %d bytes" % (FAT32_LIMIT + 1) in refused.stderr
-        and "at most %d bytes" % FAT32_LIMIT in refused.stderr
+        f"big is {FAT32_LIMIT + 1} bytes" in refused.stderr
+        and f"at most {FAT32_LIMIT} bytes" in refused.stderr
         and "--split" in refused.stderr
         and refused.stderr.count("\n") == 1
     )
     assert on_stick(mount) == []
     too_big_parts = bundler("copy", made["exe"], mount, "--split", "5G", check=False)
-    assert too_big_parts.returncode == 4 and "at most %d bytes" % FAT32_LIMIT in too_big_parts.stderr
+    assert too_big_parts.returncode == 4 and f"at most {FAT32_LIMIT} bytes" in too_big_parts.stderr
     assert on_stick(mount) == []
 
 
@@ -204,7 +204,7 @@ def test_no_space_is_exit_4_with_both_numbers_before_writing(made, fat32_stick):
     refused = bundler("copy", made["exe"], mount, "--split", "1M", check=False)
     assert refused.returncode == 4, refused.stderr
     needed = int(refused.stderr.split("needs ")[1].split(" bytes")[0])
-    assert needed > made["exe"].stat().st_size and "%d bytes" % free_now in refused.stderr, refused.stderr
+    assert needed > made["exe"].stat().st_size and f"{free_now} bytes" in refused.stderr, refused.stderr
     assert on_stick(mount) == ["filler"]
 
 
@@ -285,7 +285,7 @@ def test_a_copy_with_another_part_size_leaves_no_part_of_the_earlier_one(made, t
     again = bundler("copy", made["exe"], dest, "--split", "2M")
     assert "sha256sum -c bundle.sha256" in again.stdout
     names = sorted(os.listdir(dest))
-    assert len(names) < many and names == ["bundle"] + ["bundle.part%03d" % n for n in range(1, len(names) - 1)] + [
+    assert len(names) < many and names == ["bundle"] + [f"bundle.part{n:03d}" for n in range(1, len(names) - 1)] + [
         "bundle.sha256"
     ]
     assert sha256sum_c(dest, "bundle").returncode == 0 and run([dest / "bundle", "--bundle-verify"]).returncode == 0

@@ -16,7 +16,8 @@ from testing.helpers import bundler, flip_byte, run, section_span
 HELLO = """#!/bin/sh
 echo "ARGC=$#"
 for a in "$@"; do printf 'ARG=[%s]\\n' "$a"; done
-for v in BUNDLE_ROOT BUNDLE_IMAGES BUNDLE_DATA BUNDLE_ID BUNDLE_VARIANT BUNDLE_ARCH LD_LIBRARY_PATH _PYI_ARCHIVE_FILE; do
+for v in BUNDLE_ROOT BUNDLE_IMAGES BUNDLE_DATA BUNDLE_ID BUNDLE_VARIANT BUNDLE_ARCH \\
+    LD_LIBRARY_PATH _PYI_ARCHIVE_FILE; do
   eval "printf '%s=%s\\n' $v \\"\\${$v-<unset>}\\""
 done
 [ -d "$BUNDLE_DATA" ] && echo "DATA_IS_A_DIR=yes"
@@ -88,7 +89,7 @@ def test_arguments_pass_through_untouched_and_environment_is_set(bundle, tmp_pat
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     installed = os.path.realpath(root / "current")
-    assert lines[0] == "ARGC=%d" % (2 + len(args))
+    assert lines[0] == f"ARGC={2 + len(args)}"
     assert lines[1:3] == ["ARG=[--root]", f"ARG=[{installed}]"]
     assert lines[3 : 3 + len(args)] == [f"ARG=[{a}]" for a in args]
     env = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("ARG"))
@@ -153,11 +154,11 @@ def test_bundle_verify_and_build_host_verify_agree(built):
 def test_eight_concurrent_first_starts_extract_once_and_all_run(bundle, tmp_path):
     root = tmp_path / "root"
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda i: run([bundle, "--bundle-dir", root, "start%d" % i]), range(8)))
+        results = list(pool.map(lambda i: run([bundle, "--bundle-dir", root, f"start{i}"]), range(8)))
     assert [r.returncode for r in results] == [0] * 8, [r.stderr for r in results]
     assert sum("installing" in r.stderr for r in results) == 1
     for i, r in enumerate(results):
-        assert "ARG=[start%d]" % i in r.stdout
+        assert f"ARG=[start{i}]" in r.stdout
     installed = [p for p in root.iterdir() if not p.name.startswith(".") and not p.is_symlink() and p.name != "data"]
     assert len(installed) == 1
 

@@ -54,7 +54,7 @@ def test_kill_9_at_random_moments_then_the_next_start_completes_the_install(larg
     rng = random.Random(9)
     states = []
     for trial in range(6):
-        root = tmp_path / ("root%d" % trial)
+        root = tmp_path / f"root{trial}"
         states.append(kill_during_install(exe, root, rng.uniform(0, duration), tmp_path / "tmp"))
         recovered = start(exe, root)
         assert recovered.returncode == 0 and recovered.stdout.startswith("RAN"), (states[-1], recovered.stderr)
@@ -71,7 +71,7 @@ def test_kill_9_at_the_delicate_points_then_the_next_start_repairs_everything(la
     rng = random.Random(point)
     states = []
     for trial in range(3):
-        root = tmp_path / ("root%d" % trial)
+        root = tmp_path / f"root{trial}"
         states.append(kill_at(exe, root, point, rng, tmp_path))
         recovered = start(exe, root)
         assert recovered.returncode == 0 and recovered.stdout.startswith("RAN"), (states[-1], recovered.stderr)
@@ -83,7 +83,7 @@ def test_kill_9_at_the_delicate_points_then_the_next_start_repairs_everything(la
 def test_sixteen_concurrent_first_starts_extract_once_and_all_run(large, tmp_path):
     exe, expected = large
     root = tmp_path / "root"
-    results = concurrent_starts([[exe, "--bundle-dir", root, "n%d" % i] for i in range(16)])
+    results = concurrent_starts([[exe, "--bundle-dir", root, f"n{i}"] for i in range(16)])
     assert [r.returncode for r in results] == [0] * 16, [r.stderr for r in results if r.returncode]
     assert all(r.stdout.startswith("RAN 1.0.0") for r in results)
     assert extractions(results) == 1

@@ -75,7 +75,7 @@ def test_the_update_rebuilds_the_changed_shim_from_its_delta(tmp_path, built, re
     assert "as deltas: shim" in done.stdout, done.stdout + done.stderr
     served = registry.blob_bytes_served(mark)
     frame = shim_frame_size(built["new"])
-    print("served %d bytes of blobs; the shim's frame is %d\n%s" % (served, frame, done.stdout))
+    print(f"served {served} bytes of blobs; the shim's frame is {frame}\n{done.stdout}")
     assert served < frame / 20, (served, frame)  # the shim's frame was not fetched: its patch was
     # No referrers API here (404, which this registry logs in its access-log line format), so the tag fallback
     # `sha256-<hex of the new manifest>` served the delta's index.

@@ -87,8 +87,8 @@ def test_too_little_space_is_refused_before_extraction_with_the_numbers(tmpfs, s
     )
     needed = sum(os.path.getsize(s) for _, s, _ in SMALL) + os.path.getsize(small[0].parent.parent / "run.sh")
     assert (
-        f"the install needs {(needed + SPACE_MARGIN) / 1e6:.1f} MB ({needed / 1e6:.1f} MB of files and a margin of {SPACE_MARGIN / 1e6:.1f} MB kept free for the runtime), "
-        f"{free / 1e6:.1f} MB free" in result.stderr
+        f"the install needs {(needed + SPACE_MARGIN) / 1e6:.1f} MB ({needed / 1e6:.1f} MB of files and a margin of "
+        f"{SPACE_MARGIN / 1e6:.1f} MB kept free for the runtime), {free / 1e6:.1f} MB free" in result.stderr
     )
     assert only_locks(root)
 
@@ -97,7 +97,7 @@ def test_disk_filling_up_during_extraction_cleans_up_and_exits_4(tmpfs, large):
     exe, expected = large
     installed = sum(os.path.getsize(source) for _, source, _ in large_files(30))
     # Room for the free-space check (install + margin); the filler takes all of it once extraction starts.
-    point = tmpfs("%dm" % ((installed + SPACE_MARGIN) // (1 << 20) + 8))
+    point = tmpfs(f"{(installed + SPACE_MARGIN) // (1 << 20) + 8}m")
     root = point / "demo"
     filler = DiskFiller(root, point / "filler")
     result = start(exe, root)

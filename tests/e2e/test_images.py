@@ -93,7 +93,7 @@ def test_layers_exact_keeps_the_manifest_digest(project, cache_dir, image_layout
 def test_online_pulls_at_first_start_then_runs_without_the_registry(project, cache_dir, registry, tmp_path):
     exe = _make(project, cache_dir, "online")
     offline_exe = _make(project, cache_dir, "offline")
-    print("online %d bytes, offline %d bytes" % (exe.stat().st_size, offline_exe.stat().st_size))
+    print(f"online {exe.stat().st_size} bytes, offline {offline_exe.stat().st_size} bytes")
     assert exe.stat().st_size < offline_exe.stat().st_size
     info = json.loads(bundler("inspect", "--json", exe).stdout)
     assert {i["name"]: i["embedded"] for i in info["images"]} == {"base": True, "derived": False}
@@ -156,7 +156,7 @@ def test_pull_cut_mid_blob_resumes_with_range(proxied, cache_dir, image_layout, 
     result = run([exe, "--bundle-dir", tmp_path / "root"])
     assert result.returncode == 0, result.stderr
     gets = proxy.blob_requests(layer)
-    assert len(gets) == 2 and gets[1]["Range"] == "bytes=%d-" % (size // 2)
+    assert len(gets) == 2 and gets[1]["Range"] == f"bytes={size // 2}-"
     assert result.stdout.split() == ["base.tar", "derived.tar"]
 
 

@@ -65,7 +65,7 @@ def test_every_lie_is_caught_at_least_once(lab):
         for value in (0, 2**31 + 5):
             verdict, problem = lab.attempt(("lie", "padded", (name, value)))
             if problem:
-                failures.append("%s (%d): %s" % (name, value, problem))
+                failures.append(f"{name} ({value}): {problem}")
     assert failures == []
 
 
@@ -89,11 +89,11 @@ def test_truncated_frozen_bundle_never_installs_or_runs(lab, tmp_path):
     size = lab.benches["plain"].file_size
     outcomes = []
     for keep in (size - 100, size // 2, 4096):
-        cut = tmp_path / ("cut-%d" % keep)
+        cut = tmp_path / f"cut-{keep}"
         with open(source, "rb") as f, open(cut, "wb") as out:
             out.write(f.read(keep))
         os.chmod(cut, 0o755)
-        root = tmp_path / ("root-%d" % keep)
+        root = tmp_path / f"root-{keep}"
         result = start(cut, root, env={"FAULTS_MARK": str(tmp_path / "ran")})
         outcomes.append(result.returncode)
         assert result.returncode != 0 and not os.path.exists(root) and not (tmp_path / "ran").exists()

@@ -45,8 +45,8 @@ def test_bundle_install_runs_nothing_and_prints_the_command_a_unit_runs(service,
     lines = out.splitlines()
     installed = os.path.realpath(root / "current")
     assert lines[0] == f"RAN 1.0.0 {os.path.basename(installed)}"
-    assert lines[1] == "PID %d" % proc.pid  # no bootloader, no stub in between
-    assert lines[2] == f"ROOT {installed}" and lines[3] == "DATA %s" % (root / "data")
+    assert lines[1] == f"PID {proc.pid}"  # no bootloader, no stub in between
+    assert lines[2] == f"ROOT {installed}" and lines[3] == f"DATA {root / 'data'}"
     assert (root / "data").is_dir()
     assert lines[4:] == [
         "ARG=[--root]",

@@ -72,7 +72,7 @@ def test_first_install_of_a_bundle_that_requires_its_key_pins_the_key(made, tmp_
     # Later: an unsigned bundle of a newer version is refused on this device, and nothing of it is kept.
     refused = start(made["unsigned"], root)
     assert refused.returncode == 3 and "RAN" not in refused.stdout
-    assert "keys pinned in %s" % (root / ".trusted-keys") in refused.stderr
+    assert f"keys pinned in {root / '.trusted-keys'}" in refused.stderr
     assert len(version_dirs(root)) == 1 and install_problems(root, made["expected"]) == []
 
 
@@ -145,7 +145,7 @@ def test_the_signature_checks_out_with_openssl_as_docs_signing_md_says(made, tmp
         [
             "objcopy",
             "--dump-section",
-            "bundle=%s" % (tmp_path / "payload.bin"),
+            f"bundle={tmp_path / 'payload.bin'}",
             str(made["required"]),
             str(tmp_path / "scratch"),
         ],

@@ -93,7 +93,7 @@ def device(tmp_path):
     made = []
 
     def on(bundle):
-        directory = tmp_path / ("device%d" % len(made))
+        directory = tmp_path / f"device{len(made)}"
         directory.mkdir()
         made.append(Device(directory, bundle))
         return made[-1]
@@ -162,8 +162,8 @@ def test_upgrade_installs_beside_and_moves_current(project, cache_dir, stub_path
 def test_online_is_smaller_by_about_the_images_it_leaves_out(offline, online, solo_images):
     offline_size, online_size = offline.stat().st_size, online.stat().st_size
     print(
-        "offline bundle %d bytes, online bundle %d bytes, difference %d"
-        % (offline_size, online_size, offline_size - online_size)
+        f"offline bundle {offline_size} bytes, online bundle {online_size} bytes, difference "
+        f"{offline_size - online_size}"
     )
     # world's own layer holds 1 MiB of incompressible data: that is what the online variant leaves out.
     world_only = solo_images.layout.manifest(solo_images.world.layout_tag)["layers"][-1]["size"]
@@ -181,7 +181,7 @@ def test_images_from_local_archives(tmp_path, cache_dir, stub_path, solo_images,
             "copy",
             "--quiet",
             f"oci:{solo_images.layout.path}:{solo_images.world.layout_tag}",
-            "docker-archive:%s:solo/world:1" % (project / "world-docker.tar"),
+            f"docker-archive:{project / 'world-docker.tar'}:solo/world:1",
         ],
         check=True,
     )

@@ -59,7 +59,7 @@ def carried(made, tmp_path):
 def test_parts_are_the_data_area_sliced_each_at_most_the_size_and_all_in_the_sha256_file(made):
     exe, unsplit = made["split"], made["unsplit"]
     parts = parts_of(exe)
-    assert [p.name for p in parts] == ["bundle.part%03d" % n for n in range(1, len(parts) + 1)]
+    assert [p.name for p in parts] == [f"bundle.part{n:03d}" for n in range(1, len(parts) + 1)]
     assert len(parts) >= 3 and all(p.stat().st_size <= PART for p in parts)
     assert all(p.stat().st_size == PART for p in parts[:-1])
     # Concatenated, the parts are byte for byte the data area at the end of the unsplit bundle's section.
@@ -88,7 +88,7 @@ def test_the_index_lists_every_part_with_the_size_and_sha256_coreutils_compute(m
     ]
     # The parts list is in the index, so it is in the bundle id: a split bundle is its own version.
     assert doc["bundle_id"] != index_of(made["unsplit"])["bundle_id"]
-    assert "parts:      %d beside the executable" % len(doc["parts"]) in bundler("inspect", exe).stdout
+    assert f"parts:      {len(doc['parts'])} beside the executable" in bundler("inspect", exe).stdout
 
 
 def test_installs_by_streaming_from_its_parts_found_through_a_symlink(made, carried, tmp_path):
@@ -140,14 +140,14 @@ def test_a_missing_or_short_part_is_named_before_anything_is_written(made, carri
     with open(parts[1], "r+b") as f:
         f.truncate(1000)
     short = start(carried, root)
-    assert short.returncode == 3 and "part %s is 1000 bytes, expected %d" % (parts[1].name, PART) in short.stderr
+    assert short.returncode == 3 and f"part {parts[1].name} is 1000 bytes, expected {PART}" in short.stderr
     assert version_dirs(root) == [] and leftovers(root) == []
 
 
 def test_verify_checks_every_part_and_info_lists_them(carried):
     verify = run([carried, "--bundle-verify"])
-    assert verify.returncode == 0 and "%d parts verified" % len(parts_of(carried)) in verify.stdout, verify.stderr
-    assert "parts:      %d beside the executable" % len(parts_of(carried)) in run([carried, "--bundle-info"]).stdout
+    assert verify.returncode == 0 and f"{len(parts_of(carried))} parts verified" in verify.stdout, verify.stderr
+    assert f"parts:      {len(parts_of(carried))} beside the executable" in run([carried, "--bundle-info"]).stdout
     assert "parts verified" in bundler("verify", carried).stdout
 
 
@@ -157,7 +157,7 @@ def test_bundler_split_of_a_bundle_already_made_installs_the_same_files(made, tm
     said = bundler("split", exe, "--size", "700K").stdout
     parts = parts_of(exe)
     assert len(parts) >= 5 and all(p.stat().st_size <= 700 << 10 for p in parts)
-    assert "%d parts beside it" % len(parts) in said
+    assert f"{len(parts)} parts beside it" in said
     assert subprocess.run(["sha256sum", "-c", "--quiet", "app.sha256"], cwd=tmp_path).returncode == 0
     result = start(exe, tmp_path / "root")
     assert result.returncode == 0 and result.stdout.startswith("RAN 1.0.0"), result.stderr

@@ -86,7 +86,7 @@ def _apply(shim, tmp_path, record=None, patch=None, old_dir=None, bound=delta.DE
 
 def test_shim_patch_gives_the_signed_frame_and_the_packaged_shim(shim, tmp_path):
     made = shim["made"]
-    assert made.size < 4096, "a security release of the shim should patch in a few KB, not %d bytes" % made.size
+    assert made.size < 4096, f"a security release of the shim should patch in a few KB, not {made.size} bytes"
     assert made.memory == delta.decode_memory(made.reference_size, made.window_log, made.target_size)
     out, work = _apply(shim, tmp_path)
     packaged = shim["new"].md5sums[containerd.SHIM]  # from the .deb's control member, not from us

@@ -41,7 +41,7 @@ def _open_vector():
 def test_the_spec_the_code_and_the_vector_name_one_version():
     stated = re.search(r"\*\*Format version: (\d+)\*\*", SPEC)
     assert stated and int(stated.group(1)) == FORMAT_VERSION
-    assert golden.VECTOR.name == "payload-v%d.bin" % FORMAT_VERSION
+    assert golden.VECTOR.name == f"payload-v{FORMAT_VERSION}.bin"
     data = golden.VECTOR.read_bytes()
     assert data[:8] == b"BUNDLER\x00" and int.from_bytes(data[8:12], "little") == FORMAT_VERSION
     assert json.loads(golden.INDEX_JSON.read_text())["format"] == FORMAT_VERSION
@@ -50,12 +50,12 @@ def test_the_spec_the_code_and_the_vector_name_one_version():
 def test_the_spec_records_the_vector_it_describes():
     data = golden.VECTOR.read_bytes()
     recorded = re.search(
-        r"`tests/golden/payload-v%d\.bin` \((\d+) bytes, sha256\s+`([0-9a-f]{64})`" % FORMAT_VERSION, SPEC
+        rf"`tests/golden/payload-v{FORMAT_VERSION}\.bin` \((\d+) bytes, sha256\s+`([0-9a-f]{{64}})`", SPEC
     )
     assert recorded, "docs/format.md must name the vector, its size and its sha256"
     actual = (len(data), hashlib.sha256(data).hexdigest())
     assert (int(recorded.group(1)), recorded.group(2)) == actual, (
-        "the vector changed: put (%d bytes, sha256 %s) in docs/format.md, see its section 9" % actual
+        f"the vector changed: put ({actual[0]} bytes, sha256 {actual[1]}) in docs/format.md, see its section 9"
     )
 
 
@@ -86,7 +86,7 @@ def test_the_reader_accepts_the_vector_and_every_byte_holds():
 def test_the_split_vector_is_the_same_bundle_with_its_data_area_in_its_parts():
     data = golden.SPLIT_VECTOR.read_bytes()
     recorded = re.search(
-        r"`tests/golden/payload-v%d-split\.bin` \((\d+) bytes, sha256\s+`([0-9a-f]{64})`" % FORMAT_VERSION, SPEC
+        rf"`tests/golden/payload-v{FORMAT_VERSION}-split\.bin` \((\d+) bytes, sha256\s+`([0-9a-f]{{64}})`", SPEC
     )
     assert recorded and (int(recorded.group(1)), recorded.group(2)) == (len(data), hashlib.sha256(data).hexdigest())
     section, parts, index_text = golden.build_split()
@@ -153,7 +153,7 @@ def _errors(value, schema, root, where="index"):
         return _errors(value, root["$defs"][schema["$ref"].rsplit("/", 1)[1]], root, where)
     if "oneOf" in schema:
         matching = [s for s in schema["oneOf"] if not _errors(value, s, root, where)]
-        return [] if len(matching) == 1 else ["%s matches %d of oneOf" % (where, len(matching))]
+        return [] if len(matching) == 1 else [f"{where} matches {len(matching)} of oneOf"]
     found = []
     types = {"object": dict, "array": list, "string": str, "boolean": bool}
     kind = schema.get("type")
@@ -175,7 +175,7 @@ def _errors(value, schema, root, where="index"):
         if len(value) < schema.get("minItems", 0):
             found.append(f"{where} has too few items")
         for n, item in enumerate(value):
-            found += _errors(item, schema.get("items", {}), root, "%s[%d]" % (where, n))
+            found += _errors(item, schema.get("items", {}), root, f"{where}[{n}]")
     if isinstance(value, dict):
         properties = schema.get("properties", {})
         found += [f"{where} has no {k!r}" for k in schema.get("required", []) if k not in value]
@@ -222,7 +222,7 @@ def test_the_spec_architecture_table_is_the_code_table():
         [c.strip(" `") for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("| `")
     ]
     table = [
-        (a.name, "%d" % a.elf_machine, "64-bit" if a.elf_64bit else "32-bit", a.platform, sorted(a.aliases))
+        (a.name, f"{a.elf_machine}", "64-bit" if a.elf_64bit else "32-bit", a.platform, sorted(a.aliases))
         for a in arches.TABLE
     ]
     spec = [(r[0], r[1].split()[0], r[2], r[3], sorted(x.strip(" `") for x in r[4].split(","))) for r in rows]

@@ -21,7 +21,7 @@ def payload_of(frames_and_sizes, per_group=1):
         frames.append(Frame(offset, len(frame), size, "0" * 64))
         data += frame
         offset += len(frame)
-    groups = [Group("g%d" % (n // per_group), frames[n : n + per_group]) for n in range(0, len(frames), per_group)]
+    groups = [Group(f"g{n // per_group}", frames[n : n + per_group]) for n in range(0, len(frames), per_group)]
     index = Index("demo", "1", "v", "amd64", "0", ["x"], groups, [])
     return Payload("demo", index, b"", b"", 0, len(data)), io.BytesIO(data)
 

@@ -124,7 +124,7 @@ def test_replace_symlink_swaps_and_cleans_a_temp_left_by_a_crash(tmp_path):
     fs.replace_symlink("v1", str(link))
     assert os.readlink(link) == "v1"
     # the temp name a killed swap of this process would have left
-    os.symlink("stale", str(tmp_path / (".current" + fs.TEMP_MARK + "%d-link" % os.getpid())))
+    os.symlink("stale", str(tmp_path / (".current" + fs.TEMP_MARK + f"{os.getpid()}-link")))
     fs.replace_symlink("v2", str(link))
     assert os.readlink(link) == "v2"
     assert names(tmp_path) == ["current"]
@@ -165,12 +165,12 @@ def dead_pid():
 def test_remove_dead_temps_keeps_those_of_live_processes(tmp_path):
     dead = dead_pid()
     mine = fs.temp_name(tmp_path / "blob")
-    (tmp_path / (".blob" + fs.TEMP_MARK + "%d-abc" % dead)).write_text("left by a killed build")
-    (tmp_path / (".work" + fs.TEMP_MARK + "%d-def" % dead)).mkdir()
+    (tmp_path / (".blob" + fs.TEMP_MARK + f"{dead}-abc")).write_text("left by a killed build")
+    (tmp_path / (".work" + fs.TEMP_MARK + f"{dead}-def")).mkdir()
     (tmp_path / (".pulled" + fs.TEMP_MARK + "1-ghi")).write_text("pid 1 lives")
     (tmp_path / "not-a-temp").write_text("x")
     removed = fs.remove_dead_temps(tmp_path)
-    assert sorted(removed) == sorted([".blob.tmp-%d-abc" % dead, ".work.tmp-%d-def" % dead])
+    assert sorted(removed) == sorted([f".blob.tmp-{dead}-abc", f".work.tmp-{dead}-def"])
     assert names(tmp_path) == sorted([os.path.basename(mine), ".pulled.tmp-1-ghi", "not-a-temp"])
 
 
@@ -183,7 +183,7 @@ def test_temp_pid_reads_only_names_made_here():
 
 def test_remove_dead_temps_can_keep_to_one_target(tmp_path):
     dead = dead_pid()
-    (tmp_path / (".app.tmp-%d-x" % dead)).write_text("x")
-    (tmp_path / (".other.tmp-%d-x" % dead)).write_text("x")
-    assert fs.remove_dead_temps(tmp_path, prefix=".app.tmp-") == [".app.tmp-%d-x" % dead]
-    assert names(tmp_path) == [".other.tmp-%d-x" % dead]
+    (tmp_path / f".app.tmp-{dead}-x").write_text("x")
+    (tmp_path / f".other.tmp-{dead}-x").write_text("x")
+    assert fs.remove_dead_temps(tmp_path, prefix=".app.tmp-") == [f".app.tmp-{dead}-x"]
+    assert names(tmp_path) == [f".other.tmp-{dead}-x"]

@@ -18,7 +18,7 @@ from payload.index import Entry, Frame, Group
 def _files(tmp_path, contents):
     paths = []
     for i, data in enumerate(contents):
-        p = tmp_path / ("in%d" % i)
+        p = tmp_path / f"in{i}"
         p.write_bytes(data)
         paths.append(p)
     return paths
@@ -31,7 +31,7 @@ def _group_and_entries(paths, frame_bytes, sha, size):
         data = p.read_bytes()
         entries.append(
             Entry(
-                "d/f%d" % i,
+                f"d/f{i}",
                 "file",
                 0o755 if i == 0 else 0o644,
                 len(data),
@@ -77,7 +77,7 @@ def test_extract_writes_every_entry_with_its_mode(tmp_path):
     dest.mkdir()
     extract_group(io.BytesIO(frame), 0, group, entries, str(dest))
     for i, data in enumerate(contents):
-        got = dest / "d" / ("f%d" % i)
+        got = dest / "d" / f"f{i}"
         assert got.read_bytes() == data
         assert (got.stat().st_mode & 0o777) == (0o755 if i == 0 else 0o644)
 
@@ -166,7 +166,7 @@ def test_entries_cut_across_many_small_buffers(tmp_path, monkeypatch):
     extract_group(io.BytesIO(frame), 0, group, entries, str(dest))
     out = (
         subprocess.run(
-            ["sha256sum"] + ["d/f%d" % i for i in range(len(contents))],
+            ["sha256sum"] + [f"d/f{i}" for i in range(len(contents))],
             cwd=str(dest),
             stdout=subprocess.PIPE,
             check=True,
@@ -205,7 +205,7 @@ def test_frame_cut_short_by_the_index_is_refused(tmp_path):
     group, entries = _group_and_entries(paths, frame, sha, size)
     short = frame[:-1000]
     group.frames[0].csize, group.frames[0].sha256 = len(short), hashlib.sha256(short).hexdigest()
-    with pytest.raises(IntegrityError, match="expected %d" % size):
+    with pytest.raises(IntegrityError, match=f"expected {size}"):
         extract_group(io.BytesIO(frame), 0, group, entries)
 
 
@@ -309,7 +309,7 @@ def test_a_group_of_several_frames_extracts_every_file(tmp_path, monkeypatch, wo
     extract_group(
         io.BytesIO(data), 0, group, entries, str(dest), progress=lambda d, t: done.append((d, t)), workers=workers
     )
-    names = ["d/f%d" % i for i in range(len(contents))]
+    names = [f"d/f{i}" for i in range(len(contents))]
     assert _sha256sum(dest, names) == _sha256sum(tmp_path, [p.name for p in paths])
     assert [(dest / n).stat().st_mode & 0o777 for n in names] == [0o755] + [0o644] * (len(contents) - 1)
     assert done and max(d for d, _ in done) <= group.size and {t for _, t in done} == {group.size}

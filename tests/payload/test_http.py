@@ -39,7 +39,7 @@ def blob_path():
 
 
 def reference(server):
-    return "127.0.0.1:%d/%s@%s" % (server.port, REPO, DIGEST)
+    return f"127.0.0.1:{server.port}/{REPO}@{DIGEST}"
 
 
 def test_a_206_from_the_wrong_offset_counts_as_an_attempt(server, tmp_path):
@@ -116,7 +116,7 @@ def test_the_policy_counts_every_failure_and_never_waits_less_than_asked():
         raise http.Retry("busy", after=5.0 if len(calls) == 1 else None)
 
     with pytest.raises(NetworkError):
-        policy.run(attempt, lambda reason, n: NetworkError("%s after %d" % (reason, n)))
+        policy.run(attempt, lambda reason, n: NetworkError(f"{reason} after {n}"))
     assert len(calls) == 3
     assert waited == [5.0, 1.0]
 

@@ -1,5 +1,6 @@
 """payload/lazylibs.py: the stub's on-demand library set, packed at build time and read on the device.
-tests/e2e/test_lazy_libs.py runs it in the real frozen stub; tests/bundler/build/test_glibc.py reads it with zstd's CLI."""
+tests/e2e/test_lazy_libs.py runs it in the real frozen stub; tests/bundler/build/test_glibc.py reads it with zstd's
+CLI."""
 
 import os
 import re
@@ -50,7 +51,7 @@ def test_the_module_names_come_from_the_header_alone(sources, tmp_path):
 def test_a_header_longer_than_a_reader_reads_is_refused_at_build_time(tmp_path):
     source = tmp_path / "lib.so"
     source.write_bytes(b"")
-    entries = [("d/%s/lib%d.so" % ("x" * 200, i), str(source), None) for i in range(400)]
+    entries = [(f"d/{'x' * 200}/lib{i}.so", str(source), None) for i in range(400)]
     with pytest.raises(ValueError, match="header"):
         lazylibs.pack(entries, tmp_path / lazylibs.BLOB)
     assert not (tmp_path / lazylibs.BLOB).exists()

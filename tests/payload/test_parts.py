@@ -22,7 +22,7 @@ def write_parts(directory, data, sizes, damage=None):
         sha = hashlib.sha256(piece).hexdigest()
         if damage is not None and damage[0] == number:
             piece[damage[1]] ^= 1
-        path = os.path.join(str(directory), "p.part%03d" % (number + 1))
+        path = os.path.join(str(directory), f"p.part{number + 1:03d}")
         with open(path, "wb") as out:
             out.write(piece)
         files.append((path, size, sha))

@@ -137,7 +137,10 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
 _OCI_DIGEST = r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}"
-_REFERENCE = rf"(?:({_DOMAIN})/)?({_COMPONENT}(?:/{_COMPONENT})*)(?::([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}))?(?:@({_OCI_DIGEST}))?"
+_REFERENCE = (
+    rf"(?:({_DOMAIN})/)?({_COMPONENT}(?:/{_COMPONENT})*)"
+    rf"(?::([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}))?(?:@({_OCI_DIGEST}))?"
+)
 REFERENCES = [
     "busybox",
     "library/busybox",

@@ -94,12 +94,8 @@ class Runner:
         assert "internal error" not in result.stderr and "Traceback" not in result.stderr, (
             f"{args}: {result.stderr}\nblocked imports so far: {blocked}"
         )
-        assert result.returncode == expect, "%s exited %d, expected %d: %s\nblocked imports: %s" % (
-            args,
-            result.returncode,
-            expect,
-            result.stderr,
-            blocked,
+        assert result.returncode == expect, (
+            f"{args} exited {result.returncode}, expected {expect}: {result.stderr}\nblocked imports: {blocked}"
         )
         return result
 
@@ -166,8 +162,8 @@ def test_the_run_side_needs_no_excluded_module_on_its_main_paths(tmp_path, plain
     run(exe, "--bundle-dir", "/proc/no-such-root", expect=4)
     # pulls: plain http, then https with a bearer token; a registry that is gone (exit 5)
     for registry in (secure, plain):
-        online = online_bundle(tmp_path / ("online-%d" % registry.port), registry.host, plain_stub)
-        listed = run(online, "--bundle-dir", tmp_path / ("pulled-%d" % registry.port))
+        online = online_bundle(tmp_path / f"online-{registry.port}", registry.host, plain_stub)
+        listed = run(online, "--bundle-dir", tmp_path / f"pulled-{registry.port}")
         assert listed.stdout.split() == ["base.tar"]
     plain.stop()
     try:

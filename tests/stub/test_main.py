@@ -108,7 +108,7 @@ def test_the_runtime_gets_its_args_and_environment_and_its_exit_code_is_the_bund
     assert result.returncode == 7, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "hello --bundle-info two words"  # after --, even a bundle option is the runtime's
-    assert lines[1] == "root=%s" % (root / index.bundle_id)
+    assert lines[1] == f"root={root / index.bundle_id}"
 
 
 def test_install_shows_a_bar_on_a_terminal_only(bundle, tmp_path):
@@ -128,7 +128,7 @@ def framed(tmp_path, plain_stub):
     """A bundle whose files group is cut into three frames (frames of at least 128 KiB)."""
     files = {"bin/hello": ("#!/bin/sh\nexit 0\n", "0755")}
     for n in range(6):
-        files["share/part%d.bin" % n] = (os.urandom(20000) * 2 + bytes([n]) * 30000, "0644")
+        files[f"share/part{n}.bin"] = (os.urandom(20000) * 2 + bytes([n]) * 30000, "0644")
     path, index = make_bundle(tmp_path / "build", plain_stub, files=files, frame_size=128 << 10)
     assert [len(g.frames) for g in index.groups] == [3]
     return path, index, tmp_path / "build" / "src"
@@ -165,7 +165,7 @@ def test_a_corrupt_frame_in_the_middle_is_named_and_nothing_is_installed(framed,
 
 def test_info_and_verify_show_each_groups_frames(framed, monkeypatch, capsys):
     path, index, _ = framed
-    sizes = " + ".join("%.1f" % (f.size / 1e6) for f in index.groups[0].frames)
+    sizes = " + ".join(f"{f.size / 1e6:.1f}" for f in index.groups[0].frames)
     code, out, _ = run_stub(monkeypatch, capsys, path, "--bundle-info")
     assert code == 0 and "group:      files: 0.4 MB as" in out and f"in 3 frame(s) of {sizes} MB" in out
     code, out, _ = run_stub(monkeypatch, capsys, path, "--bundle-info", "--json")

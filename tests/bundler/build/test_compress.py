@@ -14,9 +14,9 @@ from payload.groups import MAX_WINDOW
 def members(tmp_path, *contents):
     made = []
     for i, data in enumerate(contents):
-        path = tmp_path / ("m%d" % i)
+        path = tmp_path / f"m{i}"
         path.write_bytes(data)
-        made.append(Member("f%d" % i, 0o644, "file", path, hashlib.sha256(data).hexdigest(), len(data)))
+        made.append(Member(f"f{i}", 0o644, "file", path, hashlib.sha256(data).hexdigest(), len(data)))
     return made
 
 

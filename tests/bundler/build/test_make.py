@@ -196,7 +196,7 @@ def test_temp_files_of_a_killed_make_are_removed_by_the_next_one(tmp_path, plain
     proc.kill()
     proc.communicate(timeout=60)
     left = tree(cache / "tmp")
-    assert left and all(".tmp-%d-" % proc.pid in name for name in left)
+    assert left and all(f".tmp-{proc.pid}-" in name for name in left)
     small, _, _ = project
     make(small, cache, plain_stub, "-o", "app")  # another build sharing the cache
     assert tree(cache / "tmp") == []
@@ -207,9 +207,9 @@ def test_temp_files_a_killed_make_left_beside_its_output_are_removed_by_the_next
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()  # its PID is now that of a dead process
     (work / "dist").mkdir()
-    left = work / "dist" / (".app.tmp-%d-abc" % child.pid)
+    left = work / "dist" / f".app.tmp-{child.pid}-abc"
     left.write_bytes(b"half an executable")
-    other = work / "dist" / (".notes.tmp-%d-abc" % child.pid)  # not this output's: not ours to judge
+    other = work / "dist" / f".notes.tmp-{child.pid}-abc"  # not this output's: not ours to judge
     other.write_text("x")
     make(work, cache, plain_stub, "-o", "dist/app")
     assert sorted(os.listdir(work / "dist")) == [other.name, "app", "app.sha256"]

@@ -163,7 +163,7 @@ def test_per_architecture_sources_and_archives(tmp_path):
         [[file]]
         path = "bin/containerd-shim-runc-v2"
         mode = "0755"
-        source.amd64 = {{ url = "https://example.org/containerd-2.0.0-linux-amd64.tar.gz", extract = "bin/containerd-shim-runc-v2" }}
+        source.amd64 = {{ url = "https://example.org/c-2.0.0-amd64.tar.gz", extract = "bin/containerd-shim-runc-v2" }}
         source.arm = {{ url = "https://example.org/c.tgz?x=1", extract = "bin/containerd-shim-runc-v2" }}
         source.arm64 = {{ url = "https://example.org/c.tar.xz", extract = "./bin/containerd-shim-runc-v2" }}
         source.riscv64 = {{ url = "archives/c.tar.zst", extract = "bin/containerd-shim-runc-v2" }}
@@ -613,13 +613,15 @@ ERRORS = {
     "entrypoint not a file": (
         HEAD.replace('entrypoint = ["bin/hello"]', 'entrypoint = ["bin/helo", "--flag"]   # <-'),
         [
-            "entrypoint program 'bin/helo' is not a [[file]] path; use one of the [[file]] paths (did you mean 'bin/hello'?)"
+            "entrypoint program 'bin/helo' is not a [[file]] path; use one of the [[file]] paths (did you mean "
+            "'bin/hello'?)"
         ],
     ),
     "entrypoint with root placeholder": (
         HEAD.replace('entrypoint = ["bin/hello"]', 'entrypoint = ["{root}/bin/hello"]   # <-'),
         [
-            "entrypoint program '{root}/bin/hello' must be a [[file]] path relative to the installed root; write 'bin/hello'"
+            "entrypoint program '{root}/bin/hello' must be a [[file]] path relative to the installed root; write "
+            "'bin/hello'"
         ],
     ),
     "entrypoint not executable": (
