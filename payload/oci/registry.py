@@ -230,7 +230,7 @@ class RegistryClient:
             with self._send(endpoint, ref, "HEAD", path, ok=(200, 404) + _REDIRECTS, actions="pull,push") as response:
                 return response.status_code != 404
 
-        return self._policy.run(attempt, self._push_give_up(endpoint, ref, "HEAD " + path))
+        return self._policy.run(attempt, self._give_up(endpoint, ref, "HEAD " + path, resumable=True))
 
     def upload_blob(self, ref, digest: str, size: int, open_at, label: Optional[str] = None) -> bool:
         """Upload blob `digest` of `size` bytes to `ref`'s repository unless it is there already; True when bytes
@@ -276,7 +276,7 @@ class RegistryClient:
                     session["offset"] = max(session["offset"], 1)  # ask the registry where it stands
                 raise
 
-        return self._policy.run(attempt, self._push_give_up(endpoint, ref, f"uploading blob {digest}"))
+        return self._policy.run(attempt, self._give_up(endpoint, ref, f"uploading blob {digest}", resumable=True))
 
     def _upload_offset(self, endpoint, ref, session) -> int:
         """Where an upload session stands (GET of its URL: 204 with `Range: 0-N`); a gone session starts over."""
@@ -322,18 +322,7 @@ class RegistryClient:
                     )
             return digest
 
-        return self._policy.run(attempt, self._push_give_up(endpoint, ref, "PUT " + path))
-
-    def _push_give_up(self, endpoint, ref, what):
-        def give_up(reason, attempts):
-            return http.network_error(
-                f"{what} for {ref}",
-                f"registry {endpoint.host}",
-                f"{reason} ({http.attempts_text(attempts)})",
-                "check the network and that the registry is up; run again to resume",
-            )
-
-        return give_up
+        return self._policy.run(attempt, self._give_up(endpoint, ref, "PUT " + path, resumable=True))
 
     def _send(
         self,
@@ -433,15 +422,15 @@ class RegistryClient:
                     raise IntegrityError(f"{response.url} of {ref} is larger than {limit} bytes; refusing it") from None
                 return bytes(body.data), response.headers.get("Content-Type", "")
 
-        return self._policy.run(attempt, self._give_up(endpoint, ref, path))
+        return self._policy.run(attempt, self._give_up(endpoint, ref, "GET " + path))
 
-    def _give_up(self, endpoint: _Endpoint, ref: Reference, path: str):
+    def _give_up(self, endpoint: _Endpoint, ref: Reference, what: str, resumable: bool = False):
         def give_up(reason, attempts):
             return http.network_error(
-                f"GET {path} for {ref}",
+                f"{what} for {ref}",
                 f"registry {endpoint.host}",
                 f"{reason} ({http.attempts_text(attempts)})",
-                "check the network and that the registry is up",
+                "check the network and that the registry is up" + ("; run again to resume" if resumable else ""),
             )
 
         return give_up
