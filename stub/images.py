@@ -86,7 +86,7 @@ def pull_missing(inst, index, opts, environ):
     import shutil
 
     from stub import locking
-    from stub.install import LOCK
+    from stub.root import LOCK
 
     lock = locking.exclusive(os.path.join(inst.root, LOCK))
     try:

@@ -37,13 +37,22 @@ class _Finder:
                     self.modules = lazylibs.read_modules(f, self.blob)
             if name not in self.modules:
                 return None
-            if not self.unpacked:
-                self.unpacking = True
-                try:
-                    self._unpack()
-                finally:
-                    self.unpacking = False
-                self.unpacked = True
+            unpacked = self.unpacked
+        if not unpacked:
+            # The decoder is imported before the lock is taken: its import takes the import system's own lock for
+            # zstandard, and another thread that holds that one may come here for zstandard's optional imports.
+            # Taken the other way round (this lock, then zstandard's), an early pull's thread and the main thread
+            # waited for each other for good.
+            import zstandard  # noqa: F401
+
+            with self.lock:
+                if not self.unpacked:
+                    self.unpacking = True
+                    try:
+                        self._unpack()
+                    finally:
+                        self.unpacking = False
+                    self.unpacked = True
         import importlib
         from importlib.machinery import PathFinder
 
