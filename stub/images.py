@@ -73,6 +73,11 @@ def will_pull(inst, index, opts):
 
 def start_pull_early():
     """Import the network stack now, in a thread, for a pull that follows the install."""
+    # hashlib first, on this thread: it unpacks the stub's on-demand OpenSSL set (stub/lazylibs.py) before a second
+    # thread exists. Unpacked by the import thread while this one installs (imports of its own), the two threads
+    # could wait for each other for good.
+    import hashlib  # noqa: F401
+
     from payload import http
 
     return http.import_in_background("payload.oci.registry")
