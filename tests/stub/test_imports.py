@@ -88,11 +88,10 @@ def _python39():
 
 
 PY39 = _python39()
+WITHOUT_PY39 = "no Python 3.9 interpreter on this machine; vermin still checks syntax"
 
 
-@pytest.mark.skipif(
-    not os.path.exists(PY39), reason="no Python 3.9 interpreter on this machine; vermin still checks syntax"
-)
+@pytest.mark.skipif(not os.path.exists(PY39), reason=WITHOUT_PY39)
 def test_run_side_compiles_on_python_39():
     files = [str(p) for d in ("stub", "payload") for p in (ROOT / d).rglob("*.py")]
     code = "import ast, sys\nfor f in sys.argv[1:]:\n    ast.parse(open(f).read(), f)\n"
