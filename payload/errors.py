@@ -1,5 +1,7 @@
 """Error types shared by both sides; each carries the exit code the CLI and the stub use."""
 
+import errno
+
 
 class BundleError(Exception):
     """A failure with a one-line message meant for the user."""
@@ -38,7 +40,7 @@ class NetworkError(BundleError):
     exit_code = 5
 
 
-NO_SPACE = (28, 122)  # errno ENOSPC, EDQUOT (Linux): spelled as numbers so that this module imports nothing
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def write_error(exc, no_space, otherwise):
