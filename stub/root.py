@@ -28,11 +28,6 @@ def default_root(name, environ):
     return os.path.join(base, name)
 
 
-def at(root, name):
-    """The path of one of the names above under `root`."""
-    return os.path.join(root, name)
-
-
 class Installation:
     """Where one bundle version lives on this device."""
 
