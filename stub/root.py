@@ -15,6 +15,7 @@ PREVIOUS = "previous"
 PINS_DIR = ".trusted-keys"  # pinned public keys
 KEPT_DIR = ".executables"  # bundle files an update replaced, named by bundle id
 PULLS_DIR = ".pulls"  # partly pulled blobs, resumed with Range
+UPDATES_DIR = ".updates"  # blobs of updates in progress, by new bundle id
 DATA_DIR = "data"  # state that outlives versions
 
 

@@ -19,9 +19,8 @@ from payload import fs
 from payload.errors import HostError, UsageError
 from payload.oci import artifact
 from payload.sizes import size_text
-from stub.root import KEPT_DIR, LOCK, Installation, default_root
+from stub.root import KEPT_DIR, LOCK, UPDATES_DIR, Installation, default_root
 
-UPDATES_DIR = ".updates"  # under the install root: blobs of updates in progress
 OUTPUT_OPTION = "--bundle-update-output"
 
 
