@@ -21,9 +21,19 @@ def _open(bundle):
 
 
 def inspect_bundle(bundle, as_json=False):
+    """describe() of the bundle, and the shared libraries its files need from the target (`host_libs`)."""
+    from bundler.build.abi import bundle_host_libs, describe_libs
+
     payload, f = _open(bundle)
     with f:
-        return describe(payload, as_json)
+        text = describe(payload, as_json)
+        libs = bundle_host_libs(payload, f)
+    if as_json:
+        doc = json.loads(text)
+        doc["host_libs"] = libs
+        return json.dumps(doc, indent=2, sort_keys=True)
+    listed = describe_libs(libs) or "none (the files need only glibc and what they carry)"
+    return f"{text}\nhost libs:  {listed}"
 
 
 def verify_bundle(bundle, key=None, as_json=False):

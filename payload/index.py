@@ -24,7 +24,15 @@ _INDEX_KEYS = (
     "entries",
     "images",
 )
-_INDEX_OPTIONAL = ("require_key", "outside_sha256", "description", "min_glibc", "parts", "update_repository")
+_INDEX_OPTIONAL = (
+    "require_key",
+    "outside_sha256",
+    "description",
+    "min_glibc",
+    "min_glibc_file",
+    "parts",
+    "update_repository",
+)
 _PART_KEYS = ("name", "size", "sha256")
 _GROUP_KEYS = ("name", "frames")
 _FRAME_KEYS = ("offset", "csize", "size", "sha256")
@@ -267,6 +275,7 @@ class Index:
         min_glibc=None,
         parts=(),
         update_repository=None,
+        min_glibc_file=None,
     ):
         self.name = name
         self.version = version
@@ -280,7 +289,8 @@ class Index:
         self.require_key = require_key
         self.outside_sha256 = outside_sha256  # payload/outside.py: the executable's bytes outside the section
         self.description = description
-        self.min_glibc = min_glibc  # the glibc the stub needs at least, "MAJOR.MINOR" (docs/devices.md)
+        self.min_glibc = min_glibc  # the glibc the bundle needs at least, "MAJOR.MINOR" (docs/devices.md)
+        self.min_glibc_file = min_glibc_file  # the file that needs it; None when the stub does
         self.parts = list(parts)
         self.update_repository = update_repository  # where --bundle-update looks by default (docs/fleet.md)
 
@@ -303,6 +313,7 @@ class Index:
             self.min_glibc,
             parts,
             self.update_repository,
+            self.min_glibc_file,
         )
 
     def to_json(self):
@@ -326,6 +337,8 @@ class Index:
             doc["description"] = self.description
         if self.min_glibc:
             doc["min_glibc"] = self.min_glibc
+        if self.min_glibc_file:
+            doc["min_glibc_file"] = self.min_glibc_file
         if self.parts:
             doc["parts"] = [p.to_json() for p in self.parts]
         if self.update_repository:
@@ -454,6 +467,11 @@ class Index:
             min_glibc is None or rules.is_glibc_version(min_glibc),
             f"min_glibc {min_glibc!r} is not a glibc version like 2.31",
         )
+        min_glibc_file = doc.get("min_glibc_file")
+        _require(
+            min_glibc_file is None or min_glibc and any(e.path == min_glibc_file and e.kind == "file" for e in entries),
+            f"min_glibc_file {min_glibc_file!r} is not a file of the bundle, or min_glibc is missing",
+        )
         update_repository = doc.get("update_repository")
         _require(
             update_repository is None or rules.is_update_repository(update_repository),
@@ -475,6 +493,7 @@ class Index:
             min_glibc,
             _parse_parts(doc, data_size),
             update_repository,
+            min_glibc_file,
         )
 
 

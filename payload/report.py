@@ -38,7 +38,7 @@ def describe(payload, as_json=False):
             f"{len(group.frames)} frame(s){'' if len(group.frames) == 1 else f' of {sizes} MB'}"
         )
     if index.min_glibc:
-        lines.append(f"glibc:      {index.min_glibc} or newer (what the stub needs to start)")
+        lines.append(f"glibc:      {index.min_glibc} or newer ({index.min_glibc_file or 'the stub'} needs it)")
     if index.update_repository:
         lines.append(f"updates:    {index.update_repository} (--bundle-update)")
     if index.parts:

@@ -155,7 +155,13 @@ def index(groups, public_key):
         "update_repository": "registry.example:5000/golden/hello:stable",
     }
     idx = build_index(
-        identity, groups, images=images, require_key=key_id(public_key), bundler_version="golden", min_glibc="2.31"
+        identity,
+        groups,
+        images=images,
+        require_key=key_id(public_key),
+        bundler_version="golden",
+        min_glibc="2.31",
+        min_glibc_file="bin/hello",
     )
     # The vector is a section without an executable around it: a fixed stand-in for the bytes outside.
     idx.outside_sha256 = hashlib.sha256(b"golden: the bytes outside the payload section").hexdigest()

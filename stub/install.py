@@ -7,11 +7,34 @@ import sys
 
 from payload import fs, progress
 from payload.errors import HostError
+from payload.rules import glibc_version
 from stub import locking, owner
 from stub.root import CURRENT, INDEX_FILE, LOCK, LOCKS_DIR, MARKER, PREVIOUS
 
 WORK_SUFFIX = fs.TEMP_MARK  # work dirs, temp files and symlinks being swapped all carry it
 SPACE_MARGIN = 16 << 20  # kept free after an install, so that the runtime does not start on a full disk
+
+
+def check_glibc(index):
+    """Refuse, before anything is written, a system whose glibc is older than the bundle's floor (min_glibc): its
+    files would install and then fail to load. Only a first install asks: an installed start never does."""
+    needed = glibc_version(index.min_glibc)
+    try:
+        name, _, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").partition(" ")  # "glibc 2.36"
+    except (ValueError, OSError):
+        return  # no glibc to ask: the stub itself runs on one, so this is not reached
+    have = glibc_version(".".join(version.split(".")[:2]))
+    if needed is None or name != "glibc" or have is None or have >= needed:
+        return
+    who, fix = (
+        (index.min_glibc_file, f"a build of {index.min_glibc_file} linked against an older glibc")
+        if index.min_glibc_file
+        else ("its stub", "the portable stub")
+    )
+    raise HostError(
+        f"{index.name} {index.version} needs glibc {index.min_glibc} or newer ({who} needs it), this system has "
+        f"glibc {version}; run it on a newer system, or rebuild the bundle with {fix} (docs/devices.md)"
+    )
 
 
 def prepare_root(root):

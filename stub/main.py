@@ -86,6 +86,8 @@ def _install_and_run(payload, f, opts):
     index = payload.index
     root = opts.extract or opts.dir or default_root(index.name, os.environ)
     inst = Installation(root, payload.bundle_id)
+    if not opts.extract and not inst.is_installed():  # --bundle-extract only unpacks: it may serve another system
+        install.check_glibc(index)
     if images.will_pull(inst, index, opts):
         images.start_pull_early()
     install.prepare_root(inst.root)

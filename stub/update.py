@@ -60,6 +60,7 @@ def update(payload, f, path, opts, environ):
                 )
             # Before any other byte is fetched: the signature, against every key this device trusts.
             key_to_pin = trust.check_before_install(new, root, opts.key)
+            install.check_glibc(new.index)
             _check_same_signer(payload, new)
             if new.bundle_id == payload.bundle_id and output == path:
                 return f"{path}: {index.name} {index.version} is already what {reference} holds; nothing fetched"

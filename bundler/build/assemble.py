@@ -16,7 +16,9 @@ from payload.layout import SECTION, header_and_index, open_payload, write_sectio
 from payload.outside import PLACEHOLDER, outside_sha256
 
 
-def build_index(identity, groups, images=(), require_key=None, bundler_version=__version__, min_glibc=None):
+def build_index(
+    identity, groups, images=(), require_key=None, bundler_version=__version__, min_glibc=None, min_glibc_file=None
+):
     """The index for compressed `groups` laid out one after another in the data area, each group's frames back to
     back."""
     index_groups, entries = [], []
@@ -45,6 +47,7 @@ def build_index(identity, groups, images=(), require_key=None, bundler_version=_
         description=identity.get("description"),
         min_glibc=min_glibc,
         update_repository=identity.get("update_repository"),
+        min_glibc_file=min_glibc_file,
     )
 
 

@@ -1,4 +1,5 @@
-"""The glibc floor of ELF files: the highest GLIBC_x.y symbol version they need (SHT_GNU_verneed).
+"""The glibc floor of ELF files: the highest GLIBC_x.y symbol version they need (SHT_GNU_verneed), and the
+shared libraries they name (DT_NEEDED, DT_SONAME of SHT_DYNAMIC).
 
 A PyInstaller one-file stub carries its shared libraries (libpython, libcrypto, ...) zlib-compressed inside its
 CArchive (the `pydata` section), so the stub's floor is the highest of the bootloader's and theirs. The release a
@@ -16,6 +17,8 @@ from payload.errors import IntegrityError
 
 ELF_MAGIC = b"\x7fELF"
 _SHT_GNU_VERNEED = 0x6FFFFFFE
+_SHT_DYNAMIC = 6
+_DT_NULL, _DT_NEEDED, _DT_SONAME = 0, 1, 14
 _GLIBC = re.compile(rb"GLIBC_(\d+)\.(\d+)(?:\.(\d+))?\Z")
 
 # PyInstaller's CArchive (PyInstaller/archive/readers.py): a cookie at its end, a table of contents.
@@ -69,6 +72,34 @@ def glibc_needs(f, where):
                 break
             at += step
     return needs
+
+
+def linked_names(f, where):
+    """(its own soname or None, [the sonames it needs, in order]) of the ELF file `f`, from its dynamic section;
+    (None, []) for a static file."""
+    order, sections = section_table(f, where)
+    f.seek(4)
+    entry = struct.Struct(order + ("qQ" if f.read(1) == b"\x02" else "iI"))  # d_tag, d_val of ELFCLASS64 / 32
+    soname, needed = None, []
+    for name, kind, offset, size, link in sections:
+        if kind != _SHT_DYNAMIC:
+            continue
+        if not 0 < link < len(sections):
+            raise _damaged(where, f"section {name} links to no string table")
+        data = _read(f, offset, size - size % entry.size, where)
+        strings = _read(f, sections[link][2], sections[link][3], where)
+        for tag, value in entry.iter_unpack(data):
+            if tag == _DT_NULL:
+                break
+            if tag in (_DT_NEEDED, _DT_SONAME):
+                text = _string_at(strings, value).decode("utf-8", "replace")
+                if not text:
+                    raise _damaged(where, f"a name in section {name} lies outside its string table")
+                if tag == _DT_NEEDED:
+                    needed.append(text)
+                else:
+                    soname = text
+    return soname, needed
 
 
 def _read(f, offset, size, where):

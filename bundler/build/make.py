@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from bundler.arch import host_arch
-from bundler.build.abi import check_files, check_stub_floor
+from bundler.build.abi import check_files, check_stub_floor, describe_libs
 from bundler.build.assemble import build_index, write_bundle
 from bundler.build.compress import compress
 from bundler.build.cuts import DEFAULT_FRAME_SIZE
@@ -107,7 +107,7 @@ def make(request, cache, log=print):
     check_output(output, _inputs(request, manifest, lock_path, arch))  # before the long part too
     lock = Lock.load(lock_path)
     members_by_group = gather_files(manifest, arch, lock, cache, locked=request.locked, offline=request.offline)
-    files_floor = check_files(members_by_group, arch, manifest.min_glibc)
+    abi = check_files(members_by_group, arch, manifest.min_glibc, manifest.host_libs)
     with registry_client(request.insecure_registries) as client:
         # Offline, a tag cannot be resolved: every image must be pinned (and its blobs come from the cache).
         pinned = pin_images(manifest, variant, lock, arch, client, request.locked or request.offline, log=log)
@@ -117,14 +117,9 @@ def make(request, cache, log=print):
     stub = get_stub()
     floor = stub_floor(stub)[0]
     check_stub_floor(floor, manifest.min_glibc, stub)
-    log(
-        "glibc floor: {} (stub {}, files {}){}".format(
-            format_version(max(floor, files_floor) if floor and files_floor else floor or files_floor),
-            format_version(floor),
-            format_version(files_floor),
-            "" if manifest.min_glibc else "; set [bundle] min_glibc to enforce one",
-        )
-    )
+    min_glibc, min_glibc_file = bundle_floor(floor, abi, manifest.min_glibc, log)
+    if abi.host_libs:
+        log(f"libraries the target must provide ([bundle] host_libs): {describe_libs(abi.host_libs)}")
     groups = [
         compress(cache, name, members, request.level, log=log, frame_size=request.frame_size)
         for name, members in members_by_group.items()
@@ -143,7 +138,8 @@ def make(request, cache, log=print):
         groups,
         images=image_records,
         require_key=signing.require_key_id,
-        min_glibc=format_version(floor) if floor else None,
+        min_glibc=min_glibc,
+        min_glibc_file=min_glibc_file,
     )
     try:
         if request.split:
@@ -160,6 +156,25 @@ def make(request, cache, log=print):
     except OSError as exc:
         raise _output_error(output, exc) from None
     return output, index
+
+
+def bundle_floor(stub_needs, abi, min_glibc=None, log=print):
+    """(min_glibc, the file that sets it or None) for the index: the higher of the stub's floor and the files'."""
+    files_needs, path = abi.floor
+    by_files = bool(files_needs and (not stub_needs or files_needs > stub_needs))
+    floor = files_needs if by_files else stub_needs
+    line = (
+        f"glibc floor: {format_version(floor)} (stub {format_version(stub_needs)}, files {format_version(files_needs)})"
+    )
+    if by_files:
+        line += (
+            f"; the files need more than the stub ({path} needs {format_version(files_needs)}): the bundle refuses "
+            "to install on an older glibc"
+        )
+    if not min_glibc:
+        line += "; set [bundle] min_glibc to enforce one"
+    log(line)
+    return (format_version(floor) if floor else None), (path if by_files else None)
 
 
 def _inputs(request, manifest, lock_path, arch):

@@ -85,6 +85,7 @@ class Manifest:
     images: list[ImageSpec]
     variants: dict[str, Variant]
     min_glibc: tuple[int, int] | None = None  # the oldest glibc the bundle must start on (bundler/build/abi.py)
+    host_libs: tuple[str, ...] = ()  # sonames (globs) the target provides to the bundle's files (bundler/build/abi.py)
     update_repository: str | None = None  # [update] repository: --bundle-update's default REF
 
     def file(self, path: str) -> FileSpec:

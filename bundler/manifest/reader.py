@@ -33,7 +33,7 @@ from payload.errors import UsageError
 from payload.oci.reference import parse_platform, parse_reference
 
 _TOP_KEYS = ("bundle", "file", "image", "variants", "update")
-_BUNDLE_KEYS = ("name", "version", "entrypoint", "description", "min_glibc")
+_BUNDLE_KEYS = ("name", "version", "entrypoint", "description", "min_glibc", "host_libs")
 _FILE_KEYS = ("path", "mode", "group", "source")
 _SOURCE_KEYS = ("url", "sha256", "extract")
 _IMAGE_KEYS = ("name", "ref", "platform")
@@ -136,6 +136,7 @@ class _Reader:
         images = self.read_images(self.array_of_tables(data, "image"))
         variants = self.read_variants(data.get("variants"), images)
         min_glibc = self.read_min_glibc(bundle)
+        host_libs = self.read_host_libs(bundle)
         update_repository = self.read_update(data.get("update"))
         return Manifest(
             path=self.path,
@@ -148,6 +149,7 @@ class _Reader:
             images=images,
             variants=variants,
             min_glibc=min_glibc,
+            host_libs=host_libs,
             update_repository=update_repository,
         )
 
@@ -177,6 +179,22 @@ class _Reader:
             )
         major, minor = text.split(".")
         return int(major), int(minor)
+
+    def read_host_libs(self, bundle: dict) -> tuple[str, ...]:
+        """[bundle] host_libs: sonames (globs allowed) the target provides; docs/devices.md, shared libraries."""
+        value = bundle.get("host_libs", [])
+        line = self.lines.line(("bundle",), "host_libs")
+        example = 'host_libs = ["libcap.so.2", "libseccomp.so.*"]'
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            self.fail(line, f"host_libs must be a list of library names; write {example}")
+        for item in value:
+            if not item or "/" in item or item != item.strip():
+                self.fail(
+                    self.lines.value_line(("bundle",), "host_libs", item),
+                    f"host_libs entry '{item}' is not a library name (a soname like libcap.so.2, no directory); "
+                    f"write {example}",
+                )
+        return tuple(value)
 
     def read_name(self, bundle: dict) -> str:
         name = self.string(bundle, "name", ("bundle",), "[bundle]", '"demo"')

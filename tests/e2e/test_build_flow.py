@@ -18,6 +18,7 @@ MANIFEST = """
 name = "flow"
 version = "1.0.0"
 entrypoint = ["bin/crun", "--version"]
+host_libs = ["libsystemd.so.0", "libseccomp.so.2", "libcap.so.2", "libyajl.so.2"]  # crun's, from this host
 
 [[file]]
 path = "bin/crun"

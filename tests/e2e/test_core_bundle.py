@@ -30,6 +30,7 @@ MANIFEST = """
 name = "demo"
 version = "{version}"
 entrypoint = ["bin/hello", "--root", "{{root}}"]
+host_libs = ["libsystemd.so.0", "libseccomp.so.2", "libcap.so.2", "libyajl.so.2"]  # crun's, from this host
 
 [[file]]
 path = "bin/hello"

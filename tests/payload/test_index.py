@@ -36,6 +36,9 @@ def test_min_glibc_is_optional_and_kept():
     assert "min_glibc" not in json.loads(_index())
     index = Index.from_bytes(_index(min_glibc="2.31"), 150)
     assert index.min_glibc == "2.31" and index.to_json()["min_glibc"] == "2.31"
+    index = Index.from_bytes(_index(min_glibc="2.34", min_glibc_file="bin/y"), 150)
+    assert index.min_glibc_file == "bin/y" and index.to_json()["min_glibc_file"] == "bin/y"
+    assert index.with_parts([]).min_glibc_file == "bin/y"
 
 
 def test_update_repository_is_optional_and_kept():
@@ -67,6 +70,9 @@ def test_update_repository_is_optional_and_kept():
         (lambda d: d.update(name=""), "name is missing"),
         (lambda d: d.update(min_glibc="2.31.1"), "min_glibc"),
         (lambda d: d.update(min_glibc=2.31), "min_glibc"),
+        (lambda d: d.update(min_glibc="2.34", min_glibc_file="bin/z"), "min_glibc_file 'bin/z' is not a file"),
+        (lambda d: d.update(min_glibc="2.34", min_glibc_file="images/blobs/sha256/" + "e" * 64), "min_glibc_file"),
+        (lambda d: d.update(min_glibc_file="bin/y"), "min_glibc is missing"),
         (lambda d: d.update(update_repository="r.example/demo@sha256:" + "a" * 64), "update_repository"),
         (lambda d: d.update(update_repository="No Ref"), "update_repository"),
         (lambda d: d.update(update_repository=7), "update_repository"),

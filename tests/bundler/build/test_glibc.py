@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler.build.glibc import archive_elves, floor_of_file, glibc_needs, parse_version, stub_floor
+from bundler.build.glibc import archive_elves, floor_of_file, glibc_needs, linked_names, parse_version, stub_floor
 from payload.errors import IntegrityError
 
 pytestmark = pytest.mark.skipif(shutil.which("readelf") is None, reason="needs readelf (binutils)")
@@ -44,11 +44,26 @@ def test_needs_match_readelf(path):
     assert floor_of_file(path) == max(readelf_glibc(path), default=None)
 
 
+def readelf_dynamic(path):
+    """(SONAME or None, [NEEDED...]) as `readelf -d` prints them."""
+    out = subprocess.run(["readelf", "-d", "-W", str(path)], stdout=subprocess.PIPE, text=True, check=True).stdout
+    soname = re.findall(r"\(SONAME\)\s+Library soname: \[([^\]]+)\]", out)
+    return (soname[0] if soname else None), re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out)
+
+
+@pytest.mark.parametrize("path", host_elves(), ids=str)
+def test_linked_names_match_readelf(path):
+    with open(path, "rb") as f:
+        assert linked_names(f, str(path)) == readelf_dynamic(path)
+
+
 def test_static_file_has_no_floor():
     busybox = Path("/bin/busybox")
     if not busybox.exists():
         pytest.skip(reason="needs busybox-static (scripts/setup installs it)")
     assert readelf_glibc(busybox) == set() and floor_of_file(busybox) is None
+    with open(busybox, "rb") as f:
+        assert linked_names(f, str(busybox)) == (None, [])
 
 
 def test_stub_floor_covers_the_libraries_inside_pyinstallers_archive(stub_path, tmp_path):
