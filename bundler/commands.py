@@ -74,6 +74,16 @@ def _complete_arches(manifest, log=print):
     return complete
 
 
+def _lock_arches(manifest, log=print):
+    """The architectures `lock` pins when given none: those the files have sources for, or, when every source is
+    arch-neutral (or there are no files), this host's: nothing says the bundle is for any other."""
+    from bundler.arch import host_arch
+
+    if all(set(spec.sources) <= {"*"} for spec in manifest.files):
+        return [host_arch()]
+    return _complete_arches(manifest, log)
+
+
 def fetch_all(manifest_path, arch, all_arches, cache, insecure_registries, log=print, stubs=False, mirror=None):
     from bundler.arch import host_arch
 
@@ -110,7 +120,7 @@ def write_lock(manifest_path, arches, cache, insecure_registries, log=print):
 
     manifest = load_manifest(manifest_path)
     lock = Lock.load(lock_path_for(manifest.path))
-    arches = list(arches) or _complete_arches(manifest, log)
+    arches = list(arches) or _lock_arches(manifest, log)
     if not arches:
         raise UsageError(f"{manifest_path}: no file has a source; nothing to lock")
     for a in arches:
