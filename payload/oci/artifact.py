@@ -256,15 +256,19 @@ def parse_manifest(data, where):
 
     doc = load_json(data, where)
     if doc.get("artifactType") != ARTIFACT_TYPE or not isinstance(doc.get("layers"), list):
-        raise IntegrityError(
-            "{} is not a bundle (artifactType {!r}, expected {}); check the reference".format(
-                where, doc.get("artifactType"), ARTIFACT_TYPE
-            )
-        )
+        raise not_a_bundle(where, doc.get("artifactType") or doc.get("mediaType") or "no media type")
     config = descriptor_from(doc.get("config"), where + " config")
     if config.media_type != INDEX_TYPE:
         raise IntegrityError(f"{where} has a config of type {config.media_type!r}, expected {INDEX_TYPE}")
     return doc, config
+
+
+def not_a_bundle(where, what):
+    """A reference to something other than a bundle (a container image, most likely) is a mistake of the user's."""
+    return UsageError(
+        f"{where} is not a bundle but {what} (a container image?); name a tag that `bundler push` wrote, e.g. "
+        "REGISTRY/REPO:TAG of your bundle"
+    )
 
 
 def read_artifact(where, manifest_doc, config_bytes):
@@ -586,6 +590,8 @@ def resolve(client, ref, arch, variant):
         raise NetworkError(f"{ref}: not found on registry {ref.registry}; check the repository and tag")
     data, media_type, digest = found
     if media_type == OCI_INDEX:
+        if not any(_key(e)[0] for e in load_json(data, str(ref)).get("manifests") or [] if isinstance(e, dict)):
+            raise not_a_bundle(str(ref), "an image index without bundles")
         entry = select_entry(load_json(data, f"image index of {ref}"), arch, variant, str(ref))
         digest = entry.get("digest")
         data = client.fetch_manifest(ref.with_digest(digest))

@@ -148,6 +148,22 @@ def test_an_interrupted_update_resumes(tmp_path, built, registry):
     assert sha256_of(app) == sha256_of(built["new"]) and ran(start(app, root)) == "1.0.1"
 
 
+def test_an_update_pointed_at_a_container_image_is_a_usage_error(tmp_path, built, registry, image_layout):
+    """A container image, single-platform and as a multi-platform index, where a bundle was meant."""
+    from testing.registry import push
+
+    push(image_layout, "base", registry, "test/busybox:1")
+    push(image_layout, "multi", registry, "test/multi:1", all_platforms=True)
+    app, root = device(tmp_path, built)
+    before = sha256_of(app)
+    for ref in (f"{registry.host}/test/busybox:1", f"{registry.host}/test/multi:1"):
+        refused = start(app, root, "--bundle-update", ref)
+        assert refused.returncode == 2, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+        assert "is not a bundle" in refused.stderr and "bundler push" in refused.stderr, refused.stderr
+    assert sha256_of(app) == before and ran(start(app, root)) == "1.0.0"
+
+
 def test_without_a_reference_or_a_repository_the_update_says_what_to_do(tmp_path, plain_stub):
     """A bundle made without [update] and started with a bare --bundle-update (the run side in a subprocess of
     this Python, as tests/stub do: plain_stub cannot run)."""
