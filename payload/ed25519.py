@@ -1,7 +1,12 @@
-"""Ed25519 signature verification (RFC 8032, section 5.1), in pure Python for the stub.
+"""Ed25519 signature verification (RFC 8032, section 5.1), in pure Python for the stub, as strict as libsodium.
 
 The stub cannot carry `cryptography`; verification needs only integer arithmetic and SHA-512. Signing stays
 on the build side, with `cryptography`. Nothing here handles a secret, so timing does not matter.
+
+Strict as libsodium's crypto_sign_verify_detached: a public key or R that is not the canonical encoding of a
+curve point, or that is a point of small order (order 1, 2, 4 or 8), is refused, and so is S >= L; the check
+is the cofactorless one, [S]B = R + [k]A. A small-order key would otherwise let one forged signature (the
+identity key, R = identity, S = 0) verify every message.
 
 Points are kept in extended homogeneous coordinates (X, Y, Z, T) with x = X/Z, y = Y/Z, x*y = T/Z
 (RFC 8032 5.1.4).
@@ -103,21 +108,40 @@ def _check_bytes(value, size, what):
     return bytes(value)
 
 
+def _strong_point(data):
+    """The point `data` encodes when the encoding is canonical and the point's order is not small, else None."""
+    point = _decode_point(data)
+    if point is None or _same_point(_multiply(8, point), _IDENTITY):
+        return None
+    return point
+
+
+def weak_public_key(public_key):
+    """Why `public_key` (32 bytes) can never be trusted, or None for a usable key: a key that is no canonical
+    curve point, or one of small order (which verifies forged signatures), is refused for pinning too."""
+    public_key = _check_bytes(public_key, PUBLIC_KEY_SIZE, "public key")
+    if _decode_point(public_key) is None:
+        return "it is not the canonical encoding of a curve point"
+    if _strong_point(public_key) is None:
+        return "it is a point of small order, which verifies forged signatures"
+    return None
+
+
 def verify(public_key, message, signature):
     """True when `signature` (64 bytes) is a valid Ed25519 signature of `message` by `public_key` (32 bytes).
 
-    Raises Ed25519Error when the key or signature has the wrong type or length; any other flaw
-    (a point not on the curve, S not below the group order, a wrong signature) gives False.
+    Raises Ed25519Error when the key or signature has the wrong type or length; any other flaw (a key or R
+    that is no canonical point or is of small order, S not below the group order, a wrong signature) gives False.
     """
     public_key = _check_bytes(public_key, PUBLIC_KEY_SIZE, "public key")
     signature = _check_bytes(signature, SIGNATURE_SIZE, "signature")
-    a = _decode_point(public_key)
-    r = _decode_point(signature[:32])
     s = int.from_bytes(signature[32:], "little")
-    if a is None or r is None or s >= _L:
+    if s >= _L:
+        return False
+    a = _strong_point(public_key)
+    r = _strong_point(signature[:32])
+    if a is None or r is None:
         return False
     k = int.from_bytes(hashlib.sha512(signature[:32] + public_key + bytes(message)).digest(), "little") % _L
-    # The cofactored check of RFC 8032 5.1.7 step 3: [8][S]B = [8]R + [8][k]A.
-    left = _multiply(8 * s, _BASE)
-    right = _multiply(8, _add(r, _multiply(k, a)))
-    return _same_point(left, right)
+    # The cofactorless check, as libsodium and OpenSSL make it: [S]B = R + [k]A.
+    return _same_point(_multiply(s, _BASE), _add(r, _multiply(k, a)))

@@ -55,6 +55,15 @@ def fingerprint(public_key):
     return "SHA256:" + base64.b64encode(hashlib.sha256(wire).digest()).decode("ascii").rstrip("=")
 
 
+def refuse_weak_key(public_key, where, error=IntegrityError):
+    """Raise `error` when `public_key` can never be trusted (payload/ed25519.weak_public_key): such a key is
+    neither verified against nor pinned. Returns the key."""
+    weak = ed25519.weak_public_key(public_key)
+    if weak is not None:
+        raise error(f"{where}: key {fingerprint(public_key)} is refused: {weak}; use a key `bundler keygen` made")
+    return public_key
+
+
 def key_id(public_key):
     """The text form of a public key stored in an index (`require_key`)."""
     return KEY_ID_PREFIX + base64.b64encode(public_key).decode("ascii")
@@ -71,7 +80,7 @@ def parse_key_id(text, where):
         raise IntegrityError(
             f"{where}: the required key {text!r} in the index is not an ed25519 key; the bundle is damaged"
         )
-    return raw
+    return refuse_weak_key(raw, f"{where}: the index's require_key")
 
 
 def required_key(payload):
@@ -94,7 +103,7 @@ def public_key_from_pem(text, where):
         der = b""
     if len(der) != len(SPKI_PREFIX) + ed25519.PUBLIC_KEY_SIZE or not der.startswith(SPKI_PREFIX):
         raise UsageError(f"{where} is not an ed25519 public key; pass the .pub file `bundler keygen` wrote")
-    return der[len(SPKI_PREFIX) :]
+    return refuse_weak_key(der[len(SPKI_PREFIX) :], where, UsageError)
 
 
 def public_key_to_pem(public_key):
@@ -119,6 +128,7 @@ def signer(payload):
     if not payload.signature:
         return None
     public_key, signature = decode_block(payload.signature, payload.path)
+    refuse_weak_key(public_key, f"{payload.path}: the signature block")
     try:
         valid = ed25519.verify(public_key, signed_message(payload.index_bytes), signature)
     except ed25519.Ed25519Error as exc:  # decode_block fixed the lengths; kept so no error escapes raw
@@ -131,21 +141,20 @@ def signer(payload):
     return public_key
 
 
-def claimed_signer_in(payload, trusted_public_keys, reason):
+def claimed_signer_in(payload, trusted_public_keys, reason, advice="use a bundle signed with that key"):
     """Raise IntegrityError unless the signature block names one of `trusted_public_keys`. This alone checks
-    no signature: pair it with signer(), as verify_signature does. `reason` says who asks for the key."""
+    no signature: pair it with signer(), as verify_signature does. `reason` says who asks for the key, `advice`
+    what to do."""
     trusted = [bytes(k) for k in trusted_public_keys]
     wanted = " or ".join(fingerprint(k) for k in trusted)
     if not payload.signature:
         raise IntegrityError(
-            f"{payload.path} is not signed, but {reason} requires a signature by key {wanted}; use a bundle signed "
-            "with that key"
+            f"{payload.path} is not signed, but {reason} requires a signature by key {wanted}; {advice}"
         )
     public_key, _ = decode_block(payload.signature, payload.path)
     if public_key not in trusted:
         raise IntegrityError(
-            f"{payload.path} is signed by key {fingerprint(public_key)}, but {reason} requires key {wanted}; use a "
-            "bundle signed with that key"
+            f"{payload.path} is signed by key {fingerprint(public_key)}, but {reason} requires key {wanted}; {advice}"
         )
     return public_key
 

@@ -133,3 +133,27 @@ def test_describe_signature_shows_the_fingerprints(keys):
     assert signing.describe_signature(make_payload(None)) == "no"
     text = signing.describe_signature(make_payload(keys[0], require=keys[0]))
     assert text.count(signing.fingerprint(raw(keys[0]))) == 2
+
+
+IDENTITY = bytes.fromhex("01" + "00" * 31)  # the neutral point: order 1
+
+
+def test_a_bundle_signed_by_the_identity_key_is_refused_whatever_its_index_says():
+    # R = identity and S = 0 satisfy [S]B = R + [k]A for the identity key A and any message: a forgery
+    payload = make_payload(None)
+    payload.signature = signing.encode_block(IDENTITY, IDENTITY + bytes(32))
+    with pytest.raises(IntegrityError, match="is refused: it is a point of small order") as caught:
+        signing.signer(payload)
+    assert signing.fingerprint(IDENTITY) in str(caught.value)
+    with pytest.raises(IntegrityError, match="small order"):
+        signing.verify_signature(payload, [IDENTITY])  # even for a caller who names that key
+
+
+def test_a_small_order_key_is_refused_as_a_pem_and_as_a_require_key(keys):
+    pem = signing.public_key_to_pem(IDENTITY)
+    with pytest.raises(UsageError, match="release.pub: key SHA256:.* is refused: it is a point of small order"):
+        signing.public_key_from_pem(pem, "release.pub")
+    payload = make_payload(keys[0])
+    payload.index.require_key = signing.key_id(IDENTITY)
+    with pytest.raises(IntegrityError, match="require_key: key SHA256:.* is refused"):
+        signing.required_key(payload)
