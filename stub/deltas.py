@@ -63,6 +63,8 @@ class Deltas:
                 raise delta.DeltaUnusable("its record names another frame")
             old_entries = delta.reference_entries(self.running.index, new_entries)
             delta.check_usable(patch, self.bound)
+            if layer.size >= blob.size:  # the frame's size is signed, the patch's is not: it bounds the download
+                raise delta.DeltaUnusable(f"its patch claims {layer.size} bytes, no fewer than the group's {blob.size}")
             old = Installation(self.root, self.running.bundle_id)
             if not old.is_installed():
                 raise delta.DeltaUnusable(f"this version is not installed in {self.root}")

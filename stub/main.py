@@ -110,7 +110,7 @@ def _install_and_run(payload, f, opts):
             with data.verifying(complete=False):  # a frame damaged in a part names the part
                 check_frame_headers(data, payload)
         check_outside(payload, f)
-        key_to_pin = trust.check_before_install(payload, inst.root, opts.key)
+        key_to_pin = trust.check_before_install(payload, inst.root, opts.key, pin_signer=not opts.no_pin)
     # A crash can leave `current` unset; an allowed downgrade, and --bundle-install, make this version current.
     if not installed or downgrade or opts.install or not os.path.lexists(os.path.join(inst.root, CURRENT)):
         install.install(payload, f, inst, after_extract=lambda work: images.write_embedded(work, index))

@@ -14,6 +14,7 @@ FLAGS = (
     "--bundle-allow-downgrade",
     "--bundle-repair",
     "--bundle-install",
+    "--bundle-no-pin",
 )
 VALUED = (
     "--bundle-dir",
@@ -36,7 +37,9 @@ bundle options (consumed here, never passed on; they must come before ARGS):
   --bundle-info [--json]          show what this bundle holds and exit
   --bundle-verify [--bundle-key PUB]
                                   re-hash every blob (and check the signature) and exit
-  --bundle-key PUB                install only if signed by this key (then pinned in ROOT/.trusted-keys)
+  --bundle-key PUB                install only if signed by this key
+  --bundle-no-pin                 do not pin the signer of this signed bundle (an install or update pins it
+                                  in ROOT/.trusted-keys by default; later installs there need a pinned key)
   --bundle-extract DIR            install into DIR and exit, do not run
   --bundle-install [ARGS...]      install and verify, then print the installed entrypoint's command line
                                   (shell-quoted, with its BUNDLE_* variables) for a service manager; run nothing
@@ -65,7 +68,7 @@ exit codes: 0 (or the runtime's own), 2 usage, 3 integrity, 4 environment, 5 net
 class Options:
     def __init__(self):
         self.info = self.json = self.verify = self.gc = self.no_pull = self.help = False
-        self.rollback = self.allow_downgrade = self.repair = self.install = False
+        self.rollback = self.allow_downgrade = self.repair = self.install = self.no_pin = False
         self.dir = self.extract = self.key = self.update = self.update_output = self.delta_memory = None
         self.registry_mirror = []
         self.insecure_registry = []

@@ -13,6 +13,8 @@ OWNER = ".bundle-name"  # the name of the bundle that first installed in this ro
 CURRENT = "current"
 PREVIOUS = "previous"
 PINS_DIR = ".trusted-keys"  # pinned public keys
+# Outside every root: keys an operator pins for every root a start as root uses (read, never written by a start)
+SHARED_PINS_DIR = "/etc/bundler/trusted-keys"
 KEPT_DIR = ".executables"  # bundle files an update replaced, named by bundle id
 PULLS_DIR = ".pulls"  # partly pulled blobs, resumed with Range
 UPDATES_DIR = ".updates"  # blobs of updates in progress, by new bundle id

@@ -16,8 +16,9 @@ import os
 import shutil
 
 from payload import fs
-from payload.errors import HostError, UsageError
+from payload.errors import HostError, IntegrityError, UsageError
 from payload.oci import artifact
+from payload.signing import signer
 from payload.sizes import size_text
 from stub.root import KEPT_DIR, LOCK, UPDATES_DIR, Installation, default_root
 
@@ -49,6 +50,7 @@ def update(payload, f, path, opts, environ):
     downloads_root = os.path.join(root, UPDATES_DIR)
     fs.safe_mkdir(downloads_root)
     lock = locking.exclusive(os.path.join(downloads_root, LOCK))  # one update at a time (install has its own)
+    downloads = None
     try:
         with images.registry_client(opts, environ) as client:
             pinned, art = artifact.resolve(client, reference, index.arch, index.variant)
@@ -58,8 +60,11 @@ def update(payload, f, path, opts, environ):
                 raise UsageError(
                     f"{pinned} holds bundle {new.index.name!r}, not an update of {index.name!r}; check the reference"
                 )
-            # Before any other byte is fetched: the signature, against every key this device trusts.
-            key_to_pin = trust.check_before_install(new, root, opts.key)
+            # Before any other byte is fetched: the signature, against every key this device trusts, the running
+            # bundle's signer among them (a signed bundle is replaced only by one its signer or a pin vouches for).
+            key_to_pin = trust.check_before_install(
+                new, root, opts.key, pin_signer=not opts.no_pin, running_signer=signer(payload)
+            )
             install.check_glibc(new.index)
             _check_same_signer(payload, new)
             if new.bundle_id == payload.bundle_id and output == path:
@@ -91,6 +96,11 @@ def update(payload, f, path, opts, environ):
         if key_to_pin is not None:
             trust.pin(root, key_to_pin)
         fs.safe_rmtree(downloads)
+    except IntegrityError:
+        # What failed a check is not kept for a resume: a refused update leaves nothing behind.
+        if downloads is not None:
+            fs.safe_rmtree(downloads)
+        raise
     except OSError as exc:
         raise HostError(
             "cannot update {}: {}{}".format(output, exc.strerror or exc, f" ({exc.filename})" if exc.filename else "")

@@ -59,6 +59,12 @@ SECTION_OFFSET = "vnd.bundler.section-offset"
 PYDATA_OFFSET = "vnd.bundler.pydata-offset"
 HEADER_SIZE = "vnd.bundler.elf-header-size"
 
+# The most a manifest may claim for the three layers outside the payload section. Format 3's signed index records
+# their sha256 together (outside_sha256) but not their sizes, so these bounds are what keeps a registry replaying a
+# genuine signed index from filling a device's disk with a huge "bootloader" before the sha256 can fail. Measured
+# stubs: bootloader 70 KB, pydata 5.9 MB stripped and 23.6 MB unstripped, ELF layer about 2 KB.
+MAX_OUTSIDE_LAYER = {ELF_TYPE: 1 << 20, STUB_TYPE: 16 << 20, ARCHIVE_TYPE: 64 << 20}
+
 
 class Frame(NamedTuple):
     """One zstd frame as the data area stores it: `offset` from the start of the data area."""
@@ -295,6 +301,13 @@ def read_artifact(where, manifest_doc, config_bytes):
             raise IntegrityError(
                 f"{where} layer {n} is {layer.media_type} {layer.digest}, its index calls for {blob.media_type} "
                 f"{blob.digest}; the manifest does not belong to its index"
+            )
+    for n, layer in enumerate(found[:3]):
+        if layer.size > MAX_OUTSIDE_LAYER[layer.media_type]:
+            raise IntegrityError(
+                "%s layer %d (%s) claims %d bytes, more than the %d a stub's may have; the manifest does not belong "
+                "to a bundle, check the registry"
+                % (where, n, layer.media_type, layer.size, MAX_OUTSIDE_LAYER[layer.media_type])
             )
     notes = layers[0].get("annotations") or {}
     try:

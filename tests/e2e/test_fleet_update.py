@@ -28,8 +28,9 @@ def registry(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, cache_dir, stub_path, registry):
-    """1.0.0 and 1.0.1 signed by the release key, and a 1.0.1 signed by another key; all name the registry's
-    `edge/fleet:stable` as their [update] repository. Pushed as :1.0.0, :1.0.1 (and :stable), :evil."""
+    """1.0.0 and 1.0.1 signed by the release key, a 1.0.1 signed by another key and an unsigned one; all name the
+    registry's `edge/fleet:stable` as their [update] repository. Pushed as :1.0.0, :1.0.1 (and :stable), :evil,
+    :unsigned."""
     keys = tmp_path_factory.mktemp("keys")
     for name in ("release", "foreign"):
         bundler("keygen", "--out", keys / name)
@@ -38,12 +39,20 @@ def built(tmp_path_factory, cache_dir, stub_path, registry):
         ("old", "1.0.0", ENTRY, "release"),
         ("new", "1.0.1", ENTRY + FILLER, "release"),
         ("foreign", "1.0.1", ENTRY + FILLER, "foreign"),
+        ("unsigned", "1.0.1", ENTRY + FILLER, None),
     ):
         project = write_project(tmp_path_factory.mktemp(label), SMALL, version=version, name="fleet", entry=entry)
         with open(project / "bundle.toml", "a") as manifest:
             manifest.write(f'\n[update]\nrepository = "{registry.host}/edge/fleet:stable"\n')
-        found[label] = build(project, cache_dir, "--stub", stub_path, "--sign", keys / (key + ".key"))
-    for label, tag in (("old", "1.0.0"), ("new", "1.0.1"), ("new", "stable"), ("foreign", "evil")):
+        signing = ("--sign", keys / (key + ".key")) if key else ()
+        found[label] = build(project, cache_dir, "--stub", stub_path, *signing)
+    for label, tag in (
+        ("old", "1.0.0"),
+        ("new", "1.0.1"),
+        ("new", "stable"),
+        ("foreign", "evil"),
+        ("unsigned", "unsigned"),
+    ):
         bundler("push", found[label], f"{registry.host}/edge/fleet:{tag}")
     return found
 
@@ -204,3 +213,90 @@ def test_an_unwritable_bundle_directory_needs_update_output(tmp_path, built, reg
         assert sha256_of(elsewhere) == sha256_of(built["new"]) and ran(start(elsewhere, root)) == "1.0.1"
     finally:
         subprocess.run(["umount", str(app_dir)], check=False)
+
+
+def blob_gets(registry, since):
+    return [r["uri"] for r in registry.served(since) if r["method"] == "GET" and "/blobs/" in r["uri"]]
+
+
+@pytest.mark.parametrize("no_pin", [False, True], ids=["pinned", "no-pin"])
+def test_a_device_that_installed_a_signed_bundle_with_no_key_refuses_unsigned_and_foreign_updates(
+    tmp_path, built, registry, no_pin
+):
+    """Trust on first use: no --bundle-key and no require_key. The first signed install pins its signer (or, with
+    --bundle-no-pin, pins nothing: the running bundle's signer still guards the update)."""
+    app = tmp_path / "dev" / "app"
+    app.parent.mkdir()
+    shutil.copy(built["old"], app)
+    root = tmp_path / "root"
+    assert ran(start(app, root, *(["--bundle-no-pin"] if no_pin else []))) == "1.0.0"
+    pins = sorted(p.read_text() for p in (root / ".trusted-keys").glob("*.pub")) if not no_pin else []
+    assert pins == ([] if no_pin else [(built["keys"] / "release.pub").read_text()])
+    assert (root / ".trusted-keys").exists() is not no_pin
+    fingerprint = bundler("inspect", built["old"]).stdout.split("key ", 1)[1].split()[0]
+    before = sha256_of(app)
+    for tag, words in (("unsigned", "is not signed"), ("evil", "is signed by key")):
+        mark = len(registry.served())
+        refused = start(app, root, "--bundle-update", f"{registry.host}/edge/fleet:{tag}")
+        assert refused.returncode == 3, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and words in refused.stderr
+        assert f"requires a signature by key {fingerprint}" in refused.stderr or f"requires key {fingerprint}" in (
+            refused.stderr
+        )
+        assert "the running bundle's signer" in refused.stderr if no_pin else "keys pinned in" in refused.stderr
+        assert len(blob_gets(registry, mark)) == 1  # the config (the signed index): no group was fetched
+        assert list((root / ".updates").iterdir()) == [root / ".updates" / ".lock"]
+    assert sha256_of(app) == before and ran(start(app, root)) == "1.0.0"
+    # the genuine update goes through and pins its signer (not told otherwise this time), once per key
+    assert start(app, root, "--bundle-update", f"{registry.host}/edge/fleet:1.0.1").returncode == 0
+    assert ran(start(app, root)) == "1.0.1"
+    assert len(list((root / ".trusted-keys").glob("*.pub"))) == 1
+
+
+def _push_doctored(registry, source_tag, tag, change):
+    """A registry replaying the genuine signed index under a manifest whose layer sizes it rewrote (PUT by hand:
+    bundler push would never write it)."""
+    import json
+
+    import requests
+
+    base = f"{registry.url}/v2/edge/fleet/manifests"
+    oci = "application/vnd.oci.image.manifest.v1+json"
+    index = requests.get(f"{base}/{source_tag}", headers={"Accept": "application/vnd.oci.image.index.v1+json"})
+    digest = index.json()["manifests"][0]["digest"]
+    doc = requests.get(f"{base}/{digest}", headers={"Accept": oci}).json()
+    change(doc)
+    put = requests.put(f"{base}/{tag}", data=json.dumps(doc).encode(), headers={"Content-Type": oci})
+    assert put.status_code == 201, put.text
+    return doc
+
+
+def test_a_layer_size_no_signature_covers_is_bounded_and_a_refused_update_leaves_nothing(tmp_path, built, registry):
+    app, root = device(tmp_path, built)
+    before = sha256_of(app)
+
+    def huge_bootloader(doc):  # the issue's attack: a 1 GiB "bootloader" after a signature that holds
+        stub, notes = doc["layers"][1], doc["layers"][0]["annotations"]
+        grown = (1 << 30) - stub["size"]
+        stub["size"] += grown
+        for key in ("vnd.bundler.section-offset", "vnd.bundler.pydata-offset"):
+            notes[key] = str(int(notes[key]) + grown)
+
+    def short_elf_layer(doc):  # within bounds, but shorter than the bytes the registry serves for that digest
+        doc["layers"][0]["size"] -= 7
+
+    for tag, change, words in (
+        ("huge", huge_bootloader, "claims 1073741824 bytes, more than the 16777216"),
+        ("short", short_elf_layer, "is larger than its"),
+    ):
+        _push_doctored(registry, "1.0.1", tag, change)
+        mark = len(registry.served())
+        refused = start(app, root, "--bundle-update", f"{registry.host}/edge/fleet:{tag}")
+        assert refused.returncode == 3 and words in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+        served = sum(int(r["written"]) for r in registry.served(mark) if "/blobs/" in r["uri"])
+        assert served < 64 << 10, served  # the config and at most one small layer
+        # nothing kept: no partial blob, no download directory, no temp beside the file, the old version current
+        assert list((root / ".updates").iterdir()) == [root / ".updates" / ".lock"]
+        assert [p.name for p in app.parent.iterdir()] == ["app"] and sha256_of(app) == before
+    assert ran(start(app, root)) == "1.0.0"

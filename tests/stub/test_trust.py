@@ -43,8 +43,68 @@ def pinned_files(root):
 
 def test_unsigned_bundle_installs_when_nothing_demands_a_key(root, release):
     assert trust.check_before_install(make_payload(None), root) is None
-    # A signature nobody asked for is checked, but gives nothing to pin.
-    assert trust.check_before_install(make_payload(release), root) is None
+    # Trust on first use: a signature nobody asked for is checked, and its key given back to pin...
+    assert trust.check_before_install(make_payload(release), root) == raw(release)
+    # ... unless the operator says not to
+    assert trust.check_before_install(make_payload(release), root, pin_signer=False) is None
+
+
+def test_after_the_first_signed_install_unsigned_and_foreign_bundles_are_refused(root, release, rogue):
+    trust.pin(root, trust.check_before_install(make_payload(release), root))
+    for other in (None, rogue):
+        with pytest.raises(IntegrityError) as caught:
+            trust.check_before_install(make_payload(other, version="2.0.0"), root)
+        assert fingerprint(raw(release)) in str(caught.value)
+        assert "Rotating keys" in str(caught.value)
+    assert trust.check_before_install(make_payload(release, version="2.0.0"), root) == raw(release)
+    assert len(pinned_files(root)) == 1
+
+
+def test_an_update_needs_the_running_bundles_signer_even_with_nothing_pinned(root, release, rogue):
+    with pytest.raises(IntegrityError, match="but the running bundle's signer requires a signature by key"):
+        trust.check_before_install(make_payload(None), root, running_signer=raw(release))
+    with pytest.raises(IntegrityError, match=re.escape(f"signed by key {fingerprint(raw(rogue))}, but the running")):
+        trust.check_before_install(make_payload(rogue), root, running_signer=raw(release))
+    assert trust.check_before_install(make_payload(release), root, running_signer=raw(release)) == raw(release)
+    # a key the operator pinned for a rotation is accepted beside the running signer
+    trust.pin(root, raw(rogue))
+    assert trust.check_before_install(make_payload(rogue), root, running_signer=raw(release)) == raw(rogue)
+
+
+def test_one_pin_per_key_whatever_the_file_is_called(root, release, tmp_path):
+    os.makedirs(os.path.join(root, PINS_DIR))
+    pub_file(tmp_path / "root", release, os.path.join(PINS_DIR, "ops.pub"))
+    pub_file(tmp_path / "root", release, os.path.join(PINS_DIR, "again.pub"))
+    assert trust.pinned_keys(root) == [raw(release)]
+    trust.pin(root, raw(release))
+    assert pinned_files(root) == ["again.pub", "ops.pub"]  # no third file for the same key
+
+
+def test_keys_in_the_shared_directory_are_pinned_for_every_root_of_a_start_as_root(
+    root, release, rogue, tmp_path, monkeypatch
+):
+    # The directory's place is the thing changed here: the real /etc is not this test's to write.
+    shared = tmp_path / "etc-bundler-trusted-keys"
+    shared.mkdir()
+    pub_file(shared, release)
+    monkeypatch.setattr(trust, "SHARED_PINS_DIR", str(shared))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    with pytest.raises(IntegrityError, match=re.escape(f"keys pinned in {shared}")):
+        trust.check_before_install(make_payload(rogue), root)
+    with pytest.raises(IntegrityError, match="is not signed"):
+        trust.check_before_install(make_payload(None), root)
+    assert trust.check_before_install(make_payload(release), root) == raw(release)
+    trust.pin(root, raw(release))
+    assert pinned_files(root) == []  # pinned already, in the shared directory
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # a start as another user reads only its root's pins
+    assert trust.pinned_keys(root) == []
+
+
+def test_a_small_order_key_is_never_pinned(root):
+    identity = bytes.fromhex("01" + "00" * 31)
+    with pytest.raises(IntegrityError, match="small order"):
+        trust.pin(root, identity)
+    assert pinned_files(root) == []
 
 
 def test_a_signature_present_must_hold_even_when_no_key_is_asked_for(root, release):
@@ -73,7 +133,7 @@ def test_a_pinned_key_refuses_unsigned_and_foreign_bundles_later(root, release, 
     # A bundle that names another key as its own requirement gets nowhere either.
     with pytest.raises(IntegrityError, match=re.escape(fingerprint(raw(release)))):
         trust.check_before_install(make_payload(rogue, require=rogue), root)
-    assert trust.check_before_install(make_payload(release, version="2.0.0"), root) is None  # accepted, pinned already
+    assert trust.check_before_install(make_payload(release, version="2.0.0"), root) == raw(release)  # pinned already
 
 
 def test_the_operator_can_pin_a_key_by_copying_a_pub_file(root, release, rogue, tmp_path):
