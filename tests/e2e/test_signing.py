@@ -3,14 +3,15 @@ frozen stub's `--bundle-verify --bundle-key`, `--bundle-key` on install and the 
 
 import json
 import os
-import struct
+import re
+import shutil
 import subprocess
 
 import pytest
 
 from testing.faults import SMALL, build, expected_files, install_problems, start, version_dirs, write_project
-from testing.helpers import bundler, run
-from testing.mutations import join_section, read_section, reseal, split_section, with_section
+from testing.helpers import ROOT, bundler, run
+from testing.mutations import join_section, read_section, reseal, section_span, split_section, with_section
 
 
 @pytest.fixture(scope="module")
@@ -139,45 +140,50 @@ def test_require_key_without_sign_is_a_usage_error(made, cache_dir):
     assert not (made["work"] / "never").exists()
 
 
-def test_the_signature_checks_out_with_openssl_as_docs_signing_md_says(made, tmp_path):
-    # A verifier that is not in the file (docs/signing.md): binutils cuts the section out, OpenSSL checks it.
-    subprocess.run(
-        [
-            "objcopy",
-            "--dump-section",
-            f"bundle={tmp_path / 'payload.bin'}",
-            str(made["required"]),
-            str(tmp_path / "scratch"),
-        ],
-        check=True,
+def _recipe():
+    """The shell block of docs/signing.md that checks a bundle with OpenSSL, as the page holds it."""
+    text = (ROOT / "docs" / "signing.md").read_text()
+    blocks = re.findall(r"```sh\n(python3 - ./app release.pub <<'EOF'\n.*?\nEOF\n)```", text, re.S)
+    assert len(blocks) == 1
+    return blocks[0]
+
+
+def _run_recipe(folder, bundle, public_key):
+    shutil.copy(bundle, folder / "app")
+    os.chmod(folder / "app", 0o644)  # the recipe never runs the file it checks: it need not be executable
+    shutil.copy(public_key, folder / "release.pub")
+    return subprocess.run(["bash", "-c", _recipe()], cwd=folder, capture_output=True, text=True)
+
+
+def test_the_recipe_of_docs_signing_md_checks_the_signature_and_the_stub_without_running_the_file(made, tmp_path):
+    keys = made["keys"]
+    (tmp_path / "good").mkdir()
+    ok = _run_recipe(tmp_path / "good", made["required"], keys["release"]["pub"])
+    assert ok.returncode == 0 and "Signature Verified Successfully" in ok.stdout, ok.stdout + ok.stderr
+    assert "./app: every byte is the one signed by release.pub" in ok.stdout
+    (tmp_path / "rogue").mkdir()
+    rogue = _run_recipe(tmp_path / "rogue", made["required"], keys["rogue"]["pub"])
+    assert rogue.returncode != 0 and "the signature over the index does not hold" in rogue.stderr
+    # The genuine signed payload grafted onto a stub built from other code: one byte of the bootloader changed.
+    stub = bytearray(made["stub"].read_bytes())
+    at = stub.index(b"PyInstaller")
+    stub[at] ^= 0x20
+    (tmp_path / "modified-stub").write_bytes(stub)
+    graft = with_section(tmp_path / "modified-stub", read_section(made["required"]), tmp_path / "graft")
+    assert read_section(graft) == read_section(made["required"])
+    (tmp_path / "swapped").mkdir()
+    swapped = _run_recipe(tmp_path / "swapped", graft, keys["release"]["pub"])
+    assert "Signature Verified Successfully" in swapped.stdout  # the index alone still checks out...
+    assert swapped.returncode != 0, swapped.stdout  # ...but the stub does not
+    assert (
+        swapped.stderr.strip()
+        == "./app: the stub (the bytes outside the payload section) is not the one that was signed"
     )
-    data = (tmp_path / "payload.bin").read_bytes()
-    _, _, sig_len, index_len, _, _ = struct.unpack_from("<8sIIQQ32s", data)
-    index = data[64 : 64 + index_len]
-    block = data[64 + index_len : 64 + index_len + sig_len]
-    (tmp_path / "signature.bin").write_bytes(block[40:])
-
-    def openssl_verify(message):
-        (tmp_path / "signed.bin").write_bytes(message)
-        return subprocess.run(
-            [
-                "openssl",
-                "pkeyutl",
-                "-verify",
-                "-pubin",
-                "-inkey",
-                str(made["keys"]["release"]["pub"]),
-                "-rawin",
-                "-in",
-                str(tmp_path / "signed.bin"),
-                "-sigfile",
-                str(tmp_path / "signature.bin"),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-    ok = openssl_verify(b"bundler index signature v1\0" + index)
-    assert ok.returncode == 0 and "Signature Verified Successfully" in ok.stdout, ok.stdout
-    assert openssl_verify(b"bundler index signature v1\0" + index.replace(b"1.0.0", b"1.0.1")).returncode != 0
+    # a changed frame is named too: the data area's last byte, in a copy of the genuine file
+    damaged = bytearray(made["required"].read_bytes())
+    offset, size = section_span(made["required"], "bundle")
+    damaged[offset + size - 1] ^= 1
+    (tmp_path / "damaged").write_bytes(damaged)
+    (tmp_path / "damaged-run").mkdir()
+    frame = _run_recipe(tmp_path / "damaged-run", tmp_path / "damaged", keys["release"]["pub"])
+    assert frame.returncode != 0 and "is not the one that was signed" in frame.stderr and "group" in frame.stderr
