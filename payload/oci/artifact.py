@@ -303,11 +303,11 @@ def read_artifact(where, manifest_doc, config_bytes):
                 f"{blob.digest}; the manifest does not belong to its index"
             )
     for n, layer in enumerate(found[:3]):
-        if layer.size > MAX_OUTSIDE_LAYER[layer.media_type]:
+        bound = MAX_OUTSIDE_LAYER[layer.media_type]
+        if layer.size > bound:
             raise IntegrityError(
-                "%s layer %d (%s) claims %d bytes, more than the %d a stub's may have; the manifest does not belong "
-                "to a bundle, check the registry"
-                % (where, n, layer.media_type, layer.size, MAX_OUTSIDE_LAYER[layer.media_type])
+                f"{where} layer {n} ({layer.media_type}) claims {layer.size} bytes, more than the {bound} a stub's "
+                "may have; the manifest does not belong to a bundle, check the registry"
             )
     notes = layers[0].get("annotations") or {}
     try:
