@@ -202,8 +202,21 @@ def safe_rmtree(path):
 
 
 def safe_mkdir(path, mode=0o755):
-    """Create a directory and its parents; one that exists is fine."""
-    os.makedirs(path, mode=mode, exist_ok=True)
+    """Create a directory and its missing parents, each one made here with exactly `mode` whatever the umask (a
+    umask of 000 must not leave a directory of an installed version writable by others); one that exists is
+    fine, and keeps its mode. Safe against another thread or process making the same directories."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent and parent != path:
+        safe_mkdir(parent, mode)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if os.path.isdir(path):
+            return
+        raise
+    os.chmod(path, mode)
 
 
 def pid_alive(pid):

@@ -14,8 +14,10 @@ import threading
 
 import zstandard
 
+from payload import fs
 from payload.errors import HostError, IntegrityError, write_error
 from payload.fs import CHUNK
+from payload.rules import DIR_MODE
 
 # 32 MiB, the bound k3s chose because more "is still too much for a Pi3". The compressor's window
 # (WINDOW_LOG) must never exceed the decoder's bound (MAX_WINDOW), or every bundle would be refused.
@@ -464,7 +466,7 @@ def _write_all(fd, view, where):
 def _open_entry(dest, entry):
     path = os.path.join(dest, entry.path)
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fs.safe_mkdir(os.path.dirname(path), DIR_MODE)  # not the umask: nobody else may add or swap a file
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     except OSError as exc:
         raise _host_error(exc, entry.path) from None

@@ -427,7 +427,10 @@ class Index:
             paths.add(path)
             _object(e, _ENTRY_KEYS, (), f"entry {path!r}")
             _require(e["kind"] in KINDS, "entry {!r}: unknown kind {!r}".format(path, e["kind"]))
-            _require(rules.is_mode(e["mode"]), f"entry {path!r}: bad mode")
+            _require(
+                rules.is_mode(e["mode"]),
+                f"entry {path!r}: bad mode {e['mode']!r} (permission bits only, and {rules.MODE_RULE})",
+            )
             _require(rules.is_size(e["size"]) and rules.is_size(e["offset"]), f"entry {path!r}: bad size or offset")
             _require(rules.is_sha256(e["sha256"]), f"entry {path!r}: bad sha256")
             _require(e["group"] in names, "entry {!r}: unknown group {!r}".format(path, e["group"]))

@@ -21,7 +21,12 @@ _ALNUM = LETTERS + DIGITS
 NAME_RULE = "use lower-case letters, digits and '-', starting with a letter"
 VERSION_RULE = "use letters, digits and '.+_-', starting with a letter or digit"
 MAX_MODE = 0o777  # no setuid, setgid or sticky bit
+# An installed file another user could rewrite would run with the rights of whoever starts the bundle (root, on
+# most devices): no mode may let the group or other users write.
+WRITABLE_BY_OTHERS = 0o022
 DEFAULT_MODE = 0o644
+DIR_MODE = 0o755  # every directory of an installed version, whatever the umask
+MODE_RULE = "an installed file must not be writable by its group or other users"
 PLACEHOLDERS = ("{root}", "{images}", "{data}")
 DOCKER_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io")
 IMAGES_DIR = "images"  # under an installed version: one archive per image, and the blobs while installing
@@ -175,11 +180,13 @@ def is_size(value):
 
 
 def is_mode(value):
-    return is_size(value) and value <= MAX_MODE
+    """Permission bits an installed file may have: no setuid, setgid or sticky bit, writable by its owner only."""
+    return is_size(value) and value <= MAX_MODE and not value & WRITABLE_BY_OTHERS
 
 
 def parse_mode(text):
-    """The mode a manifest's octal string gives ("0755" or "755" -> 0o755), or None when it is not one."""
+    """The permission bits a manifest's octal string spells ("0755" or "755" -> 0o755), or None when it is not
+    one; is_mode() then says whether a bundle may hold them."""
     if isinstance(text, str) and (_only(text, "01234567", 3) or (text[:1] == "0" and _only(text, "01234567", 4))):
         return int(text, 8)
     return None

@@ -5,8 +5,9 @@ pulled by their pinned digest (never by tag), verified, and written atomically."
 import os
 import sys
 
+from payload import fs
 from payload.errors import IntegrityError
-from payload.rules import IMAGES_DIR, LAYOUT_BLOBS, blob_path
+from payload.rules import DIR_MODE, IMAGES_DIR, LAYOUT_BLOBS, blob_path
 from stub.root import PULLS_DIR
 
 
@@ -32,7 +33,7 @@ def write_embedded(work, index):
     from payload.oci.reference import parse_image_manifest, parse_reference
 
     images = os.path.join(work, IMAGES_DIR)
-    os.makedirs(images, exist_ok=True)
+    fs.safe_mkdir(images, DIR_MODE)
     for image in index.images:
         if not image.embedded:
             continue
@@ -124,5 +125,5 @@ def _pull_one(client, image, inst, pulls):
         # found there is hashed again before it is used (blobs are not fsync'ed: only the archive is).
         dest = os.path.join(pulls, layer.digest.partition(":")[2])
         blobs[layer.digest] = client.fetch_blob(pinned, layer.digest, dest, layer.size)
-    os.makedirs(inst.images, exist_ok=True)
+    fs.safe_mkdir(inst.images, DIR_MODE)
     write_image_archive(os.path.join(inst.images, image.archive_name), ref, manifest_bytes, config_bytes, blobs)

@@ -7,7 +7,7 @@ import sys
 
 from payload import fs, progress
 from payload.errors import HostError
-from payload.rules import glibc_version
+from payload.rules import DEFAULT_MODE, DIR_MODE, glibc_version
 from stub import locking, owner
 from stub.root import CURRENT, INDEX_FILE, LOCK, LOCKS_DIR, MARKER, PREVIOUS
 
@@ -38,20 +38,65 @@ def check_glibc(index):
 
 
 def prepare_root(root):
-    """Create the install root and refuse one that others could tamper with when running as root."""
+    """Check the install root and the directories above it (check_root), then create what is missing: nothing is
+    created under a directory that others control."""
+    root = os.path.abspath(root)
+    if os.geteuid() == 0 and os.path.islink(root):
+        raise HostError(f"install root {root} is a symlink; as root, use a real directory (--bundle-dir)")
+    existed = os.path.isdir(root)
+    existing = root
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    check_root(root, existing)
     try:
-        os.makedirs(os.path.join(root, LOCKS_DIR), mode=0o755, exist_ok=True)
+        os.makedirs(os.path.join(root, LOCKS_DIR), mode=DIR_MODE, exist_ok=True)
     except OSError as exc:
         raise HostError(f"cannot create install root {root}: {exc.strerror}; choose a writable --bundle-dir") from None
-    if os.geteuid() == 0:
-        if os.path.islink(root):
-            raise HostError(f"install root {root} is a symlink; as root, use a real directory (--bundle-dir)")
-        st = os.stat(root)
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_uid != 0:
-            raise HostError(
-                f"install root {root} is writable by other users or not owned by root; "
-                "fix its permissions or choose another --bundle-dir"
-            )
+    if not existed:
+        check_root(root, root)  # what was made above, the root among them
+
+
+def check_root(root, path):
+    """Refuse an install root that another user could swap or fill, as sshd's StrictModes refuses a home: `path`
+    (the root or its deepest existing ancestor) and every directory above it, as written and as resolved, must be
+    owned by root or by this user and writable by nobody else. A sticky directory writable by all (/tmp) may lie
+    above the root: there only an entry's owner can rename or remove it, and the entry below it is checked to be
+    ours. The root itself may not be sticky: others could create names in it before the installer does."""
+    uid = os.geteuid()
+    chains = [_chain(path)]
+    real = os.path.realpath(path)
+    if real != path:
+        chains.append(_chain(real))
+    for chain in chains:
+        last = chain[-1] if path == root else None  # the root itself (as written, then as resolved)
+        for directory in chain:
+            try:
+                st = os.lstat(directory)
+            except OSError as exc:
+                raise HostError(f"cannot check install root {root}: {directory}: {exc.strerror}") from None
+            if st.st_uid not in (0, uid):
+                raise HostError(
+                    f"install root {root}: {directory} belongs to uid {st.st_uid}, who could swap what runs from "
+                    f"it; use a root whose directories belong to {'root' if uid == 0 else 'root or you'}: "
+                    "choose another --bundle-dir (or chown that directory)"
+                )
+            if stat.S_ISLNK(st.st_mode):
+                continue  # its target's directories are in the resolved chain
+            sticky_above = st.st_mode & stat.S_ISVTX and directory != last
+            if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky_above:
+                raise HostError(
+                    f"install root {root}: {directory} is writable by other users (mode {stat.S_IMODE(st.st_mode):o}), "
+                    f"who could swap what runs from it; chmod go-w {directory} or choose another --bundle-dir"
+                )
+
+
+def _chain(path):
+    """`path` and every directory above it, from / down."""
+    chain = [path]
+    while path != os.path.dirname(path):
+        path = os.path.dirname(path)
+        chain.append(path)
+    return chain[::-1]
 
 
 def check_host(root, needed):
@@ -120,7 +165,7 @@ def install(payload, f, inst, after_extract=None):
         )
         # Not durable=True: the extraction fsyncs every file as it writes it, and the marker goes last.
         with fs.atomic_directory(inst.path, durable=False) as work:
-            os.chmod(work, 0o755)
+            os.chmod(work, DIR_MODE)  # mkdtemp made it 0700
             display = progress.callback()  # a bar on a terminal only
             try:
                 with data.verifying():  # streamed from the parts of a split bundle, every part's sha256 checked
@@ -139,7 +184,7 @@ def install(payload, f, inst, after_extract=None):
             if after_extract is not None:
                 after_extract(work)
             # What this version is (its version string, for the downgrade check; its entries, for repair).
-            fs.write_atomic(os.path.join(work, INDEX_FILE), payload.index_bytes, durable=False)
+            fs.write_atomic(os.path.join(work, INDEX_FILE), payload.index_bytes, durable=False, mode=DEFAULT_MODE)
             _write_marker(work, inst.bundle_id)
         fs.fsync_dir(inst.root)
         owner.record(inst.root, index.name)  # only once something of this name is installed
@@ -155,8 +200,11 @@ def _write_marker(work, bundle_id):
     for dirpath, _, _ in os.walk(work):
         fs.fsync_dir(dirpath)
     path = os.path.join(work, MARKER)
-    with open(path, "w") as out:
-        out.write(bundle_id + "\n")
-        out.flush()
-        os.fsync(out.fileno())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), DEFAULT_MODE)
+    try:
+        os.fchmod(fd, DEFAULT_MODE)  # not the umask's mode
+        os.write(fd, (bundle_id + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     fs.fsync_dir(work)

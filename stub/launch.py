@@ -77,9 +77,12 @@ def shell_command(argv, inst, index):
     return " ".join(shlex.quote(w) for w in words)
 
 
-def exec_entrypoint(argv, env):
+def exec_entrypoint(argv, env, umask=None):
+    """Become the runtime, with the umask the bundle was started with (when given)."""
     sys.stdout.flush()
     sys.stderr.flush()
+    if umask is not None:
+        os.umask(umask)
     try:
         os.execve(argv[0], argv, env)
     except OSError as exc:

@@ -42,6 +42,10 @@ def run(prog, args):
         return 0
     from stub import leftovers
 
+    # Nothing this run makes under the install root follows a umask that lets others write (000 under some init
+    # systems and containers); the runtime gets back the umask it was started with.
+    umask = os.umask(0o022)
+    os.umask(umask | 0o022)
     leftovers.mark_own_run()  # held until this run (and the runtime it becomes) ends
     leftovers.remove_dead_runs()
     path = _executable()
@@ -77,10 +81,10 @@ def run(prog, args):
 
             sys.stdout.write(update.update(payload, f, path, opts, os.environ) + "\n")
             return 0
-        return _install_and_run(payload, f, opts)
+        return _install_and_run(payload, f, opts, umask)
 
 
-def _install_and_run(payload, f, opts):
+def _install_and_run(payload, f, opts, umask):
     from stub import images, install, launch, locking, owner, rollback
 
     index = payload.index
@@ -129,4 +133,4 @@ def _install_and_run(payload, f, opts):
         sys.stdout.write(launch.shell_command(argv, inst, index) + "\n")
         return 0
     env = launch.environment(os.environ, inst, index)
-    launch.exec_entrypoint(argv, env)
+    launch.exec_entrypoint(argv, env, umask)

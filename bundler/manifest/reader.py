@@ -308,6 +308,13 @@ class _Reader:
                     if special
                     else f"mode {shown} of '{path}' is not an octal string; write mode = \"0755\"",
                 )
+            elif not rules.is_mode(mode):
+                self.fail(
+                    self.lines.line(table, "mode"),
+                    f"mode '{text}' of '{path}' lets other users write the installed file ({rules.MODE_RULE}: it "
+                    "would run with the rights of whoever starts the bundle); "
+                    f'write mode = "0{mode & ~rules.WRITABLE_BY_OTHERS:03o}"',
+                )
 
         group = self.string(raw, "group", table, "[[file]]", '"tools"', required=False) or DEFAULT_GROUP
         if not rules.is_name(group):

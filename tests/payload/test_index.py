@@ -61,6 +61,8 @@ def test_update_repository_is_optional_and_kept():
         (lambda d: d["entries"][1].update(size=21), "holds 30 bytes"),
         (lambda d: d["entries"][0].update(group="nope"), "unknown group"),
         (lambda d: d["entries"][0].update(mode=0o4755), "bad mode"),
+        (lambda d: d["entries"][0].update(mode=0o775), "bad mode 509"),
+        (lambda d: d["entries"][0].update(mode=0o646), "bad mode 422"),
         (lambda d: d["entries"][0].update(sha256="zz"), "bad sha256"),
         (lambda d: d["entries"][0].update(size=-1), "bad size"),
         (lambda d: d["groups"][1]["frames"][0].update(offset=90), "overlap"),

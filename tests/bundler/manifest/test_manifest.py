@@ -538,6 +538,14 @@ ERRORS = {
         HEAD + '[[file]]\npath = "bin/su"\nmode = "4755"   # <-\nsource = { url = "x" }\n',
         ["mode '4755' of 'bin/su' sets setuid, setgid or sticky bits, which bundles refuse", 'mode = "0755"'],
     ),
+    "group-writable mode": (
+        HEAD + '[[file]]\npath = "bin/tool"\nmode = "0775"   # <-\nsource = { url = "x" }\n',
+        ["mode '0775' of 'bin/tool' lets other users write the installed file", 'mode = "0755"'],
+    ),
+    "world-writable mode": (
+        HEAD + '[[file]]\npath = "etc/conf"\nmode = "666"   # <-\nsource = { url = "x" }\n',
+        ["mode '666' of 'etc/conf' lets other users write the installed file", 'mode = "0644"'],
+    ),
     "path the installer keeps for itself": (
         HEAD + '[[file]]\npath = ".bundle-installed"   # <-\nsource = { url = "x" }\n',
         ["path '.bundle-installed' starts with '.bundle-', a name the installer keeps for its own records"],
