@@ -13,9 +13,10 @@ import os
 import stat
 import tempfile
 
-from payload import fs
+from payload import fs, rules
 from payload.errors import HostError, IntegrityError
 from payload.fs import CHUNK
+from payload.rules import DIR_MODE, IMAGES_DIR
 from stub import images, install, locking, owner
 from stub.root import LOCK
 
@@ -28,24 +29,24 @@ def _sha256(path):
     return sha.hexdigest()
 
 
-def _problem(path, entry):
-    """Why the installed file at `path` is not `entry`, or None when it is."""
+def _problem(path, size, sha256, mode):
+    """Why the installed file at `path` is not a regular file of `size` bytes, `sha256` and `mode`, or None."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return "missing"
     if not stat.S_ISREG(st.st_mode):
         return "not a regular file"
-    if st.st_size != entry.size or _sha256(path) != entry.sha256:
+    if st.st_size != size or _sha256(path) != sha256:
         return "edited"
-    if stat.S_IMODE(st.st_mode) != entry.mode:
-        return f"mode {stat.S_IMODE(st.st_mode):o}, not {entry.mode:o}"
+    if stat.S_IMODE(st.st_mode) != mode:
+        return f"mode {stat.S_IMODE(st.st_mode):o}, not {mode:o}"
     return None
 
 
 def damaged_files(inst, index):
     """[(entry, why)] for every installed file of this version that is not what the index says."""
-    found = ((e, _problem(os.path.join(inst.path, e.path), e)) for e in index.files())
+    found = ((e, _problem(os.path.join(inst.path, e.path), e.size, e.sha256, e.mode)) for e in index.files())
     return [(e, why) for e, why in found if why]
 
 
@@ -63,13 +64,13 @@ def check_installed(inst, index):
 def _put_in_place(source, target):
     if os.path.isdir(target) and not os.path.islink(target):
         fs.safe_rmtree(target)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
+    fs.safe_mkdir(os.path.dirname(target), DIR_MODE)
     os.replace(source, target)
     fs.fsync_dir(os.path.dirname(target))
 
 
 def _embedded(index):
-    return [i for i in index.images if i.get("embedded")]
+    return [i for i in index.images if i.embedded]
 
 
 def repair(payload, f, inst):
@@ -86,45 +87,61 @@ def repair(payload, f, inst):
         return f"{inst.root}: {index.name} {index.version} was not installed; installed it ({inst.bundle_id[:12]})"
     lock = locking.exclusive(os.path.join(inst.root, LOCK))
     work = None
+    files = index.files()
+    embedded = _embedded(index)
+    restored, directories = [], []
     try:
         install.remove_stale_work(inst.root)
-        files = index.files()
         damaged = damaged_files(inst, index)
         needed = set(e.group for e, _ in damaged)
-        if _embedded(index):
+        if embedded:  # an archive is rebuilt from its blobs to be compared
             needed.update(e.group for e in index.entries if e.kind == "blob")
-        restored = []
         if needed:
             work = tempfile.mkdtemp(
                 prefix="." + inst.bundle_id + install.WORK_SUFFIX + f"{os.getpid()}-repair-", dir=inst.root
             )
-            for group in index.groups:
-                if group.name in needed:
-                    extract_group(f, payload.data_offset, group, index.entries_of(group.name), work)
+            data = payload.open_data(f)  # a split bundle's parts, each part's sha256 checked, as at install
+            with data.verifying():
+                for group in index.groups:
+                    if group.name in needed:
+                        extract_group(data, payload.data_offset, group, index.entries_of(group.name), work)
             for entry, why in damaged:
                 _put_in_place(os.path.join(work, entry.path), os.path.join(inst.path, entry.path))
                 restored.append(f"{entry.path} ({why})")
-            if _embedded(index):
+            if embedded:
                 images.write_embedded(work, index)
-                for image in _embedded(index):
-                    name = os.path.join(images.IMAGES_DIR, images.archive_name(image))
+                for image in embedded:
+                    name = os.path.join(IMAGES_DIR, image.archive_name)
                     fresh, installed = os.path.join(work, name), os.path.join(inst.path, name)
-                    why = (
-                        "missing"
-                        if not os.path.isfile(installed)
-                        else "edited"
-                        if _sha256(installed) != _sha256(fresh)
-                        else None
-                    )
+                    st = os.stat(fresh)
+                    why = _problem(installed, st.st_size, _sha256(fresh), stat.S_IMODE(st.st_mode))
                     if why:
                         _put_in_place(fresh, installed)
                         restored.append(f"{name} ({why})")
+        directories = _restore_directory_modes(inst, files, embedded)
     except OSError as exc:
         raise HostError(f"cannot repair {inst.path}: {exc.strerror or exc}") from None
     finally:
         if work is not None:
             fs.safe_rmtree(work)
         os.close(lock)
-    if not restored:
-        return f"{inst.path}: ok, {len(files)} file(s) verified, nothing to repair"
-    return f"{inst.path}: repaired {len(restored)} of {len(files)} file(s): {', '.join(restored)}"
+    total = len(files) + len(embedded)
+    if not restored and not directories:
+        return f"{inst.path}: ok, {total} file(s) verified, nothing to repair"
+    also = f" and {len(directories)} director{'y' if len(directories) == 1 else 'ies'}" if directories else ""
+    return f"{inst.path}: repaired {len(restored)} of {total} file(s){also}: {', '.join(restored + directories)}"
+
+
+def _restore_directory_modes(inst, files, embedded):
+    """Give every directory of the version its mode back (another mode could let others swap a file in it)."""
+    dirs = {""} | {d for e in files for d in rules.parents(e.path)}
+    if embedded:
+        dirs.add(IMAGES_DIR)
+    restored = []
+    for d in sorted(dirs):
+        path = os.path.join(inst.path, d) if d else inst.path
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) != DIR_MODE:
+            os.chmod(path, DIR_MODE)
+            restored.append(f"{d or '.'}/ (mode {stat.S_IMODE(st.st_mode):o}, not {DIR_MODE:o})")
+    return restored
