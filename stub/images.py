@@ -59,13 +59,14 @@ def _registries(values, env_name, environ, parse=None):
 
 
 def registry_client(opts, environ):
-    """The registry client of this start: mirrors and insecure registries from the options and the environment."""
+    """The registry client of this start: mirrors and insecure registries from the options and the environment.
+    A mirror is checked like any registry (https with a verified certificate) unless it is also named insecure."""
     from payload.oci.reference import parse_insecure_registry
     from payload.oci.registry import RegistryClient
 
     mirrors = _registries(opts.registry_mirror, "BUNDLE_REGISTRY_MIRRORS", environ)
     insecure = _registries(opts.insecure_registry, "BUNDLE_INSECURE_REGISTRIES", environ, parse_insecure_registry)
-    return RegistryClient(insecure_registries=insecure + mirrors, mirrors=mirrors)
+    return RegistryClient(insecure_registries=insecure, mirrors=mirrors)
 
 
 def will_pull(inst, index, opts):

@@ -78,6 +78,12 @@ def is_loopback_host(registry: str) -> bool:
         return False
 
 
+def same_origin(url: str, base_url: str) -> bool:
+    """Whether `url` has the scheme and host:port of `base_url`: what a registry's credentials may be sent to."""
+    a, b = urllib.parse.urlsplit(url), urllib.parse.urlsplit(base_url)
+    return (a.scheme.lower(), a.netloc.lower()) == (b.scheme.lower(), b.netloc.lower())
+
+
 class _Endpoint:
     """One registry host as this client talks to it: base URL once probed, auth challenge, bearer tokens."""
 
@@ -342,12 +348,11 @@ class RegistryClient:
         if url.startswith("/"):
             url = endpoint.base_url + url
         session = self._requests_session()
-        own = urllib.parse.urlsplit(endpoint.base_url).netloc
         target = urllib.parse.urlsplit(url).netloc
         for renewed_auth in (False, True):
             request_headers = dict(headers or {})
             authorization = self._authorization(endpoint, ref, actions)
-            if authorization and target == own:
+            if authorization and same_origin(url, endpoint.base_url):
                 request_headers["Authorization"] = authorization
             if body is not None and not isinstance(body, (bytes, bytearray)):
                 body.rewind()
@@ -359,7 +364,7 @@ class RegistryClient:
                     data=body,
                     allow_redirects=False,
                     timeout=self.timeout,
-                    verify=endpoint.verify if target == own else not self._insecure_host(target),
+                    verify=endpoint.verify if same_origin(url, endpoint.base_url) else not self._insecure_host(target),
                 )
             except http.transfer_errors() as error:
                 raise http.Retry(http.short_reason(error)) from None
@@ -527,15 +532,16 @@ class RegistryClient:
         return False
 
     def _get_following_redirects(self, endpoint, url, headers, authorization):
-        """Registries send blobs from storage hosts: Authorization goes only to the registry's own host."""
+        """Registries send blobs from storage hosts: Authorization goes only to the registry's own scheme and host
+        (never to another host, nor over http after a redirect from https)."""
         session = self._requests_session()
-        own = urllib.parse.urlsplit(endpoint.base_url).netloc
         for _hop in range(_MAX_REDIRECTS + 1):
             target = urllib.parse.urlsplit(url).netloc
+            own = same_origin(url, endpoint.base_url)
             request_headers = dict(headers)
-            if authorization and target == own:
+            if authorization and own:
                 request_headers["Authorization"] = authorization
-            verify = endpoint.verify if target == own else not self._insecure_host(target)
+            verify = endpoint.verify if own else not self._insecure_host(target)
             response = session.get(
                 url, headers=request_headers, stream=True, allow_redirects=False, timeout=self.timeout, verify=verify
             )

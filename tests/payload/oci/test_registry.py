@@ -14,7 +14,7 @@ import pytest
 
 from payload.errors import HostError, IntegrityError, NetworkError, UsageError
 from payload.oci.reference import parse_platform, parse_reference, platform_for_arch
-from payload.oci.registry import RegistryClient, is_loopback_host
+from payload.oci.registry import RegistryClient, is_loopback_host, same_origin
 from testing.http_server import FileServer
 from testing.registry import (
     FaultProxy,
@@ -515,3 +515,59 @@ def test_loopback_registry_over_tls_is_found_after_plain_http(images, image_layo
         with quick_client() as client:
             resolved = client.resolve(f"{registry.host}/test/busybox:1", AMD64)
         assert resolved.manifest_digest == images.digest("base")
+
+
+# mirrors on the device (stub/images.py registry_client): checked like any registry
+
+
+@pytest.mark.slow
+def test_a_mirror_keeps_tls_verification_unless_named_insecure(images, image_layout, tmp_path, monkeypatch, capfd):
+    from stub import options
+    from stub.images import registry_client
+
+    pytest.importorskip("cryptography")
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip(reason="this machine has no non-loopback address")
+    certificate, key = self_signed_certificate(tmp_path, address)
+    ref = parse_reference(f"{images.registry.host}/test/busybox@{images.digest('base')}")
+    with Registry(tmp_path / "mirror", listen=address, tls=(certificate, key)) as mirror:
+        subprocess.run(
+            ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{image_layout.path}:base",
+             f"docker://{mirror.host}/test/busybox:1"],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+
+        def fetch(args, environ):
+            """The manifest through this start's client, and the manifest requests the mirror answered."""
+            since = len(mirror.served())
+            with registry_client(options.parse(args), environ) as client:
+                data = client.fetch_manifest(ref)
+            return data, [r for r in mirror.served(since) if "/manifests/" in r["uri"]]
+
+        genuine = images.layout.blob(images.digest("base"))
+        for args, environ in (
+            (["--bundle-registry-mirror", mirror.host], {}),
+            ([], {"BUNDLE_REGISTRY_MIRRORS": mirror.host}),
+        ):
+            data, served = fetch(args, environ)
+            assert served == []  # its certificate is not trusted: not one request got through
+            assert "TLS" in capfd.readouterr().err
+            assert data == genuine  # from the image's own registry
+        named = ["--bundle-registry-mirror", mirror.host, "--bundle-insecure-registry", mirror.host]
+        assert fetch(named, {})[1] != []
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificate))  # trusted: used, and verified
+        assert fetch(["--bundle-registry-mirror", mirror.host], {})[1] != []
+
+
+def test_credentials_go_only_to_the_registrys_own_scheme_and_host():
+    """The rule both request paths apply to every hop of a redirect. Tested as a function: no real registry
+    redirects from https to plain http, or to a port of its own host that it does not serve."""
+    own = "https://registry.example:5000"
+    assert same_origin("https://registry.example:5000/v2/x/blobs/sha256:ab", own)
+    assert same_origin("HTTPS://Registry.Example:5000/v2/", own)
+    assert not same_origin("http://registry.example:5000/v2/x/blobs/sha256:ab", own)  # http after https
+    assert not same_origin("https://registry.example:5001/v2/", own)
+    assert not same_origin("https://storage.example/blob", own)
+    assert not same_origin("https://registry.example/v2/", own)
