@@ -27,12 +27,12 @@ from payload.signing import (
     signer,
 )
 from stub import locking, options
-from stub.root import LOCK, PINS_DIR, SHARED_PINS_DIR, at
+from stub.root import LOCK, PINS_DIR, SHARED_PINS_DIR
 
 
 def pins_dir(root):
     """Where a start pins keys for `root`."""
-    return at(root, PINS_DIR)
+    return os.path.join(root, PINS_DIR)
 
 
 def pin_dirs(root):
