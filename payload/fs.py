@@ -158,6 +158,28 @@ def sync_tree(top):
         fsync_dir(dirpath)
 
 
+# A hard link is refused across file systems, past the link limit, and by file systems without links.
+_NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP)
+
+
+def link_or_copy(source, target):
+    """`target` becomes a hard link to `source` (a copy where the file system refuses links), whole or not at all.
+    It keeps `source`'s mode: a chmod through the link would change `source` too."""
+    import stat
+
+    with atomic_path(target, mode=stat.S_IMODE(os.stat(source).st_mode)) as temp:
+        try:
+            os.unlink(temp)
+            os.link(source, temp)
+        except OSError as exc:
+            if exc.errno not in _NO_LINK:
+                raise
+            import shutil
+
+            with open(source, "rb") as src, open(temp, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+
+
 def replace_symlink(target, link, durable=True):
     """Point `link` at `target` atomically: a new symlink under a temp name, renamed over `link`."""
     directory, name = os.path.split(os.path.abspath(link))

@@ -10,6 +10,7 @@ import errno
 import hashlib
 import os
 import queue
+import stat
 import threading
 
 import zstandard
@@ -35,6 +36,8 @@ FRAMES_IN_FLIGHT = 4
 # Compressed bytes read ahead of the decoders, over all frames in flight. The data area is read once, in order
 # (so a split bundle's parts are hashed as they stream by); frames of up to about this size start at once.
 READ_AHEAD = 32 << 20
+# What a `held` function of extract_group returns for an entry to hash but not write.
+VERIFY_ONLY = object()
 
 
 def frame_threads(frames_in_group):
@@ -131,11 +134,14 @@ def _memory_available():
     return None
 
 
-def extract_group(f, data_offset, group, entries, dest=None, progress=None, workers=None):
+def extract_group(f, data_offset, group, entries, dest=None, progress=None, workers=None, held=None):
     """Decompress `group` from the bundle file `f` and check every frame's and every entry's sha256.
 
-    With `dest`, write each entry under that directory (with its mode, fsynced). Every mismatch is collected and
-    all are named in one IntegrityError at the end. `progress(bytes done, group size)` is called as the group is
+    With `dest`, write each entry under that directory (with its mode, fsynced). `held(entry)` may name a file
+    that already holds the entry (same sha256 and mode, in another installed version): the entry is then a hard
+    link to it, kept only if that file's bytes equal the verified stream, else a file of its own; or it may be
+    VERIFY_ONLY: the entry is hashed, not written. Every mismatch is collected and all are named in one
+    IntegrityError at the end. `progress(bytes done, group size)` is called as the group is
     decompressed. This thread reads the group's compressed bytes once, in order, and hands them to one job per
     frame (`workers` at once, default frames_in_flight()); a job decompresses on one thread and hashes and writes
     its frame's entries on another, and one more thread fsyncs each finished file meanwhile.
@@ -144,7 +150,7 @@ def extract_group(f, data_offset, group, entries, dest=None, progress=None, work
     if entries_size != group.size:
         raise IntegrityError(f"group {group.name!r} holds {group.size} bytes, its entries {entries_size}")
     plan = group.split_entries(entries)
-    run = _Extraction(group, progress, workers or frames_in_flight(len(plan)))
+    run = _Extraction(group, progress, workers or frames_in_flight(len(plan)), held)
     syncer = _Syncer() if dest is not None else None
     try:
         try:
@@ -171,8 +177,8 @@ class _Extraction:
     """The jobs of one group and what they share, under one condition: the compressed bytes read ahead, the bytes
     decompressed (for the progress), the frames in flight, and the first error that stops them all."""
 
-    def __init__(self, group, progress, workers):
-        self.group, self.progress, self.workers = group, progress, workers
+    def __init__(self, group, progress, workers, held=None):
+        self.group, self.progress, self.workers, self.holder = group, progress, workers, held
         self.cond = threading.Condition()
         self.ahead = self.done = self.active = 0
         self.fatal, self.stopping = None, False
@@ -278,7 +284,7 @@ class _FrameJob:
         self.filled, self.free = queue.Queue(), queue.Queue()
         for _ in range(BUFFERS):
             self.free.put(bytearray(BUFFER_SIZE))
-        self.splitter = _Splitter(entries, dest, syncer)
+        self.splitter = _Splitter(entries, dest, syncer, run.holder)
         self.decoder = threading.Thread(target=self._decompress, name="decompress")
         self.consumer = threading.Thread(target=self._consume, name="write")
         self.decoder.daemon = self.consumer.daemon = True
@@ -378,11 +384,12 @@ class _FrameJob:
 
 
 class _Splitter:
-    """Cuts the decompressed stream into entries, hashes each one, and writes it when there is a `dest`."""
+    """Cuts the decompressed stream into entries, hashes each one, and writes it when there is a `dest`: as a file
+    of its own, or as a hard link to a file `held` names, compared byte for byte with the stream."""
 
-    def __init__(self, entries, dest, syncer):
-        self.entries, self.dest, self.syncer, self.mismatched = iter(entries), dest, syncer, []
-        self.entry, self.fd = None, None
+    def __init__(self, entries, dest, syncer, held=None):
+        self.entries, self.dest, self.syncer, self.held, self.mismatched = iter(entries), dest, syncer, held, []
+        self.entry, self.fd, self.same, self.pos = None, None, None, 0
 
     def feed(self, view):
         pos, end = 0, len(view)
@@ -391,7 +398,9 @@ class _Splitter:
                 raise IntegrityError("the group holds more bytes than its entries")
             piece = view[pos : pos + self.left]
             self.sha.update(piece)
-            if self.fd is not None:
+            if self.same is not None:
+                self._compare(piece)
+            elif self.fd is not None:
                 _write_all(self.fd, piece, self.entry.path)
             pos += len(piece)
             self.left -= len(piece)
@@ -407,17 +416,80 @@ class _Splitter:
                 if self.fd is not None:
                     self.syncer.put(self.fd, self.entry)
                     self.fd = None
+                self._close_same()  # every byte matched: the link stays
             self.entry = next(self.entries, None)
             if self.entry is None:
                 return
             self.sha, self.left = hashlib.sha256(), self.entry.size
             if self.dest is not None:
-                self.fd = _open_entry(self.dest, self.entry)
+                found = self.held(self.entry) if self.held is not None and self.left else None
+                if found is VERIFY_ONLY:
+                    pass
+                elif found is None or not self._link(found):
+                    self.fd = _open_entry(self.dest, self.entry)
             if self.left:
                 return
 
+    def _link(self, found):
+        """Make the entry a hard link to `found` when it is a regular file of the entry's size and mode; the
+        stream is then compared with it. False (write a file instead) when it is not, or the link is refused
+        (another file system, too many links, a file system without links)."""
+        path = os.path.join(self.dest, self.entry.path)
+        try:
+            fd = os.open(found, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            return False
+        try:
+            st = os.fstat(fd)
+            if (
+                not stat.S_ISREG(st.st_mode)
+                or st.st_size != self.entry.size
+                or stat.S_IMODE(st.st_mode) != self.entry.mode
+            ):
+                raise OSError(errno.EINVAL, "not the same file")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.link(found, path)
+            linked = os.lstat(path)
+            if (linked.st_ino, linked.st_dev) != (st.st_ino, st.st_dev):  # replaced in between: not the one checked
+                os.unlink(path)
+                raise OSError(errno.EINVAL, "replaced")
+        except OSError:
+            os.close(fd)
+            return False
+        self.same, self.pos = fd, 0
+        return True
+
+    def _compare(self, piece):
+        """The held file must hold exactly the verified bytes; at the first difference the link is replaced by a
+        file of its own: the bytes before it (equal to the stream's) copied from the held file, then the stream."""
+        theirs = os.pread(self.same, len(piece), self.pos)
+        if theirs == piece:
+            self.pos += len(piece)
+            return
+        path = os.path.join(self.dest, self.entry.path)
+        try:
+            os.unlink(path)
+        except OSError as exc:
+            raise _host_error(exc, self.entry.path)
+        self.fd = _open_entry(self.dest, self.entry)
+        done = 0
+        while done < self.pos:
+            chunk = os.pread(self.same, min(CHUNK, self.pos - done), done)
+            if not chunk:
+                raise IntegrityError(f"{path} changed while it was compared; install again")
+            _write_all(self.fd, memoryview(chunk), self.entry.path)
+            done += len(chunk)
+        self._close_same()
+        _write_all(self.fd, piece, self.entry.path)
+
+    def _close_same(self):
+        if self.same is not None:
+            os.close(self.same)
+            self.same = None
+
     def close(self):
-        """Close the file left open (by a failure); finished files are the syncer's to close."""
+        """Close the files left open (by a failure); finished files are the syncer's to close."""
+        self._close_same()
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None

@@ -26,7 +26,8 @@ def _read_blob(root, digest, image, what):
 
 
 def write_embedded(work, index):
-    """At install, in the work dir: turn the extracted blobs into one archive per embedded image."""
+    """At install, in the work dir: turn the extracted blobs into one archive per embedded image that is not
+    there already."""
     import shutil
 
     from payload.oci.archive import write_image_archive
@@ -35,8 +36,8 @@ def write_embedded(work, index):
     images = os.path.join(work, IMAGES_DIR)
     fs.safe_mkdir(images, DIR_MODE)
     for image in index.images:
-        if not image.embedded:
-            continue
+        if not image.embedded or os.path.exists(os.path.join(images, image.archive_name)):
+            continue  # linked from another version that holds it (stub/shared.py)
         manifest_bytes = _read_blob(work, image.manifest, image, "manifest")
         config, layers = parse_image_manifest(manifest_bytes, f"manifest of {image.name}")
         config_bytes = _read_blob(work, config.digest, image, "config")

@@ -144,6 +144,7 @@ def point_current(root, bundle_id):
 def install(payload, f, inst, after_extract=None):
     """Install `payload` (open as `f`) into `inst` unless it is there already. Returns True if it extracted."""
     from payload.groups import extract_group
+    from stub import shared
 
     prepare_root(inst.root)
     lock = locking.exclusive(os.path.join(inst.root, LOCK))
@@ -158,14 +159,18 @@ def install(payload, f, inst, after_extract=None):
             fs.safe_rmtree(inst.path)
         index = payload.index
         data = payload.open_data(f)  # a missing or short part is named before anything is written
-        check_host(inst.root, index.installed_size)
+        held = shared.Held(inst.root, inst.bundle_id)
+        shared_size = held.shared_size(index)
+        check_host(inst.root, index.installed_size - shared_size)
+        sharing = f", {shared_size / 1e6:.1f} MB of it linked to installed versions" if shared_size else ""
         sys.stderr.write(
             f"{index.name}: installing {index.name} {index.version} ({index.variant}, "
-            f"{index.installed_size / 1e6:.1f} MB) into {inst.path}\n"
+            f"{index.installed_size / 1e6:.1f} MB{sharing}) into {inst.path}\n"
         )
         # Not durable=True: the extraction fsyncs every file as it writes it, and the marker goes last.
         with fs.atomic_directory(inst.path, durable=False) as work:
             os.chmod(work, DIR_MODE)  # mkdtemp made it 0700
+            held_files = held.extraction(index, held.link_archives(work, index))
             display = progress.callback()  # a bar on a terminal only
             try:
                 with data.verifying():  # streamed from the parts of a split bundle, every part's sha256 checked
@@ -178,6 +183,7 @@ def install(payload, f, inst, after_extract=None):
                             index.entries_of(group.name),
                             work,
                             progress=lambda done, total, label=label: display(label, done, total),
+                            held=held_files,
                         )
             finally:
                 progress.finish(display)

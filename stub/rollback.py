@@ -94,14 +94,14 @@ def _restore_executable(root, executable, bundle_id, current, previous):
     """Put back the bundle file of `previous` (now current) where `executable` is, when the root keeps it and
     `executable` is the file of `current` (now previous); that one is kept in turn, so a second rollback undoes
     the first. True when it did."""
-    from stub.update import copy_atomically, kept_path
+    from stub.update import kept_path
 
     kept = kept_path(root, previous)
     if executable is None or bundle_id != current or not os.path.isfile(kept):
         return False
     if not os.path.exists(kept_path(root, current)):
-        copy_atomically(executable, kept_path(root, current))
-    copy_atomically(kept, executable)
+        fs.link_or_copy(executable, kept_path(root, current))
+    fs.link_or_copy(kept, executable)
     return True
 
 

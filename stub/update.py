@@ -11,9 +11,7 @@ Blobs fetched are kept in <root>/.updates/<new bundle id>/ until the update is c
 resumes (each kept blob is re-hashed before it is used).
 """
 
-import errno
 import os
-import shutil
 
 from payload import fs
 from payload.errors import HostError, IntegrityError, UsageError
@@ -144,20 +142,7 @@ def _keep(root, bundle_id, path):
         return
     fs.safe_mkdir(os.path.dirname(target))
     fs.remove_dead_temps(os.path.dirname(target))
-    copy_atomically(path, target)
-
-
-def copy_atomically(source, target):
-    """`target` becomes a copy of `source` (a hard link when both are on one file system), whole or not at all."""
-    with fs.atomic_path(target, mode=0o755) as temp:
-        try:
-            os.unlink(temp)
-            os.link(source, temp)
-        except OSError as exc:
-            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-                raise
-            with open(source, "rb") as src, open(temp, "wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
+    fs.link_or_copy(path, target)
 
 
 class _Sources:

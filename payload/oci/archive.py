@@ -196,3 +196,42 @@ def _add_directory(tar: tarfile.TarFile, name: str) -> None:
 def json_bytes(document) -> bytes:
     """Compact JSON, as the archive's index.json and manifest.json are written."""
     return json.dumps(document, separators=(",", ":")).encode("utf-8")
+
+
+def holds_image(path: str, manifest_digest: str) -> bool:
+    """Whether the archive at `path` holds the image `manifest_digest` whole, as write_image_archive writes it:
+    its index.json names that manifest, every blob hashes to its name, and the manifest's config and layers are
+    all there. Reads the archive once; writes nothing."""
+    import hashlib
+
+    found, manifest_bytes, named = set(), None, False
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                source = tar.extractfile(member)
+                if member.name == "index.json":
+                    named = any(m.get("digest") == manifest_digest for m in json.loads(source.read())["manifests"])
+                    continue
+                algorithm, _, encoded = member.name.partition(LAYOUT_BLOBS + "/sha256/")
+                if algorithm or not encoded:
+                    continue
+                sha = hashlib.sha256()
+                keep = "sha256:" + encoded == manifest_digest
+                while True:
+                    chunk = source.read(1 << 20)
+                    if not chunk:
+                        break
+                    sha.update(chunk)
+                    if keep:
+                        manifest_bytes = (manifest_bytes or b"") + chunk
+                if sha.hexdigest() != encoded:
+                    return False
+                found.add("sha256:" + encoded)
+        if not named or manifest_bytes is None:
+            return False
+        config, layers = parse_image_manifest(manifest_bytes, f"manifest in {path}")
+    except (OSError, tarfile.TarError, ValueError, KeyError, TypeError, AttributeError, IntegrityError):
+        return False
+    return config.digest in found and all(layer.digest in found for layer in layers)

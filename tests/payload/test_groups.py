@@ -399,3 +399,54 @@ def test_a_full_disk_during_a_multi_frame_extraction_is_a_host_error(tmp_path, s
     with pytest.raises(HostError, match="no space"):
         extract_group(io.BytesIO(data), 0, group, entries, str(small_disk), workers=3)
     assert threading.active_count() == threads and _open_fds() == fds
+
+
+def _held_setup(tmp_path):
+    contents = [os.urandom(3 << 20), b"abc" * 100000]
+    paths = _files(tmp_path, contents)
+    frame, size, sha, _ = _compress(paths)
+    group, entries = _group_and_entries(paths, frame, sha, size)
+    other = tmp_path / "other"
+    other.mkdir()
+    extract_group(io.BytesIO(frame), 0, group, entries, str(other))  # the version installed before
+    return contents, frame, group, entries, other
+
+
+def test_an_entry_another_version_holds_becomes_a_hard_link_to_it(tmp_path):
+    contents, frame, group, entries, other = _held_setup(tmp_path)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    extract_group(io.BytesIO(frame), 0, group, entries, str(dest), held=lambda e: str(other / e.path))
+    for e, data in zip(entries, contents):
+        assert os.stat(dest / e.path).st_ino == os.stat(other / e.path).st_ino
+        assert (dest / e.path).read_bytes() == data
+
+
+def test_a_held_file_that_differs_or_has_another_mode_is_not_linked_nor_changed(tmp_path):
+    contents, frame, group, entries, other = _held_setup(tmp_path)
+    damaged = other / entries[0].path
+    with open(damaged, "r+b") as f:  # same size, one byte changed past the first buffers
+        f.seek(len(contents[0]) - 5)
+        f.write(bytes([contents[0][-5] ^ 0xFF]))
+    os.chmod(other / entries[1].path, 0o600)
+    before = {e.path: ((other / e.path).read_bytes(), os.stat(other / e.path)) for e in entries}
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    extract_group(io.BytesIO(frame), 0, group, entries, str(dest), held=lambda e: str(other / e.path))
+    for e, data in zip(entries, contents):
+        st = os.stat(dest / e.path)
+        assert st.st_ino != before[e.path][1].st_ino and st.st_nlink == 1
+        assert (dest / e.path).read_bytes() == data and st.st_mode & 0o777 == e.mode
+        assert (other / e.path).read_bytes() == before[e.path][0]
+        assert os.stat(other / e.path).st_mode == before[e.path][1].st_mode
+
+
+def test_verify_only_entries_are_hashed_and_not_written(tmp_path):
+    contents, frame, group, entries, _ = _held_setup(tmp_path)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    extract_group(io.BytesIO(frame), 0, group, entries, str(dest), held=lambda e: groups.VERIFY_ONLY)
+    assert not (dest / "d").exists()
+    bad = [Entry(e.path, e.kind, e.mode, e.size, "0" * 64, e.group, e.offset) for e in entries]
+    with pytest.raises(IntegrityError, match="sha256 mismatch in d/f0, d/f1"):
+        extract_group(io.BytesIO(frame), 0, group, bad, str(dest), held=lambda e: groups.VERIFY_ONLY)
