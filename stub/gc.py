@@ -66,7 +66,7 @@ def collect(root, name=None):
             finally:
                 os.close(held)
             done.removed.append(bundle_id)
-        _remove_kept_executables(root, keep)
+        _remove_kept_executables(root, fs.link_target(os.path.join(root, PREVIOUS)))
     except OSError as exc:
         raise HostError(f"cannot collect old versions in {root}: {exc.strerror or exc}") from None
     finally:
@@ -81,8 +81,9 @@ def _remove(root, bundle_id):
     fs.safe_rmtree(doomed)
 
 
-def _remove_kept_executables(root, keep):
-    """Bundle files an update kept (stub/update.py) serve a rollback to `current` or `previous` only."""
+def _remove_kept_executables(root, previous):
+    """Bundle files an update kept (stub/update.py) serve a rollback to `previous` only: the file of `current`
+    is the one that runs it."""
     from stub.root import KEPT_DIR
 
     directory = os.path.join(root, KEPT_DIR)
@@ -91,5 +92,5 @@ def _remove_kept_executables(root, keep):
     except FileNotFoundError:
         return
     for name in names:
-        if _BUNDLE_ID.fullmatch(name) and name not in keep:
+        if _BUNDLE_ID.fullmatch(name) and name != previous:
             fs.safe_unlink(os.path.join(directory, name))

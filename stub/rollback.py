@@ -102,6 +102,7 @@ def _restore_executable(root, executable, bundle_id, current, previous):
     if not os.path.exists(kept_path(root, current)):
         fs.link_or_copy(executable, kept_path(root, current))
     fs.link_or_copy(kept, executable)
+    fs.safe_unlink(kept)  # `executable` is that file now: a rollback back keeps it again
     return True
 
 

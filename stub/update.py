@@ -74,7 +74,7 @@ def update(payload, f, path, opts, environ):
                 )
             downloads = os.path.join(downloads_root, new.bundle_id)
             fs.safe_mkdir(downloads)
-            sources = _Sources(payload, f, path, client, pinned, art, downloads)
+            sources = _Sources(payload, f, path, client, pinned, art, downloads, kept_path(root, new.bundle_id))
             sources.deltas = _deltas(client, pinned, art, payload, root, downloads, opts, environ)
             for blob in art.blobs.layers:
                 sources.find(blob)
@@ -94,6 +94,7 @@ def update(payload, f, path, opts, environ):
         if key_to_pin is not None:
             trust.pin(root, key_to_pin)
         fs.safe_rmtree(downloads)
+        fs.safe_unlink(kept_path(root, new.bundle_id))  # current now: a rollback needs the file of previous only
     except IntegrityError:
         # What failed a check is not kept for a resume: a refused update leaves nothing behind.
         if downloads is not None:
@@ -108,8 +109,8 @@ def update(payload, f, path, opts, environ):
     return (
         f"{output}: updated {index.name} {index.version} -> {new.index.version} from {pinned}: fetched "
         f"{size_text(sources.fetched)} of {size_text(art.file_size)} ({sources.fetched_blobs} of "
-        f"{len(art.blobs.layers)} blobs; {sources.reused} reused from this file){sources.deltas.summary()}; the next "
-        f"start runs {new.index.version}"
+        f"{len(art.blobs.layers)} blobs; {sources.reused} reused from this file or a kept one)"
+        f"{sources.deltas.summary()}; the next start runs {new.index.version}"
     )
 
 
@@ -146,24 +147,30 @@ def _keep(root, bundle_id, path):
 
 
 class _Sources:
-    """Where each blob of the new executable comes from: this bundle file, a delta, or the registry."""
+    """Where each blob of the new executable comes from: the new version's own file when an update or a rollback
+    kept it (KEPT_DIR), this bundle file, a delta, or the registry."""
 
-    def __init__(self, payload, f, path, client, pinned, art, downloads):
+    def __init__(self, payload, f, path, client, pinned, art, downloads, kept=None):
         self.client, self.pinned, self.art, self.downloads = client, pinned, art, downloads
         self.path, self.fetched, self.fetched_blobs, self.reused = path, 0, 0, 0
-        self.local = {}  # frames by digest; the stub and the archive by media type (their digest is not indexed)
+        # (file, spans) of frames by digest; this file's stub and archive by media type (their digest is not
+        # indexed); every blob of the kept file by digest (it is the new version's file: its blobs are the new ones).
+        self.local, self.kept, self.chosen = {}, {}, {}
         self.files = {}
         self.deltas = None  # stub/deltas.Deltas, set by update()
         if not payload.split:  # a split bundle's frames are in its parts: fetched whole
             own = artifact.bundle_blobs(payload, f)
-            self.local.update((blob.digest, blob.spans) for blob in own.frames)
-            self.local.update((blob.media_type, blob.spans) for blob in (own.elf, own.stub, own.archive))
+            self.local.update((blob.digest, (path, blob.spans)) for blob in own.frames)
+            self.local.update((blob.media_type, (path, blob.spans)) for blob in (own.elf, own.stub, own.archive))
+        if kept is not None and os.path.isfile(kept):
+            self.kept = _blobs_of(kept)
 
     def find(self, blob):
-        spans = self.local.get(blob.digest) or self.local.get(blob.media_type)
-        if spans is not None and artifact.spans_match(self.path, spans, blob.digest):
-            self.reused += 1
-            return
+        for where in (self.kept.get(blob.digest), self.local.get(blob.digest) or self.local.get(blob.media_type)):
+            if where is not None and artifact.spans_match(where[0], where[1], blob.digest):
+                self.reused += 1
+                self.chosen[blob.digest] = where
+                return
         found = fetch_delta(self, blob)
         if found is None:
             found, size = artifact.fetch_blob_into(self.client, self.pinned, blob, self.downloads)
@@ -174,7 +181,21 @@ class _Sources:
     def open(self, blob):
         if blob.digest in self.files:
             return open(self.files[blob.digest], "rb")
-        return artifact.SpanReader(self.path, self.local.get(blob.digest) or self.local[blob.media_type])
+        return artifact.SpanReader(*self.chosen[blob.digest])
+
+
+def _blobs_of(path):
+    """{digest: (path, spans)} of every blob of the bundle file at `path`; {} when it is not a whole bundle (each
+    blob is hashed again before it is used)."""
+    from payload.errors import BundleError
+    from payload.layout import open_payload
+
+    try:
+        with open(path, "rb") as f:
+            kept = open_payload(path, f)
+            return {} if kept.split else {b.digest: (path, b.spans) for b in artifact.bundle_blobs(kept, f).layers}
+    except (OSError, BundleError):
+        return {}
 
 
 def _deltas(client, pinned, art, payload, root, downloads, opts, environ):

@@ -105,7 +105,7 @@ def test_update_fetches_only_what_changed_then_rollback_runs_the_old_version(tmp
     assert rolled.returncode == 0 and "bundle file again" in rolled.stdout, rolled.stderr
     assert sha256_of(app) == sha256_of(built["old"])
     assert ran(start(app, root)) == "1.0.0"
-    # And forward again, with nothing fetched: both versions are installed and both files kept.
+    # And forward again, with nothing fetched: both versions are installed, and the file of `previous` kept.
     assert start(app, root, "--bundle-rollback").returncode == 0
     assert ran(start(app, root)) == "1.0.1"
     again = start(app, root, "--bundle-update", f"{registry.host}/edge/fleet:1.0.1")
@@ -300,3 +300,22 @@ def test_a_layer_size_no_signature_covers_is_bounded_and_a_refused_update_leaves
         assert list((root / ".updates").iterdir()) == [root / ".updates" / ".lock"]
         assert [p.name for p in app.parent.iterdir()] == ["app"] and sha256_of(app) == before
     assert ran(start(app, root)) == "1.0.0"
+
+
+def test_only_the_file_a_rollback_needs_is_kept_and_an_update_reuses_it(tmp_path, built, registry):
+    app, root = device(tmp_path, built)
+    kept = root / ".executables"
+    assert start(app, root, "--bundle-update").returncode == 0
+    old_id, new_id = os.readlink(root / "previous"), os.readlink(root / "current")
+    assert os.listdir(kept) == [old_id]  # the file of 1.0.1 is ./app itself
+    assert start(app, root, "--bundle-rollback").returncode == 0
+    assert os.listdir(kept) == [new_id] and sha256_of(kept / new_id) == sha256_of(built["new"])
+    assert start(app, root, "--bundle-gc").returncode == 0
+    assert os.listdir(kept) == [new_id]  # the file of `previous`: what a rollback back needs
+    # Forward again by update: every blob comes from the kept file, none from the registry but the signed index.
+    mark = len(registry.served())
+    again = start(app, root, "--bundle-update")
+    assert again.returncode == 0 and "updated fleet 1.0.0 -> 1.0.1" in again.stdout, again.stderr
+    assert len(blob_gets(registry, mark)) == 1, blob_gets(registry, mark)
+    assert sha256_of(app) == sha256_of(built["new"]) and ran(start(app, root)) == "1.0.1"
+    assert os.listdir(kept) == [old_id]
