@@ -177,7 +177,7 @@ def link_or_copy(source, target):
             import shutil
 
             with open(source, "rb") as src, open(temp, "wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
+                shutil.copyfileobj(src, out, CHUNK)
 
 
 def replace_symlink(target, link, durable=True):

@@ -470,7 +470,7 @@ class _Splitter:
         try:
             os.unlink(path)
         except OSError as exc:
-            raise _host_error(exc, self.entry.path)
+            raise _host_error(exc, self.entry.path) from None
         self.fd = _open_entry(self.dest, self.entry)
         done = 0
         while done < self.pos:

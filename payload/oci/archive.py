@@ -13,7 +13,7 @@ import tarfile
 from typing import Callable, Optional, Union
 
 from payload.errors import HostError, IntegrityError
-from payload.fs import atomic_file
+from payload.fs import CHUNK, atomic_file
 from payload.oci.reference import (
     OCI_INDEX,
     Descriptor,
@@ -220,7 +220,7 @@ def holds_image(path: str, manifest_digest: str) -> bool:
                 sha = hashlib.sha256()
                 keep = "sha256:" + encoded == manifest_digest
                 while True:
-                    chunk = source.read(1 << 20)
+                    chunk = source.read(CHUNK)
                     if not chunk:
                         break
                     sha.update(chunk)

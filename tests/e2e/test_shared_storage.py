@@ -8,11 +8,12 @@ import shutil
 
 import pytest
 
+from testing.bundles import LIST_IMAGES, images_manifest, images_project
+from testing.faults import ENTRY, SMALL, build, expected_files, install_problems, start, write_project
+from testing.helpers import flip_byte
+from testing.images import build_solo_images
+from testing.registry import Registry, push
 from tests.conftest import require_registry_tools
-from tests.fixtures.bundles import LIST_IMAGES, images_manifest, images_project
-from tests.fixtures.faults import ENTRY, SMALL, build, expected_files, install_problems, start, write_project
-from tests.fixtures.images import build_solo_images
-from tests.fixtures.registry import Registry, push
 
 IMAGE = '\n[[image]]\nname = "hello"\nref = "oci-archive:hello.tar"\n'
 
@@ -39,15 +40,6 @@ def _install_both(versions, root):
         assert result.returncode == 0 and result.stdout.startswith("RAN " + version), result.stderr
         ids[version] = result.stdout.split()[2]
     return root / ids["1.0.0"], root / ids["1.0.1"]
-
-
-def _flip(path, offset):
-    """Change one byte of `path` in place."""
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)
-        f.seek(offset)
-        f.write(bytes([byte[0] ^ 0xFF]))
 
 
 def _stat(path):
@@ -102,7 +94,7 @@ def test_repair_of_one_version_does_not_change_the_other(versions, tmp_path):
     old, new = _install_both(versions, root)
     # Damage through the old version's names, which the new version shares: one file edited in place, one
     # re-moded, the image archive cut.
-    _flip(old / "bin/crun", 0)
+    flip_byte(old / "bin/crun", 0)
     os.chmod(old / "bin/flock", 0o700)
     with open(old / "images/hello.tar", "r+b") as f:
         f.truncate(os.path.getsize(old / "images/hello.tar") // 2)
@@ -128,9 +120,9 @@ def test_a_damaged_file_of_an_installed_version_is_not_linked_into_a_new_one(ver
     root = tmp_path / "root"
     first = start(versions["1.0.0"][0], root)
     old = root / first.stdout.split()[2]
-    _flip(old / "bin/crun", os.path.getsize(old / "bin/crun") - 1)  # same size: found only by comparing bytes
+    flip_byte(old / "bin/crun", os.path.getsize(old / "bin/crun") - 1)  # same size: found only by comparing bytes
     shutil.copy(old / "images/hello.tar", root / "hello.tar.saved")
-    _flip(old / "images/hello.tar", os.path.getsize(old / "images/hello.tar") // 2)
+    flip_byte(old / "images/hello.tar", os.path.getsize(old / "images/hello.tar") // 2)
     second = start(versions["1.0.1"][0], root)
     assert second.returncode == 0 and second.stdout.startswith("RAN 1.0.1"), second.stderr
     new = root / second.stdout.split()[2]
