@@ -227,15 +227,17 @@ class Workspace:
         self.cache = self.dir / "cache"
         self.make_cpu = {}  # bundle name: CPU seconds of its `bundler make` (the process and its children)
 
-    def make_bundle(self, name, files, level, options=()):
-        """A real bundle (entrypoint: a script that exits 0) built by the real CLI. `files`: (path, source)."""
-        project = self.dir / name
+    def make_bundle(self, name, files, level, options=(), version="1.0.0", launcher=None):
+        """A real bundle (entrypoint: a script that exits 0) built by the real CLI. `files`: (path, source). With
+        `launcher` (the script's text), the script is in a group of its own: versions that differ only in it share
+        every other group."""
+        project = self.dir / (name if version == "1.0.0" else f"{name}-{version}")
         project.mkdir()
-        (project / "true.sh").write_text(TRUE_SCRIPT)
+        (project / "true.sh").write_text(launcher or TRUE_SCRIPT)
         lines = [
             "[bundle]",
             f'name = "{name}"',
-            'version = "1.0.0"',
+            f'version = "{version}"',
             'entrypoint = ["bin/true"]',
             'host_libs = ["*"]  # the bench measures sizes and times; what the binaries link is not its concern',
             "",
@@ -243,12 +245,12 @@ class Workspace:
             'path = "bin/true"',
             'mode = "0755"',
             'source = { url = "true.sh" }',
-        ]
+        ] + (['group = "launcher"'] if launcher else [])
         for path, source in files:
             lines += ["", "[[file]]", f'path = "{path}"', 'mode = "0755"', f'source = {{ url = "file://{source}" }}']
         lines += ["", "[variants.offline]", 'embed = "all"', ""]
         (project / "bundle.toml").write_text("\n".join(lines))
-        exe = project / name
+        exe = project / project.name
         seconds, cpu = _timed_process(
             [
                 sys.executable,
@@ -1425,6 +1427,42 @@ def _release_bundle(ws, release, version, names, level, cache):
     return exe
 
 
+def _disk_used(root):
+    """Bytes of disk under `root`: st_blocks of every distinct inode, each hard link counted once (as du does)."""
+    seen, total = set(), 0
+    for dirpath, _, filenames in os.walk(root):
+        for name in [dirpath] + [os.path.join(dirpath, n) for n in filenames]:
+            st = os.lstat(name)
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total
+
+
+def figure_shared_versions(ws, binaries, sizes):
+    """The disk two installed versions use when they differ in one small file (the launcher script),
+    divided by the disk one version uses (goal <= 1.05): every file the other version holds is a hard link."""
+    files = [(f"bin/{i:02d}-{os.path.basename(p)}", p) for i, p in enumerate(binaries)]
+    log(f"shared versions: two versions of {len(files)} files that differ in their launcher")
+    old, _ = ws.make_bundle("shared", files, sizes.level, launcher=TRUE_SCRIPT)
+    new, _ = ws.make_bundle("shared", files, sizes.level, version="1.0.1", launcher=TRUE_SCRIPT + "# 1.0.1\n")
+    root = ws.dir / "shared-root"
+    run([old, "--bundle-dir", root])
+    one = _disk_used(root)
+    run([new, "--bundle-dir", root])
+    two = _disk_used(root)
+    du = int(run(["du", "-s", "--block-size=1", root]).stdout.split()[0])
+    return Figure(
+        "two installed versions, one small file apart: disk / one version",
+        two / one,
+        1.05,
+        details=[
+            f"one version {one / MB:.2f} MB, both {two / MB:.2f} MB (st_blocks of distinct inodes; du -s says "
+            f"{du / MB:.2f} MB)"
+        ],
+    )
+
+
 def figure_containerd_update(ws, sizes):
     """Figures of a fleet update: a device on Debian's containerd deb12u2 updates to deb12u3 (containerd, ctr and
     the shim in one group; --quick: the shim alone) through a docker-registry on loopback, with the delta
@@ -1574,6 +1612,7 @@ def main(argv=None):
         figures.append(figure_extract(ws, bins, sizes, total))
         figures.append(figure_stored_size(bins, make_seconds, binaries, total, sizes.level))
         figures.append(figure_framed_extract(ws, bins, files, sizes, total))
+        figures.append(figure_shared_versions(ws, binaries, sizes))
         figures += image_figures(ws, sizes)
         figures.append(figure_split_extract(ws, bins, sizes))
         figures += figure_containerd_update(ws, sizes)
