@@ -32,6 +32,7 @@ _INDEX_OPTIONAL = (
     "min_glibc_file",
     "parts",
     "update_repository",
+    "pull",
 )
 _PART_KEYS = ("name", "size", "sha256")
 _GROUP_KEYS = ("name", "frames")
@@ -276,6 +277,7 @@ class Index:
         parts=(),
         update_repository=None,
         min_glibc_file=None,
+        pull=rules.PULL_BACKGROUND,
     ):
         self.name = name
         self.version = version
@@ -293,6 +295,7 @@ class Index:
         self.min_glibc_file = min_glibc_file  # the file that needs it; None when the stub does
         self.parts = list(parts)
         self.update_repository = update_repository  # where --bundle-update looks by default (docs/fleet.md)
+        self.pull = pull  # when the device pulls the images left out (docs/images.md)
 
     def with_parts(self, parts):
         """This index for the data area cut into `parts` (none: unsplit). Its outside_sha256 is the unsplit
@@ -314,6 +317,7 @@ class Index:
             parts,
             self.update_repository,
             self.min_glibc_file,
+            self.pull,
         )
 
     def to_json(self):
@@ -343,6 +347,8 @@ class Index:
             doc["parts"] = [p.to_json() for p in self.parts]
         if self.update_repository:
             doc["update_repository"] = self.update_repository
+        if self.pull != rules.PULL_BACKGROUND:  # the default is left out, so older indexes keep their bytes
+            doc["pull"] = self.pull
         return doc
 
     def to_bytes(self):
@@ -480,6 +486,9 @@ class Index:
             update_repository is None or rules.is_update_repository(update_repository),
             f"update_repository {update_repository!r} is not REGISTRY/REPO[:TAG] (no digest)",
         )
+        # Present only when not the default, so "background" written out is refused like any other value.
+        pull = doc.get("pull")
+        _require(pull in (None, rules.PULL_BEFORE_START), f"pull {pull!r} is not {rules.PULL_BEFORE_START!r}")
         return cls(
             doc["name"],
             doc["version"],
@@ -497,6 +506,7 @@ class Index:
             _parse_parts(doc, data_size),
             update_repository,
             min_glibc_file,
+            pull or rules.PULL_BACKGROUND,
         )
 
 

@@ -31,6 +31,10 @@ PLACEHOLDERS = ("{root}", "{images}", "{data}")
 DOCKER_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io")
 IMAGES_DIR = "images"  # under an installed version: one archive per image, and the blobs while installing
 LAYOUT_BLOBS = "blobs"  # where an OCI image layout, and IMAGES_DIR while installing, keep blobs by digest
+# When a device pulls the images a variant left out: after the runtime has started (the default), or before.
+PULL_BACKGROUND = "background"
+PULL_BEFORE_START = "before-start"
+PULL_MODES = (PULL_BACKGROUND, PULL_BEFORE_START)
 
 
 def _spelled(value, first, rest):

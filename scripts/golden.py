@@ -153,6 +153,7 @@ def index(groups, public_key):
         "entrypoint": ["bin/hello", "--data", "{data}", "--images", "{images}"],
         "description": "The golden test vector of the bundle format",
         "update_repository": "registry.example:5000/golden/hello:stable",
+        "pull": "before-start",
     }
     idx = build_index(
         identity,

@@ -14,6 +14,7 @@ from payload.fs import CHUNK
 from payload.index import Entry, Frame, Group, Index
 from payload.layout import SECTION, header_and_index, open_payload, write_section_content
 from payload.outside import PLACEHOLDER, outside_sha256
+from payload.rules import PULL_BACKGROUND
 
 
 def build_index(
@@ -48,6 +49,7 @@ def build_index(
         min_glibc=min_glibc,
         update_repository=identity.get("update_repository"),
         min_glibc_file=min_glibc_file,
+        pull=identity.get("pull") or PULL_BACKGROUND,
     )
 
 

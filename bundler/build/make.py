@@ -132,6 +132,7 @@ def make(request, cache, log=print):
         "entrypoint": list(manifest.entrypoint),
         "description": manifest.description,
         "update_repository": manifest.update_repository,
+        "pull": variant.pull,
     }
     index = build_index(
         identity,

@@ -8,7 +8,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from payload import arches
+from payload import arches, rules
 from payload.errors import UsageError
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.xz", ".tar.zst", ".zip")
@@ -70,6 +70,7 @@ class ImageSpec:
 class Variant:
     name: str
     embed: tuple[str, ...]
+    pull: str = rules.PULL_BACKGROUND  # when a device pulls the images left out (docs/images.md)
     line: int = field(default=0, compare=False, repr=False)
 
 

@@ -37,7 +37,7 @@ _BUNDLE_KEYS = ("name", "version", "entrypoint", "description", "min_glibc", "ho
 _FILE_KEYS = ("path", "mode", "group", "source")
 _SOURCE_KEYS = ("url", "sha256", "extract")
 _IMAGE_KEYS = ("name", "ref", "platform")
-_VARIANT_KEYS = ("embed",)
+_VARIANT_KEYS = ("embed", "pull")
 _UPDATE_KEYS = ("repository",)
 
 
@@ -453,8 +453,19 @@ class _Reader:
             display = f"[variants.{name}]"
             body = self.table(body, table, display, f'write {display} with embed = [...] or embed = "all"')
             self.check_keys(body, _VARIANT_KEYS, table, display)
-            variants[name] = Variant(name, self.read_embed(body, table, display, names), line=line)
+            embed = self.read_embed(body, table, display, names)
+            variants[name] = Variant(name, embed, self.read_pull(body, table, display), line=line)
         return variants
+
+    def read_pull(self, body: dict, table: tuple, display: str) -> str:
+        pull = body.get("pull", rules.PULL_BACKGROUND)
+        if pull not in rules.PULL_MODES:
+            choices = " or ".join(f'"{mode}"' for mode in rules.PULL_MODES)
+            self.fail(
+                self.lines.line(table, "pull"),
+                f'pull in {display} must be {choices}; write pull = "{rules.PULL_BEFORE_START}" or leave it out',
+            )
+        return pull
 
     def read_embed(self, body: dict, table: tuple, display: str, names: list[str]) -> tuple[str, ...]:
         embed = body.get("embed", [])

@@ -49,6 +49,14 @@ def test_update_repository_is_optional_and_kept():
     assert index.with_parts([]).update_repository == index.update_repository
 
 
+def test_pull_is_background_unless_the_index_says_before_start():
+    index = Index.from_bytes(_index(), 150)
+    assert "pull" not in json.loads(_index()) and index.pull == "background"
+    index = Index.from_bytes(_index(pull="before-start"), 150)
+    assert index.pull == "before-start" and index.to_json()["pull"] == "before-start"
+    assert index.with_parts([]).pull == "before-start"
+
+
 @pytest.mark.parametrize(
     "mutate, message",
     [
@@ -78,6 +86,8 @@ def test_update_repository_is_optional_and_kept():
         (lambda d: d.update(update_repository="r.example/demo@sha256:" + "a" * 64), "update_repository"),
         (lambda d: d.update(update_repository="No Ref"), "update_repository"),
         (lambda d: d.update(update_repository=7), "update_repository"),
+        (lambda d: d.update(pull="background"), "pull"),  # the default is never written
+        (lambda d: d.update(pull="later"), "pull"),
     ],
 )
 def test_index_that_lies_is_refused(mutate, message):

@@ -346,6 +346,12 @@ def test_variants_keep_manifest_order_and_embed_lists(tmp_path):
 def test_variant_without_embed_embeds_nothing(tmp_path):
     manifest = load(tmp_path, HEAD + '\n[[image]]\nname = "pause"\nref = "pause:3.10"\n[variants.bare]\n')
     assert manifest.variant("bare").embed == ()
+    assert manifest.variant("bare").pull == "background"
+
+
+def test_variant_pull_before_start(tmp_path):
+    manifest = load(tmp_path, HEAD + '\n[variants.eager]\npull = "before-start"\n')
+    assert manifest.variant("eager").pull == "before-start"
 
 
 # -- where file sources resolve -------------------------------------------------------------------------------
@@ -488,6 +494,12 @@ ERRORS = {
     "unknown key in a variant": (
         HEAD + "[variants.online]\nembeds = []   # <-\n",
         ["unknown key 'embeds' in [variants.online]; did you mean 'embed'?"],
+    ),
+    "unknown pull mode": (
+        HEAD + '[variants.online]\npull = "first"   # <-\n',
+        [
+            'pull in [variants.online] must be "background" or "before-start"; write pull = "before-start" or leave it out'
+        ],
     ),
     "unknown top-level table": (
         HEAD + "[variant.online]   # <-\n",
