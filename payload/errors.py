@@ -40,6 +40,12 @@ class NetworkError(BundleError):
     exit_code = 5
 
 
+class NotReady(BundleError):
+    """What was waited for is not there yet (--bundle-wait-images ran out of time)."""
+
+    exit_code = 6
+
+
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 

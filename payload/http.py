@@ -141,9 +141,16 @@ def transfer_errors():
     return (requests.RequestException, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
 
 
-def short_reason(error):
-    """One short lower-case line out of the nested exceptions requests and urllib3 raise."""
+def short_reason(error, timeout=None):
+    """One short lower-case line out of the nested exceptions requests and urllib3 raise. `timeout`: the
+    (connect, read) seconds the request was sent with, named when it ran out."""
     import urllib3
+
+    requests = requests_module()
+    if timeout is not None and isinstance(error, requests.ConnectTimeout):
+        return f"no connection within {timeout[0]:g} s (connect timeout)"
+    if timeout is not None and isinstance(error, requests.ReadTimeout):
+        return f"no answer within {timeout[1]:g} s (read timeout)"
 
     inner = error.args[0] if error.args else None
     if isinstance(inner, urllib3.exceptions.MaxRetryError) and inner.reason is not None:
@@ -159,7 +166,6 @@ def short_reason(error):
     if "IncompleteRead" in text or "Connection broken" in text:
         return "connection closed in the middle of the transfer"
     # after the errno check: urllib3's NewConnectionError is a subclass of its timeout error
-    requests = requests_module()
     if isinstance(error, (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)) or "timed out" in text:
         return "timed out"
     return text.splitlines()[0][:200] if text else type(error).__name__

@@ -1,14 +1,14 @@
 """Images on the device: one archive per image in BUNDLE_IMAGES, which `ctr images import`, skopeo, podman and
 k3s all read. Embedded images are written at install from their blobs; images the online variant left out are
-pulled by their pinned digest (never by tag), verified, and written atomically."""
+pulled by their pinned digest (never by tag), verified, and renamed in atomically (stub/pulls.py says when)."""
 
 import os
-import sys
 
 from payload import fs
-from payload.errors import IntegrityError
+from payload.errors import HostError, IntegrityError
 from payload.rules import DIR_MODE, IMAGES_DIR, LAYOUT_BLOBS, blob_path
-from stub.root import PULLS_DIR
+from stub.root import IMAGES_STATE as STATE_FILE
+from stub.root import LOCK
 
 
 def _blob(root, digest):
@@ -27,7 +27,7 @@ def _read_blob(root, digest, image, what):
 
 def write_embedded(work, index):
     """At install, in the work dir: turn the extracted blobs into one archive per embedded image that is not
-    there already."""
+    there already, and write the state file (embedded images ready, the others pending)."""
     import shutil
 
     from payload.oci.archive import write_image_archive
@@ -46,6 +46,8 @@ def write_embedded(work, index):
             os.path.join(images, image.archive_name), parse_reference(image.ref), manifest_bytes, config_bytes, blobs
         )
     shutil.rmtree(os.path.join(images, LAYOUT_BLOBS), ignore_errors=True)
+    if index.images:
+        write_state(images, index)
 
 
 def missing(inst, index):
@@ -59,7 +61,7 @@ def _registries(values, env_name, environ, parse=None):
     return tuple((parse or parse_registry_host)(v) for v in list(values) + extra)
 
 
-def registry_client(opts, environ):
+def registry_client(opts, environ, progress=None):
     """The registry client of this start: mirrors and insecure registries from the options and the environment.
     A mirror is checked like any registry (https with a verified certificate) unless it is also named insecure."""
     from payload.oci.reference import parse_insecure_registry
@@ -67,11 +69,8 @@ def registry_client(opts, environ):
 
     mirrors = _registries(opts.registry_mirror, "BUNDLE_REGISTRY_MIRRORS", environ)
     insecure = _registries(opts.insecure_registry, "BUNDLE_INSECURE_REGISTRIES", environ, parse_insecure_registry)
-    return RegistryClient(insecure_registries=insecure, mirrors=mirrors)
+    return RegistryClient(insecure_registries=insecure, mirrors=mirrors, progress=progress)
 
-
-def will_pull(inst, index, opts):
-    return not opts.no_pull and bool(missing(inst, index))
 
 
 def start_pull_early():
@@ -86,36 +85,15 @@ def start_pull_early():
     return http.import_in_background("payload.oci.registry")
 
 
-def pull_missing(inst, index, opts, environ):
-    """Pull what the online variant left out. Already pulled: nothing to do, no network touched."""
-    todo = missing(inst, index)
-    if not todo or opts.no_pull:
-        return
-    import shutil
-
-    from stub import locking
-    from stub.root import LOCK
-
-    lock = locking.exclusive(os.path.join(inst.root, LOCK))
-    try:
-        todo = missing(inst, index)  # another start may have pulled them while we waited
-        if not todo:
-            return
-        pulls = os.path.join(inst.root, PULLS_DIR)
-        os.makedirs(pulls, exist_ok=True)
-        with registry_client(opts, environ) as client:
-            for image in todo:
-                sys.stderr.write(f"{index.name}: pulling {image.ref} ({image.digest[:19]})\n")
-                _pull_one(client, image, inst, pulls)
-        shutil.rmtree(pulls, ignore_errors=True)
-    finally:
-        os.close(lock)
-
-
-def _pull_one(client, image, inst, pulls):
+def pull_one(client, image, inst, pulls, on_state):
+    """Pull one image by its pinned digest into `pulls`, verified, then rename its archive into BUNDLE_IMAGES
+    under the install lock (held for the rename only). on_state(image, state, detail) hears of each step."""
+    from payload import fs
     from payload.oci.archive import write_image_archive
     from payload.oci.reference import parse_image_manifest, parse_reference
+    from stub import locking
 
+    on_state(image, PULLING, "")
     ref = parse_reference(image.ref)
     pinned = ref.with_digest(image.digest)
     manifest_bytes = client.fetch_manifest(pinned)
@@ -127,5 +105,53 @@ def _pull_one(client, image, inst, pulls):
         # found there is hashed again before it is used (blobs are not fsync'ed: only the archive is).
         dest = os.path.join(pulls, layer.digest.partition(":")[2])
         blobs[layer.digest] = client.fetch_blob(pinned, layer.digest, dest, layer.size)
-    fs.safe_mkdir(inst.images, DIR_MODE)
-    write_image_archive(os.path.join(inst.images, image.archive_name), ref, manifest_bytes, config_bytes, blobs)
+    staged = write_image_archive(os.path.join(pulls, image.archive_name), ref, manifest_bytes, config_bytes, blobs)
+    lock = locking.exclusive(os.path.join(inst.root, LOCK))
+    try:
+        if not os.path.isdir(inst.path):
+            raise HostError(f"version {inst.bundle_id} was removed from {inst.root} while its images were pulled")
+        fs.safe_mkdir(inst.images, DIR_MODE)
+        fs.commit(staged, os.path.join(inst.images, image.archive_name))
+        on_state(image, READY, "")
+    finally:
+        os.close(lock)
+
+
+# BUNDLE_IMAGES/.state: one line per image of the bundle, in the index's order, four tab-separated fields:
+# name, state, pinned digest, detail (the last failure, or empty). docs/images.md documents it.
+READY, PENDING, PULLING, FAILED = "ready", "pending", "pulling", "failed"
+
+
+def write_state(images_dir, index, changes=None):
+    """Write the state file of `images_dir` atomically: an image whose archive is there is ready, one in
+    `changes` ({name: (state, detail)}) has that state, the others keep the state the file gave them (pending
+    when it gave none)."""
+    known = read_state(images_dir)
+    lines = []
+    for image in index.images:
+        if os.path.exists(os.path.join(images_dir, image.archive_name)):
+            state, detail = READY, ""
+        elif changes and image.name in changes:
+            state, detail = changes[image.name]
+        elif image.name in known and known[image.name][0] != READY:
+            state, detail = known[image.name][0], known[image.name][2]
+        else:
+            state, detail = PENDING, ""
+        detail = " ".join(detail.split())  # one line, no tabs
+        lines.append(f"{image.name}\t{state}\t{image.digest}\t{detail}\n")
+    fs.write_atomic(os.path.join(images_dir, STATE_FILE), "".join(lines))
+
+
+def read_state(images_dir):
+    """{name: (state, digest, detail)} from the state file of `images_dir`; empty when there is none."""
+    try:
+        with open(os.path.join(images_dir, STATE_FILE), encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, ValueError):
+        return {}
+    found = {}
+    for line in text.splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 4 and not line.startswith("#"):
+            found[fields[0]] = (fields[1], fields[2], fields[3])
+    return found

@@ -54,7 +54,9 @@ def bundle_variables(inst, index):
     ]
 
 
-def environment(environ, inst, index):
+def clean_environment(environ):
+    """`environ` without the bootloader's traces: what a program this stub starts (the runtime, or the bundle
+    again for a background pull, which must unpack on its own) gets."""
     env = dict(environ)
     for name in PYINSTALLER_VARS:
         env.pop(name, None)
@@ -63,6 +65,11 @@ def environment(environ, inst, index):
         env["LD_LIBRARY_PATH"] = env.pop("LD_LIBRARY_PATH_ORIG")
     elif getattr(sys, "frozen", False):
         env.pop("LD_LIBRARY_PATH", None)
+    return env
+
+
+def environment(environ, inst, index):
+    env = clean_environment(environ)
     env.update(bundle_variables(inst, index))
     return env
 

@@ -58,6 +58,12 @@ def run(prog, args):
             sys.stdout.write(report + "\n")
             return 0
         name = payload.index.name
+        if opts.pull_worker or opts.wait_images is not None:
+            from stub import pulls
+
+            if opts.pull_worker:
+                return pulls.work(payload, opts)
+            return pulls.wait(payload, opts, path, os.environ)
         if opts.gc:
             from stub import gc
 
@@ -81,10 +87,10 @@ def run(prog, args):
 
             sys.stdout.write(update.update(payload, f, path, opts, os.environ) + "\n")
             return 0
-        return _install_and_run(payload, f, opts, umask)
+        return _install_and_run(payload, f, opts, umask, path)
 
 
-def _install_and_run(payload, f, opts, umask):
+def _install_and_run(payload, f, opts, umask, path):
     from stub import images, install, launch, locking, owner, rollback
 
     index = payload.index
@@ -92,8 +98,13 @@ def _install_and_run(payload, f, opts, umask):
     inst = Installation(root, payload.bundle_id)
     if not opts.extract and not inst.is_installed():  # --bundle-extract only unpacks: it may serve another system
         install.check_glibc(index)
-    if images.will_pull(inst, index, opts):
-        images.start_pull_early()
+    # Images left out are pulled after the install: in the background (the runtime starts at once), or first.
+    pulls = None
+    if not opts.no_pull and images.missing(inst, index):
+        from stub import pulls
+
+        if not pulls.in_background(index, opts):
+            images.start_pull_early()  # while the install waits for the disk
     install.prepare_root(inst.root)
     owner.check(inst.root, index.name)
     downgrade = rollback.check_downgrade(inst.root, inst.bundle_id, index, opts.allow_downgrade)
@@ -120,7 +131,11 @@ def _install_and_run(payload, f, opts, umask):
         install.install(payload, f, inst, after_extract=lambda work: images.write_embedded(work, index))
     if key_to_pin is not None:
         trust.pin(inst.root, key_to_pin)  # only once the install holds
-    images.pull_missing(inst, index, opts, os.environ)
+    if pulls is not None and images.missing(inst, index):
+        if pulls.in_background(index, opts):
+            pulls.start_background(inst, opts, path)
+        else:
+            pulls.pull_now(inst, index, opts, os.environ)
     if opts.extract:
         sys.stdout.write(inst.path + "\n")
         return 0

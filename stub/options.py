@@ -15,6 +15,7 @@ FLAGS = (
     "--bundle-repair",
     "--bundle-install",
     "--bundle-no-pin",
+    "--bundle-pull-worker",  # internal: the detached background puller a start launches (stub/pulls.py)
 )
 VALUED = (
     "--bundle-dir",
@@ -27,6 +28,7 @@ VALUED = (
 )
 UPDATE = "--bundle-update"  # a flag with an optional value: --bundle-update [REF]
 REPEATABLE = ("--bundle-registry-mirror", "--bundle-insecure-registry")
+WAIT = "--bundle-wait-images"  # NAME... [--timeout S]: takes the rest of the command line
 
 HELP = """\
 usage: %(prog)s [BUNDLE OPTIONS] [--] [ARGS...]
@@ -57,22 +59,55 @@ bundle options (consumed here, never passed on; they must come before ARGS):
   --bundle-allow-downgrade        run this bundle even though it is older than the current version
                                   (it then becomes current)
   --bundle-no-pull                do not pull the images the online variant left out
+  --bundle-wait-images [NAME...] [--timeout S]
+                                  wait until these images (default: all) are in BUNDLE_IMAGES, starting the
+                                  background pull if none runs; print their archives; exit 6 after S seconds
   --bundle-registry-mirror HOST[:PORT]   try this registry first (repeatable; env BUNDLE_REGISTRY_MIRRORS)
   --bundle-insecure-registry HOST:PORT   allow plain http to this registry (repeatable)
   --bundle-help                   this text
 
-exit codes: 0 (or the runtime's own), 2 usage, 3 integrity, 4 environment, 5 network or registry
+exit codes: 0 (or the runtime's own), 2 usage, 3 integrity, 4 environment, 5 network or registry,
+6 images still missing when --bundle-wait-images timed out
 """
 
 
 class Options:
     def __init__(self):
         self.info = self.json = self.verify = self.gc = self.no_pull = self.help = False
-        self.rollback = self.allow_downgrade = self.repair = self.install = self.no_pin = False
+        self.rollback = self.allow_downgrade = self.repair = self.install = self.pull_worker = self.no_pin = False
+        self.wait_images = self.timeout = None
         self.dir = self.extract = self.key = self.update = self.update_output = self.delta_memory = None
         self.registry_mirror = []
         self.insecure_registry = []
         self.args = []
+
+
+def _wait_arguments(rest):
+    """The image names and the timeout (seconds, or None: no limit) after --bundle-wait-images."""
+    names, timeout = [], None
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        if arg == "--timeout" or arg.startswith("--timeout="):
+            if "=" in arg:
+                value = arg.partition("=")[2]
+            elif i + 1 < len(rest):
+                i += 1
+                value = rest[i]
+            else:
+                raise UsageError("--timeout needs a number of seconds")
+            try:
+                timeout = float(value)
+            except ValueError:
+                timeout = -1.0
+            if not timeout >= 0 or timeout == float("inf"):
+                raise UsageError(f"--timeout {value!r} is not a number of seconds; write e.g. --timeout 300")
+        elif arg.startswith("-"):
+            raise UsageError(f"{WAIT} takes image names and --timeout S, not {arg}")
+        else:
+            names.append(arg)
+        i += 1
+    return names, timeout
 
 
 def parse(argv):
@@ -92,6 +127,10 @@ def parse(argv):
         if not name.startswith("--bundle-"):
             break
         attr = name[len("--bundle-") :].replace("-", "_")
+        if name == WAIT and not eq:
+            opts.wait_images, opts.timeout = _wait_arguments(argv[i + 1 :])
+            i = len(argv)
+            break
         if name == UPDATE:
             if eq:
                 opts.update = value or True

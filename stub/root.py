@@ -16,7 +16,10 @@ PINS_DIR = ".trusted-keys"  # pinned public keys
 # Outside every root: keys an operator pins for every root a start as root uses (read, never written by a start)
 SHARED_PINS_DIR = "/etc/bundler/trusted-keys"
 KEPT_DIR = ".executables"  # bundle files an update replaced, named by bundle id
-PULLS_DIR = ".pulls"  # partly pulled blobs, resumed with Range
+PULLS_DIR = ".pulls"  # partly pulled blobs, resumed with Range, and archives until they are verified
+PULL_LOCK = ".pull.lock"  # exclusive flock of the one puller of this root; it holds the puller's PID
+PULL_LOG = ".pull.log"  # what the background puller says (it has no terminal)
+IMAGES_STATE = ".state"  # in a version's images dir: one line per image, ready or not (docs/images.md)
 UPDATES_DIR = ".updates"  # blobs of updates in progress, by new bundle id
 DATA_DIR = "data"  # state that outlives versions
 

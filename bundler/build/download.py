@@ -134,7 +134,7 @@ def _attempt(session, url, blob, timeout, display) -> None:
     try:
         response = session.get(url, headers=headers, stream=True, timeout=timeout)
     except (requests.ConnectionError, requests.Timeout) as exc:
-        raise http.Retry(http.short_reason(exc)) from None
+        raise http.Retry(http.short_reason(exc, timeout)) from None
     except requests.RequestException as exc:
         raise NetworkError(f"download of {url} failed: {http.short_reason(exc)}; check the URL") from None
 

@@ -367,7 +367,7 @@ class RegistryClient:
                     verify=endpoint.verify if same_origin(url, endpoint.base_url) else not self._insecure_host(target),
                 )
             except http.transfer_errors() as error:
-                raise http.Retry(http.short_reason(error)) from None
+                raise http.Retry(http.short_reason(error, self.timeout)) from None
             status = response.status_code
             if status in ok:
                 return response
@@ -493,7 +493,7 @@ class RegistryClient:
             try:
                 response = self._get_following_redirects(endpoint, url, headers, authorization)
             except http.requests_module().RequestException as error:
-                raise http.Retry(http.short_reason(error)) from None
+                raise http.Retry(http.short_reason(error, self.timeout)) from None
             status = response.status_code
             if status in (200, 206, 416):
                 return response
@@ -590,6 +590,10 @@ class RegistryClient:
                 timeout = (self.timeout[0], min(self.timeout[1], 15.0))
                 response = session.get(base_url + "/v2/", timeout=timeout, verify=verify)
                 response.close()
+            except requests.Timeout as error:
+                # A host that takes the connection and never answers (or never takes it) does not answer the
+                # next scheme or the next attempt either: waiting for them made a hung registry cost minutes.
+                raise _Unreachable(http.short_reason(error, timeout)) from None
             except requests.exceptions.SSLError as error:
                 if verify:
                     raise NetworkError(
@@ -663,7 +667,7 @@ class RegistryClient:
                         auth = (credentials.username, credentials.password)
                     response = session.get(realm, params=fields, auth=auth, timeout=self.timeout, verify=verify)
             except requests.RequestException as error:
-                raise http.Retry(http.short_reason(error)) from None
+                raise http.Retry(http.short_reason(error, self.timeout)) from None
             if response.status_code in (401, 403):
                 raise self._access_error(endpoint, ref, response.status_code)
             failure = http.status_failure(response)

@@ -165,6 +165,13 @@ def test_the_run_side_needs_no_excluded_module_on_its_main_paths(tmp_path, plain
         online = online_bundle(tmp_path / f"online-{registry.port}", registry.host, plain_stub)
         listed = run(online, "--bundle-dir", tmp_path / f"pulled-{registry.port}")
         assert listed.stdout.split() == ["base.tar"]
+    # the background puller, run here in the foreground (a start launches it detached, out of the blocker's
+    # reach), then the wait for what it pulled
+    background = online_bundle(tmp_path / "background", plain.host, plain_stub, pull="background")
+    pulled = tmp_path / "background-root"
+    assert run(background, "--bundle-dir", pulled, "--bundle-no-pull").stdout.split() == []
+    run(background, "--bundle-dir", pulled, "--bundle-pull-worker")
+    assert run(background, "--bundle-dir", pulled, "--bundle-wait-images", "base", "--timeout", "0").stdout
     plain.stop()
     try:
         run(online, "--bundle-dir", tmp_path / "gone-root", expect=5)

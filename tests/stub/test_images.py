@@ -59,4 +59,5 @@ def test_an_image_blob_missing_from_the_work_dir_is_an_integrity_error(tmp_path)
     assert caught.value.exit_code == 3
     _put_blob(work, config)
     images.write_embedded(work, index)
-    assert os.listdir(os.path.join(work, "images")) == ["pause.tar"]
+    assert sorted(os.listdir(os.path.join(work, "images"))) == [".state", "pause.tar"]
+    assert images.read_state(os.path.join(work, "images")) == {"pause": ("ready", digest, "")}
