@@ -14,8 +14,9 @@ IMAGES = {"base": "test/busybox:1", "derived": "test/derived:1"}
 
 
 def manifest(host, images=IMAGES):
-    """The image project: online embeds `base` and pulls the rest, offline embeds every image."""
-    return images_manifest(host, images, online_embed=["base"])
+    """The image project: online embeds `base` and pulls the rest before it starts (tests/e2e/test_background_pulls.py
+    has the default, in the background), offline embeds every image."""
+    return images_manifest(host, images, online_embed=["base"], pull="before-start")
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +114,7 @@ def test_online_pulls_at_first_start_then_runs_without_the_registry(project, cac
         assert failed.returncode == 5, failed.stderr
         error = [line for line in failed.stderr.splitlines() if "error" in line]
         assert len(error) == 1 and registry.host in error[0] and "derived" in error[0]
+        assert "--bundle-no-pull" in error[0]
         assert "Traceback" not in failed.stderr
         assert (other / "current" / "images" / "base.tar").exists()
         assert not (other / "current" / "images" / "derived.tar").exists()
