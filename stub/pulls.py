@@ -88,7 +88,9 @@ def _spawn_detached(argv, env, log_path):
     try:
         log = os.open(log_path, flags, 0o644)
     except OSError as exc:
-        raise HostError(f"cannot open the pull log {log_path}: {exc.strerror}; choose a writable --bundle-dir")
+        raise HostError(
+            f"cannot open the pull log {log_path}: {exc.strerror}; choose a writable --bundle-dir"
+        ) from None
     null = os.open(os.devnull, os.O_RDONLY)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -216,7 +218,7 @@ def _pulls_dir(inst):
     try:
         os.makedirs(pulls, exist_ok=True)
     except OSError as exc:
-        raise HostError(f"cannot create {pulls}: {exc.strerror}; choose a writable --bundle-dir")
+        raise HostError(f"cannot create {pulls}: {exc.strerror}; choose a writable --bundle-dir") from None
     fs.remove_dead_temps(pulls)  # archives a killed puller was writing
     return pulls
 

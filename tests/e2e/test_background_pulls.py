@@ -159,7 +159,7 @@ def test_make_against_a_registry_that_never_answers_names_the_timeout_and_host(t
     hole = socket.socket()
     hole.bind(("127.0.0.1", 0))
     hole.listen(64)
-    host = "127.0.0.1:%d" % hole.getsockname()[1]
+    host = f"127.0.0.1:{hole.getsockname()[1]}"
     try:
         project = images_project(tmp_path / "project", images_manifest(host, IMAGES, online_embed=["base"]))
         made = bundler("make", "--variant", "online", "--cache-dir", tmp_path / "cache", cwd=project, check=False)

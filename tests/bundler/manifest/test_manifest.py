@@ -498,7 +498,8 @@ ERRORS = {
     "unknown pull mode": (
         HEAD + '[variants.online]\npull = "first"   # <-\n',
         [
-            'pull in [variants.online] must be "background" or "before-start"; write pull = "before-start" or leave it out'
+            'pull in [variants.online] must be "background" or "before-start"; '
+            'write pull = "before-start" or leave it out'
         ],
     ),
     "unknown top-level table": (
