@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from tests.fixtures.bundles import images_manifest, images_project
-from tests.fixtures.registry import FaultProxy, Registry, push
-from tests.helpers import bundler, run
+from testing.bundles import images_manifest, images_project
+from testing.helpers import bundler, run
+from testing.registry import FaultProxy, Registry, push
 
 IMAGES = {"base": "test/busybox:1", "derived": "test/derived:1"}
 SAFETY = 180  # seconds: a safety net, never a measurement
