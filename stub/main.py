@@ -99,12 +99,12 @@ def _install_and_run(payload, f, opts, umask, path):
     if not opts.extract and not inst.is_installed():  # --bundle-extract only unpacks: it may serve another system
         install.check_glibc(index)
     # Images left out are pulled after the install: in the background (the runtime starts at once), or first.
-    pulls = None
+    pulls = early_import = None
     if not opts.no_pull and images.missing(inst, index):
         from stub import pulls
 
         if not pulls.in_background(index, opts):
-            images.start_pull_early()  # while the install waits for the disk
+            early_import = images.start_pull_early()  # while the install waits for the disk
     install.prepare_root(inst.root)
     owner.check(inst.root, index.name)
     downgrade = rollback.check_downgrade(inst.root, inst.bundle_id, index, opts.allow_downgrade)
@@ -135,6 +135,10 @@ def _install_and_run(payload, f, opts, umask, path):
         if pulls.in_background(index, opts):
             pulls.start_background(inst, opts, path)
         else:
+            if early_import is not None:
+                # Two threads importing at once can each hold a lock the other waits for (an import lock, the
+                # lazy-library finder's): the pull imports only once the head start is over.
+                early_import.join()
             pulls.pull_now(inst, index, opts, os.environ)
     if opts.extract:
         sys.stdout.write(inst.path + "\n")

@@ -119,7 +119,7 @@ def _starts_before_the_image_then_gets_it(exe, root, reason):
 def _arrives(runtime, root):
     out, err = runtime.communicate(timeout=SAFETY)
     assert runtime.returncode == 0, err
-    assert str(root / "current" / "images" / "derived.tar") in out.split()  # printed by --bundle-wait-images
+    assert str((root / "current").resolve() / "images" / "derived.tar") in out.split()  # by --bundle-wait-images
     assert "derived.tar" in out.split()  # listed by the runtime afterwards
     assert _state(root)["derived"][0] == "ready" and _state(root)["base"][0] == "ready"
     _until(lambda: not _pullers(root), "the puller's exit once everything is there")
