@@ -123,9 +123,13 @@ def test_offline_bundle_runs_a_container_with_no_registry(offline, registry, dev
 
 def test_online_bundle_pulls_at_first_start_then_runs_offline(online, registry, device, solo_images):
     dev = device(online)
+    # The runtime starts at once with the embedded image; world arrives in the background, waited for here.
+    started = dev.run("run", "hello", "echo", "started")
+    assert started.returncode == 0 and started.stdout.strip() == "started", started.stderr
+    waited = dev.run("--bundle-wait-images", "world", "--timeout", RUN_TIMEOUT)
+    assert waited.returncode == 0 and waited.stdout.strip().endswith("/images/world.tar"), waited.stderr
     first = dev.run("run", "world")
-    assert first.returncode == 0, first.stderr
-    assert "pulling" in first.stderr and first.stdout.strip() == solo_images.world.greeting
+    assert first.returncode == 0 and first.stdout.strip() == solo_images.world.greeting, first.stderr
     info = json.loads(
         subprocess.run([str(dev.exe), "--bundle-info", "--json"], capture_output=True, text=True, check=True).stdout
     )
