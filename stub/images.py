@@ -72,7 +72,6 @@ def registry_client(opts, environ, progress=None):
     return RegistryClient(insecure_registries=insecure, mirrors=mirrors, progress=progress)
 
 
-
 def start_pull_early():
     """Import the network stack now, in a thread, for a pull that follows the install."""
     # hashlib first, on this thread: it unpacks the stub's on-demand OpenSSL set (stub/lazylibs.py) before a second
