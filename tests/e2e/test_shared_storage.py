@@ -69,7 +69,7 @@ def _extra(root, expected):
     found = set()
     for dirpath, _, names in os.walk(root / "current"):
         found.update(os.path.relpath(os.path.join(dirpath, n), root / "current") for n in names)
-    extra = found - set(expected) - {".bundle-installed", ".bundle-index.json", "images/hello.tar"}
+    extra = found - set(expected) - {".bundle-installed", ".bundle-index.json", "images/hello.tar", "images/.state"}
     return [f"unexpected {sorted(extra)}"] if extra else []
 
 
@@ -145,7 +145,7 @@ def test_a_new_version_links_the_image_an_installed_one_pulled_and_does_not_pull
 ):
     built = []
     for version in ("1.0.0", "1.0.1"):
-        text = images_manifest(registry.host, {"base": "test/busybox:1"}, offline=False)
+        text = images_manifest(registry.host, {"base": "test/busybox:1"}, offline=False, pull="before-start")
         project = images_project(tmp_path / version, text.replace('version = "1.0.0"', f'version = "{version}"'))
         (project / "list.sh").write_text(LIST_IMAGES + f"# {version}\n")
         built.append(
