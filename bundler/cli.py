@@ -273,18 +273,13 @@ def _summary(output, index):
     type=click.Path(dir_okay=False, path_type=Path),
     help="Default: BUNDLE itself (it becomes the executable, its parts and BUNDLE.sha256 go beside it).",
 )
-@click.option(
-    "--sign",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    metavar="KEY",
-    help="The private key a signed bundle was signed with (a split changes the index it signs).",
-)
-def split(bundle, size, output, sign):
-    """Split a bundle already made into its executable and parts of at most SIZE."""
+def split(bundle, size, output):
+    """Split a bundle already made into its executable and parts of at most SIZE (no key needed: the bundle id
+    and the signature stay)."""
     from bundler.commands import split_bundle
 
     output = output or bundle
-    click.echo(_summary(output, split_bundle(bundle, size, output, sign)))
+    click.echo(_summary(output, split_bundle(bundle, size, output)))
 
 
 def _made(output, index):
@@ -313,20 +308,14 @@ def _made(output, index):
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("dest_dir", type=click.Path(path_type=Path))
 @click.option("--split", type=SIZE, help="Cut the bundle into parts of at most SIZE on the way (e.g. 2G for FAT32).")
-@click.option(
-    "--sign",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    metavar="KEY",
-    help="With --split: the private key a signed bundle was signed with.",
-)
-def copy(bundle, dest_dir, split, sign):
+def copy(bundle, dest_dir, split):
     """Copy a bundle (its parts and its .sha256) to a medium, read it all back and verify it; run again to resume."""
     from bundler.media.copy import copy_bundle
     from payload import progress as progress_display
 
     display = progress_display.callback()  # a bar on a terminal only
     try:
-        copy_bundle(bundle, dest_dir, split=split, sign=sign, progress=display, log=click.echo)
+        copy_bundle(bundle, dest_dir, split=split, progress=display, log=click.echo)
     finally:
         progress_display.finish(display)
 

@@ -14,7 +14,8 @@ from payload.report import describe
 def _open(bundle):
     f = open(bundle, "rb")
     try:
-        return open_payload(str(bundle), f), f
+        # inspect and verify read bundles from anywhere: a signature present is checked before the index is parsed
+        return open_payload(str(bundle), f, check_signature=True), f
     except BaseException:
         f.close()
         raise
@@ -50,13 +51,13 @@ def verify_bundle(bundle, key=None, as_json=False):
     )
 
 
-def split_bundle(bundle, size, output, sign=None):
-    """`bundler split`: write the executable and parts of `bundle` (in place when output is bundle)."""
-    from bundler.media.split import bundle_source, resigner, write_split
+def split_bundle(bundle, size, output):
+    """`bundler split`: write the executable and parts of `bundle` (in place when output is bundle); it keeps the
+    bundle id and the signature, so it needs no key."""
+    from bundler.media.split import bundle_source, write_split
 
     with open(bundle, "rb") as f:
-        source = bundle_source(bundle, f)
-        return write_split(source, output, size, resigner(source, sign))
+        return write_split(bundle_source(bundle, f), output, size)
 
 
 def _complete_arches(manifest, log=print):

@@ -3,5 +3,5 @@
 Runs on Python 3.9 and imports only the standard library, zstandard and (lazily) requests.
 """
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """The version of the bundle format specified in docs/format.md; the payload header and the index carry it."""

@@ -448,3 +448,64 @@ def _copy(src, offset, size, out, where):
             raise UsageError(f"{where} shrank while being copied; do not change it during the build")
         out.write(chunk)
         size -= len(chunk)
+
+
+def stub_pieces(f, name, before="pydata"):
+    """The pieces whose sha256 is a bundle's `stub_sha256` (docs/format.md, section 1): bytes, or (offset, length)
+    ranges of `f`, which together are the file without its section `name` (the payload) and the padding up to
+    `before`, with every field that depends on the section's size written the same way: the same pieces for every
+    bundle of one stub. Raises IntegrityError when a byte of the file would be covered by neither."""
+    elf = _Elf(f, _where(f))
+    where = elf.where
+    own, nxt = elf.index_of(name), elf.index_of(before)
+    if own is None or nxt is None or not elf.has_data(elf.sections[nxt]):
+        raise _damaged(where, f"no {name!r} section before a {before!r} section")
+    start, size = elf.sections[own][_SH_OFFSET], elf.sections[own][_SH_SIZE]
+    archive = elf.sections[nxt][_SH_OFFSET]
+    if archive < start + size:
+        raise _damaged(where, f"section {before!r} does not follow section {name!r}")
+    header_size = _IDENT_SIZE + elf.header_struct.size
+    table_size = len(elf.sections) * elf.sh_struct.size
+    if elf.header[_E_PHNUM] and elf.header[_E_PHOFF] + elf.header[_E_PHNUM] * elf.header[_E_PHENTSIZE] > start:
+        raise _damaged(where, "the program headers reach the payload section")
+    for number, offset, filesz in elf.segments():
+        if filesz and offset + filesz > start:
+            raise _damaged(where, f"segment {number} reaches the payload section")
+    end = archive
+    for number, sh in enumerate(elf.sections):
+        if number == own or not elf.has_data(sh):
+            continue
+        if sh[_SH_OFFSET] < archive and sh[_SH_OFFSET] + sh[_SH_SIZE] > start:
+            raise _damaged(where, f"section {elf.names[number]!r} lies inside the payload section or after it")
+        if sh[_SH_OFFSET] >= archive:
+            end = max(end, sh[_SH_OFFSET] + sh[_SH_SIZE])
+    shoff = elf.header[_E_SHOFF]
+    if shoff < end or shoff + table_size > elf.file_size or start < header_size:
+        raise _damaged(where, "the section header table does not follow the sections")
+    for gap_start, gap_end in ((start + size, archive), (end, shoff)):
+        _check_zeros(elf, gap_start, gap_end)
+    header = list(elf.header)
+    header[_E_SHOFF] = 0
+    sections = [list(sh) for sh in elf.sections]
+    for number, sh in enumerate(sections):
+        if number == own:
+            sh[_SH_OFFSET] = sh[_SH_SIZE] = 0
+        elif number and sh[_SH_OFFSET] >= archive:
+            sh[_SH_OFFSET] -= archive
+    return [
+        elf.ident + elf.header_struct.pack(*header),
+        (header_size, start - header_size),
+        (archive, end - archive),
+        b"".join(elf.sh_struct.pack(*sh) for sh in sections),
+        (shoff + table_size, elf.file_size - shoff - table_size),
+    ]
+
+
+def _check_zeros(elf, start, end):
+    elf.f.seek(start)
+    left = end - start
+    while left > 0:
+        chunk = elf.f.read(min(left, CHUNK))
+        if not chunk or chunk.count(0) != len(chunk):
+            raise _damaged(elf.where, f"bytes {start} to {end}, padding around the payload, are not zeros")
+        left -= len(chunk)

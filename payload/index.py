@@ -1,7 +1,10 @@
-"""The index: the one record of what a bundle holds. Its sha256 is the bundle id.
+"""The index: the one record of what a bundle holds, stored as two documents (docs/format.md, section 3).
 
-The index is canonical JSON (sorted keys, no spaces) so that the same content always gives the same id. Every
-field and rule is specified in docs/format.md (section 3); the rules themselves live in payload/rules.py.
+The content index says what a device installs and runs (entries, images, entrypoint, metadata, the stub's code);
+its sha256 is the bundle id and it is what a signature covers. The encoding table says how that content is
+packed (groups, frames and which entries each holds, parts); the payload header binds it, nothing signs it, so a
+repack or a split keeps the id. In memory they are one Index: an entry knows its group and stream offset, filled
+in from the table. Both are canonical JSON (sorted keys, no spaces); the rules live in payload/rules.py.
 """
 
 from payload import FORMAT_VERSION, arches, jsondecode, rules, small_sha
@@ -20,24 +23,17 @@ _INDEX_KEYS = (
     "arch",
     "bundler_version",
     "entrypoint",
-    "groups",
     "entries",
     "images",
+    "stub_sha256",
 )
-_INDEX_OPTIONAL = (
-    "require_key",
-    "outside_sha256",
-    "description",
-    "min_glibc",
-    "min_glibc_file",
-    "parts",
-    "update_repository",
-    "pull",
-)
+_INDEX_OPTIONAL = ("require_key", "description", "min_glibc", "min_glibc_file", "update_repository", "pull")
+_TABLE_KEYS = ("format", "groups")
+_TABLE_OPTIONAL = ("parts",)
 _PART_KEYS = ("name", "size", "sha256")
 _GROUP_KEYS = ("name", "frames")
-_FRAME_KEYS = ("offset", "csize", "size", "sha256")
-_ENTRY_KEYS = ("path", "kind", "mode", "size", "sha256", "group", "offset")
+_FRAME_KEYS = ("offset", "csize", "size", "sha256", "entries")
+_ENTRY_KEYS = ("path", "kind", "mode", "size", "sha256")
 _IMAGE_KEYS = ("name", "ref", "platform", "digest", "embedded")
 _EMBEDDED_KEYS = ("manifest", "layers", "size")
 _PATH_PROBLEMS = {
@@ -50,12 +46,25 @@ _PATH_PROBLEMS = {
     rules.DOT_OR_EMPTY: "has an empty, '.' or '..' component",
     rules.NOT_NORMAL: "is not normalised",
     rules.RESERVED: f"starts with {rules.RESERVED_PREFIX}, a name the installer keeps for itself",
+    rules.TOO_LONG: f"is longer than {rules.MAX_PATH_BYTES} bytes",
+    rules.TOO_DEEP: f"has more than {rules.MAX_PATH_DEPTH} components",
 }
 
 
-def _require(cond, message):
+def _require(cond, message, what="bundle index"):
     if not cond:
-        raise IntegrityError(f"bundle index is invalid: {message}; the bundle is damaged, copy it again")
+        raise IntegrityError(f"{what} is invalid: {message}; the bundle is damaged, copy it again")
+
+
+def _parse_json(data, what):
+    """The JSON document `data`, within the limits of docs/format.md 3.7 (checked on the raw bytes first): never
+    a RecursionError or a MemoryError, always an IntegrityError."""
+    problem = rules.json_size_problem(bytes(data))
+    _require(problem is None, problem, what)
+    try:
+        return jsondecode.loads(data)
+    except (UnicodeDecodeError, ValueError, RecursionError, MemoryError):
+        raise IntegrityError(f"{what} is not valid JSON; the bundle is damaged, copy it again") from None
 
 
 def _object(value, required, optional, what):
@@ -134,23 +143,26 @@ class ImageRecord:
 
 
 class Frame:
-    """One zstd frame of a group, decodable on its own: where its compressed bytes lie in the data area (`offset`,
-    `csize`, absolute: the file position is the payload's data_offset + offset), their sha256, and what it
-    decompresses to: `size` bytes, the group's stream from `start` (docs/format.md, section 4)."""
+    """One zstd frame, decodable on its own: where its compressed bytes lie (`offset`, `csize`: in the data area,
+    at file position data_offset + offset; in a build, in its group's frame file), their sha256, what it
+    decompresses to (`size` bytes, the group's stream from `start`), and `count`, how many entries it holds. The one
+    class for a frame on both sides: the index, the build's compressed groups, a registry's layers
+    (docs/format.md, section 4)."""
 
-    __slots__ = ("offset", "csize", "size", "sha256", "start", "number")
+    __slots__ = ("offset", "csize", "size", "sha256", "count", "start", "number", "group")
 
-    def __init__(self, offset, csize, size, sha256, start=0, number=1):
-        self.offset, self.csize, self.size, self.sha256 = offset, csize, size, sha256
-        self.start, self.number = start, number  # set by the group: in its stream, and 1, 2, ... in its list
+    def __init__(self, offset, csize, size, sha256, count=None, start=0, number=1, group=None):
+        self.offset, self.csize, self.size, self.sha256, self.count = offset, csize, size, sha256, count
+        # set by the group: in its stream, 1, 2, ... in its list, and its name
+        self.start, self.number, self.group = start, number, group
 
     @property
     def end(self):
         """Where its bytes end in the group's stream."""
         return self.start + self.size
 
-    def to_json(self):
-        return {"offset": self.offset, "csize": self.csize, "size": self.size, "sha256": self.sha256}
+    def __repr__(self):
+        return f"Frame({self.group!r}, {self.offset}, {self.csize}, {self.sha256[:12]})"
 
 
 class Group:
@@ -163,7 +175,7 @@ class Group:
         self.name, self.frames = name, list(frames)
         start = 0
         for number, frame in enumerate(self.frames, 1):
-            frame.start, frame.number = start, number
+            frame.start, frame.number, frame.group = start, number, name
             start += frame.size
 
     @property
@@ -207,8 +219,22 @@ class Group:
             by_frame[id(frame)].append(entry)
         return [(f, by_frame[id(f)]) for f in self.frames]
 
-    def to_json(self):
-        return {"name": self.name, "frames": [f.to_json() for f in self.frames]}
+    def to_json(self, entries, position):
+        """Its record in the encoding table; `entries` its entries, `position` maps id(entry) to its place in the
+        content index."""
+        return {
+            "name": self.name,
+            "frames": [
+                {
+                    "offset": f.offset,
+                    "csize": f.csize,
+                    "size": f.size,
+                    "sha256": f.sha256,
+                    "entries": [position[id(e)] for e in held],
+                }
+                for f, held in self.split_entries(entries)
+            ],
+        }
 
 
 class Entry:
@@ -216,20 +242,17 @@ class Entry:
 
     __slots__ = ("path", "kind", "mode", "size", "sha256", "group", "offset")
 
-    def __init__(self, path, kind, mode, size, sha256, group, offset):
+    def __init__(self, path, kind, mode, size, sha256, group=None, offset=None):
         self.path, self.kind, self.mode, self.size = path, kind, mode, size
-        self.sha256, self.group, self.offset = sha256, group, offset
+        self.sha256, self.group, self.offset = sha256, group, offset  # from the encoding table
 
     def to_json(self):
-        return {
-            "path": self.path,
-            "kind": self.kind,
-            "mode": self.mode,
-            "size": self.size,
-            "sha256": self.sha256,
-            "group": self.group,
-            "offset": self.offset,
-        }
+        """Its record in the content index: what is installed, never where it is stored."""
+        return {"path": self.path, "kind": self.kind, "mode": self.mode, "size": self.size, "sha256": self.sha256}
+
+
+def _table_require(cond, message):
+    _require(cond, message, _TABLE)
 
 
 class Part:
@@ -271,7 +294,7 @@ class Index:
         entries,
         images=(),
         require_key=None,
-        outside_sha256=None,
+        stub_sha256=None,
         description=None,
         min_glibc=None,
         parts=(),
@@ -289,7 +312,7 @@ class Index:
         self.entries = list(entries)
         self.images = list(images)
         self.require_key = require_key
-        self.outside_sha256 = outside_sha256  # payload/outside.py: the executable's bytes outside the section
+        self.stub_sha256 = stub_sha256  # payload/outside.py: the stub's code, the same in every bundle of one stub
         self.description = description
         self.min_glibc = min_glibc  # the glibc the bundle needs at least, "MAJOR.MINOR" (docs/devices.md)
         self.min_glibc_file = min_glibc_file  # the file that needs it; None when the stub does
@@ -298,8 +321,17 @@ class Index:
         self.pull = pull  # when the device pulls the images left out (docs/images.md)
 
     def with_parts(self, parts):
-        """This index for the data area cut into `parts` (none: unsplit). Its outside_sha256 is the unsplit
-        executable's: the writer of the split executable records its own (payload/outside.py)."""
+        """This index for the data area cut into `parts` (none: unsplit): the same content index."""
+        return self.with_groups(self.groups, None, parts)
+
+    def with_groups(self, groups, placement=None, parts=()):
+        """This index with its content packed as `groups` (and `parts`): the same content index, so the same bundle
+        id and signature. `placement` maps an entry's path to its (group name, offset); None keeps them."""
+
+        def where(e):
+            return (e.group, e.offset) if placement is None else placement[e.path]
+
+        entries = [Entry(e.path, e.kind, e.mode, e.size, e.sha256, *where(e)) for e in self.entries]
         return Index(
             self.name,
             self.version,
@@ -307,11 +339,11 @@ class Index:
             self.arch,
             self.bundler_version,
             self.entrypoint,
-            self.groups,
-            self.entries,
+            groups,
+            entries,
             self.images,
             self.require_key,
-            self.outside_sha256,
+            self.stub_sha256,
             self.description,
             self.min_glibc,
             parts,
@@ -329,32 +361,42 @@ class Index:
             "arch": self.arch,
             "bundler_version": self.bundler_version,
             "entrypoint": self.entrypoint,
-            "groups": [g.to_json() for g in self.groups],
             "entries": [e.to_json() for e in self.entries],
             "images": [i.to_json() for i in self.images],
+            "stub_sha256": self.stub_sha256,
         }
         if self.require_key:
             doc["require_key"] = self.require_key
-        if self.outside_sha256 is not None:
-            doc["outside_sha256"] = self.outside_sha256
         if self.description:
             doc["description"] = self.description
         if self.min_glibc:
             doc["min_glibc"] = self.min_glibc
         if self.min_glibc_file:
             doc["min_glibc_file"] = self.min_glibc_file
-        if self.parts:
-            doc["parts"] = [p.to_json() for p in self.parts]
         if self.update_repository:
             doc["update_repository"] = self.update_repository
         if self.pull != rules.PULL_BACKGROUND:  # the default is left out, so older indexes keep their bytes
             doc["pull"] = self.pull
         return doc
 
-    def to_bytes(self):
-        import json  # not at the top: an installed start reads an index, it never writes one
+    def table_json(self):
+        """The encoding table: groups, their frames and the entries each holds, parts."""
+        position = dict((id(e), n) for n, e in enumerate(self.entries))
+        doc = {
+            "format": FORMAT_VERSION,
+            "groups": [g.to_json(self.entries_of(g.name), position) for g in self.groups],
+        }
+        if self.parts:
+            doc["parts"] = [p.to_json() for p in self.parts]
+        return doc
 
-        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode("utf-8")
+    def to_bytes(self):
+        """The content index as stored: its sha256 is the bundle id, a signature covers it."""
+        return _canonical(self.to_json())
+
+    def table_bytes(self):
+        """The encoding table as stored."""
+        return _canonical(self.table_json())
 
     @property
     def bundle_id(self):
@@ -387,12 +429,10 @@ class Index:
         return [e for e in self.entries if e.kind == "file"]
 
     @classmethod
-    def from_bytes(cls, data, data_size):
-        """Parse and check an index; `data_size` is the size of the payload's data area it describes."""
-        try:
-            doc = jsondecode.loads(data)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise IntegrityError("bundle index is not valid JSON; the bundle is damaged, copy it again") from exc
+    def from_bytes(cls, data, table, data_size):
+        """Parse and check a content index and its encoding table; `data_size` is the size of the payload's data
+        area the table describes. Both within the limits of docs/format.md 3.7, in time linear in their size."""
+        doc = _parse_json(data, "bundle index")
         _require(isinstance(doc, dict), "not an object")
         _require(
             doc.get("format") == FORMAT_VERSION,
@@ -411,21 +451,14 @@ class Index:
         ep = doc["entrypoint"]
         _require(isinstance(ep, list) and ep and all(isinstance(a, str) for a in ep), "entrypoint is not a list")
         unknown = [p for a in ep[1:] for p in rules.unknown_placeholders(a)]
-        _require(not unknown, f"entrypoint has the unknown placeholder {unknown[0] if unknown else ''}")
-        groups = []
-        names = set()
-        _require(isinstance(doc["groups"], list), "groups is not a list")
-        for g in doc["groups"]:
-            _require(isinstance(g, dict), "group is not an object")
-            _require(rules.is_name(g.get("name")) and g["name"] not in names, "group name missing or repeated")
-            names.add(g["name"])
-            groups.append(_parse_group(_object(g, _GROUP_KEYS, (), "group {!r}".format(g["name"])), data_size))
-        spans = sorted((g.offset, g.offset + g.csize) for g in groups)
-        for (_, end), (start, _) in zip(spans, spans[1:]):
-            _require(start >= end, "groups overlap")
+        _require(not unknown, "entrypoint has the unknown placeholder %s" % (unknown[0] if unknown else ""))
+        _require(isinstance(doc["entries"], list), "entries is not a list")
+        _require(
+            len(doc["entries"]) <= rules.MAX_ENTRIES,
+            f"{len(doc['entries'])} entries, more than the {rules.MAX_ENTRIES} allowed",
+        )
         entries = []
         paths = set()
-        _require(isinstance(doc["entries"], list), "entries is not a list")
         for e in doc["entries"]:
             _require(isinstance(e, dict), "entry is not an object")
             path = _check_path(e.get("path"), "entry path")
@@ -437,29 +470,20 @@ class Index:
                 rules.is_mode(e["mode"]),
                 f"entry {path!r}: bad mode {e['mode']!r} (permission bits only, and {rules.MODE_RULE})",
             )
-            _require(rules.is_size(e["size"]) and rules.is_size(e["offset"]), f"entry {path!r}: bad size or offset")
+            _require(rules.is_size(e["size"]), f"entry {path!r}: bad size")
             _require(rules.is_sha256(e["sha256"]), f"entry {path!r}: bad sha256")
-            _require(e["group"] in names, "entry {!r}: unknown group {!r}".format(path, e["group"]))
             _require(
                 e["kind"] != "blob" or path == rules.blob_path("sha256:" + e["sha256"]),
                 "blob entry {!r} is not at {}".format(path, rules.blob_path("sha256:" + e["sha256"])),
             )
-            entries.append(Entry(path, e["kind"], e["mode"], e["size"], e["sha256"], e["group"], e["offset"]))
+            entries.append(Entry(path, e["kind"], e["mode"], e["size"], e["sha256"]))
         # The program run after install must be verified content inside the root, never a path of the host.
         _require(
             "{" not in ep[0] and any(e.path == ep[0] and e.kind == "file" for e in entries),
             f"entrypoint {ep[0]!r} is not a file of the bundle",
         )
-        clash = sorted(paths.intersection(d for p in paths for d in rules.parents(p)))
-        _require(not clash, f"entry {(clash[0] if clash else '')!r} is both a file and a directory")
-        for g in groups:
-            # Entries must tile their group's stream exactly: no gaps, no overlaps, nothing past its end.
-            pos = 0
-            for e in sorted((e for e in entries if e.group == g.name), key=lambda e: e.offset):
-                _require(e.offset == pos, f"entry {e.path!r} starts at {e.offset}, expected {pos}")
-                pos += e.size
-            _require(pos == g.size, f"group {g.name!r} holds {g.size} bytes, its entries {pos}")
-            g.split_entries(e for e in entries if e.group == g.name)  # each entry's bytes inside one frame
+        clash = rules.first_clash(paths)
+        _require(clash is None, f"entry {clash!r} is both a file and a directory")
         _require(isinstance(doc["images"], list), "images is not a list")
         blobs = set("sha256:" + e.sha256 for e in entries if e.kind == "blob")
         images = [ImageRecord.from_json(i, blobs) for i in doc["images"]]
@@ -467,8 +491,7 @@ class Index:
         _require(len(set(image_names)) == len(image_names), "an image name appears twice")
         require_key = doc.get("require_key")
         _require(require_key is None or rules.is_key_id(require_key), "require_key is not an ed25519 key")
-        outside = doc.get("outside_sha256")
-        _require(outside is None or rules.is_sha256(outside), "outside_sha256 is not a sha256")
+        _require(rules.is_sha256(doc["stub_sha256"]), "stub_sha256 is not a sha256")
         description = doc.get("description")
         _require(description is None or isinstance(description, str), "description is not a string")
         min_glibc = doc.get("min_glibc")
@@ -489,6 +512,7 @@ class Index:
         # Present only when not the default, so "background" written out is refused like any other value.
         pull = doc.get("pull")
         _require(pull in (None, rules.PULL_BEFORE_START), f"pull {pull!r} is not {rules.PULL_BEFORE_START!r}")
+        groups, parts = _parse_table(table, entries, data_size)
         return cls(
             doc["name"],
             doc["version"],
@@ -500,37 +524,84 @@ class Index:
             entries,
             images,
             require_key,
-            outside,
+            doc["stub_sha256"],
             description,
             min_glibc,
-            _parse_parts(doc, data_size),
+            parts,
             update_repository,
             min_glibc_file,
             pull or rules.PULL_BACKGROUND,
         )
 
 
-def _parse_group(g, data_size):
+def _canonical(doc):
+    import json  # not at the top: an installed start reads an index, it never writes one
+
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+_TABLE = "encoding table"
+
+
+def _parse_table(data, entries, data_size):
+    """The groups and parts of the encoding table `data`, and each entry's group and stream offset set from it:
+    every entry in exactly one frame, each frame's size the sum of its entries' signed sizes."""
+    doc = _parse_json(data, _TABLE)
+    _require(isinstance(doc, dict), "not an object", _TABLE)
+    _object(doc, _TABLE_KEYS, _TABLE_OPTIONAL, "the encoding table")
+    _require(doc["format"] == FORMAT_VERSION, "format {!r}".format(doc["format"]), _TABLE)
+    _require(isinstance(doc["groups"], list), "groups is not a list", _TABLE)
+    groups, names = [], set()
+    for g in doc["groups"]:
+        _require(isinstance(g, dict), "group is not an object", _TABLE)
+        _require(rules.is_name(g.get("name")) and g["name"] not in names, "group name missing or repeated", _TABLE)
+        names.add(g["name"])
+        groups.append(_parse_group(_object(g, _GROUP_KEYS, (), "group {!r}".format(g["name"])), entries, data_size))
+    spans = sorted((g.offset, g.offset + g.csize) for g in groups)
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        _require(start >= end, "groups overlap", _TABLE)
+    missing = [e.path for e in entries if e.group is None]
+    _require(not missing, "entry %r is in no frame" % (missing[0] if missing else ""), _TABLE)
+    return groups, _parse_parts(doc, data_size)
+
+
+def _parse_group(g, entries, data_size):
     """A group's frames: at least one, back to back, inside the data area; empty only as a group's one frame."""
     name, frames = g["name"], g["frames"]
-    _require(isinstance(frames, list) and frames, f"group {name!r}: frames is not a non-empty list")
-    parsed = []
+    _require(isinstance(frames, list) and frames, f"group {name!r}: frames is not a non-empty list", _TABLE)
+    parsed, stream = [], 0
     for number, f in enumerate(frames, 1):
         what = f"group {name!r} frame {number}"
         _object(f, _FRAME_KEYS, (), what)
         for key in ("offset", "csize", "size"):
-            _require(rules.is_size(f[key]), f"{what}: {key} is not a size")
-        _require(rules.is_sha256(f["sha256"]), f"{what}: bad sha256")
+            _require(rules.is_size(f[key]), f"{what}: {key} is not a size", _TABLE)
+        _require(rules.is_sha256(f["sha256"]), f"{what}: bad sha256", _TABLE)
         _require(
             f["offset"] + f["csize"] <= data_size,
             f"{what} ends at {f['offset'] + f['csize']}, past the payload's {data_size} bytes",
+            _TABLE,
         )
         _require(
             not parsed or f["offset"] == parsed[-1].offset + parsed[-1].csize,
             f"{what} does not start where frame {number - 1} ends",
+            _TABLE,
         )
-        _require(f["size"] > 0 or len(frames) == 1, f"{what} is empty; only a group's one frame may be")
-        parsed.append(Frame(f["offset"], f["csize"], f["size"], f["sha256"]))
+        _require(f["size"] > 0 or len(frames) == 1, f"{what} is empty; only a group's one frame may be", _TABLE)
+        held = f["entries"]
+        _require(isinstance(held, list), f"{what}: entries is not a list", _TABLE)
+        start = stream
+        for n in held:
+            _require(rules.is_size(n) and n < len(entries), f"{what}: entry {n!r} is not in the index", _TABLE)
+            entry = entries[n]
+            _require(entry.group is None, f"{what}: entry {entry.path!r} is in two frames", _TABLE)
+            entry.group, entry.offset = name, stream
+            stream += entry.size
+        _require(
+            stream - start == f["size"],
+            f"{what} holds {f['size']} bytes, its entries {stream - start}",
+            _TABLE,
+        )
+        parsed.append(Frame(f["offset"], f["csize"], f["size"], f["sha256"], len(held)))
     return Group(name, parsed)
 
 
@@ -538,16 +609,18 @@ def _parse_parts(doc, data_size):
     if "parts" not in doc:
         return []
     parts, names = [], set()
-    _require(isinstance(doc["parts"], list) and doc["parts"], "parts is not a non-empty list")
+    _table_require(isinstance(doc["parts"], list) and doc["parts"], "parts is not a non-empty list")
     for p in doc["parts"]:
-        _require(isinstance(p, dict), "part is not an object")
+        _table_require(isinstance(p, dict), "part is not an object")
         _check_part_name(p.get("name"))
         _object(p, _PART_KEYS, (), "part {!r}".format(p["name"]))
-        _require(p["name"] not in names, "part {!r} appears twice".format(p["name"]))
+        _table_require(p["name"] not in names, "part {!r} appears twice".format(p["name"]))
         names.add(p["name"])
-        _require(rules.is_size(p["size"]) and p["size"] > 0, "part {!r}: size is not a positive size".format(p["name"]))
-        _require(rules.is_sha256(p["sha256"]), "part {!r}: bad sha256".format(p["name"]))
+        _table_require(
+            rules.is_size(p["size"]) and p["size"] > 0, "part {!r}: size is not a positive size".format(p["name"])
+        )
+        _table_require(rules.is_sha256(p["sha256"]), "part {!r}: bad sha256".format(p["name"]))
         parts.append(Part(p["name"], p["size"], p["sha256"]))
     total = sum(p.size for p in parts)
-    _require(total == data_size, f"the parts hold {total} bytes, the data area {data_size}")
+    _table_require(total == data_size, f"the parts hold {total} bytes, the data area {data_size}")
     return parts

@@ -1,12 +1,13 @@
-"""The sha256 of a bundle executable's bytes outside its payload section: the bootloader, the ELF headers and
-section header table, PyInstaller's archive (`pydata`) and the padding between sections.
+"""The sha256 of a bundle's stub: its code, the bytes outside the payload section, in a form that is the same for
+every bundle of one stub (`stub_sha256`, docs/format.md section 1).
 
-The index records it (`outside_sha256`), so with the index's own checksum and the group and entry sha256s every
-byte of the executable is covered. The payload section's content (header, index, signature, data) is left out
-whole: the index cannot hash itself. Its size, and so the section table that the hash covers, does depend on the
-index length; the field has a fixed length (64 hex digits), so the build writes the executable once with
-PLACEHOLDER, hashes the bytes outside the section, and puts the real value in place: same length, same layout.
-Only the executable file counts: parts a split bundle keeps beside it are covered by their own checksums.
+The content index records it, so the bundle id and a signature cover the bootloader, the program headers,
+PyInstaller's archive (`pydata`) and the section header table. The fields that depend on the section's size (the
+section table's offset, the payload section's size, the offsets of the sections after it) are written the same
+way whatever the section holds, so a repack or a split (a new section of another size) keeps the same value, and
+the writer knows it before it writes: it is the stub's. payload/elf.py `stub_pieces` says which bytes and checks
+that every other byte of the file is either the payload section or zero padding. Parts a split bundle keeps beside
+it are covered by the encoding table and the entries' sha256s.
 """
 
 import hashlib
@@ -14,40 +15,37 @@ import hashlib
 from payload.errors import IntegrityError
 from payload.fs import CHUNK
 
-PLACEHOLDER = "0" * 64
 
+def stub_sha256(f, section="bundle"):
+    """The hex `stub_sha256` of the bundle executable (or a stub with an empty section `section`) open as `f`."""
+    from payload.elf import stub_pieces
 
-def _hash_range(f, start, end, sha):
-    f.seek(start)
-    left = end - start
-    while left > 0:
-        chunk = f.read(min(left, CHUNK))
-        if not chunk:
-            break
-        sha.update(chunk)
-        left -= len(chunk)
-
-
-def outside_sha256(f, section_offset, section_size):
-    """The hex sha256 of the file `f` with bytes [section_offset, section_offset + section_size) left out."""
     sha = hashlib.sha256()
-    _hash_range(f, 0, section_offset, sha)
-    f.seek(0, 2)
-    _hash_range(f, section_offset + section_size, f.tell(), sha)
+    for piece in stub_pieces(f, section):
+        if isinstance(piece, bytes):
+            sha.update(piece)
+            continue
+        offset, left = piece
+        f.seek(offset)
+        while left > 0:
+            chunk = f.read(min(left, CHUNK))
+            if not chunk:
+                raise IntegrityError(
+                    f"{getattr(f, 'name', 'the bundle')}: the file ends inside its stub; copy it again"
+                )
+            sha.update(chunk)
+            left -= len(chunk)
     return sha.hexdigest()
 
 
 def check_outside(payload, f):
-    """Raise IntegrityError unless the bytes outside the payload section are the ones the index records.
-    Returns False when the index records nothing to check (a bundle built before the field existed)."""
-    expected = payload.index.outside_sha256
-    if expected is None:
-        return False
-    actual = outside_sha256(f, payload.section_offset, payload.section_size)
+    """Raise IntegrityError unless the executable's stub is the one the content index records."""
+    expected = payload.index.stub_sha256
+    actual = stub_sha256(f)
     if actual != expected:
         raise IntegrityError(
-            f"{payload.path}: the bytes outside the payload section (bootloader, ELF headers, PyInstaller's archive) "
-            f"have sha256 {actual}, the index records {expected}; the file is damaged, copy it again (and check the "
+            f"{payload.path}: the stub (bootloader, ELF headers, PyInstaller's archive) has sha256 {actual}, the "
+            f"index records {expected}; the file is damaged or its stub was replaced, copy it again (and check the "
             "copy with `sha256sum -c` and the .sha256 file written beside it)"
         )
     return True

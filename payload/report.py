@@ -26,7 +26,7 @@ def describe(payload, as_json=False):
         f"bundle id:  {payload.bundle_id}",
         f"built by:   bundler {index.bundler_version}",
         "entrypoint: {}".format(" ".join(index.entrypoint)),
-        f"outside:    sha256 {index.outside_sha256 or 'not recorded'} (bootloader and PyInstaller archive)",
+        f"stub:       sha256 {index.stub_sha256} (bootloader, ELF headers, PyInstaller archive)",
         f"files:      {len(index.files())}, {index.installed_size / 1e6:.1f} MB installed, "
         f"{index.payload_size / 1e6:.1f} MB stored in {len(index.groups)} group(s)",
         f"signed:     {describe_signature(payload)}",
@@ -84,9 +84,6 @@ def verify_payload(payload, f, key_path, key_option):
     """The signature (against the public key at `key_path` when given), the bytes outside the payload section,
     then every blob re-hashed. `key_option` names the caller's public-key option in the advice."""
     signature = verify_report(payload, load_public_key(str(key_path)) if key_path else None, key_option=key_option)
-    outside = (
-        f"outside the payload: ok, sha256 {payload.index.outside_sha256}"
-        if check_outside(payload, f)
-        else "outside the payload: not recorded by this bundle's builder, not checked"
-    )
+    check_outside(payload, f)
+    outside = f"stub: ok, sha256 {payload.index.stub_sha256}"
     return verify_all(payload, f) + "\n" + outside + "\n" + signature

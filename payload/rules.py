@@ -229,8 +229,46 @@ def blob_path(digest):
     return IMAGES_DIR + "/" + layout_blob_path(digest)
 
 
+# Limits of an index (docs/format.md 3.7): parsing stays linear and bounded on a small device, and `bundler make`
+# refuses what a device would. JSON containers and values are counted on the raw bytes, before anything is built.
+MAX_ENTRIES = 100_000
+MAX_PATH_BYTES = 4096
+MAX_PATH_DEPTH = 128
+MAX_NESTING = 8
+MAX_CONTAINERS = 4 * MAX_ENTRIES + 64
+MAX_VALUES = 16 * MAX_ENTRIES + 64
+
+
+def json_size_problem(data):
+    """None when the raw JSON `data` (bytes) is within the limits above, else what is wrong; linear, and builds
+    nothing as large as `data` but the copies of it bytes methods make."""
+    containers = data.count(b"{") + data.count(b"[")
+    if containers > MAX_CONTAINERS:
+        return f"{containers} objects and arrays, more than the {MAX_CONTAINERS} allowed"
+    values = data.count(b",")
+    if values > MAX_VALUES:
+        return f"{values} values, more than the {MAX_VALUES} allowed"
+    # Strings out (escaped backslashes, then escaped quotes, then everything between quotes), brackets kept.
+    bare = data.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
+    depth = deepest = 0
+    for piece in bare.split(b'"')[::2]:
+        for byte in piece:
+            if byte in _OPENERS:
+                depth += 1
+                if depth > deepest:
+                    deepest = depth
+                    if deepest > MAX_NESTING:
+                        return f"nested more than {MAX_NESTING} levels deep"
+            else:
+                depth -= 1
+    return None
+
+
+_OPENERS = b"{["
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'{}[]"')
+
 # What path_problem() returns: each kind of bad path, so that each side can word it (and hint) its own way.
-EMPTY, NUL, NEWLINE, BACKSLASH, ABSOLUTE, DOTDOT, DOT_OR_EMPTY, NOT_NORMAL, RESERVED = (
+EMPTY, NUL, NEWLINE, BACKSLASH, ABSOLUTE, DOTDOT, DOT_OR_EMPTY, NOT_NORMAL, RESERVED, TOO_LONG, TOO_DEEP = (
     "empty",
     "NUL",
     "newline",
@@ -240,6 +278,8 @@ EMPTY, NUL, NEWLINE, BACKSLASH, ABSOLUTE, DOTDOT, DOT_OR_EMPTY, NOT_NORMAL, RESE
     "dot-or-empty",
     "not-normalised",
     "reserved",
+    "too-long",
+    "too-deep",
 )
 # Top-level names the installer keeps for its own records in a version dir (.bundle-installed, .bundle-index.json).
 RESERVED_PREFIX = ".bundle-"
@@ -258,6 +298,10 @@ def path_problem(path):
         return BACKSLASH
     if path.startswith("/"):
         return ABSOLUTE
+    if len(path) > MAX_PATH_BYTES or len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        return TOO_LONG
+    if path.count("/") >= MAX_PATH_DEPTH:
+        return TOO_DEEP
     parts = path.split("/")
     if ".." in parts:
         return DOTDOT
@@ -267,6 +311,16 @@ def path_problem(path):
         return NOT_NORMAL
     if parts[0].startswith(RESERVED_PREFIX):
         return RESERVED
+    return None
+
+
+def first_clash(paths):
+    """A path of `paths` that is also a directory of another one, or None; linear after a sort, however deep the
+    paths: with '/' read as the lowest character, a directory's paths follow it at once in sorted order."""
+    keys = sorted(p.replace("/", "\x00") for p in paths)
+    for here, after in zip(keys, keys[1:]):
+        if after.startswith(here + "\x00"):
+            return here.replace("\x00", "/")
     return None
 
 

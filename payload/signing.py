@@ -1,9 +1,9 @@
 """Bundle signatures: what is signed, how the signature sits in the payload, and how it is checked.
 
-What is signed: the index bytes, behind a fixed context string. The index holds the sha256 of every group
-and every entry (and the key the bundle requires, if any), so one signature covers every byte that is
-installed. The signature block sits between the index and the data area; its bytes are specified in
-docs/format.md, section 6.
+What is signed: the content index bytes, behind a fixed context string. The content index holds the sha256 of
+every entry, of the stub's code and the key the bundle requires, if any, so one signature covers every byte that
+is installed and run, and nothing of how it is packed (the encoding table). The signature block sits right after
+the content index; its bytes are specified in docs/format.md, section 6.
 
 The public key in the block only says who claims to have signed; trust comes from the keys a caller passes
 (docs/signing.md explains which keys those are and what each protects against).
@@ -14,11 +14,12 @@ import binascii
 import hashlib
 import struct
 
-from payload import ed25519
+from payload import ed25519, layout
 from payload.errors import IntegrityError, UsageError
 
 BLOCK_MAGIC = b"ed25519\x00"
 BLOCK_SIZE = len(BLOCK_MAGIC) + ed25519.PUBLIC_KEY_SIZE + ed25519.SIGNATURE_SIZE
+assert BLOCK_SIZE == layout.BLOCK_SIZE
 CONTEXT = b"bundler index signature v1\x00"
 KEY_ID_PREFIX = "ed25519:"
 # DER of an Ed25519 SubjectPublicKeyInfo up to the key: SEQUENCE { SEQUENCE { OID 1.3.101.112 }, BIT STRING }
@@ -127,15 +128,21 @@ def signer(payload):
     """
     if not payload.signature:
         return None
-    public_key, signature = decode_block(payload.signature, payload.path)
-    refuse_weak_key(public_key, f"{payload.path}: the signature block")
+    return check_block(payload.index_bytes, payload.signature, payload.path)
+
+
+def check_block(index_bytes, block, where):
+    """The public key of the signature block `block`, once its signature over the raw content index bytes holds
+    (before anything parses them); raises IntegrityError when it does not."""
+    public_key, signature = decode_block(block, where)
+    refuse_weak_key(public_key, f"{where}: the signature block")
     try:
-        valid = ed25519.verify(public_key, signed_message(payload.index_bytes), signature)
+        valid = ed25519.verify(public_key, signed_message(index_bytes), signature)
     except ed25519.Ed25519Error as exc:  # decode_block fixed the lengths; kept so no error escapes raw
-        raise IntegrityError(f"{payload.path}: {exc}") from None
+        raise IntegrityError(f"{where}: {exc}") from None
     if not valid:
         raise IntegrityError(
-            f"{payload.path}: the signature by key {fingerprint(public_key)} does not hold; the bundle was altered "
+            f"{where}: the signature by key {fingerprint(public_key)} does not hold; the bundle was altered "
             "after signing or is damaged, copy it again"
         )
     return public_key

@@ -31,14 +31,14 @@ if str(ROOT) not in sys.path:
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
 from bundler.build.assemble import build_index  # noqa: E402
-from bundler.build.compress import CompressedGroup, Member, StoredFrame  # noqa: E402
+from bundler.build.compress import CompressedGroup, Member, stored_frames  # noqa: E402
 from bundler.build.signing import raw_public_key  # noqa: E402
 from bundler.media.outputs import part_names  # noqa: E402
 from bundler.media.split import part_spans  # noqa: E402
 from payload import FORMAT_VERSION  # noqa: E402
 from payload.groups import compress_frame  # noqa: E402
-from payload.index import LAYERS_RAW, ImageRecord, Index, Part  # noqa: E402
-from payload.layout import header_and_index, write_section_content  # noqa: E402
+from payload.index import LAYERS_RAW, ImageRecord, Part  # noqa: E402
+from payload.layout import header_and_index, read_head, write_section_content  # noqa: E402
 from payload.rules import blob_path  # noqa: E402
 from payload.signing import encode_block, key_id, signed_message  # noqa: E402
 
@@ -106,7 +106,7 @@ def image_blobs():
 
 def _group(name, members, work, counts):
     """The group `name` of `members`, cut into frames of `counts` members each."""
-    path, frames, start = work / (name + ".zst"), [], 0
+    path, records, start = work / (name + ".zst"), [], 0
     with open(path, "wb") as out:
         for count in counts:
             # As bundler/build/compress.py does: a frame of several compresses on one thread, a lone one with workers.
@@ -116,9 +116,9 @@ def _group(name, members, work, counts):
                 level=LEVEL,
                 threads=0 if len(counts) > 1 else -1,
             )
-            frames.append(StoredFrame(count, size, csize, sha256))
+            records.append((count, size, csize, sha256))
             start += count
-    return CompressedGroup(name, tuple(members), path, tuple(frames))
+    return CompressedGroup(name, tuple(members), path, stored_frames(records))
 
 
 def _member(work, path, mode, kind, data):
@@ -147,7 +147,7 @@ def index(groups, public_key):
     ]
     identity = {
         "name": "golden",
-        "version": "3.0.0",
+        "version": "4.0.0",
         "variant": "offline",
         "arch": "amd64",
         "entrypoint": ["bin/hello", "--data", "{data}", "--images", "{images}"],
@@ -155,7 +155,8 @@ def index(groups, public_key):
         "update_repository": "registry.example:5000/golden/hello:stable",
         "pull": "before-start",
     }
-    idx = build_index(
+    # The vector is a section without an executable around it: a fixed stand-in for the stub's sha256.
+    return build_index(
         identity,
         groups,
         images=images,
@@ -163,10 +164,8 @@ def index(groups, public_key):
         bundler_version="golden",
         min_glibc="2.31",
         min_glibc_file="bin/hello",
+        stub_sha256=hashlib.sha256(b"golden: the stub's code").hexdigest(),
     )
-    # The vector is a section without an executable around it: a fixed stand-in for the bytes outside.
-    idx.outside_sha256 = hashlib.sha256(b"golden: the bytes outside the payload section").hexdigest()
-    return idx
 
 
 def build():
@@ -186,26 +185,31 @@ def build():
         signature = encode_block(raw_public_key(key), key.sign(signed_message(index_bytes)))
         out = io.BytesIO()
         write_section_content(out, idx, {g.name: g.path for g in groups}, signature)
-    return out.getvalue(), json.dumps(idx.to_json(), indent=2, sort_keys=True) + "\n"
+    return out.getvalue(), _pretty(idx)
+
+
+def _pretty(idx):
+    """The content index and the encoding table as one pretty JSON text, for people to read."""
+    return (
+        json.dumps({"content index": idx.to_json(), "encoding table": idx.table_json()}, indent=2, sort_keys=True)
+        + "\n"
+    )
 
 
 def build_split():
     """(section bytes, {part name: bytes}, index as pretty JSON text) of the split vector: the same bundle, its data
-    area cut into parts of SPLIT_PART_SIZE bytes, the new index (with `parts`) signed again by the test key."""
-    key = Ed25519PrivateKey.from_private_bytes(TEST_KEY_SEED)
+    area cut into parts of SPLIT_PART_SIZE bytes: a new encoding table (with `parts`), the same content index and
+    signature, made with no key."""
     section, _ = build()
-    whole = Index.from_bytes(
-        section[64 : 64 + int.from_bytes(section[16:24], "little")], int.from_bytes(section[24:32], "little")
-    )
-    data = section[len(section) - whole.payload_size :]
+    whole = read_head("golden", section[: len(section) - int.from_bytes(section[32:40], "little")])
+    data = section[len(section) - whole.data_size :]
     spans = part_spans(len(data), SPLIT_PART_SIZE)
     parts = {
         name: data[start : start + size]
         for name, (start, size) in zip(part_names(SPLIT_VECTOR.name, len(spans)), spans)
     }
-    idx = whole.with_parts([Part(name, len(b), hashlib.sha256(b).hexdigest()) for name, b in parts.items()])
-    signature = encode_block(raw_public_key(key), key.sign(signed_message(idx.to_bytes())))
-    return header_and_index(idx, signature), parts, json.dumps(idx.to_json(), indent=2, sort_keys=True) + "\n"
+    idx = whole.index.with_parts([Part(name, len(b), hashlib.sha256(b).hexdigest()) for name, b in parts.items()])
+    return header_and_index(idx, whole.signature, whole.index_bytes), parts, _pretty(idx)
 
 
 def _wanted():

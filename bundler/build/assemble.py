@@ -8,32 +8,28 @@ from bundler import __version__
 from bundler.cache import file_sha256
 from bundler.media.outputs import remove_stale_parts, write_checksum
 from payload import fs
-from payload.elf import find_section, insert_section
+from payload.elf import insert_section
 from payload.errors import BundleError, IntegrityError
 from payload.fs import CHUNK
 from payload.index import Entry, Frame, Group, Index
-from payload.layout import SECTION, header_and_index, open_payload, write_section_content
-from payload.outside import PLACEHOLDER, outside_sha256
+from payload.layout import SECTION, open_payload, write_section_content
+from payload.outside import check_outside, stub_sha256
 from payload.rules import PULL_BACKGROUND
 
 
 def build_index(
-    identity, groups, images=(), require_key=None, bundler_version=__version__, min_glibc=None, min_glibc_file=None
+    identity,
+    groups,
+    images=(),
+    require_key=None,
+    bundler_version=__version__,
+    min_glibc=None,
+    min_glibc_file=None,
+    stub_sha256=None,
 ):
     """The index for compressed `groups` laid out one after another in the data area, each group's frames back to
-    back."""
-    index_groups, entries = [], []
-    offset = 0
-    for group in groups:
-        frames = []
-        for frame in group.frames:
-            frames.append(Frame(offset, frame.csize, frame.size, frame.sha256))
-            offset += frame.csize
-        index_groups.append(Group(group.name, frames))
-        position = 0
-        for m in group.members:
-            entries.append(Entry(m.path, m.kind, m.mode, m.size, m.sha256, group.name, position))
-            position += m.size
+    back; `stub_sha256` is the stub's (stub_sha256_of)."""
+    index_groups, entries = lay_out(groups)
     return Index(
         identity["name"],
         identity["version"],
@@ -45,6 +41,7 @@ def build_index(
         entries,
         images,
         require_key,
+        stub_sha256,
         description=identity.get("description"),
         min_glibc=min_glibc,
         update_repository=identity.get("update_repository"),
@@ -53,10 +50,42 @@ def build_index(
     )
 
 
+def lay_out(groups):
+    """(index groups, entries in stream order) for compressed `groups` laid out back to back in the data area."""
+    index_groups, entries = [], []
+    offset = 0
+    for group in groups:
+        frames = []
+        for frame in group.frames:
+            frames.append(Frame(offset, frame.csize, frame.size, frame.sha256, frame.count))
+            offset += frame.csize
+        index_groups.append(Group(group.name, frames))
+        position = 0
+        for m in group.members:
+            entries.append(Entry(m.path, m.kind, m.mode, m.size, m.sha256, group.name, position))
+            position += m.size
+    return index_groups, entries
+
+
+def stub_sha256_of(stub, beside):
+    """The `stub_sha256` every bundle of `stub` records (payload/outside.py): the stub's, with an empty payload
+    section put in (scratch files beside `beside`, removed)."""
+    empty, scratch = fs.temp_name(Path(str(beside) + ".empty")), fs.temp_name(Path(str(beside) + ".stub"))
+    try:
+        Path(scratch).parent.mkdir(parents=True, exist_ok=True)
+        open(empty, "wb").close()
+        insert_section(str(stub), scratch, SECTION, empty)
+        with open(scratch, "rb") as f:
+            return stub_sha256(f)
+    finally:
+        fs.safe_unlink(empty)
+        fs.safe_unlink(scratch)
+
+
 def check_as_device(index):
     """Parse the index with the device's own reader: whatever the build accepts, every device accepts."""
     try:
-        Index.from_bytes(index.to_bytes(), index.payload_size)
+        Index.from_bytes(index.to_bytes(), index.table_bytes(), index.payload_size)
     except IntegrityError as exc:
         raise BundleError(
             f"internal error: every device would refuse the index this build made ({exc}); nothing was "
@@ -68,25 +97,26 @@ def _no_signature(index_bytes):
     return b""
 
 
-def write_bundle(stub, index, groups, output, sign=_no_signature):
+def write_bundle(stub, index, groups, output, sign=_no_signature, signature=None, index_bytes=None, replace=False):
     """Write the executable to `output` and its checksum file beside it; returns the executable's sha256.
 
     Both appear whole or not at all: the executable first, then its checksum file. `sign(index_bytes)` gives
-    the signature block. The index gets the sha256 of the bytes outside the payload section
-    (payload/outside.py): written first with a placeholder of the same length, then filled in."""
+    the signature block; a repack passes the content index bytes and the `signature` it keeps instead, and
+    `replace`: `stub` is then a bundle whose payload section is replaced."""
     check_as_device(index)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     frames = {g.name: g.path for g in groups}
     content = fs.temp_name(output)  # the section's bytes, a scratch file beside the output
+    index_bytes = index.to_bytes() if index_bytes is None else index_bytes
     try:
-        index.outside_sha256 = PLACEHOLDER
         with open(content, "wb") as out:
-            write_section_content(out, index, frames, sign(index.to_bytes()))
+            write_section_content(
+                out, index, frames, sign(index_bytes) if signature is None else signature, index_bytes
+            )
         with fs.atomic_path(output, mode=0o755) as tmp:
-            insert_section(str(stub), tmp, SECTION, content)
-            record_outside_sha256(tmp, index, sign)
-            check_written(tmp, index)
+            insert_section(str(stub), tmp, SECTION, content, replace=replace)
+            check_written(tmp, index, index_bytes)
             digest = file_sha256(tmp)
         write_checksum(output, digest)
     finally:
@@ -95,13 +125,15 @@ def write_bundle(stub, index, groups, output, sign=_no_signature):
     return digest
 
 
-def check_written(path, index):
-    """Read back what was written: the index the device will read, and every frame's bytes against the sha256
-    the index records for them (a fault of the disk or of a cached frame is caught here, not on a device)."""
+def check_written(path, index, index_bytes=None):
+    """Read back what was written: the index the device will read, its stub, and every frame's bytes against the
+    sha256 the table records for them (a fault of the disk or of a cached frame is caught here, not on a device)."""
     with open(path, "rb") as f:
         written = open_payload(str(path), f)
-        if written.index_bytes != index.to_bytes():
+        wanted = index.to_bytes() if index_bytes is None else index_bytes
+        if written.index_bytes != wanted or written.table_bytes != index.table_bytes():
             raise IntegrityError(f"the bundle written to {path} does not hold the index it was given; build it again")
+        check_outside(written, f)
         for group, frame in written.index.frames():
             f.seek(written.data_offset + frame.offset)
             sha, left = hashlib.sha256(), frame.csize
@@ -116,16 +148,3 @@ def check_written(path, index):
                     f"{group.label(frame)} of the bundle written to {path} does not match its sha256 (a disk fault?); "
                     "build it again"
                 )
-
-
-def record_outside_sha256(path, index, sign):
-    """Put the real sha256 in place of the placeholder: same length, so nothing outside the section moves."""
-    placeholder = header_and_index(index, sign(index.to_bytes()))
-    with open(path, "r+b") as f:
-        offset, size = find_section(f, SECTION)
-        index.outside_sha256 = outside_sha256(f, offset, size)
-        head = header_and_index(index, sign(index.to_bytes()))
-        if len(head) != len(placeholder):
-            raise IntegrityError("internal error: the index changed length when its outside_sha256 was filled in")
-        f.seek(offset)
-        f.write(head)

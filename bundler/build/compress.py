@@ -14,6 +14,7 @@ from bundler.build.cuts import DEFAULT_FRAME_SIZE, frame_counts
 from payload import fs
 from payload import progress as progress_display
 from payload.groups import JOB_SIZE, WINDOW_LOG, compress_frame, frame_threads
+from payload.index import Frame
 
 
 @dataclass(frozen=True)
@@ -27,19 +28,11 @@ class Member:
 
 
 @dataclass(frozen=True)
-class StoredFrame:
-    members: int  # how many of the group's members it holds, from where the frame before it ends
-    size: int
-    csize: int
-    sha256: str  # of its compressed bytes
-
-
-@dataclass(frozen=True)
 class CompressedGroup:
     name: str
     members: tuple
     path: Path  # the group's frames, back to back
-    frames: tuple  # StoredFrame, in order
+    frames: tuple  # payload.index.Frame, in order: `offset` in `path`, `count` members from where the one before ends
 
     @property
     def size(self):
@@ -48,6 +41,16 @@ class CompressedGroup:
     @property
     def csize(self):
         return sum(f.csize for f in self.frames)
+
+
+def stored_frames(records):
+    """Frames of a group file from (members, size, csize, sha256) each, in order: each at the offset where the one
+    before it ends."""
+    frames, offset = [], 0
+    for count, size, csize, sha256 in records:
+        frames.append(Frame(offset, csize, size, sha256, count))
+        offset += csize
+    return tuple(frames)
 
 
 def group_key(members, level, counts):
@@ -87,7 +90,7 @@ def compress(cache, name, members, level, log=print, frame_size=DEFAULT_FRAME_SI
             )
     finally:
         progress_display.finish(display)
-    record = {"frames": [[f.members, f.size, f.csize, f.sha256] for f in frames]}
+    record = {"frames": [[f.count, f.size, f.csize, f.sha256] for f in frames]}
     fs.write_atomic(meta, json.dumps(record), temp_dir=cache.tmp)
     return CompressedGroup(name, tuple(members), path, tuple(frames))
 
@@ -163,7 +166,7 @@ def _compress_frames(slices, out, level, temp_dir, progress):
                         threads=threads,
                         progress=advance,
                     )
-            results[number] = StoredFrame(len(members), size, csize, sha256)
+            results[number] = (len(members), size, csize, sha256)
         except BaseException as exc:
             results[number] = exc
             stop.set()
@@ -185,7 +188,7 @@ def _compress_frames(slices, out, level, temp_dir, progress):
                     if not chunk:
                         break
                     out.write(chunk)
-        return results
+        return stored_frames(results)
     except BaseException:
         stop.set()
         raise
@@ -199,12 +202,12 @@ def _cached_group(cache, name, members, counts, path, meta):
     entry is dropped (with a notice) and None returned, so the group is compressed again."""
     try:
         info = json.loads(meta.read_text())
-        frames = tuple(StoredFrame(int(m), int(s), int(c), str(h)) for m, s, c, h in info["frames"])
+        frames = tuple(stored_frames((int(m), int(s), int(c), str(h)) for m, s, c, h in info["frames"]))
     except (OSError, ValueError, KeyError, TypeError):
         frames = None
     if (
         frames is not None
-        and [f.members for f in frames] == counts
+        and [f.count for f in frames] == counts
         and path.is_file()
         and path.stat().st_size == sum(f.csize for f in frames)
         and _frames_hold(path, frames)

@@ -7,7 +7,7 @@ from typing import Optional
 
 from bundler.arch import host_arch
 from bundler.build.abi import check_files, check_stub_floor, describe_libs
-from bundler.build.assemble import build_index, write_bundle
+from bundler.build.assemble import build_index, stub_sha256_of, write_bundle
 from bundler.build.compress import compress
 from bundler.build.cuts import DEFAULT_FRAME_SIZE
 from bundler.build.glibc import format_version, stub_floor
@@ -141,17 +141,16 @@ def make(request, cache, log=print):
         require_key=signing.require_key_id,
         min_glibc=min_glibc,
         min_glibc_file=min_glibc_file,
+        stub_sha256=stub_sha256_of(stub, output),
     )
     try:
         if request.split:
             from bundler.media.split import stub_source, write_split
 
-            index = write_split(
-                stub_source(stub, index, {g.name: g.path for g in groups}),
-                output,
-                request.split,
-                signing.signature_block,
+            source = stub_source(
+                stub, index, {g.name: g.path for g in groups}, signing.signature_block(index.to_bytes())
             )
+            index = write_split(source, output, request.split)
         else:
             write_bundle(stub, index, groups, output, sign=signing.signature_block)
     except OSError as exc:

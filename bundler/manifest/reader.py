@@ -64,6 +64,10 @@ def _path_problem(path: str) -> str | None:
         return f"is absolute; write it relative to the installed root, like '{path.lstrip('/') or 'bin/hello'}'"
     if problem == rules.DOTDOT:
         return "contains '..'; files must stay inside the installed root"
+    if problem == rules.TOO_LONG:
+        return f"is longer than the {rules.MAX_PATH_BYTES} bytes a device accepts; shorten it"
+    if problem == rules.TOO_DEEP:
+        return f"has more than the {rules.MAX_PATH_DEPTH} components a device accepts; flatten it"
     if problem == rules.RESERVED:
         return f"starts with '{rules.RESERVED_PREFIX}', a name the installer keeps for its own records; rename it"
     normal = posixpath.normpath(path)

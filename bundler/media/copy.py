@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bundler.media.outputs import checksum_path, read_checksums, stale_parts
-from bundler.media.split import Planned, bundle_source, checksum_file, hash_range, plan_split, resigner
+from bundler.media.split import Planned, bundle_source, checksum_file, hash_range, plan_split
 from payload import fs
 from payload import progress as progress_display
 from payload.errors import HostError, IntegrityError, UsageError, write_error
@@ -96,7 +96,7 @@ class Report:
         )
 
 
-def copy_bundle(bundle, dest, split=None, sign=None, progress=None, log=print):
+def copy_bundle(bundle, dest, split=None, progress=None, log=print):
     """Copy `bundle` (and its parts) to the directory `dest`, cutting it into parts of `split` bytes when given."""
     progress = progress or progress_display.callback(False)
     bundle, dest = Path(bundle), Path(dest)
@@ -122,7 +122,6 @@ def copy_bundle(bundle, dest, split=None, sign=None, progress=None, log=print):
                 source,
                 bundle.name,
                 split,
-                resigner(source, sign),
                 work,
                 progress=_counting(progress, "reading " + bundle.name, source.data_size),
             )

@@ -1,8 +1,9 @@
 """Split bundles (payload/parts.py): what `make --split`, `bundler split` and `bundler copy --split` write.
 
 The data area is sliced as it is: part k holds its bytes [(k-1) * SIZE, k * SIZE), so a group may straddle two
-parts. The new index lists every part's name, size and sha256 (so the bundle id and the signature cover them),
-and the executable's payload section keeps only the header, that index and the signature.
+parts. The new encoding table lists every part's name, size and sha256 (the header binds it); the content index
+and the signature are copied as they are, so the split bundle keeps the bundle id and the signature, and no key
+is needed. The executable's payload section keeps only the header, the content index, the signature and the table.
 """
 
 import hashlib
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from bundler.build.assemble import check_as_device, record_outside_sha256
+from bundler.build.assemble import check_as_device, check_written
 from bundler.cache import file_sha256
 from bundler.media.outputs import checksum_path, checksum_text, part_names, remove_stale_parts
 from payload import fs, sizes
@@ -20,7 +21,6 @@ from payload.errors import IntegrityError, UsageError
 from payload.fs import CHUNK
 from payload.index import Part
 from payload.layout import SECTION, header_and_index, open_payload
-from payload.outside import PLACEHOLDER
 from payload.parts import Spans
 
 MIN_PART_SIZE = 64 << 10
@@ -46,10 +46,11 @@ class Source:
     base: int
     data_size: int
     make_executable: Callable[[str, str], None]  # (section content path, output path)
-    signature: bytes = b""  # the signature the source carries (a split must carry one by the same key)
+    signature: bytes = b""  # the signature the source carries, kept: it covers the content index alone
+    index_bytes: Optional[bytes] = None  # the content index as stored, kept byte for byte
 
 
-def stub_source(stub, index, frames):
+def stub_source(stub, index, frames, signature=b""):
     """For `make --split`: the compressed groups' frames, one after another, and a stub to insert into."""
     files = [(str(frames[g.name]), g.csize, None) for g in sorted(index.groups, key=lambda g: g.offset)]
     return Source(
@@ -58,6 +59,8 @@ def stub_source(stub, index, frames):
         0,
         index.payload_size,
         lambda content, out: insert_section(str(stub), out, SECTION, content),
+        signature,
+        index.to_bytes(),
     )
 
 
@@ -73,6 +76,7 @@ def bundle_source(path, f):
         payload.data_size,
         lambda content, out: insert_section(str(path), out, SECTION, content, replace=True),
         payload.signature,
+        payload.index_bytes,
     )
 
 
@@ -129,11 +133,10 @@ def checksum_file(name, files):
     return Planned(checksum_path(name).name, len(text), hashlib.sha256(text).hexdigest(), text=text)
 
 
-def plan_split(source, name, part_size, sign, workdir, progress=None):
+def plan_split(source, name, part_size, workdir, progress=None):
     """Every file of the split bundle named `name` (the parts, the executable, NAME.sha256), with their sha256;
-    the executable is written to a temp file in `workdir` (the caller removes it: `Planned.path`).
-
-    `sign(index_bytes)` gives the signature block (b"" for none). One read of the data area hashes the parts."""
+    the executable is written to a temp file in `workdir` (the caller removes it: `Planned.path`). It keeps the
+    source's content index and signature. One read of the data area hashes the parts."""
     if part_size < MIN_PART_SIZE:
         raise UsageError(f"a part of {part_size} bytes is below the smallest part, {MIN_PART_SIZE >> 10} KiB")
     spans = part_spans(source.data_size, part_size)
@@ -143,16 +146,14 @@ def plan_split(source, name, part_size, sign, workdir, progress=None):
             sha = hash_range(source.data, source.base + start, size, progress)
             parts.append(Planned(part_name, size, sha, data=source.data, start=source.base + start))
     index = source.index.with_parts([Part(p.name, p.size, p.sha256) for p in parts])
-    index.outside_sha256 = PLACEHOLDER  # filled in once the executable is written (payload/outside.py)
     check_as_device(index)
     content = fs.temp_name(os.path.join(workdir, name + ".section"))
     executable = fs.temp_name(os.path.join(workdir, name))
     try:
         with open(content, "wb") as out:
-            out.write(header_and_index(index, sign(index.to_bytes())))
+            out.write(header_and_index(index, source.signature, source.index_bytes))
         source.make_executable(content, executable)
-        record_outside_sha256(executable, index, sign)
-        _check_written(executable, index)
+        check_written(executable, index, source.index_bytes)
         os.chmod(executable, 0o755)
     except BaseException:
         fs.safe_unlink(executable)
@@ -164,19 +165,12 @@ def plan_split(source, name, part_size, sign, workdir, progress=None):
     return index, files + [checksum_file(name, files)]
 
 
-def _check_written(path, index):
-    """The executable holds the index it was given (its parts were hashed on the way, before the index was made)."""
-    with open(path, "rb") as f:
-        if open_payload(str(path), f).index_bytes != index.to_bytes():
-            raise IntegrityError(f"the bundle written to {path} does not hold the index it was given; build it again")
-
-
-def write_split(source, output, part_size, sign):
+def write_split(source, output, part_size):
     """Write the split bundle beside `output`: its parts, the executable, then OUTPUT.sha256, each whole, the set
     renamed into place only once every file is written. Returns the new index."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    index, files = plan_split(source, output.name, part_size, sign, str(output.parent))
+    index, files = plan_split(source, output.name, part_size, str(output.parent))
     temps = {}
     try:
         for planned in files:
@@ -196,29 +190,3 @@ def write_split(source, output, part_size, sign):
         source.data.close()
     remove_stale_parts(output.parent, output.name, keep={p.name for p in files})
     return index
-
-
-def resigner(source, sign=None):
-    """How a split of a bundle already made is signed: by the key that signed it (passed as --sign KEY), since
-    the split changes its index; an unsigned bundle stays unsigned unless a --sign KEY is given."""
-    from bundler.build.signing import Signing, raw_public_key
-    from payload.signing import decode_block, fingerprint, parse_key_id
-
-    wanted = [decode_block(source.signature, "the bundle")[0]] if source.signature else []
-    if source.index.require_key:
-        wanted.append(parse_key_id(source.index.require_key, "the bundle"))
-    if sign is None:
-        if wanted:
-            raise UsageError(
-                f"the bundle is signed by key {fingerprint(wanted[0])} and splitting changes its index: "
-                "pass --sign KEY with "
-                "that private key, or split it at build time (make --split)"
-            )
-        return lambda index_bytes: b""
-    signing = Signing.from_paths(sign)
-    for key in wanted:
-        if raw_public_key(signing.private_key) != key:
-            raise UsageError(
-                f"--sign {sign} is not the key the bundle is signed by ({fingerprint(key)}); pass that key"
-            )
-    return signing.signature_block

@@ -11,11 +11,12 @@ The blobs are the bundle's own bytes, never re-encoded:
   - config: the payload section up to its data area: header, index, signature block (docs/format.md, 2);
   - one layer per stored frame, exactly the bytes the data area holds (stored_frames());
   - the rest of the executable, the bytes outside the payload section (whose sha256 the index records as
-    `outside_sha256`), as three layers: the ELF header with the bytes after the section but pydata (the section
+    `stub_sha256`), as three layers: the ELF header with the bytes after the section but pydata (the section
     table: these change with the section's size, so with every index; a few KB), the bootloader (up to the
     section) and PyInstaller's archive (section pydata); the last two are the same bytes in every bundle of one
     stub. The ELF layer's annotations give where each piece goes.
-Every frame's digest is in the signed index, and the rebuilt file's outside_sha256 checks the other three.
+Every frame's digest is in the encoding table the header binds, every entry's in the signed content index, and
+the rebuilt file's stub_sha256 checks the other three.
 """
 
 import hashlib
@@ -66,25 +67,9 @@ HEADER_SIZE = "vnd.bundler.elf-header-size"
 MAX_OUTSIDE_LAYER = {ELF_TYPE: 1 << 20, STUB_TYPE: 16 << 20, ARCHIVE_TYPE: 64 << 20}
 
 
-class Frame(NamedTuple):
-    """One zstd frame as the data area stores it: `offset` from the start of the data area."""
-
-    group: str
-    number: int
-    offset: int
-    csize: int
-    sha256: str
-
-
 def stored_frames(index):
-    """Every stored frame of a bundle, in data-area order (Index.frames: a group's frames lie back to back)."""
-    return sorted(
-        (
-            Frame(group.name, frame.number - 1, frame.offset, frame.csize, frame.sha256)
-            for group, frame in index.frames()
-        ),
-        key=lambda f: f.offset,
-    )
+    """Every stored frame of a bundle (payload.index.Frame, which knows its group), in data-area order."""
+    return sorted((frame for _, frame in index.frames()), key=lambda f: f.offset)
 
 
 class Blob(NamedTuple):
@@ -95,7 +80,7 @@ class Blob(NamedTuple):
     size: int
     annotations: tuple[tuple[str, str], ...]
     spans: tuple[tuple[int, int], ...]
-    frame: Optional[Frame] = None
+    frame: Optional[object] = None  # payload.index.Frame, for a frame's layer
 
     def descriptor(self):
         doc = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
@@ -133,8 +118,6 @@ def bundle_blobs(payload, f=None):
             f"{payload.path} is a split bundle; push the executable made without --split (bundler split and "
             "bundler copy --split cut it again after a pull)"
         )
-    if index.outside_sha256 is None:
-        raise UsageError(f"{payload.path} records no sha256 of its stub (a bundle of an older bundler); make it again")
     head = head_of(payload)
     start = payload.section_offset or 0
     config = Blob(INDEX_TYPE, sha256_of(head), len(head), (), ((start, len(head)),))
@@ -144,7 +127,7 @@ def bundle_blobs(payload, f=None):
             FRAME_TYPE,
             _digest(f.sha256),
             f.csize,
-            ((FRAME, str(f.number)), (GROUP, f.group)),
+            ((FRAME, str(f.number - 1)), (GROUP, f.group)),
             ((data_offset + f.offset, f.csize),),
             f,
         )
@@ -204,7 +187,7 @@ def head_of(payload):
     """The config blob: the payload section up to its data area, as the bundle file holds it."""
     from payload.layout import head_bytes
 
-    return head_bytes(payload.index_bytes, payload.signature, payload.data_size)
+    return head_bytes(payload.index_bytes, payload.signature, payload.table_bytes, payload.data_size)
 
 
 def annotations(index, file_sha256=None):
@@ -279,7 +262,7 @@ def not_a_bundle(where, what):
 
 def read_artifact(where, manifest_doc, config_bytes):
     """Check that the manifest lists exactly the frames its config (the signed index) calls for, after the stub and
-    the archive (whose digests only the manifest gives: the rebuilt file's outside_sha256 checks them)."""
+    the archive (whose digests only the manifest gives: the rebuilt file's stub_sha256 checks them)."""
     from payload.layout import read_head
     from payload.oci.reference import descriptor_from
 
@@ -355,7 +338,7 @@ def rebuild(out, artifact, open_blob):
         out.write(head_of(artifact.payload))
         for blob in blobs.frames:
             with open_blob(blob) as frame:
-                what = f"frame {blob.frame.number} of group {blob.frame.group!r}"
+                what = f"frame {blob.frame.number - 1} of group {blob.frame.group!r}"
                 _check(_copy(frame, out, blob.size, hashlib.sha256(), what), blob, what)
         _copy(elf, out, gap, elf_sha, "the ELF layer")
         with open_blob(blobs.archive) as archive:
@@ -594,7 +577,7 @@ def resolve(client, ref, arch, variant):
     """(the manifest's reference by digest, Artifact) for `ref` (a tag or digest of an image index or of one
     bundle's manifest), picking `arch` / `variant` from an index. Only the manifests and the config are fetched."""
     from payload.errors import NetworkError
-    from payload.layout import MAX_INDEX, MAX_SIGNATURE
+    from payload.layout import MAX_HEAD
     from payload.oci.reference import load_json, parse_reference
 
     ref = parse_reference(ref) if isinstance(ref, str) else ref
@@ -617,7 +600,7 @@ def resolve(client, ref, arch, variant):
             raise UsageError(
                 "{} is a bundle for {} {}, not {}".format(where, key.rsplit(".", 1)[1], notes.get(key), wanted)
             )
-    config_bytes = client.fetch_blob_bytes(pinned, config.digest, config.size, limit=64 + MAX_INDEX + MAX_SIGNATURE)
+    config_bytes = client.fetch_blob_bytes(pinned, config.digest, config.size, limit=MAX_HEAD)
     art = read_artifact(where, manifest_doc, config_bytes)
     for key, wanted in ((ARCH, arch), (VARIANT, variant)):
         actual = getattr(art.payload.index, key.rsplit(".", 1)[1])

@@ -44,7 +44,8 @@ def test_the_spec_the_code_and_the_vector_name_one_version():
     assert golden.VECTOR.name == f"payload-v{FORMAT_VERSION}.bin"
     data = golden.VECTOR.read_bytes()
     assert data[:8] == b"BUNDLER\x00" and int.from_bytes(data[8:12], "little") == FORMAT_VERSION
-    assert json.loads(golden.INDEX_JSON.read_text())["format"] == FORMAT_VERSION
+    documents = json.loads(golden.INDEX_JSON.read_text())
+    assert documents["content index"]["format"] == documents["encoding table"]["format"] == FORMAT_VERSION
 
 
 def test_the_spec_records_the_vector_it_describes():
@@ -67,8 +68,10 @@ def test_the_writer_reproduces_the_vector_byte_for_byte():
 
 def test_the_reader_accepts_the_vector_and_every_byte_holds():
     payload, data = _open_vector()
-    assert payload.index.to_json() == json.loads(golden.INDEX_JSON.read_text())
-    assert payload.bundle_id == hashlib.sha256(data[64 : 64 + len(payload.index_bytes)]).hexdigest()
+    documents = json.loads(golden.INDEX_JSON.read_text())
+    assert payload.index.to_json() == documents["content index"]
+    assert payload.index.table_json() == documents["encoding table"]
+    assert payload.bundle_id == hashlib.sha256(data[104 : 104 + len(payload.index_bytes)]).hexdigest()
     assert [len(g.frames) for g in payload.index.groups] == [2, 1]  # the files group is cut in two
     f = io.BytesIO(data)
     assert "ok, 6 entries in 2 group(s) of 3 frame(s) verified" in verify_all(payload, f)
@@ -94,57 +97,66 @@ def test_the_split_vector_is_the_same_bundle_with_its_data_area_in_its_parts():
     assert all((golden.GOLDEN_DIR / name).read_bytes() == part for name, part in parts.items())
     payload = read_payload(str(golden.SPLIT_VECTOR), io.BytesIO(data), 0, len(data))
     index_len, sig_len = int.from_bytes(data[16:24], "little"), int.from_bytes(data[12:16], "little")
-    assert 64 + index_len + sig_len == len(data) and len(payload.index.parts) == 3
+    table_len = int.from_bytes(data[24:32], "little")
+    assert 104 + index_len + sig_len + table_len == len(data) and len(payload.index.parts) == 3
     whole, _ = _open_vector()
     assert b"".join(parts.values()) == golden.VECTOR.read_bytes()[whole.data_offset :]
-    assert payload.index.with_parts(()).to_json() == whole.index.to_json()
+    # Identity is content: the same content index bytes and signature, so the same bundle id; only the table differs.
+    assert payload.index_bytes == whole.index_bytes and payload.signature == whole.signature
+    assert payload.bundle_id == whole.bundle_id and payload.table_bytes != whole.table_bytes
+    assert payload.index.with_parts(()).table_json() == whole.index.table_json()
     assert "3 parts verified" in verify_all(payload, io.BytesIO(data))
     verify_signature(payload, [required_key(payload)])
 
 
-def test_a_bundle_of_format_2_is_refused_naming_what_still_reads_it():
-    # docs/format.md, section 9: a reader of format 3 does not read format 2; the old bundle's own stub does.
-    old = golden.GOLDEN_DIR / "payload-v2.bin"
+@pytest.mark.parametrize("older", [2, 3])
+def test_a_bundle_of_an_older_format_is_refused_naming_what_still_reads_it(older):
+    # docs/format.md, section 9: a reader of format 4 does not read format 3 or 2; the old bundle's own stub does.
+    old = golden.GOLDEN_DIR / f"payload-v{older}.bin"
     data = old.read_bytes()
-    assert FORMAT_VERSION == 3 and int.from_bytes(data[8:12], "little") == 2
+    assert FORMAT_VERSION == 4 and int.from_bytes(data[8:12], "little") == older
     with pytest.raises(
         IntegrityError,
-        match=r"payload format 2, older than the format 3 this program reads; ask "
-        r"the bundle itself \(`\S+ --bundle-info`, `--bundle-verify`\) or rebuild",
+        match=rf"payload format {older}, older than the format 4 this program reads; ask "
+        r"the bundle itself \(`\S+ --bundle-info`, `--bundle-verify`\), or rebuild",
     ):
         read_payload(str(old), io.BytesIO(data), 0, len(data))
     data = data[:8] + (7).to_bytes(4, "little") + data[12:]
     with pytest.raises(
         IntegrityError,
-        match="payload format 7, this program reads format 3; the file is damaged or made by a newer bundler",
+        match="payload format 7, this program reads format 4; the file is damaged or made by a newer bundler",
     ):
         read_payload(str(old), io.BytesIO(data), 0, len(data))
-    assert "**Older formats.** A reader of format 3 refuses a bundle of format 2" in SPEC
+    assert "**Older formats.** A reader of format 4 refuses a bundle of format 3, 2 or 1" in SPEC
 
 
 def test_the_header_table_of_the_spec_matches_the_vector():
     payload, data = _open_vector()
-    index_len = len(payload.index_bytes)
-    sig_len, data_len = int.from_bytes(data[12:16], "little"), int.from_bytes(data[24:32], "little")
-    assert int.from_bytes(data[16:24], "little") == index_len
-    assert data[32:64] == hashlib.sha256(payload.index_bytes).digest()
-    assert 64 + index_len + sig_len + data_len == len(data) and sig_len == 104
-    block = data[64 + index_len : 64 + index_len + sig_len]
-    assert block[:8] == b"ed25519\x00" and payload.data_offset == 64 + index_len + sig_len
+    index_len, table_len = len(payload.index_bytes), len(payload.table_bytes)
+    sig_len, data_len = int.from_bytes(data[12:16], "little"), int.from_bytes(data[32:40], "little")
+    assert int.from_bytes(data[16:24], "little") == index_len and int.from_bytes(data[24:32], "little") == table_len
+    assert data[40:72] == hashlib.sha256(payload.index_bytes).digest()
+    assert data[72:104] == hashlib.sha256(payload.table_bytes).digest()
+    assert 104 + index_len + sig_len + table_len + data_len == len(data) and sig_len == 104
+    block = data[104 + index_len : 104 + index_len + sig_len]
+    assert block[:8] == b"ed25519\x00" and data[104 + index_len + sig_len :].startswith(payload.table_bytes)
+    assert payload.data_offset == 104 + index_len + sig_len + table_len
     # Canonical JSON: what a second writer must produce.
-    assert (
-        payload.index_bytes
-        == json.dumps(json.loads(payload.index_bytes), sort_keys=True, separators=(",", ":")).encode()
-    )
+    for document in (payload.index_bytes, payload.table_bytes):
+        assert document == json.dumps(json.loads(document), sort_keys=True, separators=(",", ":")).encode()
 
 
 # ---------------------------------------------------------------- the schema in the spec
 
 
-def _schema():
-    block = re.search(r"### 3\.1 Schema.*?```json\n(.*?)```", SPEC, re.S)
-    assert block, "docs/format.md section 3.1 must hold the index schema as a json block"
+def _schema(section="3\\.1 Schema"):
+    block = re.search(rf"### {section}.*?```json\n(.*?)```", SPEC, re.S)
+    assert block, f"docs/format.md section {section} must hold a schema as a json block"
     return json.loads(block.group(1))
+
+
+def _table_schema():
+    return _schema("3\\.5 The encoding table")
 
 
 def _errors(value, schema, root, where="index"):
@@ -169,11 +181,15 @@ def _errors(value, schema, root, where="index"):
         found.append("{} does not match {}".format(where, schema["pattern"]))
     if isinstance(value, str) and len(value) < schema.get("minLength", 0):
         found.append(f"{where} is too short")
+    if isinstance(value, str) and len(value) > schema.get("maxLength", len(value)):
+        found.append(f"{where} is too long")
     if "minimum" in schema and value < schema["minimum"] or "maximum" in schema and value > schema["maximum"]:
         found.append(f"{where} is out of range")
     if isinstance(value, list):
         if len(value) < schema.get("minItems", 0):
             found.append(f"{where} has too few items")
+        if len(value) > schema.get("maxItems", len(value)):
+            found.append(f"{where} has too many items")
         for n, item in enumerate(value):
             found += _errors(item, schema.get("items", {}), root, f"{where}[{n}]")
     if isinstance(value, dict):
@@ -188,32 +204,38 @@ def _errors(value, schema, root, where="index"):
 
 
 def test_the_vectors_index_validates_against_the_spec_schema():
-    schema = _schema()
-    index = json.loads(golden.INDEX_JSON.read_text())
-    assert _errors(index, schema, schema) == []
-    # Every field of the vector is used: each optional field of the schema appears in it.
-    split = json.loads(golden.SPLIT_INDEX_JSON.read_text())
-    assert _errors(split, schema, schema) == []
-    optional = set(schema["properties"]) - set(schema["required"])
-    used = set(index) | set(split)
-    assert optional <= used, f"the vectors must set every optional field: {sorted(optional - used)}"
+    schema, table_schema = _schema(), _table_schema()
+    documents = json.loads(golden.INDEX_JSON.read_text())
+    split_documents = json.loads(golden.SPLIT_INDEX_JSON.read_text())
+    for docs in (documents, split_documents):
+        assert _errors(docs["content index"], schema, schema) == []
+        assert _errors(docs["encoding table"], table_schema, table_schema, "table") == []
+    # Every field of the vector is used: each optional field of the schemas appears in it.
+    for chosen, key in ((schema, "content index"), (table_schema, "encoding table")):
+        optional = set(chosen["properties"]) - set(chosen["required"])
+        used = set(documents[key]) | set(split_documents[key])
+        assert optional <= used, f"the vectors must set every optional field: {sorted(optional - used)}"
 
 
 @pytest.mark.parametrize(
     "mutate, problem",
     [
-        (lambda d: d.update(not_a_field="2.31"), "unlisted field 'not_a_field'"),
-        (lambda d: d["entries"][0].update(mode=0o4755), "out of range"),
-        (lambda d: d["images"][1].update(manifest="sha256:" + "0" * 64), "matches 0 of oneOf"),
-        (lambda d: d.update(name="golden\n"), "does not match"),
-        (lambda d: d["groups"][0]["frames"][0].update(size=True), "is not an integer"),
+        (lambda d: d["content index"].update(not_a_field="2.31"), "unlisted field 'not_a_field'"),
+        (lambda d: d["content index"]["entries"][0].update(mode=0o4755), "out of range"),
+        (lambda d: d["content index"]["entries"][0].update(group="files"), "unlisted field 'group'"),
+        (lambda d: d["content index"]["images"][1].update(manifest="sha256:" + "0" * 64), "matches 0 of oneOf"),
+        (lambda d: d["content index"].update(name="golden\n"), "does not match"),
+        (lambda d: d["encoding table"]["groups"][0]["frames"][0].update(size=True), "is not an integer"),
+        (lambda d: d["encoding table"]["groups"][0]["frames"][0].pop("entries"), "has no 'entries'"),
     ],
 )
 def test_the_schema_check_can_fail(mutate, problem):
-    schema = _schema()
-    index = json.loads(golden.INDEX_JSON.read_text())
-    mutate(index)
-    assert any(problem in e for e in _errors(index, schema, schema))
+    schema, table_schema = _schema(), _table_schema()
+    documents = json.loads(golden.INDEX_JSON.read_text())
+    mutate(documents)
+    found = _errors(documents["content index"], schema, schema)
+    found += _errors(documents["encoding table"], table_schema, table_schema, "table")
+    assert any(problem in e for e in found)
 
 
 def test_the_spec_architecture_table_is_the_code_table():

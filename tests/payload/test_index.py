@@ -15,26 +15,42 @@ def _index(**changes):
         Entry("bin/y", "file", 0o644, 20, "d" * 64, "files", 10),
         Entry("images/blobs/sha256/" + "e" * 64, "blob", 0o644, 5, "e" * 64, "images", 0),
     ]
-    index = Index("demo", "1.0.0", "offline", "amd64", "0.1.0", ["bin/x", "{root}"], groups, entries)
-    doc = index.to_json()
+    index = Index(
+        "demo", "1.0.0", "offline", "amd64", "0.1.0", ["bin/x", "{root}"], groups, entries, stub_sha256="f" * 64
+    )
+    doc = dict(index.to_json(), groups=index.table_json()["groups"])  # both documents in one, for the tests to change
     doc.update(changes)
     return json.dumps(doc).encode()
 
 
+def _parse(data, size=150):
+    """Index.from_bytes of _index()'s one document: its groups and parts are the encoding table, the rest the content
+    index."""
+    doc = json.loads(data)
+    table = {"format": doc.get("format"), "groups": doc.pop("groups", None)}
+    if "parts" in doc:
+        table["parts"] = doc.pop("parts")
+    return Index.from_bytes(json.dumps(doc).encode(), json.dumps(table).encode(), size)
+
+
 def test_round_trip_keeps_identity_and_id():
     data = _index()
-    index = Index.from_bytes(data, 150)
-    assert index.to_json() == json.loads(data)
-    # The id is the sha256 of the canonical bytes, whatever order the keys came in.
+    index = _parse(data)
+    assert dict(index.to_json(), groups=index.table_json()["groups"]) == json.loads(data)
+    # The id is the sha256 of the canonical content bytes, whatever order the keys came in.
     assert index.bundle_id == hashlib.sha256(index.to_bytes()).hexdigest()
-    assert Index.from_bytes(index.to_bytes(), 150).bundle_id == index.bundle_id
+    assert Index.from_bytes(index.to_bytes(), index.table_bytes(), 150).bundle_id == index.bundle_id
+    assert [
+        [e.path for e in i]
+        for i in ([index.entries[n] for n in f["entries"]] for g in index.table_json()["groups"] for f in g["frames"])
+    ] == [["bin/x", "bin/y"], ["images/blobs/sha256/" + "e" * 64]]
     assert [e.path for e in index.entries_of("files")] == ["bin/x", "bin/y"]
     assert index.installed_size == 35 and index.payload_size == 150
 
 
 def test_min_glibc_is_optional_and_kept():
     assert "min_glibc" not in json.loads(_index())
-    index = Index.from_bytes(_index(min_glibc="2.31"), 150)
+    index = _parse(_index(min_glibc="2.31"))
     assert index.min_glibc == "2.31" and index.to_json()["min_glibc"] == "2.31"
     index = Index.from_bytes(_index(min_glibc="2.34", min_glibc_file="bin/y"), 150)
     assert index.min_glibc_file == "bin/y" and index.to_json()["min_glibc_file"] == "bin/y"
@@ -43,7 +59,7 @@ def test_min_glibc_is_optional_and_kept():
 
 def test_update_repository_is_optional_and_kept():
     assert "update_repository" not in json.loads(_index())
-    index = Index.from_bytes(_index(update_repository="r.example:5000/edge/demo:stable"), 150)
+    index = _parse(_index(update_repository="r.example:5000/edge/demo:stable"))
     assert index.update_repository == "r.example:5000/edge/demo:stable"
     assert index.to_json()["update_repository"] == "r.example:5000/edge/demo:stable"
     assert index.with_parts([]).update_repository == index.update_repository
@@ -65,9 +81,14 @@ def test_pull_is_background_unless_the_index_says_before_start():
         (lambda d: d["entries"][0].update(path="bin//x"), "empty"),
         (lambda d: d["entries"][1].update(path="bin/x"), "twice"),
         (lambda d: d["entries"][1].update(path="bin/x/y"), "both a file and a directory"),
-        (lambda d: d["entries"][1].update(offset=11), "starts at 11"),
-        (lambda d: d["entries"][1].update(size=21), "holds 30 bytes"),
-        (lambda d: d["entries"][0].update(group="nope"), "unknown group"),
+        (lambda d: d["groups"][0]["frames"][0].update(entries=[0]), "holds 30 bytes, its entries 10"),
+        (lambda d: d["entries"][1].update(size=21), "holds 30 bytes, its entries 31"),
+        (lambda d: d["entries"][0].update(group="files"), "unknown field 'group'"),
+        (lambda d: d["entries"][0].update(offset=0), "unknown field 'offset'"),
+        (lambda d: d["groups"][0]["frames"][0].update(entries=[0, 1, 1]), "'bin/y' is in two frames"),
+        (lambda d: d["groups"][0]["frames"][0].update(entries=[0, 7]), "entry 7 is not in the index"),
+        (lambda d: d["groups"][0]["frames"][0].update(entries=[0, True]), "entry True is not in the index"),
+        (lambda d: d["groups"][1]["frames"][0].update(entries=[], size=0), "is in no frame"),
         (lambda d: d["entries"][0].update(mode=0o4755), "bad mode"),
         (lambda d: d["entries"][0].update(mode=0o775), "bad mode 509"),
         (lambda d: d["entries"][0].update(mode=0o646), "bad mode 422"),
@@ -94,13 +115,16 @@ def test_index_that_lies_is_refused(mutate, message):
     doc = json.loads(_index())
     mutate(doc)
     with pytest.raises(IntegrityError, match=message):
-        Index.from_bytes(json.dumps(doc).encode(), 150)
+        _parse(json.dumps(doc).encode())
 
 
 @pytest.mark.parametrize("data", [b"", b"\xff\xfe", b"[]", b"{", b'{"format": 1}', b"null"])
 def test_garbage_is_an_integrity_error(data):
+    index = _parse(_index())
     with pytest.raises(IntegrityError):
-        Index.from_bytes(data, 150)
+        Index.from_bytes(data, index.table_bytes(), 150)
+    with pytest.raises(IntegrityError):
+        Index.from_bytes(index.to_bytes(), data, 150)
 
 
 @pytest.mark.parametrize(
@@ -143,7 +167,7 @@ def test_a_trailing_newline_is_not_a_name_or_digest(mutate, message):
     doc = json.loads(_index())
     mutate(doc)
     with pytest.raises(IntegrityError, match=message):
-        Index.from_bytes(json.dumps(doc).encode(), 150)
+        _parse(json.dumps(doc).encode())
 
 
 def test_an_embedded_image_whose_manifest_is_not_an_entry_is_refused():
@@ -161,9 +185,9 @@ def test_an_embedded_image_whose_manifest_is_not_an_entry_is_refused():
         }
     ]
     with pytest.raises(IntegrityError, match="manifest sha256:d+ is not an entry"):
-        Index.from_bytes(json.dumps(doc).encode(), 150)
+        _parse(json.dumps(doc).encode())
     doc["images"][0]["manifest"] = "sha256:" + "e" * 64
-    assert Index.from_bytes(json.dumps(doc).encode(), 150).images[0].manifest == "sha256:" + "e" * 64
+    assert _parse(json.dumps(doc).encode()).images[0].manifest == "sha256:" + "e" * 64
 
 
 _PULLED = {
@@ -208,13 +232,13 @@ def test_an_index_that_breaks_a_rule_of_the_spec_is_refused(mutate, message):
     doc = json.loads(_index())
     mutate(doc)
     with pytest.raises(IntegrityError, match=re.escape(message)):
-        Index.from_bytes(json.dumps(doc).encode(), 150)
+        _parse(json.dumps(doc).encode())
 
 
 def test_image_records_round_trip_typed():
     doc = json.loads(_index())
     doc["images"] = [_EMBEDDED, dict(_PULLED, name="coredns")]
-    index = Index.from_bytes(json.dumps(doc).encode(), 150)
+    index = _parse(json.dumps(doc).encode())
     embedded, pulled = index.images
     assert (embedded.embedded, embedded.layers, embedded.size, embedded.archive_name) == (True, "raw", 5, "pause.tar")
     assert (pulled.embedded, pulled.manifest, pulled.archive_name) == (False, None, "coredns.tar")
@@ -224,7 +248,7 @@ def test_image_records_round_trip_typed():
 def test_make_refuses_an_index_every_device_would_refuse(tmp_path):
     from bundler.build.assemble import check_as_device, write_bundle
 
-    index = Index.from_bytes(_index(), 150)
+    index = _parse(_index())
     check_as_device(index)  # a sound index passes
     index.entrypoint = ["bin/absent"]
     with pytest.raises(BundleError, match="every device would refuse the index") as caught:
@@ -236,26 +260,26 @@ def test_an_image_stored_exactly_keeps_its_pinned_manifest():
     doc = json.loads(_index())
     doc["images"] = [dict(_EMBEDDED, layers="exact")]  # manifest e..., digest f...: not what was pinned
     with pytest.raises(IntegrityError, match="stored exactly, but its manifest sha256:e+ is not the pinned"):
-        Index.from_bytes(json.dumps(doc).encode(), 150)
+        _parse(json.dumps(doc).encode())
     doc["images"][0]["digest"] = doc["images"][0]["manifest"]
-    assert Index.from_bytes(json.dumps(doc).encode(), 150).images[0].layers == "exact"
+    assert _parse(json.dumps(doc).encode()).images[0].layers == "exact"
 
 
 # ---------------------------------------------------------------- groups of several frames
 
 
-def _two_frames(first=(0, 60, 10), second=(60, 40, 20)):
+def _two_frames(first=(0, 60, 10, [0]), second=(60, 40, 20, [1])):
     """The files group of _index() cut into two frames: bin/x (10 bytes) in the first, bin/y (20) in the second."""
     doc = json.loads(_index())
     doc["groups"][0]["frames"] = [
-        dict(zip(("offset", "csize", "size"), first), sha256="a" * 64),
-        dict(zip(("offset", "csize", "size"), second), sha256="9" * 64),
+        dict(zip(("offset", "csize", "size", "entries"), first), sha256="a" * 64),
+        dict(zip(("offset", "csize", "size", "entries"), second), sha256="9" * 64),
     ]
     return doc
 
 
 def test_a_group_of_several_frames_gives_each_its_place():
-    index = Index.from_bytes(json.dumps(_two_frames()).encode(), 150)
+    index = _parse(json.dumps(_two_frames()).encode())
     files = index.group("files")
     assert (files.offset, files.csize, files.size) == (0, 100, 30)
     assert [(f.offset, f.csize, f.start, f.end, f.number) for f in files.frames] == [
@@ -269,21 +293,28 @@ def test_a_group_of_several_frames_gives_each_its_place():
     ]
     assert files.label(files.frames[1]) == "group 'files' frame 2 of 2"
     assert index.group("images").label(index.group("images").frames[0]) == "group 'images'"
-    assert Index.from_bytes(index.to_bytes(), 150).to_json() == index.to_json()
+    again = Index.from_bytes(index.to_bytes(), index.table_bytes(), 150)
+    assert (again.to_json(), again.table_json()) == (index.to_json(), index.table_json())
 
 
 @pytest.mark.parametrize(
     "doc, message",
     [
-        (_two_frames((0, 60, 15), (60, 40, 15)), "entry 'bin/y' (bytes 10 to 30 of group 'files') is not inside one"),
-        (_two_frames((0, 60, 10), (61, 39, 20)), "group 'files' frame 2 does not start where frame 1 ends"),
-        (_two_frames((0, 60, 30), (60, 40, 0)), "group 'files' frame 2 is empty; only a group's one frame may be"),
-        (_two_frames((0, 60, 10), (60, 91, 20)), "group 'files' frame 2 ends at 151, past the payload's 150 bytes"),
+        (_two_frames((0, 60, 15, [0]), (60, 40, 15, [1])), "group 'files' frame 1 holds 15 bytes, its entries 10"),
+        (_two_frames((0, 60, 10, [0]), (61, 39, 20, [1])), "group 'files' frame 2 does not start where frame 1 ends"),
+        (
+            _two_frames((0, 60, 30, [0, 1]), (60, 40, 0, [])),
+            "group 'files' frame 2 is empty; only a group's one frame may be",
+        ),
+        (
+            _two_frames((0, 60, 10, [0]), (60, 91, 20, [1])),
+            "group 'files' frame 2 ends at 151, past the payload's 150 bytes",
+        ),
     ],
 )
 def test_frames_that_break_a_rule_are_refused(doc, message):
     with pytest.raises(IntegrityError, match=re.escape(message)):
-        Index.from_bytes(json.dumps(doc).encode(), 150)
+        _parse(json.dumps(doc).encode())
 
 
 @pytest.mark.parametrize(
@@ -300,4 +331,4 @@ def test_a_group_without_sound_frames_is_refused(mutate, message):
     doc = json.loads(_index())
     mutate(doc)
     with pytest.raises(IntegrityError, match=re.escape(message)):
-        Index.from_bytes(json.dumps(doc).encode(), 150)
+        _parse(json.dumps(doc).encode())

@@ -124,15 +124,17 @@ def index_with(parts, data_size=3000):
         ["bin/x"],
         [Group("g", [Frame(0, data_size, 0, "0" * 64)])],
         [Entry("bin/x", "file", 0o755, 0, "1" * 64, "g", 0)],
+        stub_sha256="4" * 64,
         parts=parts,
     )
 
 
 def test_the_index_keeps_its_parts_and_refuses_parts_that_do_not_hold():
     parts = [Part("a.part001", 2000, "2" * 64), Part("a.part002", 1000, "3" * 64)]
-    again = Index.from_bytes(index_with(parts).to_bytes(), 3000)
+    again = Index.from_bytes(index_with(parts).to_bytes(), index_with(parts).table_bytes(), 3000)
     assert [p.to_json() for p in again.parts] == [p.to_json() for p in parts]
-    assert "parts" not in index_with([]).to_json()
+    assert "parts" not in index_with([]).table_json() and "parts" not in index_with(parts).to_json()
+    assert index_with(parts).to_bytes() == index_with([]).to_bytes()  # parts are packing, not content
     bad = {
         "do not add up": ([Part("a.part001", 2000, "2" * 64)], "the parts hold 2000 bytes, the data area 3000"),
         "path": ([Part("../a", 3000, "2" * 64)], "not a plain file name"),
@@ -143,4 +145,4 @@ def test_the_index_keeps_its_parts_and_refuses_parts_that_do_not_hold():
     }
     for _why, (parts, message) in bad.items():
         with pytest.raises(IntegrityError, match=message):
-            Index.from_bytes(index_with(parts).to_bytes(), 3000)
+            Index.from_bytes(index_with(parts).to_bytes(), index_with(parts).table_bytes(), 3000)
