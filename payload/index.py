@@ -161,8 +161,16 @@ class Frame:
         """Where its bytes end in the group's stream."""
         return self.start + self.size
 
+    def _key(self):
+        return (self.offset, self.csize, self.size, self.sha256, self.count)
+
+    def __eq__(self, other):
+        return isinstance(other, Frame) and self._key() == other._key()
+
+    __hash__ = None
+
     def __repr__(self):
-        return f"Frame({self.group!r}, {self.offset}, {self.csize}, {self.sha256[:12]})"
+        return f"Frame({self.group!r}, {self.offset}, {self.csize}, {self.size}, {self.sha256[:12]})"
 
 
 class Group:

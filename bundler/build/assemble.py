@@ -70,9 +70,9 @@ def lay_out(groups):
 def stub_sha256_of(stub, beside):
     """The `stub_sha256` every bundle of `stub` records (payload/outside.py): the stub's, with an empty payload
     section put in (scratch files beside `beside`, removed)."""
+    Path(beside).parent.mkdir(parents=True, exist_ok=True)
     empty, scratch = fs.temp_name(Path(str(beside) + ".empty")), fs.temp_name(Path(str(beside) + ".stub"))
     try:
-        Path(scratch).parent.mkdir(parents=True, exist_ok=True)
         open(empty, "wb").close()
         insert_section(str(stub), scratch, SECTION, empty)
         with open(scratch, "rb") as f:
@@ -103,6 +103,8 @@ def write_bundle(stub, index, groups, output, sign=_no_signature, signature=None
     Both appear whole or not at all: the executable first, then its checksum file. `sign(index_bytes)` gives
     the signature block; a repack passes the content index bytes and the `signature` it keeps instead, and
     `replace`: `stub` is then a bundle whose payload section is replaced."""
+    if index.stub_sha256 is None:
+        index.stub_sha256 = stub_sha256_of(stub, output)
     check_as_device(index)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

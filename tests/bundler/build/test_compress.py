@@ -37,7 +37,7 @@ def test_frames_are_cut_between_members_and_each_decodes_on_its_own(tmp_path):
     contents = [b"one\n" * 999, b"", b"three", b"four" * 5000, b"five"]
     group = compress(cache, "files", members(tmp_path, *contents), 3, log=lambda _: None, counts=[2, 1, 2])
     data, at = group.path.read_bytes(), 0
-    assert [f.members for f in group.frames] == [2, 1, 2] and group.csize == len(data)
+    assert [f.count for f in group.frames] == [2, 1, 2] and group.csize == len(data)
     wanted = [contents[0] + contents[1], contents[2], contents[3] + contents[4]]
     for frame, expected in zip(group.frames, wanted):
         one = data[at : at + frame.csize]
