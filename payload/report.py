@@ -13,6 +13,7 @@ def describe(payload, as_json=False):
     index = payload.index
     if as_json:
         doc = index.to_json()
+        doc["encoding"] = index.table_json()  # how it is packed: groups, frames, parts (not signed)
         doc["bundle_id"] = payload.bundle_id
         doc["signed"] = bool(payload.signature)
         doc["signature"] = describe_signature(payload)

@@ -169,6 +169,6 @@ def test_info_and_verify_show_each_groups_frames(framed, monkeypatch, capsys):
     code, out, _ = run_stub(monkeypatch, capsys, path, "--bundle-info")
     assert code == 0 and "group:      files: 0.4 MB as" in out and f"in 3 frame(s) of {sizes} MB" in out
     code, out, _ = run_stub(monkeypatch, capsys, path, "--bundle-info", "--json")
-    assert [len(g["frames"]) for g in json.loads(out)["groups"]] == [3]
+    assert [len(g["frames"]) for g in json.loads(out)["encoding"]["groups"]] == [3]
     code, out, _ = run_stub(monkeypatch, capsys, path, "--bundle-verify")
     assert code == 0 and "ok, 7 entries in 1 group(s) of 3 frame(s) verified" in out

@@ -107,12 +107,12 @@ def test_what_make_writes_is_read_back(project, plain_stub, tmp_path):
     """A frame whose recorded sha256 is right but whose bytes change between the check and the write cannot be
     made on demand; the read-back is shown on write_bundle with a group that does not hold its record."""
     from bundler.build.assemble import build_index, write_bundle
-    from bundler.build.compress import CompressedGroup, Member, StoredFrame
+    from bundler.build.compress import CompressedGroup, Member, stored_frames
 
     data = tmp_path / "frame.zst"
     data.write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 20)
     member = Member("x", 0o644, "file", data, hashlib.sha256(b"").hexdigest(), 0)
-    group = CompressedGroup("files", (member,), data, (StoredFrame(1, 0, 24, "0" * 64),))  # its frame does not match
+    group = CompressedGroup("files", (member,), data, stored_frames([(1, 0, 24, "0" * 64)]))  # its frame does not match
     identity = {"name": "demo", "version": "1", "variant": "v", "arch": "amd64", "entrypoint": ["x"]}
     from payload.errors import IntegrityError
 
@@ -310,7 +310,7 @@ def test_make_json_is_the_result_a_ci_reads(project, plain_stub):
     inspected = json.loads(bundler("inspect", work / "out" / "app", "--json").stdout)
     assert made["bundle_id"] == inspected["bundle_id"]
     assert (made["name"], made["version"], made["arch"]) == ("demo", "1.0.0", inspected["arch"])
-    assert {g["name"] for g in made["groups"]} == {g["name"] for g in inspected["groups"]}
+    assert {g["name"] for g in made["groups"]} == {g["name"] for g in inspected["encoding"]["groups"]}
 
 
 # progress: a bar on a terminal, nothing otherwise
