@@ -940,7 +940,7 @@ def _embedded_images(ws, image_set, layers, level, goal):
         exe,
     )
     info = json.loads(bundler("inspect", "--json", exe))
-    group = [g for g in info["groups"] if g["name"] == "images"]
+    group = [g for g in info["encoding"]["groups"] if g["name"] == "images"]
     if len(group) != 1 or not all(i["embedded"] and i["layers"] == layers for i in info["images"]):
         raise SystemExit(f"bench: {exe} does not embed the images in one `images` group with --layers {layers}")
     group = {"csize": sum(f["csize"] for f in group[0]["frames"]), "size": sum(f["size"] for f in group[0]["frames"])}

@@ -136,6 +136,8 @@ def check_written(path, index, index_bytes=None):
         if written.index_bytes != wanted or written.table_bytes != index.table_bytes():
             raise IntegrityError(f"the bundle written to {path} does not hold the index it was given; build it again")
         check_outside(written, f)
+        if written.index.parts:  # its data area is in the parts, hashed as they were planned
+            return
         for group, frame in written.index.frames():
             f.seek(written.data_offset + frame.offset)
             sha, left = hashlib.sha256(), frame.csize

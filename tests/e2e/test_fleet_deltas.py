@@ -50,7 +50,7 @@ def shim_frame_size(bundle):
     import json
 
     index = json.loads(bundler("inspect", bundle, "--json").stdout)
-    return sum(f["csize"] for g in index["groups"] if g["name"] == "shim" for f in g["frames"])
+    return sum(f["csize"] for g in index["encoding"]["groups"] if g["name"] == "shim" for f in g["frames"])
 
 
 def device(tmp_path, built):
@@ -161,7 +161,7 @@ def test_a_frame_of_a_group_of_several_comes_as_a_delta(tmp_path, cache_dir, stu
     import json
 
     index = json.loads(bundler("inspect", bundles["new"], "--json").stdout)
-    assert [len(g["frames"]) for g in index["groups"] if g["name"] == "tools"] == [2]  # the test's premise
+    assert [len(g["frames"]) for g in index["encoding"]["groups"] if g["name"] == "tools"] == [2]  # the test's premise
     with Registry(tmp_path / "storage") as registry:
         bundler("push", bundles["old"], f"{registry.host}/edge/deltas:1.0.0")
         pushed = bundler(

@@ -81,7 +81,7 @@ def frames_of(bundle):
     import json
 
     index = json.loads(bundler("inspect", bundle, "--json").stdout)
-    return {f["sha256"]: f["csize"] for g in index["groups"] for f in g["frames"]}
+    return {f["sha256"]: f["csize"] for g in index["encoding"]["groups"] for f in g["frames"]}
 
 
 def test_update_fetches_only_what_changed_then_rollback_runs_the_old_version(tmp_path, built, registry):

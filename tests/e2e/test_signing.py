@@ -11,7 +11,7 @@ import pytest
 
 from testing.faults import SMALL, build, expected_files, install_problems, start, version_dirs, write_project
 from testing.helpers import ROOT, bundler, run
-from testing.mutations import join_section, read_section, reseal, section_span, split_section, with_section
+from testing.mutations import join_section, read_section, section_span, split_section, with_section
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +88,14 @@ def test_operator_key_on_the_command_line_refuses_other_signers(made, tmp_path):
 
 
 def _rewrite_index(made, source, output, change, keep_signature):
-    """What an attacker without the private key can do: rewrite the index (fixing the header's sha256)."""
-    _, index_bytes, signature, data = split_section(read_section(source))
+    """What an attacker without the private key can do: rewrite the content index (fixing the header's sha256); the
+    stub is the same, so its stub_sha256 still holds."""
+    _, index_bytes, signature, table_bytes, data = split_section(read_section(source))
     doc = json.loads(index_bytes)
     change(doc)
     new_index = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-    written = with_section(made["stub"], join_section(new_index, signature if keep_signature else b"", data), output)
-    # Without a signature to keep, the attacker can also make the index's outside_sha256 match the new layout.
-    return written if keep_signature else reseal(written)
+    section = join_section(new_index, signature if keep_signature else b"", table_bytes, data)
+    return with_section(made["stub"], section, output)
 
 
 def test_an_index_changed_after_signing_is_refused_even_when_no_key_is_asked_for(made, tmp_path):
@@ -163,7 +163,7 @@ def test_the_recipe_of_docs_signing_md_checks_the_signature_and_the_stub_without
     assert "./app: every byte is the one signed by release.pub" in ok.stdout
     (tmp_path / "rogue").mkdir()
     rogue = _run_recipe(tmp_path / "rogue", made["required"], keys["rogue"]["pub"])
-    assert rogue.returncode != 0 and "the signature over the index does not hold" in rogue.stderr
+    assert rogue.returncode != 0 and "the signature over the content index does not hold" in rogue.stderr
     # The genuine signed payload grafted onto a stub built from other code: one byte of the bootloader changed.
     stub = bytearray(made["stub"].read_bytes())
     at = stub.index(b"PyInstaller")
@@ -173,17 +173,29 @@ def test_the_recipe_of_docs_signing_md_checks_the_signature_and_the_stub_without
     assert read_section(graft) == read_section(made["required"])
     (tmp_path / "swapped").mkdir()
     swapped = _run_recipe(tmp_path / "swapped", graft, keys["release"]["pub"])
-    assert "Signature Verified Successfully" in swapped.stdout  # the index alone still checks out...
+    assert "Signature Verified Successfully" in swapped.stdout  # the content index alone still checks out...
     assert swapped.returncode != 0, swapped.stdout  # ...but the stub does not
     assert (
         swapped.stderr.strip()
         == "./app: the stub (the bytes outside the payload section) is not the one that was signed"
     )
-    # a changed frame is named too: the data area's last byte, in a copy of the genuine file
+    verified = bundler("verify", graft, "--key", keys["release"]["pub"], check=False)
+    assert verified.returncode == 3 and "its stub was replaced" in verified.stderr
+    # A changed frame is named by the entry it decodes to: the data area's last byte, in a copy of the genuine file.
     damaged = bytearray(made["required"].read_bytes())
     offset, size = section_span(made["required"], "bundle")
     damaged[offset + size - 1] ^= 1
     (tmp_path / "damaged").write_bytes(damaged)
     (tmp_path / "damaged-run").mkdir()
     frame = _run_recipe(tmp_path / "damaged-run", tmp_path / "damaged", keys["release"]["pub"])
-    assert frame.returncode != 0 and "is not the one that was signed" in frame.stderr and "group" in frame.stderr
+    assert frame.returncode != 0 and "is not the one that was signed" in frame.stderr, frame.stderr
+
+
+def test_the_recipe_passes_a_split_bundle_made_without_the_key(made, tmp_path):
+    folder = tmp_path / "stick"
+    folder.mkdir()
+    bundler("split", made["required"], "--size", "64K", "--output", folder / "app")
+    assert len(list(folder.glob("app.part*"))) > 1
+    shutil.copy(made["keys"]["release"]["pub"], folder / "release.pub")
+    ok = subprocess.run(["bash", "-c", _recipe()], cwd=folder, capture_output=True, text=True)
+    assert ok.returncode == 0 and "./app: every byte is the one signed by release.pub" in ok.stdout, ok.stderr
