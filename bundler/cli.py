@@ -282,6 +282,32 @@ def split(bundle, size, output):
     click.echo(_summary(output, split_bundle(bundle, size, output)))
 
 
+@main.command()
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--level", type=LEVEL, default=19, show_default=True, help="zstd compression level.")
+@click.option(
+    "--frame-size",
+    type=FRAME_SIZE,
+    default=DEFAULT_FRAME_SIZE,
+    show_default=f"{DEFAULT_FRAME_SIZE >> 20}M",
+    help="Cut a group of at least twice SIZE into frames of at least SIZE (as make --frame-size).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Default: BUNDLE itself (replaced once the new one is written and read back).",
+)
+@cache_option
+def repack(bundle, level, frame_size, output, cache_dir):
+    """Compress a bundle already made again, at another level or frame size (no key needed: the bundle id and
+    the signature stay). A split bundle comes out whole; split it again with `bundler split`."""
+    from bundler.commands import repack_bundle
+
+    output = output or bundle
+    click.echo(_summary(output, repack_bundle(bundle, output, _cache(cache_dir), level, frame_size, log=_log)))
+
+
 def _made(output, index):
     """What `make --json` prints: where the bundle is, its checksum, and what it holds."""
     from bundler.media.outputs import checksum_path, read_checksums

@@ -60,6 +60,14 @@ def split_bundle(bundle, size, output):
         return write_split(bundle_source(bundle, f), output, size)
 
 
+def repack_bundle(bundle, output, cache, level, frame_size, log=print):
+    """`bundler repack`: `bundle` packed again at `level` and `frame_size`; it keeps the bundle id and the
+    signature, so it needs no key."""
+    from bundler.build.repack import repack
+
+    return repack(bundle, output, cache, level=level, frame_size=frame_size, log=log)
+
+
 def _complete_arches(manifest, log=print):
     """The architectures every file has a source for; those only some files have are named and skipped."""
     from payload.arches import NAMES as ARCHES

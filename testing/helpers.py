@@ -9,9 +9,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def bundler(*args, cwd=None, env=None, check=True):
-    """Run the real `bundler` CLI in a subprocess."""
-    full_env = dict(os.environ, **(env or {}))
+def bundler(*args, cwd=None, env=None, check=True, inherit_env=True):
+    """Run the real `bundler` CLI in a subprocess (in `env` alone when not `inherit_env`)."""
+    full_env = dict(os.environ if inherit_env else {}, **(env or {}))
     full_env["PYTHONPATH"] = str(ROOT)
     result = subprocess.run(
         [sys.executable, "-m", "bundler", *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True

@@ -187,19 +187,78 @@ def test_sizes_are_checked(made, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_signed_bundle_is_split_without_its_key_and_keeps_its_id_and_signature(made, tmp_path, cache_dir):
-    bundler("keygen", "--out", tmp_path / "release")
-    key, pub = tmp_path / "release.key", tmp_path / "release.pub"
-    signed = build(made["project"], cache_dir, "--sign", key, "--require-key", pub)
-    exe = tmp_path / "signed"
-    shutil.copy2(signed, exe)
-    key.unlink()  # nothing below can sign
-    bundler("split", exe, "--size", "1M")
-    assert parts_of(exe) and index_of(exe)["bundle_id"] == index_of(signed)["bundle_id"]
-    ok = run([exe, "--bundle-verify", "--bundle-key", pub])
-    assert ok.returncode == 0 and "signature: ok" in ok.stdout, ok.stderr
-    result = start(exe, tmp_path / "root", "--bundle-key", pub)
-    assert result.returncode == 0 and result.stdout.startswith("RAN 1.0.0"), result.stderr
+def _keyless_env(home):
+    """The environment of an operator who holds no key: no variable naming one, a HOME with nothing in it."""
+    env = {k: v for k, v in os.environ.items() if "KEY" not in k.upper() and not k.startswith("BUNDLER_SIGN")}
+    home.mkdir()
+    return dict(env, HOME=str(home))
+
+
+def _installed(root, bundle_id):
+    """(inode of the version directory, inode and mtime_ns of its marker): unchanged when nothing is extracted."""
+    version, marker = root / bundle_id, root / bundle_id / ".bundle-installed"
+    return version.stat().st_ino, marker.stat().st_ino, marker.stat().st_mtime_ns
+
+
+def test_split_copy_and_repack_of_a_signed_bundle_need_no_key_and_are_one_install(made, tmp_path, cache_dir):
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    bundler("keygen", "--out", keys / "release")
+    pub = tmp_path / "release.pub"
+    shutil.copy2(keys / "release.pub", pub)
+    signed = build(made["project"], cache_dir, "--sign", keys / "release.key", "--require-key", pub)
+    original = tmp_path / "original"
+    shutil.copy2(signed, original)
+    shutil.rmtree(keys)  # the private key is gone: nothing below can sign
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and b"PRIVATE KEY" in p.read_bytes()[:4096]]
+    env = _keyless_env(tmp_path / "home")
+    bundle_id = index_of(original)["bundle_id"]
+
+    split = tmp_path / "split" / "app"
+    bundler("split", original, "--size", "1M", "--output", split, env=env, inherit_env=False)
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    bundler("copy", original, stick, "--split", "1M", env=env, inherit_env=False)
+    repacked = tmp_path / "repacked"
+    bundler(
+        "repack",
+        original,
+        "--level",
+        "1",
+        "--frame-size",
+        "1M",
+        "-o",
+        repacked,
+        "--cache-dir",
+        cache_dir,
+        env=env,
+        inherit_env=False,
+    )
+    results = {"split": split, "copy --split": stick / "original", "repack": repacked}
+    assert parts_of(split) and parts_of(stick / "original")
+    # Packed differently, the same content: the same bundle id and the same signature block.
+    assert index_of(repacked)["encoding"] != index_of(original)["encoding"]
+    for how, exe in results.items():
+        doc = index_of(exe)
+        assert doc["bundle_id"] == bundle_id and doc["signature"] == index_of(original)["signature"], how
+        checked = run([exe, "--bundle-verify", "--bundle-key", pub])
+        assert checked.returncode == 0 and "signature: ok" in checked.stdout, (how, checked.stderr)
+        # On a fresh device, with the key given: it installs, runs, and pins the key.
+        root = tmp_path / f"root-{how}"
+        result = start(exe, root, "--bundle-key", pub)
+        assert result.returncode == 0 and result.stdout.startswith(f"RAN 1.0.0 {bundle_id}"), (how, result.stderr)
+        assert install_problems(root, made["expected"]) == [] and len(list((root / ".trusted-keys").iterdir())) == 1
+
+    # On one device: the original installs once; each of the others is the same install, not a second one.
+    root = tmp_path / "device"
+    first = start(original, root, "--bundle-key", pub)
+    assert first.returncode == 0 and "installing" in first.stderr, first.stderr
+    before = _installed(root, bundle_id)
+    for how, exe in results.items():
+        again = start(exe, root)  # the pin is there now: a signed bundle by that key starts
+        assert again.returncode == 0 and again.stdout.startswith(f"RAN 1.0.0 {bundle_id}"), (how, again.stderr)
+        assert "installing" not in again.stderr and _installed(root, bundle_id) == before, how
+    assert version_dirs(root) == [bundle_id]
 
 
 def test_an_unsplit_make_over_a_split_output_removes_the_old_parts(made, cache_dir):
