@@ -60,8 +60,8 @@ SECTION_OFFSET = "vnd.bundler.section-offset"
 PYDATA_OFFSET = "vnd.bundler.pydata-offset"
 HEADER_SIZE = "vnd.bundler.elf-header-size"
 
-# The most a manifest may claim for the three layers outside the payload section. Format 3's signed index records
-# their sha256 together (outside_sha256) but not their sizes, so these bounds are what keeps a registry replaying a
+# The most a manifest may claim for the three layers outside the payload section. The signed content index records
+# their sha256 together (stub_sha256) but not their sizes, so these bounds are what keeps a registry replaying a
 # genuine signed index from filling a device's disk with a huge "bootloader" before the sha256 can fail. Measured
 # stubs: bootloader 70 KB, pydata 5.9 MB stripped and 23.6 MB unstripped, ELF layer about 2 KB.
 MAX_OUTSIDE_LAYER = {ELF_TYPE: 1 << 20, STUB_TYPE: 16 << 20, ARCHIVE_TYPE: 64 << 20}

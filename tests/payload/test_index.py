@@ -52,7 +52,7 @@ def test_min_glibc_is_optional_and_kept():
     assert "min_glibc" not in json.loads(_index())
     index = _parse(_index(min_glibc="2.31"))
     assert index.min_glibc == "2.31" and index.to_json()["min_glibc"] == "2.31"
-    index = Index.from_bytes(_index(min_glibc="2.34", min_glibc_file="bin/y"), 150)
+    index = _parse(_index(min_glibc="2.34", min_glibc_file="bin/y"))
     assert index.min_glibc_file == "bin/y" and index.to_json()["min_glibc_file"] == "bin/y"
     assert index.with_parts([]).min_glibc_file == "bin/y"
 
@@ -66,9 +66,9 @@ def test_update_repository_is_optional_and_kept():
 
 
 def test_pull_is_background_unless_the_index_says_before_start():
-    index = Index.from_bytes(_index(), 150)
+    index = _parse(_index())
     assert "pull" not in json.loads(_index()) and index.pull == "background"
-    index = Index.from_bytes(_index(pull="before-start"), 150)
+    index = _parse(_index(pull="before-start"))
     assert index.pull == "before-start" and index.to_json()["pull"] == "before-start"
     assert index.with_parts([]).pull == "before-start"
 
