@@ -116,10 +116,20 @@ def read_head(path, data, check_signature=True):
     anything is parsed. The Payload has no data area in any file."""
     import io
 
-    return read_payload(path, io.BytesIO(data), 0, len(data), head_only=True, check_signature=check_signature)
+    return read_payload(
+        path, io.BytesIO(data), 0, len(data), head_only=True, check_signature=check_signature, remote=True
+    )
 
 
-def _other_format(path, fmt):
+def _other_format(path, fmt, remote=False):
+    """What to say of a bundle of another format; `remote`: `path` names a bundle on a registry, offered as an
+    update (a running bundle cannot update to another format, but the bundle's own stub installs it)."""
+    if remote:
+        return (
+            f"{path}: a bundle of payload format {fmt}; this program reads format {FORMAT_VERSION}, so it cannot "
+            f"update to it or pull it: pull it with a bundler of format {fmt} (`bundler pull {path} --output FILE`) "
+            "and run FILE once, its own stub installs it into the same root"
+        )
     if fmt in OLDER_FORMATS:  # a bundle made by an older bundler: its own stub reads it (docs/format.md, section 9)
         return (
             f"{path}: payload format {fmt}, older than the format {FORMAT_VERSION} this program reads; ask the bundle "
@@ -128,11 +138,11 @@ def _other_format(path, fmt):
         )
     return (
         f"{path}: payload format {fmt}, this program reads format {FORMAT_VERSION}; the file is damaged or made by a "
-        "newer bundler"
+        "newer bundler: ask the bundle itself (`--bundle-info`, `--bundle-verify`), or use a newer bundler"
     )
 
 
-def read_payload(path, f, offset, size, head_only=False, check_signature=False):
+def read_payload(path, f, offset, size, head_only=False, check_signature=False, remote=False):
     """Read and check the payload section that spans `size` bytes from `offset` of the file open as `f`
     (`head_only`: the head only, whatever the table says of its data area). Verify, then parse: the content index
     and the table against the header's sha256s and, with `check_signature`, a signature present against the raw
@@ -144,7 +154,7 @@ def read_payload(path, f, offset, size, head_only=False, check_signature=False):
     if magic != MAGIC:
         raise _damaged(path, "payload magic is wrong")
     if fmt != FORMAT_VERSION:
-        raise IntegrityError(_other_format(path, fmt))
+        raise IntegrityError(_other_format(path, fmt, remote))
     if size < _HEADER.size:
         raise _damaged(path, f"payload section is {size} bytes, too small for its header")
     f.seek(offset)

@@ -15,7 +15,7 @@ import pytest
 from payload import FORMAT_VERSION, arches
 from payload.errors import IntegrityError
 from payload.groups import extract_group
-from payload.layout import read_payload
+from payload.layout import read_head, read_payload
 from payload.report import verify_all
 from payload.signing import required_key, verify_signature
 
@@ -127,6 +127,14 @@ def test_a_bundle_of_an_older_format_is_refused_naming_what_still_reads_it(older
         match="payload format 7, this program reads format 4; the file is damaged or made by a newer bundler",
     ):
         read_payload(str(old), io.BytesIO(data), 0, len(data))
+    # Offered by a registry (an update, a pull): one line that names the way forward, for a newer or an older one.
+    for fmt, offered in ((7, data), (older, old.read_bytes())):
+        with pytest.raises(IntegrityError) as refused:
+            read_head("r.example/edge/app@sha256:" + "a" * 64, offered)
+        assert str(refused.value).count("\n") == 0 and (
+            f"a bundle of payload format {fmt}; this program reads format 4, so it cannot update to it or pull it: "
+            f"pull it with a bundler of format {fmt} (`bundler pull r.example/edge/app@sha256:"
+        ) in str(refused.value)
     assert "**Older formats.** A reader of format 4 refuses a bundle of format 3, 2 or 1" in SPEC
 
 
