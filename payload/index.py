@@ -79,7 +79,11 @@ def _object(value, required, optional, what):
 
 def _check_path(path, what):
     problem = rules.path_problem(path)
-    _require(problem is None, f"{what} {path!r} {_PATH_PROBLEMS.get(problem)}")
+    if problem is not None:
+        shown = repr(path)
+        if len(shown) > 200:  # a hostile path of thousands of bytes: the message stays one readable line
+            shown = f"{shown[:96]}...{shown[-96:]} ({len(path)} characters)"
+        _require(False, f"{what} {shown} {_PATH_PROBLEMS.get(problem)}")
     return path
 
 
