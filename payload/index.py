@@ -599,6 +599,11 @@ def _parse_group(g, entries, data_size):
             _TABLE,
         )
         _require(f["size"] > 0 or len(frames) == 1, f"{what} is empty; only a group's one frame may be", _TABLE)
+        _require(
+            f["csize"] <= rules.max_frame_csize(f["size"]),
+            f"{what} takes {f['csize']} bytes for {f['size']}, more than zstd ever writes",
+            _TABLE,
+        )
         held = f["entries"]
         _require(isinstance(held, list), f"{what}: entries is not a list", _TABLE)
         start = stream

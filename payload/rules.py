@@ -239,6 +239,13 @@ MAX_CONTAINERS = 4 * MAX_ENTRIES + 64
 MAX_VALUES = 16 * MAX_ENTRIES + 64
 
 
+def max_frame_csize(size):
+    """The most compressed bytes a zstd frame of `size` decompressed bytes may take: above the worst zstd writes
+    (stored blocks: 3 bytes per 128 KiB, and a frame header), so a frame's stored size is bounded by the signed sizes
+    of its entries, never by the unsigned encoding table alone."""
+    return size + (size >> 7) + 4096
+
+
 def json_size_problem(data):
     """None when the raw JSON `data` (bytes) is within the limits above, else what is wrong; linear, and builds
     nothing as large as `data` but the copies of it bytes methods make."""

@@ -332,3 +332,13 @@ def test_a_group_without_sound_frames_is_refused(mutate, message):
     mutate(doc)
     with pytest.raises(IntegrityError, match=re.escape(message)):
         _parse(json.dumps(doc).encode())
+
+
+def test_a_frame_larger_than_zstd_ever_writes_for_its_signed_size_is_refused():
+    # The table is not signed: a frame's compressed size is bounded by the signed sizes of the entries it holds.
+    doc = json.loads(_index())
+    doc["groups"][1]["frames"][0]["csize"] = 5 + 4096 + 1  # the images frame holds 5 signed bytes
+    with pytest.raises(IntegrityError, match="takes 4102 bytes for 5, more than zstd ever writes"):
+        _parse(json.dumps(doc).encode(), size=100 + 4102)
+    doc["groups"][1]["frames"][0]["csize"] = 5 + 4096
+    assert _parse(json.dumps(doc).encode(), size=100 + 4101).payload_size == 100 + 4101
