@@ -65,3 +65,27 @@ def run_on_a_terminal(cmd, cwd=None, env=None):
     os.close(controller)
     out = child.stdout.read()
     return child.wait(timeout=120), out, seen.decode(errors="replace")
+
+
+_MEASURED = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.run(sys.argv[1:]).returncode\n"
+    "print(f'RSS_KB={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}', file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
+
+
+def measured(cmd, env=None, timeout=300):
+    """(exit code, stderr, peak RSS in KB) of `cmd` and the processes it waited for: a wrapper process runs only
+    `cmd` and reads resource.getrusage(RUSAGE_CHILDREN), so nothing else this test process ran is counted."""
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURED, *map(str, cmd)],
+        env=dict(os.environ, **{k: str(v) for k, v in (env or {}).items()}),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    lines = result.stderr.splitlines()
+    if not lines or not lines[-1].startswith("RSS_KB="):
+        raise AssertionError(f"the wrapper did not report: {result.stderr[-400:]}")
+    return result.returncode, "\n".join(lines[:-1]), int(lines[-1].split("=")[1])

@@ -319,3 +319,68 @@ def test_only_the_file_a_rollback_needs_is_kept_and_an_update_reuses_it(tmp_path
     assert len(blob_gets(registry, mark)) == 1, blob_gets(registry, mark)
     assert sha256_of(app) == sha256_of(built["new"]) and ran(start(app, root)) == "1.0.1"
     assert os.listdir(kept) == [old_id]
+
+
+def _publish_head(client, registry, tag, manifest_bytes, media_type, head):
+    """The bundle manifest `manifest_bytes` with `head` as its config blob, pushed under `tag` with every digest
+    right: what a hostile or compromised registry can serve."""
+    import io
+    import json
+
+    from payload.oci.reference import parse_reference
+
+    ref = parse_reference(f"{registry.host}/edge/fleet:{tag}")
+    digest = "sha256:" + hashlib.sha256(head).hexdigest()
+    client.upload_blob(ref, digest, len(head), lambda offset: io.BytesIO(head[offset:]))
+    manifest = json.loads(manifest_bytes)
+    manifest["config"] = dict(manifest["config"], digest=digest, size=len(head))
+    client.put_manifest(ref, tag, json.dumps(manifest).encode(), media_type)
+
+
+def test_a_hostile_head_under_the_genuine_signature_is_refused_before_it_is_parsed(tmp_path, built, registry):
+    # The issue's case: a registry replays the genuine signed content index's signature over a hostile one (deep
+    # paths, 8 MiB of {}). The device checks the signature on the raw bytes first: exit 3 in one line, no group
+    # fetched, nothing left in .updates, and a peak RSS far from the 1.98 GB a parse before the check took.
+    import json
+
+    from bundler.build.make import registry_client
+    from payload.oci.reference import parse_reference
+    from testing.helpers import measured
+    from testing.mutations import HEADER
+
+    client = registry_client((registry.host,))
+    ref = parse_reference(f"{registry.host}/edge/fleet:1.0.1")
+    manifest_bytes, media_type, _ = client.manifest(ref)
+    if "index" in media_type:  # the tag names an image index: its one bundle's manifest
+        digest = json.loads(manifest_bytes)["manifests"][0]["digest"]
+        manifest_bytes, media_type, _ = client.manifest(ref.with_digest(digest))
+    config = json.loads(manifest_bytes)["config"]
+    head = client.fetch_blob_bytes(ref, config["digest"], config["size"], limit=config["size"])
+    magic, fmt, sig_len, index_len, table_len, data_len, _, table_sha = HEADER.unpack_from(head)
+    signature = head[HEADER.size + index_len : HEADER.size + index_len + sig_len]
+    table = head[HEADER.size + index_len + sig_len :]
+    doc = json.loads(head[HEADER.size : HEADER.size + index_len])
+    entry = {"kind": "file", "mode": 0o644, "size": 0, "sha256": "0" * 64}
+    hostile = {
+        "deep-paths": json.dumps(dict(doc, entries=[dict(entry, path="a/" * 127 + f"f{n}") for n in range(20_000)])),
+        "braces": "{}" * (4 << 20),
+    }
+    app, root = device(tmp_path, built)
+    before = sha256_of(app)
+    for tag, text in hostile.items():
+        index = text.encode()
+        header = HEADER.pack(
+            magic, fmt, sig_len, len(index), table_len, data_len, hashlib.sha256(index).digest(), table_sha
+        )
+        _publish_head(client, registry, tag, manifest_bytes, media_type, header + index + signature + table)
+        mark = len(registry.served())
+        code, stderr, rss_kb = measured(
+            [app, "--bundle-dir", root, "--bundle-update", f"{registry.host}/edge/fleet:{tag}"]
+        )
+        errors = [line for line in stderr.splitlines() if "error:" in line]
+        assert code == 3 and len(errors) == 1 and "does not hold" in errors[0], stderr[-600:]
+        assert rss_kb < 200 << 10, (tag, rss_kb)
+        fetched = [r["uri"] for r in registry.served(mark) if r["method"] == "GET" and "/blobs/sha256:" in r["uri"]]
+        assert len(fetched) == 1 and config["digest"] not in fetched[0], fetched  # the hostile head, no group
+        assert sha256_of(app) == before and not list((root / ".updates").glob("*/*"))
+    assert ran(start(app, root)) == "1.0.0"

@@ -9,36 +9,15 @@ only the command), never time."""
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
 from testing.faults import SMALL, build, version_dirs, write_project
-from testing.helpers import ROOT, bundler
+from testing.helpers import ROOT, bundler, measured
 from testing.mutations import join_section, read_section, split_section, with_section
 
 CEILING_KB = 200 << 10  # a generous bound: a refusal reads at most the 64 MiB head, and parses far less
-WRAPPER = (
-    "import resource, subprocess, sys\n"
-    "code = subprocess.run(sys.argv[1:]).returncode\n"
-    "print(f'RSS_KB={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}', file=sys.stderr)\n"
-    "sys.exit(code)\n"
-)
-
-
-def measured(cmd, env=None):
-    """(exit code, stderr without the wrapper's line, peak RSS in KB of `cmd` and what it waited for)."""
-    result = subprocess.run(
-        [sys.executable, "-c", WRAPPER, *map(str, cmd)],
-        env=dict(os.environ, **(env or {})),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    lines = result.stderr.splitlines()
-    assert lines and lines[-1].startswith("RSS_KB="), result.stderr
-    return result.returncode, "\n".join(lines[:-1]), int(lines[-1].split("=")[1])
 
 
 @pytest.fixture(scope="module")
