@@ -1,9 +1,8 @@
-"""docs/format.md against the code: the golden vector (scripts/golden.py) is read by the reader, made again byte
+"""docs/format.md against the code: the golden vector (testing/golden.py) is read by the reader, made again byte
 for byte by the writer, carries the spec's version and sha256, and its index validates against the spec's schema
 (which allows no field it does not list). So a change to the format cannot go unnoticed by the spec."""
 
 import hashlib
-import importlib.util
 import io
 import json
 import re
@@ -18,19 +17,10 @@ from payload.groups import extract_group
 from payload.layout import read_head, read_payload
 from payload.report import verify_all
 from payload.signing import required_key, verify_signature
+from testing import golden
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = (ROOT / "docs" / "format.md").read_text()
-
-
-def _golden():
-    spec = importlib.util.spec_from_file_location("golden", ROOT / "scripts" / "golden.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-golden = _golden()
 
 
 def _open_vector():
