@@ -27,7 +27,15 @@ _INDEX_KEYS = (
     "images",
     "stub_sha256",
 )
-_INDEX_OPTIONAL = ("require_key", "description", "min_glibc", "min_glibc_file", "update_repository", "pull")
+_INDEX_OPTIONAL = (
+    "require_key",
+    "description",
+    "min_glibc",
+    "min_glibc_file",
+    "update_repository",
+    "pull",
+    "update_policy",
+)
 _TABLE_KEYS = ("format", "groups")
 _TABLE_OPTIONAL = ("parts",)
 _PART_KEYS = ("name", "size", "sha256")
@@ -313,6 +321,7 @@ class Index:
         update_repository=None,
         min_glibc_file=None,
         pull=rules.PULL_BACKGROUND,
+        update_policy=None,
     ):
         self.name = name
         self.version = version
@@ -331,6 +340,8 @@ class Index:
         self.parts = list(parts)
         self.update_repository = update_repository  # where --bundle-update looks by default (docs/fleet.md)
         self.pull = pull  # when the device pulls the images left out (docs/images.md)
+        # The manifest's [update] settings that differ from their default (rules.UPDATE_DEFAULTS; docs/fleet.md)
+        self.update_policy = dict(update_policy or {})
 
     def with_parts(self, parts):
         """This index for the data area cut into `parts` (none: unsplit): the same content index."""
@@ -362,6 +373,7 @@ class Index:
             self.update_repository,
             self.min_glibc_file,
             self.pull,
+            self.update_policy,
         )
 
     def to_json(self):
@@ -389,6 +401,8 @@ class Index:
             doc["update_repository"] = self.update_repository
         if self.pull != rules.PULL_BACKGROUND:  # the default is left out, so older indexes keep their bytes
             doc["pull"] = self.pull
+        if self.update_policy:
+            doc["update_policy"] = self.update_policy
         return doc
 
     def table_json(self):
@@ -524,6 +538,7 @@ class Index:
         # Present only when not the default, so "background" written out is refused like any other value.
         pull = doc.get("pull")
         _require(pull in (None, rules.PULL_BEFORE_START), f"pull {pull!r} is not {rules.PULL_BEFORE_START!r}")
+        update_policy = _parse_update_policy(doc.get("update_policy"), entries)
         groups, parts = _parse_table(table, entries, data_size)
         return cls(
             doc["name"],
@@ -543,7 +558,26 @@ class Index:
             update_repository,
             min_glibc_file,
             pull or rules.PULL_BACKGROUND,
+            update_policy,
         )
+
+
+def _parse_update_policy(policy, entries):
+    """The [update] settings an index records: only known ones, each valid and not at its default (a writer leaves
+    defaults out, so one index has one spelling), and a health command that is a file of the bundle."""
+    if policy is None:
+        return {}
+    _require(isinstance(policy, dict) and policy, "update_policy is not a non-empty object")
+    for key, value in policy.items():
+        problem = rules.update_setting_problem(key, value)
+        _require(problem is None, f"update_policy {key} {problem}")
+        _require(value != rules.UPDATE_DEFAULTS[key], f"update_policy {key} is its default, which is left out")
+    health = policy.get("health")
+    _require(
+        health is None or any(e.path == health[0] and e.kind == "file" for e in entries),
+        f"update_policy health {health[0] if health else ''!r} is not a file of the bundle",
+    )
+    return policy
 
 
 def _canonical(doc):

@@ -178,6 +178,34 @@ def is_update_repository(value):
     return isinstance(value, str) and "@" not in value and is_reference(value)
 
 
+# The manifest's [update] settings a device acts on after an update (docs/fleet.md, "Probation"), with their
+# defaults; the index records those that differ (docs/format.md, `update_policy`).
+UPDATE_DEFAULTS = {"health": None, "health_delay": 10, "health_timeout": 60, "probation_starts": 3, "keep": 2}
+UPDATE_POLICY_KEYS = tuple(UPDATE_DEFAULTS)
+
+
+def update_setting_problem(key, value):
+    """What is wrong with one [update] setting (None when it holds): `health` a non-empty list of strings whose
+    first is a path inside the bundle, `health_delay` seconds >= 0, `health_timeout` seconds > 0,
+    `probation_starts` and `keep` whole numbers >= 1."""
+    if key == "health":
+        if not isinstance(value, list) or not value or not all(isinstance(a, str) and a for a in value):
+            return "must be a non-empty list of strings, the first a file of the bundle"
+        return None if path_problem(value[0]) is None else "must start with a file of the bundle (a relative path)"
+    if key in ("health_delay", "health_timeout"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 86400 * 366:
+            return "must be a number of seconds"
+        return "must be more than 0 seconds" if key == "health_timeout" and value == 0 else None
+    if key in ("probation_starts", "keep"):
+        return None if is_size(value) and 1 <= value <= 1000 else "must be a whole number from 1 to 1000"
+    return "is not an [update] setting"
+
+
+def update_setting(policy, key):
+    """One [update] setting of an index's `update_policy` (a dict of those not at their default)."""
+    return (policy or {}).get(key, UPDATE_DEFAULTS[key])
+
+
 def is_size(value):
     """A JSON integer >= 0 (never a bool)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -146,6 +146,13 @@ def index(groups, public_key):
         "description": "The golden test vector of the bundle format",
         "update_repository": "registry.example:5000/golden/hello:stable",
         "pull": "before-start",
+        "update_policy": {
+            "health": ["bin/hello", "--check"],
+            "health_delay": 5,
+            "health_timeout": 30,
+            "probation_starts": 5,
+            "keep": 3,
+        },
     }
     # The vector is a section without an executable around it: a fixed stand-in for the stub's sha256.
     return build_index(

@@ -47,6 +47,7 @@ def build_index(
         update_repository=identity.get("update_repository"),
         min_glibc_file=min_glibc_file,
         pull=identity.get("pull") or PULL_BACKGROUND,
+        update_policy=identity.get("update_policy"),
     )
 
 

@@ -133,6 +133,7 @@ def make(request, cache, log=print):
         "description": manifest.description,
         "update_repository": manifest.update_repository,
         "pull": variant.pull,
+        "update_policy": manifest.update_policy,
     }
     index = build_index(
         identity,

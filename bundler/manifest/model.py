@@ -88,6 +88,7 @@ class Manifest:
     min_glibc: tuple[int, int] | None = None  # the oldest glibc the bundle must start on (bundler/build/abi.py)
     host_libs: tuple[str, ...] = ()  # sonames (globs) the target provides to the bundle's files (bundler/build/abi.py)
     update_repository: str | None = None  # [update] repository: --bundle-update's default REF
+    update_policy: dict = field(default_factory=dict)  # [update] settings not at their default (payload/rules.py)
 
     def file(self, path: str) -> FileSpec:
         for spec in self.files:

@@ -38,7 +38,7 @@ _FILE_KEYS = ("path", "mode", "group", "source")
 _SOURCE_KEYS = ("url", "sha256", "extract")
 _IMAGE_KEYS = ("name", "ref", "platform")
 _VARIANT_KEYS = ("embed", "pull")
-_UPDATE_KEYS = ("repository",)
+_UPDATE_KEYS = ("repository",) + rules.UPDATE_POLICY_KEYS
 
 
 def load_manifest(path: str | os.PathLike) -> Manifest:
@@ -141,7 +141,7 @@ class _Reader:
         variants = self.read_variants(data.get("variants"), images)
         min_glibc = self.read_min_glibc(bundle)
         host_libs = self.read_host_libs(bundle)
-        update_repository = self.read_update(data.get("update"))
+        update_repository, update_policy = self.read_update(data.get("update"), files)
         return Manifest(
             path=self.path,
             dir=self.dir,
@@ -155,22 +155,52 @@ class _Reader:
             min_glibc=min_glibc,
             host_libs=host_libs,
             update_repository=update_repository,
+            update_policy=update_policy,
         )
 
-    def read_update(self, value) -> str | None:
-        """[update] repository: where `./app --bundle-update` looks when it is given no REF (docs/fleet.md)."""
+    def read_update(self, value, files: list[FileSpec]) -> tuple[str | None, dict]:
+        """[update]: `repository`, where `./app --bundle-update` looks when it is given no REF, and the settings a
+        device acts on after an update (probation, health check, retention; docs/fleet.md). Returns the
+        repository and the settings that differ from their default."""
         if value is None:
-            return None
+            return None, {}
         update = self.table(value, ("update",), "[update]", "write [update] on its own line")
         self.check_keys(update, _UPDATE_KEYS, ("update",), "[update]")
-        text = self.string(update, "repository", ("update",), "[update]", '"registry.example:5000/edge/demo:stable"')
-        if not rules.is_update_repository(text):
+        text = self.string(
+            update, "repository", ("update",), "[update]", '"registry.example:5000/edge/demo:stable"', required=False
+        )
+        if text is not None and not rules.is_update_repository(text):
             self.fail(
                 self.lines.line(("update",), "repository"),
                 f"repository '{text}' is not REGISTRY/REPO[:TAG] (a tag, never a digest: devices follow it); "
                 'write repository = "registry.example:5000/edge/demo:stable"',
             )
-        return text
+        examples = {
+            "health": '["bin/check", "--quick"]',
+            "health_delay": "30",
+            "health_timeout": "60",
+            "probation_starts": "3",
+            "keep": "2",
+        }
+        policy = {}
+        for key in rules.UPDATE_POLICY_KEYS:
+            if key not in update:
+                continue
+            setting = update[key]
+            problem = rules.update_setting_problem(key, setting)
+            if problem is not None:
+                self.fail(
+                    self.lines.line(("update",), key), f"{key} in [update] {problem}; write {key} = {examples[key]}"
+                )
+            if key == "health" and setting[0] not in {spec.path for spec in files}:
+                self.fail(
+                    self.lines.line(("update",), key),
+                    f"health command '{setting[0]}' is not a [[file]] path; the device runs it from the bundle: "
+                    f'add a [[file]] with path = "{setting[0]}"',
+                )
+            if setting != rules.UPDATE_DEFAULTS[key]:
+                policy[key] = setting
+        return text, policy
 
     def read_min_glibc(self, bundle: dict) -> tuple[int, int] | None:
         text = self.string(bundle, "min_glibc", ("bundle",), "[bundle]", '"2.31"', required=False)

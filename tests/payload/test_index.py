@@ -73,10 +73,28 @@ def test_pull_is_background_unless_the_index_says_before_start():
     assert index.with_parts([]).pull == "before-start"
 
 
+def test_update_policy_is_optional_and_kept():
+    assert "update_policy" not in json.loads(_index()) and _parse(_index()).update_policy == {}
+    policy = {"health": ["bin/x", "--quick"], "health_delay": 0.5, "probation_starts": 5, "keep": 1}
+    index = _parse(_index(update_policy=policy))
+    assert index.update_policy == policy and index.to_json()["update_policy"] == policy
+    assert index.with_parts([]).update_policy == policy
+
+
 @pytest.mark.parametrize(
     "mutate, message",
     [
         (lambda d: d["entries"][0].update(path="../etc/passwd"), "'..'"),
+        (lambda d: d.update(update_policy={}), "update_policy is not a non-empty object"),
+        (lambda d: d.update(update_policy={"keep": 2}), "keep is its default"),  # defaults are never written
+        (lambda d: d.update(update_policy={"keep": 0}), "keep must be a whole number"),
+        (lambda d: d.update(update_policy={"keep": True}), "keep must be a whole number"),
+        (lambda d: d.update(update_policy={"health_timeout": 0}), "more than 0 seconds"),
+        (lambda d: d.update(update_policy={"health_delay": -1}), "health_delay must be a number"),
+        (lambda d: d.update(update_policy={"health": []}), "health must be a non-empty list"),
+        (lambda d: d.update(update_policy={"health": ["/bin/true"]}), "a relative path"),
+        (lambda d: d.update(update_policy={"health": ["bin/nope"]}), "'bin/nope' is not a file"),
+        (lambda d: d.update(update_policy={"retries": 1}), "not an .update. setting"),
         (lambda d: d["entries"][0].update(path="/etc/passwd"), "absolute"),
         (lambda d: d["entries"][0].update(path="bin//x"), "empty"),
         (lambda d: d["entries"][1].update(path="bin/x"), "twice"),

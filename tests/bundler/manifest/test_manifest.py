@@ -832,3 +832,31 @@ def test_update_repository_is_optional_and_must_be_a_tag_reference(tmp_path):
     )
     assert_error_at_mark(tmp_path, HEAD + '\n[update]\nrepository = "Not A Ref"  # <-\n', "not REGISTRY/REPO[:TAG]")
     assert_error_at_mark(tmp_path, HEAD + '\n[update]\nrepo = "r.example/x"  # <-\n', "did you mean 'repository'")
+
+
+def test_update_settings_are_read_and_only_those_not_at_their_default_kept(tmp_path):
+    assert load(tmp_path, HEAD).update_policy == {}
+    manifest = load(
+        tmp_path,
+        HEAD + '\n[update]\nhealth = ["bin/hello", "--check"]\nhealth_delay = 2.5\nprobation_starts = 3\nkeep = 4\n',
+    )
+    assert manifest.update_repository is None  # [update] without a repository: the settings alone
+    assert manifest.update_policy == {"health": ["bin/hello", "--check"], "health_delay": 2.5, "keep": 4}
+
+
+@pytest.mark.parametrize(
+    "line, fragment",
+    [
+        ('health = "bin/hello"', "health in [update] must be a non-empty list of strings"),
+        ('health = ["bin/check"]', "health command 'bin/check' is not a [[file]] path"),
+        ('health = ["/usr/bin/true"]', "must start with a file of the bundle"),
+        ("health_delay = -1", "health_delay in [update] must be a number of seconds; write health_delay = 30"),
+        ('health_timeout = "60"', "health_timeout in [update] must be a number of seconds"),
+        ("health_timeout = 0", "more than 0 seconds"),
+        ("probation_starts = 0", "probation_starts in [update] must be a whole number from 1 to 1000"),
+        ("keep = 2.5", "keep in [update] must be a whole number"),
+        ("kept = 2", "did you mean 'keep'"),
+    ],
+)
+def test_bad_update_settings_are_refused_at_their_line(tmp_path, line, fragment):
+    assert_error_at_mark(tmp_path, HEAD + f"\n[update]\n{line}  # <-\n", fragment)
