@@ -39,9 +39,11 @@ def _installed_versions(root):
             yield name
 
 
-def collect(root, name=None):
+def collect(root, name=None, keep=None):
     """Remove the versions under `root` that are neither current, previous, nor in use. Returns a Collection.
-    With `name`, a root that belongs to another bundle is refused (stub/owner.py)."""
+    With `name`, a root that belongs to another bundle is refused (stub/owner.py). `keep` ([update] keep, after
+    a version is marked good): how many versions stay, `current` first, then `previous`, then the newest others
+    (1 leaves `current` alone, with nothing to roll back to); without it, `current` and `previous`."""
     root = os.path.abspath(root)
     done = Collection(root)
     if not os.path.isdir(os.path.join(root, LOCKS_DIR)):
@@ -52,9 +54,9 @@ def collect(root, name=None):
     lock = locking.exclusive(os.path.join(root, LOCK))
     try:
         install.remove_stale_work(root)
-        keep = set(filter(None, (fs.link_target(os.path.join(root, link)) for link in (CURRENT, PREVIOUS))))
+        kept = _to_keep(root, keep)
         for bundle_id in _installed_versions(root):
-            if bundle_id in keep:
+            if bundle_id in kept:
                 done.kept.append(bundle_id)
                 continue
             held = locking.try_exclusive(os.path.join(root, LOCKS_DIR, bundle_id))
@@ -66,12 +68,25 @@ def collect(root, name=None):
             finally:
                 os.close(held)
             done.removed.append(bundle_id)
-        _remove_kept_executables(root, fs.link_target(os.path.join(root, PREVIOUS)))
+        _remove_kept_executables(root, fs.link_target(os.path.join(root, PREVIOUS)) if keep != 1 else None)
     except OSError as exc:
         raise HostError(f"cannot collect old versions in {root}: {exc.strerror or exc}") from None
     finally:
         os.close(lock)
     return done
+
+
+def _to_keep(root, keep):
+    from payload.versions import version_key
+    from stub.rollback import installed_version
+
+    links = [fs.link_target(os.path.join(root, link)) for link in (CURRENT, PREVIOUS)]
+    chosen = [b for b in dict.fromkeys(links) if b is not None]
+    if keep is None:
+        return set(chosen)
+    others = [b for b in _installed_versions(root) if b not in chosen]
+    others.sort(key=lambda b: version_key(installed_version(root, b) or "0"), reverse=True)
+    return set((chosen + others)[:keep])
 
 
 def _remove(root, bundle_id):

@@ -3,7 +3,7 @@
 import os
 import sys
 
-from stub.root import CURRENT, Installation, default_root
+from stub.root import CURRENT, PROBATION, Installation, default_root
 
 
 def _executable():
@@ -64,6 +64,19 @@ def run(prog, args):
             if opts.pull_worker:
                 return pulls.work(payload, opts)
             return pulls.wait(payload, opts, path, os.environ)
+        if opts.health_worker or opts.mark_good or opts.status:
+            from stub import probation
+
+            root = opts.dir or default_root(name, os.environ)
+            if opts.health_worker:
+                return probation.health_worker(payload, root)
+            if opts.status:
+                from stub import status
+
+                sys.stdout.write(status.status(root, name, opts.json) + "\n")
+                return 0
+            sys.stdout.write(probation.mark_good(root, "--bundle-mark-good") + "\n")
+            return 0
         if opts.gc:
             from stub import gc
 
@@ -87,10 +100,10 @@ def run(prog, args):
 
             sys.stdout.write(update.update(payload, f, path, opts, os.environ) + "\n")
             return 0
-        return _install_and_run(payload, f, opts, umask, path)
+        return _install_and_run(payload, f, opts, umask, path, args)
 
 
-def _install_and_run(payload, f, opts, umask, path):
+def _install_and_run(payload, f, opts, umask, path, args):
     from stub import images, install, launch, locking, owner, rollback
 
     index = payload.index
@@ -108,10 +121,15 @@ def _install_and_run(payload, f, opts, umask, path):
     install.prepare_root(inst.root)
     owner.check(inst.root, index.name)
     downgrade = rollback.check_downgrade(inst.root, inst.bundle_id, index, opts.allow_downgrade)
+    held = None
     if not (opts.extract or opts.install):
         # Taken before looking, and held by the runtime after exec, so --bundle-gc never removes a version in use.
-        locking.hold_shared(inst.version_lock())
+        held = locking.hold_shared(inst.version_lock())
     installed = inst.is_installed()
+    if held is not None and installed and os.path.lexists(os.path.join(inst.root, PROBATION)):
+        from stub import probation
+
+        probation.at_start(inst, index, path, args, held)  # counts this start, or becomes the previous version
     key_to_pin = None
     if not installed or opts.key:  # the installed fast path imports and checks nothing more
         from payload.frame_headers import check_frame_headers

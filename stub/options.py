@@ -16,6 +16,10 @@ FLAGS = (
     "--bundle-install",
     "--bundle-no-pin",
     "--bundle-pull-worker",  # internal: the detached background puller a start launches (stub/pulls.py)
+    "--bundle-health-worker",  # internal: the detached health check a start on probation launches
+    "--bundle-mark-good",
+    "--bundle-force",
+    "--bundle-status",
 )
 VALUED = (
     "--bundle-dir",
@@ -53,6 +57,10 @@ bundle options (consumed here, never passed on; they must come before ARGS):
   --bundle-update [REF]           replace this file with the version REGISTRY/REPO:TAG holds (default: the
                                   manifest's [update] repository), fetching only what changed; signature checked
                                   first; installs it as current, runs nothing (docs/fleet.md)
+  --bundle-force                  with --bundle-update: install a version this device rolled back on its own
+  --bundle-mark-good              end the probation of the current version after an update (docs/fleet.md)
+  --bundle-status [--json]        current and previous versions, probation, last update and rollback, pins,
+                                  disk used; and exit
   --bundle-update-output PATH     with --bundle-update: write the new file to PATH instead of over this one
   --bundle-delta-memory SIZE      with --bundle-update: the most memory a delta may take (env
                                   BUNDLE_DELTA_MEMORY; default 256M; 0: fetch changed groups whole)
@@ -75,6 +83,7 @@ class Options:
     def __init__(self):
         self.info = self.json = self.verify = self.gc = self.no_pull = self.help = False
         self.rollback = self.allow_downgrade = self.repair = self.install = self.pull_worker = self.no_pin = False
+        self.health_worker = self.mark_good = self.force = self.status = False
         self.wait_images = self.timeout = None
         self.dir = self.extract = self.key = self.update = self.update_output = self.delta_memory = None
         self.registry_mirror = []
@@ -119,7 +128,7 @@ def parse(argv):
         if arg == "--":
             i += 1
             break
-        if arg == "--json" and opts.info:
+        if arg == "--json" and (opts.info or opts.status):
             opts.json = True
             i += 1
             continue
@@ -157,6 +166,8 @@ def parse(argv):
             raise UsageError(f"unknown option {name}; see --bundle-help (put `--` before ARGS meant for the runtime)")
         i += 1
     opts.args = list(argv[i:])
+    if opts.force and not opts.update:
+        raise UsageError("--bundle-force goes with --bundle-update")
     if opts.update_output and not opts.update:
         raise UsageError("--bundle-update-output goes with --bundle-update")
     if opts.delta_memory is not None:

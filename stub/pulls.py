@@ -60,24 +60,24 @@ def start_background(inst, opts, executable):
     if lock is None:
         return False
     os.close(lock)  # the puller takes it again; a second one launched meanwhile finds it held and leaves
-    argv = _self_command(executable) + [WORKER, "--bundle-dir", inst.root]
+    argv = self_command(executable) + [WORKER, "--bundle-dir", inst.root]
     for value in opts.registry_mirror:
         argv += ["--bundle-registry-mirror", value]
     for value in opts.insecure_registry:
         argv += ["--bundle-insecure-registry", value]
     from stub.launch import clean_environment
 
-    _spawn_detached(argv, clean_environment(os.environ), os.path.join(inst.root, PULL_LOG))
+    spawn_detached(argv, clean_environment(os.environ), os.path.join(inst.root, PULL_LOG))
     return True
 
 
-def _self_command(executable):
+def self_command(executable):
     if getattr(sys, "frozen", False):
         return [executable]
     return [sys.executable, "-m", "stub"]  # from the sources: BUNDLE_EXECUTABLE names the bundle, inherited
 
 
-def _spawn_detached(argv, env, log_path):
+def spawn_detached(argv, env, log_path):
     """Run `argv` as a grandchild in a new session, stdin from /dev/null, output to `log_path`: the runtime this
     process becomes never sees it as a child (a shell's `wait` would wait for it), init reaps it."""
     try:
@@ -88,9 +88,7 @@ def _spawn_detached(argv, env, log_path):
     try:
         log = os.open(log_path, flags, 0o644)
     except OSError as exc:
-        raise HostError(
-            f"cannot open the pull log {log_path}: {exc.strerror}; choose a writable --bundle-dir"
-        ) from None
+        raise HostError(f"cannot open the log {log_path}: {exc.strerror}; choose a writable --bundle-dir") from None
     null = os.open(os.devnull, os.O_RDONLY)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -8,7 +8,7 @@ from payload import fs, jsondecode
 from payload.errors import HostError
 from payload.versions import is_older
 from stub import install, locking, owner
-from stub.root import CURRENT, INDEX_FILE, LOCK, LOCKS_DIR, PREVIOUS, Installation
+from stub.root import CURRENT, INDEX_FILE, LOCK, LOCKS_DIR, PREVIOUS, PROBATION, Installation
 
 
 def _target(root, name):
@@ -52,10 +52,12 @@ def check_downgrade(root, bundle_id, index, allowed):
     return True
 
 
-def rollback(root, name, executable=None, bundle_id=None):
+def rollback(root, name, executable=None, bundle_id=None, only_from=None):
     """Swap `current` and `previous` under the install lock; returns a one-line summary. When `executable` (the
     bundle file running this, of `bundle_id`) is the one an update put in place of the version now made current,
-    the bundle file that update kept (stub/update.py) is put back too, and this one kept in its place."""
+    the bundle file that update kept (stub/update.py) is put back too, and this one kept in its place. A rollback
+    ends a probation (stub/probation.py). With `only_from`, an automatic rollback: only away from that version,
+    and one that finds the swap made (by a rollback cut short, or another start) finishes the rest."""
     root = os.path.abspath(root)
     if not os.path.isdir(os.path.join(root, LOCKS_DIR)):
         raise HostError(f"nothing is installed in {root}, so there is nothing to roll back; check --bundle-dir")
@@ -64,7 +66,12 @@ def rollback(root, name, executable=None, bundle_id=None):
     lock = locking.exclusive(os.path.join(root, LOCK))
     try:
         current, previous = _target(root, CURRENT), _target(root, PREVIOUS)
-        if previous is None or previous == current:
+        if only_from is not None and only_from not in (current, previous):
+            raise HostError(f"{only_from[:12]} is neither current nor previous in {root} any more")
+        swapped = only_from is not None and current != only_from and previous == only_from
+        if swapped:
+            current, previous = previous, current  # as they stood before the swap
+        elif previous is None or previous == current:
             raise HostError(
                 "{} has no previous version to roll back to (current: {})".format(
                     root, _describe(root, current) if current else "none"
@@ -75,8 +82,10 @@ def rollback(root, name, executable=None, bundle_id=None):
                 f"the previous version {previous[:12]} in {root} is not completely installed; start its bundle file "
                 "to install it again"
             )
-        _exchange(root, current, previous)
+        if not swapped:
+            _exchange(root, current, previous)
         restored = _restore_executable(root, executable, bundle_id, current, previous)
+        fs.safe_unlink(os.path.join(root, PROBATION))
     except OSError as exc:
         raise HostError(f"cannot roll back in {root}: {exc.strerror or exc}") from None
     finally:

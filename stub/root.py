@@ -21,6 +21,11 @@ PULL_LOCK = ".pull.lock"  # exclusive flock of the one puller of this root; it h
 PULL_LOG = ".pull.log"  # what the background puller says (it has no terminal)
 IMAGES_STATE = ".state"  # in a version's images dir: one line per image, ready or not (docs/images.md)
 UPDATES_DIR = ".updates"  # blobs of updates in progress, by new bundle id
+PROBATION = ".probation"  # present while `current` is on probation: its id, the one before, starts counted
+UPDATE_LOG = ".update-log"  # the last update, rollback, mark and health check, with their time and reason
+REFUSED_DIR = ".rolled-back"  # a record per bundle id rolled back on its own: updates to it need --bundle-force
+HEALTH_LOCK = ".health.lock"  # exclusive flock of the one health checker of this root
+HEALTH_LOG = ".health.log"  # what the health checker says (it has no terminal)
 DATA_DIR = "data"  # state that outlives versions
 
 

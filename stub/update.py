@@ -18,7 +18,7 @@ from payload.errors import HostError, IntegrityError, UsageError
 from payload.oci import artifact
 from payload.signing import signer
 from payload.sizes import size_text
-from stub.root import KEPT_DIR, LOCK, UPDATES_DIR, Installation, default_root
+from stub.root import CURRENT, KEPT_DIR, LOCK, UPDATES_DIR, Installation, default_root
 
 OUTPUT_OPTION = "--bundle-update-output"
 
@@ -31,7 +31,7 @@ def update(payload, f, path, opts, environ):
     """Update the bundle file `path` (open as `f`, its payload `payload`); returns the summary line."""
     from payload.layout import open_payload
     from payload.versions import is_older
-    from stub import images, install, locking, owner, trust
+    from stub import images, install, locking, owner, probation, trust
 
     index = payload.index
     reference = opts.update if isinstance(opts.update, str) else index.update_repository
@@ -67,6 +67,7 @@ def update(payload, f, path, opts, environ):
             _check_same_signer(payload, new)
             if new.bundle_id == payload.bundle_id and output == path:
                 return f"{path}: {index.name} {index.version} is already what {reference} holds; nothing fetched"
+            probation.check_update(root, new.bundle_id, f"{new.index.name} {new.index.version}", opts.force)
             if is_older(new.index.version, index.version) and not opts.allow_downgrade:
                 raise HostError(
                     f"{pinned} holds {index.name} {new.index.version}, older than this {index.version}; add "
@@ -88,11 +89,19 @@ def update(payload, f, path, opts, environ):
                 with open(temp, "rb") as built:
                     rebuilt = open_payload(temp, built)
                     inst = Installation(root, rebuilt.bundle_id)
+                    replaced = fs.link_target(os.path.join(root, CURRENT))
                     install.install(
                         rebuilt, built, inst, after_extract=lambda work: images.write_embedded(work, rebuilt.index)
                     )
         if key_to_pin is not None:
             trust.pin(root, key_to_pin)
+        install_lock = locking.exclusive(os.path.join(root, LOCK))
+        try:
+            probation.begin(
+                root, new.bundle_id, replaced, new.index, f"{index.version} -> {new.index.version} from {pinned}"
+            )
+        finally:
+            os.close(install_lock)
         fs.safe_rmtree(downloads)
         fs.safe_unlink(kept_path(root, new.bundle_id))  # current now: a rollback needs the file of previous only
     except IntegrityError:
@@ -111,6 +120,7 @@ def update(payload, f, path, opts, environ):
         f"{size_text(sources.fetched)} of {size_text(art.file_size)} ({sources.fetched_blobs} of "
         f"{len(art.blobs.layers)} blobs; {sources.reused} reused from this file or a kept one)"
         f"{sources.deltas.summary()}; the next start runs {new.index.version}"
+        f"{probation.summary(new.index.update_policy)}"
     )
 
 

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from testing.faults import ENTRY, SMALL, build, start, write_project
+from testing.faults import ENTRY, SMALL, build, ran, sha256_of, start, write_project
 from testing.helpers import bundler
 from testing.registry import FaultProxy, Registry
 from tests.conftest import require_registry_tools
@@ -55,15 +55,6 @@ def built(tmp_path_factory, cache_dir, stub_path, registry):
     ):
         bundler("push", found[label], f"{registry.host}/edge/fleet:{tag}")
     return found
-
-
-def sha256_of(path):
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
-
-
-def ran(result):
-    assert result.returncode == 0 and result.stdout.startswith("RAN"), result.stderr
-    return result.stdout.split()[1]
 
 
 def device(tmp_path, built):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from stub import gc, install
-from stub.root import LOCK, LOCKS_DIR, MARKER
+from stub.root import INDEX_FILE, LOCK, LOCKS_DIR, MARKER
 
 IDS = {name: (name[0] * 64) for name in ("a", "b", "c", "d", "e")}
 
@@ -105,3 +105,23 @@ def test_an_id_with_a_trailing_newline_is_not_a_version(root):
     make_version(root, IDS["a"] + "\n")  # not a name bundler gives a version: not ours to remove
     assert IDS["a"] + "\n" not in gc.collect(root).removed
     assert os.path.isdir(os.path.join(root, IDS["a"] + "\n"))
+
+
+def _record_versions(root, versions):
+    """Give each version dir the index record a real install writes (its version is what retention orders by)."""
+    for name, version in versions.items():
+        with open(os.path.join(root, IDS[name], INDEX_FILE), "w") as f:
+            f.write(f'{{"version": "{version}"}}')
+
+
+def test_retention_keeps_current_previous_then_the_newest_others_and_never_one_in_use(root):
+    _record_versions(root, {"a": "1.10.0", "b": "1.2.0", "c": "1.9.0", "d": "1.11.0", "e": "1.12.0"})
+    holder = Holder(root, IDS["b"])
+    try:
+        done = gc.collect(root, keep=3)  # e (current), d (previous), then a: 1.10.0 is newer than 1.9.0
+    finally:
+        holder.stop()
+    assert sorted(done.kept) == sorted([IDS["a"], IDS["d"], IDS["e"]])
+    assert done.removed == [IDS["c"]] and done.in_use == [IDS["b"]]
+    assert sorted(gc.collect(root, keep=1).removed) == sorted([IDS["a"], IDS["b"], IDS["d"]])
+    assert [n for n in present(root) if len(n) == 64] == [IDS["e"]]
