@@ -46,6 +46,8 @@ class NotReady(BundleError):
     exit_code = 6
 
 
+UPDATE_AVAILABLE = 7  # --bundle-update --bundle-check: the registry holds an update (not an error: no message)
+
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 

@@ -98,6 +98,13 @@ def run(prog, args):
         if opts.update:
             from stub import update
 
+            if opts.check:
+                code, line = update.check(payload, opts, os.environ)
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
+                if code:
+                    sys.exit(code)
+                return 0
             sys.stdout.write(update.update(payload, f, path, opts, os.environ) + "\n")
             return 0
         return _install_and_run(payload, f, opts, umask, path, args)

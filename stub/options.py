@@ -20,6 +20,7 @@ FLAGS = (
     "--bundle-mark-good",
     "--bundle-force",
     "--bundle-status",
+    "--bundle-check",
 )
 VALUED = (
     "--bundle-dir",
@@ -57,6 +58,8 @@ bundle options (consumed here, never passed on; they must come before ARGS):
   --bundle-update [REF]           replace this file with the version REGISTRY/REPO:TAG holds (default: the
                                   manifest's [update] repository), fetching only what changed; signature checked
                                   first; installs it as current, runs nothing (docs/fleet.md)
+  --bundle-check                  with --bundle-update: only say whether REF holds an update (exit 0: up to
+                                  date, 7: an update is available, 5: unreachable); fetch nothing more
   --bundle-force                  with --bundle-update: install a version this device rolled back on its own
   --bundle-mark-good              end the probation of the current version after an update (docs/fleet.md)
   --bundle-status [--json]        current and previous versions, probation, last update and rollback, pins,
@@ -75,7 +78,7 @@ bundle options (consumed here, never passed on; they must come before ARGS):
   --bundle-help                   this text
 
 exit codes: 0 (or the runtime's own), 2 usage, 3 integrity, 4 environment, 5 network or registry,
-6 images still missing when --bundle-wait-images timed out
+6 images still missing when --bundle-wait-images timed out, 7 --bundle-check: an update is available
 """
 
 
@@ -83,7 +86,7 @@ class Options:
     def __init__(self):
         self.info = self.json = self.verify = self.gc = self.no_pull = self.help = False
         self.rollback = self.allow_downgrade = self.repair = self.install = self.pull_worker = self.no_pin = False
-        self.health_worker = self.mark_good = self.force = self.status = False
+        self.health_worker = self.mark_good = self.force = self.status = self.check = False
         self.wait_images = self.timeout = None
         self.dir = self.extract = self.key = self.update = self.update_output = self.delta_memory = None
         self.registry_mirror = []
@@ -166,8 +169,9 @@ def parse(argv):
             raise UsageError(f"unknown option {name}; see --bundle-help (put `--` before ARGS meant for the runtime)")
         i += 1
     opts.args = list(argv[i:])
-    if opts.force and not opts.update:
-        raise UsageError("--bundle-force goes with --bundle-update")
+    for flag, given in (("--bundle-force", opts.force), ("--bundle-check", opts.check)):
+        if given and not opts.update:
+            raise UsageError(f"{flag} goes with --bundle-update")
     if opts.update_output and not opts.update:
         raise UsageError("--bundle-update-output goes with --bundle-update")
     if opts.delta_memory is not None:

@@ -34,12 +34,7 @@ def update(payload, f, path, opts, environ):
     from stub import images, install, locking, owner, probation, trust
 
     index = payload.index
-    reference = opts.update if isinstance(opts.update, str) else index.update_repository
-    if not reference:
-        raise UsageError(
-            f"{index.name} records no update repository; name one: --bundle-update REGISTRY/REPO:TAG (or set "
-            "[update] repository in the manifest)"
-        )
+    reference = _reference(index, opts)
     output = os.path.abspath(opts.update_output or path)
     _check_writable(output, bool(opts.update_output))
     root = os.path.abspath(opts.dir or default_root(index.name, environ))
@@ -53,18 +48,7 @@ def update(payload, f, path, opts, environ):
         with images.registry_client(opts, environ) as client:
             pinned, art = artifact.resolve(client, reference, index.arch, index.variant)
             new = art.payload
-            new.path = f"{new.index.name} (from {pinned})"
-            if new.index.name != index.name:
-                raise UsageError(
-                    f"{pinned} holds bundle {new.index.name!r}, not an update of {index.name!r}; check the reference"
-                )
-            # Before any other byte is fetched: the signature, against every key this device trusts, the running
-            # bundle's signer among them (a signed bundle is replaced only by one its signer or a pin vouches for).
-            key_to_pin = trust.check_before_install(
-                new, root, opts.key, pin_signer=not opts.no_pin, running_signer=signer(payload)
-            )
-            install.check_glibc(new.index)
-            _check_same_signer(payload, new)
+            key_to_pin = _accept(payload, new, pinned, root, opts)
             if new.bundle_id == payload.bundle_id and output == path:
                 return f"{path}: {index.name} {index.version} is already what {reference} holds; nothing fetched"
             probation.check_update(root, new.bundle_id, f"{new.index.name} {new.index.version}", opts.force)
@@ -122,6 +106,66 @@ def update(payload, f, path, opts, environ):
         f"{sources.deltas.summary()}; the next start runs {new.index.version}"
         f"{probation.summary(new.index.update_policy)}"
     )
+
+
+def _reference(index, opts):
+    reference = opts.update if isinstance(opts.update, str) else index.update_repository
+    if not reference:
+        raise UsageError(
+            f"{index.name} records no update repository; name one: --bundle-update REGISTRY/REPO:TAG (or set "
+            "[update] repository in the manifest)"
+        )
+    return reference
+
+
+def _accept(payload, new, pinned, root, opts):
+    """Refuse the bundle `new` (its signed index only, fetched from `pinned`) unless it may replace `payload`:
+    the same name, a signature by every key this device trusts (the running bundle's signer among them: a signed
+    bundle is replaced only by one its signer or a pin vouches for), a glibc this system has. Returns the key to
+    pin once it is installed, or None."""
+    from stub import install, trust
+
+    index = payload.index
+    new.path = f"{new.index.name} (from {pinned})"
+    if new.index.name != index.name:
+        raise UsageError(
+            f"{pinned} holds bundle {new.index.name!r}, not an update of {index.name!r}; check the reference"
+        )
+    key_to_pin = trust.check_before_install(
+        new, root, opts.key, pin_signer=not opts.no_pin, running_signer=signer(payload)
+    )
+    install.check_glibc(new.index)
+    _check_same_signer(payload, new)
+    return key_to_pin
+
+
+def check(payload, opts, environ):
+    """--bundle-update [REF] --bundle-check: whether REF holds an update this file would install; fetches the
+    manifest and the signed index only, and writes nothing. Returns (exit code, line): 0 up to date (the same
+    bundle, an older version, or one this device rolled back on its own), UPDATE_AVAILABLE when there is one."""
+    from payload.errors import UPDATE_AVAILABLE
+    from payload.versions import is_older
+    from stub import images, probation
+
+    index = payload.index
+    reference = _reference(index, opts)
+    root = os.path.abspath(opts.dir or default_root(index.name, environ))
+    with images.registry_client(opts, environ) as client:
+        pinned, art = artifact.resolve(client, reference, index.arch, index.variant)
+    new = art.payload
+    _accept(payload, new, pinned, root, opts)
+    this, there = f"{index.name} {index.version}", f"{new.index.name} {new.index.version}"
+    if new.bundle_id == payload.bundle_id:
+        return 0, f"{this} is up to date with {reference}"
+    reason = probation.refused(root, new.bundle_id)
+    if reason is not None and not opts.force:
+        return (
+            0,
+            f"{this} is up to date: {reference} holds {there}, rolled back here ({reason}); --bundle-force installs it",
+        )
+    if is_older(new.index.version, index.version) and not opts.allow_downgrade:
+        return 0, f"{this} is up to date: {reference} holds the older {there}"
+    return UPDATE_AVAILABLE, f"{this}: {reference} holds {there} ({new.bundle_id[:12]}); --bundle-update installs it"
 
 
 def _check_writable(output, named):

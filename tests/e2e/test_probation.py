@@ -120,6 +120,8 @@ def test_a_failing_health_check_rolls_back_on_its_own_and_is_refused_again(tmp_p
     assert refused.returncode == 4 and "was rolled back on this device" in refused.stderr, refused.stderr
     assert "--bundle-force" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
     assert sha256_of(app) == sha256_of(built["old"])
+    check = start(app, root, "--bundle-update", f"{registry.host}/edge/fleet:bad", "--bundle-check")
+    assert check.returncode == 0 and "rolled back here" in check.stdout, check.stderr  # not an update any more
     forced = update(app, root, registry, "bad", "--bundle-force")
     assert "updated fleet 1.0.0 -> 1.0.1" in forced.stdout
     assert status(app, root)["probation"]["starts"] == 0  # on probation again, counted afresh
@@ -166,6 +168,31 @@ def test_a_version_marked_by_hand_stays_and_one_without_settings_never_rolls_bac
     for _ in range(5):
         assert ran(start(app, root)) == "1.0.4"
     assert status(app, root)["last_rollback"] is None
+
+
+def test_check_says_whether_an_update_is_available_and_fetches_nothing_else(tmp_path, built, registry):
+    from testing.registry import free_port
+
+    app, root = device(tmp_path, built)
+    before = sha256_of(app)
+
+    def check(reference):
+        return start(app, root, "--bundle-update", reference, "--bundle-check")
+
+    same = check(f"{registry.host}/edge/fleet:old")
+    assert same.returncode == 0 and "fleet 1.0.0 is up to date" in same.stdout, same.stderr
+    mark = len(registry.served())
+    newer = check(f"{registry.host}/edge/fleet:plain")
+    assert newer.returncode == 7 and "holds fleet 1.0.4" in newer.stdout, newer.stderr
+    blob_gets = [r["uri"] for r in registry.served(mark) if r["method"] == "GET" and "/blobs/" in r["uri"]]
+    assert len(blob_gets) == 1, blob_gets  # the config (the signed index), nothing else
+    unreachable = check(f"127.0.0.1:{free_port()}/edge/fleet:plain")
+    assert unreachable.returncode == 5 and len(unreachable.stderr.strip().splitlines()) == 1, unreachable.stderr
+    assert sha256_of(app) == before and not (root / ".updates").exists()
+    assert ran(start(app, root)) == "1.0.0"  # a check installs nothing
+    update(app, root, registry, "plain")
+    older = check(f"{registry.host}/edge/fleet:old")
+    assert older.returncode == 0 and "holds the older fleet 1.0.0" in older.stdout, older.stderr
 
 
 # A kill at one given step cannot be timed from outside a process: this sitecustomize, put first on the path of a
