@@ -32,7 +32,7 @@ class Collection:
         )
 
 
-def _installed_versions(root):
+def installed_versions(root):
     for name in sorted(os.listdir(root)):
         path = os.path.join(root, name)
         if _BUNDLE_ID.fullmatch(name) and os.path.isdir(path) and not os.path.islink(path):
@@ -55,7 +55,7 @@ def collect(root, name=None, keep=None):
     try:
         install.remove_stale_work(root)
         kept = _to_keep(root, keep)
-        for bundle_id in _installed_versions(root):
+        for bundle_id in installed_versions(root):
             if bundle_id in kept:
                 done.kept.append(bundle_id)
                 continue
@@ -64,7 +64,7 @@ def collect(root, name=None, keep=None):
                 done.in_use.append(bundle_id)
                 continue
             try:
-                _remove(root, bundle_id)
+                remove_version(root, bundle_id)
             finally:
                 os.close(held)
             done.removed.append(bundle_id)
@@ -84,12 +84,12 @@ def _to_keep(root, keep):
     chosen = [b for b in dict.fromkeys(links) if b is not None]
     if keep is None:
         return set(chosen)
-    others = [b for b in _installed_versions(root) if b not in chosen]
+    others = [b for b in installed_versions(root) if b not in chosen]
     others.sort(key=lambda b: version_key(installed_version(root, b) or "0"), reverse=True)
     return set((chosen + others)[:keep])
 
 
-def _remove(root, bundle_id):
+def remove_version(root, bundle_id):
     doomed = os.path.join(root, "." + bundle_id + install.WORK_SUFFIX + f"gc-{os.getpid()}")
     os.rename(os.path.join(root, bundle_id), doomed)
     fs.fsync_dir(root)  # the version is gone for good before its files are

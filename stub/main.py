@@ -77,6 +77,12 @@ def run(prog, args):
                 return 0
             sys.stdout.write(probation.mark_good(root, "--bundle-mark-good") + "\n")
             return 0
+        if opts.uninstall:
+            from stub import uninstall
+
+            root = opts.dir or default_root(name, os.environ)
+            sys.stdout.write(uninstall.uninstall(root, name, opts.purge) + "\n")
+            return 0
         if opts.gc:
             from stub import gc
 

@@ -21,6 +21,8 @@ FLAGS = (
     "--bundle-force",
     "--bundle-status",
     "--bundle-check",
+    "--bundle-uninstall",
+    "--bundle-purge",
 )
 VALUED = (
     "--bundle-dir",
@@ -53,6 +55,9 @@ bundle options (consumed here, never passed on; they must come before ARGS):
   --bundle-dir DIR                install root (env BUNDLE_DIR; default /var/lib/NAME as root,
                                   ~/.local/share/NAME otherwise)
   --bundle-gc                     remove installed versions other than current and previous
+  --bundle-uninstall [--bundle-purge]
+                                  remove the installed versions, kept bundle files, pins and records of this
+                                  root (and its data with --bundle-purge); refused while it runs; and exit
   --bundle-rollback               make the previous version current again (and current previous), and exit
   --bundle-repair                 re-verify this version's installed files, restore any that differ, and exit
   --bundle-update [REF]           replace this file with the version REGISTRY/REPO:TAG holds (default: the
@@ -87,6 +92,7 @@ class Options:
         self.info = self.json = self.verify = self.gc = self.no_pull = self.help = False
         self.rollback = self.allow_downgrade = self.repair = self.install = self.pull_worker = self.no_pin = False
         self.health_worker = self.mark_good = self.force = self.status = self.check = False
+        self.uninstall = self.purge = False
         self.wait_images = self.timeout = None
         self.dir = self.extract = self.key = self.update = self.update_output = self.delta_memory = None
         self.registry_mirror = []
@@ -172,6 +178,8 @@ def parse(argv):
     for flag, given in (("--bundle-force", opts.force), ("--bundle-check", opts.check)):
         if given and not opts.update:
             raise UsageError(f"{flag} goes with --bundle-update")
+    if opts.purge and not opts.uninstall:
+        raise UsageError("--bundle-purge goes with --bundle-uninstall")
     if opts.update_output and not opts.update:
         raise UsageError("--bundle-update-output goes with --bundle-update")
     if opts.delta_memory is not None:

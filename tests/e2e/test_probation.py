@@ -2,11 +2,13 @@
 started again and again as a supervisor restarting it would start it.
 
 Bundles: 1.0.0 and 1.0.4 (no [update] settings); 1.0.1 whose health check fails; 1.0.2 with `probation_starts =
-2` and no health check (marked good by hand); 1.0.3 whose health check passes. Files are compared with hashlib."""
+2` and no health check (marked good by hand); 1.0.3 whose health check passes. All signed by one key, which the
+device pins at its first start. Files are compared with hashlib."""
 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -46,6 +48,8 @@ def _project(directory, version, update, check=None):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, cache_dir, stub_path, registry):
     repo = f'\n[update]\nrepository = "{registry.host}/edge/fleet:stable"\n'
+    keys = tmp_path_factory.mktemp("keys")
+    bundler("keygen", "--out", keys / "release")
     found = {}
     for label, version, update, check in (
         ("old", "1.0.0", repo, None),
@@ -55,7 +59,7 @@ def built(tmp_path_factory, cache_dir, stub_path, registry):
         ("plain", "1.0.4", repo, None),
     ):
         project = _project(tmp_path_factory.mktemp(label), version, update, check)
-        found[label] = build(project, cache_dir, "--stub", stub_path)
+        found[label] = build(project, cache_dir, "--stub", stub_path, "--sign", keys / "release.key")
         bundler("push", found[label], f"{registry.host}/edge/fleet:{label}")
     return found
 
@@ -115,6 +119,7 @@ def test_a_failing_health_check_rolls_back_on_its_own_and_is_refused_again(tmp_p
     why = report["last_rollback"]["detail"]
     assert "3 starts without a mark" in why and "failed (exit 1)" in why, why
     assert [r["bundle_id"] for r in report["rolled_back"]] == [report["previous"]]
+    assert len(report["pins"]) == 1  # the release key, pinned by the first start
     assert ran(start(app, root)) == "1.0.0"  # and it stays there
     refused = start(app, root, "--bundle-update", f"{registry.host}/edge/fleet:bad")
     assert refused.returncode == 4 and "was rolled back on this device" in refused.stderr, refused.stderr
@@ -193,6 +198,42 @@ def test_check_says_whether_an_update_is_available_and_fetches_nothing_else(tmp_
     update(app, root, registry, "plain")
     older = check(f"{registry.host}/edge/fleet:old")
     assert older.returncode == 0 and "holds the older fleet 1.0.0" in older.stdout, older.stderr
+
+
+def test_uninstall_is_refused_while_the_runtime_runs_then_removes_all_but_data_and_purge_the_rest(
+    tmp_path, built, registry
+):
+    app, root = device(tmp_path, built)
+    update(app, root, registry, "plain")  # two versions, the 1.0.0 file kept for a rollback, a pin
+    (root / "data" / "state").write_text("kept")
+    hold = tmp_path / "holding"
+    runtime = subprocess.Popen(
+        [app, "--bundle-dir", root],
+        env=dict(os.environ, FAULTS_HOLD=str(hold)),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + WAIT
+        while not hold.exists() and runtime.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert hold.exists(), "the runtime did not start"
+        refused = start(app, root, "--bundle-uninstall")
+        assert refused.returncode == 4 and "runs from" in refused.stderr and "1.0.4" in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+        assert len(status(app, root)["versions"]) == 2  # nothing was removed
+    finally:
+        os.killpg(runtime.pid, signal.SIGKILL)
+        runtime.wait()
+    done = start(app, root, "--bundle-uninstall")
+    assert done.returncode == 0, done.stderr
+    assert "removed 2 version(s)" in done.stdout and "1 kept bundle file(s), 1 pinned key(s)" in done.stdout
+    assert "--bundle-purge removes it" in done.stdout
+    assert sorted(os.listdir(root)) == ["data"] and (root / "data" / "state").read_text() == "kept"
+    purged = start(app, root, "--bundle-uninstall", "--bundle-purge")
+    assert purged.returncode == 0 and "removed its data" in purged.stdout, purged.stderr
+    assert not root.exists()
+    assert ran(start(app, root)) == "1.0.4"  # the bundle file stays, and installs itself again
 
 
 # A kill at one given step cannot be timed from outside a process: this sitecustomize, put first on the path of a
