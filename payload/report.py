@@ -42,6 +42,12 @@ def describe(payload, as_json=False):
         lines.append(f"glibc:      {index.min_glibc} or newer ({index.min_glibc_file or 'the stub'} needs it)")
     if index.update_repository:
         lines.append(f"updates:    {index.update_repository} (--bundle-update)")
+    if index.update_policy:
+        settings = ", ".join(
+            f"{key} = {' '.join(value) if isinstance(value, list) else value}"
+            for key, value in index.update_policy.items()
+        )
+        lines.append(f"after an update: {settings} (the rest at their defaults; docs/fleet.md, Probation)")
     if index.parts:
         lines.append(
             f"parts:      {len(index.parts)} beside the executable, {index.parts[0].name} ... {index.parts[-1].name} "

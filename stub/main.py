@@ -3,7 +3,7 @@
 import os
 import sys
 
-from stub.root import CURRENT, PROBATION, Installation, default_root
+from stub.root import CURRENT, PROBATION, REFUSED_DIR, Installation, default_root
 
 
 def _executable():
@@ -116,6 +116,13 @@ def run(prog, args):
         return _install_and_run(payload, f, opts, umask, path, args)
 
 
+def _on_probation_or_refused(inst):
+    """Whether this start has probation bookkeeping to do: a stat or two (docs/fleet.md, Probation)."""
+    return os.path.lexists(os.path.join(inst.root, PROBATION)) or os.path.lexists(
+        os.path.join(inst.root, REFUSED_DIR, inst.bundle_id)
+    )
+
+
 def _install_and_run(payload, f, opts, umask, path, args):
     from stub import images, install, launch, locking, owner, rollback
 
@@ -139,10 +146,11 @@ def _install_and_run(payload, f, opts, umask, path, args):
         # Taken before looking, and held by the runtime after exec, so --bundle-gc never removes a version in use.
         held = locking.hold_shared(inst.version_lock())
     installed = inst.is_installed()
-    if held is not None and installed and os.path.lexists(os.path.join(inst.root, PROBATION)):
+    if held is not None and installed and _on_probation_or_refused(inst):
         from stub import probation
 
-        probation.at_start(inst, index, path, args, held)  # counts this start, or becomes the previous version
+        # Counts this start, or becomes the previous version (or the current one, for a version rolled back).
+        probation.at_start(inst, index, path, args, held, opts.args, umask)
     key_to_pin = None
     if not installed or opts.key:  # the installed fast path imports and checks nothing more
         from payload.frame_headers import check_frame_headers

@@ -122,6 +122,7 @@ def begin(root, new_id, previous_id, index, summary):
         _write_fields(path, fields)
     else:
         fs.safe_unlink(path)  # an older probation ends with the version it was about
+    fs.safe_unlink(os.path.join(root, REFUSED_DIR, new_id))  # installed again: forced, so no longer refused
     log_event(root, "update", summary)
 
 
@@ -139,10 +140,12 @@ def check_update(root, bundle_id, version, force):
 # -- at a start -------------------------------------------------------------------------------------------------
 
 
-def at_start(inst, index, executable, argv, held):
-    """Before the runtime of `inst` runs, when <root>/.probation exists (the caller looked: one stat): count this
-    start when it is on probation, or roll back when its starts are spent; then this process becomes the previous
-    version's bundle file (closing `held`, its shared lock on this version) and does not return."""
+def at_start(inst, index, executable, argv, held, runtime_args, umask):
+    """Before the runtime of `inst` runs, when <root>/.probation exists or this version was rolled back on its own
+    (the caller looked: a stat or two). Counts this start when it is on probation, or rolls back when its starts
+    are spent: then this process becomes the previous version's bundle file (or its installed entrypoint) and does
+    not return. A start of a version rolled back on its own, not current, runs the current version instead, so a
+    supervisor restarting a file an update wrote elsewhere (--bundle-update-output) does not bring it back."""
     from stub import locking
 
     lock = locking.exclusive(os.path.join(inst.root, LOCK))
@@ -150,8 +153,11 @@ def at_start(inst, index, executable, argv, held):
         record = read_probation(inst.root)
         current = fs.link_target(os.path.join(inst.root, CURRENT))
         if record is None or record["bundle"] != inst.bundle_id:
-            return
-        if current != inst.bundle_id:
+            reason = refused(inst.root, inst.bundle_id)
+            if reason is None or current is None or current == inst.bundle_id:
+                return
+            rollback_to = None
+        elif current != inst.bundle_id:
             if refused(inst.root, inst.bundle_id) is None:
                 return  # rolled back by hand: the probation waits for this version to be current again
             rollback_to = current  # a rollback stopped after the swap: finish it
@@ -171,11 +177,17 @@ def at_start(inst, index, executable, argv, held):
                 )
     finally:
         os.close(lock)
+    if record is None or record["bundle"] != inst.bundle_id:
+        sys.stderr.write(
+            f"{index.name}: {index.version} was rolled back on this device ({reason}); running the current version "
+            f"instead (--bundle-update --bundle-force installs it again)\n"
+        )
+        _exec_installed(inst.root, current, runtime_args, held, umask)
     if rollback_to is None:
         if _setting(index, "health"):
             start_health_check(inst, executable)
         return
-    _roll_back(inst, index, executable, argv, held)
+    _roll_back(inst, index, executable, argv, held, runtime_args, umask)
 
 
 def _setting(index, key):
@@ -200,7 +212,7 @@ def _refuse(root, bundle_id, version, why):
     )
 
 
-def _roll_back(inst, index, executable, argv, held):
+def _roll_back(inst, index, executable, argv, held, runtime_args, umask):
     """Make `previous` current (stub/rollback.py, which also puts the old bundle file back in place of
     `executable` and ends the probation), then run that file with this start's arguments."""
     from payload.errors import HostError
@@ -219,11 +231,8 @@ def _roll_back(inst, index, executable, argv, held):
     sys.stderr.write(f"{index.name}: {index.version} was on probation and made no mark: {summary}\n")
     with open(executable, "rb") as f:
         still_new = open_payload(executable, f).bundle_id == inst.bundle_id
-    if still_new:  # written with --bundle-update-output: the old file is elsewhere
-        raise HostError(
-            f"rolled back {index.name} in {inst.root}, but {executable} is the file of {index.version}; start the "
-            "previous version's bundle file"
-        )
+    if still_new:  # written with --bundle-update-output: the old file is elsewhere; its version is installed
+        _exec_installed(inst.root, fs.link_target(os.path.join(inst.root, CURRENT)), runtime_args, held, umask)
     os.close(held)  # the version left is no longer in use
     sys.stdout.flush()
     sys.stderr.flush()
@@ -232,6 +241,36 @@ def _roll_back(inst, index, executable, argv, held):
         os.execve(command[0], command, launch.clean_environment(os.environ))
     except OSError as exc:
         raise HostError(f"rolled back, but cannot run {executable}: {exc.strerror}; start it again") from None
+
+
+class _Identity:
+    """What launch.environment needs of an index, from an installed version's record."""
+
+    def __init__(self, doc):
+        self.name, self.version, self.variant, self.arch = (doc.get(k) for k in ("name", "version", "variant", "arch"))
+
+
+def _exec_installed(root, bundle_id, runtime_args, held, umask):
+    """Become the installed entrypoint of version `bundle_id` of `root` (installed and verified when it was made
+    current), holding its shared lock instead of `held`."""
+    from payload import jsondecode
+    from payload.errors import HostError
+    from stub import launch, locking
+    from stub.root import INDEX_FILE, Installation
+
+    other = Installation(root, bundle_id)
+    try:
+        with open(os.path.join(other.path, INDEX_FILE), "rb") as f:
+            doc = jsondecode.loads(f.read())
+    except (OSError, ValueError):
+        doc = None
+    if not isinstance(doc, dict) or not isinstance(doc.get("entrypoint"), list) or not other.is_installed():
+        raise HostError(f"the current version {bundle_id[:12]} in {root} is not installed; start its bundle file")
+    locking.hold_shared(other.version_lock())
+    os.close(held)
+    launch.prepare_data(other)
+    argv = launch.command(doc["entrypoint"], other, runtime_args)
+    launch.exec_entrypoint(argv, launch.environment(os.environ, other, _Identity(doc)), umask)
 
 
 # -- marking good -------------------------------------------------------------------------------------------------

@@ -99,6 +99,8 @@ def test_a_failing_health_check_rolls_back_on_its_own_and_is_refused_again(tmp_p
     app, root = device(tmp_path, built)
     updated = update(app, root, registry, "bad")
     assert "on probation" in updated.stdout and "after 3 starts" in updated.stdout
+    info = start(app, root, "--bundle-info").stdout
+    assert "after an update: health = bin/check, health_delay = 0" in info
     report = status(app, root)
     assert report["probation"]["starts"] == 0 and report["probation"]["probation_starts"] == 3
     assert report["probation"]["health"] == ["bin/check"]
@@ -130,6 +132,30 @@ def test_a_failing_health_check_rolls_back_on_its_own_and_is_refused_again(tmp_p
     forced = update(app, root, registry, "bad", "--bundle-force")
     assert "updated fleet 1.0.0 -> 1.0.1" in forced.stdout
     assert status(app, root)["probation"]["starts"] == 0  # on probation again, counted afresh
+
+
+def test_a_file_written_elsewhere_rolls_back_to_the_installed_previous_version_and_stays_there(
+    tmp_path, built, registry
+):
+    """--bundle-update-output: the old file stays where it was, the new one is elsewhere, so the rollback has no
+    file to put back: the start that rolls back runs the previous version's installed entrypoint, and later starts
+    of the new file run the current version too (a supervisor keeps starting that file)."""
+    app, root = device(tmp_path, built)
+    other = tmp_path / "elsewhere" / "app"
+    other.parent.mkdir()
+    update(app, root, registry, "bad", "--bundle-update-output", other)
+    assert sha256_of(app) == sha256_of(built["old"]) and sha256_of(other) == sha256_of(built["bad"])
+    for _ in range(3):
+        assert ran(start(other, root)) == "1.0.1"
+    back = start(other, root)
+    assert ran(back) == "1.0.0" and "was on probation and made no mark" in back.stderr, back.stderr
+    again = start(other, root, "--", "an-argument")
+    assert ran(again) == "1.0.0" and "was rolled back on this device" in again.stderr, again.stderr
+    assert sha256_of(other) == sha256_of(built["bad"])  # nothing put in its place
+    assert ran(start(app, root)) == "1.0.0"
+    forced = update(app, root, registry, "bad", "--bundle-force")  # no longer refused once installed again
+    assert "on probation" in forced.stdout and ran(start(app, root)) == "1.0.1"
+    assert status(app, root)["rolled_back"] == []
 
 
 def test_a_passing_health_check_marks_good_and_older_versions_beyond_keep_go(tmp_path, built, registry):
