@@ -2,8 +2,8 @@
 started again and again as a supervisor restarting it would start it.
 
 Bundles: 1.0.0 and 1.0.4 (no [update] settings); 1.0.1 whose health check fails; 1.0.2 with `probation_starts =
-2` and no health check (marked good by hand); 1.0.3 whose health check passes. All signed by one key, which the
-device pins at its first start. Files are compared with hashlib."""
+2` and no health check (marked good by hand); 1.0.3 whose health check passes; 1.0.5 whose check hangs. All
+signed by one key, which the device pins at its first start. Files are compared with hashlib."""
 
 import json
 import os
@@ -21,6 +21,7 @@ from testing.registry import Registry
 from tests.conftest import require_registry_tools
 
 CHECK_FAILS = "#!/bin/sh\necho checking >&2\nexit 1\n"
+CHECK_HANGS = "#!/bin/sh\nexec sleep 297.0413\n"  # an argument no other process here has
 CHECK_PASSES = '#!/bin/sh\ntest -n "$BUNDLE_ID" && test -d "$BUNDLE_DATA"\n'
 WAIT = 120  # seconds a detached health check may take to report, on a loaded machine (never an assertion)
 
@@ -57,6 +58,7 @@ def built(tmp_path_factory, cache_dir, stub_path, registry):
         ("good", "1.0.3", repo + 'health = ["bin/check", "--quick"]\nhealth_delay = 0\n', CHECK_PASSES),
         ("counted", "1.0.2", repo + "probation_starts = 2\n", None),
         ("plain", "1.0.4", repo, None),
+        ("slow", "1.0.5", repo + 'health = ["bin/check"]\nhealth_delay = 0\nhealth_timeout = 1\n', CHECK_HANGS),
     ):
         project = _project(tmp_path_factory.mktemp(label), version, update, check)
         found[label] = build(project, cache_dir, "--stub", stub_path, "--sign", keys / "release.key")
@@ -132,6 +134,17 @@ def test_a_failing_health_check_rolls_back_on_its_own_and_is_refused_again(tmp_p
     forced = update(app, root, registry, "bad", "--bundle-force")
     assert "updated fleet 1.0.0 -> 1.0.1" in forced.stdout
     assert status(app, root)["probation"]["starts"] == 0  # on probation again, counted afresh
+
+
+def test_a_health_check_that_outlives_its_timeout_is_killed_and_recorded(tmp_path, built, registry):
+    app, root = device(tmp_path, built)
+    update(app, root, registry, "slow")
+    assert ran(start(app, root)) == "1.0.5"
+    report = wait_for(lambda r: r["last_health_check"], app, root)
+    assert report["last_health_check"]["detail"].startswith("timed out after 1 s"), report
+    assert report["probation"]["starts"] == 1  # not marked: the starts decide
+    hanging = subprocess.run(["pgrep", "-f", "sleep 297.0413"], capture_output=True, text=True).stdout.split()
+    assert not hanging, hanging  # the check was killed, not left behind
 
 
 def test_a_file_written_elsewhere_rolls_back_to_the_installed_previous_version_and_stays_there(
