@@ -470,10 +470,9 @@ def stub(arch, host_python, mirror, cache_dir):
 @click.option(
     "--delta-level",
     type=click.IntRange(1, 22),
-    default=19,
-    show_default=True,
-    help="The zstd level the bundle was made with (make --level): a device compresses a patched group "
-    "again at it, and a delta is published only for a group that level reproduces.",
+    default=None,
+    hidden=True,
+    help="No longer needed: a device checks a patch's content against the signed index and encodes it again itself.",
 )
 @insecure_option
 def push(bundles, target, delta_from, delta_level, insecure_registries):
@@ -482,8 +481,10 @@ def push(bundles, target, delta_from, delta_level, insecure_registries):
     from bundler.build.make import registry_client
     from bundler.fleet.push import push as push_bundles
 
+    if delta_level is not None:
+        _log("note: --delta-level is no longer needed and is ignored; a delta fits a bundle made at any level")
     with registry_client(insecure_registries) as client:
-        digest, count = push_bundles(bundles, target, client, log=_log, delta_from=delta_from, delta_level=delta_level)
+        digest, count = push_bundles(bundles, target, client, log=_log, delta_from=delta_from)
     click.echo(f"{target}  {digest} ({count} bundle{'' if count == 1 else 's'})")
 
 

@@ -1,17 +1,18 @@
-"""Deltas on the device: the new frame of a group made from a patch against the installed old version.
+"""Deltas on the device: the new content of a frame made from a patch against the installed old version.
 
 A patch (bundler/fleet/delta.py makes it) is one zstd frame whose decoded bytes are the new frame's content; its
 reference (a raw-content prefix) is the old version of the frame's files (reference_entries: the installed
 version's files at the same paths, in the new frame's order), rebuilt here from the installed files, each
-re-hashed against the installed index first, and the whole against the sha256 the patch was made against. The bundle
-keeps frames, not content, so the new frame is then compressed again with the parameters the publisher found to
-reproduce it (level, libzstd version; payload/groups.compress_frame, as `bundler make` does), and it counts only if its
-sha256 is the one the new signed index gives. Any failure on the way is a DeltaUnusable: the caller says so and fetches
-the frame whole.
+re-hashed against the installed index first, and the whole against the sha256 the patch was made against. Every
+decoded entry is checked against its sha256 and size in the new signed content index as it is written. The
+signature covers content, not encoding (docs/format.md, 3.5), so the frame is then encoded again here at
+REENCODE_LEVEL, a fast level, rather than at the publisher's: the rebuilt executable keeps the bundle id and the
+signature, its encoding table records the frame with its new sha256, size and `level`. Any failure on the way is
+a DeltaUnusable: the caller says so and fetches the frame whole.
 
 Memory: the reference is held twice for a moment (python-zstandard copies it into its dictionary; the copy read
 from the files is dropped before decoding), then once with the decoder's window; decoding streams into files,
-and compressing again streams from them once the decoder is gone. The device's bound (--bundle-delta-memory,
+and encoding again streams from them once the decoder is gone. The device's bound (--bundle-delta-memory,
 env BUNDLE_DELTA_MEMORY, default DEFAULT_MEMORY) is checked against the larger of the two phases before the
 reference is read.
 """
@@ -32,6 +33,9 @@ MEMORY_ENV = "BUNDLE_DELTA_MEMORY"
 DEFAULT_MEMORY = 256 << 20
 DECODER_OVERHEAD = 1 << 20  # the decoder context and its block buffers
 MAX_WINDOW_LOG = 30  # libzstd's bound on 32-bit machines
+# The zstd level a device encodes a patched frame at: fast enough that applying a delta costs about what fetching
+# the frame whole would; the frame comes out larger than the publisher's, which only this device's disk pays.
+REENCODE_LEVEL = 3
 _FRAME_HEADER_MAX = 18
 
 # The record of a patch: annotations of its layer in the delta artifact (payload/oci/artifact.py names the types).
@@ -48,8 +52,6 @@ _FIELDS = (
     ("reference-size", int),
     ("window-log", int),
     ("memory", int),
-    ("level", int),
-    ("zstd", str),
 )
 
 
@@ -73,14 +75,11 @@ class Patch:
         reference_size,
         window_log,
         memory,
-        level,
-        zstd,
     ):
         self.group, self.frame = group, frame
         self.from_bundle, self.from_sha256 = from_bundle, from_sha256
         self.to_sha256, self.to_csize, self.size = to_sha256, to_csize, size
         self.reference_size, self.window_log, self.memory = reference_size, window_log, memory
-        self.level, self.zstd = level, zstd
 
     def to_annotations(self):
         return {_PREFIX + key: str(getattr(self, key.replace("-", "_"))) for key, _ in _FIELDS}
@@ -103,11 +102,6 @@ class Patch:
         return f"{self.group} ({size_text(self.size)}, to decode {size_text(self.memory)})"
 
 
-def local_zstd():
-    """The libzstd this device compresses with: a frame made again here is the publisher's only with the same."""
-    return ".".join(str(n) for n in zstandard.ZSTD_VERSION)
-
-
 def patch_window_log(reference_size, target_size):
     """The window a patch is made with: it must reach from the end of the new content back over the whole
     reference (zstd's --patch-from takes the bit length of the larger plus one)."""
@@ -120,11 +114,9 @@ def decode_memory(reference_size, window_log, target_size):
     return reference_size + max(reference_size, min(1 << window_log, target_size)) + DECODER_OVERHEAD
 
 
-def recompress_memory(level, size):
-    """Bytes compressing a frame again holds: one multi-threaded job in flight (payload/groups.compress_frame with
-    threads=1, whose output is the same as with more): the tables, the job, its overlap and output."""
-    if not 1 <= level <= zstandard.MAX_COMPRESSION_LEVEL:
-        raise DeltaUnusable(f"its record names zstd level {level}")
+def reencode_memory(size, level=REENCODE_LEVEL):
+    """Bytes encoding a frame again holds: one multi-threaded job in flight (payload/groups.compress_frame with
+    threads=1): the tables, the job, its overlap and output."""
     params = zstandard.ZstdCompressionParameters.from_level(
         level, source_size=size, window_log=min(groups.WINDOW_LOG, max(10, size.bit_length()))
     )
@@ -148,7 +140,7 @@ def check_memory(patch, bound):
     need = max(
         patch.memory,
         decode_memory(patch.reference_size, patch.window_log, patch.size),
-        recompress_memory(patch.level, patch.size),
+        reencode_memory(patch.size),
     )
     if need > bound:
         raise DeltaUnusable(
@@ -306,32 +298,25 @@ class _EntryFiles:
             self.f = None
 
 
-def rebuild_frame(patch, sources, out_path, threads=1):
-    """Compress `sources` (the decoded files) as the publisher did and keep the result at `out_path` only if it is
-    the signed frame (its sha256 and size). Returns out_path. `threads`: 1 for a group's lone frame (zstd's workers:
-    any number gives the same bytes, one keeps memory low), 0 for a frame of a group of several
-    (groups.frame_threads)."""
-    if patch.zstd != local_zstd():
-        raise DeltaUnusable(f"its frame was made with libzstd {patch.zstd}, this device has {local_zstd()}")
+def reencode(sources, out_path, threads=1):
+    """Encode `sources` (the decoded files, each already checked against the signed index) as one frame at
+    REENCODE_LEVEL into `out_path`. Returns (sha256, csize) of the frame written. One worker (threads=1) keeps
+    memory to the one job reencode_memory counts."""
     with open(out_path, "wb") as out:
-        _, sha256, csize = groups.compress_frame(sources, out, level=patch.level, threads=threads)
-    if sha256 != patch.to_sha256 or csize != patch.to_csize:
-        os.unlink(out_path)
-        raise DeltaUnusable("compressed again here it does not give the signed frame")
-    return out_path
+        _, sha256, csize = groups.compress_frame(sources, out, level=REENCODE_LEVEL, threads=threads)
+    return sha256, csize
 
 
 def check_usable(patch, bound):
-    """What can be refused from the record alone, before the patch is fetched: another libzstd, too much memory."""
-    if patch.zstd != local_zstd():
-        raise DeltaUnusable(f"its frame was made with libzstd {patch.zstd}, this device has {local_zstd()}")
+    """What can be refused from the record alone, before the patch is fetched: too much memory."""
     return check_memory(patch, bound)
 
 
-def apply(patch, patch_path, old_dir, old_entries, new_entries, work, out_path, bound, threads=1):
-    """The new frame at `out_path` from the patch at `patch_path`, the installed old version at `old_dir` (its
-    entries of the frame `old_entries`) and the new index's `new_entries` of the frame. Decoded files go under
-    `work` (a directory the caller removes). DeltaUnusable when the delta cannot give it."""
+def apply(patch, patch_path, old_dir, old_entries, new_entries, work, out_path, bound):
+    """The new frame's content, encoded again at REENCODE_LEVEL into `out_path`, from the patch at `patch_path`,
+    the installed old version at `old_dir` (its entries of the frame `old_entries`) and the new index's
+    `new_entries` of the frame. Decoded files go under `work` (a directory the caller removes). Returns (sha256,
+    csize) of the frame written; DeltaUnusable when the delta cannot give its content."""
     check_usable(patch, bound)
     if sum(e.size for e in new_entries) != patch.size:
         raise DeltaUnusable(
@@ -348,7 +333,7 @@ def apply(patch, patch_path, old_dir, old_entries, new_entries, work, out_path, 
     with open(patch_path, "rb") as f:
         sources = decode(patch, f, reference, new_entries, work, bound)
     del reference
-    return rebuild_frame(patch, sources, out_path, threads=threads)
+    return reencode(sources, out_path)
 
 
 def say_fallback(group, why, stream=None):

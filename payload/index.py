@@ -41,6 +41,7 @@ _TABLE_OPTIONAL = ("parts",)
 _PART_KEYS = ("name", "size", "sha256")
 _GROUP_KEYS = ("name", "frames")
 _FRAME_KEYS = ("offset", "csize", "size", "sha256", "entries")
+_FRAME_OPTIONAL = ("level",)  # a frame a device encoded again (a delta update): the zstd level it used
 _ENTRY_KEYS = ("path", "kind", "mode", "size", "sha256")
 _IMAGE_KEYS = ("name", "ref", "platform", "digest", "embedded")
 _EMBEDDED_KEYS = ("manifest", "layers", "size")
@@ -161,10 +162,12 @@ class Frame:
     class for a frame on both sides: the index, the build's compressed groups, a registry's layers
     (docs/format.md, section 4)."""
 
-    __slots__ = ("offset", "csize", "size", "sha256", "count", "start", "number", "group")
+    __slots__ = ("offset", "csize", "size", "sha256", "count", "start", "number", "group", "level")
 
-    def __init__(self, offset, csize, size, sha256, count=None, start=0, number=1, group=None):
+    def __init__(self, offset, csize, size, sha256, count=None, start=0, number=1, group=None, level=None):
         self.offset, self.csize, self.size, self.sha256, self.count = offset, csize, size, sha256, count
+        # Set only for a frame a device encoded again after a delta (payload/delta.py): the zstd level it used.
+        self.level = level
         # set by the group: in its stream, 1, 2, ... in its list, and its name
         self.start, self.number, self.group = start, number, group
 
@@ -174,7 +177,7 @@ class Frame:
         return self.start + self.size
 
     def _key(self):
-        return (self.offset, self.csize, self.size, self.sha256, self.count)
+        return (self.offset, self.csize, self.size, self.sha256, self.count, self.level)
 
     def __eq__(self, other):
         return isinstance(other, Frame) and self._key() == other._key()
@@ -242,19 +245,19 @@ class Group:
     def to_json(self, entries, position):
         """Its record in the encoding table; `entries` its entries, `position` maps id(entry) to its place in the
         content index."""
-        return {
-            "name": self.name,
-            "frames": [
-                {
-                    "offset": f.offset,
-                    "csize": f.csize,
-                    "size": f.size,
-                    "sha256": f.sha256,
-                    "entries": [position[id(e)] for e in held],
-                }
-                for f, held in self.split_entries(entries)
-            ],
-        }
+        frames = []
+        for f, held in self.split_entries(entries):
+            doc = {
+                "offset": f.offset,
+                "csize": f.csize,
+                "size": f.size,
+                "sha256": f.sha256,
+                "entries": [position[id(e)] for e in held],
+            }
+            if f.level is not None:
+                doc["level"] = f.level
+            frames.append(doc)
+        return {"name": self.name, "frames": frames}
 
 
 class Entry:
@@ -618,7 +621,7 @@ def _parse_group(g, entries, data_size):
     parsed, stream = [], 0
     for number, f in enumerate(frames, 1):
         what = f"group {name!r} frame {number}"
-        _object(f, _FRAME_KEYS, (), what)
+        _object(f, _FRAME_KEYS, _FRAME_OPTIONAL, what)
         for key in ("offset", "csize", "size"):
             _require(rules.is_size(f[key]), f"{what}: {key} is not a size", _TABLE)
         _require(rules.is_sha256(f["sha256"]), f"{what}: bad sha256", _TABLE)
@@ -652,7 +655,11 @@ def _parse_group(g, entries, data_size):
             f"{what} holds {f['size']} bytes, its entries {stream - start}",
             _TABLE,
         )
-        parsed.append(Frame(f["offset"], f["csize"], f["size"], f["sha256"], len(held)))
+        level = f.get("level")
+        _require(
+            level is None or rules.is_size(level) and 1 <= level <= 22, f"{what}: level is not a zstd level", _TABLE
+        )
+        parsed.append(Frame(f["offset"], f["csize"], f["size"], f["sha256"], len(held), level=level))
     return Group(name, parsed)
 
 

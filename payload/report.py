@@ -34,9 +34,11 @@ def describe(payload, as_json=False):
     ]
     for group in index.groups:
         sizes = " + ".join(f"{f.size / 1e6:.1f}" for f in group.frames)
+        again = [f for f in group.frames if f.level is not None]
         lines.append(
             f"group:      {group.name}: {group.size / 1e6:.1f} MB as {group.csize / 1e6:.1f} MB in "
             f"{len(group.frames)} frame(s){'' if len(group.frames) == 1 else f' of {sizes} MB'}"
+            + _reencoded(group, again)
         )
     if index.min_glibc:
         lines.append(f"glibc:      {index.min_glibc} or newer ({index.min_glibc_file or 'the stub'} needs it)")
@@ -61,6 +63,15 @@ def describe(payload, as_json=False):
         )
         lines.append(f"image:      {image.name} {image.ref}@{image.digest} ({where})")
     return "\n".join(lines)
+
+
+def _reencoded(group, frames):
+    """What the line of a group says of its frames a device encoded again after a delta update."""
+    if not frames:
+        return ""
+    levels = ", ".join(str(level) for level in sorted({f.level for f in frames}))
+    which = "" if len(group.frames) == 1 else f" {len(frames)} of its frames"
+    return f"; re-encoded{which} on this device at zstd level {levels} (a delta update)"
 
 
 def verify_all(payload, f):

@@ -1,8 +1,10 @@
 """Deltas in --bundle-update (stub/update.py asks `frame` for each frame this file does not hold): the delta
 from the running (installed) version to the new one is found through the registry's referrers API or its tag
-fallback; a changed frame with a patch there is rebuilt from the installed files (payload/delta.py), after the
-memory it needs was checked against this device's bound and before anything else is fetched for it. Whatever
-fails, the frame is fetched whole, and stderr says why. docs/fleet.md, "Deltas".
+fallback; a changed frame with a patch there is decoded against the installed files, every entry checked against
+the signed content index, and encoded again at payload.delta.REENCODE_LEVEL (payload/delta.py), after the memory it
+needs was checked against this device's bound and before anything else is fetched for it. The rebuilt executable
+then holds that frame re-encoded (`reencoded`; payload/oci/artifact.py writes its encoding table). Whatever fails,
+the frame is fetched whole, and stderr says why. docs/fleet.md, "Deltas".
 """
 
 import os
@@ -22,6 +24,7 @@ class Deltas:
         self.stream = stream or sys.stderr
         self.patches = None
         self.used = []  # (group, patch bytes, frame bytes)
+        self.reencoded = {}  # published frame digest: (sha256, csize, level) of the frame encoded here
 
     def _lookup(self):
         """{new frame digest: (Patch, its layer)} of the delta from the running version, fetched once."""
@@ -49,7 +52,7 @@ class Deltas:
             return None
         hexdigest = blob.digest.split(":", 1)[1]
         target = os.path.join(self.downloads, hexdigest)
-        if artifact.file_matches(target, blob.digest):  # rebuilt by an update that was then interrupted
+        if artifact.file_matches(target, blob.digest):  # fetched whole by an update that was then interrupted
             return target
         found = self._lookup().get(blob.digest)
         if found is None:
@@ -74,13 +77,21 @@ class Deltas:
             files = os.path.join(work, "files")  # the decoded files, by entry path; the frame beside them
             os.makedirs(files)
             out = os.path.join(work, "frame")
-            lone = len(self.art.payload.index.group(group).frames) == 1
-            delta.apply(
-                patch, patch_path, old.path, old_entries, new_entries, files, out, self.bound, threads=1 if lone else 0
+            self.stream.write(
+                f"applying the delta of group {group!r} ({size_text(layer.size)} patch): decoding against the "
+                f"installed files, checking them against the signed index, encoding at zstd level "
+                f"{delta.REENCODE_LEVEL}\n"
             )
-            os.replace(out, target)
+            self.stream.flush()
+            sha256, csize = delta.apply(patch, patch_path, old.path, old_entries, new_entries, files, out, self.bound)
             self.used.append((group, layer.size, blob.size))
-            return target
+            if sha256 == hexdigest:  # published at this level: the very frame, and the file stays the published one
+                os.replace(out, target)
+                return target
+            encoded = target + ".reencoded"  # not named by the published digest: its bytes are this device's
+            os.replace(out, encoded)
+            self.reencoded[blob.digest] = (sha256, csize, delta.REENCODE_LEVEL)
+            return encoded
         except BundleError as exc:
             delta.say_fallback(group, exc, self.stream)
             return None

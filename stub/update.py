@@ -3,9 +3,11 @@
 Order (docs/fleet.md): the manifest and its config (the signed index) first; the signature against the keys this
 device trusts before anything else is fetched; then each blob of the new executable from the first source that
 has it: this bundle file when its sha256 is unchanged, a delta (fetch_delta, a hook), else the registry, whole.
-The new executable is rebuilt beside the old one, every blob hashed on the way, then installed from there (every
-entry verified) as `current` (the old `current` becomes `previous`), and only then renamed over the old file,
-which is kept under the install root (KEPT_DIR) so --bundle-rollback can put it back. Nothing is run.
+The new executable is rebuilt beside the old one, every blob hashed on the way (a frame a delta gave is encoded
+again here: the file keeps the bundle id and the signature, its encoding table says which frames and at which
+level), then installed from there (every entry verified) as `current` (the old `current` becomes `previous`), and
+only then renamed over the old file, which is kept under the install root (KEPT_DIR) so --bundle-rollback can put
+it back. Nothing is run.
 
 Blobs fetched are kept in <root>/.updates/<new bundle id>/ until the update is complete, so an interrupted update
 resumes (each kept blob is re-hashed before it is used).
@@ -65,9 +67,8 @@ def update(payload, f, path, opts, environ):
                 sources.find(blob)
             fs.remove_dead_temps(os.path.dirname(output), "." + os.path.basename(output) + fs.TEMP_MARK)
             with fs.atomic_path(output, mode=0o755) as temp:
-                with open(temp, "wb") as out:
-                    artifact.rebuild(out, art, sources.open)
-                artifact.verify_rebuilt(temp, art)
+                built_art = _write_executable(temp, art, sources, downloads)
+                artifact.verify_rebuilt(temp, built_art)
                 if output == path:  # kept first: once the new version is current, the old file needs it
                     _keep(root, payload.bundle_id, path)
                 with open(temp, "rb") as built:
@@ -166,6 +167,28 @@ def check(payload, opts, environ):
     if is_older(new.index.version, index.version) and not opts.allow_downgrade:
         return 0, f"{this} is up to date: {reference} holds the older {there}"
     return UPDATE_AVAILABLE, f"{this}: {reference} holds {there} ({new.bundle_id[:12]}); --bundle-update installs it"
+
+
+def _write_executable(temp, art, sources, downloads):
+    """Write the new executable at `temp` from its blobs; returns the artifact it is (what verify_rebuilt checks).
+    With frames a delta gave, those are encoded here (stub/deltas.py): the file then has the published content
+    index and signature, so the same bundle id, but an encoding table of its own, and its section another size."""
+    reencoded = sources.deltas.reencoded
+    if not reencoded:
+        with open(temp, "wb") as out:
+            artifact.rebuild(out, art, sources.open)
+        return art
+    own = artifact.reencoded(art, reencoded)
+    for published, (sha256, _, _) in reencoded.items():
+        sources.files["sha256:" + sha256] = sources.files[published]
+    scratch = os.path.join(downloads, "rebuild")
+    fs.safe_rmtree(scratch)
+    os.makedirs(scratch)
+    try:
+        artifact.rebuild_reencoded(temp, art, own, sources.open, scratch)
+    finally:
+        fs.safe_rmtree(scratch)
+    return own
 
 
 def _check_writable(output, named):

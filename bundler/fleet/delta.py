@@ -181,7 +181,7 @@ def _old_bundle(old, client, work, arch, variant, log):
     return output
 
 
-def publish(client, ref, new_path, new_payload, new_manifest, olds, level=LEVEL, log=print):
+def publish(client, ref, new_path, new_payload, new_manifest, olds, log=print):
     """For each older bundle in `olds` (files or references), a patch for every group of the new bundle that
     changed, published as a delta manifest whose subject is `new_manifest`, listed in the referrers tag. Returns
     [(old version, number of patches, bytes of patches)]."""
@@ -225,7 +225,7 @@ def publish(client, ref, new_path, new_payload, new_manifest, olds, level=LEVEL,
             for group, frame in new_index.frames():
                 if frame.sha256 in have:
                     continue
-                made = _patch_frame(old_path, old_payload, new_path, new_payload, group, frame, level, work, log)
+                made = _patch_frame(old_path, old_payload, new_path, new_payload, group, frame, work, log)
                 if made is None:
                     continue
                 record, patch_file, patch_sha256, patch_size = made
@@ -262,11 +262,11 @@ def publish(client, ref, new_path, new_payload, new_manifest, olds, level=LEVEL,
     return done
 
 
-def _patch_frame(old_path, old_payload, new_path, new_payload, group, frame, level, work, log):
+def _patch_frame(old_path, old_payload, new_path, new_payload, group, frame, work, log):
     """(Patch record, patch file, its sha256, its size) for the new `frame` of `group` against the old version of
-    its files, or None (said why)."""
-    from payload.delta import Patch, frame_entries, local_zstd, reference_entries, reference_sha256
-    from payload.groups import compress_frame, frame_threads
+    its files, or None (said why). A device checks what the patch gives against the signed content index and
+    encodes it again at a level of its own, so any frame of any level gets a patch."""
+    from payload.delta import Patch, frame_entries, reference_entries, reference_sha256
 
     what = group.label(frame)
     new_entries = frame_entries(new_payload.index, group.name, frame.sha256)
@@ -277,16 +277,6 @@ def _patch_frame(old_path, old_payload, new_path, new_payload, group, frame, lev
     content = os.path.join(work, "new-content")
     with open(content, "wb") as out:
         _content(str(new_path), new_payload.data_offset, frame, out)
-    again = os.path.join(work, "again")
-    with open(again, "wb") as out:
-        _, sha256, csize = compress_frame([content], out, level=level, threads=frame_threads(len(group.frames)))
-    os.unlink(again)
-    if sha256 != frame.sha256 or csize != frame.csize:
-        log(
-            f"{what}: compressed again at level {level} with libzstd {local_zstd()} it is not the frame {new_path} "
-            "holds (made at another level? pass --delta-level); no delta for it"
-        )
-        return None
     reference = _old_files(str(old_path), old_payload, old_entries)
     patch_file = os.path.join(work, f"patch-{group.name}-{frame.number}")
     with open(patch_file, "wb") as out:
@@ -308,8 +298,6 @@ def _patch_frame(old_path, old_payload, new_path, new_payload, group, frame, lev
         made.reference_size,
         made.window_log,
         made.memory,
-        level,
-        local_zstd(),
     )
     return record, patch_file, made.sha256, made.size
 

@@ -26,7 +26,7 @@ class _Opened:
         return lambda offset: artifact.SpanReader(str(self.path), blob.spans, offset)
 
 
-def push(bundles, target, client, log, delta_from=(), delta_level=None):
+def push(bundles, target, client, log, delta_from=()):
     """Push `bundles` (paths) to `target` (REGISTRY/REPO:TAG) and set the tag's image index; returns its digest.
     With `delta_from` (older bundle files or references), a delta from each to every bundle (bundler/fleet/delta.py)."""
     ref = parse_reference(target)
@@ -58,7 +58,6 @@ def push(bundles, target, client, log, delta_from=(), delta_level=None):
                 bundle.payload,
                 bundle.manifest,
                 delta_from,
-                level=delta_level or delta.LEVEL,
                 log=log,
             )
     merged, dropped = artifact.merge_index(_existing_index(client, ref), entries, str(ref))

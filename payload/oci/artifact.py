@@ -324,9 +324,10 @@ def read_artifact(where, manifest_doc, config_bytes):
     return Artifact(payload, blobs, section_offset, file_sha256)
 
 
-def rebuild(out, artifact, open_blob):
+def rebuild(out, artifact, open_blob, write_section=None):
     """Write the executable into the binary file `out` from its blobs, each hashed on the way against its digest:
-    `open_blob(blob)` gives a readable file of that blob's bytes. The result still has to pass verify_rebuilt()."""
+    `open_blob(blob)` gives a readable file of that blob's bytes. The result still has to pass verify_rebuilt().
+    `write_section(out)`, when given, writes the payload section in place of the head and frames."""
     blobs = artifact.blobs
     (_, header), (_, gap), (_, tail) = blobs.elf.spans
     with open_blob(blobs.elf) as elf:
@@ -335,15 +336,76 @@ def rebuild(out, artifact, open_blob):
         for blob in (blobs.stub,):
             with open_blob(blob) as stub:
                 _check(_copy(stub, out, blob.size, hashlib.sha256(), "the stub"), blob, "the stub")
-        out.write(head_of(artifact.payload))
-        for blob in blobs.frames:
-            with open_blob(blob) as frame:
-                what = f"frame {blob.frame.number - 1} of group {blob.frame.group!r}"
-                _check(_copy(frame, out, blob.size, hashlib.sha256(), what), blob, what)
+        if write_section is None:
+            _write_section(out, artifact, open_blob)
+        else:
+            write_section(out)
         _copy(elf, out, gap, elf_sha, "the ELF layer")
         with open_blob(blobs.archive) as archive:
             _check(_copy(archive, out, blobs.archive.size, hashlib.sha256(), "pydata"), blobs.archive, "pydata")
         _check(_copy(elf, out, tail, elf_sha, "the ELF layer"), blobs.elf, "the ELF layer")
+
+
+def _write_section(out, artifact, open_blob):
+    """The payload section: the head, then every frame, each hashed against its digest."""
+    out.write(head_of(artifact.payload))
+    for blob in artifact.blobs.frames:
+        with open_blob(blob) as frame:
+            what = f"frame {blob.frame.number - 1} of group {blob.frame.group!r}"
+            _check(_copy(frame, out, blob.size, hashlib.sha256(), what), blob, what)
+
+
+def reencoded(artifact, frames):
+    """The artifact as a device rebuilds it with some frames encoded again (a delta update, payload/delta.py):
+    `frames` maps a published frame digest to (sha256, csize, level) of the frame encoded here. The content index
+    and the signature are the published bytes (so the bundle id and the signature); the encoding table is new, with
+    those frames, their `level` and the frames after them moved. The stub's blobs are the published ones."""
+    from payload.index import Frame, Group
+    from payload.layout import Payload
+
+    published = artifact.payload
+    index = published.index
+    groups, offset = [], 0
+    for group in index.groups:
+        moved = []
+        for f in group.frames:
+            sha256, csize, level = frames.get(_digest(f.sha256), (f.sha256, f.csize, f.level))
+            moved.append(Frame(offset, csize, f.size, sha256, f.count, level=level))
+            offset += csize
+        groups.append(Group(group.name, moved))
+    table = index.with_groups(groups)
+    payload = Payload(
+        published.path,
+        table,
+        published.index_bytes,
+        published.signature,
+        None,
+        table.payload_size,
+        (published.section_offset, None),
+        table.table_bytes(),
+    )
+    payload.section_size = len(head_of(payload)) + payload.data_size
+    blobs = artifact.blobs._replace(frames=bundle_blobs(payload).frames)
+    return artifact._replace(payload=payload, blobs=blobs, file_sha256=None)
+
+
+def rebuild_reencoded(path, published, artifact, open_blob, scratch):
+    """Write the executable at `path` for `artifact` (reencoded()), whose payload section differs in size from the
+    published one: the published file with its section left as a hole is written first (every stub blob checked
+    against its digest), then payload/elf.py puts the new section in, moving what follows and fixing the section
+    table, as `bundler repack` does. `scratch`: a directory for the two files, removed by the caller."""
+    import os
+
+    from payload.elf import insert_section
+    from payload.layout import SECTION
+
+    holed, section = os.path.join(scratch, "published"), os.path.join(scratch, "section")
+    size = published.payload.section_size
+    with open(holed, "wb") as out:
+        rebuild(out, published, open_blob, write_section=lambda f: f.seek(size, 1))
+    with open(section, "wb") as out:
+        _write_section(out, artifact, open_blob)
+    insert_section(holed, path, SECTION, section, replace=True)
 
 
 def _copy(src, out, size, sha, what):
@@ -365,13 +427,18 @@ def _check(sha, blob, what):
 
 def verify_rebuilt(path, artifact):
     """Open the rebuilt executable as a device would: its payload where the stub's ELF table says, the same
-    index, and the bytes outside the section matching the index. Returns the opened Payload."""
+    content index and encoding table, and the bytes outside the section matching the index (stub_sha256: the ELF
+    header, the bootloader, PyInstaller's archive). Returns the opened Payload."""
     from payload.layout import open_payload
     from payload.outside import check_outside
 
     with open(path, "rb") as f:
         rebuilt = open_payload(path, f)
-        if rebuilt.index_bytes != artifact.payload.index_bytes or rebuilt.section_offset != artifact.section_offset:
+        if (
+            rebuilt.index_bytes != artifact.payload.index_bytes
+            or rebuilt.table_bytes != artifact.payload.table_bytes
+            or rebuilt.section_offset != artifact.section_offset
+        ):
             raise IntegrityError(
                 f"{path}: the rebuilt executable does not hold its index where the manifest says; the "
                 "artifact is damaged"

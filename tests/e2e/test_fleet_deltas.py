@@ -1,7 +1,9 @@
 """Deltas end to end: `bundler push --delta-from` publishes a patch of the real containerd shim (Debian's
 deb12u2 -> deb12u3) to Debian's docker-registry, which has no referrers API (the tag fallback carries it), and
-`./app --bundle-update` with the real stub rebuilds the shim's group from it. What the registry served is read
-from its own access log."""
+`./app --bundle-update` with the real stub decodes the shim's group from it, checks it against the signed content
+index and encodes it again at the fast level: the new file keeps the bundle id and the signature. The bundles are
+made at level 19, not the device's, and push names no level: a delta fits a bundle of any level. What the registry
+served is read from its own access log."""
 
 import hashlib
 import re
@@ -11,7 +13,7 @@ import pytest
 
 from testing import containerd
 from testing.faults import build, start, write_project
-from testing.helpers import bundler
+from testing.helpers import bundler, run
 from testing.registry import Registry
 from tests.conftest import require_registry_tools
 
@@ -19,12 +21,14 @@ from tests.conftest import require_registry_tools
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, cache_dir, stub_path):
     require_registry_tools()
-    found = {}
+    keys = tmp_path_factory.mktemp("keys")
+    bundler("keygen", "--out", keys / "release")
+    found = {"pub": keys / "release.pub"}
     for label, release, version in (("old", containerd.OLD, "1.0.0"), ("new", containerd.NEW, "1.0.1")):
         shim = containerd.release(release).path(containerd.SHIM)
         files = [("bin/containerd-shim-runc-v2", str(shim), "shim"), ("bin/tee", "/usr/bin/tee", "tools")]
         project = write_project(tmp_path_factory.mktemp(label), files, version=version, name="deltas")
-        found[label] = build(project, cache_dir, "--stub", stub_path)
+        found[label] = build(project, cache_dir, "--stub", stub_path, "--sign", keys / "release.key", level=19)
     return found
 
 
@@ -33,23 +37,20 @@ def registry(tmp_path_factory, built):
     with Registry(tmp_path_factory.mktemp("storage")) as running:
         bundler("push", built["old"], f"{running.host}/edge/deltas:1.0.0")
         # OLD named by its reference: push pulls it (the bench names a file)
-        pushed = bundler(
-            "push",
-            built["new"],
-            f"{running.host}/edge/deltas:1.0.1",
-            "--delta-from",
-            f"{running.host}/edge/deltas:1.0.0",
-            "--delta-level",
-            "3",
-        )
+        old = f"{running.host}/edge/deltas:1.0.0"
+        pushed = bundler("push", built["new"], f"{running.host}/edge/deltas:1.0.1", "--delta-from", old)
         assert "delta from deltas 1.0.0: 1 patch(es)" in pushed.stderr, pushed.stderr
         yield running
 
 
-def shim_frame_size(bundle):
+def inspect(bundle):
     import json
 
-    index = json.loads(bundler("inspect", bundle, "--json").stdout)
+    return json.loads(bundler("inspect", bundle, "--json").stdout)
+
+
+def shim_frame_size(bundle):
+    index = inspect(bundle)
     return sum(f["csize"] for g in index["encoding"]["groups"] if g["name"] == "shim" for f in g["frames"])
 
 
@@ -58,7 +59,7 @@ def device(tmp_path, built):
     app.parent.mkdir()
     shutil.copy(built["old"], app)
     root = tmp_path / "root"
-    first = start(app, root)
+    first = start(app, root, *(("--bundle-key", built["pub"]) if "pub" in built else ()))
     assert first.returncode == 0 and "RAN 1.0.0" in first.stdout, first.stderr
     return app, root
 
@@ -73,6 +74,7 @@ def test_the_update_rebuilds_the_changed_shim_from_its_delta(tmp_path, built, re
     done = start(app, root, "--bundle-update", f"{registry.host}/edge/deltas:1.0.1")
     assert done.returncode == 0, done.stderr
     assert "as deltas: shim" in done.stdout, done.stdout + done.stderr
+    assert "applying the delta of group 'shim'" in done.stderr and "encoding at zstd level 3" in done.stderr
     served = registry.blob_bytes_served(mark)
     frame = shim_frame_size(built["new"])
     print(f"served {served} bytes of blobs; the shim's frame is {frame}\n{done.stdout}")
@@ -83,12 +85,29 @@ def test_the_update_rebuilds_the_changed_shim_from_its_delta(tmp_path, built, re
     assert any(
         re.search(r"/manifests/sha256-[0-9a-f]{64}$", r["uri"]) and r["status"] == "200" for r in registry.served(mark)
     )
-    assert sha256_of(app) == sha256_of(built["new"])
+    # Another file than the published one (the shim's frame encoded here at level 3, not 19), the same bundle.
+    assert sha256_of(app) != sha256_of(built["new"])
+    mine, published = inspect(app), inspect(built["new"])
+    assert (mine["bundle_id"], mine["signature"]) == (published["bundle_id"], published["signature"])
+    shim_frames = [g["frames"] for g in mine["encoding"]["groups"] if g["name"] == "shim"][0]
+    assert [f.get("level") for f in shim_frames] == [3]
+    assert all("level" not in f for g in mine["encoding"]["groups"] if g["name"] != "shim" for f in g["frames"])
+    info = run([app, "--bundle-info"])
+    assert info.returncode == 0 and "shim: " in info.stdout, info.stderr
+    assert "re-encoded on this device at zstd level 3 (a delta update)" in info.stdout, info.stdout
+    checked = bundler("verify", app, "--key", built["pub"])  # signature, stub_sha256 and every entry's content
+    assert "signature: ok" in checked.stdout, checked.stdout
     installed = root / "current" / "bin" / "containerd-shim-runc-v2"
     packaged = containerd.release(containerd.NEW).md5sums[containerd.SHIM]
     assert hashlib.md5(installed.read_bytes()).hexdigest() == packaged
+    # The key was pinned at the first start: the rebuilt, signed file starts under the pin, and with the key named.
     ran = start(app, root)
     assert ran.returncode == 0 and "RAN 1.0.1" in ran.stdout, ran.stderr
+    ran = start(app, root, "--bundle-key", built["pub"])
+    assert ran.returncode == 0 and "RAN 1.0.1" in ran.stdout, ran.stderr
+    # One install: the rebuilt file is the version the update installed, so its start extracts nothing.
+    versions = sorted(p.name for p in (root / "versions").iterdir()) if (root / "versions").is_dir() else None
+    assert versions is None or mine["bundle_id"] in versions, versions
 
 
 def test_a_delta_over_the_memory_bound_is_not_fetched_and_the_group_comes_whole(tmp_path, built, registry):
@@ -147,8 +166,8 @@ def test_a_corrupted_patch_falls_back_to_the_whole_group(tmp_path, built, regist
 
 
 def test_a_frame_of_a_group_of_several_comes_as_a_delta(tmp_path, cache_dir, stub_path):
-    """make compresses the frames of a group of several on one thread each (other bytes than zstd's workers):
-    push must check, and the device rebuild, the shim's frame that way."""
+    """A changed frame of a group of several: the device encodes that frame again and moves the frames after it;
+    the file is the same bundle."""
     bundles = {}
     for label, release, version in (("old", containerd.OLD, "1.0.0"), ("new", containerd.NEW, "1.0.1")):
         shim = containerd.release(release).path(containerd.SHIM)
@@ -170,11 +189,17 @@ def test_a_frame_of_a_group_of_several_comes_as_a_delta(tmp_path, cache_dir, stu
             f"{registry.host}/edge/deltas:1.0.1",
             "--delta-from",
             bundles["old"],
-            "--delta-level",
-            "3",
+            "--delta-level",  # no longer needed: said so, and ignored
+            "19",
         )
+        assert "--delta-level is no longer needed" in pushed.stderr, pushed.stderr
         assert "1 patch(es)" in pushed.stderr, pushed.stderr
         app, root = device(tmp_path, bundles)
         done = start(app, root, "--bundle-update", f"{registry.host}/edge/deltas:1.0.1")
     assert done.returncode == 0 and "as deltas: tools" in done.stdout, done.stdout + done.stderr
-    assert sha256_of(app) == sha256_of(bundles["new"])
+    mine = inspect(app)
+    assert mine["bundle_id"] == index["bundle_id"] and sha256_of(app) != sha256_of(bundles["new"])
+    levels = [f.get("level") for g in mine["encoding"]["groups"] if g["name"] == "tools" for f in g["frames"]]
+    assert sorted(levels, key=str) == [3, None], levels  # the shim's frame encoded here, the other one kept
+    ran = start(app, root)
+    assert ran.returncode == 0 and "RAN 1.0.1" in ran.stdout, ran.stderr

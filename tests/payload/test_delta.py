@@ -51,8 +51,6 @@ def shim(tmp_path_factory):
         made.reference_size,
         made.window_log,
         made.memory,
-        19,
-        delta.local_zstd(),
     )
     return {
         "old": old,
@@ -71,7 +69,7 @@ def _apply(shim, tmp_path, record=None, patch=None, old_dir=None, bound=delta.DE
     out = tmp_path / "out.frame"
     work = tmp_path / "decoded"
     work.mkdir(exist_ok=True)
-    delta.apply(
+    found = delta.apply(
         delta.Patch.from_annotations((record or shim["record"]).to_annotations()),
         str(patch or shim["patch"]),
         str(old_dir or shim["old_dir"]),
@@ -81,17 +79,22 @@ def _apply(shim, tmp_path, record=None, patch=None, old_dir=None, bound=delta.DE
         str(out),
         bound,
     )
-    return out, work
+    return out, work, found
 
 
 def test_shim_patch_gives_the_signed_frame_and_the_packaged_shim(shim, tmp_path):
     made = shim["made"]
     assert made.size < 4096, f"a security release of the shim should patch in a few KB, not {made.size} bytes"
     assert made.memory == delta.decode_memory(made.reference_size, made.window_log, made.target_size)
-    out, work = _apply(shim, tmp_path)
+    out, work, (sha256, csize) = _apply(shim, tmp_path)
     packaged = shim["new"].md5sums[containerd.SHIM]  # from the .deb's control member, not from us
     assert _md5(work / INSTALLED) == packaged
-    assert open(out, "rb").read() == open(shim["frame"], "rb").read()
+    # Encoded again here at the fast level, not the publisher's 19: other bytes, the same content.
+    written = open(out, "rb").read()
+    assert (hashlib.sha256(written).hexdigest(), len(written)) == (sha256, csize)
+    assert written != open(shim["frame"], "rb").read()
+    params = subprocess.run(["zstd", "-lv", str(out)], check=True, capture_output=True, text=True).stdout
+    assert "Decompressed Size" in params
     decoded = subprocess.run(["zstd", "-dc", str(out)], check=True, capture_output=True).stdout
     assert hashlib.md5(decoded).hexdigest() == packaged
     assert packaged != shim["old"].md5sums[containerd.SHIM]
@@ -129,10 +132,15 @@ def test_an_installed_file_that_differs_is_not_a_reference(shim, tmp_path):
         _apply(shim, tmp_path, old_dir=edited)
 
 
-def test_a_frame_made_by_another_libzstd_is_not_attempted(shim, tmp_path):
-    other = delta.Patch.from_annotations(dict(shim["record"].to_annotations(), **{"vnd.bundler.delta.zstd": "1.4.0"}))
-    with pytest.raises(delta.DeltaUnusable, match="libzstd 1.4.0"):
-        _apply(shim, tmp_path, record=other, patch=tmp_path / "absent")
+def test_the_frame_is_encoded_at_the_fast_level_whatever_level_the_publisher_used(shim, tmp_path):
+    """The record no longer names a level or a libzstd: whatever the frame was made with, the device's own
+    encoding at REENCODE_LEVEL is what the new file holds (the level-19 frame is larger to make, never to apply)."""
+    assert not any(k.endswith((".level", ".zstd")) for k in shim["record"].to_annotations())
+    out, _, _ = _apply(shim, tmp_path)
+    again = tmp_path / "again.frame"
+    with open(again, "wb") as f:
+        groups.compress_frame([shim["new"].path(containerd.SHIM)], f, level=delta.REENCODE_LEVEL, threads=1)
+    assert open(out, "rb").read() == open(again, "rb").read()
 
 
 def test_memory_bound_from_option_or_environment():
@@ -148,7 +156,7 @@ def test_a_record_missing_a_field_is_not_a_patch():
         delta.Patch.from_annotations(
             {
                 k: v
-                for k, v in delta.Patch("g", 0, "a", "b", "c", 1, 2, 3, 10, 4, 19, "1.5.7").to_annotations().items()
+                for k, v in delta.Patch("g", 0, "a", "b", "c", 1, 2, 3, 10, 4).to_annotations().items()
                 if not k.endswith(".size")
             }
         )

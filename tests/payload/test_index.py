@@ -340,7 +340,13 @@ def test_frames_that_break_a_rule_are_refused(doc, message):
     [
         (lambda d: d["groups"][0].update(frames=[]), "group 'files': frames is not a non-empty list"),
         (lambda d: d["groups"][0].update(frames={}), "group 'files': frames is not a non-empty list"),
-        (lambda d: d["groups"][0]["frames"][0].update(level=19), "group 'files' frame 1 has the unknown field 'level'"),
+        (
+            lambda d: d["groups"][0]["frames"][0].update(zstd="1.5"),
+            "group 'files' frame 1 has the unknown field 'zstd'",
+        ),
+        (lambda d: d["groups"][0]["frames"][0].update(level=0), "group 'files' frame 1: level is not a zstd level"),
+        (lambda d: d["groups"][0]["frames"][0].update(level="3"), "group 'files' frame 1: level is not a zstd level"),
+        (lambda d: d["groups"][0]["frames"][0].update(level=True), "group 'files' frame 1: level is not a zstd level"),
         (lambda d: d["groups"][0]["frames"][0].pop("sha256"), "group 'files' frame 1 has no 'sha256'"),
         (lambda d: d["groups"][0].update(sha256="a" * 64), "group 'files' has the unknown field 'sha256'"),
     ],
@@ -350,6 +356,17 @@ def test_a_group_without_sound_frames_is_refused(mutate, message):
     mutate(doc)
     with pytest.raises(IntegrityError, match=re.escape(message)):
         _parse(json.dumps(doc).encode())
+
+
+def test_a_frame_a_device_encoded_again_keeps_its_level_in_the_table_only():
+    # A delta update (payload/delta.py) records the level it encoded a frame at; the content index is untouched.
+    doc = json.loads(_index())
+    doc["groups"][0]["frames"][0]["level"] = 3
+    index = _parse(json.dumps(doc).encode())
+    assert [f.level for _, f in index.frames()] == [3, None]
+    assert json.loads(index.table_bytes())["groups"][0]["frames"][0]["level"] == 3
+    assert "level" not in json.loads(index.table_bytes())["groups"][1]["frames"][0]
+    assert index.to_bytes() == _parse(_index()).to_bytes()
 
 
 def test_a_frame_larger_than_zstd_ever_writes_for_its_signed_size_is_refused():
