@@ -171,16 +171,18 @@ def check(payload, opts, environ):
 
 def _write_executable(temp, art, sources, downloads):
     """Write the new executable at `temp` from its blobs; returns the artifact it is (what verify_rebuilt checks).
-    With frames a delta gave, those are encoded here (stub/deltas.py): the file then has the published content
-    index and signature, so the same bundle id, but an encoding table of its own, and its section another size."""
-    reencoded = sources.deltas.reencoded
+    With frames a delta gave (encoded here, stub/deltas.py) or taken in another encoding from this file or the kept
+    one (_Sources._same_content), the file has the published content index and signature, so the same bundle id,
+    but an encoding table of its own, and its section another size."""
+    reencoded = {**sources.reframed, **sources.deltas.reencoded}
     if not reencoded:
         with open(temp, "wb") as out:
             artifact.rebuild(out, art, sources.open)
         return art
     own = artifact.reencoded(art, reencoded)
     for published, (sha256, _, _) in reencoded.items():
-        sources.files["sha256:" + sha256] = sources.files[published]
+        held = sources.files if published in sources.files else sources.chosen
+        held["sha256:" + sha256] = held[published]
     scratch = os.path.join(downloads, "rebuild")
     fs.safe_rmtree(scratch)
     os.makedirs(scratch)
@@ -225,7 +227,8 @@ def _keep(root, bundle_id, path):
 
 class _Sources:
     """Where each blob of the new executable comes from: the new version's own file when an update or a rollback
-    kept it (KEPT_DIR), this bundle file, a delta, or the registry."""
+    kept it (KEPT_DIR), this bundle file, a frame of either with the same content in another encoding, a delta, or
+    the registry."""
 
     def __init__(self, payload, f, path, client, pinned, art, downloads, kept=None):
         self.client, self.pinned, self.art, self.downloads = client, pinned, art, downloads
@@ -235,12 +238,17 @@ class _Sources:
         self.local, self.kept, self.chosen = {}, {}, {}
         self.files = {}
         self.deltas = None  # stub/deltas.Deltas, set by update()
+        # Frames of this file and of the kept one by their content (_content), and the published frames taken
+        # from them in another encoding: digest -> (sha256, csize, level) of the frame the new file holds instead.
+        self.by_content, self.reframed = {}, {}
         if not payload.split:  # a split bundle's frames are in its parts: fetched whole
             own = artifact.bundle_blobs(payload, f)
             self.local.update((blob.digest, (path, blob.spans)) for blob in own.frames)
             self.local.update((blob.media_type, (path, blob.spans)) for blob in (own.elf, own.stub, own.archive))
+            self.by_content = _frames_by_content(payload, path)
         if kept is not None and os.path.isfile(kept):
             self.kept = _blobs_of(kept)
+            self.by_content.update(self.kept.pop(None, {}))
 
     def find(self, blob):
         for where in (self.kept.get(blob.digest), self.local.get(blob.digest) or self.local.get(blob.media_type)):
@@ -248,12 +256,30 @@ class _Sources:
                 self.reused += 1
                 self.chosen[blob.digest] = where
                 return
+        if blob.frame is not None and self._same_content(blob):
+            return
         found = fetch_delta(self, blob)
         if found is None:
             found, size = artifact.fetch_blob_into(self.client, self.pinned, blob, self.downloads)
             self.fetched += size
             self.fetched_blobs += 1
         self.files[blob.digest] = found
+
+    def _same_content(self, blob):
+        """Take a frame whose content (its entries' sizes and sha256s, in order) this file or the kept one holds in
+        another encoding: one a delta update encoded again here, or one made at another level. Its bytes are
+        checked against the sha256 that file's table gives; its entries, at install, against the signed index."""
+        from payload.delta import frame_entries
+
+        entries = frame_entries(self.art.payload.index, blob.frame.group, blob.frame.sha256)
+        found = None if entries is None else self.by_content.get(_content(entries))
+        if found is None or not artifact.spans_match(found[0], found[1], "sha256:" + found[2].sha256):
+            return False
+        path, spans, frame = found
+        self.reused += 1
+        self.chosen[blob.digest] = (path, spans)
+        self.reframed[blob.digest] = (frame.sha256, frame.csize, frame.level)
+        return True
 
     def open(self, blob):
         if blob.digest in self.files:
@@ -262,17 +288,35 @@ class _Sources:
 
 
 def _blobs_of(path):
-    """{digest: (path, spans)} of every blob of the bundle file at `path`; {} when it is not a whole bundle (each
-    blob is hashed again before it is used)."""
+    """{digest: (path, spans)} of every blob of the bundle file at `path`, and under None its frames by content
+    (_frames_by_content); {} when it is not a whole bundle (each blob is hashed again before it is used)."""
     from payload.errors import BundleError
     from payload.layout import open_payload
 
     try:
         with open(path, "rb") as f:
             kept = open_payload(path, f)
-            return {} if kept.split else {b.digest: (path, b.spans) for b in artifact.bundle_blobs(kept, f).layers}
+            if kept.split:
+                return {}
+            found = {b.digest: (path, b.spans) for b in artifact.bundle_blobs(kept, f).layers}
+            found[None] = _frames_by_content(kept, path)
+            return found
     except (OSError, BundleError):
         return {}
+
+
+def _content(entries):
+    """What a frame decodes to, as the index says: its entries' sizes and sha256s in stream order."""
+    return tuple((e.size, e.sha256) for e in entries)
+
+
+def _frames_by_content(payload, path):
+    """{content: (path, spans, Frame)} of every frame of the whole bundle file at `path` (its payload `payload`)."""
+    index, found = payload.index, {}
+    for group in index.groups:
+        for frame, held in group.split_entries(index.entries_of(group.name)):
+            found[_content(held)] = (path, ((payload.data_offset + frame.offset, frame.csize),), frame)
+    return found
 
 
 def _deltas(client, pinned, art, payload, root, downloads, opts, environ):

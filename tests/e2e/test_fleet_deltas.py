@@ -110,6 +110,31 @@ def test_the_update_rebuilds_the_changed_shim_from_its_delta(tmp_path, built, re
     assert versions is None or mine["bundle_id"] in versions, versions
 
 
+def test_the_next_update_takes_the_group_a_delta_re_encoded_from_this_file(
+    tmp_path, built, registry, cache_dir, stub_path
+):
+    """1.0.2 changes only `tee` and has no delta: the shim's frame the device encoded at level 3 holds the very
+    content 1.0.2's level-19 frame does, so it is taken from this file, not fetched, and stays marked level 3."""
+    app, root = device(tmp_path, built)
+    assert start(app, root, "--bundle-update", f"{registry.host}/edge/deltas:1.0.1").returncode == 0
+    shim = containerd.release(containerd.NEW).path(containerd.SHIM)
+    files = [("bin/containerd-shim-runc-v2", str(shim), "shim"), ("bin/tee", "/usr/bin/head", "tools")]
+    project = write_project(tmp_path / "v102", files, version="1.0.2", name="deltas")
+    key = built["pub"].with_suffix(".key")
+    newer = build(project, cache_dir, "--stub", stub_path, "--sign", key, level=19)
+    bundler("push", newer, f"{registry.host}/edge/deltas:1.0.2")
+    mark = len(registry.served())
+    done = start(app, root, "--bundle-update", f"{registry.host}/edge/deltas:1.0.2")
+    assert done.returncode == 0, done.stderr
+    assert "as deltas" not in done.stdout and "applying the delta" not in done.stderr, done.stdout + done.stderr
+    assert registry.blob_bytes_served(mark) < shim_frame_size(newer) / 2  # the shim's frame was not fetched
+    mine = inspect(app)
+    assert mine["bundle_id"] == inspect(newer)["bundle_id"]
+    assert [f.get("level") for g in mine["encoding"]["groups"] if g["name"] == "shim" for f in g["frames"]] == [3]
+    ran = start(app, root)
+    assert ran.returncode == 0 and "RAN 1.0.2" in ran.stdout, ran.stderr
+
+
 def test_a_delta_over_the_memory_bound_is_not_fetched_and_the_group_comes_whole(tmp_path, built, registry):
     app, root = device(tmp_path, built)
     mark = len(registry.served())
