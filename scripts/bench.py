@@ -1463,6 +1463,16 @@ def figure_shared_versions(ws, binaries, sizes):
     )
 
 
+def _installed_copy(ws, bundle, name):
+    """(a copy of `bundle` as a device's app, its root) with the bundle installed there by a first start."""
+    app = ws.dir / name / "app"
+    app.parent.mkdir()
+    shutil.copy(bundle, app)
+    root = ws.dir / (name + "-root")
+    run([app, "--bundle-dir", root])
+    return app, root
+
+
 def figure_containerd_update(ws, sizes):
     """Figures of a fleet update: a device on Debian's containerd deb12u2 updates to deb12u3 (containerd, ctr and
     the shim in one group; --quick: the shim alone) through a docker-registry on loopback, with the delta
@@ -1489,11 +1499,7 @@ def figure_containerd_update(ws, sizes):
             "--delta-from",
             old,
         )
-        app = ws.dir / "deltas-device" / "app"
-        app.parent.mkdir()
-        shutil.copy(old, app)
-        root = ws.dir / "deltas-root"
-        run([app, "--bundle-dir", root])
+        app, root = _installed_copy(ws, old, "deltas-device")
         pull_seconds, _ = _timed_process(
             [
                 sys.executable,
@@ -1521,11 +1527,7 @@ def figure_containerd_update(ws, sizes):
             raise SystemExit(f"bench: the containerd update failed or used no delta:\n{said}{errors[-2000:]}")
         served = registry.blob_bytes_served(mark)
         # The same update with deltas off (the group fetched whole): what the install costs besides the delta.
-        whole_app = ws.dir / "deltas-whole" / "app"
-        whole_app.parent.mkdir()
-        shutil.copy(old, whole_app)
-        whole_root = ws.dir / "deltas-whole-root"
-        run([whole_app, "--bundle-dir", whole_root])
+        whole_app, whole_root = _installed_copy(ws, old, "deltas-whole")
         whole_seconds, _ = _timed_process(
             [
                 str(whole_app),
