@@ -35,7 +35,7 @@ DECODER_OVERHEAD = 1 << 20  # the decoder context and its block buffers
 MAX_WINDOW_LOG = 30  # libzstd's bound on 32-bit machines
 # The zstd level a device encodes a patched frame at: fast enough that applying a delta costs about what fetching
 # the frame whole would; the frame comes out larger than the publisher's, which only this device's disk pays.
-REENCODE_LEVEL = 3
+REENCODE_LEVEL = 1
 _FRAME_HEADER_MAX = 18
 
 # The record of a patch: annotations of its layer in the delta artifact (payload/oci/artifact.py names the types).

@@ -11,6 +11,7 @@ import shutil
 
 import pytest
 
+from payload.delta import REENCODE_LEVEL
 from testing import containerd
 from testing.faults import build, start, write_project
 from testing.helpers import bundler, run
@@ -74,7 +75,10 @@ def test_the_update_rebuilds_the_changed_shim_from_its_delta(tmp_path, built, re
     done = start(app, root, "--bundle-update", f"{registry.host}/edge/deltas:1.0.1")
     assert done.returncode == 0, done.stderr
     assert "as deltas: shim" in done.stdout, done.stdout + done.stderr
-    assert "applying the delta of group 'shim'" in done.stderr and "encoding at zstd level 3" in done.stderr
+    assert (
+        "applying the delta of group 'shim'" in done.stderr
+        and f"encoding at zstd level {REENCODE_LEVEL}" in done.stderr
+    )
     served = registry.blob_bytes_served(mark)
     frame = shim_frame_size(built["new"])
     print(f"served {served} bytes of blobs; the shim's frame is {frame}\n{done.stdout}")
@@ -85,16 +89,17 @@ def test_the_update_rebuilds_the_changed_shim_from_its_delta(tmp_path, built, re
     assert any(
         re.search(r"/manifests/sha256-[0-9a-f]{64}$", r["uri"]) and r["status"] == "200" for r in registry.served(mark)
     )
-    # Another file than the published one (the shim's frame encoded here at level 3, not 19), the same bundle.
+    # Another file than the published one (the shim's frame encoded here at the fast level, not 19), the same bundle.
     assert sha256_of(app) != sha256_of(built["new"])
     mine, published = inspect(app), inspect(built["new"])
     assert (mine["bundle_id"], mine["signature"]) == (published["bundle_id"], published["signature"])
     shim_frames = [g["frames"] for g in mine["encoding"]["groups"] if g["name"] == "shim"][0]
-    assert [f.get("level") for f in shim_frames] == [3]
+    assert [f.get("level") for f in shim_frames] == [REENCODE_LEVEL]
     assert all("level" not in f for g in mine["encoding"]["groups"] if g["name"] != "shim" for f in g["frames"])
     info = run([app, "--bundle-info"])
+    print(info.stdout)
     assert info.returncode == 0 and "shim: " in info.stdout, info.stderr
-    assert "re-encoded on this device at zstd level 3 (a delta update)" in info.stdout, info.stdout
+    assert f"re-encoded on this device at zstd level {REENCODE_LEVEL} (a delta update)" in info.stdout, info.stdout
     checked = bundler("verify", app, "--key", built["pub"])  # signature, stub_sha256 and every entry's content
     assert "signature: ok" in checked.stdout, checked.stdout
     installed = root / "current" / "bin" / "containerd-shim-runc-v2"
@@ -113,8 +118,8 @@ def test_the_update_rebuilds_the_changed_shim_from_its_delta(tmp_path, built, re
 def test_the_next_update_takes_the_group_a_delta_re_encoded_from_this_file(
     tmp_path, built, registry, cache_dir, stub_path
 ):
-    """1.0.2 changes only `tee` and has no delta: the shim's frame the device encoded at level 3 holds the very
-    content 1.0.2's level-19 frame does, so it is taken from this file, not fetched, and stays marked level 3."""
+    """1.0.2 changes only `tee` and has no delta: the shim's frame the device encoded at its fast level holds the
+    very content 1.0.2's level-19 frame does, so it is taken from this file, not fetched, and keeps its level."""
     app, root = device(tmp_path, built)
     assert start(app, root, "--bundle-update", f"{registry.host}/edge/deltas:1.0.1").returncode == 0
     shim = containerd.release(containerd.NEW).path(containerd.SHIM)
@@ -130,7 +135,9 @@ def test_the_next_update_takes_the_group_a_delta_re_encoded_from_this_file(
     assert registry.blob_bytes_served(mark) < shim_frame_size(newer) / 2  # the shim's frame was not fetched
     mine = inspect(app)
     assert mine["bundle_id"] == inspect(newer)["bundle_id"]
-    assert [f.get("level") for g in mine["encoding"]["groups"] if g["name"] == "shim" for f in g["frames"]] == [3]
+    assert [f.get("level") for g in mine["encoding"]["groups"] if g["name"] == "shim" for f in g["frames"]] == [
+        REENCODE_LEVEL
+    ]
     ran = start(app, root)
     assert ran.returncode == 0 and "RAN 1.0.2" in ran.stdout, ran.stderr
 
@@ -225,6 +232,8 @@ def test_a_frame_of_a_group_of_several_comes_as_a_delta(tmp_path, cache_dir, stu
     mine = inspect(app)
     assert mine["bundle_id"] == index["bundle_id"] and sha256_of(app) != sha256_of(bundles["new"])
     levels = [f.get("level") for g in mine["encoding"]["groups"] if g["name"] == "tools" for f in g["frames"]]
-    assert sorted(levels, key=str) == [3, None], levels  # the shim's frame encoded here, the other one kept
+    assert sorted(levels, key=str) == [REENCODE_LEVEL, None], (
+        levels
+    )  # the shim's frame encoded here, the other one kept
     ran = start(app, root)
     assert ran.returncode == 0 and "RAN 1.0.1" in ran.stdout, ran.stderr
