@@ -12,6 +12,7 @@ from bundler.build.cuts import DEFAULT_FRAME_SIZE
 from payload.arches import NAMES as ARCHES
 from payload.errors import BundleError, UsageError
 from payload.index import LAYER_MODES, LAYERS_RAW
+from payload.rules import SBOM_FORMATS
 
 LEVEL = click.IntRange(1, 22)
 ARCH = click.Choice(ARCHES)
@@ -210,6 +211,12 @@ def main():
     help="Cut a group of at least twice SIZE into frames of at least SIZE (between files), which devices "
     "decompress at once: smaller installs faster on several cores, and stores more.",
 )
+@click.option(
+    "--sbom-format",
+    type=click.Choice(SBOM_FORMATS),
+    help="The SBOM put inside the bundle and beside it: spdx (SPDX 2.3 JSON) or cyclonedx (CycloneDX 1.6 "
+    "JSON). Default: the manifest's [bundle] sbom, else spdx.",
+)
 @json_option
 def make(
     manifest,
@@ -228,6 +235,7 @@ def make(
     require_key,
     split,
     frame_size,
+    sbom_format,
     as_json,
 ):
     """Build the bundle executable."""
@@ -250,6 +258,7 @@ def make(
         require_key=require_key,
         split=split,
         frame_size=frame_size,
+        sbom_format=sbom_format,
     )
     output, index = run_make(request, _cache(cache_dir), log=_log)
     if as_json:
@@ -384,11 +393,14 @@ def lock(manifest, arches, cache_dir, insecure_registries):
 @main.command()
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the index as JSON.")
-def inspect(bundle, as_json):
+@click.option("--sbom", is_flag=True, help="Print the SBOM the bundle carries (SPDX or CycloneDX JSON), verified.")
+def inspect(bundle, as_json, sbom):
     """Show what a bundle holds, without running it."""
     from bundler.commands import inspect_bundle
 
-    click.echo(inspect_bundle(bundle, as_json))
+    if as_json and sbom:
+        raise UsageError("--json and --sbom print different documents; pass one of them")
+    click.echo(inspect_bundle(bundle, as_json, sbom), nl=not sbom)
 
 
 @main.command()

@@ -21,12 +21,17 @@ def _open(bundle):
         raise
 
 
-def inspect_bundle(bundle, as_json=False):
-    """describe() of the bundle, and the shared libraries its files need from the target (`host_libs`)."""
+def inspect_bundle(bundle, as_json=False, sbom=False):
+    """describe() of the bundle, and the shared libraries its files need from the target (`host_libs`); with
+    `sbom`, the SBOM it carries instead."""
     from bundler.build.abi import bundle_host_libs, describe_libs
 
     payload, f = _open(bundle)
     with f:
+        if sbom:
+            from payload.sbom import read_sbom
+
+            return read_sbom(payload, f).decode()
         text = describe(payload, as_json)
         libs = bundle_host_libs(payload, f)
     if as_json:

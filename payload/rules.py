@@ -318,6 +318,17 @@ EMPTY, NUL, NEWLINE, BACKSLASH, ABSOLUTE, DOTDOT, DOT_OR_EMPTY, NOT_NORMAL, RESE
 )
 # Top-level names the installer keeps for its own records in a version dir (.bundle-installed, .bundle-index.json).
 RESERVED_PREFIX = ".bundle-"
+# The directory `bundler make` writes its own entries to (an ordinary entry for the device: it installs and verifies
+# it like any file); a manifest may not name a path under it.
+BUNDLER_DIR = ".bundle"
+SBOM_FORMATS = ("spdx", "cyclonedx")
+SBOM_PATHS = {"spdx": BUNDLER_DIR + "/sbom.spdx.json", "cyclonedx": BUNDLER_DIR + "/sbom.cdx.json"}
+SBOM_GROUP = "bundle-sbom"  # the SBOM's own group: it changes with every release, so no other group changes with it
+
+
+def is_bundler_path(path):
+    """Whether `path` lies under BUNDLER_DIR, where only `bundler make` writes."""
+    return isinstance(path, str) and path.split("/", 1)[0] == BUNDLER_DIR
 
 
 def path_problem(path):

@@ -57,6 +57,12 @@ def run(prog, args):
             report = describe(payload, opts.json) if opts.info else verify_payload(payload, f, opts.key, options.KEY)
             sys.stdout.write(report + "\n")
             return 0
+        if opts.sbom:
+            from payload.sbom import read_sbom
+
+            sys.stdout.buffer.write(read_sbom(payload, f))
+            sys.stdout.flush()
+            return 0
         name = payload.index.name
         if opts.pull_worker or opts.wait_images is not None:
             from stub import pulls

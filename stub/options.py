@@ -15,6 +15,7 @@ FLAGS = (
     "--bundle-repair",
     "--bundle-install",
     "--bundle-no-pin",
+    "--bundle-sbom",
     "--bundle-pull-worker",  # internal: the detached background puller a start launches (stub/pulls.py)
     "--bundle-health-worker",  # internal: the detached health check a start on probation launches
     "--bundle-mark-good",
@@ -44,6 +45,7 @@ Installs the bundle once (verified), then runs its entrypoint with ARGS.
 
 bundle options (consumed here, never passed on; they must come before ARGS):
   --bundle-info [--json]          show what this bundle holds and exit
+  --bundle-sbom                   print the bundle's SBOM (SPDX or CycloneDX JSON, verified) and exit
   --bundle-verify [--bundle-key PUB]
                                   re-hash every blob (and check the signature) and exit
   --bundle-key PUB                install only if signed by this key
@@ -92,7 +94,7 @@ class Options:
         self.info = self.json = self.verify = self.gc = self.no_pull = self.help = False
         self.rollback = self.allow_downgrade = self.repair = self.install = self.pull_worker = self.no_pin = False
         self.health_worker = self.mark_good = self.force = self.status = self.check = False
-        self.uninstall = self.purge = False
+        self.uninstall = self.purge = self.sbom = False
         self.wait_images = self.timeout = None
         self.dir = self.extract = self.key = self.update = self.update_output = self.delta_memory = None
         self.registry_mirror = []

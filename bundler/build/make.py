@@ -18,11 +18,13 @@ from bundler.manifest import load_manifest
 from bundler.manifest.lockfile import Lock, lock_path_for
 from bundler.manifest.model import IMAGES_GROUP
 from bundler.media.outputs import checksum_path
+from bundler.sbom import gather as sbom
 from bundler.stubs.build import HOST
 from payload import fs
 from payload.elf import elf_machine, find_section
 from payload.errors import UsageError, write_error
 from payload.index import LAYERS_RAW
+from payload.rules import SBOM_GROUP
 
 DEFAULT_LEVEL = 19
 
@@ -46,6 +48,7 @@ class MakeRequest:
     frame_size: int = (
         DEFAULT_FRAME_SIZE  # a group is cut into frames of at least this much input (bundler/build/cuts.py)
     )
+    sbom_format: Optional[str] = None  # "spdx" or "cyclonedx"; default: the manifest's [bundle] sbom
 
 
 def check_prebuilt_stub(path, arch):
@@ -112,9 +115,19 @@ def make(request, cache, log=print):
         # Offline, a tag cannot be resolved: every image must be pinned (and its blobs come from the cache).
         pinned = pin_images(manifest, variant, lock, arch, client, request.locked or request.offline, log=log)
         image_members, image_records = embed_images(pinned, client, cache, request.layers, log=log)
+        images = sbom.image_items(image_records, cache, None if request.offline else client)
+    files = sbom.file_items(manifest, arch, members_by_group)
     if image_members:
         members_by_group[IMAGES_GROUP] = image_members
     stub = get_stub()
+    sbom_format = request.sbom_format or manifest.sbom
+    sbom_text = sbom.render(
+        sbom.describe(
+            manifest, variant.name, arch, files, images, sbom.stub_item(stub, *_stub_kind(request, cache, arch))
+        ),
+        sbom_format,
+    )
+    members_by_group[SBOM_GROUP] = [sbom.sbom_member(cache, sbom_format, sbom_text)]
     floor = stub_floor(stub)[0]
     check_stub_floor(floor, manifest.min_glibc, stub)
     min_glibc, min_glibc_file = bundle_floor(floor, abi, manifest.min_glibc, log)
@@ -154,6 +167,7 @@ def make(request, cache, log=print):
             index = write_split(source, output, request.split)
         else:
             write_bundle(stub, index, groups, output, sign=signing.signature_block)
+        fs.write_atomic(sbom.beside(output, sbom_format), sbom_text)
     except OSError as exc:
         raise _output_error(output, exc) from None
     return output, index
@@ -176,6 +190,17 @@ def bundle_floor(stub_needs, abi, min_glibc=None, log=print):
         line += "; set [bundle] min_glibc to enforce one"
     log(line)
     return (format_version(floor) if floor else None), (path if by_files else None)
+
+
+def _stub_kind(request, cache, arch):
+    """(kind, Debian root it was built in) of the stub, for its SBOM components (bundler/sbom/stub.py)."""
+    if request.stub == HOST:
+        return "host", None
+    if request.stub is not None:
+        return "prebuilt", None
+    from bundler.stubs import debian
+
+    return "portable", debian.root_dir(cache, debian.target(arch))
 
 
 def _inputs(request, manifest, lock_path, arch):

@@ -37,6 +37,7 @@ class FileSpec:
     group: str
     sources: dict[str, Source] = field(hash=False)  # keyed by architecture, or '*' for every architecture
     line: int = field(default=0, compare=False, repr=False)
+    license: str | None = None  # an SPDX license expression, for the SBOM
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class Manifest:
     host_libs: tuple[str, ...] = ()  # sonames (globs) the target provides to the bundle's files (bundler/build/abi.py)
     update_repository: str | None = None  # [update] repository: --bundle-update's default REF
     update_policy: dict = field(default_factory=dict)  # [update] settings not at their default (payload/rules.py)
+    sbom: str = "spdx"  # [bundle] sbom: the SBOM's format (payload/rules.py SBOM_FORMATS)
 
     def file(self, path: str) -> FileSpec:
         for spec in self.files:

@@ -33,8 +33,8 @@ from payload.errors import UsageError
 from payload.oci.reference import parse_platform, parse_reference
 
 _TOP_KEYS = ("bundle", "file", "image", "variants", "update")
-_BUNDLE_KEYS = ("name", "version", "entrypoint", "description", "min_glibc", "host_libs")
-_FILE_KEYS = ("path", "mode", "group", "source")
+_BUNDLE_KEYS = ("name", "version", "entrypoint", "description", "min_glibc", "host_libs", "sbom")
+_FILE_KEYS = ("path", "mode", "group", "source", "license")
 _SOURCE_KEYS = ("url", "sha256", "extract")
 _IMAGE_KEYS = ("name", "ref", "platform")
 _VARIANT_KEYS = ("embed", "pull")
@@ -48,9 +48,13 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
     return _Reader(path, text).read(data)
 
 
+_BUNDLER_DIR = "bundler-dir"
+
+
 def _path_problem(path: str) -> str | None:
-    """What is wrong with a path under the installed root (the device's rule, payload/rules.py), with a hint."""
-    problem = rules.path_problem(path)
+    """What is wrong with a path under the installed root (the device's rule, payload/rules.py, and the build's
+    own reserved directory), with a hint."""
+    problem = rules.path_problem(path) or (_BUNDLER_DIR if rules.is_bundler_path(path) else None)
     if problem is None:
         return None
     if problem == rules.EMPTY:
@@ -70,6 +74,8 @@ def _path_problem(path: str) -> str | None:
         return f"has more than the {rules.MAX_PATH_DEPTH} components a device accepts; flatten it"
     if problem == rules.RESERVED:
         return f"starts with '{rules.RESERVED_PREFIX}', a name the installer keeps for its own records; rename it"
+    if problem == _BUNDLER_DIR:
+        return f"lies under '{rules.BUNDLER_DIR}/', where bundler writes the bundle's own records (its SBOM); rename it"
     normal = posixpath.normpath(path)
     return f"is not normalised; write '{normal}'" if normal != "." else "names the root itself; name a file"
 
@@ -142,6 +148,7 @@ class _Reader:
         min_glibc = self.read_min_glibc(bundle)
         host_libs = self.read_host_libs(bundle)
         update_repository, update_policy = self.read_update(data.get("update"), files)
+        sbom = self.read_sbom(bundle)
         return Manifest(
             path=self.path,
             dir=self.dir,
@@ -155,8 +162,36 @@ class _Reader:
             min_glibc=min_glibc,
             host_libs=host_libs,
             update_repository=update_repository,
+            sbom=sbom,
             update_policy=update_policy,
         )
+
+    def read_sbom(self, bundle: dict) -> str:
+        text = self.string(bundle, "sbom", ("bundle",), "[bundle]", '"spdx"', required=False)
+        if text is None:
+            return rules.SBOM_FORMATS[0]
+        if text not in rules.SBOM_FORMATS:
+            self.fail(
+                self.lines.line(("bundle",), "sbom"),
+                f"sbom '{text}' is not a format bundler writes{did_you_mean(text, rules.SBOM_FORMATS)}; "
+                f'write sbom = "spdx" (SPDX 2.3) or sbom = "cyclonedx" (CycloneDX 1.6)',
+            )
+        return text
+
+    def read_license(self, raw: dict, table: tuple, path: str) -> str | None:
+        text = self.string(raw, "license", table, "[[file]]", '"Apache-2.0"', required=False)
+        if text is None:
+            return None
+        from bundler.sbom.licenses import license_problem
+
+        problem = license_problem(text)
+        if problem:
+            self.fail(
+                self.lines.line(table, "license"),
+                f"license '{text}' of '{path}' {problem}; write an SPDX license id or expression, like "
+                'license = "Apache-2.0" or "MIT OR Apache-2.0" (https://spdx.org/licenses/)',
+            )
+        return text
 
     def read_update(self, value, files: list[FileSpec]) -> tuple[str | None, dict]:
         """[update]: `repository`, where `./app --bundle-update` looks when it is given no REF, and the settings a
@@ -356,10 +391,11 @@ class _Reader:
                 self.lines.line(table, "group"),
                 f"group '{group}' is not allowed; {rules.NAME_RULE}",
             )
-        if group == IMAGES_GROUP:
+        if group in (IMAGES_GROUP, rules.SBOM_GROUP):
             self.fail(
                 self.lines.line(table, "group"),
-                f"group '{group}' is where bundler keeps embedded images; choose another group name",
+                f"group '{group}' is where bundler keeps "
+                f"{'embedded images' if group == IMAGES_GROUP else 'the SBOM'}; choose another group name",
             )
 
         if "source" not in raw:
@@ -368,7 +404,8 @@ class _Reader:
                 f"file '{path}' has no source; add source = {{ url = \"https://...\" }} or [file.source.<arch>] tables",
             )
         sources = self.read_sources(raw["source"], table + ("source",), path)
-        return FileSpec(path=path, mode=mode, group=group, sources=sources, line=line)
+        license = self.read_license(raw, table, path)
+        return FileSpec(path=path, mode=mode, group=group, sources=sources, line=line, license=license)
 
     def read_sources(self, raw, table: tuple, path: str) -> dict[str, Source]:
         raw = self.table(raw, table, f"source of '{path}'", 'write source = { url = "https://..." }')

@@ -210,7 +210,11 @@ def host_stub(cache, log=print):
             with open(log_path, errors="replace") as output:
                 tail = output.read().strip().splitlines()[-5:]
             raise BundleError("PyInstaller failed to build the stub: {}".format(" | ".join(tail)))
-        return install_stub(cache, os.path.join(tmp, "dist", "stub"), path)
+        install_stub(cache, os.path.join(tmp, "dist", "stub"), path)
+    from bundler.sbom.stub import record
+
+    record(path, "host")  # for its SBOM: what it is made of
+    return path
 
 
 def _run_with_progress(cmd, env, log_path):

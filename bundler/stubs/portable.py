@@ -97,6 +97,9 @@ def portable_stub(cache, arch, mirror=None, offline=False, log=print):
                 install_stub(cache, built, path)
             finally:
                 shutil.rmtree(root / _IN_ROOT.lstrip("/"), ignore_errors=True)
+            from bundler.sbom.stub import record
+
+            record(path, "portable", root)  # for its SBOM: the root's packages, while the root is at hand
         log(f"portable {arch} stub ready in {debian._elapsed(time.monotonic() - began)}: {path}")
     return path
 

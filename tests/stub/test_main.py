@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from payload.layout import open_payload
+from payload.rules import SBOM_GROUP
 from stub import main as stub_main
 from stub.root import MARKER
 from testing.bundles import make_bundle
@@ -130,7 +131,7 @@ def framed(tmp_path, plain_stub):
     for n in range(6):
         files[f"share/part{n}.bin"] = (os.urandom(20000) * 2 + bytes([n]) * 30000, "0644")
     path, index = make_bundle(tmp_path / "build", plain_stub, files=files, frame_size=128 << 10)
-    assert [len(g.frames) for g in index.groups] == [3]
+    assert [len(g.frames) for g in index.groups] == [3, 1]  # the files, and the SBOM's own group
     return path, index, tmp_path / "build" / "src"
 
 
@@ -139,7 +140,7 @@ def test_a_group_of_several_frames_installs_every_file(framed, tmp_path, monkeyp
     root = tmp_path / "root"
     code, _, err = run_stub(monkeypatch, capsys, path, "--bundle-extract", root)
     assert code == 0, err
-    names_ = sorted(e.path for e in index.files())
+    names_ = sorted(e.path for e in index.files() if e.group != SBOM_GROUP)
     sums = [
         subprocess.run(["sha256sum", "--"] + names_, cwd=str(d), stdout=subprocess.PIPE, check=True).stdout.split()[
             0::2
@@ -169,6 +170,6 @@ def test_info_and_verify_show_each_groups_frames(framed, monkeypatch, capsys):
     code, out, _ = run_stub(monkeypatch, capsys, path, "--bundle-info")
     assert code == 0 and "group:      files: 0.4 MB as" in out and f"in 3 frame(s) of {sizes} MB" in out
     code, out, _ = run_stub(monkeypatch, capsys, path, "--bundle-info", "--json")
-    assert [len(g["frames"]) for g in json.loads(out)["encoding"]["groups"]] == [3]
+    assert [len(g["frames"]) for g in json.loads(out)["encoding"]["groups"]] == [3, 1]
     code, out, _ = run_stub(monkeypatch, capsys, path, "--bundle-verify")
-    assert code == 0 and "ok, 7 entries in 1 group(s) of 3 frame(s) verified" in out
+    assert code == 0 and "ok, 8 entries in 2 group(s) of 4 frame(s) verified" in out

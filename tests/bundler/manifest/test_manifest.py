@@ -473,7 +473,7 @@ ERRORS = {
     ),
     "unknown key without close match": (
         HEAD + 'colour = "blue"         # <-\n',
-        ["unknown key 'colour' in [[file]]; remove it (known keys: path, mode, group, source)"],
+        ["unknown key 'colour' in [[file]]; remove it (known keys: path, mode, group, source, license)"],
     ),
     "unknown key in a per-arch source": (
         HEAD + f'[[file]]\npath = "x"\n[file.source.arm64]\nurl = "x"\nsha265 = "{SHA}"   # <-\n',
