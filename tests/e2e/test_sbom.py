@@ -20,6 +20,7 @@ MANIFEST = (
 name = "sbomdemo"
 version = "2.0.0"
 entrypoint = ["bin/hello"]
+host_libs = ["*"]  # bin/tool, a Debian package's binary, needs the libraries of its host
 
 """
     + FILES

@@ -21,6 +21,7 @@ MANIFEST = (
 name = "demo"
 version = "1.0.0"
 entrypoint = ["bin/hello"]
+host_libs = ["*"]  # bin/tool, a Debian package's binary, needs the libraries of its host
 {sbom}
 
 """
