@@ -48,7 +48,7 @@ def test_repair_restores_deleted_edited_replaced_and_remoded_files(small, tmp_pa
     repaired = start(exe, root, "--bundle-repair")
     assert repaired.returncode == 0, repaired.stderr
     line = repaired.stdout.strip()
-    assert "repaired 4 of 4 file(s)" in line
+    assert "repaired 4 of 5 file(s)" in line  # of the 4 files and the SBOM
     for name, why in (
         ("bin/run", "missing"),
         ("bin/crun", "edited"),
@@ -112,7 +112,7 @@ def test_repair_restores_files_and_an_embedded_image_archive(image_bundle, tmp_p
     repaired = run([exe, "--bundle-dir", root, "--bundle-repair"])
     assert repaired.returncode == 0, repaired.stderr
     line = repaired.stdout.strip()
-    assert "repaired 2 of 2 file(s) and 1 directory" in line, line
+    assert "repaired 2 of 3 file(s) and 1 directory" in line, line  # of 2 files and the SBOM
     for what in ("bin/list (edited)", "images/base.tar (edited)", "images/ (mode 777, not 755)"):
         assert what in line, line
     for name in ("bin/list", "images/base.tar"):
