@@ -404,6 +404,19 @@ def inspect(bundle, as_json, sbom):
 
 
 @main.command()
+@click.argument("old", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("new", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the difference as JSON.")
+def diff(old, new, as_json):
+    """What changed from bundle OLD to bundle NEW: files, images and groups added, removed or changed (with
+    sizes), what an update from OLD to NEW fetches whole, and the packages their SBOMs list."""
+    from bundler.fleet.diff import diff as run_diff
+    from bundler.fleet.diff import render
+
+    click.echo(render(run_diff(old, new), as_json))
+
+
+@main.command()
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--key",

@@ -3,6 +3,7 @@ registry served is read from its own access log (`http.response.written`), and f
 not with our code."""
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -92,6 +93,8 @@ def test_update_fetches_only_what_changed_then_rollback_runs_the_old_version(tmp
     assert "updated fleet 1.0.0 -> 1.0.1" in result.stdout and "RAN" not in result.stdout
     served = registry.blob_bytes_served(mark)
     assert 0 < served < unchanged / 10, (served, unchanged)
+    # `bundler diff` says beforehand what the update fetches whole, to the byte.
+    assert served == json.loads(bundler("diff", built["old"], built["new"], "--json").stdout)["update"]["fetched_whole"]
     assert sha256_of(app) == sha256_of(built["new"])  # byte for byte the file that was pushed
     assert not [p for p in app.parent.iterdir() if p.name != "app"]  # no temp left beside it
     assert not list((root / ".updates").glob("*/*"))  # the download dir is cleaned up

@@ -1,0 +1,181 @@
+"""`bundler diff A B`: what changed from bundle A to bundle B (files, images, groups, with sizes), what an update
+from A to B fetches whole (the blobs of B's registry artifact, payload/oci/artifact.py, that A does not hold: its
+index, its changed frames, the stub's bytes that changed; as `--bundle-update` and `bundler pull` fetch them, before
+any delta), and the packages their SBOMs list that changed."""
+
+import json
+
+from payload.errors import UsageError
+from payload.layout import open_payload
+from payload.rules import SBOM_PATHS
+from payload.sizes import size_text
+
+
+def _open(path):
+    """(payload, SBOM text or None, the blobs a registry holds it as: {digest: (what, size)})."""
+    from payload.oci.artifact import bundle_blobs
+    from payload.sbom import read_sbom
+
+    with open(path, "rb") as f:
+        payload = open_payload(str(path), f)
+        try:
+            sbom = read_sbom(payload, f).decode()
+        except UsageError:  # made by a bundler that wrote no SBOM
+            sbom = None
+        try:
+            blobs = bundle_blobs(payload, f)
+            named = [(blobs.config, "index"), (blobs.elf, "elf"), (blobs.stub, "stub"), (blobs.archive, "stub")]
+        except UsageError:  # a split bundle, or one of an older bundler: its frames only
+            named = []
+    held = {b.digest: (what, b.size) for b, what in named}
+    for group, frame in payload.index.frames():
+        held["sha256:" + frame.sha256] = (group.name, frame.csize)
+    return payload, sbom, held
+
+
+def _changes(old, new, same, describe):
+    """added, removed and changed between two {key: item} maps; `same(a, b)` says two items are alike."""
+    return {
+        "added": [describe(None, new[k]) for k in sorted(set(new) - set(old))],
+        "removed": [describe(old[k], None) for k in sorted(set(old) - set(new))],
+        "changed": [describe(old[k], new[k]) for k in sorted(set(old) & set(new)) if not same(old[k], new[k])],
+    }
+
+
+def _file(a, b):
+    doc = {"path": (a or b).path}
+    for label, e in (("old", a), ("new", b)):
+        if e is not None:
+            doc[label] = {"size": e.size, "sha256": e.sha256, "mode": e.mode, "group": e.group}
+    return doc
+
+
+def _image(a, b):
+    doc = {"name": (a or b).name}
+    for label, i in (("old", a), ("new", b)):
+        if i is not None:
+            doc[label] = {"ref": i.ref, "digest": i.digest, "embedded": i.embedded, "size": i.size}
+    return doc
+
+
+def _group(a, b):
+    doc = {"name": (a or b).name}
+    for label, g in (("old", a), ("new", b)):
+        if g is not None:
+            doc[label] = {"size": g.size, "stored": g.csize, "frames": len(g.frames)}
+    return doc
+
+
+def diff(old_path, new_path):
+    """The difference as a JSON-able dict."""
+    (a, a_sbom, a_blobs), (b, b_sbom, b_blobs) = _open(old_path), _open(new_path)
+    ai, bi = a.index, b.index
+    sbom_paths = set(SBOM_PATHS.values())
+    files_a = {e.path: e for e in ai.files() if e.path not in sbom_paths}
+    files_b = {e.path: e for e in bi.files() if e.path not in sbom_paths}
+    # What `--bundle-update` and `bundler pull` fetch: every blob of B's artifact that A does not hold.
+    fetched = [held for digest, held in b_blobs.items() if digest not in a_blobs]
+    doc = {
+        "old": _identity(a, old_path),
+        "new": _identity(b, new_path),
+        "files": _changes(
+            files_a, files_b, lambda x, y: (x.sha256, x.mode, x.size) == (y.sha256, y.mode, y.size), _file
+        ),
+        "images": _changes(
+            {i.name: i for i in ai.images},
+            {i.name: i for i in bi.images},
+            lambda x, y: (x.digest, x.embedded, x.ref) == (y.digest, y.embedded, y.ref),
+            _image,
+        ),
+        "groups": _changes(
+            {g.name: g for g in ai.groups},
+            {g.name: g for g in bi.groups},
+            lambda x, y: [f.sha256 for f in x.frames] == [f.sha256 for f in y.frames],
+            _group,
+        ),
+        "update": {
+            "fetched_whole": sum(size for _, size in fetched),
+            "blobs": len(fetched),
+            "of_blobs": len(b_blobs),
+            "size": sum(size for _, size in b_blobs.values()),
+            "parts": sorted({what for what, _ in fetched}),
+        },
+    }
+    if a_sbom is not None and b_sbom is not None:
+        from bundler.sbom.compare import changes
+
+        doc["packages"] = changes(a_sbom, b_sbom)
+    else:
+        doc["packages"] = None
+    return doc
+
+
+def _identity(payload, path):
+    i = payload.index
+    return {
+        "path": str(path),
+        "name": i.name,
+        "version": i.version,
+        "variant": i.variant,
+        "arch": i.arch,
+        "bundle_id": payload.bundle_id,
+    }
+
+
+def render(doc, as_json=False):
+    if as_json:
+        return json.dumps(doc, indent=2, sort_keys=True)
+    lines = []
+    for label in ("old", "new"):
+        d = doc[label]
+        lines.append(
+            f"{label}:      {d['name']} {d['version']} ({d['variant']}, {d['arch']}) {d['path']}, "
+            f"bundle id {d['bundle_id'][:16]}"
+        )
+    for what, describe in (("files", _file_line), ("images", _image_line), ("groups", _group_line)):
+        changed = doc[what]
+        if not any(changed.values()):
+            lines.append(f"{what + ':':<9} no change")
+        for sign, key in (("+", "added"), ("-", "removed"), ("~", "changed")):
+            for item in changed[key]:
+                lines.append(f"{what + ':':<9} {sign} {describe(item)}")
+    u = doc["update"]
+    lines.append(
+        f"update:   fetches {size_text(u['fetched_whole'])} whole of {size_text(u['size'])} ({u['blobs']} of "
+        f"{u['of_blobs']} blob(s){': ' + ', '.join(u['parts']) if u['parts'] else ''})"
+    )
+    packages = doc["packages"]
+    if packages is None:
+        lines.append("packages: unknown (a bundle without an SBOM)")
+    elif not any(packages.values()):
+        lines.append("packages: no change")
+    else:
+        for p in packages["added"]:
+            lines.append(f"packages: + {p['name']} {p['version'] or ''}".rstrip())
+        for p in packages["removed"]:
+            lines.append(f"packages: - {p['name']} {p['version'] or ''}".rstrip())
+        for p in packages["changed"]:
+            lines.append(f"packages: ~ {p['name']} {p['old']} -> {p['new']}")
+    return "\n".join(lines)
+
+
+def _sizes(item, key, fmt):
+    old, new = item.get("old"), item.get("new")
+    if old and new:
+        return f"{fmt(old[key])} -> {fmt(new[key])}"
+    return fmt((old or new)[key])
+
+
+def _file_line(item):
+    return f"{item['path']} ({_sizes(item, 'size', size_text)})"
+
+
+def _image_line(item):
+    old, new = item.get("old"), item.get("new")
+    if old and new:
+        return f"{item['name']} {old['digest'][:19]} -> {new['digest'][:19]}"
+    return f"{item['name']} {(old or new)['ref']}@{(old or new)['digest'][:19]}"
+
+
+def _group_line(item):
+    return f"{item['name']} ({_sizes(item, 'stored', size_text)} stored)"
