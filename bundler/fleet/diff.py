@@ -42,28 +42,24 @@ def _changes(old, new, same, describe):
     }
 
 
-def _file(a, b):
-    doc = {"path": (a or b).path}
-    for label, e in (("old", a), ("new", b)):
-        if e is not None:
-            doc[label] = {"size": e.size, "sha256": e.sha256, "mode": e.mode, "group": e.group}
-    return doc
+def _pair(key, **fields):
+    """describe(old, new) for _changes: the item's `key`, and `fields` (name: getter) of each side present."""
+
+    def describe(a, b):
+        doc = {key: getattr(a or b, key)}
+        for label, item in (("old", a), ("new", b)):
+            if item is not None:
+                doc[label] = {name: get(item) for name, get in fields.items()}
+        return doc
+
+    return describe
 
 
-def _image(a, b):
-    doc = {"name": (a or b).name}
-    for label, i in (("old", a), ("new", b)):
-        if i is not None:
-            doc[label] = {"ref": i.ref, "digest": i.digest, "embedded": i.embedded, "size": i.size}
-    return doc
-
-
-def _group(a, b):
-    doc = {"name": (a or b).name}
-    for label, g in (("old", a), ("new", b)):
-        if g is not None:
-            doc[label] = {"size": g.size, "stored": g.csize, "frames": len(g.frames)}
-    return doc
+_file = _pair("path", size=lambda e: e.size, sha256=lambda e: e.sha256, mode=lambda e: e.mode, group=lambda e: e.group)
+_image = _pair(
+    "name", ref=lambda i: i.ref, digest=lambda i: i.digest, embedded=lambda i: i.embedded, size=lambda i: i.size
+)
+_group = _pair("name", size=lambda g: g.size, stored=lambda g: g.csize, frames=lambda g: len(g.frames))
 
 
 def diff(old_path, new_path):
