@@ -1,11 +1,14 @@
 """`bundler make`: manifest -> sources -> compressed groups -> one executable."""
 
+import json
 import os
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
 from bundler.arch import host_arch
+from bundler.build import provenance
 from bundler.build.abi import check_files, check_stub_floor, describe_libs
 from bundler.build.assemble import build_index, stub_sha256_of, write_bundle
 from bundler.build.compress import compress
@@ -17,7 +20,7 @@ from bundler.images.embed import embed_images, pin_images
 from bundler.manifest import load_manifest
 from bundler.manifest.lockfile import Lock, lock_path_for
 from bundler.manifest.model import IMAGES_GROUP
-from bundler.media.outputs import checksum_path
+from bundler.media.outputs import checksum_path, read_checksums
 from bundler.sbom import gather as sbom
 from bundler.stubs.build import HOST
 from payload import fs
@@ -109,7 +112,11 @@ def make(request, cache, log=print):
     output = Path(request.output) if request.output else default_output(manifest, variant.name, arch)
     check_output(output, _inputs(request, manifest, lock_path, arch))  # before the long part too
     lock = Lock.load(lock_path)
-    members_by_group = gather_files(manifest, arch, lock, cache, locked=request.locked, offline=request.offline)
+    started = datetime.now(timezone.utc)
+    fetched = {}  # path: sha256 of its source, for the provenance
+    members_by_group = gather_files(
+        manifest, arch, lock, cache, locked=request.locked, offline=request.offline, fetched=fetched
+    )
     abi = check_files(members_by_group, arch, manifest.min_glibc, manifest.host_libs)
     with registry_client(request.insecure_registries) as client:
         # Offline, a tag cannot be resolved: every image must be pinned (and its blobs come from the cache).
@@ -167,10 +174,44 @@ def make(request, cache, log=print):
             index = write_split(source, output, request.split)
         else:
             write_bundle(stub, index, groups, output, sign=signing.signature_block)
-        fs.write_atomic(sbom.beside(output, sbom_format), sbom_text)
+        sbom_path = sbom.beside(output, sbom_format)
+        fs.write_atomic(sbom_path, sbom_text)
+        doc = provenance.statement(
+            read_checksums(output),
+            _parameters(request, manifest, variant.name, arch, sbom_format, signing),
+            manifest,
+            lock_path,
+            files,
+            fetched,
+            images,
+            stub,
+            [sbom_path],
+            started,
+        )
+        fs.write_atomic(provenance.beside(output), json.dumps(provenance.envelope(doc, signing), indent=2) + "\n")
     except OSError as exc:
         raise _output_error(output, exc) from None
     return output, index
+
+
+def _parameters(request, manifest, variant, arch, sbom_format, signing):
+    """The provenance's externalParameters: what the caller chose (docs/sbom.md, Provenance)."""
+    return {
+        "manifest": str(request.manifest),
+        "name": manifest.name,
+        "version": manifest.version,
+        "variant": variant,
+        "arch": arch,
+        "level": request.level,
+        "layers": request.layers,
+        "frame_size": request.frame_size,
+        "split": request.split,
+        "locked": request.locked,
+        "offline": request.offline,
+        "stub": "portable" if request.stub is None else "host" if request.stub == HOST else "prebuilt",
+        "sbom": sbom_format,
+        "require_key": signing.require_key_id,
+    }
 
 
 def bundle_floor(stub_needs, abi, min_glibc=None, log=print):

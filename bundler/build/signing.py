@@ -106,6 +106,13 @@ class Signing:
         """The value for the index's `require_key`, or None."""
         return key_id(self.required_public_key) if self.required_public_key else None
 
+    def sign(self, message):
+        """(key id, ed25519 signature of `message`), or None when not signing: for the provenance's DSSE envelope
+        (bundler/build/provenance.py)."""
+        if self.private_key is None:
+            return None
+        return key_id(raw_public_key(self.private_key)), self.private_key.sign(message)
+
     def signature_block(self, index_bytes):
         """The payload's signature block for these index bytes (b"" when not signing)."""
         if self.private_key is None:

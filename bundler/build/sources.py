@@ -57,11 +57,14 @@ def _local_file_changed(manifest, lock, spec, arch, source, url, expected):
     )
 
 
-def gather_files(manifest, arch, lock, cache, locked=False, offline=False):
-    """Members of each compression group, in manifest order: {group name: [Member, ...]}."""
+def gather_files(manifest, arch, lock, cache, locked=False, offline=False, fetched=None):
+    """Members of each compression group, in manifest order: {group name: [Member, ...]}. With a dict `fetched`,
+    also {file path: sha256 of its source as downloaded} (the archive's, for a member extracted from one)."""
     groups = {}
     for spec in manifest.files:
         source, path = fetch_source(manifest, lock, spec, arch, cache, locked, offline)
+        if fetched is not None:
+            fetched[spec.path] = _sha256_of_cached(path)
         if source.extract:
             try:
                 path = Path(extract_cached(cache, _sha256_of_cached(path), source.extract))

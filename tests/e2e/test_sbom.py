@@ -4,6 +4,8 @@ is checked by spdx-tools' parser and validator (`pyspdxtools`), CycloneDX 1.6 by
 JSON schema validator; `bundler inspect --sbom` and the device's `./app --bundle-sbom` print the bytes written
 beside the bundle."""
 
+import base64
+import hashlib
 import json
 import random
 
@@ -126,6 +128,13 @@ def test_spdx_of_files_images_and_the_stub_is_valid_and_the_device_prints_it(
 
     assert stub_parts["zstandard"]["versionInfo"] == importlib.metadata.version("zstandard")
     assert purls(stub_parts["requests"]) == [f"pkg:pypi/requests@{importlib.metadata.version('requests')}"]
+    # The provenance beside it names both images and the stub by their digests.
+    envelope = json.loads(out.with_name("offline.intoto.json").read_text())
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    deps = {d["name"]: d for d in statement["predicate"]["buildDefinition"]["resolvedDependencies"]}
+    for name, tag in (("base", "base"), ("derived", "derived")):
+        assert deps[f"image:{name}"]["digest"]["sha256"] == image_layout.manifest_digest(tag).partition(":")[2]
+    assert deps["stub"]["digest"]["sha256"] == hashlib.sha256(stub_path.read_bytes()).hexdigest()
     # Inside the bundle, byte for byte: read back by bundler, and by the frozen stub on the device.
     assert bundler("inspect", "--sbom", out).stdout.encode() == beside.read_bytes()
     device = run([out, "--bundle-sbom"], env={"BUNDLE_DIR": str(tmp_path / "root")})
