@@ -319,6 +319,7 @@ def repack(bundle, level, frame_size, output, cache_dir):
 
 def _made(output, index):
     """What `make --json` prints: where the bundle is, its checksum, and what it holds."""
+    from bundler.build.provenance import beside as provenance_path
     from bundler.media.outputs import checksum_path, read_checksums
 
     checksum = checksum_path(output)
@@ -336,7 +337,20 @@ def _made(output, index):
         "groups": [{"name": g.name, "size": g.size, "stored": g.csize, "frames": len(g.frames)} for g in index.groups],
         "images": [i.name for i in index.images],
         "parts": [p.to_json() for p in index.parts],
+        "sbom": _beside_sbom(output, index),
+        "provenance": str(provenance_path(output)),
     }
+
+
+def _beside_sbom(output, index):
+    """The SBOM file make wrote beside `output` (its format is the one of the entry inside)."""
+    from bundler.sbom.gather import beside
+    from payload.rules import SBOM_PATHS
+    from payload.sbom import sbom_entry
+
+    entry = sbom_entry(index)
+    formats = [name for name, path in SBOM_PATHS.items() if entry is not None and path == entry.path]
+    return str(beside(output, formats[0])) if formats else None
 
 
 @main.command()

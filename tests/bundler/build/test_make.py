@@ -311,6 +311,8 @@ def test_make_json_is_the_result_a_ci_reads(project, plain_stub):
     assert made["bundle_id"] == inspected["bundle_id"]
     assert (made["name"], made["version"], made["arch"]) == ("demo", "1.0.0", inspected["arch"])
     assert {g["name"] for g in made["groups"]} == {g["name"] for g in inspected["encoding"]["groups"]}
+    assert made["sbom"] == str(Path("out/app.spdx.json")) and (work / made["sbom"]).is_file()
+    assert made["provenance"] == str(Path("out/app.intoto.json")) and (work / made["provenance"]).is_file()
 
 
 # progress: a bar on a terminal, nothing otherwise
