@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from payload.layout import open_payload
+from payload.rules import SBOM_PATHS
 from testing.helpers import bundler, flip_byte, run, section_span
 
 HELLO = """#!/bin/sh
@@ -129,8 +131,10 @@ def test_second_start_does_no_extraction(bundle, tmp_path):
 
 
 def test_corrupted_byte_is_refused_with_exit_3_and_nothing_left(bundle, tmp_path):
-    offset, size = section_span(bundle, "bundle")
-    flip_byte(bundle, offset + size - 100)  # inside the compressed data
+    with open(bundle, "rb") as f:  # inside the compressed data of group 'files'
+        payload = open_payload(str(bundle), f)
+        (frame,) = next(g for g in payload.index.groups if g.name == "files").frames
+    flip_byte(bundle, payload.data_offset + frame.offset + frame.csize - 100)
     root = tmp_path / "root"
     result = run([bundle, "--bundle-dir", root, "x"])
     assert result.returncode == 3, result.stderr
@@ -146,7 +150,7 @@ def test_bundle_verify_and_build_host_verify_agree(built):
     assert run([built, "--bundle-verify"]).returncode == 0
     assert "ok" in bundler("verify", built).stdout
     inspected = json.loads(bundler("inspect", "--json", built).stdout)
-    assert {e["path"] for e in inspected["entries"]} == {"bin/hello", "bin/crun"}
+    assert {e["path"] for e in inspected["entries"]} == {"bin/hello", "bin/crun", SBOM_PATHS["spdx"]}
     crun = next(e for e in inspected["entries"] if e["path"] == "bin/crun")
     assert crun["sha256"] == hashlib.sha256(Path("/usr/bin/crun").read_bytes()).hexdigest()
     assert crun["mode"] == 0o755

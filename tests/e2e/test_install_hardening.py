@@ -81,6 +81,7 @@ def test_an_install_under_umask_000_gives_0755_dirs_and_the_index_modes(bundle, 
     dirs = [Path(d) for d, _, _ in os.walk(version)]
     assert {str(d.relative_to(version)) for d in dirs} == {
         ".",
+        ".bundle",  # the SBOM's
         "bin",
         "etc",
         "images",
