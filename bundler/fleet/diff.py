@@ -1,7 +1,7 @@
 """`bundler diff A B`: what changed from bundle A to bundle B (files, images, groups, with sizes), what an update
 from A to B fetches whole (the blobs of B's registry artifact, payload/oci/artifact.py, that A does not hold: its
-index, its changed frames, the stub's bytes that changed; as `--bundle-update` and `bundler pull` fetch them, before
-any delta), and the packages their SBOMs list that changed."""
+head, its changed frames, the stub's bytes that changed; as `--bundle-update` and `bundler pull` fetch them,
+before any delta), and the packages their SBOMs list that changed."""
 
 import json
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from payload.layout import open_payload
-from payload.oci.artifact import outside_spans
+from payload.oci.artifact import head_of, outside_spans
 from testing.helpers import bundler
 from testing.http_server import FileServer
 
@@ -90,16 +90,16 @@ def test_diff_names_what_changed_with_sizes_and_what_an_update_fetches(releases)
     groups = doc["groups"]
     assert _names(groups["added"], "name") == ["more"] and groups["removed"] == []
     assert _names(groups["changed"], "name") == ["bundle-sbom", "files", "tools"]  # not "big": untouched
-    # What an update fetches whole: the new bundle's frames the old one lacks, its index (the config blob: payload
-    # header, index, signature) and the ELF layer (its section table changes with the section's size).
+    # What an update fetches whole: the new frames the old bundle lacks, its head (the config blob: header,
+    # content index, signature, encoding table) and the ELF layer (its section table moves with the section's size).
     frames = {}
     for label, path in (("old", old), ("new", new)):
         index = json.loads(bundler("inspect", "--json", path).stdout)
-        frames[label] = {f["sha256"]: f["csize"] for g in index["groups"] for f in g["frames"]}
+        frames[label] = {f["sha256"]: f["csize"] for g in index["encoding"]["groups"] for f in g["frames"]}
     lacking = {sha: size for sha, size in frames["new"].items() if sha not in frames["old"]}
     with open(new, "rb") as f:
         payload = open_payload(str(new), f)
-        head = 64 + len(payload.index_bytes) + len(payload.signature)
+        head = len(head_of(payload))
         elf = sum(n for _, n in outside_spans(f, payload)[0])
     update = doc["update"]
     assert update["fetched_whole"] == sum(lacking.values()) + head + elf
