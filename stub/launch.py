@@ -68,9 +68,15 @@ def clean_environment(environ):
     return env
 
 
-def environment(environ, inst, index):
+def environment(environ, inst, index, executable=None):
+    """What the runtime gets: `environ` cleaned, the bundle's variables, and BUNDLE_EXECUTABLE, the bundle file
+    that started it (so that its scripts can run `--bundle-mark-good` or `--bundle-wait-images`), when known."""
     env = clean_environment(environ)
     env.update(bundle_variables(inst, index))
+    if executable:
+        env["BUNDLE_EXECUTABLE"] = executable
+    else:
+        env.pop("BUNDLE_EXECUTABLE", None)  # a bundle started by another bundle's runtime: not ours
     return env
 
 

@@ -196,5 +196,5 @@ def _install_and_run(payload, f, opts, umask, path, args):
         repair.check_installed(inst, index)
         sys.stdout.write(launch.shell_command(argv, inst, index) + "\n")
         return 0
-    env = launch.environment(os.environ, inst, index)
+    env = launch.environment(os.environ, inst, index, path)
     launch.exec_entrypoint(argv, env, umask)

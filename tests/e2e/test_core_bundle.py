@@ -18,7 +18,7 @@ from testing.helpers import bundler, flip_byte, run, section_span
 HELLO = """#!/bin/sh
 echo "ARGC=$#"
 for a in "$@"; do printf 'ARG=[%s]\\n' "$a"; done
-for v in BUNDLE_ROOT BUNDLE_IMAGES BUNDLE_DATA BUNDLE_ID BUNDLE_VARIANT BUNDLE_ARCH \\
+for v in BUNDLE_ROOT BUNDLE_IMAGES BUNDLE_DATA BUNDLE_ID BUNDLE_VARIANT BUNDLE_ARCH BUNDLE_EXECUTABLE \\
     LD_LIBRARY_PATH _PYI_ARCHIVE_FILE; do
   eval "printf '%s=%s\\n' $v \\"\\${$v-<unset>}\\""
 done
@@ -102,6 +102,7 @@ def test_arguments_pass_through_untouched_and_environment_is_set(bundle, tmp_pat
     assert env["BUNDLE_DATA"] == str(root / "data") and env.get("DATA_IS_A_DIR") == "yes"
     assert env["BUNDLE_VARIANT"] == "offline" and env["BUNDLE_ARCH"] == "amd64"
     assert env["BUNDLE_ID"] == os.path.basename(installed)
+    assert env["BUNDLE_EXECUTABLE"] == os.path.realpath(bundle)  # what the runtime runs for --bundle-mark-good
     assert "_MEI" not in env["LD_LIBRARY_PATH"] and env["_PYI_ARCHIVE_FILE"] == "<unset>"
     crun_version = subprocess.run(["/usr/bin/crun", "--version"], stdout=subprocess.PIPE, text=True).stdout
     assert crun_version.splitlines()[0] in lines

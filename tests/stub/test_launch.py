@@ -37,6 +37,10 @@ def test_the_environment_loses_pyinstaller_traces_and_gains_the_bundle(tmp_path)
         "_MEIPASS2": "/tmp/_MEI123",
     }
     env = launch.environment(environ, inst, INDEX)
+    assert "BUNDLE_EXECUTABLE" not in env
+    assert launch.environment(environ, inst, INDEX, "/opt/app")["BUNDLE_EXECUTABLE"] == "/opt/app"
+    # One a parent bundle's runtime passed on does not name this bundle: dropped when this one's is not known.
+    assert "BUNDLE_EXECUTABLE" not in launch.environment({**environ, "BUNDLE_EXECUTABLE": "/other"}, inst, INDEX)
     assert env["LD_LIBRARY_PATH"] == "/opt/lib" and "LD_LIBRARY_PATH_ORIG" not in env
     assert not [k for k in env if k.startswith("_PYI") or k == "_MEIPASS2"]
     assert env["PATH"] == "/bin"
