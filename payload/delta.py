@@ -36,6 +36,10 @@ MAX_WINDOW_LOG = 30  # libzstd's bound on 32-bit machines
 # The zstd level a device encodes a patched frame at: fast enough that applying a delta costs about what fetching
 # the frame whole would; the frame comes out larger than the publisher's, which only this device's disk pays.
 REENCODE_LEVEL = 1
+# Its window and jobs: small, so that encoding fits beside the decoder's window and reference, which it runs
+# alongside (level 1 finds few matches farther back; the frame is as large within 0.1 %).
+REENCODE_WINDOW_LOG = 19
+REENCODE_JOB_SIZE = 4 << 20
 _FRAME_HEADER_MAX = 18
 
 # The record of a patch: annotations of its layer in the delta artifact (payload/oci/artifact.py names the types).
@@ -114,13 +118,20 @@ def decode_memory(reference_size, window_log, target_size):
     return reference_size + max(reference_size, min(1 << window_log, target_size)) + DECODER_OVERHEAD
 
 
-def reencode_memory(size, level=REENCODE_LEVEL):
-    """Bytes encoding a frame again holds: one multi-threaded job in flight (payload/groups.compress_frame with
-    threads=1): the tables, the job, its overlap and output."""
-    params = zstandard.ZstdCompressionParameters.from_level(
-        level, source_size=size, window_log=min(groups.WINDOW_LOG, max(10, size.bit_length()))
-    )
-    return params.estimated_compression_context_size() + 3 * min(groups.JOB_SIZE, size) + DECODER_OVERHEAD
+def reencode_threads():
+    """zstd's workers for encoding a frame again: one per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def reencode_memory(size, threads=1, level=REENCODE_LEVEL):
+    """Bytes encoding a frame again holds beside the decoder: the tables of each of `threads` workers, and each
+    one's job in and out, plus the job being filled."""
+    job = min(REENCODE_JOB_SIZE, max(size, 1))
+    params = zstandard.ZstdCompressionParameters.from_level(level, source_size=size, window_log=REENCODE_WINDOW_LOG)
+    return threads * (params.estimated_compression_context_size() + 2 * job) + job + DECODER_OVERHEAD
 
 
 def memory_bound(environ=None, option=None):
@@ -135,13 +146,10 @@ def memory_bound(environ=None, option=None):
 
 
 def check_memory(patch, bound):
-    """Refuse, before anything is read or decoded, a patch whose needs exceed `bound`. The recorded need is
-    recomputed from the sizes (a record that understates them is not believed)."""
-    need = max(
-        patch.memory,
-        decode_memory(patch.reference_size, patch.window_log, patch.size),
-        reencode_memory(patch.size),
-    )
+    """Refuse, before anything is read or decoded, a patch whose needs exceed `bound`: decoding, and beside it
+    encoding again with one worker. The recorded need is recomputed from the sizes (a record that understates them
+    is not believed). Returns the need."""
+    need = _decoding_memory(patch) + reencode_memory(patch.size)
     if need > bound:
         raise DeltaUnusable(
             f"it needs {size_text(need)} of memory, more than the {size_text(bound)} this device allows "
@@ -149,6 +157,19 @@ def check_memory(patch, bound):
             f"env {MEMORY_ENV})"
         )
     return need
+
+
+def _decoding_memory(patch):
+    return max(patch.memory, decode_memory(patch.reference_size, patch.window_log, patch.size))
+
+
+def encode_workers(patch, bound, threads):
+    """How many of `threads` encoding workers fit in `bound` beside the decoder (at least one: check_memory
+    refused the patch otherwise)."""
+    workers = max(threads, 1)
+    while workers > 1 and _decoding_memory(patch) + reencode_memory(patch.size, workers) > bound:
+        workers -= 1
+    return workers
 
 
 def frame_entries(index, group_name, frame_sha256):
@@ -172,9 +193,10 @@ def reference_sha256(reference):
     return hashlib.sha256(reference).hexdigest()
 
 
-def read_reference(version_dir, entries):
-    """The old frame's content from the installed files at `version_dir`, each checked against its entry first.
-    Returns a bytearray; DeltaUnusable names the first file that is missing or differs."""
+def read_reference(version_dir, entries, sha256):
+    """The old frame's content from the installed files at `version_dir`, checked as a whole against `sha256`
+    (what the patch was made against). Returns a bytearray. DeltaUnusable names the first file that is missing or
+    differs from its entry; only when the whole differs is each file hashed, to name it."""
     total = sum(e.size for e in entries)
     buf = bytearray(total)
     view, pos = memoryview(buf), 0
@@ -182,7 +204,6 @@ def read_reference(version_dir, entries):
         if entry.kind != "file":
             raise DeltaUnusable(f"the installed version keeps its image blobs in archives, not as {entry.path}")
         path = os.path.join(version_dir, entry.path)
-        sha = hashlib.sha256()
         try:
             with open(path, "rb") as f:
                 end = pos + entry.size
@@ -190,13 +211,22 @@ def read_reference(version_dir, entries):
                     n = f.readinto(view[pos:end])
                     if not n:
                         break
-                    sha.update(view[pos : pos + n])
                     pos += n
                 extra = f.read(1)
         except OSError as exc:
             raise DeltaUnusable(f"the installed {entry.path} cannot be read ({exc.strerror})") from None
-        if pos != end or extra or sha.hexdigest() != entry.sha256:
+        if pos != end or extra:
             raise DeltaUnusable(f"the installed {entry.path} differs from its index (repair it with --bundle-repair)")
+    if reference_sha256(buf) != sha256:
+        pos = 0
+        for entry in entries:
+            if hashlib.sha256(view[pos : pos + entry.size]).hexdigest() != entry.sha256:
+                raise DeltaUnusable(
+                    f"the installed {entry.path} differs from its index (repair it with --bundle-repair)"
+                )
+            pos += entry.size
+        raise DeltaUnusable("it was made against other files than this version's")
+    view.release()
     return buf
 
 
@@ -216,9 +246,12 @@ def _check_header(patch, data_head, bound):
     return params
 
 
-def decode(patch, patch_file, reference, entries, dest, bound):
+def decode(patch, patch_file, reference, entries, dest, out, bound, workers=1):
     """Decode the patch (a binary file) against `reference` (a bytearray, emptied here) into one file per entry
-    under `dest`, each checked against its sha256 as it is written. DeltaUnusable when anything does not hold."""
+    under `dest` (with its mode, fsynced), each checked against its sha256 as it is written, and encode the same
+    bytes again at REENCODE_LEVEL, with `workers` zstd workers, as one frame into the binary file `out`: the frame
+    is made of exactly the bytes that were hashed. Returns (sha256, csize) of the frame; DeltaUnusable when
+    anything does not hold (then `out` and the files are the caller's to remove)."""
     head = patch_file.read(_FRAME_HEADER_MAX)
     params = _check_header(patch, head, bound)
     patch_file.seek(-len(head), 1)
@@ -229,6 +262,8 @@ def decode(patch, patch_file, reference, entries, dest, bound):
     dictionary = zstandard.ZstdCompressionDict(reference, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
     del reference[:]  # the dictionary holds its own copy
     dctx = zstandard.ZstdDecompressor(dict_data=dictionary, max_window_size=max(params.window_size, 1 << 10))
+    frame = groups.HashingWriter(out)
+    encoder = reencoder(patch.size, workers).stream_writer(frame, size=patch.size, closefd=False)
     writer = _EntryFiles(entries, dest)
     try:
         stream = dctx.stream_reader(patch_file, read_size=groups.BUFFER_SIZE, read_across_frames=False)
@@ -241,42 +276,64 @@ def decode(patch, patch_file, reference, entries, dest, bound):
             produced += n
             if produced > patch.size:
                 raise DeltaUnusable(f"the patch decodes to more than its {patch.size} bytes")
-            writer.feed(memoryview(buf)[:n])
+            piece = memoryview(buf)[:n]
+            writer.feed(piece)
+            encoder.write(piece)
         if produced != patch.size or patch_file.read(1):
             raise DeltaUnusable(f"the patch decodes to {produced} bytes, expected {patch.size}")
+        writer.finish()
     except zstandard.ZstdError as exc:
         raise DeltaUnusable(f"the patch does not decode against the installed version ({exc})") from None
     finally:
-        writer.close()
+        failure = writer.close()
     if writer.mismatched:
         raise DeltaUnusable(
             "the patch's result differs from the signed index in {}".format(", ".join(writer.mismatched))
         )
-    return [os.path.join(dest, e.path) for e in entries]
+    if failure is not None:
+        raise failure
+    # Not `with` above: its __exit__ would end the frame, encoding what is buffered, while an error propagates.
+    encoder.close()  # ends the frame; closefd=False leaves `out` open
+    return frame.hexdigest(), frame.count
+
+
+def reencoder(size, workers=1):
+    """The compressor a device encodes a frame of `size` bytes again with (REENCODE_LEVEL, its window and jobs)."""
+    params = zstandard.ZstdCompressionParameters.from_level(
+        REENCODE_LEVEL,
+        source_size=size,
+        window_log=REENCODE_WINDOW_LOG,
+        threads=workers,
+        job_size=REENCODE_JOB_SIZE,
+        write_content_size=True,
+        write_checksum=False,
+    )
+    return zstandard.ZstdCompressor(compression_params=params)
 
 
 class _EntryFiles:
-    """The decoded stream cut into the new entries' files, each hashed."""
+    """The decoded stream cut into the new entries' files, each hashed, given its mode and fsynced (on the
+    syncer's thread) so that an install can take it as it is."""
 
     def __init__(self, entries, dest):
         self.pending, self.dest, self.mismatched = list(entries), dest, []
-        self.f, self.entry = None, None
+        self.syncer = groups.Syncer()
+        self.fd, self.entry = None, None
         self._next()
 
     def _next(self):
         while True:
-            if self.f is not None:
-                self.f.close()
-                self.f = None
+            if self.entry is not None:
                 if self.sha.hexdigest() != self.entry.sha256:
                     self.mismatched.append(self.entry.path)
+                if self.fd is not None:
+                    self.syncer.put(self.fd, self.entry)
+                    self.fd = None
             if not self.pending:
                 self.entry = None
                 return
             self.entry = self.pending.pop(0)
-            path = os.path.join(self.dest, self.entry.path)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            self.f, self.sha, self.left = open(path, "wb"), hashlib.sha256(), self.entry.size
+            self.fd, self.sha, self.left = groups.open_entry(self.dest, self.entry), hashlib.sha256(), self.entry.size
             if self.left:
                 return
 
@@ -285,26 +342,23 @@ class _EntryFiles:
             if self.entry is None:
                 raise DeltaUnusable("the patch decodes to more bytes than the frame's files")
             piece = view[: self.left]
-            self.f.write(piece)
+            groups.write_all(self.fd, piece, self.entry.path)
             self.sha.update(piece)
             self.left -= len(piece)
             view = view[len(piece) :]
             if not self.left:
                 self._next()
 
+    def finish(self):
+        if self.entry is not None:
+            raise DeltaUnusable("the patch decodes to fewer bytes than the frame's files")
+
     def close(self):
-        if self.f is not None:
-            self.f.close()
-            self.f = None
-
-
-def reencode(sources, out_path, threads=1):
-    """Encode `sources` (the decoded files, each already checked against the signed index) as one frame at
-    REENCODE_LEVEL into `out_path`. Returns (sha256, csize) of the frame written. One worker (threads=1) keeps
-    memory to the one job reencode_memory counts."""
-    with open(out_path, "wb") as out:
-        _, sha256, csize = groups.compress_frame(sources, out, level=REENCODE_LEVEL, threads=threads)
-    return sha256, csize
+        """Close what is open; returns the syncer's failure (a file that could not be fsynced), or None."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        return self.syncer.close()
 
 
 def check_usable(patch, bound):
@@ -313,10 +367,11 @@ def check_usable(patch, bound):
 
 
 def apply(patch, patch_path, old_dir, old_entries, new_entries, work, out_path, bound):
-    """The new frame's content, encoded again at REENCODE_LEVEL into `out_path`, from the patch at `patch_path`,
-    the installed old version at `old_dir` (its entries of the frame `old_entries`) and the new index's
-    `new_entries` of the frame. Decoded files go under `work` (a directory the caller removes). Returns (sha256,
-    csize) of the frame written; DeltaUnusable when the delta cannot give its content."""
+    """The new frame's content from the patch at `patch_path`, the installed old version at `old_dir` (its
+    entries of the frame `old_entries`) and the new index's `new_entries` of the frame: decoded into files under
+    `work` (a directory the caller removes), each checked against the signed index, and at once encoded again at
+    REENCODE_LEVEL into `out_path`. Returns (sha256, csize) of the frame written; DeltaUnusable when the delta
+    cannot give its content."""
     check_usable(patch, bound)
     if sum(e.size for e in new_entries) != patch.size:
         raise DeltaUnusable(
@@ -327,13 +382,17 @@ def apply(patch, patch_path, old_dir, old_entries, new_entries, work, out_path, 
             f"this version's files hold {sum(e.size for e in old_entries)} bytes, the patch was made against "
             f"{patch.reference_size}"
         )
-    reference = read_reference(old_dir, old_entries)
-    if reference_sha256(reference) != patch.from_sha256:
-        raise DeltaUnusable("it was made against other files than this version's")
-    with open(patch_path, "rb") as f:
-        sources = decode(patch, f, reference, new_entries, work, bound)
-    del reference
-    return reencode(sources, out_path)
+    workers = encode_workers(patch, bound, reencode_threads())
+    reference = read_reference(old_dir, old_entries, patch.from_sha256)
+    try:
+        with open(patch_path, "rb") as f, open(out_path, "wb") as out:
+            return decode(patch, f, reference, new_entries, work, out, bound, workers)
+    except BaseException:
+        try:
+            os.unlink(out_path)
+        except OSError:
+            pass
+        raise
 
 
 def say_fallback(group, why, stream=None):

@@ -64,7 +64,7 @@ def compress_frame(sources, out, level=19, threads=-1, progress=None):
         write_content_size=True,
         write_checksum=False,
     )
-    hashing = _HashingWriter(out)
+    hashing = HashingWriter(out)
     cctx = zstandard.ZstdCompressor(compression_params=params)
     # Not `with`: its __exit__ would end the frame, compressing all that is buffered, while an exception (Ctrl-C)
     # propagates. A writer dropped unclosed flushes nothing.
@@ -84,7 +84,7 @@ def compress_frame(sources, out, level=19, threads=-1, progress=None):
     return total, hashing.hexdigest(), hashing.count
 
 
-class _HashingWriter:
+class HashingWriter:
     def __init__(self, out):
         self.out, self.sha, self.count = out, hashlib.sha256(), 0
 
@@ -151,7 +151,7 @@ def extract_group(f, data_offset, group, entries, dest=None, progress=None, work
         raise IntegrityError(f"group {group.name!r} holds {group.size} bytes, its entries {entries_size}")
     plan = group.split_entries(entries)
     run = _Extraction(group, progress, workers or frames_in_flight(len(plan)), held)
-    syncer = _Syncer() if dest is not None else None
+    syncer = Syncer() if dest is not None else None
     try:
         try:
             run.read(f, data_offset, plan, dest, syncer)
@@ -167,6 +167,60 @@ def extract_group(f, data_offset, group, entries, dest=None, progress=None, work
         raise failure or sync_failure
     if progress is not None:  # the jobs may all have ended before this thread last woke to report
         progress(group.size, group.size)
+
+
+def link_checked(entries, files, dest, held=None):
+    """Put every file entry of `entries` under `dest` as a hard link to a file that holds it, without decoding
+    anything: the file another installed version holds (`held(entry)`, as extract_group takes it), else
+    `files[entry.path]` (a delta update's decoded file, fsynced). Each is checked through the link made: a
+    regular file of the entry's size and mode whose bytes hash to its sha256. Returns None when all are in place,
+    else the first entry no file held (and the links made are gone: the caller extracts the group instead)."""
+    made = []
+    for entry in entries:
+        path = os.path.join(dest, entry.path)
+        candidates = [held(entry) if held is not None and entry.kind == "file" else None, files.get(entry.path)]
+        if entry.kind != "file" or not any(_link_if_same(c, path, entry) for c in candidates if c):
+            for done in made:
+                os.unlink(done)
+            return entry
+        made.append(path)
+    return None
+
+
+def _link_if_same(found, path, entry):
+    """Link `path` to the file `found` and keep the link if that very inode holds the entry's bytes."""
+    try:
+        fd = os.open(found, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size or stat.S_IMODE(st.st_mode) != entry.mode:
+            return False
+        fs.safe_mkdir(os.path.dirname(path), DIR_MODE)
+        os.link(found, path)
+    except OSError:
+        os.close(fd)
+        return False
+    try:
+        linked = os.lstat(path)
+        if (linked.st_ino, linked.st_dev) != (st.st_ino, st.st_dev):  # replaced in between: not the one checked
+            raise OSError(errno.EINVAL, "replaced")
+        sha, done = hashlib.sha256(), 0
+        while done < entry.size:
+            chunk = os.pread(fd, min(BUFFER_SIZE, entry.size - done), done)
+            if not chunk:
+                break
+            sha.update(chunk)
+            done += len(chunk)
+        if done != entry.size or sha.hexdigest() != entry.sha256:
+            raise OSError(errno.EINVAL, "other bytes")
+        return True
+    except OSError:
+        os.unlink(path)
+        return False
+    finally:
+        os.close(fd)
 
 
 class _Stopped(Exception):
@@ -401,7 +455,7 @@ class _Splitter:
             if self.same is not None:
                 self._compare(piece)
             elif self.fd is not None:
-                _write_all(self.fd, piece, self.entry.path)
+                write_all(self.fd, piece, self.entry.path)
             pos += len(piece)
             self.left -= len(piece)
             if not self.left:
@@ -426,7 +480,7 @@ class _Splitter:
                 if found is VERIFY_ONLY:
                     pass
                 elif found is None or not self._link(found):
-                    self.fd = _open_entry(self.dest, self.entry)
+                    self.fd = open_entry(self.dest, self.entry)
             if self.left:
                 return
 
@@ -471,16 +525,16 @@ class _Splitter:
             os.unlink(path)
         except OSError as exc:
             raise _host_error(exc, self.entry.path) from None
-        self.fd = _open_entry(self.dest, self.entry)
+        self.fd = open_entry(self.dest, self.entry)
         done = 0
         while done < self.pos:
             chunk = os.pread(self.same, min(CHUNK, self.pos - done), done)
             if not chunk:
                 raise IntegrityError(f"{path} changed while it was compared; install again")
-            _write_all(self.fd, memoryview(chunk), self.entry.path)
+            write_all(self.fd, memoryview(chunk), self.entry.path)
             done += len(chunk)
         self._close_same()
-        _write_all(self.fd, piece, self.entry.path)
+        write_all(self.fd, piece, self.entry.path)
 
     def _close_same(self):
         if self.same is not None:
@@ -495,7 +549,7 @@ class _Splitter:
             self.fd = None
 
 
-class _Syncer:
+class Syncer:
     """Gives finished files their mode and fsyncs them on a thread of its own, while decompression goes on."""
 
     def __init__(self):
@@ -527,7 +581,7 @@ class _Syncer:
         return self.failure
 
 
-def _write_all(fd, view, where):
+def write_all(fd, view, where):
     try:
         while view:
             view = view[os.write(fd, view) :]
@@ -535,7 +589,7 @@ def _write_all(fd, view, where):
         raise _host_error(exc, where) from None
 
 
-def _open_entry(dest, entry):
+def open_entry(dest, entry):
     path = os.path.join(dest, entry.path)
     try:
         fs.safe_mkdir(os.path.dirname(path), DIR_MODE)  # not the umask: nobody else may add or swap a file

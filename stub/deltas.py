@@ -25,6 +25,9 @@ class Deltas:
         self.patches = None
         self.used = []  # (group, patch bytes, frame bytes)
         self.reencoded = {}  # published frame digest: (sha256, csize, level) of the frame encoded here
+        # Entry path: its file as a patch decoded it (checked, with its mode, fsynced), for the install to link
+        # rather than decode the frame again (stub/install.py). Under `downloads`, removed with it.
+        self.decoded = {}
 
     def _lookup(self):
         """{new frame digest: (Patch, its layer)} of the delta from the running version, fetched once."""
@@ -85,6 +88,10 @@ class Deltas:
             self.stream.flush()
             sha256, csize = delta.apply(patch, patch_path, old.path, old_entries, new_entries, files, out, self.bound)
             self.used.append((group, layer.size, blob.size))
+            kept = os.path.join(self.downloads, hexdigest + ".decoded")
+            fs.safe_rmtree(kept)
+            os.replace(files, kept)
+            self.decoded.update((e.path, os.path.join(kept, e.path)) for e in new_entries)
             if sha256 == hexdigest:  # published at this level: the very frame, and the file stays the published one
                 os.replace(out, target)
                 return target

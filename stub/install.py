@@ -141,8 +141,10 @@ def point_current(root, bundle_id):
     fs.replace_symlink(bundle_id, current)
 
 
-def install(payload, f, inst, after_extract=None):
-    """Install `payload` (open as `f`) into `inst` unless it is there already. Returns True if it extracted."""
+def install(payload, f, inst, after_extract=None, decoded=None):
+    """Install `payload` (open as `f`) into `inst` unless it is there already. Returns True if it extracted.
+    `decoded`: {entry path: file} a delta update decoded and checked (stub/deltas.py); a group whose files are all
+    there is linked from them, each hashed again through its link, instead of being decoded from `f`."""
     from payload.groups import extract_group
     from stub import shared
 
@@ -175,6 +177,8 @@ def install(payload, f, inst, after_extract=None):
             try:
                 with data.verifying():  # streamed from the parts of a split bundle, every part's sha256 checked
                     for group in index.groups:
+                        if decoded and _from_decoded(index, group, decoded, work, held_files):
+                            continue
                         label = "installing " + group.name
                         extract_group(
                             data,
@@ -200,6 +204,23 @@ def install(payload, f, inst, after_extract=None):
         raise HostError(f"cannot install into {inst.root}: {exc.strerror or exc}") from None
     finally:
         os.close(lock)
+
+
+def _from_decoded(index, group, decoded, work, held):
+    """Link `group`'s files from what a delta decoded (link_checked); False to extract it from the file instead."""
+    from payload.groups import link_checked
+
+    entries = index.entries_of(group.name)
+    if not entries or not all(e.kind == "file" and e.path in decoded for e in entries):
+        return False
+    missed = link_checked(entries, decoded, work, held)
+    if missed is None:
+        return True
+    sys.stderr.write(
+        f"{index.name}: {missed.path} as the delta decoded it does not match the signed index; installing group "
+        f"{group.name!r} from the new file\n"
+    )
+    return False
 
 
 def _write_marker(work, bundle_id):

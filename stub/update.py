@@ -76,7 +76,11 @@ def update(payload, f, path, opts, environ):
                     inst = Installation(root, rebuilt.bundle_id)
                     replaced = fs.link_target(os.path.join(root, CURRENT))
                     install.install(
-                        rebuilt, built, inst, after_extract=lambda work: images.write_embedded(work, rebuilt.index)
+                        rebuilt,
+                        built,
+                        inst,
+                        after_extract=lambda work: images.write_embedded(work, rebuilt.index),
+                        decoded=sources.deltas.decoded,
                     )
         if key_to_pin is not None:
             trust.pin(root, key_to_pin)

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 
 import pytest
+import zstandard
 
 from bundler.fleet.delta import make_patch, read_files
 from payload import delta, groups
@@ -137,10 +138,11 @@ def test_the_frame_is_encoded_at_the_fast_level_whatever_level_the_publisher_use
     encoding at REENCODE_LEVEL is what the new file holds (the level-19 frame is larger to make, never to apply)."""
     assert not any(k.endswith((".level", ".zstd")) for k in shim["record"].to_annotations())
     out, _, _ = _apply(shim, tmp_path)
-    again = tmp_path / "again.frame"
-    with open(again, "wb") as f:
-        groups.compress_frame([shim["new"].path(containerd.SHIM)], f, level=delta.REENCODE_LEVEL, threads=1)
-    assert open(out, "rb").read() == open(again, "rb").read()
+    new = open(shim["new"].path(containerd.SHIM), "rb").read()
+    # The same bytes with one worker or several (zstd's jobs cut the same way), at the fast level's window.
+    for workers in (1, 2):
+        assert open(out, "rb").read() == delta.reencoder(len(new), workers).compress(new)
+    assert zstandard.get_frame_parameters(open(out, "rb").read(18)).window_size == 1 << delta.REENCODE_WINDOW_LOG
 
 
 def test_memory_bound_from_option_or_environment():
@@ -160,3 +162,27 @@ def test_a_record_missing_a_field_is_not_a_patch():
                 if not k.endswith(".size")
             }
         )
+
+
+def test_the_install_links_the_decoded_files_and_refuses_a_damaged_one(shim, tmp_path):
+    """An install takes a delta's decoded files by hard link, each hashed again through the link it made
+    (groups.link_checked); a file damaged after it was decoded is not taken, and nothing of the group stays."""
+    _, work, _ = _apply(shim, tmp_path)
+    entry = shim["new_entries"][0]
+    decoded = {entry.path: str(work / entry.path)}
+    dest = tmp_path / "version"
+    assert groups.link_checked(shim["new_entries"], decoded, str(dest)) is None
+    installed = dest / INSTALLED
+    assert installed.stat().st_ino == (work / INSTALLED).stat().st_ino  # linked, not written again
+    assert installed.stat().st_mode & 0o7777 == entry.mode
+    summed = subprocess.run(["sha256sum", str(installed)], check=True, capture_output=True, text=True).stdout
+    assert summed.split()[0] == entry.sha256
+    assert _md5(installed) == shim["new"].md5sums[containerd.SHIM]
+    with open(work / INSTALLED, "r+b") as f:  # a bit flipped on disk between the decode and the install
+        f.seek(entry.size // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 1]))
+    other = tmp_path / "other-version"
+    assert groups.link_checked(shim["new_entries"], decoded, str(other)) is entry
+    assert not (other / INSTALLED).exists()
