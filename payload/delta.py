@@ -2,19 +2,19 @@
 
 A patch (bundler/fleet/delta.py makes it) is one zstd frame whose decoded bytes are the new frame's content; its
 reference (a raw-content prefix) is the old version of the frame's files (reference_entries: the installed
-version's files at the same paths, in the new frame's order), rebuilt here from the installed files, each
-re-hashed against the installed index first, and the whole against the sha256 the patch was made against. Every
-decoded entry is checked against its sha256 and size in the new signed content index as it is written. The
-signature covers content, not encoding (docs/format.md, 3.5), so the frame is then encoded again here at
-REENCODE_LEVEL, a fast level, rather than at the publisher's: the rebuilt executable keeps the bundle id and the
-signature, its encoding table records the frame with its new sha256, size and `level`. Any failure on the way is
-a DeltaUnusable: the caller says so and fetches the frame whole.
+version's files at the same paths, in the new frame's order), read here from the installed files. Every decoded
+entry is checked against its sha256 and size in the new signed content index as it is written; only when that
+fails is the reference hashed (each file against the installed index, the whole against the sha256 the patch was
+made against), to say why. The signature covers content, not encoding (docs/format.md, 3.5), so the same decoded
+bytes are encoded again here, as they come, at REENCODE_LEVEL, a fast level, rather than at the publisher's: the
+rebuilt executable keeps the bundle id and the signature, its encoding table records the frame with its new
+sha256, size and `level`. The decoded files stay for the install to link (payload/groups.link_checked). Any
+failure on the way is a DeltaUnusable: the caller says so and fetches the frame whole.
 
 Memory: the reference is held twice for a moment (python-zstandard copies it into its dictionary; the copy read
-from the files is dropped before decoding), then once with the decoder's window; decoding streams into files,
-and encoding again streams from them once the decoder is gone. The device's bound (--bundle-delta-memory,
-env BUNDLE_DELTA_MEMORY, default DEFAULT_MEMORY) is checked against the larger of the two phases before the
-reference is read.
+from the files is dropped before decoding), then once with the decoder's window; decoding streams into files and
+into the encoder, whose workers and jobs are counted on top. The device's bound (--bundle-delta-memory, env
+BUNDLE_DELTA_MEMORY, default DEFAULT_MEMORY) is checked against that sum before the reference is read.
 """
 
 import hashlib
@@ -193,10 +193,10 @@ def reference_sha256(reference):
     return hashlib.sha256(reference).hexdigest()
 
 
-def read_reference(version_dir, entries, sha256):
-    """The old frame's content from the installed files at `version_dir`, checked as a whole against `sha256`
-    (what the patch was made against). Returns a bytearray. DeltaUnusable names the first file that is missing or
-    differs from its entry; only when the whole differs is each file hashed, to name it."""
+def read_reference(version_dir, entries):
+    """The old frame's content from the installed files at `version_dir`, as a bytearray. It is not hashed here:
+    what the patch decodes to is checked against the signed index, and only when that fails is the reference
+    hashed, to say why (why_unusable). DeltaUnusable names the first file that is missing or not its size."""
     total = sum(e.size for e in entries)
     buf = bytearray(total)
     view, pos = memoryview(buf), 0
@@ -216,18 +216,34 @@ def read_reference(version_dir, entries, sha256):
         except OSError as exc:
             raise DeltaUnusable(f"the installed {entry.path} cannot be read ({exc.strerror})") from None
         if pos != end or extra:
-            raise DeltaUnusable(f"the installed {entry.path} differs from its index (repair it with --bundle-repair)")
-    if reference_sha256(buf) != sha256:
-        pos = 0
-        for entry in entries:
-            if hashlib.sha256(view[pos : pos + entry.size]).hexdigest() != entry.sha256:
-                raise DeltaUnusable(
-                    f"the installed {entry.path} differs from its index (repair it with --bundle-repair)"
-                )
-            pos += entry.size
-        raise DeltaUnusable("it was made against other files than this version's")
+            raise DeltaUnusable(_differs(entry))
     view.release()
     return buf
+
+
+def why_unusable(version_dir, entries, sha256):
+    """After a patch did not give the signed content: DeltaUnusable naming the installed file that differs from
+    its index, else saying the patch was made against other files (the whole is not `sha256`), else None (the
+    patch itself is at fault)."""
+    whole = hashlib.sha256()
+    for entry in entries:
+        one = hashlib.sha256()
+        try:
+            with open(os.path.join(version_dir, entry.path), "rb") as f:
+                for chunk in iter(lambda f=f: f.read(groups.BUFFER_SIZE), b""):
+                    one.update(chunk)
+                    whole.update(chunk)
+        except OSError as exc:
+            return DeltaUnusable(f"the installed {entry.path} cannot be read ({exc.strerror})")
+        if one.hexdigest() != entry.sha256:
+            return DeltaUnusable(_differs(entry))
+    if whole.hexdigest() != sha256:
+        return DeltaUnusable("it was made against other files than this version's")
+    return None
+
+
+def _differs(entry):
+    return f"the installed {entry.path} differs from its index (repair it with --bundle-repair)"
 
 
 def _check_header(patch, data_head, bound):
@@ -383,15 +399,19 @@ def apply(patch, patch_path, old_dir, old_entries, new_entries, work, out_path, 
             f"{patch.reference_size}"
         )
     workers = encode_workers(patch, bound, reencode_threads())
-    reference = read_reference(old_dir, old_entries, patch.from_sha256)
+    reference = read_reference(old_dir, old_entries)
     try:
         with open(patch_path, "rb") as f, open(out_path, "wb") as out:
             return decode(patch, f, reference, new_entries, work, out, bound, workers)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(out_path)
         except OSError:
             pass
+        if isinstance(exc, DeltaUnusable):
+            reason = why_unusable(old_dir, old_entries, patch.from_sha256)
+            if reason is not None:
+                raise reason from None
         raise
 
 
