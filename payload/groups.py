@@ -189,23 +189,10 @@ def link_checked(entries, files, dest, held=None):
 
 def _link_if_same(found, path, entry):
     """Link `path` to the file `found` and keep the link if that very inode holds the entry's bytes."""
-    try:
-        fd = os.open(found, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
+    fd = _link_to(found, path, entry)
+    if fd is None:
         return False
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size or stat.S_IMODE(st.st_mode) != entry.mode:
-            return False
-        fs.safe_mkdir(os.path.dirname(path), DIR_MODE)
-        os.link(found, path)
-    except OSError:
-        os.close(fd)
-        return False
-    try:
-        linked = os.lstat(path)
-        if (linked.st_ino, linked.st_dev) != (st.st_ino, st.st_dev):  # replaced in between: not the one checked
-            raise OSError(errno.EINVAL, "replaced")
         sha, done = hashlib.sha256(), 0
         while done < entry.size:
             chunk = os.pread(fd, min(BUFFER_SIZE, entry.size - done), done)
@@ -213,14 +200,38 @@ def _link_if_same(found, path, entry):
                 break
             sha.update(chunk)
             done += len(chunk)
-        if done != entry.size or sha.hexdigest() != entry.sha256:
-            raise OSError(errno.EINVAL, "other bytes")
-        return True
+        if done == entry.size and sha.hexdigest() == entry.sha256:
+            return True
     except OSError:
-        os.unlink(path)
-        return False
+        pass
     finally:
         os.close(fd)
+    os.unlink(path)
+    return False
+
+
+def _link_to(found, path, entry):
+    """Hard-link `path` to `found` when it is a regular file of the entry's size and mode and the link made is
+    that very inode. Returns a descriptor open on it, or None when nothing was linked: not such a file, or the link
+    refused (another file system, too many links, a file system without links)."""
+    try:
+        fd = os.open(found, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size or stat.S_IMODE(st.st_mode) != entry.mode:
+            raise OSError(errno.EINVAL, "not the same file")
+        fs.safe_mkdir(os.path.dirname(path), DIR_MODE)
+        os.link(found, path)
+        linked = os.lstat(path)
+        if (linked.st_ino, linked.st_dev) != (st.st_ino, st.st_dev):  # replaced in between: not the one checked
+            os.unlink(path)
+            raise OSError(errno.EINVAL, "replaced")
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 class _Stopped(Exception):
@@ -485,30 +496,10 @@ class _Splitter:
                 return
 
     def _link(self, found):
-        """Make the entry a hard link to `found` when it is a regular file of the entry's size and mode; the
-        stream is then compared with it. False (write a file instead) when it is not, or the link is refused
-        (another file system, too many links, a file system without links)."""
-        path = os.path.join(self.dest, self.entry.path)
-        try:
-            fd = os.open(found, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except OSError:
-            return False
-        try:
-            st = os.fstat(fd)
-            if (
-                not stat.S_ISREG(st.st_mode)
-                or st.st_size != self.entry.size
-                or stat.S_IMODE(st.st_mode) != self.entry.mode
-            ):
-                raise OSError(errno.EINVAL, "not the same file")
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            os.link(found, path)
-            linked = os.lstat(path)
-            if (linked.st_ino, linked.st_dev) != (st.st_ino, st.st_dev):  # replaced in between: not the one checked
-                os.unlink(path)
-                raise OSError(errno.EINVAL, "replaced")
-        except OSError:
-            os.close(fd)
+        """Make the entry a hard link to `found` (_link_to); the stream is then compared with it. False (write a
+        file instead) when it cannot be."""
+        fd = _link_to(found, os.path.join(self.dest, self.entry.path), self.entry)
+        if fd is None:
             return False
         self.same, self.pos = fd, 0
         return True
