@@ -105,6 +105,13 @@ def test_the_update_rebuilds_the_changed_shim_from_its_delta(tmp_path, built, re
     installed = root / "current" / "bin" / "containerd-shim-runc-v2"
     packaged = containerd.release(containerd.NEW).md5sums[containerd.SHIM]
     assert hashlib.md5(installed.read_bytes()).hexdigest() == packaged
+    # The install linked the files the delta decoded (not the re-encoded frame decoded again): each still holds
+    # what the signed index says, summed by another program, with its mode whatever the umask.
+    for entry in published["entries"]:
+        if entry["kind"] == "file":
+            path = root / "current" / entry["path"]
+            assert run(["sha256sum", path]).stdout.split()[0] == entry["sha256"], entry["path"]
+            assert path.stat().st_mode & 0o7777 == entry["mode"], entry["path"]
     # The key was pinned at the first start: the rebuilt, signed file starts under the pin, and with the key named.
     ran = start(app, root)
     assert ran.returncode == 0 and "RAN 1.0.1" in ran.stdout, ran.stderr
