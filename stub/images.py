@@ -10,6 +10,8 @@ from payload.rules import DIR_MODE, IMAGES_DIR, LAYOUT_BLOBS, blob_path
 from stub.root import IMAGES_STATE as STATE_FILE
 from stub.root import LOCK
 
+REGISTRY_AUTH_ENV = "BUNDLE_REGISTRY_AUTH"
+
 
 def _blob(root, digest):
     return os.path.join(root, blob_path(digest))
@@ -61,15 +63,26 @@ def _registries(values, env_name, environ, parse=None):
     return tuple((parse or parse_registry_host)(v) for v in list(values) + extra)
 
 
+def registry_auth(opts, environ):
+    """The docker config.json named by --bundle-registry-auth, else $BUNDLE_REGISTRY_AUTH, as an absolute path (the
+    background puller gets this path, never the credentials); None leaves the client's own lookup
+    ($REGISTRY_AUTH_FILE, else ~/.docker/config.json)."""
+    path = opts.registry_auth or environ.get(REGISTRY_AUTH_ENV)
+    return os.path.abspath(path) if path else None
+
+
 def registry_client(opts, environ, progress=None):
-    """The registry client of this start: mirrors and insecure registries from the options and the environment.
-    A mirror is checked like any registry (https with a verified certificate) unless it is also named insecure."""
+    """The registry client of this start: mirrors, insecure registries and credentials from the options and the
+    environment. A mirror is checked like any registry (https with a verified certificate) unless it is also named
+    insecure. Proxies come from the environment as requests reads it (docs/images.md)."""
     from payload.oci.reference import parse_insecure_registry
     from payload.oci.registry import RegistryClient
 
     mirrors = _registries(opts.registry_mirror, "BUNDLE_REGISTRY_MIRRORS", environ)
     insecure = _registries(opts.insecure_registry, "BUNDLE_INSECURE_REGISTRIES", environ, parse_insecure_registry)
-    return RegistryClient(insecure_registries=insecure, mirrors=mirrors, progress=progress)
+    return RegistryClient(
+        insecure_registries=insecure, mirrors=mirrors, auth_file=registry_auth(opts, environ), progress=progress
+    )
 
 
 def start_pull_early():

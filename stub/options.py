@@ -1,6 +1,8 @@
 """The options the stub consumes. They come first; everything from the first other argument (or after `--`)
 is passed to the runtime untouched."""
 
+import os
+
 from payload.errors import UsageError
 
 KEY = "--bundle-key"  # also named in advice (payload/report.py, stub/trust.py)
@@ -31,6 +33,7 @@ VALUED = (
     KEY,
     "--bundle-registry-mirror",
     "--bundle-insecure-registry",
+    "--bundle-registry-auth",
     "--bundle-update-output",
     "--bundle-delta-memory",
 )
@@ -82,6 +85,8 @@ bundle options (consumed here, never passed on; they must come before ARGS):
                                   background pull if none runs; print their archives; exit 6 after S seconds
   --bundle-registry-mirror HOST[:PORT]   try this registry first (repeatable; env BUNDLE_REGISTRY_MIRRORS)
   --bundle-insecure-registry HOST:PORT   allow plain http to this registry (repeatable)
+  --bundle-registry-auth FILE     registry credentials: a docker config.json (env BUNDLE_REGISTRY_AUTH;
+                                  default REGISTRY_AUTH_FILE, else ~/.docker/config.json)
   --bundle-help                   this text
 
 exit codes: 0 (or the runtime's own), 2 usage, 3 integrity, 4 environment, 5 network or registry,
@@ -97,6 +102,7 @@ class Options:
         self.uninstall = self.purge = self.sbom = False
         self.wait_images = self.timeout = None
         self.dir = self.extract = self.key = self.update = self.update_output = self.delta_memory = None
+        self.registry_auth = None
         self.registry_mirror = []
         self.insecure_registry = []
         self.args = []
@@ -190,6 +196,10 @@ def parse(argv):
         from payload.delta import memory_bound
 
         memory_bound(option=opts.delta_memory)  # a bad size is refused now, before any request
+    if opts.registry_auth is not None and not os.path.isfile(opts.registry_auth):
+        raise UsageError(
+            f"--bundle-registry-auth {opts.registry_auth}: no such file; give the path of a docker config.json"
+        )
     if opts.insecure_registry or opts.registry_mirror:  # checked now, not only when an image is pulled
         from payload.oci.reference import parse_insecure_registry, parse_registry_host
 

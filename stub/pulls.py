@@ -65,6 +65,9 @@ def start_background(inst, opts, executable):
         argv += ["--bundle-registry-mirror", value]
     for value in opts.insecure_registry:
         argv += ["--bundle-insecure-registry", value]
+    auth = images.registry_auth(opts, os.environ)
+    if auth:  # the path, never the credentials: a command line is readable by every user of the device
+        argv += ["--bundle-registry-auth", auth]
     from stub.launch import clean_environment
 
     spawn_detached(argv, clean_environment(os.environ), os.path.join(inst.root, PULL_LOG))

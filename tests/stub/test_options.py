@@ -62,3 +62,17 @@ def test_the_delta_memory_bound_goes_with_an_update_and_is_a_size():
         parse(["--bundle-delta-memory", "128M"])
     with pytest.raises(UsageError, match="--bundle-delta-memory lots is not a size"):
         parse(["--bundle-update", "--bundle-delta-memory=lots"])
+
+
+def test_the_registry_auth_file_must_exist_and_its_path_is_made_absolute(tmp_path, monkeypatch):
+    from stub.images import registry_auth
+
+    (tmp_path / "auth.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    opts = parse(["--bundle-registry-auth", "auth.json", "run"])
+    # absolute: the detached puller gets this path and does not run in this directory
+    assert registry_auth(opts, {}) == str(tmp_path / "auth.json") and opts.args == ["run"]
+    assert registry_auth(parse([]), {"BUNDLE_REGISTRY_AUTH": "auth.json"}) == str(tmp_path / "auth.json")
+    assert registry_auth(parse([]), {}) is None  # the client's own lookup: REGISTRY_AUTH_FILE, ~/.docker
+    with pytest.raises(UsageError, match="--bundle-registry-auth missing.json: no such file"):
+        parse(["--bundle-registry-auth", "missing.json"])
