@@ -152,6 +152,12 @@ def short_reason(error, timeout=None):
     if timeout is not None and isinstance(error, requests.ReadTimeout):
         return f"no answer within {timeout[1]:g} s (read timeout)"
 
+    if isinstance(error, requests.exceptions.ProxyError):
+        # The registry's own name alone would send the reader to the wrong host. The proxy's URL is not named: it
+        # may carry a password.
+        return (
+            f"through the proxy: {short_reason(error.args[0] if error.args else error)} (see HTTP(S)_PROXY, NO_PROXY)"
+        )
     inner = error.args[0] if error.args else None
     if isinstance(inner, urllib3.exceptions.MaxRetryError) and inner.reason is not None:
         error = inner.reason

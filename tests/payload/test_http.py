@@ -139,3 +139,22 @@ def test_a_pull_draws_its_bar_on_a_terminal_only(server, tmp_path):
         text=True,
     )
     assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_a_proxy_that_cannot_be_reached_is_named_as_the_proxy_without_its_password(server, tmp_path, monkeypatch):
+    import socket
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections to it are refused
+    for name in ("NO_PROXY", "no_proxy", "http_proxy", "https_proxy", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY"):  # the client tries https first, then plain http to loopback
+        monkeypatch.setenv(name, f"http://user:proxy-secret@127.0.0.1:{closed.getsockname()[1]}")
+    try:
+        with RegistryClient(retries=1, backoff=0.01, progress=False) as client, pytest.raises(NetworkError) as caught:
+            client.fetch_blob(reference(server), DIGEST, str(tmp_path / "blob"), len(BLOB))
+    finally:
+        closed.close()
+    message = str(caught.value)
+    assert "through the proxy: connection refused" in message and "NO_PROXY" in message, message
+    assert "proxy-secret" not in message
