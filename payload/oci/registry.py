@@ -47,7 +47,9 @@ UPLOAD_CHUNK = 32 << 20  # blobs up to this size go in one PUT; larger ones in c
 _MAX_REDIRECTS = 5
 _REDIRECTS = (301, 302, 303, 307, 308)
 LOGIN_HINT = (
-    "log in (docker login / skopeo login) or point " + AUTH_FILE_ENV + " at a docker config.json with credentials"
+    "log in (docker login / skopeo login) or point "
+    + AUTH_FILE_ENV
+    + " (on a device: --bundle-registry-auth or BUNDLE_REGISTRY_AUTH) at a docker config.json with credentials"
 )
 
 
