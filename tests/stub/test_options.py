@@ -76,3 +76,6 @@ def test_the_registry_auth_file_must_exist_and_its_path_is_made_absolute(tmp_pat
     assert registry_auth(parse([]), {}) is None  # the client's own lookup: REGISTRY_AUTH_FILE, ~/.docker
     with pytest.raises(UsageError, match="--bundle-registry-auth missing.json: no such file"):
         parse(["--bundle-registry-auth", "missing.json"])
+    # The variable is checked when a registry is used (a unit may set it for starts that never pull).
+    with pytest.raises(UsageError, match="BUNDLE_REGISTRY_AUTH missing.json: no such file"):
+        registry_auth(parse([]), {"BUNDLE_REGISTRY_AUTH": "missing.json"})
