@@ -280,7 +280,9 @@ def decode(patch, patch_file, reference, entries, dest, out, bound, workers=1):
     dctx = zstandard.ZstdDecompressor(dict_data=dictionary, max_window_size=max(params.window_size, 1 << 10))
     frame = groups.HashingWriter(out)
     encoder = reencoder(patch.size, workers).stream_writer(frame, size=patch.size, closefd=False)
-    writer = _EntryFiles(entries, dest)
+    syncer = groups.Syncer()  # each file gets its mode and is fsynced, so that an install can take it as it is
+    writer = groups.EntrySplitter(entries, dest, syncer)
+    writer.next_entry()
     try:
         stream = dctx.stream_reader(patch_file, read_size=groups.BUFFER_SIZE, read_across_frames=False)
         buf = bytearray(groups.BUFFER_SIZE)
@@ -293,15 +295,15 @@ def decode(patch, patch_file, reference, entries, dest, out, bound, workers=1):
             if produced > patch.size:
                 raise DeltaUnusable(f"the patch decodes to more than its {patch.size} bytes")
             piece = memoryview(buf)[:n]
-            writer.feed(piece)
+            writer.feed(piece)  # never more than the entries hold: patch.size is their sum (apply checks it)
             encoder.write(piece)
         if produced != patch.size or patch_file.read(1):
             raise DeltaUnusable(f"the patch decodes to {produced} bytes, expected {patch.size}")
-        writer.finish()
     except zstandard.ZstdError as exc:
         raise DeltaUnusable(f"the patch does not decode against the installed version ({exc})") from None
     finally:
-        failure = writer.close()
+        writer.close()
+        failure = syncer.close()
     if writer.mismatched:
         raise DeltaUnusable(
             "the patch's result differs from the signed index in {}".format(", ".join(writer.mismatched))
@@ -325,56 +327,6 @@ def reencoder(size, workers=1):
         write_checksum=False,
     )
     return zstandard.ZstdCompressor(compression_params=params)
-
-
-class _EntryFiles:
-    """The decoded stream cut into the new entries' files, each hashed, given its mode and fsynced (on the
-    syncer's thread) so that an install can take it as it is."""
-
-    def __init__(self, entries, dest):
-        self.pending, self.dest, self.mismatched = list(entries), dest, []
-        self.syncer = groups.Syncer()
-        self.fd, self.entry = None, None
-        self._next()
-
-    def _next(self):
-        while True:
-            if self.entry is not None:
-                if self.sha.hexdigest() != self.entry.sha256:
-                    self.mismatched.append(self.entry.path)
-                if self.fd is not None:
-                    self.syncer.put(self.fd, self.entry)
-                    self.fd = None
-            if not self.pending:
-                self.entry = None
-                return
-            self.entry = self.pending.pop(0)
-            self.fd, self.sha, self.left = groups.open_entry(self.dest, self.entry), hashlib.sha256(), self.entry.size
-            if self.left:
-                return
-
-    def feed(self, view):
-        while len(view):
-            if self.entry is None:
-                raise DeltaUnusable("the patch decodes to more bytes than the frame's files")
-            piece = view[: self.left]
-            groups.write_all(self.fd, piece, self.entry.path)
-            self.sha.update(piece)
-            self.left -= len(piece)
-            view = view[len(piece) :]
-            if not self.left:
-                self._next()
-
-    def finish(self):
-        if self.entry is not None:
-            raise DeltaUnusable("the patch decodes to fewer bytes than the frame's files")
-
-    def close(self):
-        """Close what is open; returns the syncer's failure (a file that could not be fsynced), or None."""
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-        return self.syncer.close()
 
 
 def check_usable(patch, bound):

@@ -349,7 +349,7 @@ class _FrameJob:
         self.filled, self.free = queue.Queue(), queue.Queue()
         for _ in range(BUFFERS):
             self.free.put(bytearray(BUFFER_SIZE))
-        self.splitter = _Splitter(entries, dest, syncer, run.holder)
+        self.splitter = EntrySplitter(entries, dest, syncer, run.holder)
         self.decoder = threading.Thread(target=self._decompress, name="decompress")
         self.consumer = threading.Thread(target=self._consume, name="write")
         self.decoder.daemon = self.consumer.daemon = True
@@ -448,7 +448,7 @@ class _FrameJob:
             self.run.ended(self, failure)
 
 
-class _Splitter:
+class EntrySplitter:
     """Cuts the decompressed stream into entries, hashes each one, and writes it when there is a `dest`: as a file
     of its own, or as a hard link to a file `held` names, compared byte for byte with the stream."""
 
