@@ -83,10 +83,12 @@ def write_section_content(out, index, group_paths, signature=b"", index_bytes=No
     """Write the whole payload section to the binary file `out`; group_paths maps group name to its frame file."""
     import shutil  # build side only
 
+    from payload.fs import CHUNK
+
     out.write(header_and_index(index, signature, index_bytes))
     for group in sorted(index.groups, key=lambda g: g.offset):
         with open(group_paths[group.name], "rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
+            shutil.copyfileobj(src, out, CHUNK)
 
 
 def _damaged(path, what):

@@ -25,6 +25,7 @@ from typing import NamedTuple, Optional
 
 from payload import arches
 from payload.errors import IntegrityError, UsageError
+from payload.fs import CHUNK
 
 ARTIFACT_TYPE = "application/vnd.bundler.bundle.v1"
 INDEX_TYPE = "application/vnd.bundler.index.v1"  # the config: payload header, index, signature block
@@ -175,7 +176,7 @@ def _hash_spans(f, spans):
         f.seek(offset)
         left = length
         while left:
-            chunk = f.read(min(left, 1 << 20))
+            chunk = f.read(min(left, CHUNK))
             if not chunk:
                 raise IntegrityError("the bundle file ends inside its stub")
             sha.update(chunk)
@@ -411,7 +412,7 @@ def rebuild_reencoded(path, published, artifact, open_blob, scratch):
 def _copy(src, out, size, sha, what):
     left = size
     while left:
-        chunk = src.read(min(left, 1 << 20))
+        chunk = src.read(min(left, CHUNK))
         if not chunk:
             raise IntegrityError(f"the blob of {what} ends {left} bytes early")
         sha.update(chunk)
@@ -607,7 +608,7 @@ def spans_match(path, spans, digest):
     hasher = digest_hasher(digest)
     try:
         with open(path, "rb") if spans is None else SpanReader(path, spans) as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
+            for chunk in iter(lambda: f.read(CHUNK), b""):
                 hasher.update(chunk)
     except (OSError, IntegrityError):
         return False
@@ -653,9 +654,10 @@ def resolve(client, ref, arch, variant):
         raise NetworkError(f"{ref}: not found on registry {ref.registry}; check the repository and tag")
     data, media_type, digest = found
     if media_type == OCI_INDEX:
-        if not any(_key(e)[0] for e in load_json(data, str(ref)).get("manifests") or [] if isinstance(e, dict)):
+        doc = load_json(data, f"image index of {ref}")
+        if not any(_key(e)[0] for e in doc.get("manifests") or [] if isinstance(e, dict)):
             raise not_a_bundle(str(ref), "an image index without bundles")
-        entry = select_entry(load_json(data, f"image index of {ref}"), arch, variant, str(ref))
+        entry = select_entry(doc, arch, variant, str(ref))
         digest = entry.get("digest")
         data = client.fetch_manifest(ref.with_digest(digest))
     where = f"{ref.name}@{digest}"
