@@ -274,10 +274,6 @@ class Entry:
         return {"path": self.path, "kind": self.kind, "mode": self.mode, "size": self.size, "sha256": self.sha256}
 
 
-def _table_require(cond, message):
-    _require(cond, message, _TABLE)
-
-
 class Part:
     """One file of a split bundle's data area (payload/parts.py): NAME.part001, ... beside the executable."""
 
@@ -667,18 +663,20 @@ def _parse_parts(doc, data_size):
     if "parts" not in doc:
         return []
     parts, names = [], set()
-    _table_require(isinstance(doc["parts"], list) and doc["parts"], "parts is not a non-empty list")
+    _require(isinstance(doc["parts"], list) and doc["parts"], "parts is not a non-empty list", _TABLE)
     for p in doc["parts"]:
-        _table_require(isinstance(p, dict), "part is not an object")
+        _require(isinstance(p, dict), "part is not an object", _TABLE)
         _check_part_name(p.get("name"))
         _object(p, _PART_KEYS, (), "part {!r}".format(p["name"]))
-        _table_require(p["name"] not in names, "part {!r} appears twice".format(p["name"]))
+        _require(p["name"] not in names, "part {!r} appears twice".format(p["name"]), _TABLE)
         names.add(p["name"])
-        _table_require(
-            rules.is_size(p["size"]) and p["size"] > 0, "part {!r}: size is not a positive size".format(p["name"])
+        _require(
+            rules.is_size(p["size"]) and p["size"] > 0,
+            "part {!r}: size is not a positive size".format(p["name"]),
+            _TABLE,
         )
-        _table_require(rules.is_sha256(p["sha256"]), "part {!r}: bad sha256".format(p["name"]))
+        _require(rules.is_sha256(p["sha256"]), "part {!r}: bad sha256".format(p["name"]), _TABLE)
         parts.append(Part(p["name"], p["size"], p["sha256"]))
     total = sum(p.size for p in parts)
-    _table_require(total == data_size, f"the parts hold {total} bytes, the data area {data_size}")
+    _require(total == data_size, f"the parts hold {total} bytes, the data area {data_size}", _TABLE)
     return parts
