@@ -329,18 +329,13 @@ def reencoder(size, workers=1):
     return zstandard.ZstdCompressor(compression_params=params)
 
 
-def check_usable(patch, bound):
-    """What can be refused from the record alone, before the patch is fetched: too much memory."""
-    return check_memory(patch, bound)
-
-
 def apply(patch, patch_path, old_dir, old_entries, new_entries, work, out_path, bound):
     """The new frame's content from the patch at `patch_path`, the installed old version at `old_dir` (its
     entries of the frame `old_entries`) and the new index's `new_entries` of the frame: decoded into files under
     `work` (a directory the caller removes), each checked against the signed index, and at once encoded again at
     REENCODE_LEVEL into `out_path`. Returns (sha256, csize) of the frame written; DeltaUnusable when the delta
     cannot give its content."""
-    check_usable(patch, bound)
+    check_memory(patch, bound)
     if sum(e.size for e in new_entries) != patch.size:
         raise DeltaUnusable(
             f"the new frame holds {sum(e.size for e in new_entries)} bytes, the patch gives {patch.size}"

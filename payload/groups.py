@@ -42,8 +42,7 @@ VERIFY_ONLY = object()
 
 def frame_threads(frames_in_group):
     """zstd's workers for a frame of a group of `frames_in_group` frames, as `bundler make` compresses it: a lone
-    frame with zstd's workers (-1), the frames of a group of several on one thread each (0, other bytes). A device
-    compressing a frame again (payload/delta.py) follows the same rule to get the same bytes."""
+    frame with zstd's workers (-1), the frames of a group of several on one thread each (0, other bytes)."""
     return 0 if frames_in_group > 1 else -1
 
 

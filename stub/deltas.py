@@ -68,7 +68,7 @@ class Deltas:
             if patch.group != group or new_entries is None:
                 raise delta.DeltaUnusable("its record names another frame")
             old_entries = delta.reference_entries(self.running.index, new_entries)
-            delta.check_usable(patch, self.bound)
+            delta.check_memory(patch, self.bound)  # from the record alone, before the patch is fetched
             if layer.size >= blob.size:  # the frame's size is signed, the patch's is not: it bounds the download
                 raise delta.DeltaUnusable(f"its patch claims {layer.size} bytes, no fewer than the group's {blob.size}")
             old = Installation(self.root, self.running.bundle_id)
