@@ -26,7 +26,7 @@ def read_sbom(payload, f):
             f"{payload.path} holds no SBOM (made by bundler {payload.index.bundler_version}); make it "
             f"again with a newer bundler"
         )
-    group = next(g for g in payload.index.groups if g.name == entry.group)
+    group = payload.index.group(entry.group)
     work = tempfile.mkdtemp(prefix=".bundle-sbom-")
     try:
         data = payload.open_data(f)
