@@ -9,15 +9,10 @@ root, each inode counted once.
 import os
 import time
 
-from payload import jsondecode
+from payload import fs, jsondecode
 from payload.rules import update_setting
 from stub import probation
 from stub.root import CURRENT, INDEX_FILE, KEPT_DIR, MARKER, PINS_DIR, PREVIOUS, REFUSED_DIR
-
-
-def _target(root, name):
-    path = os.path.join(root, name)
-    return os.readlink(path) if os.path.islink(path) else None
 
 
 def _index_doc(root, bundle_id):
@@ -65,7 +60,7 @@ def _when(record):
 def collect(root):
     """Everything --bundle-status shows, as a JSON-ready dict."""
     root = os.path.abspath(root)
-    current, previous = _target(root, CURRENT), _target(root, PREVIOUS)
+    current, previous = fs.link_target(os.path.join(root, CURRENT)), fs.link_target(os.path.join(root, PREVIOUS))
     inodes = {bundle_id: _inodes(os.path.join(root, bundle_id)) for bundle_id in _versions(root)}
     versions = []
     for bundle_id, mine in inodes.items():
