@@ -5,7 +5,7 @@ health`, or `probation_starts` set): <root>/.probation names it, with the versio
 has made. Each start of it counts itself (an atomic rewrite, under the install lock) before the runtime runs; a
 start that finds `probation_starts` starts made without a mark rolls back instead (stub/rollback.py), records why,
 and runs the previous version. `--bundle-mark-good`, or the health command exiting 0 in a detached process, ends
-the probation. When nothing is on probation a start pays one failed stat.
+the probation. When nothing is on probation a start pays two failed stats (stub/main.py).
 
 The bookkeeping is ordered so that kill -9 at any point leaves a version that starts: the count is one atomic
 rename; a rollback first records the refusal, then swaps `current` and `previous`, then puts back the old bundle
@@ -236,6 +236,7 @@ def _roll_back(inst, index, executable, argv, held, runtime_args, umask):
     os.close(held)  # the version left is no longer in use
     sys.stdout.flush()
     sys.stderr.flush()
+    os.umask(umask)  # the file run again takes the umask it finds as the one it was started with
     command = self_command(executable) + list(argv)
     try:
         os.execve(command[0], command, launch.clean_environment(os.environ))
