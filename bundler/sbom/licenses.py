@@ -4,7 +4,7 @@ from functools import cache
 
 
 @cache
-def _licensing():
+def licensing():
     from license_expression import get_spdx_licensing  # spdx-tools' own dependency: the SPDX license list
 
     return get_spdx_licensing()
@@ -12,7 +12,7 @@ def _licensing():
 
 def license_problem(text):
     """None when `text` is an SPDX license expression of known ids, else what is wrong with it."""
-    info = _licensing().validate(text, strict=True)
+    info = licensing().validate(text, strict=True)
     if not info.errors:
         return None
     unknown = [s for s in info.invalid_symbols if s]
@@ -23,7 +23,7 @@ def license_problem(text):
 
 def normalized(text):
     """The expression as SPDX spells it (GPL-2.0+ -> GPL-2.0-or-later), or None when it is not one."""
-    info = _licensing().validate(text, strict=True)
+    info = licensing().validate(text, strict=True)
     return None if info.errors else info.normalized_expression
 
 

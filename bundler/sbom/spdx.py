@@ -40,9 +40,9 @@ def _purl(purl):
 def _license(text):
     if not text:
         return SpdxNoAssertion()
-    from license_expression import get_spdx_licensing
+    from bundler.sbom.licenses import licensing
 
-    return get_spdx_licensing().parse(text)
+    return licensing().parse(text)
 
 
 def _download(url):
