@@ -15,7 +15,7 @@ import pytest
 
 from testing.faults import SMALL, build, version_dirs, write_project
 from testing.helpers import ROOT, bundler, measured
-from testing.mutations import join_section, read_section, split_section, with_section
+from testing.mutations import HEADER, join_section, read_section, split_section, with_section
 
 CEILING_KB = 200 << 10  # a generous bound: a refusal reads at most the 64 MiB head, and parses far less
 
@@ -68,7 +68,7 @@ def _too_many(index_bytes, doc):
 def _tampered_table(bases, base):
     section = bytearray(bases[base])
     _, index_bytes, signature, table_bytes, _ = split_section(bases[base])
-    at = 104 + len(index_bytes) + len(signature) + table_bytes.index(b'"csize":') + len('"csize":')
+    at = HEADER.size + len(index_bytes) + len(signature) + table_bytes.index(b'"csize":') + len('"csize":')
     section[at] = ord("9") if section[at] != ord("9") else ord("8")  # the header's table sha256 left as it was
     return bytes(section)
 

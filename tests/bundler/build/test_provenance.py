@@ -4,7 +4,6 @@ bundle's public key; its subject is the written file, its dependencies the manif
 local file, a download served on loopback) and the stub, each with its sha256."""
 
 import base64
-import hashlib
 import json
 import random
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from testing.faults import sha256_of
 from testing.helpers import bundler
 from testing.http_server import FileServer
 
@@ -29,10 +29,6 @@ source = {{ url = "hello" }}
 path = "share/data.bin"
 source = {{ url = "{data}" }}
 """
-
-
-def sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @pytest.fixture
@@ -92,28 +88,28 @@ def test_the_statement_names_the_bundle_and_every_input_by_sha256(made):
     statement = json.loads(_envelope(out).payload)
     assert statement["_type"] == "https://in-toto.io/Statement/v1"
     assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
-    assert statement["subject"] == [{"name": "app", "digest": {"sha256": sha256(out)}}]
+    assert statement["subject"] == [{"name": "app", "digest": {"sha256": sha256_of(out)}}]
     build = statement["predicate"]["buildDefinition"]
     assert build["buildType"] == "urn:bundler:make:v1"
     assert build["externalParameters"]["locked"] is True and build["externalParameters"]["level"] == 3
     deps = {d["name"]: d for d in build["resolvedDependencies"]}
-    assert deps["manifest"]["digest"]["sha256"] == sha256(work / "bundle.toml")
-    assert deps["lock"]["digest"]["sha256"] == sha256(work / "bundle.lock")
+    assert deps["manifest"]["digest"]["sha256"] == sha256_of(work / "bundle.toml")
+    assert deps["lock"]["digest"]["sha256"] == sha256_of(work / "bundle.lock")
     assert deps["file:bin/hello"] == {
         "name": "file:bin/hello",
         "uri": (work / "hello").as_uri(),
-        "digest": {"sha256": sha256(work / "hello")},
+        "digest": {"sha256": sha256_of(work / "hello")},
     }
     assert deps["file:share/data.bin"]["uri"] == made["url"]
-    assert deps["file:share/data.bin"]["digest"]["sha256"] == sha256(made["www"] / "data.bin")
-    assert deps["stub"]["digest"]["sha256"] == sha256(made["stub"])
+    assert deps["file:share/data.bin"]["digest"]["sha256"] == sha256_of(made["www"] / "data.bin")
+    assert deps["stub"]["digest"]["sha256"] == sha256_of(made["stub"])
     run = statement["predicate"]["runDetails"]
     assert run["builder"]["id"] and run["builder"]["version"]["bundler"]
-    assert run["byproducts"] == [{"name": "app.spdx.json", "digest": {"sha256": sha256(work / "app.spdx.json")}}]
+    assert run["byproducts"] == [{"name": "app.spdx.json", "digest": {"sha256": sha256_of(work / "app.spdx.json")}}]
 
 
 def test_an_unsigned_build_writes_the_envelope_without_a_signature(made):
     doc = json.loads((made["work"] / "unsigned.intoto.json").read_text())
     assert doc["signatures"] == [] and doc["payloadType"] == "application/vnd.in-toto+json"
     statement = json.loads(base64.b64decode(doc["payload"]))
-    assert statement["subject"][0]["digest"]["sha256"] == sha256(made["work"] / "unsigned")
+    assert statement["subject"][0]["digest"]["sha256"] == sha256_of(made["work"] / "unsigned")

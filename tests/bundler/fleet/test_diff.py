@@ -37,8 +37,8 @@ source = {{ url = "{deb}" }}
 
 @pytest.fixture
 def releases(tmp_path, plain_stub):
-    """1.0.0 and 1.1.0: the launcher edited, the big group untouched, the Debian package 1.0-1 -> 1.1-1 (the
-    same bytes: only its name in the pool changed), share/old.txt removed and share/new.txt added in a new group."""
+    """1.0.0 and 1.1.0: the launcher edited, the big group untouched, the Debian package 1.0-1 -> 1.1-1 (other
+    bytes and another name in the pool), share/old.txt removed and share/new.txt added in a new group."""
     www = tmp_path / "www"
     pool = www / "pool/main/t/tool"
     pool.mkdir(parents=True)
@@ -92,6 +92,8 @@ def test_diff_names_what_changed_with_sizes_and_what_an_update_fetches(releases)
     assert _names(groups["changed"], "name") == ["bundle-sbom", "files", "tools"]  # not "big": untouched
     # What an update fetches whole: the new frames the old bundle lacks, its head (the config blob: header,
     # content index, signature, encoding table) and the ELF layer (its section table moves with the section's size).
+    # This sum uses diff's own head_of and outside_spans; the independent check is test_fleet_update.py, which
+    # compares diff's figure with the bytes a real registry served to a real --bundle-update.
     frames = {}
     for label, path in (("old", old), ("new", new)):
         index = json.loads(bundler("inspect", "--json", path).stdout)

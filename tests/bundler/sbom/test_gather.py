@@ -3,15 +3,14 @@ spdx-tools' own parser and validator (`pyspdxtools`), CycloneDX 1.6 by cyclonedx
 validator; every file with its path, sha256, size, source, purl and license; the same bytes inside the bundle
 (`bundler inspect --sbom`) as beside it; damage to it inside the bundle is an integrity error."""
 
-import hashlib
 import json
 import random
-from pathlib import Path
 
 import pytest
 
 from payload.layout import open_payload
 from payload.rules import SBOM_GROUP, SBOM_PATHS
+from testing.faults import sha256_of
 from testing.helpers import bundler, flip_byte
 from testing.http_server import FileServer
 from testing.sbom import FILES, check_cyclonedx, check_spdx, packaged_tool
@@ -52,10 +51,6 @@ def project(tmp_path, plain_stub):
         yield make, server, tool
 
 
-def _sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def test_spdx_by_default_valid_and_inside_the_bundle_as_beside_it(project):
     make, server, tool = project
     out = make("app")
@@ -66,11 +61,11 @@ def test_spdx_by_default_valid_and_inside_the_bundle_as_beside_it(project):
     assert doc["spdxVersion"] == "SPDX-2.3" and doc["creationInfo"]["created"] == "1970-01-01T00:00:00Z"
     packages = {p["name"]: p for p in doc["packages"]}
     hello, data, packaged = packages["bin/hello"], packages["share/data.bin"], packages["bin/tool"]
-    assert hello["checksums"] == [{"algorithm": "SHA256", "checksumValue": _sha256(out.parent / "hello")}]
+    assert hello["checksums"] == [{"algorithm": "SHA256", "checksumValue": sha256_of(out.parent / "hello")}]
     assert hello["licenseDeclared"] == "MIT" and hello["sourceInfo"] == f"from {out.parent / 'hello'}"
     assert hello["comment"].startswith(f"size {(out.parent / 'hello').stat().st_size} bytes, mode 0755")
     assert data["sourceInfo"] == f"from {server.url('data.bin')}"
-    assert data["checksums"][0]["checksumValue"] == _sha256(server.root / "data.bin")
+    assert data["checksums"][0]["checksumValue"] == sha256_of(server.root / "data.bin")
     assert data["comment"].startswith("size 100000 bytes")
     refs = [r["referenceLocator"] for r in packaged["externalRefs"]]
     assert len(refs) == 1 and refs[0].startswith("pkg:deb/debian/") and packaged["licenseDeclared"] != "NOASSERTION"
@@ -100,7 +95,7 @@ def test_cyclonedx_on_request_is_valid(project):
 def test_the_sbom_is_the_same_for_the_same_inputs_and_takes_its_time_from_source_date_epoch(project):
     make, _, _ = project
     first, again = make("app"), make("again")
-    assert _sha256(first) == _sha256(again)  # inside the bundle: no wall-clock time, no random id
+    assert sha256_of(first) == sha256_of(again)  # inside the bundle: no wall-clock time, no random id
     dated = make("dated", env={"SOURCE_DATE_EPOCH": "1767225600"})
     assert json.loads(dated.with_name("dated.spdx.json").read_text())["creationInfo"]["created"] == (
         "2026-01-01T00:00:00Z"
