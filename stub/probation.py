@@ -17,7 +17,7 @@ import sys
 import time
 
 from payload import fs
-from stub.root import CURRENT, HEALTH_LOCK, HEALTH_LOG, LOCK, PROBATION, REFUSED_DIR, UPDATE_LOG
+from stub.root import CURRENT, HEALTH_LOCK, HEALTH_LOG, LOCK, PROBATION, REFUSED_DIR, UPDATE_LOG, Installation
 
 HEALTH_WORKER = "--bundle-health-worker"
 FORCE = "--bundle-force"
@@ -80,14 +80,7 @@ def refused(root, bundle_id):
 
 def installed_policy(root, bundle_id):
     """The `update_policy` the installed version `bundle_id` records in its index ({} when none or unreadable)."""
-    from payload import jsondecode
-    from stub.root import INDEX_FILE
-
-    try:
-        with open(os.path.join(root, bundle_id, INDEX_FILE), "rb") as f:
-            policy = jsondecode.loads(f.read()).get("update_policy")
-    except (OSError, ValueError, AttributeError):
-        return {}
+    policy = Installation(root, bundle_id).index_doc().get("update_policy")
     return policy if isinstance(policy, dict) else {}
 
 
@@ -254,18 +247,12 @@ class _Identity:
 def _exec_installed(root, bundle_id, runtime_args, held, umask):
     """Become the installed entrypoint of version `bundle_id` of `root` (installed and verified when it was made
     current), holding its shared lock instead of `held`."""
-    from payload import jsondecode
     from payload.errors import HostError
     from stub import launch, locking
-    from stub.root import INDEX_FILE, Installation
 
     other = Installation(root, bundle_id)
-    try:
-        with open(os.path.join(other.path, INDEX_FILE), "rb") as f:
-            doc = jsondecode.loads(f.read())
-    except (OSError, ValueError):
-        doc = None
-    if not isinstance(doc, dict) or not isinstance(doc.get("entrypoint"), list) or not other.is_installed():
+    doc = other.index_doc()
+    if not isinstance(doc.get("entrypoint"), list) or not other.is_installed():
         raise HostError(f"the current version {bundle_id[:12]} in {root} is not installed; start its bundle file")
     locking.hold_shared(other.version_lock())
     os.close(held)
@@ -329,7 +316,6 @@ def health_worker(payload, root):
     import subprocess
 
     from stub import launch, locking
-    from stub.root import Installation
 
     index = payload.index
     inst = Installation(root, payload.bundle_id)

@@ -4,11 +4,11 @@ a version older than `current` (payload/versions.py orders them) needs --bundle-
 import errno
 import os
 
-from payload import fs, jsondecode
+from payload import fs
 from payload.errors import HostError
 from payload.versions import is_older
 from stub import install, locking, owner
-from stub.root import CURRENT, INDEX_FILE, LOCK, LOCKS_DIR, PREVIOUS, PROBATION, Installation
+from stub.root import CURRENT, LOCK, LOCKS_DIR, PREVIOUS, PROBATION, Installation
 
 
 def _target(root, name):
@@ -17,11 +17,7 @@ def _target(root, name):
 
 def installed_version(root, bundle_id):
     """The version string recorded in an installed version dir, or None when it has no record."""
-    try:
-        with open(os.path.join(root, bundle_id, INDEX_FILE), "rb") as f:
-            version = jsondecode.loads(f.read()).get("version")
-    except (OSError, ValueError):
-        return None
+    version = Installation(root, bundle_id).index_doc().get("version")
     return version if isinstance(version, str) else None
 
 

@@ -52,5 +52,16 @@ class Installation:
     def is_installed(self):
         return os.path.isfile(os.path.join(self.path, MARKER))
 
+    def index_doc(self):
+        """The version's record (its index as installed, parsed), or {} when it has none or it does not parse."""
+        from payload import jsondecode
+
+        try:
+            with open(os.path.join(self.path, INDEX_FILE), "rb") as f:
+                doc = jsondecode.loads(f.read())
+        except (OSError, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
     def version_lock(self):
         return os.path.join(self.root, LOCKS_DIR, self.bundle_id)

@@ -11,8 +11,8 @@ is ever written in place, so a version removed, repaired or rolled back leaves t
 
 import os
 
-from payload import fs, jsondecode, rules
-from stub.root import INDEX_FILE, Installation
+from payload import fs, rules
+from stub.root import Installation
 
 
 def _image_key(doc):
@@ -27,11 +27,11 @@ class Held:
     def __init__(self, root, bundle_id):
         self.files, self.archives = {}, {}  # (sha256, mode) -> path; image key -> [paths]
         for name in sorted(os.listdir(root)):
-            if name == bundle_id or not rules.is_sha256(name) or not Installation(root, name).is_installed():
+            other = Installation(root, name)
+            if name == bundle_id or not rules.is_sha256(name) or not other.is_installed():
                 continue
+            doc = other.index_doc()
             try:
-                with open(os.path.join(root, name, INDEX_FILE), "rb") as f:
-                    doc = jsondecode.loads(f.read())
                 for e in doc["entries"]:
                     if e["kind"] == "file" and rules.path_problem(e["path"]) is None:
                         self.files.setdefault((e["sha256"], e["mode"]), os.path.join(root, name, e["path"]))
@@ -39,7 +39,7 @@ class Held:
                     if rules.is_name(i.get("name")):
                         path = os.path.join(root, name, rules.IMAGES_DIR, i["name"] + ".tar")
                         self.archives.setdefault(_image_key(i), []).append(path)
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            except (KeyError, TypeError, AttributeError):
                 continue  # a version without a readable record shares nothing
 
     def file(self, entry):

@@ -9,19 +9,10 @@ root, each inode counted once.
 import os
 import time
 
-from payload import fs, jsondecode
+from payload import fs
 from payload.rules import update_setting
 from stub import probation
-from stub.root import CURRENT, INDEX_FILE, KEPT_DIR, MARKER, PINS_DIR, PREVIOUS, REFUSED_DIR
-
-
-def _index_doc(root, bundle_id):
-    try:
-        with open(os.path.join(root, bundle_id, INDEX_FILE), "rb") as f:
-            doc = jsondecode.loads(f.read())
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
+from stub.root import CURRENT, KEPT_DIR, MARKER, PINS_DIR, PREVIOUS, REFUSED_DIR, Installation
 
 
 def _versions(root):
@@ -65,7 +56,7 @@ def collect(root):
     versions = []
     for bundle_id, mine in inodes.items():
         others = set().union(*(set(v) for k, v in inodes.items() if k != bundle_id))
-        doc = _index_doc(root, bundle_id)
+        doc = Installation(root, bundle_id).index_doc()
         versions.append(
             {
                 "bundle_id": bundle_id,
