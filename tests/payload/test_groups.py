@@ -450,3 +450,49 @@ def test_verify_only_entries_are_hashed_and_not_written(tmp_path):
     bad = [Entry(e.path, e.kind, e.mode, e.size, "0" * 64, e.group, e.offset) for e in entries]
     with pytest.raises(IntegrityError, match="sha256 mismatch in d/f0, d/f1"):
         extract_group(io.BytesIO(frame), 0, group, bad, str(dest), held=lambda e: groups.VERIFY_ONLY)
+
+
+def test_read_ahead_gives_the_decoded_stream_in_order(tmp_path):
+    """ReadAhead decodes on its own thread: what the consumer sees is the stream, byte for byte (checked against
+    the zstd command's own decoding), in pieces no larger than its buffers."""
+    data = os.urandom(300_000) * 4 + bytes(range(256)) * 5000
+    (tmp_path / "data").write_bytes(data)
+    subprocess.run(["zstd", "-q", "-3", str(tmp_path / "data"), "-o", str(tmp_path / "data.zst")], check=True)
+    expected = subprocess.run(["zstd", "-dc", str(tmp_path / "data.zst")], check=True, capture_output=True).stdout
+    got = bytearray()
+    with open(tmp_path / "data.zst", "rb") as f:
+        stream = zstandard.ZstdDecompressor().stream_reader(f)
+        with groups.ReadAhead(stream, buffers=2, size=64 << 10) as pieces:
+            for piece in pieces:
+                assert 0 < len(piece) <= 64 << 10
+                got += piece
+    assert bytes(got) == expected
+
+
+def test_read_ahead_raises_the_readers_error_and_stops_when_left_early():
+    """An error of the reading thread reaches the consumer; a consumer that leaves early stops the thread (an
+    endless source: the block would never be left otherwise)."""
+
+    class Source:
+        def __init__(self, fail_at):
+            self.reads, self.fail_at = 0, fail_at
+
+        def readinto(self, buf):
+            self.reads += 1
+            if self.reads == self.fail_at:
+                raise zstandard.ZstdError("damaged")
+            buf[:1] = b"x"
+            return 1
+
+    failing = Source(fail_at=3)
+    with pytest.raises(zstandard.ZstdError, match="damaged"):
+        with groups.ReadAhead(failing, buffers=2, size=1) as pieces:
+            for _ in pieces:
+                pass
+    endless = Source(fail_at=None)
+    reader = groups.ReadAhead(endless, buffers=2, size=1)
+    with reader as pieces:
+        for i, _ in enumerate(pieces):
+            if i == 5:
+                break
+    assert not reader.thread.is_alive()
