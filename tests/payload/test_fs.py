@@ -187,3 +187,40 @@ def test_remove_dead_temps_can_keep_to_one_target(tmp_path):
     (tmp_path / f".other.tmp-{dead}-x").write_text("x")
     assert fs.remove_dead_temps(tmp_path, prefix=".app.tmp-") == [f".app.tmp-{dead}-x"]
     assert names(tmp_path) == [f".other.tmp-{dead}-x"]
+
+
+def test_link_or_copy_links_on_one_file_system_and_copies_across(tmp_path, tiny_tmpfs):
+    """Within one file system the target is the source's inode; across two (a real tmpfs: the kernel refuses the
+    link with EXDEV) it is a copy of the same bytes and mode, and no temp file is left in either place."""
+    source = tmp_path / "source"
+    source.write_bytes(b"runtime\n" * 100)
+    source.chmod(0o750)
+    linked = tmp_path / "linked"
+    fs.link_or_copy(str(source), str(linked))
+    assert linked.stat().st_ino == source.stat().st_ino
+    copied = tiny_tmpfs / "copied"
+    fs.link_or_copy(str(source), str(copied))
+    assert copied.stat().st_ino != source.stat().st_ino
+    assert copied.read_bytes() == source.read_bytes()
+    assert stat.S_IMODE(copied.stat().st_mode) == 0o750
+    assert names(tmp_path) == ["linked", "source", "tiny"]
+    assert names(tiny_tmpfs) == ["copied"]
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o077])
+def test_safe_mkdir_gives_exactly_the_mode_under_any_umask(tmp_path, umask):
+    """Under umask 000 (some init systems and containers) or 077, every directory made, parents included, has
+    exactly the mode asked for; one that exists keeps its own mode."""
+    existing = tmp_path / "a"
+    existing.mkdir()
+    existing.chmod(0o700)
+    previous = os.umask(umask)
+    try:
+        fs.safe_mkdir(str(existing / "b" / "c"))
+        fs.safe_mkdir(str(tmp_path / "x"), 0o750)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o700
+    assert stat.S_IMODE((existing / "b").stat().st_mode) == 0o755
+    assert stat.S_IMODE((existing / "b" / "c").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "x").stat().st_mode) == 0o750
