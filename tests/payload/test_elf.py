@@ -577,3 +577,47 @@ def test_real_pyinstaller_stub_with_50_mb_section_still_runs(pyinstaller_hello, 
 
     done = run([dst, "a", "b c"])
     assert done.stdout == "hello from the stub ['a', 'b c']\n"
+
+
+@pytest.mark.parametrize("sample", KINDS, indirect=True)
+def test_stub_sha256_is_the_stubs_whatever_the_payload_and_names_damage_around_it(sample, tmp_path):
+    """Two files of one stub with payloads of other sizes give one stub_sha256, and a file of another stub (one
+    byte of pydata changed) another; a nonzero byte in the padding between the payload and pydata (which no
+    piece covers) is refused, as a section table that does not follow the sections."""
+    from payload.outside import stub_sha256
+
+    kind, src, _ = sample
+    small, large = write_random(tmp_path / "small", 1_001, seed=3), write_random(tmp_path / "large", 70_017, seed=4)
+    one, two = tmp_path / "one", tmp_path / "two"
+    insert_section(src, one, "bundle", small)
+    insert_section(src, two, "bundle", large)
+    digests = []
+    for path in (one, two):
+        with open(path, "rb") as f:
+            digests.append(stub_sha256(f))
+    assert digests[0] == digests[1]
+
+    with open(two, "rb") as f:
+        bundle, (pydata_offset, _) = find_section(f, "bundle"), find_section(f, "pydata")
+    other = tmp_path / "other"
+    shutil.copy(two, other)
+    data = bytearray(other.read_bytes())
+    data[pydata_offset] ^= 1
+    other.write_bytes(bytes(data))
+    with open(other, "rb") as f:
+        assert stub_sha256(f) != digests[1]
+
+    padding = bundle[0] + bundle[1]
+    if padding < pydata_offset:  # alignment left a gap after the payload
+        data = bytearray(two.read_bytes())
+        data[padding] = 0xFF
+        other.write_bytes(bytes(data))
+        with open(other, "rb") as f, pytest.raises(IntegrityError, match="not zeros"):
+            stub_sha256(f)
+    data = bytearray(two.read_bytes())
+    header = (0x28, 8) if data[4] == 2 else (0x20, 4)  # e_shoff: 64- or 32-bit
+    byteorder = "little" if data[5] == 1 else "big"
+    data[header[0] : header[0] + header[1]] = (1).to_bytes(header[1], byteorder)  # the table at the file's start
+    other.write_bytes(bytes(data))
+    with open(other, "rb") as f, pytest.raises(BundleError):
+        stub_sha256(f)
