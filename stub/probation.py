@@ -119,17 +119,6 @@ def begin(root, new_id, previous_id, index, summary):
     log_event(root, "update", summary)
 
 
-def check_update(root, bundle_id, version, force):
-    """Refuse (exit 4) an update to a bundle that was rolled back on its own, unless forced."""
-    from payload.errors import HostError
-
-    reason = refused(root, bundle_id)
-    if reason is not None and not force:
-        raise HostError(
-            f"{version} ({bundle_id[:12]}) was rolled back on this device ({reason}); add {FORCE} to install it again"
-        )
-
-
 # -- at a start -------------------------------------------------------------------------------------------------
 
 

@@ -32,7 +32,6 @@ def kept_path(root, bundle_id):
 def update(payload, f, path, opts, environ):
     """Update the bundle file `path` (open as `f`, its payload `payload`); returns the summary line."""
     from payload.layout import open_payload
-    from payload.versions import is_older
     from stub import images, install, locking, owner, probation, trust
 
     index = payload.index
@@ -53,12 +52,9 @@ def update(payload, f, path, opts, environ):
             key_to_pin = _accept(payload, new, pinned, root, opts)
             if new.bundle_id == payload.bundle_id and output == path:
                 return f"{path}: {index.name} {index.version} is already what {reference} holds; nothing fetched"
-            probation.check_update(root, new.bundle_id, f"{new.index.name} {new.index.version}", opts.force)
-            if is_older(new.index.version, index.version) and not opts.allow_downgrade:
-                raise HostError(
-                    f"{pinned} holds {index.name} {new.index.version}, older than this {index.version}; add "
-                    "--bundle-allow-downgrade to install it"
-                )
+            refusal = _refusal(payload, new, root, pinned, opts)
+            if refusal is not None:
+                raise HostError(refusal)
             downloads = os.path.join(downloads_root, new.bundle_id)
             fs.safe_mkdir(downloads)
             sources = _Sources(payload, f, path, client, pinned, art, downloads, kept_path(root, new.bundle_id))
@@ -149,8 +145,7 @@ def check(payload, opts, environ):
     manifest and the signed index only, and writes nothing. Returns (exit code, line): 0 up to date (the same
     bundle, an older version, or one this device rolled back on its own), UPDATE_AVAILABLE when there is one."""
     from payload.errors import UPDATE_AVAILABLE
-    from payload.versions import is_older
-    from stub import images, probation
+    from stub import images
 
     index = payload.index
     reference = _reference(index, opts)
@@ -162,15 +157,32 @@ def check(payload, opts, environ):
     this, there = f"{index.name} {index.version}", f"{new.index.name} {new.index.version}"
     if new.bundle_id == payload.bundle_id:
         return 0, f"{this} is up to date with {reference}"
+    refusal = _refusal(payload, new, root, reference, opts)
+    if refusal is not None:
+        return 0, f"{this} is up to date: {refusal}"
+    return UPDATE_AVAILABLE, f"{this}: {reference} holds {there} ({new.bundle_id[:12]}); --bundle-update installs it"
+
+
+def _refusal(payload, new, root, where, opts):
+    """Why this device would not install `new` from `where`, or None: one rule for --bundle-update (which refuses,
+    exit 4) and --bundle-check (up to date). A version rolled back here on its own needs --bundle-force, an older
+    one --bundle-allow-downgrade."""
+    from payload.versions import is_older
+    from stub import probation
+
+    there = f"{new.index.name} {new.index.version}"
     reason = probation.refused(root, new.bundle_id)
     if reason is not None and not opts.force:
         return (
-            0,
-            f"{this} is up to date: {reference} holds {there}, rolled back here ({reason}); --bundle-force installs it",
+            f"{where} holds {there} ({new.bundle_id[:12]}), which was rolled back on this device ({reason}); add "
+            f"{probation.FORCE} to install it again"
         )
-    if is_older(new.index.version, index.version) and not opts.allow_downgrade:
-        return 0, f"{this} is up to date: {reference} holds the older {there}"
-    return UPDATE_AVAILABLE, f"{this}: {reference} holds {there} ({new.bundle_id[:12]}); --bundle-update installs it"
+    if is_older(new.index.version, payload.index.version) and not opts.allow_downgrade:
+        return (
+            f"{where} holds the older {there} (this is {payload.index.version}); add --bundle-allow-downgrade to "
+            "install it"
+        )
+    return None
 
 
 def _write_executable(temp, art, sources, downloads):

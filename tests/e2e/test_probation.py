@@ -130,7 +130,9 @@ def test_a_failing_health_check_rolls_back_on_its_own_and_is_refused_again(tmp_p
     assert "--bundle-force" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
     assert sha256_of(app) == sha256_of(built["old"])
     check = start(app, root, "--bundle-update", f"{registry.host}/edge/fleet:bad", "--bundle-check")
-    assert check.returncode == 0 and "rolled back here" in check.stdout, check.stderr  # not an update any more
+    assert (
+        check.returncode == 0 and "up to date" in check.stdout and "was rolled back on this device" in check.stdout
+    ), check.stderr  # not an update any more
     forced = update(app, root, registry, "bad", "--bundle-force")
     assert "updated fleet 1.0.0 -> 1.0.1" in forced.stdout
     assert status(app, root)["probation"]["starts"] == 0  # on probation again, counted afresh
@@ -236,7 +238,16 @@ def test_check_says_whether_an_update_is_available_and_fetches_nothing_else(tmp_
     assert ran(start(app, root)) == "1.0.0"  # a check installs nothing
     update(app, root, registry, "plain")
     older = check(f"{registry.host}/edge/fleet:old")
-    assert older.returncode == 0 and "holds the older fleet 1.0.0" in older.stdout, older.stderr
+    assert older.returncode == 0 and "up to date" in older.stdout and "holds the older fleet 1.0.0" in older.stdout, (
+        older.stderr
+    )
+    # The update itself follows the same rule: refused (exit 4, the file untouched), then allowed by the option.
+    on_plain = sha256_of(app)
+    refused = start(app, root, "--bundle-update", f"{registry.host}/edge/fleet:old")
+    assert refused.returncode == 4 and "holds the older fleet 1.0.0" in refused.stderr, refused.stderr
+    assert "--bundle-allow-downgrade" in refused.stderr and sha256_of(app) == on_plain
+    update(app, root, registry, "old", "--bundle-allow-downgrade")
+    assert ran(start(app, root)) == "1.0.0"
 
 
 def test_uninstall_is_refused_while_the_runtime_runs_then_removes_all_but_data_and_purge_the_rest(
