@@ -7,14 +7,12 @@ Lock files stay: unlinking one could let a starting process lock a file nobody e
 """
 
 import os
-import re
 
 from payload import fs
 from payload.errors import HostError
+from payload.rules import is_sha256
 from stub import install, locking, owner
-from stub.root import CURRENT, LOCK, LOCKS_DIR, PREVIOUS
-
-_BUNDLE_ID = re.compile(r"[0-9a-f]{64}")
+from stub.root import CURRENT, LOCK, LOCKS_DIR, PREVIOUS, version_dirs
 
 
 class Collection:
@@ -30,13 +28,6 @@ class Collection:
             f"{self.root}: removed {len(self.removed)} version(s) [{ids(self.removed)}]; kept current/previous "
             f"[{ids(self.kept)}]; in use by a running process [{ids(self.in_use)}]"
         )
-
-
-def installed_versions(root):
-    for name in sorted(os.listdir(root)):
-        path = os.path.join(root, name)
-        if _BUNDLE_ID.fullmatch(name) and os.path.isdir(path) and not os.path.islink(path):
-            yield name
 
 
 def collect(root, name=None, keep=None):
@@ -55,7 +46,7 @@ def collect(root, name=None, keep=None):
     try:
         install.remove_stale_work(root)
         kept = _to_keep(root, keep)
-        for bundle_id in installed_versions(root):
+        for bundle_id in version_dirs(root):
             if bundle_id in kept:
                 done.kept.append(bundle_id)
                 continue
@@ -84,7 +75,7 @@ def _to_keep(root, keep):
     chosen = [b for b in dict.fromkeys(links) if b is not None]
     if keep is None:
         return set(chosen)
-    others = [b for b in installed_versions(root) if b not in chosen]
+    others = [b for b in version_dirs(root) if b not in chosen]
     others.sort(key=lambda b: version_key(installed_version(root, b) or "0"), reverse=True)
     return set((chosen + others)[:keep])
 
@@ -107,5 +98,5 @@ def _remove_kept_executables(root, previous):
     except FileNotFoundError:
         return
     for name in names:
-        if _BUNDLE_ID.fullmatch(name) and name != previous:
+        if is_sha256(name) and name != previous:
             fs.safe_unlink(os.path.join(directory, name))

@@ -3,7 +3,7 @@ is spelled here and nowhere else, and every other module asks for its paths here
 
 import os
 
-from payload.rules import IMAGES_DIR
+from payload.rules import IMAGES_DIR, is_sha256
 
 LOCK = ".lock"  # exclusive flock: install, move `current`, pull, pin, gc
 LOCKS_DIR = ".locks"  # a shared flock per version, held by every process that runs it
@@ -37,6 +37,19 @@ def default_root(name, environ):
         return os.path.join("/var/lib", name)
     base = environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return os.path.join(base, name)
+
+
+def version_dirs(root, installed_only=False):
+    """The bundle ids under `root` that are version directories (named by an id, not a symlink), sorted; with
+    `installed_only`, those whose install completed (its marker). OSError when `root` cannot be listed."""
+    found = []
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name)
+        if not is_sha256(name) or os.path.islink(path):
+            continue
+        if os.path.isfile(os.path.join(path, MARKER)) if installed_only else os.path.isdir(path):
+            found.append(name)
+    return found
 
 
 class Installation:

@@ -12,7 +12,7 @@ is ever written in place, so a version removed, repaired or rolled back leaves t
 import os
 
 from payload import fs, rules
-from stub.root import Installation
+from stub.root import Installation, version_dirs
 
 
 def _image_key(doc):
@@ -26,10 +26,10 @@ class Held:
 
     def __init__(self, root, bundle_id):
         self.files, self.archives = {}, {}  # (sha256, mode) -> path; image key -> [paths]
-        for name in sorted(os.listdir(root)):
-            other = Installation(root, name)
-            if name == bundle_id or not rules.is_sha256(name) or not other.is_installed():
+        for name in version_dirs(root, installed_only=True):
+            if name == bundle_id:
                 continue
+            other = Installation(root, name)
             doc = other.index_doc()
             try:
                 for e in doc["entries"]:

@@ -12,19 +12,7 @@ import time
 from payload import fs
 from payload.rules import update_setting
 from stub import probation
-from stub.root import CURRENT, KEPT_DIR, MARKER, PINS_DIR, PREVIOUS, REFUSED_DIR, Installation
-
-
-def _versions(root):
-    try:
-        names = sorted(os.listdir(root))
-    except OSError:
-        return []
-    return [
-        n
-        for n in names
-        if len(n) == 64 and not os.path.islink(os.path.join(root, n)) and os.path.isfile(os.path.join(root, n, MARKER))
-    ]
+from stub.root import CURRENT, KEPT_DIR, PINS_DIR, PREVIOUS, REFUSED_DIR, Installation, version_dirs
 
 
 def _inodes(top):
@@ -52,7 +40,11 @@ def collect(root):
     """Everything --bundle-status shows, as a JSON-ready dict."""
     root = os.path.abspath(root)
     current, previous = fs.link_target(os.path.join(root, CURRENT)), fs.link_target(os.path.join(root, PREVIOUS))
-    inodes = {bundle_id: _inodes(os.path.join(root, bundle_id)) for bundle_id in _versions(root)}
+    try:
+        installed = version_dirs(root, installed_only=True)
+    except OSError:  # nothing installed there yet: the report says so
+        installed = []
+    inodes = {bundle_id: _inodes(os.path.join(root, bundle_id)) for bundle_id in installed}
     versions = []
     for bundle_id, mine in inodes.items():
         others = set().union(*(set(v) for k, v in inodes.items() if k != bundle_id))

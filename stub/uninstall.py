@@ -30,6 +30,7 @@ from stub.root import (
     REFUSED_DIR,
     UPDATE_LOG,
     UPDATES_DIR,
+    version_dirs,
 )
 
 # The root's own records, removed after the versions (the lock files last of all).
@@ -60,7 +61,7 @@ def uninstall(root, name, purge):
     lock = locking.exclusive(os.path.join(root, LOCK))
     held = []
     try:
-        versions = list(gc.installed_versions(root))
+        versions = version_dirs(root)
         busy = []
         for bundle_id in sorted(os.listdir(os.path.join(root, LOCKS_DIR))):
             fd = locking.try_exclusive(os.path.join(root, LOCKS_DIR, bundle_id))
