@@ -7,6 +7,7 @@ from payload.errors import IntegrityError
 from payload.groups import extract_group
 from payload.outside import check_outside
 from payload.signing import describe_signature, load_public_key, verify_report
+from payload.sizes import size_text
 
 
 def describe(payload, as_json=False):
@@ -28,15 +29,15 @@ def describe(payload, as_json=False):
         f"built by:   bundler {index.bundler_version}",
         "entrypoint: {}".format(" ".join(index.entrypoint)),
         f"stub:       sha256 {index.stub_sha256} (bootloader, ELF headers, PyInstaller archive)",
-        f"files:      {len(index.files())}, {index.installed_size / 1e6:.1f} MB installed, "
-        f"{index.payload_size / 1e6:.1f} MB stored in {len(index.groups)} group(s)",
+        f"files:      {len(index.files())}, {size_text(index.installed_size)} installed, "
+        f"{size_text(index.payload_size)} stored in {len(index.groups)} group(s)",
         f"signed:     {describe_signature(payload)}",
     ]
     for group in index.groups:
         sizes = " + ".join(f"{f.size / 1e6:.1f}" for f in group.frames)
         again = [f for f in group.frames if f.level is not None]
         lines.append(
-            f"group:      {group.name}: {group.size / 1e6:.1f} MB as {group.csize / 1e6:.1f} MB in "
+            f"group:      {group.name}: {size_text(group.size)} as {size_text(group.csize)} in "
             f"{len(group.frames)} frame(s){'' if len(group.frames) == 1 else f' of {sizes} MB'}"
             + _reencoded(group, again)
         )
@@ -53,11 +54,11 @@ def describe(payload, as_json=False):
     if index.parts:
         lines.append(
             f"parts:      {len(index.parts)} beside the executable, {index.parts[0].name} ... {index.parts[-1].name} "
-            f"(largest {max(p.size for p in index.parts) / 1e6:.1f} MB)"
+            f"(largest {size_text(max(p.size for p in index.parts))})"
         )
     for image in index.images:
         where = (
-            f"embedded, {image.size / 1e6:.1f} MB of {image.layers} layers before compression"
+            f"embedded, {size_text(image.size)} of {image.layers} layers before compression"
             if image.embedded
             else "pulled at run time"
         )
