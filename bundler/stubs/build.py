@@ -84,9 +84,12 @@ def run_side_files():
 
 
 def sources_digest():
+    """The digest of what a stub is built from: the run side's sources and the build's recipe (the spec, EXCLUDES
+    and the environment), so a changed recipe never finds a stub of the old one under the same key."""
     sha = hashlib.sha256()
     for relative in run_side_files():
         sha.update(str(relative).encode() + b"\0" + (PROJECT / relative).read_bytes() + b"\0")
+    sha.update(repr((SPEC, EXCLUDES, sorted(REPRODUCIBLE_ENV.items()))).encode())
     return sha.hexdigest()
 
 
@@ -98,11 +101,14 @@ def versions():
 # The stub's PyInstaller build: a one-file, stripped build of stub/__main__.py without EXCLUDES, in UTF-8 mode (the
 # file-system and stdio encodings never come from the device's locale, so a locale whose codec was left out,
 # EUC-JP, GBK or Big5, cannot stop Python from starting). The libraries payload/lazylibs.py names leave PyInstaller's
-# archive for one data file that stub/lazylibs.py unpacks only for an import that needs them.
+# archive for one data file that stub/lazylibs.py unpacks only for an import that needs them. base_library.zip is
+# written again with its members in name order: PyInstaller writes them in the order its module graph gives, which
+# varies from run to run even with a fixed hash seed (two members swap places).
 SPEC = """# Written by bundler/stubs/build.py.
 import os
 import subprocess
 import sys
+import zipfile
 
 sys.path.insert(0, {project!r})
 from payload import lazylibs
@@ -117,6 +123,15 @@ for dest, source, kind in a.binaries:
         lazy.append((dest, stripped, lazylibs.module_of(dest, kind)))
     else:
         binaries.append((dest, source, kind))
+for dest, source, kind in a.datas:
+    if dest == "base_library.zip":
+        with zipfile.ZipFile(source) as old:
+            members = [(info, old.read(info)) for info in sorted(old.infolist(), key=lambda info: info.filename)]
+        with zipfile.ZipFile(source, "w") as new:
+            for info, data in members:
+                again = zipfile.ZipInfo(info.filename, info.date_time)
+                again.compress_type, again.external_attr = info.compress_type, info.external_attr
+                new.writestr(again, data)
 blob = os.path.join(SPECPATH, lazylibs.BLOB)
 lazylibs.pack(lazy, blob)
 exe = EXE(PYZ(a.pure), a.scripts, binaries, a.datas + [(lazylibs.BLOB, blob, "DATA")],
@@ -124,9 +139,18 @@ exe = EXE(PYZ(a.pure), a.scripts, binaries, a.datas + [(lazylibs.BLOB, blob, "DA
 """
 
 
-def pyinstaller_command(python, project, tmp, tmp_on_host=None):
-    """The PyInstaller build of the stub from the sources under `project`, working in `tmp` (paths as `python`
-    sees them; `tmp_on_host` is where this process sees `tmp`, for a build in a Debian root). Writes the spec."""
+# What makes two builds of one stub key byte-equal on any host (docs/reproducible.md). Python salts the hash of
+# str with a random seed per process, and PyInstaller compiles every module in its own process: the order of a
+# frozenset constant (`x in {"a", "b"}`) in the marshalled code, and the order of base_library.zip's members,
+# follow that seed. A fixed SOURCE_DATE_EPOCH is for whatever in the build reads the clock (wheel's zip times for
+# a package built from source in the root, PyInstaller's build stamp on other platforms).
+REPRODUCIBLE_ENV = {"PYTHONHASHSEED": "0", "SOURCE_DATE_EPOCH": "315532800"}  # 1980-01-01, the zip epoch
+
+
+def pyinstaller_command(python, project, tmp, config_dir, tmp_on_host=None):
+    """(command line, environment) of the PyInstaller build of the stub from the sources under `project`, working in
+    `tmp` with its cache in `config_dir` (paths as `python` sees them; `tmp_on_host` is where this process sees
+    `tmp`, for a build in a Debian root). Writes the spec. The one place both kinds of stub are built from."""
     os.makedirs(tmp_on_host or tmp, exist_ok=True)
     with open(os.path.join(tmp_on_host or tmp, "stub.spec"), "w") as spec:
         spec.write(
@@ -134,7 +158,7 @@ def pyinstaller_command(python, project, tmp, tmp_on_host=None):
                 project=str(project), script=os.path.join(str(project), "stub", "__main__.py"), excludes=list(EXCLUDES)
             )
         )
-    return [
+    cmd = [
         python,
         "-m",
         "PyInstaller",
@@ -147,6 +171,7 @@ def pyinstaller_command(python, project, tmp, tmp_on_host=None):
         os.path.join(tmp, "build"),
         os.path.join(tmp, "stub.spec"),
     ]
+    return cmd, dict(REPRODUCIBLE_ENV, PYINSTALLER_CONFIG_DIR=str(config_dir))
 
 
 def host_stub_key():
@@ -202,9 +227,9 @@ def host_stub(cache, log=print):
         return path
     log("building the stub with this host's Python and PyInstaller (once per stub version; about a minute)...")
     with tempfile.TemporaryDirectory(prefix="bundler-stub-") as tmp:
-        cmd = pyinstaller_command(sys.executable, PROJECT, tmp)
         # A private PyInstaller cache: two builds sharing ~/.cache/pyinstaller with --clean break each other.
-        env = dict(os.environ, PYINSTALLER_CONFIG_DIR=str(cache.dir("pyinstaller")))
+        cmd, build_env = pyinstaller_command(sys.executable, PROJECT, tmp, cache.dir("pyinstaller"))
+        env = dict(os.environ, **build_env)
         log_path = os.path.join(tmp, "pyinstaller.log")
         if _run_with_progress(cmd, env, log_path) != 0:
             with open(log_path, errors="replace") as output:

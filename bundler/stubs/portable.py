@@ -13,6 +13,7 @@ import time
 from bundler.stubs import debian
 from bundler.stubs.build import (
     PROJECT,
+    REPRODUCIBLE_ENV,
     cached_stub,
     install_stub,
     pyinstaller_command,
@@ -172,7 +173,8 @@ def _ensure_venv(cache, tgt, root, log):
     script.append(f"touch {venv}/{_VENV_COMPLETE}")
     (inside / "venv.sh").write_text("\n".join(script) + "\n")
     debian.run_logged(
-        debian.in_root(root, ["sh", "-x", _IN_ROOT + "/venv.sh"]),
+        # The fixed environment of the stub's own build, for the packages built from source here too.
+        debian.in_root(root, ["sh", "-x", _IN_ROOT + "/venv.sh"], env=REPRODUCIBLE_ENV),
         "pip in the root",
         cache.dir("stub-roots") / f"{root.name}-venv.log",
         log,
@@ -195,9 +197,11 @@ def _build(root, venv, tgt, log):
     for relative in run_side_files():
         (source / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(PROJECT / relative, source / relative)
-    cmd = pyinstaller_command(venv + "/bin/python", _IN_ROOT + "/src", _IN_ROOT + "/work", inside / "work")
+    cmd, env = pyinstaller_command(
+        venv + "/bin/python", _IN_ROOT + "/src", _IN_ROOT + "/work", _IN_ROOT + "/pyinstaller", inside / "work"
+    )
     debian.run_logged(
-        debian.in_root(root, cmd, env={"PYINSTALLER_CONFIG_DIR": _IN_ROOT + "/pyinstaller"}),
+        debian.in_root(root, cmd, env=env),
         "PyInstaller",
         inside / "pyinstaller.log",
         log,
