@@ -173,7 +173,8 @@ def main():
 @click.option(
     "--locked",
     is_flag=True,
-    help="Refuse any source or image that the lock (bundle.toml: bundle.lock) or the manifest does not pin.",
+    help="Refuse any source or image that the lock (bundle.toml: bundle.lock) or the manifest does not pin, and a "
+    "stub other than the one the lock pins.",
 )
 @click.option("--offline", is_flag=True, envvar="BUNDLER_OFFLINE", help="Use only the cache; never touch the network.")
 @insecure_option
@@ -393,14 +394,24 @@ def fetch(manifest, arch, all_arches, stubs, mirror, cache_dir, insecure_registr
     multiple=True,
     help="Architectures to pin (default: every one the manifest has sources for).",
 )
+@click.option("--stubs", is_flag=True, help="Also build (or find) the portable stub of each architecture, and pin it.")
+@click.option(
+    "--stub",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Pin this prebuilt stub (for `make --stub PATH`) for its architecture instead of the portable one.",
+)
+@mirror_option
 @cache_option
 @insecure_option
-def lock(manifest, arches, cache_dir, insecure_registries):
+def lock(manifest, arches, stubs, stub, mirror, cache_dir, insecure_registries):
     """Download every source once and pin its sha256 (and every image's digest) in the lock beside the manifest
-    (bundle.toml: bundle.lock, prod.toml: prod.lock)."""
+    (bundle.toml: bundle.lock, prod.toml: prod.lock); pin each architecture's stub once it is built."""
     from bundler.commands import write_lock
 
-    path = write_lock(manifest, arches, _cache(cache_dir), insecure_registries, log=_log)
+    path = write_lock(
+        manifest, arches, _cache(cache_dir), insecure_registries, log=_log, stubs=stubs, stub=stub, mirror=mirror
+    )
     click.echo(str(path))
 
 

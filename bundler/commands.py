@@ -129,7 +129,9 @@ def fetch_all(manifest_path, arch, all_arches, cache, insecure_registries, log=p
     log("cache filled for {}: {}".format(", ".join(arches), cache.root))
 
 
-def write_lock(manifest_path, arches, cache, insecure_registries, log=print):
+def write_lock(manifest_path, arches, cache, insecure_registries, log=print, stubs=False, stub=None, mirror=None):
+    """Pin every source and image of `arches`, and their stubs once built (`stubs`: build the portable ones first;
+    `stub`: a prebuilt one, pinned for its own architecture)."""
     from bundler.build.download import fetch, is_local
 
     manifest = load_manifest(manifest_path)
@@ -139,6 +141,13 @@ def write_lock(manifest_path, arches, cache, insecure_registries, log=print):
         raise UsageError(f"{manifest_path}: no file has a source; nothing to lock")
     for a in arches:
         manifest.check_arch(a)
+    stub_arch = _prebuilt_stub_arch(stub, arches) if stub is not None else None
+    if stubs:  # what cannot be built fails now, before the downloads
+        from bundler.stubs.portable import check_can_build
+
+        for a in arches:
+            if a != stub_arch:
+                check_can_build(cache, a, mirror=mirror)
     for a in arches:
         for spec in manifest.files:
             source = manifest.source_for(spec, a)
@@ -149,8 +158,49 @@ def write_lock(manifest_path, arches, cache, insecure_registries, log=print):
             path = fetch(url, sha256=known, cache=cache)
             lock.set_file(spec.path, a, source.url, path.name)
     _lock_images(manifest, lock, arches, insecure_registries, log)
+    _lock_stubs(lock, arches, cache, stubs, stub, stub_arch, mirror, log)
     lock.prune(manifest)
     return lock.save()
+
+
+def _prebuilt_stub_arch(stub, arches):
+    """The architecture a prebuilt stub (`lock --stub PATH`) is pinned for: its own, which must be one locked."""
+    from bundler.build.make import check_prebuilt_stub
+    from payload.elf import elf_machine
+
+    try:
+        with open(stub, "rb") as f:
+            machine = elf_machine(f)
+    except OSError as exc:
+        raise UsageError(f"cannot read stub {stub}: {exc.strerror}") from None
+    if machine not in arches:
+        raise UsageError(
+            f"stub {stub} is built for {machine}, and the lock is written for {', '.join(arches)}; add --arch {machine}"
+        )
+    check_prebuilt_stub(stub, machine)
+    return machine
+
+
+def _lock_stubs(lock, arches, cache, build, prebuilt, prebuilt_arch, mirror, log):
+    """Pin each architecture's stub once it is built: `prebuilt` for its own architecture, else the portable stub in
+    the cache (built first with `build`). A built stub is pinned afresh, like a local file: locking is how a new
+    stub is accepted; a pin whose stub is not in this cache stays."""
+    from bundler.build.assemble import stub_sha256_of
+    from bundler.stubs.build import cached_stub
+    from bundler.stubs.portable import cached_stub_path, portable_stub
+
+    for a in arches:
+        if a == prebuilt_arch:
+            path = prebuilt
+        elif build:
+            path = portable_stub(cache, a, mirror=mirror, log=log)
+        else:
+            path = cached_stub_path(cache, a)
+            if not cached_stub(cache, path):
+                if lock.stub_pin(a) is None:
+                    log(f"the portable {a} stub is not built in {cache.root}: not pinned (`lock --stubs` builds it)")
+                continue
+        lock.set_stub(a, stub_sha256_of(path, cache.tmp / "lock-stub"))
 
 
 def _lock_images(manifest, lock, arches, insecure_registries, log):

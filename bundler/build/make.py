@@ -18,7 +18,7 @@ from bundler.build.signing import Signing
 from bundler.build.sources import gather_files
 from bundler.images.embed import embed_images, pin_images
 from bundler.manifest import load_manifest
-from bundler.manifest.lockfile import Lock, lock_path_for
+from bundler.manifest.lockfile import Lock, check_stub_pin, lock_path_for
 from bundler.manifest.model import IMAGES_GROUP
 from bundler.media.outputs import checksum_path, read_checksums
 from bundler.sbom import gather as sbom
@@ -127,6 +127,9 @@ def make(request, cache, log=print):
     if image_members:
         members_by_group[IMAGES_GROUP] = image_members
     stub = get_stub()
+    stub_digest = stub_sha256_of(stub, output)
+    if request.locked:
+        check_stub_pin(lock, arch, stub, stub_digest)
     sbom_format = request.sbom_format or manifest.sbom
     sbom_text = sbom.render(
         sbom.describe(
@@ -162,7 +165,7 @@ def make(request, cache, log=print):
         require_key=signing.require_key_id,
         min_glibc=min_glibc,
         min_glibc_file=min_glibc_file,
-        stub_sha256=stub_sha256_of(stub, output),
+        stub_sha256=stub_digest,
     )
     try:
         if request.split:

@@ -1,8 +1,11 @@
-"""bundle.lock: the sha256 of every file source and the manifest digest of every image, per architecture.
+"""bundle.lock: the sha256 of every file source and the manifest digest of every image, per architecture, and the
+stub's `stub_sha256` per architecture once it is built.
 
 `bundler lock` fills it so that a manifest may name upstream releases without hand-copied hashes; `make`
 checks every download against it. A row counts only while the manifest still names the same url (or image
-ref): changing either invalidates the pin.
+ref): changing either invalidates the pin. A stub row pins the stub `make` puts in front of the payload, in the
+form the bundle's index records (`bundler inspect` shows it), so two hosts that make one lock make one executable
+(docs/reproducible.md).
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ from payload.errors import HostError, IntegrityError, UsageError
 
 LOCK_VERSION = 1
 LOCK_HEADER = (
-    "# Written by `bundler lock`: the sha256 of every file source and the digest of every image.\n"
+    "# Written by `bundler lock`: the sha256 of every file source, the digest of every image and the stubs' sha256.\n"
     "# Keep it beside bundle.toml under version control; do not edit it by hand.\n\n"
 )
 
 _FILE_ROW = ("path", "arch", "url", "sha256")
 _IMAGE_ROW = ("name", "ref", "platform", "digest")
+_STUB_ROW = ("arch", "stub_sha256")
 _REWRITE = "run `bundler lock` to write it again"
 
 
@@ -48,6 +52,13 @@ class ImagePin:
     line: int = field(default=0, compare=False, repr=False)
 
 
+@dataclass(frozen=True)
+class StubPin:
+    arch: str
+    stub_sha256: str
+    line: int = field(default=0, compare=False, repr=False)
+
+
 def lock_path_for(manifest_path: str | os.PathLike) -> Path:
     """bundle.toml -> bundle.lock, in the same directory."""
     return Path(manifest_path).with_suffix(".lock")
@@ -58,6 +69,7 @@ class Lock:
         self.path = Path(path) if path is not None else None
         self._files: dict[tuple[str, str], FilePin] = {}
         self._images: dict[tuple[str, str], ImagePin] = {}
+        self._stubs: dict[str, StubPin] = {}
 
     # -- queries and updates ---------------------------------------------------------------------------------
 
@@ -68,6 +80,18 @@ class Lock:
     @property
     def images(self) -> list[ImagePin]:
         return sorted(self._images.values(), key=lambda pin: (pin.name, pin.platform))
+
+    @property
+    def stubs(self) -> list[StubPin]:
+        return sorted(self._stubs.values(), key=lambda pin: arches.NAMES.index(pin.arch))
+
+    def stub_pin(self, arch: str) -> StubPin | None:
+        return self._stubs.get(arch)
+
+    def set_stub(self, arch: str, stub_sha256: str) -> None:
+        if arch not in arches.NAMES or not rules.is_sha256(stub_sha256):
+            raise ValueError(f"bad stub pin: arch {arch!r}, stub_sha256 {stub_sha256!r}")
+        self._stubs[arch] = StubPin(arch, stub_sha256)
 
     def file_pin(self, path: str, arch: str) -> FilePin | None:
         return self._files.get((path, arch))
@@ -119,6 +143,8 @@ class Lock:
             document["file"] = [{key: getattr(pin, key) for key in _FILE_ROW} for pin in self.files]
         if self._images:
             document["image"] = [{key: getattr(pin, key) for key in _IMAGE_ROW} for pin in self.images]
+        if self._stubs:
+            document["stub"] = [{key: getattr(pin, key) for key in _STUB_ROW} for pin in self.stubs]
         return LOCK_HEADER + tomli_w.dumps(document)
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
@@ -157,7 +183,7 @@ class _LockReader:
 
     def read(self, data: dict) -> None:
         for key in data:
-            if key not in ("version", "file", "image"):
+            if key not in ("version", "file", "image", "stub"):
                 self.fail(self.lines.line((), key), f"unknown key '{key}' in the lock file; {_REWRITE}")
         version = data.get("version")
         if version != LOCK_VERSION:
@@ -178,6 +204,12 @@ class _LockReader:
             pin = self.pin(ImagePin, "image", index, row, _IMAGE_ROW)
             self.check(pin, "image", index, "digest", rules.is_digest, "is not sha256:<64 hex digits>")
             self.add(self.lock._images, (pin.name, pin.platform), pin, f"image '{pin.name}' for {pin.platform}")
+        for index, row in enumerate(self.rows(data, "stub")):
+            pin = self.pin(StubPin, "stub", index, row, _STUB_ROW)
+            if pin.arch not in arches.NAMES:
+                self.fail(self.lines.line(("stub", index), "arch"), f"unknown architecture '{pin.arch}'; {_REWRITE}")
+            self.check(pin, "stub", index, "stub_sha256", rules.is_sha256, "is not 64 lower-case hex digits")
+            self.add(self.lock._stubs, pin.arch, pin, f"the stub for arch '{pin.arch}'")
 
     def pin(self, kind, table, index, row, fields):
         return kind(*self.row(row, (table, index), fields), line=self.lines.line((table, index)))
@@ -252,3 +284,17 @@ def image_pin_for(manifest: Manifest, lock: Lock, image: ImageSpec, arch: str, l
             f"{manifest.path}:{image.line}: image '{image.name}' for {platform} is not pinned; run `bundler lock`"
         )
     return digest
+
+
+def check_stub_pin(lock: Lock, arch: str, stub: Path, stub_sha256: str) -> None:
+    """`make --locked`: the stub must be the one the lock pins for `arch` (a lock without a stub row leaves it free).
+
+    Another stub is an IntegrityError, like a download that does not match its pin: the bytes are not the ones
+    the lock was written with."""
+    pin = lock.stub_pin(arch)
+    if pin is not None and pin.stub_sha256 != stub_sha256:
+        raise IntegrityError(
+            f"{_where(lock.path, pin.line, 'bundle.lock')}: the {arch} stub is pinned to stub_sha256 "
+            f"{pin.stub_sha256}, but {stub} has {stub_sha256}; build the stub as the lock's writer did "
+            f"(docs/reproducible.md), or pin this one with `bundler lock --arch {arch} --stubs` (or --stub PATH)"
+        )

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from bundler.build.glibc import stub_floor
 from testing.devices import PORTABLE, portable_stub, require_root_tools, roots_cache, run_in_root, write_project
@@ -159,6 +160,28 @@ def test_a_stub_build_waits_for_another_build_in_its_root_and_says_so(amd64, dev
     assert proc.returncode == 0, "".join(said) + err
     assert Path(out.strip()) == stub and stub.is_file()
     assert "portable amd64 stub ready" in err
+
+
+def test_lock_stubs_pins_the_portable_stub_and_a_locked_make_refuses_the_host_one(
+    amd64, devices_cache, stub_path, tmp_path
+):
+    stub, root, _ = amd64
+    project = write_project(tmp_path / "p", {"bin/busybox": "/bin/busybox"}, ["bin/busybox", "uname", "-m"])
+    locked = bundler("lock", "--arch", "amd64", "--stubs", "--cache-dir", devices_cache, cwd=project)
+    assert "building the portable" not in locked.stderr  # the session's stub, found in the cache
+    rows = tomllib.loads((project / "bundle.lock").read_text())["stub"]
+    assert [row["arch"] for row in rows] == ["amd64"]
+    make = ("make", "--locked", "--cache-dir", devices_cache, "--level", "3")
+    bundler(*make, "-o", tmp_path / "app", cwd=project, env=PORTABLE)
+    index = json.loads(bundler("inspect", "--json", tmp_path / "app").stdout)
+    assert index["stub_sha256"] == rows[0]["stub_sha256"]
+    ran = run_in_root(root, tmp_path / "app")
+    assert ran.returncode == 0 and ran.stdout == "x86_64\n", ran.stderr
+    # The quick host stub is another stub: a locked make refuses it, naming both digests.
+    refused = bundler(*make, "--stub", stub_path, "-o", tmp_path / "host-app", cwd=project, check=False)
+    assert refused.returncode == 3 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert f"pinned to stub_sha256 {rows[0]['stub_sha256']}, but {stub_path} has " in refused.stderr
+    assert not (tmp_path / "host-app").exists()
 
 
 def test_arm64_bundle_installs_verifies_and_runs_its_arm64_binary_under_qemu(arm64, devices_cache, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import tomllib
 
 from bundler.manifest import load_manifest
-from bundler.manifest.lockfile import Lock, image_pin_for, lock_path_for, pin_for
+from bundler.manifest.lockfile import Lock, check_stub_pin, image_pin_for, lock_path_for, pin_for
 from payload.errors import HostError, IntegrityError, UsageError
 
 SHA_A = "a" * 64
@@ -214,6 +214,18 @@ BAD_LOCKS = {
     ),
     "newer format": ("version = 2\n", 1, "lock format 2 is newer than this bundler knows; upgrade bundler"),
     "file not an array": ('version = 1\n[file]\npath = "x"\n', 2, "'file' must be an array of tables"),
+    "bad stub arch": (f'version = 1\n[[stub]]\narch = "x86_64"\nstub_sha256 = "{SHA_A}"\n', 3, "unknown architecture"),
+    "bad stub sha256": (
+        'version = 1\n[[stub]]\narch = "amd64"\nstub_sha256 = "A1"\n',
+        4,
+        "stub_sha256 is not 64 lower-case hex digits",
+    ),
+    "stub pinned twice": (
+        f'version = 1\n[[stub]]\narch = "arm"\nstub_sha256 = "{SHA_A}"\n'
+        f'[[stub]]\narch = "arm"\nstub_sha256 = "{SHA_B}"\n',
+        5,
+        "the stub for arch 'arm' is pinned twice (first at line 2)",
+    ),
 }
 
 
@@ -309,3 +321,38 @@ def test_the_documented_lock_loads(tmp_path):
     lock = Lock.load(path)
     assert [(pin.path, pin.arch) for pin in lock.files] == [("bin/crun", "amd64")]
     assert [(pin.name, pin.platform) for pin in lock.images] == [("pause", "linux/arm64")]
+
+
+def test_stub_pins_round_trip_sorted_by_architecture(tmp_path):
+    lock = Lock()
+    lock.set_stub("riscv64", SHA_C)
+    lock.set_stub("amd64", SHA_A)
+    lock.set_stub("amd64", SHA_B)  # pinned afresh: the last stub wins
+    path = lock.save(tmp_path / "bundle.lock")
+    assert tomllib.loads(path.read_text())["stub"] == [
+        {"arch": "amd64", "stub_sha256": SHA_B},
+        {"arch": "riscv64", "stub_sha256": SHA_C},
+    ]
+    loaded = Lock.load(path)
+    assert loaded.stubs == lock.stubs and loaded.stub_pin("arm") is None
+    with pytest.raises(ValueError):
+        lock.set_stub("amd64", "B" * 64)
+
+
+def test_locked_make_refuses_another_stub_naming_both_digests(tmp_path):
+    lock = Lock()
+    lock.set_stub("amd64", SHA_A)
+    lock.save(tmp_path / "bundle.lock")
+    lock = Lock.load(tmp_path / "bundle.lock")
+    check_stub_pin(lock, "amd64", Path("stub"), SHA_A)  # the pinned stub
+    check_stub_pin(lock, "arm64", Path("stub"), SHA_B)  # no pin for arm64: any stub
+    with pytest.raises(IntegrityError) as caught:
+        check_stub_pin(lock, "amd64", Path("/cache/stub"), SHA_B)
+    message = str(caught.value)
+    line = tmp_path.joinpath("bundle.lock").read_text().split("\n").index("[[stub]]") + 1
+    assert message.startswith(
+        f"{tmp_path / 'bundle.lock'}:{line}: the amd64 stub is pinned to stub_sha256 {SHA_A}, "
+        f"but /cache/stub has {SHA_B}; "
+    )
+    assert "\n" not in message and "bundler lock --arch amd64 --stubs" in message
+    assert caught.value.exit_code == 3
