@@ -320,8 +320,7 @@ def repack(bundle, level, frame_size, output, cache_dir):
 
 def _made(output, index):
     """What `make --json` prints: where the bundle is, its checksum, and what it holds."""
-    from bundler.build.provenance import beside as provenance_path
-    from bundler.media.outputs import checksum_path, read_checksums
+    from bundler.media.outputs import checksum_path, provenance_path, read_checksums
 
     checksum = checksum_path(output)
     listed = read_checksums(output)
@@ -345,13 +344,13 @@ def _made(output, index):
 
 def _beside_sbom(output, index):
     """The SBOM file make wrote beside `output` (its format is the one of the entry inside)."""
-    from bundler.sbom.gather import beside
+    from bundler.media.outputs import sbom_path
     from payload.rules import SBOM_PATHS
     from payload.sbom import sbom_entry
 
     entry = sbom_entry(index)
     formats = [name for name, path in SBOM_PATHS.items() if entry is not None and path == entry.path]
-    return str(beside(output, formats[0])) if formats else None
+    return str(sbom_path(output, formats[0])) if formats else None
 
 
 @main.command()

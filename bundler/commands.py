@@ -57,12 +57,17 @@ def verify_bundle(bundle, key=None, as_json=False):
 
 
 def split_bundle(bundle, size, output):
-    """`bundler split`: write the executable and parts of `bundle` (in place when output is bundle); it keeps the
-    bundle id and the signature, so it needs no key."""
+    """`bundler split`: write the executable and parts of `bundle` (in place when output is bundle), and its side
+    files (SBOM, provenance) beside the output; it keeps the bundle id and the signature, so it needs no key."""
+    from bundler.media.outputs import carry_side_files, side_files
     from bundler.media.split import bundle_source, write_split
 
     with open(bundle, "rb") as f:
-        return write_split(bundle_source(bundle, f), output, size)
+        source = bundle_source(bundle, f)
+        carried = side_files(bundle, source.index)  # a side file of another build is refused before any write
+        index = write_split(source, output, size)
+    carry_side_files(carried, bundle, output)
+    return index
 
 
 def repack_bundle(bundle, output, cache, level, frame_size, log=print):

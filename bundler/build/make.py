@@ -20,6 +20,7 @@ from bundler.images.embed import embed_images, pin_images
 from bundler.manifest import load_manifest
 from bundler.manifest.lockfile import Lock, check_stub_pin, lock_path_for
 from bundler.manifest.model import IMAGES_GROUP
+from bundler.media import outputs
 from bundler.media.outputs import checksum_path, read_checksums
 from bundler.sbom import gather as sbom
 from bundler.stubs.build import HOST
@@ -177,7 +178,9 @@ def make(request, cache, log=print):
             index = write_split(source, output, request.split)
         else:
             write_bundle(stub, index, groups, output, sign=signing.signature_block)
-        sbom_path = sbom.beside(output, sbom_format)
+        sbom_path = outputs.sbom_path(output, sbom_format)
+        # An SBOM of the other format, left by an earlier make of this output, describes another build.
+        outputs.remove_stale_side_files(output, keep=(sbom_path, outputs.provenance_path(output)))
         fs.write_atomic(sbom_path, sbom_text)
         doc = provenance.statement(
             read_checksums(output),
@@ -191,7 +194,7 @@ def make(request, cache, log=print):
             [sbom_path],
             started,
         )
-        fs.write_atomic(provenance.beside(output), json.dumps(provenance.envelope(doc, signing), indent=2) + "\n")
+        fs.write_atomic(outputs.provenance_path(output), json.dumps(provenance.envelope(doc, signing), indent=2) + "\n")
     except OSError as exc:
         raise _output_error(output, exc) from None
     return output, index
@@ -277,14 +280,14 @@ def _same_file(a, b):
 
 def check_output(output, inputs):
     """Refuse an output path that names a directory, something other than a file, or an input of the build (or
-    whose checksum file would), and one that cannot be written, before any long step."""
+    whose checksum or side files would), and one that cannot be written, before any long step."""
     output = Path(output)
     checksum = checksum_path(output)
     if output.is_dir():
         raise UsageError("--output {} is a directory; name the file to write (e.g. {})".format(output, output / "NAME"))
     if os.path.lexists(output) and not output.is_file():
         raise UsageError(f"--output {output} exists and is not a regular file; name another path")
-    for target in (output, checksum):
+    for target in (output, checksum, *outputs.side_paths(output)):
         for source in inputs:
             if _same_file(target, source):
                 raise UsageError(

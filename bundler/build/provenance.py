@@ -1,7 +1,7 @@
 """Where a bundle came from, provably: an in-toto v1 Statement with a SLSA Provenance v1 predicate (the builder,
 the build type, the parameters, and the sha256 of the manifest, the lock, every source, every image and the stub),
 in a DSSE envelope signed with the bundle's own key (`make --sign`), written beside the output as
-NAME.intoto.json. Unsigned builds write the envelope with no signature."""
+NAME.intoto.json (bundler/media/outputs.py). Unsigned builds write the envelope with no signature."""
 
 import base64
 import json
@@ -20,11 +20,6 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "urn:bundler:make:v1"  # docs/sbom.md, Provenance: what the parameters mean
 BUILDER_ENV = "BUNDLER_BUILDER_ID"  # a CI names its builder here; else this host
-SUFFIX = ".intoto.json"
-
-
-def beside(output):
-    return Path(output).with_name(Path(output).name + SUFFIX)
 
 
 def _file(name, path):

@@ -4,7 +4,8 @@ Format 4 signs what a device installs and runs (the content index), not how it i
 docs/format.md section 3.5), so a repack copies the content index bytes and the signature block as they are and
 writes a new table: the bundle id and the signature stay. Every entry is decoded and checked against its signed
 sha256 before it is compressed again, the stub is checked against the index's stub_sha256, a signature present
-must hold, and the written file is read back (assemble.check_written) before it is renamed into place.
+must hold, and the written file is read back (assemble.check_written) before it is renamed into place. The SBOM
+and provenance beside the bundle are checked to belong to it and go beside the output (bundler/media/outputs.py).
 """
 
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 from bundler.build.assemble import lay_out, write_bundle
 from bundler.build.compress import Member, compress
 from bundler.build.cuts import DEFAULT_FRAME_SIZE
+from bundler.media.outputs import carry_side_files, side_files
 from payload import fs
 from payload import progress as progress_display
 from payload.errors import IntegrityError
@@ -35,6 +37,7 @@ def repack(bundle, output, cache, level=19, frame_size=DEFAULT_FRAME_SIZE, log=p
             payload = open_payload(str(bundle), f)
             signer(payload)  # a signature kept must hold: a broken one is refused here, not on a device
             check_outside(payload, f)  # the stub kept must be the one the content index names
+            carried = side_files(bundle, payload.index)  # and so must the SBOM and provenance carried beside it
             groups = _decode_and_compress(payload, f, work, cache, level, frame_size, log)
         index_groups, entries = lay_out(groups)
         index = payload.index.with_groups(index_groups, {e.path: (e.group, e.offset) for e in entries})
@@ -45,6 +48,7 @@ def repack(bundle, output, cache, level=19, frame_size=DEFAULT_FRAME_SIZE, log=p
         write_bundle(
             bundle, index, groups, output, signature=payload.signature, index_bytes=payload.index_bytes, replace=True
         )
+        carry_side_files(carried, bundle, output)
         return index
     finally:
         fs.safe_rmtree(work)

@@ -1,6 +1,7 @@
 """`bundler copy BUNDLE DEST_DIR [--split SIZE]`: put a bundle on a medium (a USB stick) and prove it is there.
 
-Every file (the parts, the executable, then NAME.sha256) is written under a temp name, fsynced, dropped from the
+Every file (the parts, the executable, its side files: the SBOM and the provenance, checked first to belong to the
+bundle, then NAME.sha256) is written under a temp name, fsynced, dropped from the
 page cache (posix_fadvise DONTNEED) so that the read-back comes from the medium rather than from memory, read
 back and compared with the source's sha256, and only then renamed: a stick pulled half way never shows a
 complete-looking but short file. Run again after an interruption, the copy keeps every file that reads back
@@ -15,7 +16,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bundler.media.outputs import checksum_path, read_checksums, stale_parts
+from bundler.media.outputs import checksum_path, read_checksums, side_files, side_paths, stale_parts
 from bundler.media.split import Planned, bundle_source, checksum_file, hash_range, plan_split
 from payload import fs
 from payload import progress as progress_display
@@ -110,12 +111,13 @@ def copy_bundle(bundle, dest, split=None, progress=None, log=print):
         )
     with open(bundle, "rb") as f:
         payload = open_payload(str(bundle), f)
+        sides = [Planned(p.name, p.stat().st_size, sha, path=str(p)) for p, sha in side_files(bundle, payload.index)]
         if split is None:
             directory = os.path.dirname(os.path.realpath(bundle))
             sizes = [(p.name, p.size) for p in payload.index.parts] + [(bundle.name, os.fstat(f.fileno()).st_size)]
             check_file_sizes(sizes, medium, dest)
             files = _plan_as_is(bundle, payload, f, directory, progress)
-            return _write_all(files, bundle.name, dest, progress, log)
+            return _write_all(_with_sides(files, sides), bundle.name, dest, progress, log)
         source = bundle_source(bundle, f)
         with tempfile.TemporaryDirectory(prefix="bundler-copy-") as work:
             _, files = plan_split(
@@ -125,7 +127,12 @@ def copy_bundle(bundle, dest, split=None, progress=None, log=print):
                 work,
                 progress=_counting(progress, "reading " + bundle.name, source.data_size),
             )
-            return _write_all(files, bundle.name, dest, progress, log)
+            return _write_all(_with_sides(files, sides), bundle.name, dest, progress, log)
+
+
+def _with_sides(files, sides):
+    """The side files go after the executable, before NAME.sha256: that file, written last, says the copy is whole."""
+    return files[:-1] + sides + files[-1:]
 
 
 def _counting(progress, label, total):
@@ -194,13 +201,14 @@ def _write_all(files, name, dest, progress, log):
         todo.append(planned)
         freed += _clusters(size or 0, cluster)
     stale = [n for n in stale_parts(str(dest), name) if n not in names]
+    stale += [p.name for p in side_paths(dest / name) if p.name not in names and p.is_file()]  # of another build
     freed += sum(_clusters(_size_or_none(dest / n) or 0, cluster) for n in stale)
     _check_space(dest, sum(_clusters(p.size, cluster) for p in todo), freed)
     total = 2 * sum(p.size for p in todo)
     advance = _counting(progress, f"copying to {dest}", total)
     for planned in todo:
         _put(planned, dest, advance)
-    for leftover in stale:  # parts of an earlier, other split of this name: no longer listed
+    for leftover in stale:  # parts of an earlier, other split of this name, side files of another build
         fs.safe_unlink(str(dest / leftover))
     report = Report(todo, kept)
     log(report.summary(dest, name))

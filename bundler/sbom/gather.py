@@ -11,8 +11,6 @@ from bundler.sbom.model import Description, FileItem, ImageItem, Layer, StubItem
 from payload.oci.reference import parse_image_manifest, parse_reference
 from payload.rules import SBOM_PATHS
 
-SUFFIXES = {"spdx": ".spdx.json", "cyclonedx": ".cdx.json"}  # of the copy beside the output: NAME.spdx.json
-
 
 def file_items(manifest, arch, members_by_group):
     """Every [[file]] as built: its member's sha256 and size, and what its source says about it."""
@@ -107,8 +105,3 @@ def sbom_member(cache, fmt, text):
             blob.write(text)
             blob.commit(sha256)
     return Member(SBOM_PATHS[fmt], 0o644, "file", cache.blob_path(sha256), sha256, len(text))
-
-
-def beside(output, fmt):
-    """Where the copy of the SBOM beside the bundle goes: NAME.spdx.json or NAME.cdx.json."""
-    return output.with_name(output.name + SUFFIXES[fmt])

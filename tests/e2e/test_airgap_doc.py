@@ -121,7 +121,13 @@ def test_every_command_of_docs_airgap_runs(tmp_path, cache_dir, stub_path):
     for text in promised:
         position = transcript.find(text, position)
         assert position >= 0, f"{text!r} missing (in order) from the transcript:\n{transcript}"
-    assert listed == ["demo-1.1.0", "demo-1.1.0.part001", "demo-1.1.0.sha256"], listed
+    assert listed == [
+        "demo-1.1.0",
+        "demo-1.1.0.intoto.json",
+        "demo-1.1.0.part001",
+        "demo-1.1.0.sha256",
+        "demo-1.1.0.spdx.json",
+    ], listed
     root = tmp_path / "root"
     assert len(version_dirs(root)) == 2
     expected = expected_files(project, FILES)

@@ -1,8 +1,10 @@
 """`bundler copy` onto a real FAT32 file system (mkfs.vfat image mounted by fusefat): split on the way, checked
-with coreutils' sha256sum and dosfstools' fsck.vfat, installed and run from the stick; damage on the medium
-refused by name and repaired by the next copy; SIGKILL half way and a resume; refusals (file too large for FAT32,
-no space) before a byte is written."""
+with coreutils' sha256sum and dosfstools' fsck.vfat, installed and run from the stick, the SBOM and provenance
+carried beside it; damage on the medium refused by name and repaired by the next copy; SIGKILL half way and a
+resume; refusals (file too large for FAT32, no space, a side file of another build) before a byte is written."""
 
+import base64
+import json
 import os
 import shutil
 import signal
@@ -14,9 +16,19 @@ import pytest
 
 from bundler.media.copy import FAT32_LIMIT, medium_of
 from testing.fat32 import fsck, unmount
-from testing.faults import build, expected_files, install_problems, leftovers, start, version_dirs, write_project
-from testing.helpers import ROOT, bundler, run
+from testing.faults import (
+    build,
+    expected_files,
+    install_problems,
+    leftovers,
+    sha256_of,
+    start,
+    version_dirs,
+    write_project,
+)
+from testing.helpers import ROOT, bundler, flip_byte, run
 
+SIDES = ("bundle.intoto.json", "bundle.spdx.json")  # what make writes beside the bundle (docs/sbom.md)
 FILES = [
     ("bin/crun", "/usr/bin/crun", "tools"),
     ("bin/containerd-shim-runc-v2", "/usr/bin/containerd-shim-runc-v2", "tools"),
@@ -65,13 +77,16 @@ def test_mountinfo_escapes_and_the_deepest_mount_win(tmp_path):
 
 def test_split_on_the_way_verifies_installs_and_runs_from_the_stick(made, fat32_stick, tmp_path):
     mount, image = fat32_stick
+    (mount / "bundle.cdx.json").write_text("{}")  # an SBOM of an earlier, other build: not this bundle's
     said = bundler("copy", made["exe"], mount, "--split", "1M")
     names = on_stick(mount)
     parts = [n for n in names if n.startswith("bundle.part")]
-    assert names == ["bundle"] + parts + ["bundle.sha256"] and len(parts) >= 4, names
+    assert names == sorted(["bundle", *SIDES, *parts, "bundle.sha256"]) and len(parts) >= 4, names
     assert f"{len(names)} files written and read back" in said.stdout
+    for side in SIDES:  # byte for byte what make wrote
+        assert sha256_of(mount / side) == sha256_of(made["exe"].with_name(side)), side
     checked = sha256sum_c(mount, "bundle")
-    assert checked.returncode == 0 and checked.stdout.count(": OK") == len(names) - 1, checked.stdout
+    assert checked.returncode == 0 and checked.stdout.count(": OK") == len(names) - 1 - len(SIDES), checked.stdout
     assert all((mount / p).stat().st_size <= 1 << 20 for p in parts)
 
     root = tmp_path / "root"
@@ -212,7 +227,7 @@ def test_copy_to_a_plain_directory_keeps_the_run_bit_and_resumes_to_nothing(made
     dest = tmp_path / "dest"
     dest.mkdir()
     bundler("copy", made["exe"], dest)
-    assert sorted(os.listdir(dest)) == ["bundle", "bundle.sha256"]
+    assert sorted(os.listdir(dest)) == sorted(["bundle", *SIDES, "bundle.sha256"])
     assert os.access(dest / "bundle", os.X_OK) and sha256sum_c(dest, "bundle").returncode == 0
     assert "0 files written" in bundler("copy", made["exe"], dest).stdout
     result = start(dest / "bundle", tmp_path / "root")
@@ -285,7 +300,29 @@ def test_a_copy_with_another_part_size_leaves_no_part_of_the_earlier_one(made, t
     again = bundler("copy", made["exe"], dest, "--split", "2M")
     assert "sha256sum -c bundle.sha256" in again.stdout
     names = sorted(os.listdir(dest))
-    assert len(names) < many and names == ["bundle"] + [f"bundle.part{n:03d}" for n in range(1, len(names) - 1)] + [
-        "bundle.sha256"
-    ]
+    parts = [f"bundle.part{n:03d}" for n in range(1, len(names) - len(SIDES) - 1)]
+    assert len(names) < many and names == sorted(["bundle", *SIDES, *parts, "bundle.sha256"])
     assert sha256sum_c(dest, "bundle").returncode == 0 and run([dest / "bundle", "--bundle-verify"]).returncode == 0
+
+
+@pytest.mark.parametrize("damage", ["sbom", "provenance"])
+def test_a_side_file_that_is_not_the_bundles_is_refused_before_a_byte_is_written(made, tmp_path, damage):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("bundle", "bundle.sha256", *SIDES):
+        shutil.copy2(made["exe"].with_name(name), src / name)
+    if damage == "sbom":
+        flip_byte(src / "bundle.spdx.json", 100)
+    else:  # a provenance of another build: it names another SBOM among its byproducts
+        envelope = json.loads((src / "bundle.intoto.json").read_text())
+        statement = json.loads(base64.b64decode(envelope["payload"]))
+        statement["predicate"]["runDetails"]["byproducts"][0]["digest"]["sha256"] = "0" * 64
+        envelope["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+        (src / "bundle.intoto.json").write_text(json.dumps(envelope))
+    name = "bundle.spdx.json" if damage == "sbom" else "bundle.intoto.json"
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    for command in (["copy", src / "bundle", dest], ["copy", src / "bundle", dest, "--split", "1M"]):
+        refused = bundler(*command, check=False)
+        assert refused.returncode == 3 and f"{src / name} does not belong to" in refused.stderr, refused.stderr
+        assert len(refused.stderr.splitlines()) == 1 and os.listdir(dest) == []

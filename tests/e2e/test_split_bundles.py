@@ -268,3 +268,33 @@ def test_an_unsplit_make_over_a_split_output_removes_the_old_parts(made, cache_d
     assert parts_of(exe)
     bundler("make", "--cache-dir", cache_dir, "--level", 3, "--output", exe, cwd=project)
     assert parts_of(exe) == [] and run([exe, "--bundle-verify"]).returncode == 0
+
+
+def test_split_and_repack_carry_the_sbom_and_provenance_beside_their_output(made, tmp_path, cache_dir):
+    exe = made["split"]  # make wrote bundle.spdx.json and bundle.intoto.json beside it
+    sides = {suffix: exe.with_name(exe.name + suffix).read_bytes() for suffix in (".spdx.json", ".intoto.json")}
+    split, repacked = tmp_path / "split" / "app", tmp_path / "repacked" / "app"
+    for out in (split, repacked):
+        out.parent.mkdir()
+        out.with_name("app.cdx.json").write_text("{}")  # left by another build: it goes
+    bundler("split", exe, "--size", "2M", "--output", split)
+    bundler("repack", exe, "--level", "1", "-o", repacked, "--cache-dir", cache_dir)
+    for out in (split, repacked):
+        assert sorted(p.name for p in out.parent.iterdir() if ".part" not in p.name) == [
+            "app",
+            "app.intoto.json",
+            "app.sha256",
+            "app.spdx.json",
+        ]
+        assert {s: out.with_name("app" + s).read_bytes() for s in sides} == sides, out
+        assert bundler("inspect", "--sbom", out).stdout.encode() == sides[".spdx.json"]
+
+    # In place, the side files stay as they are; a damaged one is refused before anything is written.
+    bundler("split", split, "--size", "1M")
+    assert split.with_name("app.spdx.json").read_bytes() == sides[".spdx.json"]
+    flip_byte(split.with_name("app.spdx.json"), 10)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in split.parent.iterdir())
+    for command in (["split", split, "--size", "3M"], ["repack", split, "--level", "1", "--cache-dir", cache_dir]):
+        refused = bundler(*command, check=False)
+        assert refused.returncode == 3 and "app.spdx.json does not belong to" in refused.stderr, refused.stderr
+        assert sorted((p.name, p.stat().st_mtime_ns) for p in split.parent.iterdir()) == before

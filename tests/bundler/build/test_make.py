@@ -211,6 +211,7 @@ def test_temp_files_a_killed_make_left_beside_its_output_are_removed_by_the_next
     left.write_bytes(b"half an executable")
     other = work / "dist" / f".notes.tmp-{child.pid}-abc"  # not this output's: not ours to judge
     other.write_text("x")
+    (work / "dist" / "app.cdx.json").write_text("{}")  # an SBOM an earlier make wrote in the other format
     make(work, cache, plain_stub, "-o", "dist/app")
     assert sorted(os.listdir(work / "dist")) == [other.name, "app", "app.intoto.json", "app.sha256", "app.spdx.json"]
 
