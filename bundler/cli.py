@@ -555,11 +555,17 @@ def push(bundles, target, delta_from, delta_level, insecure_registries):
     metavar="HOST[:PORT]",
     help="Fetch blobs from this registry first (repeatable).",
 )
+@click.option(
+    "--sbom",
+    is_flag=True,
+    help="Also fetch the SBOM and the provenance attached to the bundle (by `bundler push`) and write them beside "
+    "OUTPUT, checked against the bundle's signed index.",
+)
 @insecure_option
-def pull(reference, output, arch, variant, mirrors, insecure_registries):
+def pull(reference, output, arch, variant, mirrors, sbom, insecure_registries):
     """Rebuild the bundle REF names, byte for byte the executable that was pushed, at OUTPUT."""
     from bundler.build.make import registry_client
     from bundler.fleet.pull import pull as pull_bundle
 
     with registry_client(insecure_registries, mirrors) as client:
-        pull_bundle(reference, output, client, arch=arch, variant=variant, log=click.echo)
+        pull_bundle(reference, output, client, arch=arch, variant=variant, log=click.echo, sbom=sbom)

@@ -188,22 +188,15 @@ def publish(client, ref, new_path, new_payload, new_manifest, olds, log=print):
     [(old version, number of patches, bytes of patches)]."""
     import tempfile
 
+    from bundler.fleet.referrers import attach, push_empty_config
     from payload.layout import open_payload
     from payload.oci import artifact
-    from payload.oci.reference import sha256_digest
-    from payload.oci.registry import referrers_tag
     from payload.sizes import size_text
 
     new_index = new_payload.index
-    subject = sha256_digest(new_manifest)
     done = []
     with tempfile.TemporaryDirectory(prefix="bundler-delta-") as work:
-        client.upload_blob(
-            ref,
-            artifact.sha256_of(artifact.EMPTY),
-            len(artifact.EMPTY),
-            lambda offset: io.BytesIO(artifact.EMPTY[offset:]),
-        )
+        push_empty_config(client, ref)
         for n, old in enumerate(olds):
             old_dir = os.path.join(work, f"old{n}")
             os.mkdir(old_dir)
@@ -245,15 +238,7 @@ def publish(client, ref, new_path, new_payload, new_manifest, olds, log=print):
             manifest = artifact.delta_manifest_bytes(
                 new_manifest, old_payload.bundle_id, new_payload.bundle_id, patches
             )
-            client.put_manifest(ref, artifact.sha256_of(manifest), manifest, artifact.OCI_MANIFEST)
-            tag_ref = ref._replace(tag=referrers_tag(subject), digest=None)
-            found = client.manifest(tag_ref)
-            existing = None
-            if found is not None:
-                from payload.oci.reference import load_json
-
-                existing = load_json(found[0], f"referrers tag {tag_ref.tag}")
-            client.put_manifest(ref, tag_ref.tag, artifact.with_referrer(existing, manifest), artifact.OCI_INDEX)
+            attach(client, ref, manifest, same=(artifact.FROM_BUNDLE,))
             total = sum(size for _, _, size in patches)
             log(
                 f"{new_path}: delta from {old_index.name} {old_index.version}: {len(patches)} patch(es), "

@@ -1,12 +1,13 @@
 """`bundler pull`: the one-file executable rebuilt from a registry byte for byte (payload/oci/artifact.py), with its
 `.sha256` beside it, written atomically. Blobs are kept in a download directory beside the output until the
-executable is whole, so an interrupted pull resumes."""
+executable is whole, so an interrupted pull resumes. With `sbom`, the SBOM and the provenance attached to it
+(bundler/fleet/referrers.py) go beside it too, checked against its signed index before anything is written."""
 
 import os
 from pathlib import Path
 
 from bundler.cache import file_sha256
-from bundler.media.outputs import write_checksum
+from bundler.media.outputs import remove_foreign_side_files, write_checksum
 from payload import fs
 from payload.errors import IntegrityError
 from payload.oci import artifact
@@ -17,12 +18,18 @@ def download_dir(output):
     return output.with_name("." + output.name + ".pull")
 
 
-def pull(reference, output, client, arch=None, variant=None, log=print):
-    """Rebuild the bundle `reference` names (for `arch` / `variant` from an image index) at `output`."""
+def pull(reference, output, client, arch=None, variant=None, log=print, sbom=False):
+    """Rebuild the bundle `reference` names (for `arch` / `variant` from an image index) at `output`, and with
+    `sbom` its side files beside it."""
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     pinned, art = artifact.resolve(client, reference, arch, variant)
     index = art.payload.index
+    sides = []
+    if sbom:  # fetched first: a bundle pushed without them is refused before a byte is written
+        from bundler.fleet.referrers import fetch_side_files
+
+        sides = fetch_side_files(client, pinned, index, f"{reference} ({pinned.digest})", output)
+    output.parent.mkdir(parents=True, exist_ok=True)
     downloads = download_dir(output)
     fs.safe_mkdir(str(downloads))
     paths, fetched = {}, 0
@@ -40,9 +47,14 @@ def pull(reference, output, client, arch=None, variant=None, log=print):
                 "artifact is damaged"
             )
     write_checksum(output, digest)
+    for path, data in sides:
+        fs.write_atomic(str(path), data)
+    remove_foreign_side_files(output, index)
     fs.safe_rmtree(str(downloads))
     log(
         f"{output}  ({index.name} {index.version} {index.arch}/{index.variant}, {size_text(os.path.getsize(output))}, "
         f"fetched {size_text(fetched)}, sha256 {digest}, from {pinned})"
     )
+    for path, data in sides:
+        log(f"{path}  ({size_text(len(data))}, attached to {pinned.digest}, checked against the bundle's index)")
     return digest

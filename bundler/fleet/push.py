@@ -1,9 +1,12 @@
 """`bundler push`: bundles to an OCI registry as artifacts (payload/oci/artifact.py), several architectures of one
-version under one tag. Blobs the registry has already are not sent again (HEAD first)."""
+version under one tag. Blobs the registry has already are not sent again (HEAD first). The SBOM and provenance
+beside each bundle are attached to its manifest as referrers (bundler/fleet/referrers.py)."""
 
 from pathlib import Path
 
 from bundler.cache import file_sha256
+from bundler.fleet.referrers import push_side_files
+from bundler.media.outputs import side_files
 from payload.errors import UsageError
 from payload.layout import open_payload
 from payload.oci import artifact
@@ -19,6 +22,7 @@ class _Opened:
             self.payload = open_payload(str(self.path), f)
             self.blobs = artifact.bundle_blobs(self.payload, f)
             check_outside(self.payload, f)  # a damaged stub never leaves this host
+        self.side_files = side_files(self.path, self.payload.index)  # nor an SBOM of another build
         self.sha256 = file_sha256(self.path)
         self.manifest = artifact.manifest_bytes(self.payload.index, self.blobs, self.sha256)
 
@@ -47,6 +51,11 @@ def push(bundles, target, client, log, delta_from=()):
             f"{bundle.path}: {index.name} {index.version} {index.arch}/{index.variant}: sent {size_text(sent)}, "
             f"{size_text(skipped)} already there ({len(bundle.blobs.all)} blobs), manifest {digest}"
         )
+        attached = push_side_files(client, ref, bundle.manifest, index, bundle.side_files)
+        if attached:
+            log(f"{bundle.path}: attached {', '.join(p.name for p, _ in attached)} (referrers of {digest})")
+        else:
+            log(f"{bundle.path}: no SBOM beside it to attach; `bundler pull --sbom` will find none")
         entries.append(artifact.index_entry(index, bundle.manifest, bundle.sha256))
         if delta_from:
             from bundler.fleet import delta

@@ -87,7 +87,6 @@ def side_files(bundle, index):
     """[(path, sha256)] of the side files beside `bundle` (its content index: `index`), each checked to belong to
     it: the SBOM must be the bytes of the one inside (whose sha256 the signed index records), the provenance must
     name that SBOM among its byproducts. One that does not is an IntegrityError: it is never carried on."""
-    from bundler.cache import file_sha256
     from payload.sbom import sbom_entry
 
     entry = sbom_entry(index)
@@ -95,19 +94,38 @@ def side_files(bundle, index):
     for path in side_paths(bundle):
         if not path.is_file():
             continue
-        sha256 = file_sha256(path)
-        if path.name.endswith(PROVENANCE_SUFFIX):
-            named = _byproduct_digests(path)
-            belongs = entry is not None and entry.sha256 in named
-        else:
-            belongs = entry is not None and entry.sha256 == sha256
-        if not belongs:
+        sha256 = _belonging(path, entry)
+        if sha256 is None:
             raise IntegrityError(
                 f"{path} does not belong to {bundle}: {_what_inside(entry, path)}; it is damaged or left by "
                 "another build: make the bundle again, or remove the file"
             )
         found.append((path, sha256))
     return found
+
+
+def remove_foreign_side_files(output, index):
+    """`bundler pull` over an output: side files there that do not belong to the bundle now written are removed."""
+    from payload.sbom import sbom_entry
+
+    entry = sbom_entry(index)
+    for path in side_paths(output):
+        if path.is_file() and _belonging(path, entry) is None:
+            fs.safe_unlink(str(path))
+
+
+def _belonging(path, entry):
+    """The sha256 of the side file at `path` when it belongs to the bundle whose SBOM entry is `entry`, else None."""
+    import hashlib
+
+    data = path.read_bytes()
+    if entry is None:
+        return None
+    if path.name.endswith(PROVENANCE_SUFFIX):
+        belongs = entry.sha256 in byproduct_digests(data)
+    else:
+        belongs = hashlib.sha256(data).hexdigest() == entry.sha256
+    return hashlib.sha256(data).hexdigest() if belongs else None
 
 
 def _what_inside(entry, path):
@@ -118,15 +136,15 @@ def _what_inside(entry, path):
     return f"the SBOM inside is {entry.path} with sha256 {entry.sha256}"
 
 
-def _byproduct_digests(path):
-    """The sha256 of each byproduct a provenance file (a DSSE envelope of an in-toto statement) names; empty when
-    it cannot be read as one."""
+def byproduct_digests(data):
+    """The sha256 of each byproduct a provenance (the bytes of a DSSE envelope of an in-toto statement) names;
+    empty when it cannot be read as one."""
     try:
-        envelope = json.loads(Path(path).read_text())
+        envelope = json.loads(data)
         statement = json.loads(base64.b64decode(envelope["payload"], validate=True))
         byproducts = statement["predicate"]["runDetails"].get("byproducts") or []
         return {b["digest"]["sha256"] for b in byproducts if isinstance(b, dict)}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return set()
 
 

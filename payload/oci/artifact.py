@@ -697,7 +697,7 @@ def delta_manifest_bytes(subject, from_bundle, to_bundle, patches):
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "artifactType": DELTA_TYPE,
-            "config": {"mediaType": EMPTY_TYPE, "digest": sha256_of(EMPTY), "size": len(EMPTY)},
+            "config": empty_descriptor(),
             "layers": [
                 {"mediaType": PATCH_TYPE, "digest": digest, "size": size, "annotations": patch.to_annotations()}
                 for patch, digest, size in patches
@@ -708,16 +708,22 @@ def delta_manifest_bytes(subject, from_bundle, to_bundle, patches):
     )
 
 
-def with_referrer(existing, manifest):
-    """The referrers tag's image index `existing` (a document, or None) with the delta manifest `manifest` listed
-    once (the entry of an earlier push of a delta from the same bundle replaced)."""
+def empty_descriptor():
+    """The config of a manifest that has none of its own (image-spec 1.1: the empty descriptor, blob `{}`)."""
+    return {"mediaType": EMPTY_TYPE, "digest": sha256_of(EMPTY), "size": len(EMPTY)}
+
+
+def with_referrer(existing, manifest, same):
+    """The referrers tag's image index `existing` (a document, or None) with the manifest `manifest` listed once:
+    an entry of the same artifactType whose annotations named in `same` are equal (an earlier push of it: a delta
+    from the same bundle, the bundle's SBOM) is replaced."""
     from payload.oci.reference import load_json, sha256_digest
 
-    doc = load_json(manifest, "delta manifest")
+    doc = load_json(manifest, "referrer manifest")
     notes = doc.get("annotations") or {}
     entry = {
         "mediaType": OCI_MANIFEST,
-        "artifactType": DELTA_TYPE,
+        "artifactType": doc.get("artifactType"),
         "digest": sha256_digest(manifest),
         "size": len(manifest),
         "annotations": notes,
@@ -727,8 +733,8 @@ def with_referrer(existing, manifest):
         for e in (existing or {}).get("manifests") or []
         if isinstance(e, dict)
         and not (
-            e.get("artifactType") == DELTA_TYPE
-            and (e.get("annotations") or {}).get(FROM_BUNDLE) == notes.get(FROM_BUNDLE)
+            e.get("artifactType") == entry["artifactType"]
+            and all((e.get("annotations") or {}).get(key) == notes.get(key) for key in same)
         )
     ]
     return canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": kept + [entry]})

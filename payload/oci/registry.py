@@ -313,6 +313,15 @@ class RegistryClient:
 
     def put_manifest(self, ref, target: str, data: bytes, media_type: str) -> str:
         """PUT a manifest (or image index) under `target` (a tag or its digest); returns its digest."""
+        return self._put_manifest(ref, target, data, media_type)[0]
+
+    def put_referrer(self, ref, data: bytes, media_type: str):
+        """PUT a manifest that has a `subject`, by its digest; returns the digest the registry's `OCI-Subject`
+        header names, or None: a registry with the referrers API lists the manifest among the subject's referrers
+        itself and says so there; without it, the caller updates the referrers tag."""
+        return self._put_manifest(ref, sha256_digest(data), data, media_type)[1]
+
+    def _put_manifest(self, ref, target: str, data: bytes, media_type: str):
         ref = _as_reference(ref)
         endpoint = self._endpoint(ref.registry)
         path = f"/v2/{ref.repository}/manifests/{target}"
@@ -328,7 +337,7 @@ class RegistryClient:
                         f"registry {endpoint.host} stored the manifest of {ref} as {said}, "
                         f"not {digest}; it altered the manifest"
                     )
-            return digest
+                return digest, response.headers.get("OCI-Subject")
 
         return self._policy.run(attempt, self._give_up(endpoint, ref, "PUT " + path, resumable=True))
 

@@ -175,8 +175,11 @@ def patch_digest(registry):
     `sha256-<hex>` tag, the delta manifest it lists, its layer."""
     subject = _get_json(registry, "/v2/edge/deltas/manifests/1.0.1")["manifests"][0]["digest"]
     listed = _get_json(registry, "/v2/edge/deltas/manifests/" + subject.replace(":", "-"))["manifests"]
-    assert [e["artifactType"] for e in listed] == ["application/vnd.bundler.delta.v1"]
-    layers = _get_json(registry, "/v2/edge/deltas/manifests/" + listed[0]["digest"])["layers"]
+    # Beside the delta, the bundle's SBOM and provenance that push attached (tests/e2e/test_fleet_referrers.py).
+    kinds = ["application/spdx+json", "application/vnd.bundler.delta.v1", "application/vnd.dsse.envelope.v1+json"]
+    assert sorted(e["artifactType"] for e in listed) == kinds
+    (delta,) = [e for e in listed if e["artifactType"] == "application/vnd.bundler.delta.v1"]
+    layers = _get_json(registry, "/v2/edge/deltas/manifests/" + delta["digest"])["layers"]
     assert [layer["annotations"]["vnd.bundler.delta.group"] for layer in layers] == ["shim"]
     return layers[0]["digest"]
 
