@@ -428,16 +428,22 @@ def inspect(bundle, as_json, sbom):
 
 
 @main.command()
-@click.argument("old", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("new", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("old")
+@click.argument("new")
 @click.option("--json", "as_json", is_flag=True, help="Print the difference as JSON.")
-def diff(old, new, as_json):
-    """What changed from bundle OLD to bundle NEW: files, images and groups added, removed or changed (with
-    sizes), what an update from OLD to NEW fetches whole, and the packages their SBOMs list."""
+@click.option("--arch", type=ARCH, help="The architecture to compare from a tag that holds several.")
+@click.option("--variant", help="The variant to compare from a tag that holds several of one architecture.")
+@insecure_option
+def diff(old, new, as_json, arch, variant, insecure_registries):
+    """What changed from bundle OLD to bundle NEW (each a bundle file or a registry reference REGISTRY/REPO:TAG):
+    files, images and groups added, removed or changed (with sizes), what an update from OLD to NEW fetches whole,
+    and the packages their SBOMs list. Of a reference, only its index and its SBOM are fetched."""
+    from bundler.build.make import registry_client
     from bundler.fleet.diff import diff as run_diff
     from bundler.fleet.diff import render
 
-    click.echo(render(run_diff(old, new), as_json))
+    with registry_client(insecure_registries) as client:
+        click.echo(render(run_diff(old, new, client, arch, variant), as_json))
 
 
 @main.command()

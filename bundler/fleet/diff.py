@@ -1,9 +1,12 @@
 """`bundler diff A B`: what changed from bundle A to bundle B (files, images, groups, with sizes), what an update
 from A to B fetches whole (the blobs of B's registry artifact, payload/oci/artifact.py, that A does not hold: its
 head, its changed frames, the stub's bytes that changed; as `--bundle-update` and `bundler pull` fetch them,
-before any delta), and the packages their SBOMs list that changed."""
+before any delta), and the packages their SBOMs list that changed. A and B are bundle files or registry
+references (REGISTRY/REPO:TAG, as push and pull take them): of a reference, only its manifests, its config (the
+signed index) and the SBOM attached to it (bundler/fleet/referrers.py) are fetched, never a group."""
 
 import json
+import os
 
 from payload.errors import UsageError
 from payload.layout import open_payload
@@ -11,26 +14,57 @@ from payload.rules import SBOM_PATHS
 from payload.sizes import size_text
 
 
-def _open(path):
-    """(payload, SBOM text or None, the blobs a registry holds it as: {digest: (what, size)})."""
+def _open(source, client=None, arch=None, variant=None):
+    """(payload, SBOM text or None, the blobs a registry holds it as: {digest: (what, size)}, where it is) of a
+    bundle file, or of a registry reference (read through `client`, picking `arch` / `variant` from a tag that
+    holds several)."""
     from payload.oci.artifact import bundle_blobs
     from payload.sbom import read_sbom
 
-    with open(path, "rb") as f:
-        payload = open_payload(str(path), f)
+    if not os.path.isfile(source):
+        return _open_reference(str(source), client, arch, variant)
+    with open(source, "rb") as f:
+        payload = open_payload(str(source), f)
         try:
             sbom = read_sbom(payload, f).decode()
         except UsageError:  # made by a bundler that wrote no SBOM
             sbom = None
         try:
             blobs = bundle_blobs(payload, f)
-            named = [(blobs.config, "index"), (blobs.elf, "elf"), (blobs.stub, "stub"), (blobs.archive, "stub")]
         except UsageError:  # a split bundle, or one of an older bundler: its frames only
-            named = []
+            blobs = None
+    return payload, sbom, _held(payload, blobs), str(source)
+
+
+def _open_reference(text, client, arch, variant):
+    from bundler.fleet.referrers import fetch_sbom
+    from payload.oci.artifact import resolve
+    from payload.rules import split_reference
+
+    parts = split_reference(text)
+    if parts is None or parts[0] is None:  # a path mistyped must not become a request to Docker Hub
+        raise UsageError(f"{text}: no such bundle file, nor a registry reference with its registry (REGISTRY/REPO:TAG)")
+    pinned, art = resolve(client, text, arch, variant)
+    found = fetch_sbom(client, pinned, art.payload.index, f"{text} ({pinned.digest})") if _has_sbom(art) else None
+    return art.payload, found[1].decode() if found else None, _held(art.payload, art.blobs), str(pinned)
+
+
+def _has_sbom(art):
+    from payload.sbom import sbom_entry
+
+    return sbom_entry(art.payload.index) is not None
+
+
+def _held(payload, blobs):
+    """{digest: (what, size)} of the blobs a registry holds the bundle as: its frames, and with `blobs` (the
+    artifact's) its head and the three stub layers."""
+    named = []
+    if blobs is not None:
+        named = [(blobs.config, "index"), (blobs.elf, "elf"), (blobs.stub, "stub"), (blobs.archive, "stub")]
     held = {b.digest: (what, b.size) for b, what in named}
     for group, frame in payload.index.frames():
         held["sha256:" + frame.sha256] = (group.name, frame.csize)
-    return payload, sbom, held
+    return held
 
 
 def _changes(old, new, same, describe):
@@ -62,9 +96,11 @@ _image = _pair(
 _group = _pair("name", size=lambda g: g.size, stored=lambda g: g.csize, frames=lambda g: len(g.frames))
 
 
-def diff(old_path, new_path):
-    """The difference as a JSON-able dict."""
-    (a, a_sbom, a_blobs), (b, b_sbom, b_blobs) = _open(old_path), _open(new_path)
+def diff(old_path, new_path, client=None, arch=None, variant=None):
+    """The difference as a JSON-able dict; `client` reads the sides that are registry references."""
+    (a, a_sbom, a_blobs, old_path), (b, b_sbom, b_blobs, new_path) = (
+        _open(side, client, arch, variant) for side in (old_path, new_path)
+    )
     ai, bi = a.index, b.index
     sbom_paths = set(SBOM_PATHS.values())
     files_a = {e.path: e for e in ai.files() if e.path not in sbom_paths}
@@ -142,7 +178,7 @@ def render(doc, as_json=False):
     )
     packages = doc["packages"]
     if packages is None:
-        lines.append("packages: unknown (a bundle without an SBOM)")
+        lines.append("packages: unknown (a bundle without an SBOM, or pushed without one)")
     elif not any(packages.values()):
         lines.append("packages: no change")
     else:

@@ -8,6 +8,7 @@ it itself (it says so with the `OCI-Subject` header), else the referrers tag `sh
 image index of them (the distribution spec's tag fallback; Debian's docker-registry 2.8 has no referrers API).
 Readers go through RegistryClient.referrers(): the API when it answers, else that tag."""
 
+import hashlib
 import io
 
 from bundler.media.outputs import SBOM_SUFFIXES, byproduct_digests, provenance_path, sbom_path
@@ -98,39 +99,55 @@ def push_side_files(client, ref, subject, index, carried):
 
 def fetch_side_files(client, pinned, index, where, output):
     """[(path beside `output`, bytes)] of the SBOM and the provenance attached to the bundle manifest `pinned` (a
-    reference by digest) whose content index is `index`, each checked: its blob against its digest, the SBOM
-    against the SBOM entry of the signed index, the provenance against that SBOM. A bundle pushed without an SBOM
-    is a NetworkError (exit 5: the registry does not hold it); without a provenance, only the SBOM is returned."""
+    reference by digest) whose content index is `index`, each checked (fetch_sbom; the provenance must name that
+    SBOM among its byproducts). A bundle pushed without an SBOM is a NetworkError (exit 5: the registry does not
+    hold it); without a provenance, only the SBOM is returned."""
+    by_type = _referrers_by_type(client, pinned)
+    found = fetch_sbom(client, pinned, index, where, by_type)
+    if found is None:
+        raise NetworkError(
+            f"{where} was pushed without its SBOM (no referrer of type {' or '.join(SBOM_TYPES.values())}); push it "
+            "again from a directory with the SBOM make wrote beside it, or pull without --sbom"
+        )
+    fmt, sbom = found
+    got = [(sbom_path(output, fmt), sbom)]
+    if PROVENANCE_TYPE in by_type:
+        provenance = _fetch_one(client, pinned, by_type[PROVENANCE_TYPE], PROVENANCE_TYPE)
+        if hashlib.sha256(sbom).hexdigest() not in byproduct_digests(provenance):
+            raise IntegrityError(f"the provenance attached to {where} does not name its SBOM; it is another build's")
+        got.append((provenance_path(output), provenance))
+    return got
+
+
+def fetch_sbom(client, pinned, index, where, by_type=None):
+    """(format, bytes) of the SBOM attached to the bundle manifest `pinned` whose content index is `index`, its
+    blob checked against its digest and its sha256 against the SBOM entry of the signed index; None when none is
+    attached. `by_type`: the referrers by artifactType, when the caller has them."""
     from payload.sbom import sbom_entry
 
     entry = sbom_entry(index)
     if entry is None:
         raise UsageError(f"{where} holds no SBOM (made by bundler {index.bundler_version}); make it again and push it")
-    listed = client.referrers(pinned, pinned.digest) or {}
-    by_type = {}
-    for found in listed.get("manifests") or []:
-        if isinstance(found, dict) and found.get("artifactType") not in by_type:
-            by_type[found.get("artifactType")] = found
-    sbom_types = [t for t in SBOM_TYPES.values() if t in by_type]
-    if not sbom_types:
-        raise NetworkError(
-            f"{where} was pushed without its SBOM (no referrer of type {' or '.join(SBOM_TYPES.values())}); push it "
-            "again from a directory with the SBOM make wrote beside it, or pull without --sbom"
-        )
-    fmt = next(f for f, t in SBOM_TYPES.items() if t == sbom_types[0])
-    sbom = _fetch_one(client, pinned, by_type[sbom_types[0]], sbom_types[0])
+    by_type = _referrers_by_type(client, pinned) if by_type is None else by_type
+    fmt = next((f for f, kind in SBOM_TYPES.items() if kind in by_type), None)
+    if fmt is None:
+        return None
+    sbom = _fetch_one(client, pinned, by_type[SBOM_TYPES[fmt]], SBOM_TYPES[fmt])
     if sha256_digest(sbom) != "sha256:" + entry.sha256:
         raise IntegrityError(
             f"the SBOM attached to {where} is {sha256_digest(sbom)}, the bundle's signed index says "
             f"sha256:{entry.sha256}; it is not this bundle's SBOM"
         )
-    got = [(sbom_path(output, fmt), sbom)]
-    if PROVENANCE_TYPE in by_type:
-        provenance = _fetch_one(client, pinned, by_type[PROVENANCE_TYPE], PROVENANCE_TYPE)
-        if entry.sha256 not in byproduct_digests(provenance):
-            raise IntegrityError(f"the provenance attached to {where} does not name its SBOM; it is another build's")
-        got.append((provenance_path(output), provenance))
-    return got
+    return fmt, sbom
+
+
+def _referrers_by_type(client, pinned):
+    """{artifactType: the first referrers index entry of that type} of the manifest `pinned`."""
+    by_type = {}
+    for found in (client.referrers(pinned, pinned.digest) or {}).get("manifests") or []:
+        if isinstance(found, dict) and found.get("artifactType") not in by_type:
+            by_type[found.get("artifactType")] = found
+    return by_type
 
 
 def _fetch_one(client, pinned, entry, kind):

@@ -2,7 +2,8 @@
 on loopback (no referrers API: the `sha256-<hex>` tag fallback). What the registry holds is read with plain HTTP
 (urllib), not with our client: the referrers tag's image index, each referrer's manifest (`subject`,
 `artifactType`, the empty config) and its blob, byte for byte the file beside the bundle. Then `bundler pull
---sbom`, a bundle pushed without an SBOM, and an SBOM blob changed in the registry's own storage."""
+--sbom`, a bundle pushed without an SBOM, and an SBOM blob changed in the registry's own storage. Last,
+`bundler diff` of two registry references: the diff of the files, with no group's blob fetched."""
 
 import hashlib
 import json
@@ -12,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from testing.bundles import make_bundle
+from testing.bundles import make_bundle, two_releases
 from testing.helpers import bundler
 from testing.registry import Registry
 from tests.conftest import require_registry_tools
@@ -160,3 +161,49 @@ def test_the_sbom_of_another_bundle_attached_to_this_one_is_refused(tmp_path, pl
     refused = bundler("pull", f"{registry.host}/fleet/demo:1", "--output", out, "--sbom", check=False)
     assert refused.returncode == 3 and "not this bundle's SBOM" in refused.stderr, refused.stderr
     assert not out.parent.exists()
+
+
+def _without_paths(doc):
+    return {k: v for k, v in doc.items() if k not in ("old", "new")}, [
+        {k: v for k, v in doc[side].items() if k != "path"} for side in ("old", "new")
+    ]
+
+
+def test_diff_of_registry_references_is_the_diff_of_the_files_without_fetching_a_group(tmp_path, plain_stub):
+    require_registry_tools()
+    old, new = two_releases(tmp_path, plain_stub)  # the releases of tests/bundler/fleet/test_diff.py
+    by_files = json.loads(bundler("diff", old, new, "--json").stdout)
+    with Registry(tmp_path / "storage") as registry:
+        for path, tag in ((old, "1.0.0"), (new, "1.1.0")):
+            bundler("push", path, f"{registry.host}/fleet/demo:{tag}")
+        mark = len(registry.served())
+        refs = [f"{registry.host}/fleet/demo:{tag}" for tag in ("1.0.0", "1.1.0")]
+        by_refs = json.loads(bundler("diff", *refs, "--json").stdout)
+        served = registry.served(mark)
+        mixed = json.loads(bundler("diff", old, refs[1], "--json").stdout)  # a file against a reference
+        # Pushed without its SBOM: the packages are unknown, the rest the same.
+        for suffix in (".spdx.json", ".intoto.json"):
+            new.with_name(new.name + suffix).unlink()
+        bundler("push", new, f"{registry.host}/fleet/bare:1.1.0")
+        bare = json.loads(bundler("diff", refs[0], f"{registry.host}/fleet/bare:1.1.0", "--json").stdout)
+        text = bundler("diff", *refs).stdout
+    assert _without_paths(by_refs) == _without_paths(by_files) == _without_paths(mixed)
+    assert by_refs["new"]["path"].startswith(f"{registry.host}/fleet/demo:1.1.0@sha256:")
+    assert by_refs["packages"]["changed"] == [{"name": "debian/tool", "type": "deb", "old": "1.0-1", "new": "1.1-1"}]
+    assert bare["packages"] is None and bare["files"] == by_files["files"]
+    assert "packages: ~ debian/tool 1.0-1 -> 1.1-1" in text
+    # What it fetched, by the registry's access log: no frame of any group, only heads and attached SBOMs.
+    frames = set()
+    for path in (old, new):
+        index = json.loads(bundler("inspect", "--json", path).stdout)
+        frames |= {"sha256:" + f["sha256"] for g in index["encoding"]["groups"] for f in g["frames"]}
+    blobs = [r["uri"].rsplit("/", 1)[1] for r in served if r["method"] == "GET" and "/blobs/" in r["uri"]]
+    assert blobs and not frames & set(blobs), blobs
+    assert len(blobs) == 4  # per side: its config (the signed index) and its SBOM
+
+
+def test_diff_of_a_path_that_is_neither_a_file_nor_a_reference_is_exit_2(tmp_path, plain_stub):
+    old, _ = two_releases(tmp_path, plain_stub)
+    missing = bundler("diff", old, tmp_path / "no-such" / "bundle", check=False)
+    assert missing.returncode == 2 and "no such bundle file, nor a registry reference" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1

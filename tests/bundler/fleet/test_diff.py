@@ -1,7 +1,7 @@
 """`bundler diff A B` on two releases made by `bundler make` (around a stand-in stub): files, groups and images
 added, removed and changed with their sizes; the bytes an update fetches whole (B's frames A lacks, checked
 against `bundler inspect --json`); the SBOM's package changes (a Debian package served on loopback that moves to
-a new version)."""
+a new version). By registry reference: tests/e2e/test_fleet_referrers.py."""
 
 import json
 
@@ -9,69 +9,13 @@ import pytest
 
 from payload.layout import open_payload
 from payload.oci.artifact import head_of, outside_spans
+from testing.bundles import two_releases
 from testing.helpers import bundler
-from testing.http_server import FileServer
-
-MANIFEST = """[bundle]
-name = "demo"
-version = "{version}"
-entrypoint = ["bin/hello"]
-
-[[file]]
-path = "bin/hello"
-mode = "0755"
-source = {{ url = "hello" }}
-
-[[file]]
-path = "share/big.bin"
-group = "big"
-source = {{ url = "big.bin" }}
-
-[[file]]
-path = "pkg/tool.deb"
-group = "tools"
-source = {{ url = "{deb}" }}
-{more}
-"""
 
 
 @pytest.fixture
 def releases(tmp_path, plain_stub):
-    """1.0.0 and 1.1.0: the launcher edited, the big group untouched, the Debian package 1.0-1 -> 1.1-1 (other
-    bytes and another name in the pool), share/old.txt removed and share/new.txt added in a new group."""
-    www = tmp_path / "www"
-    pool = www / "pool/main/t/tool"
-    pool.mkdir(parents=True)
-    (pool / "tool_1.0-1_amd64.deb").write_bytes(b"!<arch>\n" + b"a" * 5000)
-    (pool / "tool_1.1-1_amd64.deb").write_bytes(b"!<arch>\n" + b"b" * 6000)
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "big.bin").write_bytes(bytes(range(256)) * 2000)
-    (work / "old.txt").write_text("old\n")
-    (work / "new.txt").write_text("new\n" * 100)
-    made = {}
-    with FileServer(www) as server:
-        for version, hello, deb, more in (
-            (
-                "1.0.0",
-                "#!/bin/sh\necho 1\n",
-                "tool_1.0-1_amd64.deb",
-                'path = "share/old.txt"\nsource = { url = "old.txt" }',
-            ),
-            (
-                "1.1.0",
-                "#!/bin/sh\necho 1.1\n",
-                "tool_1.1-1_amd64.deb",
-                'path = "share/new.txt"\ngroup = "more"\nsource = { url = "new.txt" }',
-            ),
-        ):
-            (work / "hello").write_text(hello)
-            url = server.url(f"pool/main/t/tool/{deb}")
-            (work / "bundle.toml").write_text(MANIFEST.format(version=version, deb=url, more="[[file]]\n" + more))
-            out = work / version
-            bundler("make", "--stub", plain_stub, "--cache-dir", work / "cache", "--level", "3", "-o", out, cwd=work)
-            made[version] = out
-    return made["1.0.0"], made["1.1.0"]
+    return two_releases(tmp_path, plain_stub)
 
 
 def _names(items, key="path"):
