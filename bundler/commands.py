@@ -59,9 +59,10 @@ def verify_bundle(bundle, key=None, as_json=False):
 def split_bundle(bundle, size, output):
     """`bundler split`: write the executable and parts of `bundle` (in place when output is bundle), and its side
     files (SBOM, provenance) beside the output; it keeps the bundle id and the signature, so it needs no key."""
-    from bundler.media.outputs import carry_side_files, side_files
+    from bundler.media.outputs import carry_side_files, remove_dead_temps, side_files
     from bundler.media.split import bundle_source, write_split
 
+    remove_dead_temps(output)  # of a killed split
     with open(bundle, "rb") as f:
         source = bundle_source(bundle, f)
         carried = side_files(bundle, source.index)  # a side file of another build is refused before any write

@@ -295,7 +295,7 @@ def check_output(output, inputs):
                 )
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        fs.remove_dead_temps(output.parent, prefix="." + output.name + fs.TEMP_MARK)  # of a killed make
+        outputs.remove_dead_temps(output)  # of a killed make
         fs.safe_unlink(fs.temp_name(output))  # the very step write_bundle takes first
     except OSError as exc:
         raise _output_error(output, exc) from None

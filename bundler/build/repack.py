@@ -15,7 +15,7 @@ from pathlib import Path
 from bundler.build.assemble import lay_out, write_bundle
 from bundler.build.compress import Member, compress
 from bundler.build.cuts import DEFAULT_FRAME_SIZE
-from bundler.media.outputs import carry_side_files, side_files
+from bundler.media.outputs import carry_side_files, remove_dead_temps, side_files
 from payload import fs
 from payload import progress as progress_display
 from payload.errors import IntegrityError
@@ -30,6 +30,7 @@ def repack(bundle, output, cache, level=19, frame_size=DEFAULT_FRAME_SIZE, log=p
     comes out whole: `bundler split` cuts it again."""
     bundle, output = Path(bundle), Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_temps(output)  # of a killed repack
     # The decoded entries, beside the output, named like payload/fs.py's temp files (with the writer's PID).
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}{fs.TEMP_MARK}{os.getpid()}-", dir=output.parent))
     try:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from bundler.cache import file_sha256
-from bundler.media.outputs import remove_foreign_side_files, write_checksum
+from bundler.media.outputs import remove_dead_temps, remove_foreign_side_files, write_checksum
 from payload import fs
 from payload.errors import IntegrityError
 from payload.oci import artifact
@@ -30,6 +30,7 @@ def pull(reference, output, client, arch=None, variant=None, log=print, sbom=Fal
 
         sides = fetch_side_files(client, pinned, index, f"{reference} ({pinned.digest})", output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_temps(output)  # of a killed pull
     downloads = download_dir(output)
     fs.safe_mkdir(str(downloads))
     paths, fetched = {}, 0

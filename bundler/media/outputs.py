@@ -169,6 +169,15 @@ def carry_side_files(carried, bundle, output):
     return written
 
 
+def remove_dead_temps(output):
+    """Temp files of the output set of `output` (the executable, its parts, NAME.sha256, the side files) that a
+    writer killed half way left beside it (payload/fs.py temp names carry their writer's PID); returns them."""
+    output = Path(output)
+    names = [output.name, checksum_path(output).name] + [p.name for p in side_paths(output)]
+    prefixes = ["." + name + fs.TEMP_MARK for name in names] + ["." + output.name + PART_SEPARATOR]
+    return [found for prefix in prefixes for found in fs.remove_dead_temps(str(output.parent), prefix=prefix)]
+
+
 def remove_stale_side_files(output, keep):
     """Side files of an earlier build of `output` that this one does not write (an SBOM of the other format)."""
     for path in side_paths(output):

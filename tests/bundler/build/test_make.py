@@ -209,6 +209,8 @@ def test_temp_files_a_killed_make_left_beside_its_output_are_removed_by_the_next
     (work / "dist").mkdir()
     left = work / "dist" / f".app.tmp-{child.pid}-abc"
     left.write_bytes(b"half an executable")
+    for name in ("app.sha256", "app.part001", "app.spdx.json", "app.intoto.json"):  # the rest of the output set
+        (work / "dist" / f".{name}.tmp-{child.pid}-abc").write_text("half")
     other = work / "dist" / f".notes.tmp-{child.pid}-abc"  # not this output's: not ours to judge
     other.write_text("x")
     (work / "dist" / "app.cdx.json").write_text("{}")  # an SBOM an earlier make wrote in the other format
