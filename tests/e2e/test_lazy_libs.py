@@ -10,6 +10,7 @@ from PyInstaller.archive.readers import CArchiveReader
 from payload import lazylibs
 from testing.bundles import make_bundle, online_bundle
 from testing.loader import ON_DEMAND, initialised
+from tests.conftest import require_registry_tools
 
 
 def _loaded(exe, root, tmpdir, *args, expect=7):
@@ -69,3 +70,21 @@ def test_a_pulling_start_unpacks_and_loads_openssl_for_requests(stub_path, tmp_p
     loaded = initialised(result.stderr)
     assert [p for p in loaded if os.path.basename(p).startswith("libssl") and "/_MEI" in p], loaded
     assert [p for p in loaded if os.path.basename(p).startswith("_ssl") and "/_MEI" in p], loaded
+
+
+def test_an_installed_start_of_a_realistic_bundle_loads_none_of_the_set(stub_path, cache_dir, tmp_path):
+    """Two embedded images, an update repository and a signature with its key pinned: parsing their records, or the
+    pin, must not import hashlib, whose OpenSSL the frozen stub would unpack at every start."""
+    from stub.root import PINS_DIR
+    from testing.bundles import realistic_bundle
+
+    require_registry_tools()  # umoci and skopeo build the images
+    exe, _ = realistic_bundle(tmp_path / "bundle", stub_path, cache=cache_dir)
+    (tmp_path / "tmp").mkdir()
+    root = tmp_path / "root"
+    first = _loaded(exe, root, tmp_path / "tmp")  # installs, writes both image archives, pins the key
+    assert [p for p in first if os.path.basename(p).startswith("libcrypto")], first
+    assert os.listdir(root / PINS_DIR) and {"hello.tar", "world.tar"} <= set(os.listdir(root / "current" / "images"))
+    again = _loaded(exe, root, tmp_path / "tmp")
+    assert [p for p in again if os.path.basename(p).startswith("libpython")], again  # the trace saw the stub's Python
+    assert not [p for p in again if os.path.basename(p).startswith(ON_DEMAND)], again
