@@ -592,17 +592,21 @@ def _floors(exe, reps):
             f.seek(payload.data_offset + frame.offset)
             frames.append(f.read(frame.csize))
 
-    def chunks():
+    def chunks(frames=frames):
         for frame in frames:
             dobj = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).decompressobj()
             for i in range(0, len(frame), 1 << 20):
                 yield dobj.decompress(frame[i : i + (1 << 20)])
 
-    decompress, hashing, serial = [], [], []
+    decompress, hashing, serial, per_frame = [], [], [], []
     for _ in range(reps):
-        start = time.process_time()
-        outs = list(chunks())
-        decompress.append(time.process_time() - start)
+        outs, times = [], []
+        for frame in frames:
+            start = time.process_time()
+            outs += chunks([frame])
+            times.append(time.process_time() - start)
+        decompress.append(sum(times))
+        per_frame.append(times)
         start = time.process_time()
         for chunk in outs:
             hashlib.sha256(chunk).digest()
@@ -612,7 +616,23 @@ def _floors(exe, reps):
         for chunk in chunks():
             hashlib.sha256(chunk).digest()
         serial.append(time.process_time() - start)
-    return decompress, hashing, serial
+    # One thread's decompression of each frame, in the order of payload.index.frames() (medians over the runs)
+    return decompress, hashing, serial, [median(times) for times in zip(*per_frame)]
+
+
+def _decompression_floor(index, per_frame):
+    """The least time the device can spend decompressing: groups one after the other, the frames of a group
+    frames_in_flight at once, from one thread's time per frame. Returns (seconds, frames at once at most)."""
+    from payload.groups import frames_in_flight
+
+    times = iter(per_frame)
+    total, widest = 0.0, 1
+    for group in index.groups:
+        own = [next(times) for _ in group.frames]
+        at_once = min(len(own), frames_in_flight(len(own)))
+        total += max(max(own), sum(own) / at_once)
+        widest = max(widest, at_once)
+    return total, widest
 
 
 def _walls_cpus(runs):
@@ -620,7 +640,10 @@ def _walls_cpus(runs):
 
 
 def figure_extract(ws, exe, sizes, total):
-    """Figure 4: verified extraction by the real stub / `zstd -d | sha256sum` of the same compressed frame."""
+    """Figure 4: the first install, the real stub's whole verified extraction / its floor: the installed start-up
+    plus one thread's decompression of the frames on the cores the device uses (frames_in_flight). The earlier
+    reference, `zstd -d | sha256sum` of the same compressed frame, is printed under it."""
+
     blob = ws.dir / "bins.zst"
     payload = _extract_blob(exe, blob)
     pipeline = f"set -o pipefail; zstd -q -d -c {shlex.quote(str(blob))} | sha256sum >/dev/null"
@@ -636,7 +659,7 @@ def figure_extract(ws, exe, sizes, total):
         zstd_runs.append(seconds)
     log("timing extract_group in this process")
     inproc = _in_process_extract(exe, ws.dir, sizes.extract_reps)
-    decompress, hashing, serial = _floors(exe, sizes.extract_reps)
+    decompress, hashing, serial, per_frame = _floors(exe, sizes.extract_reps)
     root = ws.install(exe)
     starts = time_starts({"bins": [exe, "--bundle-dir", root]}, max(5, sizes.start_reps // 2), warmup=1)[0]["bins"]
     t_stub, t_zstd, t_start = median(stub_runs), median(zstd_runs), median(starts)
@@ -645,14 +668,23 @@ def figure_extract(ws, exe, sizes, total):
     size = sum(g.size for g in payload.index.groups)
     csize = sum(g.csize for g in payload.index.groups)
     d, h, s = median(decompress), median(hashing), median(serial)
+    frames = len(payload.index.frames())
+    decompression, at_once = _decompression_floor(payload.index, per_frame)
+    floor = t_start + decompression
     return Figure(
-        f"verified extract of {total / MB:.0f} MB binaries / zstd -d | sha256sum",
-        t_stub / t_zstd,
-        0.6,
+        f"first install of {total / MB:.0f} MB binaries / its floor",
+        t_stub / floor,
+        1.15,
         details=[
             f"stub --bundle-extract DIR (whole process): {spread(stub_runs)}",
-            f"zstd -d | sha256sum ({csize / MB:.1f} MB frame -> {size / MB:.1f} MB): {spread(zstd_runs)}",
+            f"floor: {floor * 1e3:.1f} ms = installed start-up {t_start * 1e3:.1f} ms + one thread's decompression of "
+            f"the {frames} frame(s) (of {len(payload.index.groups)} groups), up to {at_once} at once here: "
+            f"{decompression * 1e3:.1f} ms",
             f"  the stub's start-up alone (installed, same bundle): {spread(starts)}",
+            f"  whole minus the floor: {(t_stub - floor) * 1e3:.1f} ms; minus in-process extract_group with write "
+            f"and fsync: {(t_stub - t_start - median(write_walls)) * 1e3:.1f} ms beside the start-up",
+            f"zstd -d | sha256sum ({csize / MB:.1f} MB frame -> {size / MB:.1f} MB): {spread(zstd_runs)}; stub / it: "
+            f"{t_stub / t_zstd:.3f} (the verdict before, goal 0.6)",
             f"  whole minus start-up: {(t_stub - t_start) * 1e3:.1f} ms -> {(t_stub - t_start) / t_zstd:.3f} of the "
             "pipeline",
             f"in-process extract_group, verify only (decompress + sha256): {spread(verify_walls)} -> "
@@ -1670,9 +1702,9 @@ def main(argv=None):
     parser.add_argument("--devices-only", action="store_true", help="only the portable stub figures")
     parser.add_argument(
         "--only",
-        choices=["containerd-update", "startup"],
+        choices=["containerd-update", "startup", "install"],
         help="only these figures (containerd-update: the delta update of Debian's containerd, against a whole pull; "
-        "startup: figures 1, 2 and 2c, the installed start-ups)",
+        "startup: figures 1, 2 and 2c, the installed start-ups; install: figure 4, the first install)",
     )
     args = parser.parse_args(argv)
     for tool in ("zstd", "sha256sum", "bash"):
@@ -1703,16 +1735,20 @@ def main(argv=None):
             figures = figure_containerd_update(ws, sizes)
             print_report(facts, figures, time.perf_counter() - began)
             return 0
-        figures = figure_startup(ws, sizes, stub.stat().st_size, reuse_hello=args.quick)
+        figures = [] if args.only == "install" else figure_startup(ws, sizes, stub.stat().st_size, args.quick)
         if args.only == "startup":
             print_report(facts, figures, time.perf_counter() - began)
             return 0
-        figures.append(figure_stub_size(stub, stub_seconds))
-        figures.append(figure_early_refusal(ws, reps=3 if args.quick else 7))
+        if args.only is None:
+            figures.append(figure_stub_size(stub, stub_seconds))
+            figures.append(figure_early_refusal(ws, reps=3 if args.quick else 7))
         binaries, total = pick_binaries(sizes.binaries_mb * MB, sizes.binaries)
         log(f"building a bundle of {len(binaries)} real binaries, {total / MB:.1f} MB, at level {sizes.level}")
         files = [(f"bin/{i:02d}-{os.path.basename(p)}", p) for i, p in enumerate(binaries)]
         bins, make_seconds = ws.make_bundle("bins", files, level=sizes.level)
+        if args.only == "install":
+            print_report(facts, [figure_extract(ws, bins, sizes, total)], time.perf_counter() - began)
+            return 0
         figures.append(figure_startup_vs_makeself(ws, bins, files, sizes))
         figures.append(figure_build(ws, bins, make_seconds, binaries, total, sizes.level))
         figures.append(figure_extract(ws, bins, sizes, total))
