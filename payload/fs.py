@@ -18,12 +18,27 @@ TEMP_MARK = ".tmp-"
 def temp_name(path, temp_dir=None):
     """A fresh temp path beside `path` (or in `temp_dir`, on the same file system), created empty (mode 0600)
     so that no other writer can take it."""
-    import tempfile  # here, not at the top: an installed start never writes (tempfile imports random)
-
     directory, name = os.path.split(os.path.abspath(path))
-    fd, temp = tempfile.mkstemp(prefix="." + name + TEMP_MARK + f"{os.getpid()}-", dir=temp_dir or directory)
-    os.close(fd)
-    return temp
+    return _unique(temp_dir or directory, name, _create_file)
+
+
+def _create_file(path):
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600))
+
+
+def _unique(directory, name, create):
+    """`create(path)` for a new path in `directory` named after `name` and this process, as tempfile names them
+    (".NAME.tmp-PID-" and a random suffix); tempfile itself is not imported: with shutil and random it is a
+    visible share of a first install's imports."""
+    prefix = os.path.join(directory, "." + name + TEMP_MARK + f"{os.getpid()}-")
+    for _ in range(100):
+        path = prefix + os.urandom(6).hex()
+        try:
+            create(path)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(errno.EEXIST, "no free temporary name", prefix)
 
 
 def _umask_mode():
@@ -130,9 +145,7 @@ class atomic_directory:
         self.path, self.durable, self.work = path, durable, None
 
     def __enter__(self):
-        import tempfile
-
-        self.work = tempfile.mkdtemp(prefix="." + self.name + TEMP_MARK + f"{os.getpid()}-", dir=self.parent)
+        self.work = _unique(self.parent, self.name, lambda path: os.mkdir(path, 0o700))
         return self.work
 
     def __exit__(self, exc_type, exc, tb):

@@ -30,13 +30,17 @@ def _read_blob(root, digest, image, what):
 def write_embedded(work, index):
     """At install, in the work dir: turn the extracted blobs into one archive per embedded image that is not
     there already, and write the state file (embedded images ready, the others pending)."""
+    images = os.path.join(work, IMAGES_DIR)
+    fs.safe_mkdir(images, DIR_MODE)
+    if not index.images:
+        fs.safe_rmtree(os.path.join(images, LAYOUT_BLOBS))  # blobs of no image: nothing to write them into
+        return
+    # Here, not at the top: a bundle without images never needs the archive writer (tarfile, json, ...)
     import shutil
 
     from payload.oci.archive import write_image_archive
     from payload.oci.reference import parse_image_manifest, parse_reference
 
-    images = os.path.join(work, IMAGES_DIR)
-    fs.safe_mkdir(images, DIR_MODE)
     for image in index.images:
         if not image.embedded or os.path.exists(os.path.join(images, image.archive_name)):
             continue  # linked from another version that holds it (stub/shared.py)
@@ -48,8 +52,7 @@ def write_embedded(work, index):
             os.path.join(images, image.archive_name), parse_reference(image.ref), manifest_bytes, config_bytes, blobs
         )
     shutil.rmtree(os.path.join(images, LAYOUT_BLOBS), ignore_errors=True)
-    if index.images:
-        write_state(images, index)
+    write_state(images, index)
 
 
 def missing(inst, index):

@@ -171,7 +171,7 @@ def install(payload, f, inst, after_extract=None, decoded=None):
         )
         # Not durable=True: the extraction fsyncs every file as it writes it, and the marker goes last.
         with fs.atomic_directory(inst.path, durable=False) as work:
-            os.chmod(work, DIR_MODE)  # mkdtemp made it 0700
+            os.chmod(work, DIR_MODE)  # made 0700
             held_files = held.extraction(index, held.link_archives(work, index))
             display = progress.callback()  # a bar on a terminal only
             try:

@@ -67,9 +67,11 @@ class Held:
     def link_archives(self, work, index):
         """Link into the work dir's images/ every image archive another version holds, once that archive is
         found whole (a copy where the file system refuses links). Returns the names of the images linked."""
+        linked = set()
+        if not index.images:
+            return linked  # nor any import of the archive reader (tarfile, json, ...)
         from payload.oci.archive import holds_image
 
-        linked = set()
         for image in index.images:
             digest = image.manifest if image.embedded else image.digest
             for path in self.archives.get(_image_key(image.to_json()), ()):

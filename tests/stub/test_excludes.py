@@ -256,6 +256,24 @@ def test_an_installed_start_of_a_realistic_bundle_loads_no_openssl(tmp_path, pla
     assert run.blocked() == {}
 
 
+# What a first install of a bundle without images can do without: tempfile (with random and shutil) for its temp
+# names, the image archive writer and reader (tarfile, json, payload.oci): together a tenth of a first install's
+# imports beside the decoder (docs/benchmarks.md).
+NOT_ON_A_FIRST_INSTALL_WITHOUT_IMAGES = ["tempfile", "random", "shutil", "tarfile", "payload.oci"]
+
+
+def test_a_first_install_without_images_imports_no_temp_or_archive_modules(tmp_path, plain_stub):
+    exe, _ = make_bundle(tmp_path / "offline", plain_stub)
+    run = Runner(tmp_path, blocked=NOT_ON_A_FIRST_INSTALL_WITHOUT_IMAGES)
+    site_packages = [p for p in sys.path if p.endswith("site-packages")]
+    env = {"STUB_PYTHON_FLAGS": "-S", "PYTHONPATH": os.pathsep.join([str(ROOT)] + site_packages)}
+    root = tmp_path / "root"
+    assert "hello" in run(exe, "--bundle-dir", root, "x", expect=7, env=env).stdout  # installs, then runs
+    assert (root / "current" / "images").is_dir()  # BUNDLE_IMAGES is there all the same
+    assert run(exe, "--bundle-extract", tmp_path / "extracted", env=env).stdout.strip()
+    assert run.blocked() == {}
+
+
 # Standard-library modules that import these inside `try: ... except ImportError`, and work without them.
 OPTIONAL_IMPORTERS = {
     "bz2": ("shutil.py", "tarfile.py", "zipfile.py"),
