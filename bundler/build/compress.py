@@ -61,14 +61,56 @@ def group_key(members, level, counts):
         "window_log": WINDOW_LOG,
         "job_size": JOB_SIZE,
         "zstd": zstandard.ZSTD_VERSION,
-        "threads": "one per frame" if len(counts) > 1 else "zstd's workers",
+        "threads": "one per frame" if frame_threads(len(counts)) == 0 else "zstd's workers",
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
-def compress(cache, name, members, level, log=print, frame_size=DEFAULT_FRAME_SIZE, counts=None):
+def compress_all(cache, groups, level, log=print, frame_size=DEFAULT_FRAME_SIZE):
+    """compress() of every (name, members) of `groups`, all at once: each frame compresses on one thread
+    (frame_threads), so a bundle of several groups would otherwise leave cores idle while each compresses in turn.
+    The groups run on worker threads, so that Ctrl-C reaches this thread at once; it stops them all, and each
+    removes its temp files before this returns."""
+    if len(groups) < 2:
+        return [compress(cache, name, members, level, log, frame_size) for name, members in groups]
+    stop = threading.Event()
+    results = [None] * len(groups)
+    # Waited for with events, not Thread.join: a join that Ctrl-C interrupts can leave the thread marked as ended
+    # while it runs (CPython 3.11), and its temp files would then outlive the process.
+    ended = [threading.Event() for _ in groups]
+
+    def work(number, name, members):
+        try:
+            results[number] = compress(cache, name, members, level, log, frame_size, stop=stop)
+        except BaseException as exc:
+            results[number] = exc
+            stop.set()
+        finally:
+            ended[number].set()
+
+    started = []
+    try:
+        for n, (name, members) in enumerate(groups):
+            threading.Thread(target=work, args=(n, name, members), name="compress group", daemon=True).start()
+            started.append(ended[n])
+        for event in ended:
+            while not event.wait(0.1):
+                pass
+    except BaseException:
+        stop.set()
+        for event in started:
+            event.wait()  # each stops at its next write and removes its temp files
+        raise
+    failed = [r for r in results if isinstance(r, BaseException) and not isinstance(r, _Stopped)]
+    if failed:
+        raise failed[0]
+    return results
+
+
+def compress(cache, name, members, level, log=print, frame_size=DEFAULT_FRAME_SIZE, counts=None, stop=None):
     """The zstd frames of `members` (in order), from the cache when they are there: cut into frames of at least
-    `frame_size` bytes (bundler/build/cuts.py), or of `counts` members each."""
+    `frame_size` bytes (bundler/build/cuts.py), or of `counts` members each. `stop` (a threading.Event): set, the
+    compression ends at its next write with _Stopped."""
     counts = list(counts) if counts is not None else frame_counts(members, frame_size)
     key = group_key(members, level, counts)
     directory = cache.dir("groups")
@@ -86,7 +128,12 @@ def compress(cache, name, members, level, log=print, frame_size=DEFAULT_FRAME_SI
     try:
         with fs.atomic_file(path, temp_dir=cache.tmp) as out:
             frames = _compress_frames(
-                _slices(members, counts), out, level, cache.tmp, lambda done, of: display("group " + name, done, of)
+                _slices(members, counts),
+                out,
+                level,
+                cache.tmp,
+                lambda done, of: display("group " + name, done, of),
+                stop or threading.Event(),
             )
     finally:
         progress_display.finish(display)
@@ -129,12 +176,10 @@ class _StoppableWriter:
         self.out.flush()
 
 
-def _compress_frames(slices, out, level, temp_dir, progress):
+def _compress_frames(slices, out, level, temp_dir, progress, stop):
     """Compress each slice of members as one frame, then write them to `out` in order. Several frames compress
-    as many at once as there are cores, each on one thread. A group of one frame uses zstd's workers instead
-    (any number of them from 1 up gives the same bytes): its jobs each load the window before them first, which
-    costs about what compressing it does at level 19 (docs/benchmarks.md), so frames compressed apart are the
-    cheaper parallelism.
+    as many at once as there are cores, each on one thread (frame_threads: zstd's workers would cost each job a
+    second pass over the window before it).
 
     The frames are compressed on worker threads, so that Ctrl-C reaches this thread at once: zstandard's
     compressor can hold one write() for seconds while its jobs run. On an interrupt the workers are told to stop
@@ -142,7 +187,7 @@ def _compress_frames(slices, out, level, temp_dir, progress):
     cores = _cores()
     running = min(cores, len(slices))
     threads = frame_threads(len(slices))  # the bytes depend on the cut alone, never on this machine's cores
-    slots, stop, lock = threading.Semaphore(running), threading.Event(), threading.Lock()
+    slots, lock = threading.Semaphore(running), threading.Lock()
     total = sum(m.size for s in slices for m in s)
     done = [0] * len(slices)
     results = [None] * len(slices)
@@ -181,6 +226,8 @@ def _compress_frames(slices, out, level, temp_dir, progress):
         failed = [r for r in results if isinstance(r, BaseException) and not isinstance(r, _Stopped)]
         if failed:
             raise failed[0]
+        if stop.is_set():
+            raise _Stopped()  # stopped from outside (compress_all), with nothing failed here
         for temp in temps:
             with open(temp, "rb") as frame:
                 while True:

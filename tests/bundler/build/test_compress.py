@@ -79,3 +79,46 @@ def test_a_cached_record_without_its_frame_is_dropped(tmp_path):
     first.path.unlink()
     again = compress(cache, "files", group, 3, log=lambda _: None)
     assert again.path.exists() and len(notices) == 1
+
+
+def test_a_lone_frame_compresses_on_one_thread(tmp_path):
+    """zstd's workers cut a frame into jobs of JOB_SIZE that each load the window before them first (about the
+    cost of compressing it again at level 19): a lone frame is the bytes of one thread. The input spans two jobs,
+    where the two give different bytes."""
+    import io
+
+    from payload.groups import JOB_SIZE, compress_frame
+
+    block = hashlib.shake_256(b"lone frame").digest(1 << 20)
+    data = b"".join(block[n:] + block[:n] for n in range(0, JOB_SIZE // (1 << 20) + 8))
+    group = compress(Cache(tmp_path / "cache"), "files", members(tmp_path, data), 1, log=lambda _: None)
+    assert len(group.frames) == 1
+    frames = {}
+    for threads in (0, 2):
+        out = io.BytesIO()
+        compress_frame([group.members[0].source], out, level=1, threads=threads)
+        frames[threads] = out.getvalue()
+    assert frames[0] != frames[2]  # the check below can tell them apart
+    assert group.path.read_bytes() == frames[0]
+
+
+def test_the_groups_of_a_bundle_compress_at_once(tmp_path):
+    """Each frame compresses on one thread, so groups compressed in turn would leave a core idle: compress_all runs
+    them together. Each group's log line waits here for the other's: in turn, the first would wait in vain."""
+    import threading
+
+    from bundler.build.compress import compress_all
+
+    both = threading.Barrier(2, timeout=30)
+
+    def log(line):
+        if "compressing group" in line:
+            both.wait()
+
+    for directory in ("a", "b"):
+        (tmp_path / directory).mkdir(exist_ok=True)
+    groups = [("files", members(tmp_path / "a", b"one\n" * 999)), ("images", members(tmp_path / "b", b"two" * 99))]
+    done = compress_all(Cache(tmp_path / "cache"), groups, 3, log=log)
+    alone = [compress(Cache(tmp_path / "alone"), name, group, 3, log=lambda _: None) for name, group in groups]
+    assert [g.name for g in done] == ["files", "images"]
+    assert [g.path.read_bytes() for g in done] == [g.path.read_bytes() for g in alone]
