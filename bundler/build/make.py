@@ -11,7 +11,7 @@ from bundler.arch import host_arch
 from bundler.build import provenance
 from bundler.build.abi import check_files, check_stub_floor, describe_libs
 from bundler.build.assemble import build_index, stub_sha256_of, write_bundle
-from bundler.build.compress import compress
+from bundler.build.compress import compress_all
 from bundler.build.cuts import DEFAULT_FRAME_SIZE
 from bundler.build.glibc import format_version, stub_floor
 from bundler.build.signing import Signing
@@ -144,10 +144,7 @@ def make(request, cache, log=print):
     min_glibc, min_glibc_file = bundle_floor(floor, abi, manifest.min_glibc, log)
     if abi.host_libs:
         log(f"libraries the target must provide ([bundle] host_libs): {describe_libs(abi.host_libs)}")
-    groups = [
-        compress(cache, name, members, request.level, log=log, frame_size=request.frame_size)
-        for name, members in members_by_group.items()
-    ]
+    groups = compress_all(cache, list(members_by_group.items()), request.level, log=log, frame_size=request.frame_size)
     identity = {
         "name": manifest.name,
         "version": manifest.version,
