@@ -43,9 +43,8 @@ VERIFY_ONLY = object()
 def frame_threads(frames_in_group):
     """zstd's workers for a frame of a group of `frames_in_group` frames, as `bundler make` compresses it: none (0),
     every frame on one thread. zstd's workers (-1, other bytes) split a frame into jobs that each first load the
-    window before them, which at level 19 with a 32 MiB window costs about what compressing it does: a lone frame of
-    the 110.5 MB benchmark set took 87.5 s of CPU with workers, 52.0 s on one thread, stored within 0.05%
-    (docs/benchmarks.md). Parallelism comes from the frames of a group compressed at once instead."""
+    window before them, which at level 19 with a 32 MiB window costs about what compressing it does, for the same
+    stored size (docs/benchmarks.md). Parallelism comes from frames and groups compressed at once instead."""
     return 0
 
 

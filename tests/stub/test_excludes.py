@@ -257,8 +257,8 @@ def test_an_installed_start_of_a_realistic_bundle_loads_no_openssl(tmp_path, pla
 
 
 # What a first install of a bundle without images can do without: tempfile (with random and shutil) for its temp
-# names, the image archive writer and reader (tarfile, json, payload.oci): together a tenth of a first install's
-# imports beside the decoder (docs/benchmarks.md).
+# names, the image archive writer and reader (tarfile, json, payload.oci); each is a visible share of a first
+# install's imports (docs/benchmarks.md).
 NOT_ON_A_FIRST_INSTALL_WITHOUT_IMAGES = ["tempfile", "random", "shutil", "tarfile", "payload.oci"]
 
 
