@@ -285,15 +285,18 @@ def decode(patch, patch_file, reference, entries, dest, out, bound, workers=1):
     writer.next_entry()
     try:
         stream = dctx.stream_reader(patch_file, read_size=groups.BUFFER_SIZE, read_across_frames=False)
+        buf = bytearray(groups.BUFFER_SIZE)
         produced = 0
-        # Decoding on one thread, hashing and writing the files and feeding the encoder's workers on this one.
-        with groups.ReadAhead(stream) as pieces:
-            for piece in pieces:
-                produced += len(piece)
-                if produced > patch.size:
-                    raise DeltaUnusable(f"the patch decodes to more than its {patch.size} bytes")
-                writer.feed(piece)  # never more than the entries hold: patch.size is their sum (apply checks it)
-                encoder.write(piece)
+        while True:
+            n = stream.readinto(buf)
+            if not n:
+                break
+            produced += n
+            if produced > patch.size:
+                raise DeltaUnusable(f"the patch decodes to more than its {patch.size} bytes")
+            piece = memoryview(buf)[:n]
+            writer.feed(piece)  # never more than the entries hold: patch.size is their sum (apply checks it)
+            encoder.write(piece)
         if produced != patch.size or patch_file.read(1):
             raise DeltaUnusable(f"the patch decodes to {produced} bytes, expected {patch.size}")
     except zstandard.ZstdError as exc:

@@ -449,56 +449,6 @@ class _FrameJob:
             self.run.ended(self, failure)
 
 
-class ReadAhead:
-    """Reads `source` (anything with readinto: a decompressing stream) on a thread of its own into BUFFERS reused
-    buffers, so that producing the bytes overlaps with consuming them (zstd and hashlib release the GIL). Iterate
-    inside `with`: each piece is a memoryview valid until the next one is asked for; an error of the reading
-    thread is raised here; leaving the block early stops the thread."""
-
-    def __init__(self, source, buffers=BUFFERS, size=BUFFER_SIZE):
-        self.source, self.filled, self.free, self.stopping = source, queue.Queue(), queue.Queue(), False
-        for _ in range(buffers):
-            self.free.put(bytearray(size))
-        self.thread = threading.Thread(target=self._read, name="read-ahead", daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopping = True  # a consumer that gave up early wants no more bytes produced
-        self.free.put(None)
-        self.thread.join()
-
-    def __iter__(self):
-        while True:
-            buf, size = self.filled.get()
-            if buf is None:
-                if size is not None:
-                    raise size
-                return
-            try:
-                yield memoryview(buf)[:size]
-            finally:
-                self.free.put(buf)
-
-    def _read(self):
-        failure = None
-        try:
-            while True:
-                buf = self.free.get()
-                if buf is None or self.stopping:
-                    return
-                size = self.source.readinto(buf)
-                if not size:
-                    break
-                self.filled.put((buf, size))
-        except BaseException as exc:  # handed to the consumer, which raises it
-            failure = exc
-        finally:
-            self.filled.put((None, failure))
-
-
 class EntrySplitter:
     """Cuts the decompressed stream into entries, hashes each one, and writes it when there is a `dest`: as a file
     of its own, or as a hard link to a file `held` names, compared byte for byte with the stream."""
