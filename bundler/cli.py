@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from bundler import __version__
-from bundler.build.cuts import DEFAULT_FRAME_SIZE
+from bundler.build.cuts import DEFAULT_FRAME_SIZE, DEFAULT_LEVEL
 from payload.arches import NAMES as ARCHES
 from payload.errors import BundleError, UsageError
 from payload.index import LAYER_MODES, LAYERS_RAW
@@ -169,7 +169,7 @@ def main():
     "host's glibc on the device). Default: the portable stub for --arch, built once in a Debian root.",
 )
 @mirror_option
-@click.option("--level", type=LEVEL, default=19, show_default=True, help="zstd compression level.")
+@click.option("--level", type=LEVEL, default=DEFAULT_LEVEL, show_default=True, help="zstd compression level.")
 @click.option(
     "--locked",
     is_flag=True,
@@ -294,7 +294,7 @@ def split(bundle, size, output):
 
 @main.command()
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--level", type=LEVEL, default=19, show_default=True, help="zstd compression level.")
+@click.option("--level", type=LEVEL, default=DEFAULT_LEVEL, show_default=True, help="zstd compression level.")
 @click.option(
     "--frame-size",
     type=FRAME_SIZE,

@@ -48,18 +48,22 @@ def frame_threads(frames_in_group):
     return 0
 
 
-def compress_frame(sources, out, level=19, threads=-1, progress=None):
+def compress_frame(sources, out, level, threads=0, progress=None):
     """Compress the files `sources` (paths, in order) as one frame into the binary file `out`.
 
-    `threads` are zstd's workers (-1: one per core); any value from 1 up gives the same bytes, 0 other bytes.
+    `threads` are zstd's workers (0: none, this thread; -1: one per core); any value from 1 up gives the same
+    bytes, 0 other bytes.
     `progress(bytes read, total)` is called as the input is read. Returns (size, sha256 of the compressed bytes,
     compressed size).
     """
     total = sum(os.path.getsize(p) for p in sources)
+    # Long-distance matching finds the repeats far apart in a solid group (binaries that share a runtime) for
+    # little CPU: at level 18 it stores what level 19 stores without it (docs/benchmarks.md, figure B).
     params = zstandard.ZstdCompressionParameters.from_level(
         level,
         source_size=total,
         window_log=min(WINDOW_LOG, max(10, total.bit_length())),
+        enable_ldm=True,
         threads=threads,
         job_size=JOB_SIZE,
         write_content_size=True,

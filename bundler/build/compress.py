@@ -60,6 +60,7 @@ def group_key(members, level, counts):
         "level": level,
         "window_log": WINDOW_LOG,
         "job_size": JOB_SIZE,
+        "long_distance_matching": True,
         "zstd": zstandard.ZSTD_VERSION,
         "threads": "one per frame" if frame_threads(len(counts)) == 0 else "zstd's workers",
     }

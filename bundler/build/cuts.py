@@ -7,6 +7,9 @@ a group of that size in one frame and cuts only groups of twice the default or m
 """
 
 DEFAULT_FRAME_SIZE = 64 << 20
+# The zstd level frames are compressed at by default: with long-distance matching (payload/groups.py compress_frame)
+# it stores what level 19 does without it for less CPU (docs/benchmarks.md, figure B).
+DEFAULT_LEVEL = 18
 
 
 def frame_counts(members, frame_size=DEFAULT_FRAME_SIZE):

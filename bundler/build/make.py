@@ -12,7 +12,7 @@ from bundler.build import provenance
 from bundler.build.abi import check_files, check_stub_floor, describe_libs
 from bundler.build.assemble import build_index, stub_sha256_of, write_bundle
 from bundler.build.compress import compress_all
-from bundler.build.cuts import DEFAULT_FRAME_SIZE
+from bundler.build.cuts import DEFAULT_FRAME_SIZE, DEFAULT_LEVEL
 from bundler.build.glibc import format_version, stub_floor
 from bundler.build.signing import Signing
 from bundler.build.sources import gather_files
@@ -29,8 +29,6 @@ from payload.elf import elf_machine, find_section
 from payload.errors import UsageError, write_error
 from payload.index import LAYERS_RAW
 from payload.rules import SBOM_GROUP
-
-DEFAULT_LEVEL = 19
 
 
 @dataclass

@@ -8,6 +8,7 @@ import subprocess
 import pytest
 import zstandard
 
+from bundler.build.cuts import DEFAULT_LEVEL
 from bundler.fleet.delta import make_patch, read_files
 from payload import delta, groups
 from payload.errors import UsageError
@@ -28,7 +29,7 @@ def _entry(path):
 
 @pytest.fixture(scope="session")
 def shim(tmp_path_factory):
-    """An installed old shim, the new shim's frame as `bundler make` writes it (level 19), and a patch."""
+    """An installed old shim, the new shim's frame as `bundler make` writes it (its default level), and a patch."""
     old, new = containerd.release(containerd.OLD), containerd.release(containerd.NEW)
     work = tmp_path_factory.mktemp("shim-delta")
     old_dir = work / "old-version"
@@ -36,7 +37,7 @@ def shim(tmp_path_factory):
     shutil.copy(old.path(containerd.SHIM), old_dir / INSTALLED)
     frame = work / "new.frame"
     with open(frame, "wb") as out:
-        _, frame_sha, frame_csize = groups.compress_frame([new.path(containerd.SHIM)], out)
+        _, frame_sha, frame_csize = groups.compress_frame([new.path(containerd.SHIM)], out, DEFAULT_LEVEL)
     patch_path = work / "shim.patch"
     with open(patch_path, "wb") as out:
         made = make_patch(read_files([old.path(containerd.SHIM)]), [new.path(containerd.SHIM)], out)
