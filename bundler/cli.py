@@ -433,17 +433,24 @@ def inspect(bundle, as_json, sbom):
 @click.option("--json", "as_json", is_flag=True, help="Print the difference as JSON.")
 @click.option("--arch", type=ARCH, help="The architecture to compare from a tag that holds several.")
 @click.option("--variant", help="The variant to compare from a tag that holds several of one architecture.")
+@click.option(
+    "--delta",
+    is_flag=True,
+    help="Of two bundle files: make the patches `push --delta-from OLD` would publish, to say what an update with a "
+    "delta fetches (a pushed NEW answers from the delta published beside it, without this).",
+)
 @insecure_option
-def diff(old, new, as_json, arch, variant, insecure_registries):
+def diff(old, new, as_json, arch, variant, delta, insecure_registries):
     """What changed from bundle OLD to bundle NEW (each a bundle file or a registry reference REGISTRY/REPO:TAG):
-    files, images and groups added, removed or changed (with sizes), what an update from OLD to NEW fetches whole,
-    and the packages their SBOMs list. Of a reference, only its index and its SBOM are fetched."""
+    files, images and groups added, removed or changed (with sizes), what an update from OLD to NEW fetches whole
+    and with a delta, and the packages their SBOMs list. Of a reference, only its index, its SBOM and its delta
+    manifest are fetched."""
     from bundler.build.make import registry_client
     from bundler.fleet.diff import diff as run_diff
     from bundler.fleet.diff import render
 
     with registry_client(insecure_registries) as client:
-        click.echo(render(run_diff(old, new, client, arch, variant), as_json))
+        click.echo(render(run_diff(old, new, client, arch, variant, delta), as_json))
 
 
 @main.command()

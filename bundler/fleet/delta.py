@@ -214,12 +214,9 @@ def publish(client, ref, new_path, new_payload, new_manifest, olds, log=print):
                 continue
             if old_payload.split:
                 raise UsageError(f"--delta-from {old} is a split bundle; name the executable made without --split")
-            have = set(frame.sha256 for _, frame in old_index.frames())
             patches = []
-            for group, frame in new_index.frames():
-                if frame.sha256 in have or group.name == SBOM_GROUP:  # a few KB, new in every release: fetched whole
-                    continue
-                made = _patch_frame(old_path, old_payload, new_path, new_payload, group, frame, work, log)
+            for group, frame in changed_frames(old_index, new_index):
+                made = patch_frame(old_path, old_payload, new_path, new_payload, group, frame, work, log)
                 if made is None:
                     continue
                 record, patch_file, patch_sha256, patch_size = made
@@ -248,7 +245,14 @@ def publish(client, ref, new_path, new_payload, new_manifest, olds, log=print):
     return done
 
 
-def _patch_frame(old_path, old_payload, new_path, new_payload, group, frame, work, log):
+def changed_frames(old_index, new_index):
+    """(group, frame) of the new index that the old one does not hold and a delta would carry: not the SBOM's (a few
+    KB, new in every release: fetched whole)."""
+    have = set(frame.sha256 for _, frame in old_index.frames())
+    return [(g, f) for g, f in new_index.frames() if f.sha256 not in have and g.name != SBOM_GROUP]
+
+
+def patch_frame(old_path, old_payload, new_path, new_payload, group, frame, work, log):
     """(Patch record, patch file, its sha256, its size) for the new `frame` of `group` against the old version of
     its files, or None (said why). A device checks what the patch gives against the signed content index and
     encodes it again at a level of its own, so any frame of any level gets a patch."""

@@ -1,9 +1,14 @@
 """`bundler diff A B`: what changed from bundle A to bundle B (files, images, groups, with sizes), what an update
 from A to B fetches whole (the blobs of B's registry artifact, payload/oci/artifact.py, that A does not hold: its
 head, its changed frames, the stub's bytes that changed; as `--bundle-update` and `bundler pull` fetch them,
-before any delta), and the packages their SBOMs list that changed. A and B are bundle files or registry
-references (REGISTRY/REPO:TAG, as push and pull take them): of a reference, only its manifests, its config (the
-signed index) and the SBOM attached to it (bundler/fleet/referrers.py) are fetched, never a group."""
+before any delta) and with a delta, and the packages their SBOMs list that changed. A and B are bundle files or
+registry references (REGISTRY/REPO:TAG, as push and pull take them): of a reference, only its manifests, its
+config (the signed index) and what is attached to it (bundler/fleet/referrers.py: the SBOM, the delta manifest from
+A) are fetched, never a group.
+
+With a delta: B as a reference answers from the delta `push --delta-from A` published beside it (its patches'
+sizes, what a device on A fetches); B and A as files answer with `delta=True` by making the patches here, as that
+push would (bundler/fleet/delta.py: the CPU of a level-19 patch per changed frame)."""
 
 import json
 import os
@@ -46,7 +51,7 @@ def _open_reference(text, client, arch, variant):
         raise UsageError(f"{text}: no such bundle file, nor a registry reference with its registry (REGISTRY/REPO:TAG)")
     pinned, art = resolve(client, text, arch, variant)
     found = fetch_sbom(client, pinned, art.payload.index, f"{text} ({pinned.digest})") if _has_sbom(art) else None
-    return art.payload, found[1].decode() if found else None, _held(art.payload, art.blobs), str(pinned)
+    return art.payload, found[1].decode() if found else None, _held(art.payload, art.blobs), pinned
 
 
 def _has_sbom(art):
@@ -96,9 +101,10 @@ _image = _pair(
 _group = _pair("name", size=lambda g: g.size, stored=lambda g: g.csize, frames=lambda g: len(g.frames))
 
 
-def diff(old_path, new_path, client=None, arch=None, variant=None):
-    """The difference as a JSON-able dict; `client` reads the sides that are registry references."""
-    (a, a_sbom, a_blobs, old_path), (b, b_sbom, b_blobs, new_path) = (
+def diff(old_path, new_path, client=None, arch=None, variant=None, delta=False):
+    """The difference as a JSON-able dict; `client` reads the sides that are registry references. `delta`: of two
+    files, make the patches to say what an update with a delta fetches."""
+    (a, a_sbom, a_blobs, old_where), (b, b_sbom, b_blobs, new_where) = (
         _open(side, client, arch, variant) for side in (old_path, new_path)
     )
     ai, bi = a.index, b.index
@@ -108,8 +114,8 @@ def diff(old_path, new_path, client=None, arch=None, variant=None):
     # What `--bundle-update` and `bundler pull` fetch: every blob of B's artifact that A does not hold.
     fetched = [held for digest, held in b_blobs.items() if digest not in a_blobs]
     doc = {
-        "old": _identity(a, old_path),
-        "new": _identity(b, new_path),
+        "old": _identity(a, old_where),
+        "new": _identity(b, new_where),
         "files": _changes(
             files_a, files_b, lambda x, y: (x.sha256, x.mode, x.size) == (y.sha256, y.mode, y.size), _file
         ),
@@ -133,6 +139,12 @@ def diff(old_path, new_path, client=None, arch=None, variant=None):
             "parts": sorted({what for what, _ in fetched}),
         },
     }
+    whole = doc["update"]["fetched_whole"]
+    if isinstance(new_where, str):  # B is a file
+        patches = _made_patches(old_path, a, new_path, b) if delta and isinstance(old_where, str) else None
+    else:
+        patches = _published_patches(client, new_where, a.bundle_id, b.index)
+    doc["update"]["with_delta"] = None if patches is None else _with_delta(whole, patches)
     if a_sbom is not None and b_sbom is not None:
         from bundler.sbom.compare import changes
 
@@ -140,6 +152,46 @@ def diff(old_path, new_path, client=None, arch=None, variant=None):
     else:
         doc["packages"] = None
     return doc
+
+
+def _published_patches(client, pinned, from_bundle, index):
+    """[(group, frame csize, patch size)] of the delta from `from_bundle` published beside `pinned`, [] when the
+    registry holds none from it (an update fetches whole)."""
+    from payload.oci import artifact
+
+    entry = artifact.delta_entry(client.referrers(pinned, pinned.digest), from_bundle)
+    if entry is None:
+        return []
+    data = client.fetch_manifest(pinned.with_digest(entry.get("digest")))
+    csize = {"sha256:" + frame.sha256: frame.csize for _, frame in index.frames()}
+    return [
+        (patch.group, csize.get("sha256:" + patch.to_sha256, 0), layer.size)
+        for patch, layer in artifact.read_delta_manifest(data, entry.get("digest"), pinned.digest, from_bundle)
+    ]
+
+
+def _made_patches(old_path, old_payload, new_path, new_payload):
+    """[(group, frame csize, patch size)] of the patches `push --delta-from OLD` would publish, made here."""
+    import tempfile
+
+    from bundler.fleet.delta import changed_frames, patch_frame
+
+    found = []
+    with tempfile.TemporaryDirectory(prefix="bundler-diff-") as work:
+        for group, frame in changed_frames(old_payload.index, new_payload.index):
+            made = patch_frame(old_path, old_payload, new_path, new_payload, group, frame, work, lambda _: None)
+            if made is not None:
+                found.append((group.name, frame.csize, made[3]))
+                os.unlink(made[1])
+    return found
+
+
+def _with_delta(whole, patches):
+    """What an update fetches when the patches `[(group, frame csize, patch size)]` stand in for their frames."""
+    return {
+        "fetched": whole - sum(csize for _, csize, _ in patches) + sum(size for _, _, size in patches),
+        "patches": [{"group": g, "frame_csize": c, "patch_size": p} for g, c, p in patches],
+    }
 
 
 def _identity(payload, path):
@@ -176,6 +228,19 @@ def render(doc, as_json=False):
         f"update:   fetches {size_text(u['fetched_whole'])} whole of {size_text(u['size'])} ({u['blobs']} of "
         f"{u['of_blobs']} blob(s){': ' + ', '.join(u['parts']) if u['parts'] else ''})"
     )
+    delta = u.get("with_delta")
+    if delta is None:
+        lines.append(
+            "update:   with a delta: not known (diff the pushed references, or the files with --delta to make the "
+            "patches)"
+        )
+    elif not delta["patches"]:
+        lines.append("update:   with a delta: none published from the old bundle; an update fetches whole")
+    else:
+        carried = ", ".join(
+            f"{p['group']} {size_text(p['patch_size'])} for {size_text(p['frame_csize'])}" for p in delta["patches"]
+        )
+        lines.append(f"update:   with a delta: fetches {size_text(delta['fetched'])} ({carried})")
     packages = doc["packages"]
     if packages is None:
         lines.append("packages: unknown (a bundle without an SBOM, or pushed without one)")

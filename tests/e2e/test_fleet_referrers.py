@@ -187,6 +187,10 @@ def test_diff_of_registry_references_is_the_diff_of_the_files_without_fetching_a
         bundler("push", new, f"{registry.host}/fleet/bare:1.1.0")
         bare = json.loads(bundler("diff", refs[0], f"{registry.host}/fleet/bare:1.1.0", "--json").stdout)
         text = bundler("diff", *refs).stdout
+    # Pushed without --delta-from: none published, so an update fetches whole; of two files diff does not know.
+    whole = by_refs["update"]["fetched_whole"]
+    assert by_refs["update"].pop("with_delta") == mixed["update"].pop("with_delta") == {"fetched": whole, "patches": []}
+    assert by_files["update"].pop("with_delta") is None
     assert _without_paths(by_refs) == _without_paths(by_files) == _without_paths(mixed)
     assert by_refs["new"]["path"].startswith(f"{registry.host}/fleet/demo:1.1.0@sha256:")
     assert by_refs["packages"]["changed"] == [{"name": "debian/tool", "type": "deb", "old": "1.0-1", "new": "1.1-1"}]
@@ -200,6 +204,42 @@ def test_diff_of_registry_references_is_the_diff_of_the_files_without_fetching_a
     blobs = [r["uri"].rsplit("/", 1)[1] for r in served if r["method"] == "GET" and "/blobs/" in r["uri"]]
     assert blobs and not frames & set(blobs), blobs
     assert len(blobs) == 4  # per side: its config (the signed index) and its SBOM
+
+
+def test_diff_says_what_an_update_with_the_published_delta_fetches_and_files_with_delta_say_the_same(
+    tmp_path, plain_stub
+):
+    """NEW pushed with --delta-from OLD: diff of the references reads the delta manifest beside NEW and puts each
+    patch in place of its frame; the patches' sizes are the delta manifest's layers, read here with plain HTTP; diff
+    of the two files with --delta makes the same patches itself (no registry) and says the same."""
+    require_registry_tools()
+    old, new = two_releases(tmp_path, plain_stub)
+    files = json.loads(bundler("diff", old, new, "--delta", "--json").stdout)
+    with Registry(tmp_path / "storage") as registry:
+        bundler("push", old, f"{registry.host}/fleet/demo:1.0.0")
+        bundler("push", new, f"{registry.host}/fleet/demo:1.1.0", "--delta-from", old)
+        refs = [f"{registry.host}/fleet/demo:{tag}" for tag in ("1.0.0", "1.1.0")]
+        doc = json.loads(bundler("diff", *refs, "--json").stdout)
+        text = bundler("diff", *refs).stdout
+        subject = bundle_manifest_digest(registry, "fleet/demo", "1.1.0")
+        listed = referrers_index(registry, "fleet/demo", subject)
+        (entry,) = [m for m in listed["manifests"] if m.get("artifactType") == "application/vnd.bundler.delta.v1"]
+        status, data = get(registry, f"/v2/fleet/demo/manifests/{entry['digest']}", entry["mediaType"])
+        assert status == 200, data
+        delta = json.loads(data)
+    published = sorted(layer["size"] for layer in delta["layers"])
+    with_delta = doc["update"]["with_delta"]
+    assert sorted(p["patch_size"] for p in with_delta["patches"]) == published and published
+    frames = {}
+    for label, path in (("old", old), ("new", new)):
+        index = json.loads(bundler("inspect", "--json", path).stdout)
+        frames[label] = {f["sha256"]: (g["name"], f["csize"]) for g in index["encoding"]["groups"] for f in g["frames"]}
+    patched = {p["group"] for p in with_delta["patches"]}
+    replaced = sum(c for sha, (g, c) in frames["new"].items() if sha not in frames["old"] and g in patched)
+    assert with_delta["fetched"] == doc["update"]["fetched_whole"] - replaced + sum(published)
+    assert "bundle-sbom" not in patched  # fetched whole: new in every release
+    assert files["update"]["with_delta"] == with_delta
+    assert "update:   with a delta: fetches " in text
 
 
 def test_diff_of_a_path_that_is_neither_a_file_nor_a_reference_is_exit_2(tmp_path, plain_stub):

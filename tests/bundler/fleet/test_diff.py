@@ -64,6 +64,7 @@ def test_diff_as_text_names_each_change_on_its_own_line(releases):
     assert "images:   no change" in text
     assert "packages: ~ debian/tool 1.0-1 -> 1.1-1" in text
     assert text.count("update:   fetches ") == 1
+    assert "update:   with a delta: not known" in text  # two files, no --delta: no patch made
 
 
 def test_a_bundle_against_itself_has_no_change_and_fetches_nothing(releases):
