@@ -193,7 +193,8 @@ def test_images_from_local_archives(tmp_path, cache_dir, stub_path, solo_images,
     text = text.replace('"127.0.0.1:5000/solo/hello:1"', '"oci-archive:hello-oci.tar"')
     text = text.replace('"127.0.0.1:5000/solo/world:1"', '"docker-archive:world-docker.tar"')
     (project / "bundle.toml").write_text(text)
-    bundler("lock", "--arch", "amd64", "--cache-dir", cache_dir, cwd=project)
+    # The stub make is given is the one pinned (the session's cache may hold a portable amd64 stub as well).
+    bundler("lock", "--arch", "amd64", "--stub", stub_path, "--cache-dir", cache_dir, cwd=project)
     exe = make(project, cache_dir, stub_path, "offline", None, "--locked")
     dev = device(exe)
     marker = _marker()

@@ -141,6 +141,12 @@ def big_project(tmp_path):
     return work
 
 
+def _interruptible():
+    """In the child, before it runs: SIGINT back to its default. A suite started in the background by a
+    non-interactive shell inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_make(work, cache, stub):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen(
@@ -163,6 +169,7 @@ def start_make(work, cache, stub):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_interruptible,
     )
 
 
