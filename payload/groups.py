@@ -24,8 +24,6 @@ from payload.rules import DIR_MODE
 # (WINDOW_LOG) must never exceed the decoder's bound (MAX_WINDOW), or every bundle would be refused.
 WINDOW_LOG = 25
 MAX_WINDOW = 1 << WINDOW_LOG
-# zstd's default job for a 32 MiB window is 128 MiB, which leaves one core idle on most groups.
-JOB_SIZE = 32 << 20
 # Extraction hands decompressed data between threads in BUFFERS reused buffers of BUFFER_SIZE: no allocation per
 # chunk, few hand-overs, a few MiB of memory, and small enough to still be in the shared cache when hashed.
 BUFFERS = 4
@@ -40,19 +38,12 @@ READ_AHEAD = 32 << 20
 VERIFY_ONLY = object()
 
 
-def frame_threads(frames_in_group):
-    """zstd's workers for a frame of a group of `frames_in_group` frames, as `bundler make` compresses it: none (0),
-    every frame on one thread. zstd's workers (-1, other bytes) split a frame into jobs that each first load the
-    window before them, which at level 19 with a 32 MiB window costs about what compressing it does, for the same
-    stored size (docs/benchmarks.md). Parallelism comes from frames and groups compressed at once instead."""
-    return 0
+def compress_frame(sources, out, level, progress=None):
+    """Compress the files `sources` (paths, in order) as one frame into the binary file `out`, on this thread: the
+    same bytes on every machine. zstd's workers would split the frame into jobs that each first load the window
+    before them, which at these levels with a 32 MiB window costs about what compressing it does, for the same
+    stored size (docs/benchmarks.md); parallelism comes from frames and groups compressed at once instead.
 
-
-def compress_frame(sources, out, level, threads=0, progress=None):
-    """Compress the files `sources` (paths, in order) as one frame into the binary file `out`.
-
-    `threads` are zstd's workers (0: none, this thread; -1: one per core); any value from 1 up gives the same
-    bytes, 0 other bytes.
     `progress(bytes read, total)` is called as the input is read. Returns (size, sha256 of the compressed bytes,
     compressed size).
     """
@@ -64,8 +55,6 @@ def compress_frame(sources, out, level, threads=0, progress=None):
         source_size=total,
         window_log=min(WINDOW_LOG, max(10, total.bit_length())),
         enable_ldm=True,
-        threads=threads,
-        job_size=JOB_SIZE,
         write_content_size=True,
         write_checksum=False,
     )

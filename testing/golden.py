@@ -27,7 +27,7 @@ from bundler.build.signing import raw_public_key
 from bundler.media.outputs import part_names
 from bundler.media.split import part_spans
 from payload import FORMAT_VERSION
-from payload.groups import compress_frame, frame_threads
+from payload.groups import compress_frame
 from payload.index import LAYERS_RAW, ImageRecord, Part
 from payload.layout import header_and_index, read_head, write_section_content
 from payload.rules import blob_path
@@ -102,12 +102,7 @@ def _group(name, members, work, counts):
     with open(path, "wb") as out:
         for count in counts:
             # As bundler/build/compress.py does.
-            size, sha256, csize = compress_frame(
-                [m.source for m in members[start : start + count]],
-                out,
-                level=LEVEL,
-                threads=frame_threads(len(counts)),
-            )
+            size, sha256, csize = compress_frame([m.source for m in members[start : start + count]], out, level=LEVEL)
             records.append((count, size, csize, sha256))
             start += count
     return CompressedGroup(name, tuple(members), path, stored_frames(records))

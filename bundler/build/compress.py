@@ -13,7 +13,7 @@ import zstandard
 from bundler.build.cuts import DEFAULT_FRAME_SIZE, frame_counts
 from payload import fs
 from payload import progress as progress_display
-from payload.groups import JOB_SIZE, WINDOW_LOG, compress_frame, frame_threads
+from payload.groups import WINDOW_LOG, compress_frame
 from payload.index import Frame
 
 
@@ -59,17 +59,16 @@ def group_key(members, level, counts):
         "frames": list(counts),
         "level": level,
         "window_log": WINDOW_LOG,
-        "job_size": JOB_SIZE,
         "long_distance_matching": True,
         "zstd": zstandard.ZSTD_VERSION,
-        "threads": "one per frame" if frame_threads(len(counts)) == 0 else "zstd's workers",
+        "threads": "one per frame",
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
 def compress_all(cache, groups, level, log=print, frame_size=DEFAULT_FRAME_SIZE):
     """compress() of every (name, members) of `groups`, all at once: each frame compresses on one thread
-    (frame_threads), so a bundle of several groups would otherwise leave cores idle while each compresses in turn.
+    (compress_frame), so a bundle of several groups would otherwise leave cores idle while each compresses in turn.
     The groups run on worker threads, so that Ctrl-C reaches this thread at once; it stops them all, and each
     removes its temp files before this returns."""
     if len(groups) < 2:
@@ -179,15 +178,13 @@ class _StoppableWriter:
 
 def _compress_frames(slices, out, level, temp_dir, progress, stop):
     """Compress each slice of members as one frame, then write them to `out` in order. Several frames compress
-    as many at once as there are cores, each on one thread (frame_threads: zstd's workers would cost each job a
-    second pass over the window before it).
+    as many at once as there are cores, each on one thread (compress_frame).
 
     The frames are compressed on worker threads, so that Ctrl-C reaches this thread at once: zstandard's
     compressor can hold one write() for seconds while its jobs run. On an interrupt the workers are told to stop
     at their next write and left behind (daemon threads); their temp files are removed here."""
     cores = _cores()
     running = min(cores, len(slices))
-    threads = frame_threads(len(slices))  # the bytes depend on the cut alone, never on this machine's cores
     slots, lock = threading.Semaphore(running), threading.Lock()
     total = sum(m.size for s in slices for m in s)
     done = [0] * len(slices)
@@ -209,7 +206,6 @@ def _compress_frames(slices, out, level, temp_dir, progress, stop):
                         [m.source for m in members],
                         _StoppableWriter(frame, stop),
                         level=level,
-                        threads=threads,
                         progress=advance,
                     )
             results[number] = (len(members), size, csize, sha256)

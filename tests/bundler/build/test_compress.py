@@ -2,12 +2,14 @@
 its cut and parameters, and checked when it is taken from the cache."""
 
 import hashlib
+import io
 import subprocess
 
 import zstandard
 
 from bundler.build.compress import Member, compress, group_key
 from bundler.cache import Cache
+from payload.fs import CHUNK
 from payload.groups import MAX_WINDOW
 
 
@@ -82,21 +84,31 @@ def test_a_cached_record_without_its_frame_is_dropped(tmp_path):
 
 
 def test_a_lone_frame_compresses_on_one_thread(tmp_path):
-    """zstd's workers cut a frame into jobs of JOB_SIZE that each load the window before them first (about the
+    """zstd's workers cut a frame into jobs (32 MiB here) that each load the window before them first (about the
     cost of compressing it again at level 19): a lone frame is the bytes of one thread. The input spans two jobs,
-    where the two give different bytes."""
-    import io
-
-    from payload.groups import JOB_SIZE, compress_frame
-
+    where one thread and two workers give different bytes; the frame is checked against both, made here with
+    zstandard directly."""
     block = hashlib.shake_256(b"lone frame").digest(1 << 20)
-    data = b"".join(block[n:] + block[:n] for n in range(0, JOB_SIZE // (1 << 20) + 8))
+    data = b"".join(block[n:] + block[:n] for n in range(0, 40))
     group = compress(Cache(tmp_path / "cache"), "files", members(tmp_path, data), 1, log=lambda _: None)
     assert len(group.frames) == 1
     frames = {}
     for threads in (0, 2):
+        params = zstandard.ZstdCompressionParameters.from_level(
+            1,
+            source_size=len(data),
+            window_log=25,
+            enable_ldm=True,
+            threads=threads,
+            job_size=32 << 20,
+            write_content_size=True,
+            write_checksum=False,
+        )
         out = io.BytesIO()
-        compress_frame([group.members[0].source], out, level=1, threads=threads)
+        writer = zstandard.ZstdCompressor(compression_params=params).stream_writer(out, size=len(data), closefd=False)
+        for at in range(0, len(data), CHUNK):  # fed as compress_frame feeds it: streamed, not in one call
+            writer.write(data[at : at + CHUNK])
+        writer.close()
         frames[threads] = out.getvalue()
     assert frames[0] != frames[2]  # the check below can tell them apart
     assert group.path.read_bytes() == frames[0]
