@@ -71,11 +71,10 @@ def registry_auth(opts, environ):
     background puller gets this path, never the credentials); None leaves the client's own lookup
     ($REGISTRY_AUTH_FILE, else ~/.docker/config.json)."""
     path = opts.registry_auth or environ.get(REGISTRY_AUTH_ENV)
-    if path and not os.path.isfile(path):  # the option is checked with the others; the variable when it is used
-        from payload.errors import UsageError
+    if path and not opts.registry_auth:  # the option was checked with the others; the variable when it is used
+        from stub.options import check_registry_auth
 
-        where = "--bundle-registry-auth" if opts.registry_auth else REGISTRY_AUTH_ENV
-        raise UsageError(f"{where} {path}: no such file; give the path of a docker config.json")
+        check_registry_auth(path, REGISTRY_AUTH_ENV)
     return os.path.abspath(path) if path else None
 
 

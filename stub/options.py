@@ -94,6 +94,12 @@ exit codes: 0 (or the runtime's own), 2 usage, 3 integrity, 4 environment, 5 net
 """
 
 
+def check_registry_auth(path, where):
+    """Refuse (exit 2) registry credentials named by `where` that are not a file."""
+    if not os.path.isfile(path):
+        raise UsageError(f"{where} {path}: no such file; give the path of a docker config.json")
+
+
 class Options:
     def __init__(self):
         self.info = self.json = self.verify = self.gc = self.no_pull = self.help = False
@@ -196,10 +202,8 @@ def parse(argv):
         from payload.delta import memory_bound
 
         memory_bound(option=opts.delta_memory)  # a bad size is refused now, before any request
-    if opts.registry_auth is not None and not os.path.isfile(opts.registry_auth):
-        raise UsageError(
-            f"--bundle-registry-auth {opts.registry_auth}: no such file; give the path of a docker config.json"
-        )
+    if opts.registry_auth is not None:
+        check_registry_auth(opts.registry_auth, "--bundle-registry-auth")
     if opts.insecure_registry or opts.registry_mirror:  # checked now, not only when an image is pulled
         from payload.oci.reference import parse_insecure_registry, parse_registry_host
 
