@@ -37,13 +37,7 @@ class Deltas:
         if self.bound <= 0:
             return self.patches
         try:
-            referrers = self.client.referrers(self.pinned, self.pinned.digest)
-            entry = artifact.delta_entry(referrers, self.running.bundle_id)
-            if entry is None:
-                return self.patches
-            where = "delta manifest {}".format(entry.get("digest"))
-            data = self.client.fetch_manifest(self.pinned.with_digest(entry.get("digest")))
-            for patch, layer in artifact.read_delta_manifest(data, where, self.pinned.digest, self.running.bundle_id):
+            for patch, layer in artifact.published_patches(self.client, self.pinned, self.running.bundle_id):
                 self.patches["sha256:" + patch.to_sha256] = (patch, layer)
         except BundleError as exc:
             self.stream.write(f"no delta used: {exc}; changed groups are fetched whole\n")

@@ -157,16 +157,12 @@ def diff(old_path, new_path, client=None, arch=None, variant=None, delta=False):
 def _published_patches(client, pinned, from_bundle, index):
     """[(group, frame csize, patch size)] of the delta from `from_bundle` published beside `pinned`, [] when the
     registry holds none from it (an update fetches whole)."""
-    from payload.oci import artifact
+    from payload.oci.artifact import published_patches
 
-    entry = artifact.delta_entry(client.referrers(pinned, pinned.digest), from_bundle)
-    if entry is None:
-        return []
-    data = client.fetch_manifest(pinned.with_digest(entry.get("digest")))
     csize = {"sha256:" + frame.sha256: frame.csize for _, frame in index.frames()}
     return [
         (patch.group, csize.get("sha256:" + patch.to_sha256, 0), layer.size)
-        for patch, layer in artifact.read_delta_manifest(data, entry.get("digest"), pinned.digest, from_bundle)
+        for patch, layer in published_patches(client, pinned, from_bundle)
     ]
 
 

@@ -752,6 +752,16 @@ def delta_entry(referrers, from_bundle):
     return None
 
 
+def published_patches(client, pinned, from_bundle):
+    """[(Patch, layer Descriptor)] of the delta from `from_bundle` published beside the bundle manifest `pinned`
+    (found among its referrers), [] when there is none."""
+    entry = delta_entry(client.referrers(pinned, pinned.digest), from_bundle)
+    if entry is None:
+        return []
+    data = client.fetch_manifest(pinned.with_digest(entry.get("digest")))
+    return read_delta_manifest(data, "delta manifest {}".format(entry.get("digest")), pinned.digest, from_bundle)
+
+
 def read_delta_manifest(data, where, subject_digest, from_bundle):
     """[(payload.delta.Patch, layer Descriptor)] of a delta manifest, checked to go from `from_bundle` to the
     bundle whose manifest is `subject_digest`. A patch's record is only a claim: what it gives is verified."""
