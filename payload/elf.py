@@ -204,7 +204,7 @@ def _align_up(value, alignment):
 
 def insert_section(src_path, dst_path, name, content_path, before="pydata", align=16, replace=False):
     """Write dst_path: src_path with a new non-loaded section `name`, holding content_path's bytes, placed in
-    the file (and in the section header table) right before the section `before`.
+    the file (and in the section header table) right before the section `before` (None: after all of them).
 
     With `replace`, a section `name` that src_path already has right before `before` (as this function put it
     there) is replaced by the new content, larger or smaller; without, such a section is refused."""
@@ -252,15 +252,19 @@ class _Plan:
         existing = elf.index_of(name)
         if existing is not None and not replace:
             raise UsageError(f"{where} already has a section {name!r}; start again from a fresh stub")
-        index = elf.index_of(before)
-        if index is None or not elf.has_data(elf.sections[index]):
-            raise UsageError(
-                f"{where} has no {before!r} section: it is not a PyInstaller one-file ELF stub; rebuild the stub"
-            )
         for number, sh in enumerate(elf.sections):
             if elf.has_data(sh) and sh[_SH_OFFSET] + sh[_SH_SIZE] > elf.file_size:
                 raise _damaged(where, f"section {elf.names[number]!r} lies past the end of the file")
-        start = self.start = elf.sections[index][_SH_OFFSET]
+        if before is None:  # after every section's data, and last in the table
+            index, start = len(elf.sections), self._end_of_data()
+        else:
+            index = elf.index_of(before)
+            if index is None or not elf.has_data(elf.sections[index]):
+                raise UsageError(
+                    f"{where} has no {before!r} section: it is not a PyInstaller one-file ELF stub; rebuild the stub"
+                )
+            start = elf.sections[index][_SH_OFFSET]
+        self.start = start
         # Bytes from keep_end on are rewritten: the new content goes there, then everything from `start` moves.
         self.replacing = existing is not None
         self.insert_at = existing if self.replacing else index
@@ -285,6 +289,15 @@ class _Plan:
         sections = self._new_sections(align)
         self.header = elf.ident + elf.header_struct.pack(*self._new_header(sections))
         self.section_table = b"".join(elf.sh_struct.pack(*sh) for sh in sections)
+
+    def _end_of_data(self):
+        """Where the data of the sections ends (the section names aside, which are written again at the end)."""
+        elf = self.elf
+        names = elf.sections[elf.shstrndx]
+        return max(
+            (sh[_SH_OFFSET] + sh[_SH_SIZE] for sh in elf.sections if elf.has_data(sh) and sh is not names),
+            default=_IDENT_SIZE + elf.header_struct.size,
+        )
 
     def _replaced_span(self, name, before, existing, index):
         """Where the section being replaced starts; it must sit right before `before`, with nothing between."""
