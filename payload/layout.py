@@ -19,6 +19,8 @@ from payload.index import Index
 # The signature block's size (payload/signing.py builds it): here, so that a start imports no signing code.
 BLOCK_SIZE = 104
 SECTION = "bundle"
+BOOTLOADER = "bootloader"  # PyInstaller's bootloader, which the launcher at the front of the file runs
+ARCHIVE = "pydata"  # PyInstaller's archive, last: the payload section goes right before it
 MAGIC = b"BUNDLER\x00"
 _HEADER = struct.Struct("<8sIIQQQ32s32s")
 _FORMAT_AT = struct.Struct("<8sI")  # magic and format: the same place in every format's header

@@ -14,6 +14,7 @@ import zlib
 from payload import lazylibs, rules
 from payload.elf import find_section, section_table
 from payload.errors import IntegrityError
+from payload.layout import BOOTLOADER
 
 ELF_MAGIC = b"\x7fELF"
 _SHT_GNU_VERNEED = 0x6FFFFFFE
@@ -156,7 +157,13 @@ def floor_of_file(path):
 def stub_floor(path):
     """(floor, {file: floor}) of a PyInstaller stub: the bootloader and every ELF file inside its archive."""
     with open(path, "rb") as f:
-        floors = {"bootloader": max(glibc_needs(f, str(path)), default=None)}
+        bootloader = find_section(f, BOOTLOADER)  # behind the launcher, which is static
+        if bootloader is not None:
+            f.seek(bootloader[0])
+            needs = glibc_needs(io.BytesIO(f.read(bootloader[1])), f"the bootloader in {path}")
+        else:
+            needs = glibc_needs(f, str(path))
+        floors = {"bootloader": max(needs, default=None)}
         for name, data in archive_elves(f, str(path)):
             floors[name] = max(glibc_needs(io.BytesIO(data), f"{name} in {path}"), default=None)
     return max((v for v in floors.values() if v), default=None), floors

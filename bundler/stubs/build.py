@@ -7,7 +7,6 @@ but it needs the build host's glibc on the device.
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 from bundler.arch import host_arch
 from bundler.build.glibc import archive_elves
 from bundler.cache import file_sha256
+from bundler.stubs import launcher
 from payload import fs
 from payload import progress as progress_display
 from payload.errors import BundleError, IntegrityError
@@ -90,6 +90,7 @@ def sources_digest():
     for relative in run_side_files():
         sha.update(str(relative).encode() + b"\0" + (PROJECT / relative).read_bytes() + b"\0")
     sha.update(repr((SPEC, EXCLUDES, sorted(REPRODUCIBLE_ENV.items()))).encode())
+    sha.update(launcher.recipe_digest().encode())
     return sha.hexdigest()
 
 
@@ -213,9 +214,11 @@ def _not_a_whole_stub(path):
 
 
 def install_stub(cache, built, path):
-    """Copy a freshly built stub into the cache at `path`, atomically, with its sha256 beside it."""
+    """Put PyInstaller's freshly built program behind the launcher of its architecture, into the cache at `path`,
+    atomically, with its sha256 beside it."""
+    front = launcher.launcher(cache, launcher.arch_of(built))
     with fs.atomic_path(path, mode=0o755, temp_dir=cache.tmp) as tmp_path:
-        shutil.copyfile(built, tmp_path)
+        launcher.put_together(built, front, tmp_path)
         fs.write_atomic(path.with_name(path.name + ".sha256"), file_sha256(tmp_path) + "\n", temp_dir=cache.tmp)
     return path
 
