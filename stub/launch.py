@@ -13,6 +13,7 @@ PYINSTALLER_VARS = (
     "_PYI_LINUX_PROCESS_NAME",
     "_PYI_SPLASH_IPC",
     "_MEIPASS2",
+    "_BUNDLE_ARGV0",  # the launcher's, for the stub alone
 )
 
 

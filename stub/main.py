@@ -5,6 +5,8 @@ import sys
 
 from stub.root import CURRENT, PROBATION, REFUSED_DIR, Installation, default_root
 
+ARGV0_VAR = "_BUNDLE_ARGV0"  # set by the launcher (stub/launcher.c)
+
 
 def _executable():
     return os.path.realpath(sys.executable if getattr(sys, "frozen", False) else os.environ["BUNDLE_EXECUTABLE"])
@@ -20,7 +22,9 @@ def main(argv=None):
     from payload.errors import BundleError
 
     argv = sys.argv if argv is None else argv
-    prog = os.path.basename(argv[0]) if argv else "bundle"
+    # The launcher starts the bootloader by this file's path; it passes the name the user started it by.
+    started_as = os.environ.pop(ARGV0_VAR, None) or (argv[0] if argv else "bundle")
+    prog = os.path.basename(started_as)
     try:
         return run(prog, argv[1:])
     except BundleError as exc:
@@ -197,4 +201,10 @@ def _install_and_run(payload, f, opts, umask, path, args):
         sys.stdout.write(launch.shell_command(argv, inst, index) + "\n")
         return 0
     env = launch.environment(os.environ, inst, index, path)
+    if not images.missing(inst, index):  # nothing left for a start to do: the next one may go without the stub
+        from stub import start_record
+
+        required = [os.path.join(inst.images, i.archive_name) for i in index.images if not i.embedded]
+        command = launch.command(index.entrypoint, inst, [])
+        start_record.write(inst, command, launch.bundle_variables(inst, index), required)
     launch.exec_entrypoint(argv, env, umask)

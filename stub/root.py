@@ -9,6 +9,7 @@ LOCK = ".lock"  # exclusive flock: install, move `current`, pull, pin, gc
 LOCKS_DIR = ".locks"  # a shared flock per version, held by every process that runs it
 MARKER = ".bundle-installed"  # in a version dir, written last: without it the version is not installed
 INDEX_FILE = ".bundle-index.json"  # in a version dir: the version's index bytes
+START_RECORD = ".bundle-start"  # in a version dir: what the launcher needs to start it alone (stub/start_record.py)
 OWNER = ".bundle-name"  # the name of the bundle that first installed in this root
 CURRENT = "current"
 PREVIOUS = "previous"
