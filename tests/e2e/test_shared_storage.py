@@ -70,7 +70,8 @@ def _extra(root, expected):
     found = set()
     for dirpath, _, names in os.walk(root / "current"):
         found.update(os.path.relpath(os.path.join(dirpath, n), root / "current") for n in names)
-    extra = found - set(expected) - {".bundle-installed", ".bundle-index.json", "images/hello.tar", "images/.state"}
+    extra = found - set(expected) - {".bundle-installed", ".bundle-index.json", ".bundle-start", "images/hello.tar"}
+    extra -= {"images/.state"}
     extra -= set(SBOM_PATHS.values())  # checked by install_problems
     return [f"unexpected {sorted(extra)}"] if extra else []
 
