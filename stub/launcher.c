@@ -24,6 +24,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -113,9 +114,10 @@ static int copy_bootloader(int self, struct section boot, int out) {
 
 /* A file with the bootloader's bytes, open for exec: a memory file, or an unlinked temporary file where memory
  * files cannot be made or run (old kernels, vm.memfd_noexec). */
-static int bootloader_file(int self, struct section boot, int memory) {
+static int bootloader_file(int self, struct section boot, int memory, const char *path) {
     if (memory) {
-        int fd = memfd_create("bundle-stub", MFD_CLOEXEC);
+        /* its name is what `ps` shows for the bootloader's processes: "memfd:" and the bundle file's name */
+        int fd = memfd_create(strrchr(path, '/') ? strrchr(path, '/') + 1 : path, MFD_CLOEXEC);
         if (fd >= 0 && copy_bootloader(self, boot, fd)) {
             close(fd);
             return -1;
@@ -139,6 +141,17 @@ static int bootloader_file(int self, struct section boot, int memory) {
     return run;
 }
 
+/* exec the program open as `fd` (close-on-exec). Where execveat is missing (qemu-user runs foreign bundles with
+ * none), by its /proc path: the fd must then stay open across the exec for the kernel (or qemu) to open it. */
+static void run_file(int fd, char **args) {
+    syscall(SYS_execveat, fd, "", args, environ, AT_EMPTY_PATH);
+    if (errno != ENOSYS) return;
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    fcntl(fd, F_SETFD, 0);
+    execve(proc, args, environ);
+}
+
 /* Run the stub: PyInstaller's bootloader with this file's path as argv[0] (it then reads its archive and the
  * payload from this file). `child`: the bootloader started this file again as its child; it goes back to it as
  * it is. */
@@ -152,12 +165,12 @@ static void hand_over(int self, struct section boot, const char *path, char **ar
     if (!child && argv[0] && setenv(ARGV0_VAR, argv[0], 1)) die(EXIT_HOST, "out of memory starting the stub");
     int saved = 0;
     for (int memory = 1; memory >= 0; memory--) {
-        int fd = bootloader_file(self, boot, memory);
+        int fd = bootloader_file(self, boot, memory, path);
         if (fd < 0) {
             saved = errno;
             continue;
         }
-        fexecve(fd, args, environ);
+        run_file(fd, args);
         saved = errno;
         close(fd);
     }
