@@ -7,6 +7,7 @@ but it needs the build host's glibc on the device.
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -216,9 +217,11 @@ def _not_a_whole_stub(path):
 def install_stub(cache, built, path):
     """Put PyInstaller's freshly built program behind the launcher of its architecture, into the cache at `path`,
     atomically, with its sha256 beside it."""
-    front = launcher.launcher(cache, launcher.arch_of(built))
     with fs.atomic_path(path, mode=0o755, temp_dir=cache.tmp) as tmp_path:
-        launcher.put_together(built, front, tmp_path)
+        if launcher.has_launcher(built):  # put together already (a stub copied from another cache)
+            shutil.copyfile(built, tmp_path)
+        else:
+            launcher.put_together(built, launcher.launcher(cache, launcher.arch_of(built)), tmp_path)
         fs.write_atomic(path.with_name(path.name + ".sha256"), file_sha256(tmp_path) + "\n", temp_dir=cache.tmp)
     return path
 

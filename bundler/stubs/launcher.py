@@ -69,6 +69,11 @@ def arch_of(path):
     return arch
 
 
+def has_launcher(path):
+    with open(path, "rb") as f:
+        return find_section(f, BOOTLOADER) is not None
+
+
 def put_together(pyinstaller_stub, launcher_path, output):
     """Write `output`: the launcher with PyInstaller's bootloader and archive in sections of their own."""
     with tempfile.TemporaryDirectory(prefix="bundler-compose-", dir=os.path.dirname(output) or None) as tmp:
