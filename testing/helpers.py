@@ -89,3 +89,18 @@ def measured(cmd, env=None, timeout=300):
     if not lines or not lines[-1].startswith("RSS_KB="):
         raise AssertionError(f"the wrapper did not report: {result.stderr[-400:]}")
     return result.returncode, "\n".join(lines[:-1]), int(lines[-1].split("=")[1])
+
+
+def stub_bootloader(stub, dest):
+    """Write to `dest` the stub's PyInstaller bootloader (its `bootloader` section behind the launcher), found by
+    the offsets `readelf -S` prints, not by the project's ELF reader; returns `dest`."""
+    import re
+
+    table = subprocess.run(["readelf", "-S", "-W", str(stub)], stdout=subprocess.PIPE, text=True, check=True).stdout
+    found = re.search(r"\]\s+bootloader\s+\S+\s+[0-9a-f]+\s+([0-9a-f]+)\s+([0-9a-f]+)", table)
+    assert found, f"no bootloader section in {stub}:\n{table}"
+    offset, size = int(found.group(1), 16), int(found.group(2), 16)
+    with open(stub, "rb") as f:
+        f.seek(offset)
+        Path(dest).write_bytes(f.read(size))
+    return dest

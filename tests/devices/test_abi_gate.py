@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from testing.devices import PORTABLE, portable_stub, require_root_tools, roots_cache, run_in_root, write_project
-from testing.helpers import bundler, run
+from testing.helpers import bundler, run, stub_bootloader
 
 
 def readelf_floor(path):
@@ -126,7 +126,7 @@ def test_make_prints_the_floor_and_the_index_records_the_highest(tmp_path, cache
     result = bundler("make", "--stub", stub_path, "--cache-dir", cache_dir, "--level", "3", "-o", out, cwd=project)
     printed = re.search(r"glibc floor: (\S+) \(stub (\S+), files (\S+)\)", result.stderr)
     assert printed, result.stderr
-    bootloader = readelf_floor(stub_path)
+    bootloader = readelf_floor(stub_bootloader(stub_path, tmp_path / "bootloader"))
     stub_floor = tuple(int(x) for x in printed.group(2).split("."))
     assert printed.group(3) == "2.34" and stub_floor >= bootloader
     floor = ".".join(str(n) for n in max(stub_floor, (2, 34)))
