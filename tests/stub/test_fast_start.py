@@ -308,7 +308,7 @@ def _garbage(data):
 
 
 @pytest.mark.parametrize(
-    "damage", [_truncated, _id_flipped, _garbage, None], ids=lambda d: getattr(d, "__name__", "removed")
+    "damage", [_truncated, _id_flipped, _garbage, None], ids=["truncated", "id-flipped", "garbage", "removed"]
 )
 def test_a_damaged_or_missing_record_hands_over_and_the_stub_writes_it_again(device, exe, damage):
     installed(device, exe)
@@ -392,18 +392,17 @@ def test_a_bundle_option_is_answered_by_the_stub(device, exe, args, code, says):
     assert answered.pid is None  # nothing ran the runtime
 
 
-@pytest.mark.parametrize(
-    "first, passed",
-    [
-        (["--bundle-dir", "{root}"], ["x"]),
-        (["--bundle-key", "{key}"], ["x"]),
-        (["--bundle-no-pin"], ["x"]),
-        (["--bundle-no-pull"], ["x"]),
-        (["--bundle-allow-downgrade"], ["x"]),
-        (["--"], ["--bundle-info", "x"]),
-    ],
-    ids=lambda v: v[0] if v[0].startswith("--") else "",
-)
+STARTS = [  # (the bundle's options first, what the runtime gets)
+    (["--bundle-dir", "{root}"], ["x"]),
+    (["--bundle-key", "{key}"], ["x"]),
+    (["--bundle-no-pin"], ["x"]),
+    (["--bundle-no-pull"], ["x"]),
+    (["--bundle-allow-downgrade"], ["x"]),
+    (["--"], ["--bundle-info", "x"]),
+]
+
+
+@pytest.mark.parametrize("first, passed", STARTS, ids=[first[0] for first, _ in STARTS])
 def test_a_start_with_a_bundle_option_or_dashes_first_is_the_stubs(device, exe, first, passed):
     installed(device, exe)
     options = [o.format(root=device.root, key=exe.parent / "release.pub") for o in first]
@@ -419,16 +418,19 @@ ODD_ARGS = ["two words", "a\nnewline", "", "--bundle-info", "-", "tab\there", "Ã
 
 def test_the_runtime_gets_the_same_start_from_the_launcher_and_from_the_stub(device, exe):
     installed(device, exe)
-    umask_027 = ["sh", "-c", 'umask 027 && exec "$@"', "sh"]
+    # umask 027, and LISTEN_PID as systemd's socket activation sets it: the PID it started (the bootloader moves it
+    # to its child's, which becomes the runtime).
+    wrapper = ["sh", "-c", 'umask 027 && export LISTEN_PID=$$ && exec "$@"', "sh"]
     env = {"LD_LIBRARY_PATH": "/opt/vendor/lib", "PROBE_EXIT": "3"}
-    fast = device.start(exe, *ODD_ARGS, env=env, prefix=umask_027, expect=3)
+    fast = device.start(exe, *ODD_ARGS, env=env, prefix=wrapper, expect=3)
     device.record(exe).unlink()  # the stub's start; it writes the record again
-    slow = device.start(exe, *ODD_ARGS, env=env, prefix=umask_027, expect=3)
+    slow = device.start(exe, *ODD_ARGS, env=env, prefix=wrapper, expect=3)
     assert fast.fast and not slow.fast
     assert fast.args == slow.args == [a.encode() for a in ODD_ARGS]
     assert fast.umask == slow.umask == "0027"
-    probes = {b"PROBE": None}  # each start's own probe directory
-    assert {**fast.env, **probes} == {**slow.env, **probes}
+    assert fast.env[b"LISTEN_PID"] == str(fast.pid).encode() and slow.env[b"LISTEN_PID"] == str(slow.pid).encode()
+    own = {b"PROBE": None, b"LISTEN_PID": None}  # each start's own probe directory and PID
+    assert {**fast.env, **own} == {**slow.env, **own}
     assert fast.env[b"LD_LIBRARY_PATH"] == b"/opt/vendor/lib"
     assert fast.stdout == slow.stdout and fast.stderr == slow.stderr == ""
     assert device.start(exe).code == 7  # and the bundle's own code, 7 from the entrypoint, passes through
