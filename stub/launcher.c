@@ -24,6 +24,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -139,6 +140,33 @@ static int bootloader_file(int self, struct section boot, int memory) {
     return run;
 }
 
+/* PyInstaller's bootloader unpacks the stub's Python into the first of $TMPDIR, $TEMP, $TMP (when set), /tmp,
+ * /var/tmp and /usr/tmp where it can make a directory, and cannot load it from a noexec mount (it then exits
+ * 127 with the loader's message). Said here first, in one line, with what to do. */
+static void check_unpack_dir(void) {
+    static const char *const vars[] = {"TMPDIR", "TEMP", "TMP"};
+    static const char *const dirs[] = {"/tmp", "/var/tmp", "/usr/tmp"};
+    const char *candidates[6];
+    int n = 0;
+    for (int i = 0; i < 3; i++) {
+        const char *value = getenv(vars[i]);
+        if (value && *value) candidates[n++] = value;
+    }
+    for (int i = 0; i < 3; i++) candidates[n++] = dirs[i];
+    for (int i = 0; i < n; i++) {
+        struct stat st;
+        struct statvfs fs;
+        if (stat(candidates[i], &st) || !S_ISDIR(st.st_mode) || access(candidates[i], W_OK | X_OK)) continue;
+        if (statvfs(candidates[i], &fs) || !(fs.f_flag & ST_NOEXEC)) return;
+        char what[PATH_MAX + 300];
+        snprintf(what, sizeof what,
+                 "%s is on a noexec mount, and this start needs to unpack the bundle's stub there; set TMPDIR to a "
+                 "directory on an executable file system with about 20 MB free",
+                 candidates[i]);
+        die(EXIT_HOST, what);
+    }
+}
+
 /* Run the stub: PyInstaller's bootloader with this file's path as argv[0] (it then reads its archive and the
  * payload from this file). `child`: the bootloader started this file again as its child; it goes back to it as
  * it is. */
@@ -150,6 +178,7 @@ static void hand_over(int self, struct section boot, const char *path, char **ar
     args[0] = (char *)path;
     for (size_t i = 1; i < argc; i++) args[i] = argv[i];
     if (!child && argv[0] && setenv(ARGV0_VAR, argv[0], 1)) die(EXIT_HOST, "out of memory starting the stub");
+    if (!child) check_unpack_dir();
     int saved = 0;
     for (int memory = 1; memory >= 0; memory--) {
         int fd = bootloader_file(self, boot, memory);
