@@ -237,24 +237,58 @@ static int index_name(const char *doc, size_t size, char *out, size_t room) {
     return -1;
 }
 
+/* os.path.abspath of `path`, as the stub names its root (stub/root.py `Installation`): from the working directory
+ * when relative, without empty, "." or ".." parts; 0 when done. A root named with a trailing slash, say, would
+ * otherwise never match the record. */
+static int absolute(const char *path, char *out, size_t room) {
+    char joined[2 * PATH_MAX];
+    int n;
+    if (path[0] == '/') {
+        if (path[1] == '/' && path[2] != '/') return -1; /* POSIX keeps a leading "//": left to the stub */
+        n = snprintf(joined, sizeof joined, "%s", path);
+    } else {
+        char cwd[PATH_MAX];
+        if (!getcwd(cwd, sizeof cwd)) return -1;
+        n = snprintf(joined, sizeof joined, "%s/%s", cwd, path);
+    }
+    if (n <= 0 || (size_t)n >= sizeof joined) return -1;
+    size_t at = 0;
+    for (char *part = strtok(joined, "/"); part; part = strtok(0, "/")) {
+        if (!strcmp(part, ".")) continue;
+        if (!strcmp(part, "..")) {
+            while (at > 0 && out[--at] != '/') continue;
+            continue;
+        }
+        size_t len = strlen(part);
+        if (at + len + 2 > room) return -1;
+        out[at++] = '/';
+        memcpy(out + at, part, len);
+        at += len;
+    }
+    if (at == 0) out[at++] = '/';
+    out[at] = 0;
+    return 0;
+}
+
 /* The install root as stub/root.py `default_root` gives it; 0 when it could be told without doubt. */
 static int default_root(const char *name, char *out, size_t room) {
     const char *dir = getenv("BUNDLE_DIR");
+    char given[PATH_MAX];
     int n;
     if (dir && *dir) {
-        n = snprintf(out, room, "%s", dir);
+        n = snprintf(given, sizeof given, "%s", dir);
     } else if (geteuid() == 0) {
-        n = snprintf(out, room, "/var/lib/%s", name);
+        n = snprintf(given, sizeof given, "/var/lib/%s", name);
     } else {
         const char *base = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
         if (base && *base)
-            n = snprintf(out, room, "%s%s%s", base, base[strlen(base) - 1] == '/' ? "" : "/", name);
+            n = snprintf(given, sizeof given, "%s/%s", base, name);
         else if (home && *home && home[0] == '/')
-            n = snprintf(out, room, "%s%s.local/share/%s", home, home[strlen(home) - 1] == '/' ? "" : "/", name);
+            n = snprintf(given, sizeof given, "%s/.local/share/%s", home, name);
         else
             return -1;
     }
-    return n > 0 && (size_t)n < room ? 0 : -1;
+    return n > 0 && (size_t)n < sizeof given ? absolute(given, out, room) : -1;
 }
 
 static int join(char *out, size_t room, const char *a, const char *b, const char *c) {

@@ -275,6 +275,16 @@ def test_the_runtime_is_the_process_that_was_started(device, exe):
     assert started.env[b"BUNDLE_EXECUTABLE"] == str(exe).encode()
 
 
+@pytest.mark.parametrize("spelling", ["{root}/", "{work}//root", "{root}/../root/.", "root"])
+def test_the_root_may_be_spelled_another_way(device, exe, spelling):
+    """The stub names the root as os.path.abspath does; the launcher finds the record under any spelling of it."""
+    installed(device, exe)
+    in_work = ["sh", "-c", 'cd "$0" && exec "$@"', str(device.work)]  # for the relative spelling
+    bundle_dir = spelling.format(root=device.root, work=device.work)
+    started = device.start(exe, "x", env={"BUNDLE_DIR": bundle_dir}, prefix=in_work)
+    assert started.fast and started.env[b"BUNDLE_ROOT"] == str(device.root / device.version(exe)).encode()
+
+
 def test_the_gc_lock_is_held_across_the_exec(device, releases):
     old = installed(device, releases["1.0.0"])
     lock = device.root / LOCKS_DIR / old
