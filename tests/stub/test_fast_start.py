@@ -322,8 +322,14 @@ def _garbage(data):
     return bytes(range(256)) * 3
 
 
+def _field_after_end(data):
+    return data + b"LD_PRELOAD=/tmp/x.so\0"
+
+
 @pytest.mark.parametrize(
-    "damage", [_truncated, _id_flipped, _garbage, None], ids=["truncated", "id-flipped", "garbage", "removed"]
+    "damage",
+    [_truncated, _id_flipped, _garbage, _field_after_end, None],
+    ids=["truncated", "id-flipped", "garbage", "field-after-end", "removed"],
 )
 def test_a_damaged_or_missing_record_hands_over_and_the_stub_writes_it_again(device, exe, damage):
     installed(device, exe)
