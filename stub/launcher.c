@@ -24,6 +24,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -152,6 +153,33 @@ static void run_file(int fd, char **args) {
     execve(proc, args, environ);
 }
 
+/* PyInstaller's bootloader unpacks the stub's Python into the first of $TMPDIR, $TEMP, $TMP (when set), /tmp,
+ * /var/tmp and /usr/tmp where it can make a directory, and cannot load it from a noexec mount (it then exits
+ * 127 with the loader's message). Said here first, in one line, with what to do. */
+static void check_unpack_dir(void) {
+    static const char *const vars[] = {"TMPDIR", "TEMP", "TMP"};
+    static const char *const dirs[] = {"/tmp", "/var/tmp", "/usr/tmp"};
+    const char *candidates[6];
+    int n = 0;
+    for (int i = 0; i < 3; i++) {
+        const char *value = getenv(vars[i]);
+        if (value && *value) candidates[n++] = value;
+    }
+    for (int i = 0; i < 3; i++) candidates[n++] = dirs[i];
+    for (int i = 0; i < n; i++) {
+        struct stat st;
+        struct statvfs fs;
+        if (stat(candidates[i], &st) || !S_ISDIR(st.st_mode) || access(candidates[i], W_OK | X_OK)) continue;
+        if (statvfs(candidates[i], &fs) || !(fs.f_flag & ST_NOEXEC)) return;
+        char what[PATH_MAX + 300];
+        snprintf(what, sizeof what,
+                 "%s is on a noexec mount, and this start needs to unpack the bundle's stub there; set TMPDIR to a "
+                 "directory on an executable file system with about 20 MB free",
+                 candidates[i]);
+        die(EXIT_HOST, what);
+    }
+}
+
 /* Run the stub: PyInstaller's bootloader with this file's path as argv[0] (it then reads its archive and the
  * payload from this file). `child`: the bootloader started this file again as its child; it goes back to it as
  * it is. */
@@ -163,6 +191,7 @@ static void hand_over(int self, struct section boot, const char *path, char **ar
     args[0] = (char *)path;
     for (size_t i = 1; i < argc; i++) args[i] = argv[i];
     if (!child && argv[0] && setenv(ARGV0_VAR, argv[0], 1)) die(EXIT_HOST, "out of memory starting the stub");
+    if (!child) check_unpack_dir();
     int saved = 0;
     for (int memory = 1; memory >= 0; memory--) {
         int fd = bootloader_file(self, boot, memory, path);
@@ -221,24 +250,58 @@ static int index_name(const char *doc, size_t size, char *out, size_t room) {
     return -1;
 }
 
+/* os.path.abspath of `path`, as the stub names its root (stub/root.py `Installation`): from the working directory
+ * when relative, without empty, "." or ".." parts; 0 when done. A root named with a trailing slash, say, would
+ * otherwise never match the record. */
+static int absolute(const char *path, char *out, size_t room) {
+    char joined[2 * PATH_MAX];
+    int n;
+    if (path[0] == '/') {
+        if (path[1] == '/' && path[2] != '/') return -1; /* POSIX keeps a leading "//": left to the stub */
+        n = snprintf(joined, sizeof joined, "%s", path);
+    } else {
+        char cwd[PATH_MAX];
+        if (!getcwd(cwd, sizeof cwd)) return -1;
+        n = snprintf(joined, sizeof joined, "%s/%s", cwd, path);
+    }
+    if (n <= 0 || (size_t)n >= sizeof joined) return -1;
+    size_t at = 0;
+    for (char *part = strtok(joined, "/"); part; part = strtok(0, "/")) {
+        if (!strcmp(part, ".")) continue;
+        if (!strcmp(part, "..")) {
+            while (at > 0 && out[--at] != '/') continue;
+            continue;
+        }
+        size_t len = strlen(part);
+        if (at + len + 2 > room) return -1;
+        out[at++] = '/';
+        memcpy(out + at, part, len);
+        at += len;
+    }
+    if (at == 0) out[at++] = '/';
+    out[at] = 0;
+    return 0;
+}
+
 /* The install root as stub/root.py `default_root` gives it; 0 when it could be told without doubt. */
 static int default_root(const char *name, char *out, size_t room) {
     const char *dir = getenv("BUNDLE_DIR");
+    char given[PATH_MAX];
     int n;
     if (dir && *dir) {
-        n = snprintf(out, room, "%s", dir);
+        n = snprintf(given, sizeof given, "%s", dir);
     } else if (geteuid() == 0) {
-        n = snprintf(out, room, "/var/lib/%s", name);
+        n = snprintf(given, sizeof given, "/var/lib/%s", name);
     } else {
         const char *base = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
         if (base && *base)
-            n = snprintf(out, room, "%s%s%s", base, base[strlen(base) - 1] == '/' ? "" : "/", name);
+            n = snprintf(given, sizeof given, "%s/%s", base, name);
         else if (home && *home && home[0] == '/')
-            n = snprintf(out, room, "%s%s.local/share/%s", home, home[strlen(home) - 1] == '/' ? "" : "/", name);
+            n = snprintf(given, sizeof given, "%s/.local/share/%s", home, name);
         else
             return -1;
     }
-    return n > 0 && (size_t)n < room ? 0 : -1;
+    return n > 0 && (size_t)n < sizeof given ? absolute(given, out, room) : -1;
 }
 
 static int join(char *out, size_t room, const char *a, const char *b, const char *c) {
