@@ -1479,14 +1479,20 @@ def _hello_in_root(cache, root, tgt):
 
 
 def figure_arm64_startup(ws, cache, sizes):
-    """Installed start-up of an arm64 bundle under qemu / a PyInstaller hello-world built in the same arm64 root,
-    both started in that root (chroot, qemu-user-static through binfmt_misc)."""
+    """(figure L under qemu, the arm64 start-up): an installed start of a bundle of the root's `true` / that `true`
+    run directly; installed start-up of an arm64 bundle through the stub / a PyInstaller hello-world built in the
+    same arm64 root. All started in that root (chroot, qemu-user-static through binfmt_misc)."""
     from bundler.cache import Cache
     from bundler.stubs import debian
 
     stub, _, _ = _portable(cache, "arm64")
     tgt = debian.target("arm64")
     root = debian.root_dir(Cache(cache), tgt)
+
+    def make_arm64(manifest, output):
+        options = ("--arch", "arm64", "--stub", stub, "--cache-dir", ws.cache, "--level", "3", "--output", output)
+        bundler("make", "--manifest", manifest, *options)
+
     project = ws.dir / "arm64"
     project.mkdir()
     (project / "true.sh").write_text(TRUE_SCRIPT)
@@ -1495,21 +1501,7 @@ def figure_arm64_startup(ws, cache, sizes):
         '\n[[file]]\npath = "bin/true"\nmode = "0755"\nsource = { url = "true.sh" }\n'
     )
     app = root / "tmp" / "bench-arm64-app"
-    bundler(
-        "make",
-        "--manifest",
-        project / "bundle.toml",
-        "--arch",
-        "arm64",
-        "--stub",
-        stub,
-        "--cache-dir",
-        ws.cache,
-        "--level",
-        "3",
-        "--output",
-        app,
-    )
+    make_arm64(project / "bundle.toml", app)
     # Figure L under qemu: a bundle whose entrypoint is the root's own `true` (an arm64 ELF program), started
     # installed (the launcher alone) and run directly.
     fast_project = ws.dir / "arm64-fast"
@@ -1520,21 +1512,7 @@ def figure_arm64_startup(ws, cache, sizes):
         f'\n[[file]]\npath = "bin/true"\nmode = "0755"\nsource = {{ url = "file://{true_elf}" }}\n'
     )
     fast_app = root / "tmp" / "bench-arm64-fast"
-    bundler(
-        "make",
-        "--manifest",
-        fast_project / "bundle.toml",
-        "--arch",
-        "arm64",
-        "--stub",
-        stub,
-        "--cache-dir",
-        ws.cache,
-        "--level",
-        "3",
-        "--output",
-        fast_app,
-    )
+    make_arm64(fast_project / "bundle.toml", fast_app)
     hello = _hello_in_root(cache, root, tgt)
     run(["mount", "-t", "proc", "proc", root / "proc"])
     try:
