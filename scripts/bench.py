@@ -166,17 +166,21 @@ def spread(samples):
     )
 
 
-def time_starts(programs, reps, warmup=3):
-    """Start each program `reps` times, interleaved (so drift and other load hit all alike).
+def time_starts(programs, reps, warmup=3, envs=None):
+    """Start each program `reps` times, interleaved (so drift and other load hit all alike); `envs`: {name: the
+    environment of that program} where it is not this process's.
 
     Returns {name: (wall seconds, cpu seconds)} lists; cpu is user + sys of the process and its children
     (from wait4), which other load on a shared machine disturbs far less than wall time."""
     walls = {name: [] for name in programs}
     cpus = {name: [] for name in programs}
+    envs = envs or {}
     for i in range(warmup + reps):
         for name, argv in programs.items():
             start = time.perf_counter()
-            proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                [str(a) for a in argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=envs.get(name)
+            )
             _, status, usage = os.wait4(proc.pid, 0)
             elapsed = time.perf_counter() - start
             proc.returncode = code = os.waitstatus_to_exitcode(status)
@@ -229,10 +233,12 @@ class Workspace:
         self.cache = self.dir / "cache"
         self.make_cpu = {}  # bundle name: CPU seconds of its `bundler make` (the process and its children)
 
-    def make_bundle(self, name, files, level, options=(), version="1.0.0", launcher=None, extra=()):
-        """A real bundle (entrypoint: a script that exits 0) built by the real CLI. `files`: (path, source). With
-        `launcher` (the script's text), the script is in a group of its own: versions that differ only in it share
-        every other group. `extra`: manifest lines put before the variant ([[image]], [update])."""
+    def make_bundle(
+        self, name, files, level, options=(), version="1.0.0", launcher=None, extra=(), entrypoint=("bin/true",)
+    ):
+        """A real bundle (entrypoint: a script that exits 0, or `entrypoint`) built by the real CLI. `files`: (path,
+        source). With `launcher` (the script's text), the script is in a group of its own: versions that differ
+        only in it share every other group. `extra`: manifest lines put before the variant ([[image]], [update])."""
         project = self.dir / (name if version == "1.0.0" else f"{name}-{version}")
         project.mkdir()
         (project / "true.sh").write_text(launcher or TRUE_SCRIPT)
@@ -240,7 +246,7 @@ class Workspace:
             "[bundle]",
             f'name = "{name}"',
             f'version = "{version}"',
-            'entrypoint = ["bin/true"]',
+            f"entrypoint = {json.dumps(list(entrypoint))}",
             'host_libs = ["*"]  # the bench measures sizes and times; what the binaries link is not its concern',
             "",
             "[[file]]",
@@ -282,6 +288,12 @@ class Workspace:
         if not (root / "current" / ".bundle-installed").exists():
             raise SystemExit(f"bench: {exe} did not install into {root}")
         return root
+
+
+def installed_env(root):
+    """The environment of an installed start as a user or a service makes it: the root from BUNDLE_DIR, no option
+    (any `--bundle-*` option, `--bundle-dir` too, goes through the stub: that is the stub's path)."""
+    return dict(os.environ, BUNDLE_DIR=str(root))
 
 
 def open_bundle(exe):
@@ -396,13 +408,28 @@ def figure_startup(ws, sizes, stub_size, reuse_hello):
     if not os.listdir(roots[real] / PINS_DIR):
         raise SystemExit(f"bench: the signed {real} pinned no key in {roots[real]}")
     log(f"timing {sizes.start_reps} starts each (interleaved)")
-    programs = {
-        name: [exe, "--bundle-dir", roots[exe]]
-        for name, exe in (("big", big), ("tiny", tiny), ("real", real), ("plain", plain))
-    }
-    samples, cpu = time_starts(dict(programs, hello=[hello]), sizes.start_reps)
+    bundles = (("big", big), ("tiny", tiny), ("real", real), ("plain", plain))
+    # The figures time installed starts as users make them (the launcher execs the runtime); the same starts
+    # through the stub (`--bundle-dir`, the path of every start before the launcher) are printed under them. The
+    # two kinds are timed apart: a start of about a millisecond right after one of a hundred (which unpacks the
+    # stub's Python) is slower than after another short one, and only the first of the list would pay it.
+    programs = {name: [exe] for name, exe in bundles}
+    envs = {name: installed_env(roots[exe]) for name, exe in bundles}
+    samples, cpu = time_starts(programs, sizes.start_reps, envs=envs)
+    stub_programs = {f"{name}-stub": [exe, "--bundle-dir", roots[exe]] for name, exe in bundles}
+    stub_samples, stub_cpu = time_starts(dict(stub_programs, hello=[hello]), sizes.start_reps)
+    samples.update(stub_samples)
+    cpu.update(stub_cpu)
     t = {name: median(samples[name]) for name in samples}
     c = {name: median(cpu[name]) for name in cpu}
+
+    def through_stub(name, reference):
+        return (
+            f"through the stub: cpu {c[f'{name}-stub'] * 1e3:.1f} ms / {c[f'{reference}-stub'] * 1e3:.1f} ms -> "
+            f"{c[f'{name}-stub'] / c[f'{reference}-stub']:.3f}; wall {t[f'{name}-stub'] * 1e3:.1f} ms / "
+            f"{t[f'{reference}-stub'] * 1e3:.1f} ms -> {t[f'{name}-stub'] / t[f'{reference}-stub']:.3f}"
+        )
+
     f, payload = open_bundle(big)
     f.close()
     section = (
@@ -420,6 +447,7 @@ def figure_startup(ws, sizes, stub_size, reuse_hello):
             f"cpu time (user+sys, all processes): {c['big'] * 1e3:.1f} ms / {c['tiny'] * 1e3:.1f} ms -> "
             f"{c['big'] / c['tiny']:.3f}",
             section,
+            through_stub("big", "tiny"),
         ],
     )
     fig2 = Figure(
@@ -437,6 +465,9 @@ def figure_startup(ws, sizes, stub_size, reuse_hello):
             f"stub {stub_size / MB:.2f} MB vs hello-world {hello_size / MB:.2f} MB (the one-file bootloader unpacks "
             "its binaries at every start)",
             f"for context, {sizes.payload_mb} MB payload / hello-world: {t['big'] / t['hello']:.3f}",
+            f"the realistic bundle through the stub: cpu {c['real-stub'] * 1e3:.1f} ms -> "
+            f"{c['real-stub'] / c['hello']:.3f}; wall {spread(samples['real-stub'])} -> "
+            f"{t['real-stub'] / t['hello']:.3f}",
         ],
     )
     fig2c = Figure(
@@ -447,9 +478,110 @@ def figure_startup(ws, sizes, stub_size, reuse_hello):
             f"the same {REALISTIC_FILES} files without images, repository or signature: cpu {c['plain'] * 1e3:.1f} ms; "
             f"wall {spread(samples['plain'])}",
             f"wall-clock ratio: {t['real'] / t['plain']:.3f}",
+            through_stub("real", "plain"),
         ],
     )
     return [fig1, fig2, fig2c]
+
+
+# ---------------------------------------------------------------- the launcher: installed starts without Python
+
+# Figure L: what an installed start adds to the runtime it starts. The entrypoint is a small real binary of this
+# machine with an argument that makes it print and exit, the first of these that exists.
+LAUNCHER_ENTRYPOINTS = (("/usr/bin/crun", "--version"), ("/bin/true", None))
+# Figure T: a runtime that lists $TMPDIR while it runs (the stub's _MEI dir lives exactly that long) and its PID.
+TMPDIR_SCRIPT = '#!/bin/sh\necho "pid $$"\n[ -z "$TMPDIR" ] || find "$TMPDIR" -mindepth 1 -printf \'%y %s %p\\n\'\n'
+
+
+def _tmpdir_listing(lines):
+    """(entries, bytes of regular files) of `find -printf '%y %s %p'` lines."""
+    entries = [line.split(" ", 2) for line in lines if line.strip()]
+    return len(entries), sum(int(size) for kind, size, _ in entries if kind == "f")
+
+
+def _tmpdir_start(argv, env, tmpdir):
+    """One start with TMPDIR=`tmpdir` (fresh): (runtime PID == the started PID, entries and bytes in TMPDIR
+    while the runtime ran, entries and bytes left after it exited)."""
+    tmpdir.mkdir()
+    proc = subprocess.Popen(
+        [str(a) for a in argv],
+        env=dict(env, TMPDIR=str(tmpdir)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = proc.communicate()
+    if proc.returncode != 0 or not out.startswith("pid "):
+        raise SystemExit(f"bench: {' '.join(map(str, argv))} exited {proc.returncode}: {err[-1000:]}")
+    first, *listing = out.splitlines()
+    after = subprocess.run(
+        ["find", tmpdir, "-mindepth", "1", "-printf", "%y %s %p\\n"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    return int(first.split()[1]) == proc.pid, _tmpdir_listing(listing), _tmpdir_listing(after)
+
+
+def figure_launcher(ws, sizes):
+    """Figures L (wall and CPU) and T: an installed start of a bundle whose entrypoint is a small real binary,
+    against the same installed binary run directly; the bytes an installed start writes to $TMPDIR."""
+    binary, argument = next((b, a) for b, a in LAUNCHER_ENTRYPOINTS if os.path.exists(b))
+    name = os.path.basename(binary)
+    entrypoint = [f"bin/{name}"] + ([argument] if argument else [])
+    exe, _ = ws.make_bundle("fast", [(f"bin/{name}", binary)], level=1, entrypoint=entrypoint)
+    root = ws.install(exe)
+    version_dir = Path(os.path.realpath(root / "current"))
+    if not (version_dir / ".bundle-start").is_file():
+        raise SystemExit(f"bench: the install of {exe} wrote no start record in {version_dir}")
+    direct = [version_dir / entrypoint[0], *entrypoint[1:]]
+    reps = max(30, sizes.start_reps)
+    log(f"timing {reps} installed starts of `{' '.join(entrypoint)}` and the installed binary run directly")
+    samples, cpu = time_starts(
+        {"bundle": [exe], "direct": direct, "stub": [exe, "--bundle-dir", root]},
+        reps,
+        envs={"bundle": installed_env(root)},
+    )
+    t = {k: median(v) for k, v in samples.items()}
+    c = {k: median(v) for k, v in cpu.items()}
+    what = f"an installed start of a bundle whose entrypoint is `{' '.join(entrypoint)}` ({binary}, BUNDLE_DIR set)"
+    lines = [
+        what,
+        f"  wall {spread(samples['bundle'])}; cpu {c['bundle'] * 1e3:.2f} ms",
+        f"the installed {' '.join(map(str, direct))} run directly: wall {spread(samples['direct'])}; "
+        f"cpu {c['direct'] * 1e3:.2f} ms",
+        f"the same start through the stub (--bundle-dir): wall {spread(samples['stub'])}; cpu "
+        f"{c['stub'] * 1e3:.1f} ms -> {t['stub'] / t['direct']:.1f} (wall), {c['stub'] / c['direct']:.1f} (cpu)",
+    ]
+    fig_wall = Figure("installed start / the installed entrypoint run directly", t["bundle"] / t["direct"], 1.5)
+    fig_wall.details = lines
+    fig_cpu = Figure(
+        "installed start / the installed entrypoint run directly, CPU",
+        c["bundle"] / c["direct"],
+        1.5,
+        details=[f"cpu {c['bundle'] * 1e3:.2f} ms / {c['direct'] * 1e3:.2f} ms, medians of {reps} interleaved"],
+    )
+
+    lister, _ = ws.make_bundle("tmpcheck", [], level=1, launcher=TMPDIR_SCRIPT)
+    lister_root = ws.install(lister)
+    tmp = ws.dir / "fresh-tmpdir"
+    tmp.mkdir()
+    same_pid, running, left = _tmpdir_start([lister], installed_env(lister_root), tmp / "installed")
+    stub_pid, stub_running, stub_left = _tmpdir_start(
+        [lister, "--bundle-dir", lister_root], dict(os.environ), tmp / "stub"
+    )
+    fig_tmp = Figure(
+        "bytes written to $TMPDIR by an installed start",
+        running[1] + left[1],
+        0,
+        unit="B",
+        details=[
+            f"a fresh TMPDIR; the runtime lists it while it runs, and it is listed again after: {running[0]} entries "
+            f"({running[1]} bytes) while it ran, {left[0]} ({left[1]} bytes) after; the runtime is the process "
+            f"started: {'yes' if same_pid else 'NO'}",
+            f"the same start through the stub (--bundle-dir): {stub_running[0]} entries ({stub_running[1] / MB:.2f} "
+            f"MB) while it ran, {stub_left[0]} ({stub_left[1]} bytes) after; the runtime is the process started: "
+            f"{'yes' if stub_pid else 'no'}",
+        ],
+    )
+    return [fig_wall, fig_cpu, fig_tmp]
 
 
 # ---------------------------------------------------------------- start-up against makeself
@@ -503,7 +635,7 @@ def figure_startup_vs_makeself(ws, exe, files, sizes):
     log(f"timing {reps} starts each of the installed bundle and of its makeself archive (interleaved)")
     os.environ["TMPDIR"], old_tmp = str(env_tmp), os.environ.get("TMPDIR")
     try:
-        samples, cpu = time_starts({"bundle": [exe, "--bundle-dir", root], "makeself": [archive]}, reps)
+        samples, cpu = time_starts({"bundle": [exe], "makeself": [archive]}, reps, envs={"bundle": installed_env(root)})
     finally:
         if old_tmp is None:
             del os.environ["TMPDIR"]
@@ -1347,14 +1479,20 @@ def _hello_in_root(cache, root, tgt):
 
 
 def figure_arm64_startup(ws, cache, sizes):
-    """Installed start-up of an arm64 bundle under qemu / a PyInstaller hello-world built in the same arm64 root,
-    both started in that root (chroot, qemu-user-static through binfmt_misc)."""
+    """(figure L under qemu, the arm64 start-up): an installed start of a bundle of the root's `true` / that `true`
+    run directly; installed start-up of an arm64 bundle through the stub / a PyInstaller hello-world built in the
+    same arm64 root. All started in that root (chroot, qemu-user-static through binfmt_misc)."""
     from bundler.cache import Cache
     from bundler.stubs import debian
 
     stub, _, _ = _portable(cache, "arm64")
     tgt = debian.target("arm64")
     root = debian.root_dir(Cache(cache), tgt)
+
+    def make_arm64(manifest, output):
+        options = ("--arch", "arm64", "--stub", stub, "--cache-dir", ws.cache, "--level", "3", "--output", output)
+        bundler("make", "--manifest", manifest, *options)
+
     project = ws.dir / "arm64"
     project.mkdir()
     (project / "true.sh").write_text(TRUE_SCRIPT)
@@ -1363,28 +1501,30 @@ def figure_arm64_startup(ws, cache, sizes):
         '\n[[file]]\npath = "bin/true"\nmode = "0755"\nsource = { url = "true.sh" }\n'
     )
     app = root / "tmp" / "bench-arm64-app"
-    bundler(
-        "make",
-        "--manifest",
-        project / "bundle.toml",
-        "--arch",
-        "arm64",
-        "--stub",
-        stub,
-        "--cache-dir",
-        ws.cache,
-        "--level",
-        "3",
-        "--output",
-        app,
+    make_arm64(project / "bundle.toml", app)
+    # Figure L under qemu: a bundle whose entrypoint is the root's own `true` (an arm64 ELF program), started
+    # installed (the launcher alone) and run directly.
+    fast_project = ws.dir / "arm64-fast"
+    fast_project.mkdir()
+    true_elf = next(p for p in (root / "usr/bin/true", root / "bin/true") if p.is_file() and not p.is_symlink())
+    (fast_project / "bundle.toml").write_text(
+        '[bundle]\nname = "arm64-fast"\nversion = "1.0.0"\nentrypoint = ["bin/true"]\n'
+        f'\n[[file]]\npath = "bin/true"\nmode = "0755"\nsource = {{ url = "file://{true_elf}" }}\n'
     )
+    fast_app = root / "tmp" / "bench-arm64-fast"
+    make_arm64(fast_project / "bundle.toml", fast_app)
     hello = _hello_in_root(cache, root, tgt)
     run(["mount", "-t", "proc", "proc", root / "proc"])
     try:
         env = ["/usr/bin/env", "-i", "PATH=/usr/bin:/bin", "HOME=/root"]
         chroot = ["chroot", str(root)] + env
         run(chroot + ["/tmp/bench-arm64-app", "--bundle-dir", "/tmp/bench-arm64-root"])  # install once
+        run(chroot + ["/tmp/bench-arm64-fast", "--bundle-dir", "/tmp/bench-arm64-fast-root"])
+        version = os.readlink(root / "tmp" / "bench-arm64-fast-root" / "current")
+        if not (root / "tmp" / "bench-arm64-fast-root" / version / ".bundle-start").is_file():
+            raise SystemExit("bench: the arm64 install wrote no start record")
         reps = max(5, sizes.start_reps // 3)
+        fast_reps = max(30, reps)
         log(f"timing {reps} starts each of the arm64 bundle and hello-world under qemu")
         samples, cpu = time_starts(
             {
@@ -1394,12 +1534,38 @@ def figure_arm64_startup(ws, cache, sizes):
             reps,
             warmup=2,
         )
+        log(f"timing {fast_reps} installed starts of the arm64 `true` bundle and its `true` run directly under qemu")
+        fast, fast_cpu = time_starts(
+            {
+                "bundle": chroot + env[1:] + ["BUNDLE_DIR=/tmp/bench-arm64-fast-root", "/tmp/bench-arm64-fast"],
+                "direct": chroot + [f"/tmp/bench-arm64-fast-root/{version}/bin/true"],
+            },
+            fast_reps,
+            warmup=2,
+        )
     finally:
         run(["umount", root / "proc"])
         app.unlink()
+        fast_app.unlink()
         shutil.rmtree(root / "tmp" / "bench-arm64-root", ignore_errors=True)
+        shutil.rmtree(root / "tmp" / "bench-arm64-fast-root", ignore_errors=True)
     t_bundle, t_hello = median(samples["bundle"]), median(samples["hello"])
-    return Figure(
+    f_wall = {k: median(v) for k, v in fast.items()}
+    f_cpu = {k: median(v) for k, v in fast_cpu.items()}
+    launcher_figure = Figure(
+        "arm64 under qemu: installed start / the entrypoint run directly",
+        f_wall["bundle"] / f_wall["direct"],
+        1.5,
+        details=[
+            f"installed start of a bundle whose entrypoint is the root's `true` (BUNDLE_DIR set): "
+            f"{spread(fast['bundle'])}",
+            f"the installed `true` run directly: {spread(fast['direct'])}",
+            f"cpu time (user+sys): {f_cpu['bundle'] * 1e3:.1f} ms / {f_cpu['direct'] * 1e3:.1f} ms -> "
+            f"{f_cpu['bundle'] / f_cpu['direct']:.3f}",
+            "both through the same chroot and env -i (host programs), which the ratio includes on both sides",
+        ],
+    )
+    return launcher_figure, Figure(
         "arm64 installed start-up under qemu / hello-world, same root",
         t_bundle / t_hello,
         1.15,
@@ -1422,7 +1588,8 @@ def device_figures(ws, cache, sizes, arches):
         raise SystemExit("bench: the portable stub figures build Debian roots: run as root, or pass --no-devices")
     figures = [figure_portable_stub_size(cache, arch) for arch in arches]
     if "arm64" in arches:
-        figures.append(figure_arm64_startup(ws, cache, sizes))
+        launcher_figure, startup_figure = figure_arm64_startup(ws, cache, sizes)
+        figures += [startup_figure, launcher_figure]
     return figures
 
 
@@ -1704,10 +1871,11 @@ def main(argv=None):
     parser.add_argument("--devices-only", action="store_true", help="only the portable stub figures")
     parser.add_argument(
         "--only",
-        choices=["containerd-update", "startup", "install", "build"],
+        choices=["containerd-update", "startup", "launcher", "install", "build"],
         help="only these figures (containerd-update: the delta update of Debian's containerd, against a whole pull; "
-        "startup: figures 1, 2 and 2c, the installed start-ups; install: figure 4, the first install; build: "
-        "figures B and 5, the build's CPU and the stored size)",
+        "startup: figures 1, 2 and 2c, the installed start-ups; launcher: figures L and T, an installed start "
+        "against its entrypoint run directly and what it writes to $TMPDIR; install: figure 4, the first "
+        "install; build: figures B and 5, the build's CPU and the stored size)",
     )
     args = parser.parse_args(argv)
     for tool in ("zstd", "sha256sum", "bash"):
@@ -1734,8 +1902,9 @@ def main(argv=None):
         stub_seconds, stub = timed(bundler, "stub", "--host", "--cache-dir", cache)
         stub = Path(stub.splitlines()[-1])
         ws = Workspace(work, stub, bench_cache)
-        if args.only == "containerd-update":
-            figures = figure_containerd_update(ws, sizes)
+        if args.only in ("containerd-update", "launcher"):
+            only = figure_containerd_update if args.only == "containerd-update" else figure_launcher
+            figures = only(ws, sizes)
             print_report(facts, figures, time.perf_counter() - began)
             return 0
         figures = (
@@ -1744,6 +1913,7 @@ def main(argv=None):
         if args.only == "startup":
             print_report(facts, figures, time.perf_counter() - began)
             return 0
+        figures += figure_launcher(ws, sizes)
         if args.only is None:
             figures.append(figure_stub_size(stub, stub_seconds))
             figures.append(figure_early_refusal(ws, reps=3 if args.quick else 7))

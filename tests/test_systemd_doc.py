@@ -1,7 +1,7 @@
 """docs/systemd.md's units, exactly as the page gives them, pass `systemd-analyze verify` (Debian's systemd
 package: the command works where systemd is not PID 1). The bundle's paths are pointed at a real executable, since
-verify checks that each command exists. The page gives two demo.service units (the installed entrypoint, and the
-bundle file for unattended updates): each is verified with the units it goes with."""
+verify checks that each command exists. The page gives three demo.service units (the bundle file, the installed
+entrypoint, and the bundle file for unattended updates): each is verified with the units it goes with."""
 
 import re
 import shutil
@@ -42,16 +42,17 @@ def verify(tmp_path, units):
 
 def test_the_units_of_the_page_pass_systemd_analyze_verify(tmp_path):
     units = units_in_doc()
-    assert [name for name, _ in units] == ["demo.service", *UNITS], units
-    installed = verify(tmp_path / "installed", dict(units[:1]))
-    assert installed.returncode == 0 and not installed.stderr.strip(), installed.stderr
-    updated = verify(tmp_path / "updated", dict(units[1:]))
+    assert [name for name, _ in units] == ["demo.service", "demo.service", *UNITS], units
+    for n, (name, text) in enumerate(units[:2]):
+        alone = verify(tmp_path / f"alone-{n}", {name: text})
+        assert alone.returncode == 0 and not alone.stderr.strip(), alone.stderr
+    updated = verify(tmp_path / "updated", dict(units[2:]))
     assert updated.returncode == 0 and not updated.stderr.strip(), updated.stderr
 
 
 def test_verify_refuses_a_broken_unit(tmp_path):
     """The check can fail: a misspelt key and a timer without its service are reported."""
-    units = dict(units_in_doc()[1:])
+    units = dict(units_in_doc()[2:])
     broken = {
         "demo-update.service": units["demo-update.service"].replace("Type=oneshot", "Typ=oneshot"),
         "demo-update.timer": units["demo-update.timer"],

@@ -2,7 +2,8 @@
 
 The bundle is the BOM's metadata component; its files are `file` components, its images `container` components
 with their layers nested, its stub an `application` with its components nested (the packages of the Debian root
-it was built in carry the property bundler:role = build-root). Sizes, modes and sources are properties."""
+it was built in carry the property bundler:role = build-root, the zig that compiled the launcher build-tool).
+Sizes, modes and sources are properties."""
 
 import datetime
 import uuid
@@ -14,7 +15,7 @@ from cyclonedx.model.license import LicenseExpression
 from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
-from bundler.sbom.stub import BUILD_ROOT
+from bundler.sbom.stub import BUILD_ROOT, BUILD_TOOL, LAUNCHER, RUNTIME
 
 
 def _hash(hex_digest):
@@ -93,13 +94,19 @@ def render(description):
             )
         )
     if d.stub is not None:
+        kinds = {
+            RUNTIME: ComponentType.LIBRARY,
+            BUILD_ROOT: ComponentType.OPERATING_SYSTEM,
+            BUILD_TOOL: ComponentType.APPLICATION,
+        }
         parts = [
             Component(
-                type=ComponentType.OPERATING_SYSTEM if part.role == BUILD_ROOT else ComponentType.LIBRARY,
+                type=ComponentType.APPLICATION if part.name == LAUNCHER else kinds.get(part.role, kinds[RUNTIME]),
                 name=part.name,
                 version=part.version,
                 bom_ref=f"stub-{n}",
                 purl=_purl(part.purl),
+                licenses=[LicenseExpression(part.license)] if part.license else None,
                 properties=_props(role=part.role),
             )
             for n, part in enumerate(d.stub.components, 1)

@@ -2,8 +2,9 @@
 
 Each file, image, layer and stub component is an SPDX package (`filesAnalyzed: false`): SPDX 2.3 files must
 carry a SHA1, packages may carry the sha256 alone. The bundle is the package the document describes; it CONTAINS
-its files, images and stub; an image CONTAINS its layers, the stub its components; the packages of the Debian root
-the stub was built in are each a BUILD_TOOL_OF the stub. SPDX 2.3 has no size field: a package's comment gives it."""
+its files, images and stub; an image CONTAINS its layers, the stub its components (the launcher and the musl
+linked into it among them); the packages of the Debian root the stub was built in, and the zig that compiled the
+launcher, are each a BUILD_TOOL_OF the stub. SPDX 2.3 has no size field: a package's comment gives it."""
 
 import io
 
@@ -24,7 +25,7 @@ from spdx_tools.spdx.model import (
 )
 from spdx_tools.spdx.writer.json.json_writer import write_document_to_stream
 
-from bundler.sbom.stub import BUILD_ROOT
+from bundler.sbom.stub import BUILD_ROOT, BUILD_TOOL, LAUNCHER
 
 NAMESPACE = "https://spdx.org/spdxdocs/bundler"
 
@@ -150,7 +151,14 @@ def render(description):
             )
         )
         for n, part in enumerate(d.stub.components, 1):
-            build_tool = part.role == BUILD_ROOT
+            build_tool = part.role in (BUILD_ROOT, BUILD_TOOL)
+            purpose, comment = PackagePurpose.LIBRARY, None
+            if part.role == BUILD_ROOT:
+                purpose, comment = PackagePurpose.OPERATING_SYSTEM, "a package of the Debian root the stub was built in"
+            elif part.role == BUILD_TOOL:
+                purpose, comment = PackagePurpose.APPLICATION, "the C compiler that built the launcher (build host)"
+            elif part.name == LAUNCHER:
+                purpose, comment = PackagePurpose.APPLICATION, "the static launcher at the front of the stub (ours)"
             add(
                 Package(
                     f"SPDXRef-Stub-{n}",
@@ -158,9 +166,10 @@ def render(description):
                     SpdxNoAssertion(),
                     version=part.version,
                     files_analyzed=False,
+                    license_declared=_license(part.license),
                     external_references=_purl(part.purl),
-                    primary_package_purpose=PackagePurpose.OPERATING_SYSTEM if build_tool else PackagePurpose.LIBRARY,
-                    comment="a package of the Debian root the stub was built in" if build_tool else None,
+                    primary_package_purpose=purpose,
+                    comment=comment,
                 ),
                 parent="SPDXRef-Stub",
                 kind=RelationshipType.BUILD_TOOL_OF if build_tool else RelationshipType.CONTAINS,

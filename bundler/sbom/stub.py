@@ -1,7 +1,8 @@
 """What the stub is made of, for the SBOM: the Python, PyInstaller bootloader, OpenSSL and Python packages it
 carries (read from the stub's own PyInstaller archive, so only what is really in it), with the versions of the
 environment it was built in: a portable stub's Debian root (its dpkg database and venv, kept in the cache), or
-this host for the host stub. A prebuilt stub (`--stub PATH`) gives what its archive shows, without versions."""
+this host for the host stub; and the launcher at its front (our own code), the musl linked into it and the zig that
+compiled it. A prebuilt stub (`--stub PATH`) gives what its archive shows, without versions."""
 
 import json
 import platform
@@ -23,6 +24,8 @@ _DISTRIBUTIONS = {
     "charset_normalizer": "charset-normalizer",
 }
 RUNTIME, BUILD_ROOT = "runtime", "build-root"  # in the stub, or a package of the root it was built in
+BUILD_TOOL = "build-tool"  # what built a part of the stub on the build host: zig, for the launcher
+LAUNCHER = "bundler-launcher"  # stub/launcher.c, our own code, at the front of every stub
 RECORD_SUFFIX = ".components.json"  # beside a stub in the cache: what it is made of, written when it is built
 
 
@@ -32,6 +35,7 @@ class Component:
     version: str | None
     purl: str | None
     role: str = RUNTIME
+    license: str | None = None  # an SPDX expression, where it is known
 
 
 def _archive_names(stub):
@@ -94,6 +98,32 @@ def _pypi(name, version):
     return Component(name, version, str(PackageURL("pypi", None, name, version)) if version else None)
 
 
+def _launcher(stub, kind):
+    """The launcher at the front of the stub, the musl linked into it (MIT) and, for a stub built here, the zig
+    that compiled it; nothing for a stub without a launcher (one built before it)."""
+    from payload.elf import find_section
+    from payload.errors import BundleError
+    from payload.layout import BOOTLOADER
+
+    try:
+        with open(stub, "rb") as f:
+            if find_section(f, BOOTLOADER) is None:
+                return []
+    except (OSError, BundleError):
+        return []
+    if kind not in ("portable", "host"):
+        return [Component(LAUNCHER, None, None), Component("musl", None, None, license="MIT")]
+    from bundler import __version__
+    from bundler.stubs import launcher
+
+    musl, zig = launcher.musl_version(), launcher.zig_version()
+    return [
+        Component(LAUNCHER, __version__, None),
+        Component("musl", musl, str(PackageURL("generic", None, "musl", musl)) if musl else None, license="MIT"),
+        Component("ziglang", zig, str(PackageURL("pypi", None, "ziglang", zig)), BUILD_TOOL),
+    ]
+
+
 def components(stub, kind, root=None):
     """The stub's components. `kind`: "portable" (built in the Debian `root`), "host" or "prebuilt"."""
     names, modules = _archive_names(stub)
@@ -117,6 +147,7 @@ def components(stub, kind, root=None):
                 found.append(Component(label, _upstream(version), _deb_purl(deb, version, arch)))
         found.append(_pypi("pyinstaller", venv.get("pyinstaller")))
         found += [_pypi(dist, venv.get(dist)) for dist in present]
+        found += _launcher(stub, kind)
         claimed = {python_deb, ssl_deb}
         found += [
             Component(name, version, _deb_purl(name, version, arch), BUILD_ROOT)
@@ -139,13 +170,13 @@ def components(stub, kind, root=None):
             )
         found.append(_pypi("pyinstaller", _host_version("pyinstaller")))
         found += [_pypi(dist, _host_version(dist)) for dist in present]
-        return found
+        return found + _launcher(stub, kind)
     # A prebuilt stub: what its archive shows, without versions we cannot know.
     if minor:
         found.append(Component("python", minor, None))
     found.append(Component("pyinstaller", None, None))
     found += [Component(dist, None, None) for dist in present]
-    return found
+    return found + _launcher(stub, kind)
 
 
 def _host_version(dist):
@@ -170,7 +201,11 @@ def describe(stub, kind, root=None):
     """(kind, components) of the stub: what its build recorded when there is a record, else what can be found now."""
     try:
         doc = json.loads(Path(str(stub) + RECORD_SUFFIX).read_text())
-        return doc["kind"], [Component(**c) for c in doc["components"]]
+        found = [Component(**c) for c in doc["components"]]
     except (OSError, ValueError, KeyError, TypeError):
         pass
+    else:
+        if not any(c.name == LAUNCHER for c in found):  # recorded by a build that did not list the launcher yet
+            found += _launcher(stub, doc["kind"])
+        return doc["kind"], found
     return kind, components(stub, kind, root)

@@ -29,15 +29,28 @@ ZIG_TARGETS = {
 }
 
 
-def _zig_version():
+def zig_version():
     from importlib import metadata
 
     return metadata.version("ziglang")
 
 
+def musl_version():
+    """The version of the musl that zig links into the launcher (the one it carries in its lib/), or None."""
+    import ziglang
+
+    header = Path(ziglang.__file__).parent / "lib" / "libc" / "musl" / "src" / "internal" / "version.h"
+    try:
+        text = header.read_text()
+    except OSError:
+        return None
+    quoted = text.partition('"')[2].partition('"')[0]
+    return quoted or None
+
+
 def recipe_digest():
     """What every launcher is built from: the source, the compiler's version and the flags (in the stub key)."""
-    material = SOURCE.read_bytes() + repr((_zig_version(), FLAGS, sorted(ZIG_TARGETS.items()))).encode()
+    material = SOURCE.read_bytes() + repr((zig_version(), FLAGS, sorted(ZIG_TARGETS.items()))).encode()
     return hashlib.sha256(material).hexdigest()
 
 

@@ -49,7 +49,9 @@ def test_the_portable_stub_is_listed_with_the_debian_root_it_was_built_in(cache_
     assert _purl(openssl).startswith("pkg:deb/debian/libssl")
     for name in ("pyinstaller", "zstandard", "requests"):
         assert _purl(contained[name]) == f"pkg:pypi/{name}@{contained[name]['versionInfo']}"
-    assert "libc6" in tools and len(tools) == len(debs) - 2  # all but the two the stub itself carries
+    # All the root's packages but the two the stub itself carries, and the zig that compiled its launcher.
+    assert "libc6" in tools and "ziglang" in tools and len(tools) == len(debs) - 2 + 1
+    assert contained["musl"]["licenseDeclared"] == "MIT" and "bundler-launcher" in contained
     # The build recorded them beside the stub: a make given the stub's path lists the same components.
     assert Path(str(stub) + RECORD_SUFFIX).is_file()
     again = tmp_path / "again"

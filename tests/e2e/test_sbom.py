@@ -12,6 +12,7 @@ import random
 import pytest
 from packageurl import PackageURL
 
+from bundler import __version__ as bundler_version
 from testing.helpers import bundler, run
 from testing.http_server import FileServer
 from testing.registry import Registry, push
@@ -128,6 +129,17 @@ def test_spdx_of_files_images_and_the_stub_is_valid_and_the_device_prints_it(
 
     assert stub_parts["zstandard"]["versionInfo"] == importlib.metadata.version("zstandard")
     assert purls(stub_parts["requests"]) == [f"pkg:pypi/requests@{importlib.metadata.version('requests')}"]
+    # The launcher at the stub's front is ours, with the musl linked into it (MIT); the zig that compiled it is a
+    # build tool of the stub.
+    assert stub_parts["bundler-launcher"]["versionInfo"] == bundler_version
+    musl = stub_parts["musl"]
+    assert musl["licenseDeclared"] == "MIT" and purls(musl) == [f"pkg:generic/musl@{musl['versionInfo']}"]
+    tools = [
+        packages[r["spdxElementId"]]
+        for r in doc["relationships"]
+        if r["relationshipType"] == "BUILD_TOOL_OF" and r["relatedSpdxElement"] == "SPDXRef-Stub"
+    ]
+    assert [(t["name"], t["versionInfo"]) for t in tools] == [("ziglang", importlib.metadata.version("ziglang"))]
     # The provenance beside it names both images and the stub by their digests.
     envelope = json.loads(out.with_name("offline.intoto.json").read_text())
     statement = json.loads(base64.b64decode(envelope["payload"]))
@@ -156,3 +168,8 @@ def test_cyclonedx_lists_the_layers_of_an_image_the_device_pulls(project, stub_p
     assert [c["version"] for c in derived["components"]] == served  # as the registry serves them (gzip)
     stub = next(c for c in doc["components"] if c["name"] == "bundler-stub")
     assert {c["name"] for c in stub["components"]} >= {"python", "openssl", "pyinstaller", "zstandard", "requests"}
+    parts = {c["name"]: c for c in stub["components"]}
+    assert parts["bundler-launcher"]["type"] == "application"
+    assert parts["musl"]["licenses"] == [{"expression": "MIT"}]
+    zig = {p["name"]: p["value"] for p in parts["ziglang"]["properties"]}
+    assert parts["ziglang"]["type"] == "application" and zig["bundler:role"] == "build-tool"
