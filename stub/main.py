@@ -134,7 +134,7 @@ def _on_probation_or_refused(inst):
 
 
 def _install_and_run(payload, f, opts, umask, path, args):
-    from stub import images, install, launch, locking, owner, rollback
+    from stub import images, install, launch, locking, owner, rollback, start_record
 
     index = payload.index
     root = opts.extract or opts.dir or default_root(index.name, os.environ)
@@ -198,13 +198,9 @@ def _install_and_run(payload, f, opts, umask, path, args):
         from stub import repair
 
         repair.check_installed(inst, index)
+        start_record.record(inst, index)  # a service that runs the bundle file then starts without the stub
         sys.stdout.write(launch.shell_command(argv, inst, index) + "\n")
         return 0
     env = launch.environment(os.environ, inst, index, path)
-    if not images.missing(inst, index):  # nothing left for a start to do: the next one may go without the stub
-        from stub import start_record
-
-        required = [os.path.join(inst.images, i.archive_name) for i in index.images if not i.embedded]
-        command = launch.command(index.entrypoint, inst, [])
-        start_record.write(inst, command, launch.bundle_variables(inst, index), required)
+    start_record.record(inst, index)
     launch.exec_entrypoint(argv, env, umask)

@@ -41,6 +41,17 @@ def record_bytes(inst, argv, variables, required):
     return b"\0".join(data) + b"\0"
 
 
+def record(inst, index):
+    """Record how to start the installed version `inst` when nothing is left for a start to do (no image the
+    online variant leaves out is missing): the next start may then go without the stub."""
+    from stub import images, launch
+
+    if images.missing(inst, index):
+        return
+    required = [os.path.join(inst.images, image.archive_name) for image in index.images if not image.embedded]
+    write(inst, launch.command(index.entrypoint, inst, []), launch.bundle_variables(inst, index), required)
+
+
 def write(inst, argv, variables, required):
     """Write the version's record unless it already holds these bytes. A record is a shortcut, never a reason not
     to start: a record that cannot be written is left out."""

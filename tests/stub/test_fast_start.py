@@ -480,3 +480,11 @@ def test_an_image_the_online_variant_pulled_gone_hands_over_and_the_stub_pulls_i
         assert device.start(exe).fast
     finally:
         registry.stop()
+
+
+def test_bundle_install_writes_the_record_so_the_first_start_of_the_service_is_fast(device, exe):
+    installing = device.start(exe, "--bundle-install", "serve", expect=0)
+    assert installing.pid is None and f"BUNDLE_ID={device.version(exe)}" in installing.stdout
+    assert device.record(exe).is_file()
+    first = device.start(exe, "serve")
+    assert first.fast and first.args == [b"serve"]
