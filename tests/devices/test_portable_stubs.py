@@ -17,7 +17,7 @@ import tomllib
 from bundler.build.glibc import stub_floor
 from testing.devices import PORTABLE, portable_stub, require_root_tools, roots_cache, run_in_root, write_project
 from testing.faults import sha256_of
-from testing.helpers import ROOT, bundler
+from testing.helpers import ROOT, bundler, stub_bootloader
 from testing.loader import ON_DEMAND, initialised
 
 pytestmark = pytest.mark.slow
@@ -62,8 +62,12 @@ def test_amd64_bundle_made_the_default_way_starts_in_debian_11(amd64, devices_ca
     ran = run_in_root(root, tmp_path / "app")
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.splitlines() == ["machine x86_64", "glibc 2.31", "arch amd64"]
-    # Its Python 3.9 stub's installed start loads none of the on-demand set (the loader's own trace).
-    again = run_in_root(root, tmp_path / "app", env={"LD_DEBUG": "files"})
+    # An installed start is the launcher's alone: no Python, nothing of the stub's loaded (the loader's own trace).
+    fast = run_in_root(root, tmp_path / "app", env={"LD_DEBUG": "files"})
+    assert fast.returncode == 0 and fast.stdout == ran.stdout, fast.stderr
+    assert not [p for p in initialised(fast.stderr) if "/_MEI" in p], fast.stderr
+    # The stub's installed start (an option sends a start to it) loads none of the on-demand set.
+    again = run_in_root(root, tmp_path / "app", "--bundle-no-pull", env={"LD_DEBUG": "files"})
     assert again.returncode == 0, again.stderr
     loaded = initialised(again.stderr)
     assert [p for p in loaded if "/_MEI" in p and "libpython3.9" in p], loaded  # the trace is the stub's
@@ -219,7 +223,8 @@ def test_arm64_bundle_installs_verifies_and_runs_its_arm64_binary_under_qemu(arm
 def test_portable_stub_floor_is_read_from_its_files_and_fits_debian_11(which, request, tmp_path):
     stub, root, _ = request.getfixturevalue(which)
     floor, floors = stub_floor(stub)
-    bootloader = re.findall(r"Name: GLIBC_(\d+)\.(\d+)", readelf("-V", "-W", stub))
+    assert not re.findall(r"Name: GLIBC_", readelf("-V", "-W", stub))  # the launcher in front is static
+    bootloader = re.findall(r"Name: GLIBC_(\d+)\.(\d+)", readelf("-V", "-W", stub_bootloader(stub, tmp_path / "b")))
     assert floors["bootloader"] == max((int(a), int(b)) for a, b in bootloader)
     assert any(name.startswith("libpython3.9") for name in floors)
     root_glibc = subprocess.run(
