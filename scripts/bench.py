@@ -1537,7 +1537,7 @@ def figure_arm64_startup(ws, cache, sizes):
         log(f"timing {fast_reps} installed starts of the arm64 `true` bundle and its `true` run directly under qemu")
         fast, fast_cpu = time_starts(
             {
-                "bundle": chroot + env[1:] + ["BUNDLE_DIR=/tmp/bench-arm64-fast-root", "/tmp/bench-arm64-fast"],
+                "bundle": chroot + ["BUNDLE_DIR=/tmp/bench-arm64-fast-root", "/tmp/bench-arm64-fast"],
                 "direct": chroot + [f"/tmp/bench-arm64-fast-root/{version}/bin/true"],
             },
             fast_reps,
