@@ -283,6 +283,30 @@ static int absolute(const char *path, char *out, size_t room) {
     return 0;
 }
 
+/* stub/install.py `check_root` along one chain: `path` and every directory above it owned by root or by this user,
+ * and writable by nobody else but for a sticky directory above the root (/tmp); 0 when it holds. */
+static int chain_is_ours(const char *path) {
+    char at[PATH_MAX];
+    uid_t uid = geteuid();
+    if (snprintf(at, sizeof at, "%s", path) >= (int)sizeof at) return -1;
+    for (int root_itself = 1;; root_itself = 0) {
+        struct stat st;
+        if (lstat(at, &st) || (st.st_uid != 0 && st.st_uid != uid)) return -1;
+        int sticky_above = (st.st_mode & S_ISVTX) && !root_itself;
+        if (!S_ISLNK(st.st_mode) && (st.st_mode & (S_IWGRP | S_IWOTH)) && !sticky_above) return -1;
+        if (!strcmp(at, "/")) return 0;
+        char *slash = strrchr(at, '/');
+        slash[slash == at ? 1 : 0] = 0;
+    }
+}
+
+/* The root another user could swap or fill is refused by the stub at every start: left to it. */
+static int root_is_ours(const char *root) {
+    char real[PATH_MAX];
+    if (!realpath(root, real) || chain_is_ours(root)) return -1;
+    return strcmp(real, root) ? chain_is_ours(real) : 0;
+}
+
 /* The install root as stub/root.py `default_root` gives it; 0 when it could be told without doubt. */
 static int default_root(const char *name, char *out, size_t room) {
     const char *dir = getenv("BUNDLE_DIR");
@@ -372,7 +396,7 @@ static void start_installed(int self, struct section bundle, const char *path, c
     if (!index || read_at(self, index, index_size, bundle.offset + HEADER_SIZE)) return;
     int named = index_name(index, index_size, name, sizeof name);
     free(index);
-    if (named || default_root(name, root, sizeof root)) return;
+    if (named || default_root(name, root, sizeof root) || root_is_ours(root)) return;
 
     /* current must be this version, with no probation to count and no refusal to apply */
     ssize_t n;
@@ -395,7 +419,8 @@ static void start_installed(int self, struct section bundle, const char *path, c
     if (fd < 0) goto out;
     struct stat st;
     char *record = 0;
-    if (fstat(fd, &st) == 0 && st.st_size > 0 && (uint64_t)st.st_size <= MAX_RECORD && (record = malloc((size_t)st.st_size)))
+    if (fstat(fd, &st) == 0 && (st.st_uid == 0 || st.st_uid == geteuid()) && !(st.st_mode & (S_IWGRP | S_IWOTH)) &&
+        st.st_size > 0 && (uint64_t)st.st_size <= MAX_RECORD && (record = malloc((size_t)st.st_size)))
         if (read_at(fd, record, (size_t)st.st_size, 0)) {
             free(record);
             record = 0;

@@ -488,3 +488,15 @@ def test_bundle_install_writes_the_record_so_the_first_start_of_the_service_is_f
     assert device.record(exe).is_file()
     first = device.start(exe, "serve")
     assert first.fast and first.args == [b"serve"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving the root to another user needs root")
+@pytest.mark.parametrize("change", ["another owner", "group-writable"])
+def test_a_root_another_user_could_swap_is_left_to_the_stub_which_refuses_it(device, exe, change):
+    installed(device, exe)
+    if change == "another owner":
+        os.chown(device.root, 1000, 1000)
+    else:
+        os.chmod(device.root, 0o775)
+    refused = device.start(exe, "x", expect=4)
+    assert refused.pid is None and "who could swap what runs from it" in refused.stderr, refused.stderr
