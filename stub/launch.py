@@ -6,6 +6,7 @@ import sys
 
 from payload.errors import HostError, IntegrityError
 
+ARGV0_VAR = "_BUNDLE_ARGV0"  # set by the launcher (stub/launcher.c): the name the user started the bundle by
 PYINSTALLER_VARS = (
     "_PYI_ARCHIVE_FILE",
     "_PYI_APPLICATION_HOME_DIR",
@@ -13,7 +14,7 @@ PYINSTALLER_VARS = (
     "_PYI_LINUX_PROCESS_NAME",
     "_PYI_SPLASH_IPC",
     "_MEIPASS2",
-    "_BUNDLE_ARGV0",  # the launcher's, for the stub alone
+    ARGV0_VAR,  # the launcher's, for the stub alone
 )
 
 

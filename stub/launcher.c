@@ -371,7 +371,7 @@ static int exists(const char *path) {
 static int is_pyinstaller_var(const char *entry) {
     static const char *const vars[] = {"_PYI_ARCHIVE_FILE=", "_PYI_APPLICATION_HOME_DIR=",
                                        "_PYI_PARENT_PROCESS_LEVEL=", "_PYI_LINUX_PROCESS_NAME=",
-                                       "_PYI_SPLASH_IPC=", "_MEIPASS2=", "BUNDLE_EXECUTABLE=", 0};
+                                       "_PYI_SPLASH_IPC=", "_MEIPASS2=", ARGV0_VAR "=", "BUNDLE_EXECUTABLE=", 0};
     for (int i = 0; vars[i]; i++)
         if (!strncmp(entry, vars[i], strlen(vars[i]))) return 1;
     return 0;

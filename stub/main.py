@@ -5,8 +5,6 @@ import sys
 
 from stub.root import CURRENT, PROBATION, REFUSED_DIR, Installation, default_root
 
-ARGV0_VAR = "_BUNDLE_ARGV0"  # set by the launcher (stub/launcher.c)
-
 
 def _executable():
     return os.path.realpath(sys.executable if getattr(sys, "frozen", False) else os.environ["BUNDLE_EXECUTABLE"])
@@ -20,6 +18,7 @@ def _die(prog, exc):
 
 def main(argv=None):
     from payload.errors import BundleError
+    from stub.launch import ARGV0_VAR
 
     argv = sys.argv if argv is None else argv
     # The launcher starts the bootloader by this file's path; it passes the name the user started it by.
