@@ -7,6 +7,9 @@ import sys
 from payload.errors import HostError, IntegrityError
 
 ARGV0_VAR = "_BUNDLE_ARGV0"  # set by the launcher (stub/launcher.c): the name the user started the bundle by
+# Set by the launcher when the stub runs on the C library the stub carries (`--stub static`): the fds of that
+# library's memory files, which the loader has mapped by the time Python runs.
+LIBC_FDS_VAR = "_BUNDLE_LIBC_FDS"
 PYINSTALLER_VARS = (
     "_PYI_ARCHIVE_FILE",
     "_PYI_APPLICATION_HOME_DIR",
@@ -15,7 +18,25 @@ PYINSTALLER_VARS = (
     "_PYI_SPLASH_IPC",
     "_MEIPASS2",
     ARGV0_VAR,  # the launcher's, for the stub alone
+    LIBC_FDS_VAR,
 )
+
+
+def close_carried_libc(environ=os.environ):
+    """Close the memory files of the carried C library the launcher left open for its loader (mapped now), so no
+    program this stub starts inherits them. The variable stays for `runs_on_carried_libc`."""
+    for fd in environ.get(LIBC_FDS_VAR, "").split(","):
+        if fd.isdigit() and int(fd) > 2:
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("/memfd:") or "/.bundle-stub-" in target:
+                os.close(int(fd))
+
+
+def runs_on_carried_libc(environ=os.environ):
+    return LIBC_FDS_VAR in environ
 
 
 def prepare_data(inst):

@@ -10,6 +10,10 @@
  * PyInstaller's bootloader, kept in this file's `bootloader` section, run from memory with this file's path as
  * its argv[0], so that it reads its archive (`pydata`) and the payload (`bundle`) from this file as before.
  *
+ * A stub that carries its own C library (`--stub static`) has a `libc` section: glibc's loader and the libraries
+ * the bootloader and the stub's Python need. The bootloader is then run by that loader, every file a memory file,
+ * so the bundle starts where the system has no glibc, or an old one (the installed start needs none at all).
+ *
  * docs/format.md ("1. The file", "The start record") specifies the sections and the record; stub/start_record.py
  * writes the record. Built static against musl (bundler/stubs/launcher.py), for every bundle architecture.
  */
@@ -35,6 +39,11 @@
 #define MAX_RECORD (1u << 20)
 #define RECORD_MAGIC "bundler-start-1"
 #define ARGV0_VAR "_BUNDLE_ARGV0" /* the name the user started the bundle by, for the stub's messages */
+/* stub/launch.py LIBC_FDS_VAR: the memory files of the carried C library, open in this process and its children
+ * until the next launcher or the stub closes them */
+#define LIBC_FDS_VAR "_BUNDLE_LIBC_FDS"
+#define LIBC_MAGIC "BNDLIBC1" /* the `libc` section (bundler/stubs/static.py writes it) */
+#define MAX_LIBS 64
 #define EXIT_DAMAGED 3
 #define EXIT_HOST 4
 
@@ -63,8 +72,8 @@ static int read_at(int fd, void *buf, size_t size, uint64_t offset) {
     return 0;
 }
 
-/* The sections `bootloader` and `bundle` of this little-endian ELF file (32 or 64 bit); 0 when readable. */
-static int find_sections(int fd, struct section *boot, struct section *bundle) {
+/* The sections `bootloader`, `bundle` and `libc` of this little-endian ELF file (32 or 64 bit); 0 when readable. */
+static int find_sections(int fd, struct section *boot, struct section *bundle, struct section *libc) {
     unsigned char h[64];
     if (read_at(fd, h, sizeof h, 0) || memcmp(h, "\177ELF", 4) || h[5] != 1) return -1;
     int wide = h[4] == 2;
@@ -80,11 +89,12 @@ static int find_sections(int fd, struct section *boot, struct section *bundle) {
     char *names = malloc(names_size + 1);
     if (!names || read_at(fd, names, names_size, names_off)) return -1;
     names[names_size] = 0;
-    boot->size = bundle->size = 0;
+    boot->size = bundle->size = libc->size = 0;
     for (unsigned i = 1; i < count; i++) {
         uint32_t name = (uint32_t)get(table + (size_t)i * entsize, 4);
         if (name >= names_size) continue;
-        struct section *s = !strcmp(names + name, "bootloader") ? boot : !strcmp(names + name, "bundle") ? bundle : 0;
+        const char *n = names + name;
+        struct section *s = !strcmp(n, "bootloader") ? boot : !strcmp(n, "bundle") ? bundle : !strcmp(n, "libc") ? libc : 0;
         if (s) {
             s->offset = FIELD(i, 24, 16, 4);
             s->size = FIELD(i, 32, 20, 4);
@@ -101,9 +111,9 @@ static void die(int code, const char *what) {
     exit(code);
 }
 
-static int copy_bootloader(int self, struct section boot, int out) {
+static int copy_range(int self, struct section range, int out) {
     char buf[65536];
-    uint64_t at = boot.offset, left = boot.size;
+    uint64_t at = range.offset, left = range.size;
     while (left) {
         size_t n = left < sizeof buf ? (size_t)left : sizeof buf;
         if (read_at(self, buf, n, at) || write(out, buf, n) != (ssize_t)n) return -1;
@@ -113,13 +123,13 @@ static int copy_bootloader(int self, struct section boot, int out) {
     return 0;
 }
 
-/* A file with the bootloader's bytes, open for exec: a memory file, or an unlinked temporary file where memory
- * files cannot be made or run (old kernels, vm.memfd_noexec). */
-static int bootloader_file(int self, struct section boot, int memory, const char *path) {
+/* A file with the bytes of `range` of this file, open for exec or for the loader: a memory file called `name`
+ * (what `ps` and /proc/PID/maps show), or an unlinked temporary file where memory files cannot be made or run (old
+ * kernels, vm.memfd_noexec). Closed on exec unless `keep`. */
+static int memory_file(int self, struct section range, int memory, const char *name, int keep) {
     if (memory) {
-        /* its name is what `ps` shows for the bootloader's processes: "memfd:" and the bundle file's name */
-        int fd = memfd_create(strrchr(path, '/') ? strrchr(path, '/') + 1 : path, MFD_CLOEXEC);
-        if (fd >= 0 && copy_bootloader(self, boot, fd)) {
+        int fd = memfd_create(name, keep ? 0 : MFD_CLOEXEC);
+        if (fd >= 0 && copy_range(self, range, fd)) {
             close(fd);
             return -1;
         }
@@ -131,9 +141,9 @@ static int bootloader_file(int self, struct section boot, int memory, const char
     if (snprintf(temp, sizeof temp, "%s/.bundle-stub-XXXXXX", dir) >= (int)sizeof temp) return -1;
     int out = mkostemp(temp, O_CLOEXEC);
     if (out < 0) return -1;
-    int run = open(temp, O_RDONLY | O_CLOEXEC); /* exec refuses a file still open for writing: run this one */
+    int run = open(temp, O_RDONLY | (keep ? 0 : O_CLOEXEC)); /* exec refuses a file still open for writing */
     unlink(temp);
-    if (run < 0 || copy_bootloader(self, boot, out) || fchmod(out, 0500)) {
+    if (run < 0 || copy_range(self, range, out) || fchmod(out, 0500)) {
         if (run >= 0) close(run);
         close(out);
         return -1;
@@ -180,29 +190,140 @@ static void check_unpack_dir(void) {
     }
 }
 
+/* A memory file this process was given by the launcher before it (LIBC_FDS_VAR) and no longer needs: one it
+ * made itself (a memory file, or the unlinked temporary file in its place), never another fd of the same number. */
+static int is_ours(int fd) {
+    char proc[64], target[PATH_MAX];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(proc, target, sizeof target - 1);
+    if (n <= 0) return 0;
+    target[n] = 0;
+    return !strncmp(target, "/memfd:", 7) || strstr(target, "/.bundle-stub-") != 0;
+}
+
+/* The carried C library's memory files are left open across exec for the loader, so the bootloader's child (this
+ * file again) inherits its parent's: closed here; the stub closes its own (stub/launch.py). */
+static void close_inherited_libc(void) {
+    const char *list = getenv(LIBC_FDS_VAR);
+    if (!list) return;
+    for (const char *at = list; *at;) {
+        char *stop;
+        long fd = strtol(at, &stop, 10);
+        if (stop == at || fd < 3 || fd > INT_MAX) break;
+        if (is_ours((int)fd)) close((int)fd);
+        if (*stop != ',') break;
+        at = stop + 1;
+    }
+    unsetenv(LIBC_FDS_VAR);
+}
+
+struct libc_files {
+    int loader, fds[MAX_LIBS + 1], count;
+    char loader_name[256], preload[MAX_LIBS * 32], list[(MAX_LIBS + 2) * 12];
+};
+
+static void close_libc(struct libc_files *c) {
+    for (int i = 0; i < c->count; i++) close(c->fds[i]);
+    c->count = 0;
+}
+
+/* The `libc` section's files as files the loader can open by their /proc/self/fd paths: the first is the loader,
+ * the others go to its --preload list (it then finds each by its soname when the bootloader or Python asks for it).
+ * 0 when every one is there. */
+static int open_libc(int self, struct section libc, int memory, struct libc_files *c) {
+    unsigned char h[12];
+    uint64_t at = libc.offset, end = libc.offset + libc.size;
+    c->count = 0;
+    c->preload[0] = c->list[0] = 0;
+    if (libc.size < sizeof h || read_at(self, h, sizeof h, at) || memcmp(h, LIBC_MAGIC, 8)) return -1;
+    uint32_t files = (uint32_t)get(h + 8, 4);
+    if (files < 2 || files > MAX_LIBS) return -1;
+    at += sizeof h;
+    for (uint32_t i = 0; i < files; i++) {
+        unsigned char lens[4], sizes[8];
+        char name[256];
+        if (at + 4 > end || read_at(self, lens, 4, at)) goto bad;
+        uint32_t len = (uint32_t)get(lens, 4);
+        if (len == 0 || len >= sizeof name || at + 4 + len + 8 > end || read_at(self, name, len, at + 4)) goto bad;
+        name[len] = 0;
+        if (read_at(self, sizes, 8, at + 4 + len)) goto bad;
+        struct section file = {at + 4 + len + 8, get(sizes, 8)};
+        if (file.size > end - file.offset) goto bad;
+        at = file.offset + file.size;
+        int fd = memory_file(self, file, memory, name, 1);
+        if (fd < 0) goto bad;
+        c->fds[c->count++] = fd;
+        char entry[32];
+        snprintf(entry, sizeof entry, "%s%d", c->count > 1 ? "," : "", fd);
+        strcat(c->list, entry);
+        if (i == 0) {
+            c->loader = fd;
+            snprintf(c->loader_name, sizeof c->loader_name, "%s", name);
+        } else {
+            snprintf(entry, sizeof entry, "%s/proc/self/fd/%d", i > 1 ? " " : "", fd);
+            strcat(c->preload, entry);
+        }
+    }
+    return 0;
+bad:
+    close_libc(c);
+    return -1;
+}
+
 /* Run the stub: PyInstaller's bootloader with this file's path as argv[0] (it then reads its archive and the
- * payload from this file). `child`: the bootloader started this file again as its child; it goes back to it as
- * it is. */
-static void hand_over(int self, struct section boot, const char *path, char **argv, int child) {
+ * payload from this file), by the system's loader, or by the carried one with the libraries it carries.
+ * `child`: the bootloader started this file again as its child; it goes back to it as it is. */
+static void hand_over(int self, struct section boot, struct section libc, const char *path, char **argv, int child) {
     size_t argc = 0;
     while (argv[argc]) argc++;
-    char **args = calloc(argc + 1, sizeof *args);
+    char **args = calloc(argc + 7, sizeof *args);
+    static struct libc_files carried;
     if (!args) die(EXIT_HOST, "out of memory starting the stub");
-    args[0] = (char *)path;
-    for (size_t i = 1; i < argc; i++) args[i] = argv[i];
     if (!child && argv[0] && setenv(ARGV0_VAR, argv[0], 1)) die(EXIT_HOST, "out of memory starting the stub");
     if (!child) check_unpack_dir();
+    if (libc.size && access("/proc/self/fd", X_OK))
+        die(EXIT_HOST, "this bundle's stub carries its own C library, which it loads through /proc: mount /proc "
+                       "(mount -t proc proc /proc) and start the bundle again");
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
     int saved = 0;
     for (int memory = 1; memory >= 0; memory--) {
-        int fd = bootloader_file(self, boot, memory, path);
+        int fd = memory_file(self, boot, memory, base, libc.size != 0);
         if (fd < 0) {
             saved = errno;
             continue;
         }
-        run_file(fd, args);
+        size_t lead = 0;
+        int program = fd;
+        char boot_path[64], list[sizeof carried.list + 16];
+        if (libc.size) {
+            if (open_libc(self, libc, memory, &carried)) {
+                saved = errno ? errno : EINVAL;
+                close(fd);
+                continue;
+            }
+            snprintf(boot_path, sizeof boot_path, "/proc/self/fd/%d", fd);
+            snprintf(list, sizeof list, "%s,%d", carried.list, fd);
+            if (setenv(LIBC_FDS_VAR, list, 1)) die(EXIT_HOST, "out of memory starting the stub");
+            args[lead++] = carried.loader_name;
+            args[lead++] = "--preload";
+            args[lead++] = carried.preload;
+            args[lead++] = "--argv0";
+            args[lead++] = (char *)path;
+            args[lead++] = boot_path;
+            program = carried.loader;
+        } else {
+            args[lead++] = (char *)path;
+        }
+        for (size_t i = 1; i < argc; i++) args[lead + i - 1] = argv[i];
+        args[lead + (argc ? argc - 1 : 0)] = 0;
+        run_file(program, args);
         saved = errno;
+        close_libc(&carried);
         close(fd);
     }
+    if (saved == ENOENT && !libc.size)  /* the file is there: the loader it names is not */
+        die(EXIT_HOST, "this system has no glibc where the bundle's stub looks for it (a musl or busybox system?); "
+                       "make the bundle with --stub static, which carries its own C library");
     char what[PATH_MAX + 200];
     snprintf(what, sizeof what,
              "cannot start the bundle's stub from memory or from TMPDIR: %s; set TMPDIR to a writable directory "
@@ -486,6 +607,7 @@ out:
 
 int main(int argc, char **argv) {
     (void)argc;
+    close_inherited_libc();
     if (argv[0] && *argv[0]) prog = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
     char path[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
@@ -496,12 +618,12 @@ int main(int argc, char **argv) {
     }
     int self = open(path, O_RDONLY | O_CLOEXEC);
     if (self < 0) die(EXIT_HOST, "cannot read this bundle's own file; check its permissions (it must be readable)");
-    struct section boot, bundle;
-    if (find_sections(self, &boot, &bundle))
+    struct section boot, bundle, libc;
+    if (find_sections(self, &boot, &bundle, &libc))
         die(EXIT_DAMAGED, "this bundle's file is damaged or truncated (its stub cannot be found); copy it again");
     int child = getenv("_PYI_APPLICATION_HOME_DIR") || getenv("_PYI_ARCHIVE_FILE");
     int plain = !argv[1] || (strncmp(argv[1], "--bundle", 8) && strcmp(argv[1], "--"));
     if (!child && plain && bundle.size && !strstr(path, " (deleted)")) start_installed(self, bundle, path, argv);
-    hand_over(self, boot, path, argv, child);
+    hand_over(self, boot, libc, path, argv, child);
     return EXIT_HOST;
 }

@@ -18,8 +18,9 @@ def _die(prog, exc):
 
 def main(argv=None):
     from payload.errors import BundleError
-    from stub.launch import ARGV0_VAR
+    from stub.launch import ARGV0_VAR, close_carried_libc
 
+    close_carried_libc()
     argv = sys.argv if argv is None else argv
     # The launcher starts the bootloader by this file's path; it passes the name the user started it by.
     started_as = os.environ.pop(ARGV0_VAR, None) or (argv[0] if argv else "bundle")
