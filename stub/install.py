@@ -19,22 +19,50 @@ def check_glibc(index):
     """Refuse, before anything is written, a system whose glibc is older than the bundle's floor (min_glibc): its
     files would install and then fail to load. Only a first install asks: an installed start never does."""
     needed = glibc_version(index.min_glibc)
-    try:
-        name, _, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").partition(" ")  # "glibc 2.36"
-    except (ValueError, OSError):
-        return  # no glibc to ask: the stub itself runs on one, so this is not reached
+    if needed is None:
+        return
+    name, version = system_libc()
     have = glibc_version(".".join(version.split(".")[:2]))
-    if needed is None or name != "glibc" or have is None or have >= needed:
+    if name == "glibc" and have is not None and have >= needed:
         return
     who, fix = (
-        (index.min_glibc_file, f"a build of {index.min_glibc_file} linked against an older glibc")
+        (index.min_glibc_file, f"a build of {index.min_glibc_file} linked against an older glibc, or a static one")
         if index.min_glibc_file
-        else ("its stub", "the portable stub")
+        else ("its stub", "the portable stub, or --stub static")
     )
+    has = f"glibc {version}" if name == "glibc" else "no glibc"
     raise HostError(
         f"{index.name} {index.version} needs glibc {index.min_glibc} or newer ({who} needs it), this system has "
-        f"glibc {version}; run it on a newer system, or rebuild the bundle with {fix} (docs/devices.md)"
+        f"{has}; run it on a newer system, or rebuild the bundle with {fix} (docs/devices.md)"
     )
+
+
+def system_libc():
+    """("glibc", "2.36") for the system's glibc; ("", "") where it has none. A stub on the C library it carries
+    asks the system's `getconf` (its own confstr would answer for the carried one)."""
+    from stub.launch import clean_environment, runs_on_carried_libc
+
+    if not runs_on_carried_libc():
+        try:
+            answer = os.confstr("CS_GNU_LIBC_VERSION") or ""  # "glibc 2.36"
+        except (ValueError, OSError):
+            answer = ""
+    else:
+        import subprocess
+
+        try:
+            answer = subprocess.run(
+                ["getconf", "GNU_LIBC_VERSION"],
+                env=clean_environment(os.environ),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                timeout=30,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            answer = ""  # no getconf: no glibc (musl and busybox systems have none that answers this)
+    name, _, version = answer.partition(" ")
+    return (name, version) if name == "glibc" else ("", "")
 
 
 def prepare_root(root):
