@@ -24,7 +24,7 @@ class _StubType(click.Path):
     name = "stub"
 
     def convert(self, value, param, ctx):
-        if value == "host":
+        if value in ("host", "static"):
             return value
         return super().convert(value, param, ctx)
 
@@ -164,9 +164,11 @@ def main():
     "--stub",
     type=STUB,
     envvar="BUNDLER_STUB",
-    metavar="PATH|host",
-    help="A stub prebuilt with `bundler stub`, or `host` for one built from this host's Python (needs this "
-    "host's glibc on the device). Default: the portable stub for --arch, built once in a Debian root.",
+    metavar="PATH|host|static",
+    help="A stub prebuilt with `bundler stub`, `host` for one built from this host's Python (needs this "
+    "host's glibc on the device), or `static` for the portable stub with the C library it runs on (starts on any "
+    "Linux: musl, busybox, an old glibc; about 4 MB more). Default: the portable stub for --arch, built once in a "
+    "Debian root.",
 )
 @mirror_option
 @click.option("--level", type=LEVEL, default=DEFAULT_LEVEL, show_default=True, help="zstd compression level.")
@@ -495,15 +497,23 @@ def keygen(prefix):
     is_flag=True,
     help="Build from this host's own Python instead (quick, but the device then needs this host's glibc).",
 )
+@click.option(
+    "--static",
+    "static",
+    is_flag=True,
+    help="The portable stub with the C library it runs on: starts on any Linux of ARCH (musl, busybox, old glibc).",
+)
 @mirror_option
 @cache_option
-def stub(arch, host_python, mirror, cache_dir):
+def stub(arch, host_python, static, mirror, cache_dir):
     """Build (or find in the cache) a stub and print its path: by default the portable stub for ARCH, built in
     a Debian root of that architecture."""
     from bundler.arch import host_arch
-    from bundler.build.glibc import format_version, stub_floor
+    from bundler.build.glibc import describe_floor
 
     cache = _cache(cache_dir)
+    if host_python and static:
+        raise UsageError("--host and --static exclude each other: a static stub is built from the portable one")
     if host_python:
         if arch not in (None, host_arch()):
             raise UsageError(f"--host builds for this {host_arch()} host only; drop --arch {arch} or --host")
@@ -514,7 +524,11 @@ def stub(arch, host_python, mirror, cache_dir):
         from bundler.stubs.portable import portable_stub
 
         path = portable_stub(cache, arch or host_arch(), mirror=mirror, log=_log)
-    _log(f"stub glibc floor: {format_version(stub_floor(path)[0])}")
+        if static:
+            from bundler.stubs.static import static_stub
+
+            path = static_stub(cache, arch or host_arch(), mirror=mirror, log=_log)
+    _log(f"stub glibc floor: {describe_floor(path)}")
     click.echo(str(path))
 
 

@@ -20,6 +20,7 @@ from payload.index import Index
 BLOCK_SIZE = 104
 SECTION = "bundle"
 BOOTLOADER = "bootloader"  # PyInstaller's bootloader, which the launcher at the front of the file runs
+LIBC = "libc"  # a static stub's C library (bundler/stubs/static.py), before the bootloader that runs on it
 ARCHIVE = "pydata"  # PyInstaller's archive, last: the payload section goes right before it
 MAGIC = b"BUNDLER\x00"
 _HEADER = struct.Struct("<8sIIQQQ32s32s")

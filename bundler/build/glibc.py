@@ -14,7 +14,7 @@ import zlib
 from payload import lazylibs, rules
 from payload.elf import find_section, section_table
 from payload.errors import IntegrityError
-from payload.layout import BOOTLOADER
+from payload.layout import BOOTLOADER, LIBC
 
 ELF_MAGIC = b"\x7fELF"
 _SHT_GNU_VERNEED = 0x6FFFFFFE
@@ -155,8 +155,10 @@ def floor_of_file(path):
 
 
 def stub_floor(path):
-    """(floor, {file: floor}) of a PyInstaller stub: the bootloader and every ELF file inside its archive."""
+    """(floor, {file: floor}) of a PyInstaller stub: the bootloader and every ELF file inside its archive. A stub
+    that carries its C library (a `libc` section) needs no glibc of the system: its floor is None."""
     with open(path, "rb") as f:
+        carries_libc = find_section(f, LIBC) is not None
         bootloader = find_section(f, BOOTLOADER)  # behind the launcher, which is static
         if bootloader is not None:
             f.seek(bootloader[0])
@@ -166,4 +168,42 @@ def stub_floor(path):
         floors = {"bootloader": max(needs, default=None)}
         for name, data in archive_elves(f, str(path)):
             floors[name] = max(glibc_needs(io.BytesIO(data), f"{name} in {path}"), default=None)
-    return max((v for v in floors.values() if v), default=None), floors
+    return None if carries_libc else max((v for v in floors.values() if v), default=None), floors
+
+
+def kernel_floor(path):
+    """The oldest Linux (major, minor) the C library a static stub carries runs on (the ABI tag note of its libc),
+    or None for a stub that carries none."""
+    from bundler.stubs.static import read_section
+
+    with open(path, "rb") as f:
+        span = find_section(f, LIBC)
+        if span is None:
+            return None
+        f.seek(span[0])
+        files = dict(read_section(f.read(span[1])))
+    libc = files.get("libc.so.6")
+    if libc is None:
+        return None
+    with io.BytesIO(libc) as f:
+        note = find_section(f, ".note.ABI-tag")
+        if note is None:
+            return None
+        f.seek(note[0])
+        data = f.read(note[1])
+    order = "<" if libc[5] == 1 else ">"
+    namesz, descsz, _ = struct.unpack_from(order + "III", data)
+    at = 12 + (namesz + 3) // 4 * 4
+    if descsz < 16 or at + 16 > len(data):
+        return None
+    _, major, minor, _ = struct.unpack_from(order + "IIII", data, at)
+    return major, minor
+
+
+def describe_floor(path):
+    """What a device needs of its system to start the stub at `path`: "glibc 2.31", or "none; Linux 3.2 or later"."""
+    floor = stub_floor(path)[0]
+    kernel = kernel_floor(path)
+    if kernel is not None:
+        return f"none (it carries its own); Linux {kernel[0]}.{kernel[1]} or later"
+    return format_version(floor)

@@ -23,7 +23,7 @@ from bundler.manifest.model import IMAGES_GROUP
 from bundler.media import outputs
 from bundler.media.outputs import checksum_path, read_checksums
 from bundler.sbom import gather as sbom
-from bundler.stubs.build import HOST
+from bundler.stubs.build import HOST, STATIC
 from payload import fs
 from payload.elf import elf_machine, find_section
 from payload.errors import UsageError, write_error
@@ -78,12 +78,16 @@ def stub_plan(request, cache, arch, log=print):
         from bundler.stubs.build import host_stub
 
         return lambda: host_stub(cache, log=log)
-    if request.stub is not None:
+    if request.stub not in (None, STATIC):
         check_prebuilt_stub(request.stub, arch)
         return lambda: Path(request.stub)
     from bundler.stubs.portable import check_can_build, portable_stub
 
     check_can_build(cache, arch, request.offline, request.mirror)
+    if request.stub == STATIC:
+        from bundler.stubs.static import static_stub
+
+        return lambda: static_stub(cache, arch, mirror=request.mirror, offline=request.offline, log=log)
     return lambda: portable_stub(cache, arch, mirror=request.mirror, offline=request.offline, log=log)
 
 
@@ -209,7 +213,7 @@ def _parameters(request, manifest, variant, arch, sbom_format, signing):
         "split": request.split,
         "locked": request.locked,
         "offline": request.offline,
-        "stub": "portable" if request.stub is None else "host" if request.stub == HOST else "prebuilt",
+        "stub": "portable" if request.stub is None else request.stub if request.stub in (HOST, STATIC) else "prebuilt",
         "sbom": sbom_format,
         "require_key": signing.require_key_id,
     }
@@ -238,6 +242,8 @@ def _stub_kind(request, cache, arch):
     """(kind, Debian root it was built in) of the stub, for its SBOM components (bundler/sbom/stub.py)."""
     if request.stub == HOST:
         return "host", None
+    if request.stub == STATIC:
+        return "static", None  # recorded beside the stub when it was put together
     if request.stub is not None:
         return "prebuilt", None
     from bundler.stubs import debian
@@ -252,7 +258,7 @@ def _inputs(request, manifest, lock_path, arch):
     paths = [
         request.manifest,
         lock_path,
-        None if request.stub == HOST else request.stub,
+        None if request.stub in (HOST, STATIC) else request.stub,
         request.sign,
         request.require_key,
     ]

@@ -77,6 +77,7 @@ EXCLUDES = (
     "_datetime",
 )
 HOST = "host"  # `make --stub host`: the stub built from this host's Python
+STATIC = "static"  # `make --stub static`: the portable stub with the C library it runs on (bundler/stubs/static.py)
 
 
 def run_side_files():
