@@ -73,7 +73,8 @@ static int read_at(int fd, void *buf, size_t size, uint64_t offset) {
 }
 
 /* The sections `bootloader`, `bundle` and `libc` of this little-endian ELF file (32 or 64 bit); 0 when readable. */
-static int find_sections(int fd, struct section *boot, struct section *bundle, struct section *libc) {
+static int find_sections(int fd, struct section *boot, struct section *bundle, struct section *libc,
+                         struct section *archive) {
     unsigned char h[64];
     if (read_at(fd, h, sizeof h, 0) || memcmp(h, "\177ELF", 4) || h[5] != 1) return -1;
     int wide = h[4] == 2;
@@ -89,12 +90,16 @@ static int find_sections(int fd, struct section *boot, struct section *bundle, s
     char *names = malloc(names_size + 1);
     if (!names || read_at(fd, names, names_size, names_off)) return -1;
     names[names_size] = 0;
-    boot->size = bundle->size = libc->size = 0;
+    boot->size = bundle->size = libc->size = archive->size = 0;
     for (unsigned i = 1; i < count; i++) {
         uint32_t name = (uint32_t)get(table + (size_t)i * entsize, 4);
         if (name >= names_size) continue;
         const char *n = names + name;
-        struct section *s = !strcmp(n, "bootloader") ? boot : !strcmp(n, "bundle") ? bundle : !strcmp(n, "libc") ? libc : 0;
+        struct section *s = !strcmp(n, "bootloader") ? boot
+                            : !strcmp(n, "bundle")   ? bundle
+                            : !strcmp(n, "libc")     ? libc
+                            : !strcmp(n, "pydata")   ? archive
+                                                     : 0;
         if (s) {
             s->offset = FIELD(i, 24, 16, 4);
             s->size = FIELD(i, 32, 20, 4);
@@ -163,10 +168,45 @@ static void run_file(int fd, char **args) {
     execve(proc, args, environ);
 }
 
+/* The bytes PyInstaller's bootloader unpacks from its archive (`pydata`): every entry of its table of contents
+ * but the Python modules and scripts it reads in place (bundler/build/glibc.py reads the same table); 0 when the
+ * archive cannot be read (the bootloader then says why). */
+static uint64_t unpacked_size(int self, struct section archive) {
+    static const unsigned char magic[8] = {'M', 'E', 'I', 014, 013, 012, 013, 016};
+    unsigned char tail[4096];
+    size_t n = archive.size < sizeof tail ? (size_t)archive.size : sizeof tail;
+    if (n < 88 || read_at(self, tail, n, archive.offset + archive.size - n)) return 0;
+    size_t at = n - 88 + 1;
+    while (at-- > 0)
+        if (!memcmp(tail + at, magic, 8)) break;
+    if (at == (size_t)-1) return 0;
+#define BE32(p) (((uint32_t)(p)[0] << 24) | ((uint32_t)(p)[1] << 16) | ((uint32_t)(p)[2] << 8) | (uint32_t)(p)[3])
+    uint64_t cookie_end = archive.size - n + at + 88, length = BE32(tail + at + 8);
+    uint32_t toc_at = BE32(tail + at + 12), toc_size = BE32(tail + at + 16);
+    if (length > cookie_end || toc_size > (4u << 20)) return 0;
+    unsigned char *toc = malloc(toc_size ? toc_size : 1);
+    uint64_t start = archive.offset + cookie_end - length, total = 0;
+    if (!toc || read_at(self, toc, toc_size, start + toc_at)) {
+        free(toc);
+        return 0;
+    }
+    for (uint32_t i = 0; i + 18 <= toc_size;) {
+        uint32_t size = BE32(toc + i);
+        char type = (char)toc[i + 17];
+        if (size < 18 || size > toc_size - i) break;
+        if (type != 'm' && type != 'M' && type != 's' && type != 'o') total += BE32(toc + i + 12);
+        i += size;
+    }
+#undef BE32
+    free(toc);
+    return total;
+}
+
 /* PyInstaller's bootloader unpacks the stub's Python into the first of $TMPDIR, $TEMP, $TMP (when set), /tmp,
- * /var/tmp and /usr/tmp where it can make a directory, and cannot load it from a noexec mount (it then exits
- * 127 with the loader's message). Said here first, in one line, with what to do. */
-static void check_unpack_dir(void) {
+ * /var/tmp and /usr/tmp where it can make a directory; it cannot load it from a noexec mount (it then exits 127
+ * with the loader's message), and on a full one it exits 255 with a decompression error. Said here first, in one
+ * line, with what to do. */
+static void check_unpack_dir(uint64_t needed) {
     static const char *const vars[] = {"TMPDIR", "TEMP", "TMP"};
     static const char *const dirs[] = {"/tmp", "/var/tmp", "/usr/tmp"};
     const char *candidates[6];
@@ -180,8 +220,17 @@ static void check_unpack_dir(void) {
         struct stat st;
         struct statvfs fs;
         if (stat(candidates[i], &st) || !S_ISDIR(st.st_mode) || access(candidates[i], W_OK | X_OK)) continue;
-        if (statvfs(candidates[i], &fs) || !(fs.f_flag & ST_NOEXEC)) return;
+        if (statvfs(candidates[i], &fs)) return;
         char what[PATH_MAX + 300];
+        uint64_t free_bytes = (uint64_t)fs.f_bavail * fs.f_frsize, margin = 1u << 20;
+        if (!(fs.f_flag & ST_NOEXEC) && needed && free_bytes < needed + margin) {
+            snprintf(what, sizeof what,
+                     "%s has %.1f MB free, and this start needs about %.1f MB there to unpack the bundle's stub; free "
+                     "some space there, or set TMPDIR to a directory with more",
+                     candidates[i], free_bytes / 1e6, (needed + margin) / 1e6);
+            die(EXIT_HOST, what);
+        }
+        if (!(fs.f_flag & ST_NOEXEC)) return;
         snprintf(what, sizeof what,
                  "%s is on a noexec mount, and this start needs to unpack the bundle's stub there; set TMPDIR to a "
                  "directory on an executable file system with about 20 MB free",
@@ -273,14 +322,15 @@ bad:
 /* Run the stub: PyInstaller's bootloader with this file's path as argv[0] (it then reads its archive and the
  * payload from this file), by the system's loader, or by the carried one with the libraries it carries.
  * `child`: the bootloader started this file again as its child; it goes back to it as it is. */
-static void hand_over(int self, struct section boot, struct section libc, const char *path, char **argv, int child) {
+static void hand_over(int self, struct section boot, struct section libc, struct section archive, const char *path,
+                      char **argv, int child) {
     size_t argc = 0;
     while (argv[argc]) argc++;
     char **args = calloc(argc + 7, sizeof *args);
     static struct libc_files carried;
     if (!args) die(EXIT_HOST, "out of memory starting the stub");
     if (!child && argv[0] && setenv(ARGV0_VAR, argv[0], 1)) die(EXIT_HOST, "out of memory starting the stub");
-    if (!child) check_unpack_dir();
+    if (!child) check_unpack_dir(unpacked_size(self, archive));
     if (libc.size && access("/proc/self/fd", X_OK))
         die(EXIT_HOST, "this bundle's stub carries its own C library, which it loads through /proc: mount /proc "
                        "(mount -t proc proc /proc) and start the bundle again");
@@ -618,12 +668,12 @@ int main(int argc, char **argv) {
     }
     int self = open(path, O_RDONLY | O_CLOEXEC);
     if (self < 0) die(EXIT_HOST, "cannot read this bundle's own file; check its permissions (it must be readable)");
-    struct section boot, bundle, libc;
-    if (find_sections(self, &boot, &bundle, &libc))
+    struct section boot, bundle, libc, archive;
+    if (find_sections(self, &boot, &bundle, &libc, &archive))
         die(EXIT_DAMAGED, "this bundle's file is damaged or truncated (its stub cannot be found); copy it again");
     int child = getenv("_PYI_APPLICATION_HOME_DIR") || getenv("_PYI_ARCHIVE_FILE");
     int plain = !argv[1] || (strncmp(argv[1], "--bundle", 8) && strcmp(argv[1], "--"));
     if (!child && plain && bundle.size && !strstr(path, " (deleted)")) start_installed(self, bundle, path, argv);
-    hand_over(self, boot, libc, path, argv, child);
+    hand_over(self, boot, libc, archive, path, argv, child);
     return EXIT_HOST;
 }

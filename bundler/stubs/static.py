@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from bundler.build.glibc import archive_elves, linked_names
 from bundler.cache import file_sha256
-from bundler.stubs import debian, debs
+from bundler.stubs import debian
 from bundler.stubs.build import cached_stub
 from bundler.stubs.portable import portable_stub
 from payload import fs
@@ -46,6 +46,8 @@ _SIZE = struct.Struct("<Q")
 def static_stub(cache, arch, mirror=None, offline=False, log=print):
     """The cached static stub for `arch`: the portable stub and the C library it carries (both built or fetched
     once)."""
+    from bundler.stubs import debs  # only to build one: inspect and the floor read the section alone
+
     base = portable_stub(cache, arch, mirror=mirror, offline=offline, log=log)
     tgt = debian.target(arch)
     fetched = debs.fetch(cache, RELEASES[arch], tgt.debian_arch, PACKAGES, mirror=mirror, offline=offline, log=log)
