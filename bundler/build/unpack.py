@@ -37,7 +37,8 @@ _MAGIC = [
     (b"\x28\xb5\x2f\xfd", "zstd"),
     (b"BZh", "bzip2"),
 ]
-_CORRUPT = (tarfile.TarError, zlib.error, lzma.LZMAError, EOFError, zstandard.ZstdError, zipfile.BadZipFile, OSError)
+# What reading a damaged archive raises.
+CORRUPT = (tarfile.TarError, zlib.error, lzma.LZMAError, EOFError, zstandard.ZstdError, zipfile.BadZipFile, OSError)
 
 
 def extract_member(archive_path, member: str, dest_path, *, archive_name: str | None = None) -> Path:
@@ -113,7 +114,7 @@ def _extract_to(archive: Path, wanted: str, sink, label: str) -> None:
             _zip_extract(archive, wanted, sink, label)
         else:
             _tar_extract(archive, kind, wanted, sink, label)
-    except _CORRUPT as exc:  # sinks raise HostError, so an OSError here comes from reading the archive
+    except CORRUPT as exc:  # sinks raise HostError, so an OSError here comes from reading the archive
         raise IntegrityError(f"{label} is a damaged {kind} archive ({exc}); check the source and its sha256") from None
 
 
@@ -123,16 +124,30 @@ def _archive_kind(archive: Path, label: str) -> str:
             head = f.read(512)
     except OSError as exc:
         raise UsageError(f"cannot read archive {label}: {exc.strerror}") from None
-    for magic, kind in _MAGIC:
-        if head.startswith(magic):
-            return kind
+    kind = stream_kind(head)
+    if kind is not None:
+        return kind
     if zipfile.is_zipfile(archive):
         return "zip"
-    if len(head) == 512 and head[257:262] == b"ustar":
-        return "tar"
     raise UsageError(
         f"{label} is not a .tar, .tar.gz, .tgz, .tar.xz, .tar.bz2, .tar.zst or .zip archive; check `extract`"
     )
+
+
+def stream_kind(head: bytes) -> str | None:
+    """What a stream starting with `head` (its first 512 bytes) holds: "gzip", "xz", "zstd", "bzip2", "tar" for a
+    plain tar, or None."""
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    if len(head) == 512 and head[257:262] == b"ustar":
+        return "tar"
+    return None
+
+
+def decompressed(kind: str, raw):
+    """A reader of the bytes of `raw` (a file object), decompressed as `kind` (one of stream_kind's answers)."""
+    return _READERS[kind](raw)
 
 
 # tar
@@ -152,7 +167,7 @@ _READERS = {
 
 @contextlib.contextmanager
 def _decompressed(archive: Path, kind: str):
-    with open(archive, "rb") as raw, _READERS[kind](raw) as stream:
+    with open(archive, "rb") as raw, decompressed(kind, raw) as stream:
         yield stream
 
 
