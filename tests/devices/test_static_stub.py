@@ -149,12 +149,12 @@ def test_faults_in_a_root_without_libc_get_one_line_and_exit_4(root, releases, a
     bundler("make", "--cache-dir", devices_cache, "--level", "3", "-o", glibc_app, cwd=project, env=PORTABLE)
     dead = run_in_root(root, glibc_app)
     assert dead.returncode == 4 and "--stub static" in dead.stderr, dead.stderr
-    # Files that need glibc (crun is linked against it): refused before anything is written, naming the file.
-    needs = write_project(tmp_path / "n", {"bin/crun": Path("/usr/bin/crun")}, ["bin/crun", "--version"])
+    # Files that need glibc (flock is linked against it): refused before anything is written, naming the file.
+    needs = write_project(tmp_path / "n", {"bin/flock": Path("/usr/bin/flock")}, ["bin/flock", "--version"])
     needy = tmp_path / "needy"
     bundler("make", "--stub", amd64[0], "--level", "3", "-o", needy, cwd=needs)
     refused = run_in_root(root, needy)
-    assert refused.returncode == 4 and "no glibc" in refused.stderr and "bin/crun" in refused.stderr, refused.stderr
+    assert refused.returncode == 4 and "no glibc" in refused.stderr and "bin/flock" in refused.stderr, refused.stderr
     assert not os.listdir(root / "var" / "lib")
 
 
