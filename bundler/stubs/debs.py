@@ -76,20 +76,27 @@ def fetch(cache, release, debian_arch, packages, mirror=None, offline=False, log
         debs = {name: _download_deb(cache, base, release, debian_arch, chosen[name]) for name in names}
         versions = {name: chosen[name]["Version"] for name in names}
         entry = top / (prefix + _digest(json.dumps(versions, sort_keys=True)))
-        fs.safe_rmtree(entry)  # a leftover without its marker (the marker is written inside, before the rename)
-        with fs.atomic_directory(entry) as work:
-            root = Path(work) / "root"
-            root.mkdir()
-            for name in names:
-                unpack_deb(debs[name][1], root, debs[name][0])
-            record = {
-                "release": release,
-                "arch": debian_arch,
-                "versions": versions,
-                "sources": {name: list(debs[name][:1]) + [_sha_of(debs[name][1])] for name in names},
-            }
-            (Path(work) / _RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-            (Path(work) / _COMPLETE).write_text("")
+        record = {
+            "release": release,
+            "arch": debian_arch,
+            "versions": versions,
+            "sources": {name: [debs[name][0], chosen[name]["SHA256"].lower()] for name in names},
+        }
+        try:
+            fs.safe_rmtree(entry)  # a leftover without its marker (the marker is written inside, before the rename)
+            with fs.atomic_directory(entry) as work:
+                root = Path(work) / "root"
+                root.mkdir()
+                for name in names:
+                    unpack_deb(debs[name][1], root, debs[name][0])
+                (Path(work) / _RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+                (Path(work) / _COMPLETE).write_text("")
+        except OSError as exc:
+            raise write_error(
+                exc,
+                f"no space left in {top} for the Debian packages; free space in the cache",
+                lambda reason: f"cannot write the Debian packages into {top}: {reason}",
+            ) from None
     return _read(entry)
 
 
@@ -106,10 +113,6 @@ def _check_names(release, debian_arch, packages):
 
 def _digest(text):
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def _sha_of(path):
-    return Path(path).name  # a cache blob is named after its sha256
 
 
 def _cached(top, prefix):
@@ -232,7 +235,7 @@ def _choose(cache, base, release, debian_arch, names, fields, hashes, in_release
         data = lzma.decompress(raw) if index.endswith(".xz") else gzip.decompress(raw) if index.endswith(".gz") else raw
     except (lzma.LZMAError, OSError, EOFError) as exc:
         raise IntegrityError(f"{url} cannot be decompressed ({exc}); remove {blob} and try again") from None
-    stanzas = packages_stanzas(data.decode("utf-8", errors="replace"), names)
+    stanzas = packages_stanzas(data, names)
     chosen = {}
     for name in names:
         found = [s for s in stanzas.get(name, []) if s.get("Architecture") in (debian_arch, "all")]
@@ -248,22 +251,24 @@ def _choose(cache, base, release, debian_arch, names, fields, hashes, in_release
     return chosen
 
 
-def packages_stanzas(text, names):
-    """{name: [fields of each stanza of a Packages index for `name`]}: only those stanzas are parsed."""
+def packages_stanzas(data, names):
+    """{name: [fields of each stanza for `name`]} of a Packages index (bytes): only those stanzas are decoded."""
     found = {}
     for name in names:
-        marker = f"Package: {name}\n"
-        at = 0 if text.startswith(marker) else text.find("\n" + marker)
+        marker = f"Package: {name}\n".encode()
+        starts = [0] if data.startswith(marker) else []
+        at = data.find(b"\n" + marker)
         while at != -1:
-            start = at if at == 0 and text.startswith(marker) else at + 1
-            end = text.find("\n\n", start)
+            starts.append(at + 1)
+            at = data.find(b"\n" + marker, at + 1)
+        for start in starts:
+            end = data.find(b"\n\n", start)
             fields = {}
-            for line in text[start : None if end == -1 else end].splitlines():
+            for line in data[start : None if end == -1 else end].decode("utf-8", errors="replace").splitlines():
                 if line and not line[0].isspace():
                     key, _, value = line.partition(":")
                     fields[key] = value.strip()
             found.setdefault(name, []).append(fields)
-            at = text.find("\n" + marker, start + 1)
     return found
 
 

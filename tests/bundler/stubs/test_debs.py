@@ -153,6 +153,21 @@ def test_a_deb_without_its_data_tree_is_refused(tmp_path):
         debs.unpack_deb(path, tmp_path, "p.deb")
 
 
+def test_only_the_stanzas_of_the_named_packages_are_read():
+    index = (
+        b"Package: libc6\nVersion: 2.36-9\nDescription: GNU C\n continued line: not a field\n\n"
+        b"Package: libc6-dev\nVersion: 9\n\nPackage: busybox\nVersion: 1\n\n"
+        b"Package: libc6\nVersion: 2.36-9+deb12u1\nArchitecture: arm64"
+    )
+    found = debs.packages_stanzas(index, ["libc6", "absent"])
+    assert found == {
+        "libc6": [
+            {"Package": "libc6", "Version": "2.36-9", "Description": "GNU C"},
+            {"Package": "libc6", "Version": "2.36-9+deb12u1", "Architecture": "arm64"},
+        ]
+    }
+
+
 def test_debian_versions_sort_as_dpkg_sorts_them():
     ordered = ["1.0~rc1", "1.0", "1.0+b1", "1.0.1", "1.0.1-1~bpo1", "1.0.1-1", "1.0.1-1+deb12u1", "1.0.1-10", "1:0.1"]
     assert sorted(reversed(ordered), key=debs.version_key) == ordered
