@@ -88,6 +88,7 @@ def fetch(cache, release, debian_arch, packages, mirror=None, offline=False, log
                 root = Path(work) / "root"
                 root.mkdir()
                 for name in names:
+                    log(f"  unpacking {name} {versions[name]}")
                     unpack_deb(debs[name][1], root, debs[name][0])
                 (Path(work) / _RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
                 (Path(work) / _COMPLETE).write_text("")

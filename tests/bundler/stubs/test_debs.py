@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
 from pathlib import Path
@@ -371,3 +372,18 @@ def test_a_full_disk_while_unpacking_leaves_no_entry(mirror, tmp_path, tiny_tmpf
         debs.fetch(cache, RELEASE, ARCH, PACKAGES, mirror=mirror.url(""), log=lambda message: None)
     assert raised.value.exit_code == 4
     assert [name for name in os.listdir(tiny_tmpfs) if not name.endswith(".lock")] == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_unpacking_leaves_no_entry(mirror, tmp_path):
+    cache = Cache(tmp_path / "cache")
+
+    def interrupt_at_the_second_package(message):
+        if "unpacking libc6" in message:  # busybox-static is in the work dir by now
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        debs.fetch(cache, RELEASE, ARCH, PACKAGES, mirror=mirror.url(""), log=interrupt_at_the_second_package)
+    assert os.listdir(cache.dir("debs")) == [f"{RELEASE}-{ARCH}-{debs._digest(' '.join(sorted(PACKAGES)))}.lock"]
+    again = debs.fetch(cache, RELEASE, ARCH, PACKAGES, mirror=mirror.url(""), log=lambda message: None)
+    assert (again.root / "bin/busybox").is_file()
