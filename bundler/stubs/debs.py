@@ -230,6 +230,10 @@ def _choose(cache, base, release, debian_arch, names, fields, hashes, in_release
     else:
         raise UsageError(f"{in_release} lists no {COMPONENT} Packages index for {debian_arch}; name another release")
     url = f"{base}/dists/{release}/{path}"
+    if fields.get("Acquire-By-Hash", "").lower() == "yes":
+        # As apt does: by its hash, the index stays the one InRelease names while the mirror updates (a new index
+        # under the plain name before the new InRelease is there would not match).
+        url = f"{base}/dists/{release}/{posixpath.dirname(path)}/by-hash/SHA256/{hashes[path][0]}"
     blob = _fetch_pinned(cache, url, hashes[path][0], f"the SHA256 {in_release} gives")
     raw = blob.read_bytes()
     try:

@@ -252,12 +252,22 @@ def mirror_files(fetched, tmp_path_factory):
     cache, result = fetched
     base = debian_mirror()
     root = tmp_path_factory.mktemp("mirror")
-    urls = [f"{base}/dists/{RELEASE}/InRelease", f"{base}/dists/{RELEASE}/main/binary-{ARCH}/Packages.xz"]
+    urls = [f"{base}/dists/{RELEASE}/InRelease", base + packages_path(cache, base)]
     for url in urls + [url for url, _ in result.sources.values()]:
         target = root / url[len(base) + 1 :]
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(cache.blob_path(cache.url_sha256(url)), target)
     return root
+
+
+def packages_path(cache, base):
+    """Where the fetch took the Packages index from: by its hash, as the signed InRelease names it."""
+    url = f"{base}/dists/{RELEASE}/InRelease"
+    text = debs.verified_text(cache.blob_path(cache.url_sha256(url)), url, RELEASE)
+    assert "Acquire-By-Hash: yes" in text
+    index = f"main/binary-{ARCH}/Packages.xz"
+    sha256 = next(line.split()[0] for line in text.splitlines() if line.endswith(" " + index) and len(line) > 90)
+    return f"/dists/{RELEASE}/main/binary-{ARCH}/by-hash/SHA256/{sha256}"
 
 
 @pytest.fixture
@@ -312,9 +322,12 @@ def test_the_local_mirror_serves_what_the_real_one_did(mirror, tmp_path, fetched
 
 @pytest.mark.slow
 def test_a_packages_index_that_does_not_match_the_signed_release_file_is_refused(mirror, tmp_path):
-    mirror.wrong_bytes(f"/dists/{RELEASE}/main/binary-{ARCH}/Packages.xz")
+    packages = next(mirror.root_dir.glob(f"dists/{RELEASE}/main/binary-{ARCH}/by-hash/SHA256/*"))
+    mirror.wrong_bytes("/" + str(packages.relative_to(mirror.root_dir)))
     cache = Cache(tmp_path / "cache")
-    with pytest.raises(IntegrityError, match=r"Packages.xz does not hold the SHA256 .*InRelease gives") as raised:
+    with pytest.raises(
+        IntegrityError, match=r"by-hash/SHA256/[0-9a-f]{64} does not hold the SHA256 .*InRelease gives"
+    ) as raised:
         debs.fetch(cache, RELEASE, ARCH, ["busybox-static"], mirror=mirror.url(""), log=lambda message: None)
     assert raised.value.exit_code == 3 and entries(cache) == []
 
