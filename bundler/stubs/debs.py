@@ -4,7 +4,8 @@ fetched from the Debian mirror, verified and unpacked; no debootstrap, no apt.
 The chain is the archive's own, as apt checks it: `dists/RELEASE/InRelease` against the Debian archive keyring
 (gpgv), the `main` Packages index against the SHA256 the signed InRelease gives, each .deb against the SHA256
 the index gives. A .deb is an `ar` archive whose `data.tar.{xz,zst,gz}` is unpacked here as it is: symlinks stay
-symlinks, paths stay where the package puts them (/lib/<triplet> and /usr/lib/<triplet> in bookworm).
+symlinks, paths stay where the package puts them (/lib/<triplet> and /usr/lib/<triplet> in bookworm; all
+under /usr in trixie, whose /lib and /bin links come from base-files).
 
 The unpacked packages are cached per release, architecture, package list and the versions chosen; a later call
 for the same packages takes the cached entry without asking the mirror (to take newer versions, remove
