@@ -176,8 +176,9 @@ def _timestamp(text):
 
 
 def verified_text(path, url, release, keyring=KEYRING):
-    """The text an InRelease file signs, once gpgv has found a good signature by a key of `keyring` on it (and no
-    bad one; a signature by a key the keyring lacks is left aside, as apt does)."""
+    """The text an InRelease file signs, once gpgv has found a good signature by a key of `keyring` on it and no bad
+    one. As apt does, a signature by a key the keyring lacks, or by an expired or revoked key, counts for nothing
+    either way (Debian signs with several keys, and a host's keyring may lack the newest or hold an expired one)."""
     gpgv = shutil.which("gpgv")
     if gpgv is None:
         raise HostError("checking the Debian archive's signature needs gpgv: apt-get install gpgv")
@@ -193,18 +194,15 @@ def verified_text(path, url, release, keyring=KEYRING):
     )
     lines = done.stderr.decode(errors="replace").splitlines()
     status = [line.split()[1:] for line in lines if line.startswith("[GNUPG:] ") and len(line.split()) > 1]
-    blocks, bad = [], []
+    blocks = []
     for words in status:
         if words[0] == "NEWSIG" or not blocks:
             blocks.append(set())
         blocks[-1].add(words[0])
-        if words[0] in ("BADSIG", "EXPKEYSIG", "REVKEYSIG", "EXPSIG"):
-            bad.append(words[0])
-    good = any({"GOODSIG", "VALIDSIG"} <= block for block in blocks)
-    if bad or not good:
-        why = ", ".join(sorted(set(bad))) or (
-            "no signature by a key of the keyring" if any("NO_PUBKEY" in b for b in blocks) else "no valid signature"
-        )
+    bad = any("BADSIG" in block for block in blocks)
+    if bad or not any({"GOODSIG", "VALIDSIG"} <= block for block in blocks):
+        lacking = any("NO_PUBKEY" in block for block in blocks)
+        why = "BADSIG" if bad else "no signature by a key of the keyring" if lacking else "no valid signature"
         raise IntegrityError(
             f"{url}: its signature does not check against the Debian archive keyring {keyring} ({why}); the mirror "
             f"or the connection altered it, or the keyring is older than Debian {release}: update "
