@@ -4,7 +4,8 @@ fetched from the Debian mirror, verified and unpacked; no debootstrap, no apt.
 The chain is the archive's own, as apt checks it: `dists/RELEASE/InRelease` against the Debian archive keyring
 (gpgv), the `main` Packages index against the SHA256 the signed InRelease gives, each .deb against the SHA256
 the index gives. A .deb is an `ar` archive whose `data.tar.{xz,zst,gz}` is unpacked here as it is: symlinks stay
-symlinks, paths stay where the package puts them (/lib/<triplet> and /usr/lib/<triplet> in bookworm).
+symlinks, paths stay where the package puts them (/lib/<triplet> and /usr/lib/<triplet> in bookworm; all
+under /usr in trixie, whose /lib and /bin links come from base-files).
 
 The unpacked packages are cached per release, architecture, package list and the versions chosen; a later call
 for the same packages takes the cached entry without asking the mirror (to take newer versions, remove
@@ -76,20 +77,28 @@ def fetch(cache, release, debian_arch, packages, mirror=None, offline=False, log
         debs = {name: _download_deb(cache, base, release, debian_arch, chosen[name]) for name in names}
         versions = {name: chosen[name]["Version"] for name in names}
         entry = top / (prefix + _digest(json.dumps(versions, sort_keys=True)))
-        fs.safe_rmtree(entry)  # a leftover without its marker (the marker is written inside, before the rename)
-        with fs.atomic_directory(entry) as work:
-            root = Path(work) / "root"
-            root.mkdir()
-            for name in names:
-                unpack_deb(debs[name][1], root, debs[name][0])
-            record = {
-                "release": release,
-                "arch": debian_arch,
-                "versions": versions,
-                "sources": {name: list(debs[name][:1]) + [_sha_of(debs[name][1])] for name in names},
-            }
-            (Path(work) / _RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-            (Path(work) / _COMPLETE).write_text("")
+        record = {
+            "release": release,
+            "arch": debian_arch,
+            "versions": versions,
+            "sources": {name: [debs[name][0], chosen[name]["SHA256"].lower()] for name in names},
+        }
+        try:
+            fs.safe_rmtree(entry)  # a leftover without its marker (the marker is written inside, before the rename)
+            with fs.atomic_directory(entry) as work:
+                root = Path(work) / "root"
+                root.mkdir()
+                for name in names:
+                    log(f"  unpacking {name} {versions[name]}")
+                    unpack_deb(debs[name][1], root, debs[name][0])
+                (Path(work) / _RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+                (Path(work) / _COMPLETE).write_text("")
+        except OSError as exc:
+            raise write_error(
+                exc,
+                f"no space left in {top} for the Debian packages; free space in the cache",
+                lambda reason: f"cannot write the Debian packages into {top}: {reason}",
+            ) from None
     return _read(entry)
 
 
@@ -106,10 +115,6 @@ def _check_names(release, debian_arch, packages):
 
 def _digest(text):
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def _sha_of(path):
-    return Path(path).name  # a cache blob is named after its sha256
 
 
 def _cached(top, prefix):
@@ -171,8 +176,9 @@ def _timestamp(text):
 
 
 def verified_text(path, url, release, keyring=KEYRING):
-    """The text an InRelease file signs, once gpgv has found a good signature by a key of `keyring` on it (and no
-    bad one; a signature by a key the keyring lacks is left aside, as apt does)."""
+    """The text an InRelease file signs, once gpgv has found a good signature by a key of `keyring` on it and no bad
+    one. As apt does, a signature by a key the keyring lacks, or by an expired or revoked key, counts for nothing
+    either way (Debian signs with several keys, and a host's keyring may lack the newest or hold an expired one)."""
     gpgv = shutil.which("gpgv")
     if gpgv is None:
         raise HostError("checking the Debian archive's signature needs gpgv: apt-get install gpgv")
@@ -188,18 +194,15 @@ def verified_text(path, url, release, keyring=KEYRING):
     )
     lines = done.stderr.decode(errors="replace").splitlines()
     status = [line.split()[1:] for line in lines if line.startswith("[GNUPG:] ") and len(line.split()) > 1]
-    blocks, bad = [], []
+    blocks = []
     for words in status:
         if words[0] == "NEWSIG" or not blocks:
             blocks.append(set())
         blocks[-1].add(words[0])
-        if words[0] in ("BADSIG", "EXPKEYSIG", "REVKEYSIG", "EXPSIG"):
-            bad.append(words[0])
-    good = any({"GOODSIG", "VALIDSIG"} <= block for block in blocks)
-    if bad or not good:
-        why = ", ".join(sorted(set(bad))) or (
-            "no signature by a key of the keyring" if any("NO_PUBKEY" in b for b in blocks) else "no valid signature"
-        )
+    bad = any("BADSIG" in block for block in blocks)
+    if bad or not any({"GOODSIG", "VALIDSIG"} <= block for block in blocks):
+        lacking = any("NO_PUBKEY" in block for block in blocks)
+        why = "BADSIG" if bad else "no signature by a key of the keyring" if lacking else "no valid signature"
         raise IntegrityError(
             f"{url}: its signature does not check against the Debian archive keyring {keyring} ({why}); the mirror "
             f"or the connection altered it, or the keyring is older than Debian {release}: update "
@@ -226,13 +229,17 @@ def _choose(cache, base, release, debian_arch, names, fields, hashes, in_release
     else:
         raise UsageError(f"{in_release} lists no {COMPONENT} Packages index for {debian_arch}; name another release")
     url = f"{base}/dists/{release}/{path}"
+    if fields.get("Acquire-By-Hash", "").lower() == "yes":
+        # As apt does: by its hash, the index stays the one InRelease names while the mirror updates (a new index
+        # under the plain name before the new InRelease is there would not match).
+        url = f"{base}/dists/{release}/{posixpath.dirname(path)}/by-hash/SHA256/{hashes[path][0]}"
     blob = _fetch_pinned(cache, url, hashes[path][0], f"the SHA256 {in_release} gives")
     raw = blob.read_bytes()
     try:
         data = lzma.decompress(raw) if index.endswith(".xz") else gzip.decompress(raw) if index.endswith(".gz") else raw
     except (lzma.LZMAError, OSError, EOFError) as exc:
         raise IntegrityError(f"{url} cannot be decompressed ({exc}); remove {blob} and try again") from None
-    stanzas = packages_stanzas(data.decode("utf-8", errors="replace"), names)
+    stanzas = packages_stanzas(data, names)
     chosen = {}
     for name in names:
         found = [s for s in stanzas.get(name, []) if s.get("Architecture") in (debian_arch, "all")]
@@ -248,22 +255,24 @@ def _choose(cache, base, release, debian_arch, names, fields, hashes, in_release
     return chosen
 
 
-def packages_stanzas(text, names):
-    """{name: [fields of each stanza of a Packages index for `name`]}: only those stanzas are parsed."""
+def packages_stanzas(data, names):
+    """{name: [fields of each stanza for `name`]} of a Packages index (bytes): only those stanzas are decoded."""
     found = {}
     for name in names:
-        marker = f"Package: {name}\n"
-        at = 0 if text.startswith(marker) else text.find("\n" + marker)
+        marker = f"Package: {name}\n".encode()
+        starts = [0] if data.startswith(marker) else []
+        at = data.find(b"\n" + marker)
         while at != -1:
-            start = at if at == 0 and text.startswith(marker) else at + 1
-            end = text.find("\n\n", start)
+            starts.append(at + 1)
+            at = data.find(b"\n" + marker, at + 1)
+        for start in starts:
+            end = data.find(b"\n\n", start)
             fields = {}
-            for line in text[start : None if end == -1 else end].splitlines():
+            for line in data[start : None if end == -1 else end].decode("utf-8", errors="replace").splitlines():
                 if line and not line[0].isspace():
                     key, _, value = line.partition(":")
                     fields[key] = value.strip()
             found.setdefault(name, []).append(fields)
-            at = text.find("\n" + marker, start + 1)
     return found
 
 

@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
 from pathlib import Path
@@ -153,6 +154,21 @@ def test_a_deb_without_its_data_tree_is_refused(tmp_path):
         debs.unpack_deb(path, tmp_path, "p.deb")
 
 
+def test_only_the_stanzas_of_the_named_packages_are_read():
+    index = (
+        b"Package: libc6\nVersion: 2.36-9\nDescription: GNU C\n continued line: not a field\n\n"
+        b"Package: libc6-dev\nVersion: 9\n\nPackage: busybox\nVersion: 1\n\n"
+        b"Package: libc6\nVersion: 2.36-9+deb12u1\nArchitecture: arm64"
+    )
+    found = debs.packages_stanzas(index, ["libc6", "absent"])
+    assert found == {
+        "libc6": [
+            {"Package": "libc6", "Version": "2.36-9", "Description": "GNU C"},
+            {"Package": "libc6", "Version": "2.36-9+deb12u1", "Architecture": "arm64"},
+        ]
+    }
+
+
 def test_debian_versions_sort_as_dpkg_sorts_them():
     ordered = ["1.0~rc1", "1.0", "1.0+b1", "1.0.1", "1.0.1-1~bpo1", "1.0.1-1", "1.0.1-1+deb12u1", "1.0.1-10", "1:0.1"]
     assert sorted(reversed(ordered), key=debs.version_key) == ordered
@@ -236,12 +252,22 @@ def mirror_files(fetched, tmp_path_factory):
     cache, result = fetched
     base = debian_mirror()
     root = tmp_path_factory.mktemp("mirror")
-    urls = [f"{base}/dists/{RELEASE}/InRelease", f"{base}/dists/{RELEASE}/main/binary-{ARCH}/Packages.xz"]
+    urls = [f"{base}/dists/{RELEASE}/InRelease", base + packages_path(cache, base)]
     for url in urls + [url for url, _ in result.sources.values()]:
         target = root / url[len(base) + 1 :]
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(cache.blob_path(cache.url_sha256(url)), target)
     return root
+
+
+def packages_path(cache, base):
+    """Where the fetch took the Packages index from: by its hash, as the signed InRelease names it."""
+    url = f"{base}/dists/{RELEASE}/InRelease"
+    text = debs.verified_text(cache.blob_path(cache.url_sha256(url)), url, RELEASE)
+    assert "Acquire-By-Hash: yes" in text
+    index = f"main/binary-{ARCH}/Packages.xz"
+    sha256 = next(line.split()[0] for line in text.splitlines() if line.endswith(" " + index) and len(line) > 90)
+    return f"/dists/{RELEASE}/main/binary-{ARCH}/by-hash/SHA256/{sha256}"
 
 
 @pytest.fixture
@@ -296,9 +322,12 @@ def test_the_local_mirror_serves_what_the_real_one_did(mirror, tmp_path, fetched
 
 @pytest.mark.slow
 def test_a_packages_index_that_does_not_match_the_signed_release_file_is_refused(mirror, tmp_path):
-    mirror.wrong_bytes(f"/dists/{RELEASE}/main/binary-{ARCH}/Packages.xz")
+    packages = next(mirror.root_dir.glob(f"dists/{RELEASE}/main/binary-{ARCH}/by-hash/SHA256/*"))
+    mirror.wrong_bytes("/" + str(packages.relative_to(mirror.root_dir)))
     cache = Cache(tmp_path / "cache")
-    with pytest.raises(IntegrityError, match=r"Packages.xz does not hold the SHA256 .*InRelease gives") as raised:
+    with pytest.raises(
+        IntegrityError, match=r"by-hash/SHA256/[0-9a-f]{64} does not hold the SHA256 .*InRelease gives"
+    ) as raised:
         debs.fetch(cache, RELEASE, ARCH, ["busybox-static"], mirror=mirror.url(""), log=lambda message: None)
     assert raised.value.exit_code == 3 and entries(cache) == []
 
@@ -356,3 +385,18 @@ def test_a_full_disk_while_unpacking_leaves_no_entry(mirror, tmp_path, tiny_tmpf
         debs.fetch(cache, RELEASE, ARCH, PACKAGES, mirror=mirror.url(""), log=lambda message: None)
     assert raised.value.exit_code == 4
     assert [name for name in os.listdir(tiny_tmpfs) if not name.endswith(".lock")] == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_unpacking_leaves_no_entry(mirror, tmp_path):
+    cache = Cache(tmp_path / "cache")
+
+    def interrupt_at_the_second_package(message):
+        if "unpacking libc6" in message:  # busybox-static is in the work dir by now
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        debs.fetch(cache, RELEASE, ARCH, PACKAGES, mirror=mirror.url(""), log=interrupt_at_the_second_package)
+    assert os.listdir(cache.dir("debs")) == [f"{RELEASE}-{ARCH}-{debs._digest(' '.join(sorted(PACKAGES)))}.lock"]
+    again = debs.fetch(cache, RELEASE, ARCH, PACKAGES, mirror=mirror.url(""), log=lambda message: None)
+    assert (again.root / "bin/busybox").is_file()
