@@ -1587,10 +1587,77 @@ def device_figures(ws, cache, sizes, arches):
     if os.geteuid() != 0:
         raise SystemExit("bench: the portable stub figures build Debian roots: run as root, or pass --no-devices")
     figures = [figure_portable_stub_size(cache, arch) for arch in arches]
+    figures += figure_static(ws, cache, sizes)
     if "arm64" in arches:
         launcher_figure, startup_figure = figure_arm64_startup(ws, cache, sizes)
         figures += [startup_figure, launcher_figure]
     return figures
+
+
+def figure_static(ws, cache, sizes):
+    """Figures S1 and S2: the static stub (`--stub static`, this host's architecture) against the portable one it
+    is made from, installed starts in CPU, and an installed start with a 300 MB payload against a small one; starts
+    through the stub beside them. The entrypoint is busybox-static's `true`, which starts anywhere."""
+    from bundler.arch import host_arch
+    from bundler.build.glibc import describe_floor
+    from payload.elf import find_section
+    from payload.layout import LIBC
+
+    arch = host_arch()
+    glibc_stub, _, _ = _portable(cache, arch)
+    static_stub = Path(bundler("stub", "--static", "--arch", arch, "--cache-dir", cache).splitlines()[-1])
+    with open(static_stub, "rb") as f:
+        carried = find_section(f, LIBC)[1]
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        raise SystemExit("bench: busybox-static is not installed; run scripts/setup")
+    big = ws.dir / "payload-300M.bin"
+    write_random(big, 300 * MB)
+    entry = ("bin/busybox", "true")
+    programs, envs = {}, {}
+    for kind, stub in (("static", static_stub), ("glibc", glibc_stub)):
+        kind_ws = Workspace(ws.dir / kind, stub, ws.bench_cache)
+        kind_ws.dir.mkdir()
+        cases = [("small", [("bin/busybox", busybox)])]
+        if kind == "static":
+            cases.append(("big", [("bin/busybox", busybox), ("share/payload.bin", big)]))
+        for size, files in cases:
+            exe, _ = kind_ws.make_bundle(f"{kind}-{size}", files, level=1, entrypoint=entry)
+            root = kind_ws.install(exe)
+            programs[f"{kind}-{size}"] = [exe]
+            envs[f"{kind}-{size}"] = installed_env(root)
+            programs[f"{kind}-{size}-stub"] = [exe, "--bundle-dir", root]
+    reps = max(30, sizes.start_reps)
+    log(f"timing {reps} starts of each of {len(programs)}: static and glibc stubs, installed and through the stub")
+    walls, cpus = time_starts(programs, reps, envs=envs)
+    c = {k: median(v) for k, v in cpus.items()}
+    t = {k: median(v) for k, v in walls.items()}
+
+    def line(name):
+        return f"{name}: cpu {c[name] * 1e3:.2f} ms; wall {spread(walls[name])}"
+
+    details = [
+        f"stubs: {static_stub.name} ({static_stub.stat().st_size / MB:.1f} MB, carries {carried / MB:.2f} MB of "
+        f"glibc; floor: {describe_floor(static_stub)}) and {glibc_stub.name} ({glibc_stub.stat().st_size / MB:.1f} MB)",
+        *(line(name) for name in programs),
+        f"through the stub: static / glibc cpu {c['static-small-stub'] / c['glibc-small-stub']:.3f}, wall "
+        f"{t['static-small-stub'] / t['glibc-small-stub']:.3f}; 300 MB / small cpu "
+        f"{c['static-big-stub'] / c['static-small-stub']:.3f} (each such start copies the {carried / MB:.2f} MB of "
+        "glibc into memory files, whatever the payload)",
+    ]
+    fig_kind = Figure(
+        "static stub: installed start / the glibc stub's, CPU",
+        c["static-small"] / c["glibc-small"],
+        1.15,
+        details=details,
+    )
+    fig_size = Figure(
+        "static stub: installed start with a 300 MB payload / a small one, CPU",
+        c["static-big"] / c["static-small"],
+        1.10,
+        details=[f"wall {t['static-big'] / t['static-small']:.3f}; medians of {reps} interleaved starts"],
+    )
+    return [fig_kind, fig_size]
 
 
 def figure_early_refusal(ws, reps=7):
@@ -1871,11 +1938,12 @@ def main(argv=None):
     parser.add_argument("--devices-only", action="store_true", help="only the portable stub figures")
     parser.add_argument(
         "--only",
-        choices=["containerd-update", "startup", "launcher", "install", "build"],
+        choices=["containerd-update", "startup", "launcher", "install", "build", "static"],
         help="only these figures (containerd-update: the delta update of Debian's containerd, against a whole pull; "
         "startup: figures 1, 2 and 2c, the installed start-ups; launcher: figures L and T, an installed start "
         "against its entrypoint run directly and what it writes to $TMPDIR; install: figure 4, the first "
-        "install; build: figures B and 5, the build's CPU and the stored size)",
+        "install; build: figures B and 5, the build's CPU and the stored size; static: figures S1 and S2, the static "
+        "stub against the portable one and a 300 MB payload against a small one)",
     )
     args = parser.parse_args(argv)
     for tool in ("zstd", "sha256sum", "bash"):
@@ -1894,6 +1962,10 @@ def main(argv=None):
         bench_cache = cache / "bench"
         private_pyinstaller_cache(bench_cache)
         arches = [a for a in args.arches.split(",") if a]
+        if args.only == "static":
+            figures = figure_static(Workspace(work, None, bench_cache), cache, sizes)
+            print_report(facts, figures, time.perf_counter() - began)
+            return 0
         if args.devices_only:
             figures = device_figures(Workspace(work, None, bench_cache), cache, sizes, arches)
             print_report(facts, figures, time.perf_counter() - began)
