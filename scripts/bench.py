@@ -1595,7 +1595,7 @@ def device_figures(ws, cache, sizes, arches):
 
 
 def figure_static(ws, cache, sizes):
-    """Figures S1 and S2: the static stub (`--stub static`, this host's architecture) against the portable one it
+    """Figures A1 and A2 (any Linux): the static stub (`--stub static`, this host's architecture) against the portable one it
     is made from, installed starts in CPU, and an installed start with a 300 MB payload against a small one; starts
     through the stub beside them. The entrypoint is busybox-static's `true`, which starts anywhere."""
     from bundler.arch import host_arch
@@ -1942,7 +1942,7 @@ def main(argv=None):
         help="only these figures (containerd-update: the delta update of Debian's containerd, against a whole pull; "
         "startup: figures 1, 2 and 2c, the installed start-ups; launcher: figures L and T, an installed start "
         "against its entrypoint run directly and what it writes to $TMPDIR; install: figure 4, the first "
-        "install; build: figures B and 5, the build's CPU and the stored size; static: figures S1 and S2, the static "
+        "install; build: figures B and 5, the build's CPU and the stored size; static: figures A1 and A2, the static "
         "stub against the portable one and a 300 MB payload against a small one)",
     )
     args = parser.parse_args(argv)

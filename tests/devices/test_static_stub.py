@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from payload.elf import find_section
+from payload.layout import LIBC
 from testing.bundles import realistic_bundle
 from testing.devices import (
     PORTABLE,
@@ -86,7 +88,7 @@ def no_libc_in(root):
     return not [p for p in Path(root).rglob("*") if p.name.startswith(("libc.", "libc-", "ld-linux", "ld-musl"))]
 
 
-def test_the_static_stub_says_what_it_needs_and_lists_the_c_library_it_carries(amd64, releases):
+def test_the_static_stub_says_what_it_needs_and_lists_the_c_library_it_carries(amd64, releases, tmp_path):
     _, made = amd64
     assert "stub glibc floor: none (it carries its own); Linux 3.2 or later" in made
     old, _, _ = releases
@@ -97,6 +99,19 @@ def test_the_static_stub_says_what_it_needs_and_lists_the_c_library_it_carries(a
     assert packages["libc6"]["versionInfo"].startswith("2.36"), packages["libc6"]
     # The bundle's index records no glibc floor: the stub needs none, and these files none either.
     assert json.loads(bundler("inspect", old, "--json").stdout).get("min_glibc") is None
+    # The carried C library is part of the stub the signed index pins: one flipped bit in it and the bundle fails
+    # its check.
+    damaged = tmp_path / "damaged"
+    damaged.write_bytes(old.read_bytes())
+    with open(damaged, "r+b") as f:
+        offset, size = find_section(f, LIBC)
+        f.seek(offset + size // 2)
+        byte = f.read(1)[0]
+        f.seek(offset + size // 2)
+        f.write(bytes([byte ^ 1]))
+    os.chmod(damaged, 0o755)
+    checked = subprocess.run([damaged, "--bundle-verify"], capture_output=True, text=True)
+    assert checked.returncode == 3 and "the stub" in checked.stderr, checked.stderr
 
 
 def test_a_realistic_bundle_installs_runs_updates_and_rolls_back_in_a_root_without_libc(root, releases):
