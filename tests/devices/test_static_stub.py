@@ -18,6 +18,7 @@ from testing.bundles import realistic_bundle
 from testing.devices import (
     PORTABLE,
     bare_root,
+    in_root_command,
     portable_stub,
     require_root_tools,
     roots_cache,
@@ -184,16 +185,7 @@ def test_every_catchable_signal_reaches_the_runtime(root, amd64, tmp_path, start
         (root / "tmp" / "stop").touch()
         assert run_in_root(root, "/opt/trap", env={"BUNDLE_DIR": "/tmp/r"}).returncode == 0
         (root / "tmp" / "stop").unlink()
-    cmd = [
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        'mount -t proc proc "$1/proc" && exec chroot "$@"',
-    ]
-    cmd += ["sh", str(root), "/usr/bin/env", "-i", "PATH=/bin", "BUNDLE_DIR=/tmp/r", "/opt/trap"]
+    cmd = in_root_command(root, "/opt/trap", env={"BUNDLE_DIR": "/tmp/r"})
     sent = [
         signal.SIGHUP,
         signal.SIGINT,
