@@ -34,12 +34,38 @@ def inspect_bundle(bundle, as_json=False, sbom=False):
             return read_sbom(payload, f).decode()
         text = describe(payload, as_json)
         libs = bundle_host_libs(payload, f)
+    carried = _carried_libc(bundle)
     if as_json:
         doc = json.loads(text)
         doc["host_libs"] = libs
+        doc["stub_libc"] = carried
         return json.dumps(doc, indent=2, sort_keys=True)
     listed = describe_libs(libs) or "none (the files need only glibc and what they carry)"
-    return f"{text}\nhost libs:  {listed}"
+    text += f"\nhost libs:  {listed}"
+    if carried:
+        text += (
+            f"\nstub libc:  carried, {len(carried['files'])} files ({carried['size'] / 1e6:.1f} MB): the stub needs no C "
+            f"library of the device; {carried['needs']}"
+        )
+    return text
+
+
+def _carried_libc(bundle):
+    """What the C library a static stub carries is (its files, size, what it needs of the system), or None."""
+    from bundler.build.glibc import kernel_floor
+    from bundler.stubs.static import read_section
+    from payload.elf import find_section
+    from payload.layout import LIBC
+
+    with open(bundle, "rb") as f:
+        span = find_section(f, LIBC)
+        if span is None:
+            return None
+        f.seek(span[0])
+        files = [name for name, _ in read_section(f.read(span[1]))]
+    kernel = kernel_floor(bundle)
+    needs = f"Linux {kernel[0]}.{kernel[1]} or later and /proc" if kernel else "/proc"
+    return {"files": files, "size": span[1], "needs": needs}
 
 
 def verify_bundle(bundle, key=None, as_json=False):

@@ -98,8 +98,13 @@ def test_the_static_stub_says_what_it_needs_and_lists_the_c_library_it_carries(a
     packages = {p["name"]: p for p in doc["packages"] if p.get("versionInfo")}
     assert packages["libc6"]["licenseDeclared"] == "LGPL-2.1-or-later", packages["libc6"]
     assert packages["libc6"]["versionInfo"].startswith("2.36"), packages["libc6"]
-    # The bundle's index records no glibc floor: the stub needs none, and these files none either.
-    assert json.loads(bundler("inspect", old, "--json").stdout).get("min_glibc") is None
+    # The bundle's index records no glibc floor: the stub needs none, and these files none either; inspect says
+    # what the stub carries and needs.
+    inspected = json.loads(bundler("inspect", old, "--json").stdout)
+    assert inspected.get("min_glibc") is None
+    carried = inspected["stub_libc"]
+    assert carried["files"][0] == "ld-linux-x86-64.so.2" and "libc.so.6" in carried["files"], carried
+    assert "stub libc:  carried" in bundler("inspect", old).stdout
     # The carried C library is part of the stub the signed index pins: one flipped bit in it and the bundle fails
     # its check.
     damaged = tmp_path / "damaged"
