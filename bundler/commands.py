@@ -44,8 +44,8 @@ def inspect_bundle(bundle, as_json=False, sbom=False):
     text += f"\nhost libs:  {listed}"
     if carried:
         text += (
-            f"\nstub libc:  carried, {len(carried['files'])} files ({carried['size'] / 1e6:.1f} MB): the stub needs no C "
-            f"library of the device; {carried['needs']}"
+            f"\nstub libc:  carried, {len(carried['files'])} files ({carried['size'] / 1e6:.1f} MB): the stub needs "
+            f"no C library of the device; {carried['needs']}"
         )
     return text
 
