@@ -50,6 +50,12 @@ class Target:
         return arches.get(self.arch).machines[0]
 
     @property
+    def cflags(self):
+        """C flags for what is compiled in the root: a 32-bit bootloader reads its file with 64-bit offsets, so a
+        bundle over 2 GB starts (without them its stat() of itself fails with EOVERFLOW)."""
+        return "" if arches.get(self.arch).elf_64bit else "-D_FILE_OFFSET_BITS=64"
+
+    @property
     def packages(self):
         # The root never downloads: the host's pip does, with the host's configuration and CA bundle.
         tools = ("python3", "python3-venv", "libpython" + self.python, "binutils")

@@ -30,7 +30,9 @@ _IN_ROOT = "/tmp/bundler-stub"
 
 def portable_stub_key(tgt):
     pyinstaller, zstandard = versions()
-    material = "|".join([sources_digest(), pyinstaller, zstandard, tgt.arch, tgt.release])
+    material = "|".join(
+        [sources_digest(), pyinstaller, zstandard, tgt.arch, tgt.release] + [tgt.cflags] * bool(tgt.cflags)
+    )
     return hashlib.sha256(material.encode()).hexdigest()[:24]
 
 
@@ -115,7 +117,10 @@ def _step(log, what, func, *args):
 
 def _wheels_dir(cache, tgt):
     pyinstaller, zstandard = versions()
-    return cache.dir("stub-wheels") / f"{tgt.release}-{tgt.debian_arch}-pyinstaller{pyinstaller}-zstandard{zstandard}"
+    flags = "-lfs" if tgt.cflags else ""  # wheels built with other C flags are other wheels
+    return cache.dir("stub-wheels") / (
+        f"{tgt.release}-{tgt.debian_arch}-pyinstaller{pyinstaller}-zstandard{zstandard}{flags}"
+    )
 
 
 def _requirements():
@@ -142,7 +147,7 @@ def _ensure_wheels(cache, tgt, log):
 def _ensure_venv(cache, tgt, root, log):
     """A venv inside the root with PyInstaller, zstandard and requests, from the cached packages."""
     pyinstaller, zstandard = versions()
-    venv = f"/opt/bundler-stub-pyinstaller{pyinstaller}-zstandard{zstandard}"
+    venv = f"/opt/bundler-stub-pyinstaller{pyinstaller}-zstandard{zstandard}{'-lfs' if tgt.cflags else ''}"
     if (root / venv.lstrip("/") / _VENV_COMPLETE).exists():
         return venv
     where = _ensure_wheels(cache, tgt, log)
@@ -156,6 +161,7 @@ def _ensure_venv(cache, tgt, root, log):
     links = ["--no-index", "--find-links", _IN_ROOT + "/downloads", "--find-links", _IN_ROOT + "/built"]
     script = [
         "set -e",
+        *([f'export CFLAGS="{tgt.cflags}"'] if tgt.cflags else []),
         f"rm -rf {venv}",
         f"python3 -m venv {venv}",
         f"mkdir -p {_IN_ROOT}/built",
