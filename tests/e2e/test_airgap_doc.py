@@ -52,18 +52,25 @@ class Shell:
     def run(self, block, timeout=600):
         self.proc.stdin.write(block + "\necho " + SENTINEL + "\n")
         self.proc.stdin.flush()
-        output, deadline = "", time.monotonic() + timeout
+        # Read the pipe's fd itself: a buffered readline() can take the sentinel's line into its buffer with the
+        # line before it, and select() then waits on an empty pipe for a line that has already come.
+        fd = self.proc.stdout.fileno()
+        output, pending, deadline = "", "", time.monotonic() + timeout
         while True:
-            ready, _, _ = select.select([self.proc.stdout], [], [], max(0, deadline - time.monotonic()))
-            line = self.proc.stdout.readline() if ready else None
-            if line is None:
-                raise AssertionError(f"block did not finish in {timeout} s:\n{block}\n--- output:\n{output}")
-            if line == "":
-                raise AssertionError(f"block failed (exit {self.proc.wait()}):\n{block}\n--- output:\n{output}")
-            if line.strip() == SENTINEL:
-                self.transcript += output
-                return output
-            output += line
+            ready, _, _ = select.select([fd], [], [], max(0, deadline - time.monotonic()))
+            if not ready:
+                raise AssertionError(f"block did not finish in {timeout} s:\n{block}\n--- output:\n{output}{pending}")
+            data = os.read(fd, 65536)
+            if not data:
+                raise AssertionError(
+                    f"block failed (exit {self.proc.wait()}):\n{block}\n--- output:\n{output}{pending}"
+                )
+            *lines, pending = (pending + data.decode(errors="replace")).split("\n")
+            for line in lines:
+                if line.strip() == SENTINEL:
+                    self.transcript += output
+                    return output
+                output += line + "\n"
 
     def close(self):
         self.proc.stdin.close()
