@@ -1595,9 +1595,10 @@ def device_figures(ws, cache, sizes, arches):
 
 
 def figure_static(ws, cache, sizes):
-    """Figures A1 and A2 (any Linux): the static stub (`--stub static`, this host's architecture) against the portable one it
-    is made from, installed starts in CPU, and an installed start with a 300 MB payload against a small one; starts
-    through the stub beside them. The entrypoint is busybox-static's `true`, which starts anywhere."""
+    """Figures A1 and A2 (any Linux): the static stub (`--stub static`, this host's architecture) against the
+    portable one it is made from, installed starts in CPU, and an installed start with a 300 MB payload against a
+    small one; starts through the stub beside them. The entrypoint is busybox-static's `true`, which starts
+    anywhere."""
     from bundler.arch import host_arch
     from bundler.build.glibc import describe_floor
     from payload.elf import find_section
