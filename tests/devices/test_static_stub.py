@@ -150,6 +150,25 @@ def test_a_realistic_bundle_installs_runs_updates_and_rolls_back_in_a_root_witho
     assert no_libc_in(root)
 
 
+def test_what_reads_a_stub_reads_a_static_one_pull_split_and_copy(root, releases, registry, tmp_path):
+    """The carried C library is outside bytes like the rest of the stub: a pull rebuilds the file byte for byte, a
+    split's executable keeps it (and starts in the root with its part beside it), and a copy checks it."""
+    old, new, _ = releases
+    pulled = tmp_path / "pulled"
+    bundler("pull", f"{registry.host}/edge/static:stable", "--output", pulled)
+    assert sha256_of(pulled) == sha256_of(new)
+    split = root / "opt" / "split"
+    bundler("split", old, "--size", "4M", "--output", split)
+    parts = sorted(p.name for p in split.parent.iterdir() if p.name.startswith("split.part"))
+    assert parts and split.stat().st_size < old.stat().st_size
+    ran = run_in_root(root, "/opt/split", "from", "parts")
+    assert ran.returncode == 0 and ran.stdout == "1.0.0 amd64 [from parts]\n", ran.stderr
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    bundler("copy", old, stick)
+    assert sha256_of(stick / old.name) == sha256_of(old)
+
+
 def test_faults_in_a_root_without_libc_get_one_line_and_exit_4(root, releases, amd64, devices_cache, tmp_path):
     old, _, _ = releases
     cases = {
