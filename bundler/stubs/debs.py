@@ -15,10 +15,8 @@ CACHE/debs).
 from __future__ import annotations
 
 import email.utils
-import gzip
 import hashlib
 import json
-import lzma
 import os
 import posixpath
 import shutil
@@ -234,10 +232,11 @@ def _choose(cache, base, release, debian_arch, names, fields, hashes, in_release
         # under the plain name before the new InRelease is there would not match).
         url = f"{base}/dists/{release}/{posixpath.dirname(path)}/by-hash/SHA256/{hashes[path][0]}"
     blob = _fetch_pinned(cache, url, hashes[path][0], f"the SHA256 {in_release} gives")
-    raw = blob.read_bytes()
+    kind = {".xz": "xz", ".gz": "gzip"}.get(posixpath.splitext(index)[1], "tar")  # "tar": read as it is
     try:
-        data = lzma.decompress(raw) if index.endswith(".xz") else gzip.decompress(raw) if index.endswith(".gz") else raw
-    except (lzma.LZMAError, OSError, EOFError) as exc:
+        with open(blob, "rb") as raw, unpack.decompressed(kind, raw) as stream:
+            data = stream.read()
+    except unpack.CORRUPT as exc:
         raise IntegrityError(f"{url} cannot be decompressed ({exc}); remove {blob} and try again") from None
     stanzas = packages_stanzas(data, names)
     chosen = {}
