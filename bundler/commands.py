@@ -53,19 +53,14 @@ def inspect_bundle(bundle, as_json=False, sbom=False):
 def _carried_libc(bundle):
     """What the C library a static stub carries is (its files, size, what it needs of the system), or None."""
     from bundler.build.glibc import kernel_floor
-    from bundler.stubs.static import read_section
-    from payload.elf import find_section
-    from payload.layout import LIBC
+    from bundler.stubs.static import carried_libc
 
-    with open(bundle, "rb") as f:
-        span = find_section(f, LIBC)
-        if span is None:
-            return None
-        f.seek(span[0])
-        files = [name for name, _ in read_section(f.read(span[1]))]
-    kernel = kernel_floor(bundle)
+    carried = carried_libc(bundle)
+    if carried is None:
+        return None
+    kernel = kernel_floor(carried)
     needs = f"Linux {kernel[0]}.{kernel[1]} or later and /proc" if kernel else "/proc"
-    return {"files": files, "size": span[1], "needs": needs}
+    return {"files": [name for name, _ in carried], "size": sum(len(data) for _, data in carried), "needs": needs}
 
 
 def verify_bundle(bundle, key=None, as_json=False):

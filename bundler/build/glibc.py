@@ -171,17 +171,10 @@ def stub_floor(path):
     return None if carries_libc else max((v for v in floors.values() if v), default=None), floors
 
 
-def kernel_floor(path):
-    """The oldest Linux (major, minor) the C library a static stub carries runs on (the ABI tag note of its libc),
-    or None for a stub that carries none."""
-    from bundler.stubs.static import read_section
-
-    with open(path, "rb") as f:
-        span = find_section(f, LIBC)
-        if span is None:
-            return None
-        f.seek(span[0])
-        files = dict(read_section(f.read(span[1])))
+def kernel_floor(carried):
+    """The oldest Linux (major, minor) the carried C library ([(name, bytes)], static.carried_libc) runs on: the
+    ABI tag note of its libc; None when it has none."""
+    files = dict(carried)
     libc = files.get("libc.so.6")
     if libc is None:
         return None
@@ -202,8 +195,10 @@ def kernel_floor(path):
 
 def describe_floor(path):
     """What a device needs of its system to start the stub at `path`: "glibc 2.31", or "none; Linux 3.2 or later"."""
-    floor = stub_floor(path)[0]
-    kernel = kernel_floor(path)
+    from bundler.stubs.static import carried_libc
+
+    carried = carried_libc(path)
+    kernel = kernel_floor(carried) if carried else None
     if kernel is not None:
         return f"none (it carries its own); Linux {kernel[0]}.{kernel[1]} or later"
-    return format_version(floor)
+    return format_version(stub_floor(path)[0])

@@ -51,14 +51,16 @@ def static_stub(cache, arch, mirror=None, offline=False, log=print):
     base = portable_stub(cache, arch, mirror=mirror, offline=offline, log=log)
     tgt = debian.target(arch)
     fetched = debs.fetch(cache, RELEASES[arch], tgt.debian_arch, PACKAGES, mirror=mirror, offline=offline, log=log)
-    files = carried_files(base, fetched.root, arch)
-    material = base.name + "|" + "|".join(f"{name}={file_sha256(path)}" for name, path in files)
+    # The carried files follow from the portable stub and the packages (their .debs' sha256s): a cached static
+    # stub is found without reading either.
+    debs_digest = "|".join(f"{name}={sha256}" for name, (_, sha256) in sorted(fetched.sources.items()))
+    material = f"{base.name}|{debs_digest}"
     path = base.with_name(f"{base.name}-static-{hashlib.sha256(material.encode()).hexdigest()[:16]}")
     if cached_stub(cache, path):
         return path
     with tempfile.TemporaryDirectory(prefix="bundler-static-", dir=cache.tmp) as tmp:
         section = os.path.join(tmp, LIBC)
-        write_section(files, section)
+        write_section(carried_files(base, fetched.root, arch), section)
         with fs.atomic_path(path, mode=0o755, temp_dir=cache.tmp) as tmp_path:
             insert_section(str(base), tmp_path, LIBC, section, before=BOOTLOADER, align=16)
             fs.write_atomic(path.with_name(path.name + ".sha256"), file_sha256(tmp_path) + "\n", temp_dir=cache.tmp)
@@ -147,6 +149,16 @@ def write_section(files, out):
         for name, path in files:
             data = Path(path).read_bytes()
             f.write(_COUNT.pack(len(name.encode())) + name.encode() + _SIZE.pack(len(data)) + data)
+
+
+def carried_libc(path):
+    """[(name, bytes)] of the C library the stub (or bundle) at `path` carries, or None for one that carries none."""
+    with open(path, "rb") as f:
+        span = find_section(f, LIBC)
+        if span is None:
+            return None
+        f.seek(span[0])
+        return read_section(f.read(span[1]))
 
 
 def read_section(data):
