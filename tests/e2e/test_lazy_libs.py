@@ -2,6 +2,7 @@
 each start, only when an import needs them. The dynamic loader's own trace (LD_DEBUG=files, inherited by the stub's
 Python) says which libraries a start loads, and from where."""
 
+import io
 import os
 import subprocess
 
@@ -32,6 +33,33 @@ def test_the_bootloader_leaves_openssl_to_the_imports_that_need_it(stub_path, tm
     assert crypto and all("/_MEI" in path for path in crypto), first  # OpenSSL's, from the unpacked set
     again = _loaded(exe, tmp_path / "root", tmp_path / "tmp")  # installed: needs none of it
     assert again and not [p for p in again if os.path.basename(p).startswith(ON_DEMAND)], again
+
+
+def test_an_import_unpacks_every_library_its_module_links(stub_path):
+    """payload/lazylibs.py NEEDS is written by hand; the real stub's files say what each module links (DT_NEEDED,
+    through the set's own libraries): an import must unpack at least that, or its module would not load."""
+    from bundler.build.glibc import linked_names
+
+    blob = CArchiveReader(str(stub_path)).extract(lazylibs.BLOB)
+    header, _ = lazylibs.read_header(blob, "the set")
+    files = {os.path.basename(dest): data for dest, _, data in lazylibs.unpack(blob, "the set")}
+
+    def needs(name):
+        return [n for n in linked_names(io.BytesIO(files[name]), name)[1] if n in files]
+
+    modules = [(dest, module) for _, _, module, dest in header if module]
+    assert {module for _, module in modules} == set(lazylibs.MODULES)
+    for dest, module in modules:
+        linked, todo = set(), needs(os.path.basename(dest))
+        while todo:
+            name = todo.pop()
+            if name not in linked:
+                linked.add(name)
+                todo += needs(name)
+        unpacked = {os.path.basename(path) for path in lazylibs.wanted_by(header, module)}
+        assert linked <= unpacked, (module, linked, unpacked)
+        if module == "_hashlib":  # what a first install unpacks: OpenSSL's libcrypto, not libssl
+            assert [n for n in linked if n.startswith("libcrypto")] and not [n for n in unpacked if "libssl" in n]
 
 
 def test_ctypes_is_unpacked_for_a_rollback_only(stub_path, tmp_path):

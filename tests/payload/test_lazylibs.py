@@ -44,8 +44,32 @@ def test_the_module_names_come_from_the_header_alone(sources, tmp_path):
     lazylibs.pack(entries, blob)
     assert blob.stat().st_size > lazylibs.HEADER_MAX  # the random 70 KB do not compress
     with open(blob, "rb") as f:
-        assert lazylibs.read_modules(f, str(blob)) == {"_ssl", "_ctypes"}
+        files = lazylibs.read_files(f, str(blob))
         assert f.tell() == lazylibs.HEADER_MAX  # the files' bytes were not read
+    assert {module for _, _, module, _ in files} == {"_ssl", "_ctypes", None}
+
+
+def test_an_import_unpacks_its_module_and_the_libraries_it_needs_only(sources, tmp_path):
+    """A first install imports _hashlib: libcrypto and it, not libssl, _ssl or the rest (each file is a frame of its
+    own, and only those frames are decompressed)."""
+    files, entries = sources
+    entries.append(("python3.9/lib-dynload/_hashlib.so", entries[2][1], "_hashlib"))
+    entries.append(("libcrypto.so.1.1", entries[1][1], None))
+    blob = tmp_path / lazylibs.BLOB
+    lazylibs.pack(entries, blob)
+    header, _ = lazylibs.read_header(blob.read_bytes(), str(blob))
+    wanted = lazylibs.wanted_by(header, "_hashlib")
+    assert wanted == {"python3.9/lib-dynload/_hashlib.so", "libcrypto.so.1.1"}
+    assert lazylibs.wanted_by(header, "_ssl") == {"python3.9/lib-dynload/_ssl.so", "libssl.so.1.1", "libcrypto.so.1.1"}
+    assert lazylibs.wanted_by(header, "_somewhere_else") == {dest for dest, _, _ in entries}  # not in NEEDS: all
+    unpacked = lazylibs.unpack(blob.read_bytes(), str(blob), wanted)
+    assert sorted(dest for dest, _, _ in unpacked) == sorted(wanted)
+    # A flipped byte in a frame that is not wanted is not seen; in a wanted one it is.
+    data = bytearray(blob.read_bytes())
+    data[data.index(b"\n\n") + 2 + 100] ^= 0xFF  # inside _ssl's frame, the first: 70 KB that do not compress
+    assert lazylibs.unpack(bytes(data), str(blob), wanted)
+    with pytest.raises(IntegrityError, match="library set"):
+        lazylibs.unpack(bytes(data), str(blob))
 
 
 def test_a_header_longer_than_a_reader_reads_is_refused_at_build_time(tmp_path):

@@ -78,8 +78,8 @@ def test_stub_floor_covers_the_libraries_inside_pyinstallers_archive(stub_path, 
             header, _, frame = data.partition(b"\n\n")
             content = subprocess.run(["zstd", "-d", "-c"], input=frame, stdout=subprocess.PIPE, check=True).stdout
             offset = 0
-            for line in header.decode().splitlines()[1:]:
-                size, _, path = line.split(" ", 2)
+            for line in header.decode().splitlines()[1:]:  # zstd decodes the files' frames one after the other
+                size, _, _, path = line.split(" ", 3)
                 members.append((path, content[offset : offset + int(size)]))
                 offset += int(size)
             assert offset == len(content) and any(p.startswith("libcrypto") for p, _ in members)
