@@ -6,8 +6,8 @@ group are independent (docs/format.md, section 4): extraction decompresses sever
 frame, at most FRAMES_IN_FLIGHT of them (and no more than the cores and the memory allow).
 """
 
+import collections
 import errno
-import hashlib
 import os
 import queue
 import stat
@@ -34,8 +34,19 @@ FRAMES_IN_FLIGHT = 4
 # Compressed bytes read ahead of the decoders, over all frames in flight. The data area is read once, in order
 # (so a split bundle's parts are hashed as they stream by); frames of up to about this size start at once.
 READ_AHEAD = 32 << 20
+# Buffers a first install may fill before it knows where the group goes (start_extraction, `ahead`): decompression
+# runs while the checks before any write do, for at most this many MiB, fewer when memory is short.
+AHEAD_BUFFERS = 32
 # What a `held` function of extract_group returns for an entry to hash but not write.
 VERIFY_ONLY = object()
+
+
+def _sha256():
+    # hashlib is imported here, not at the top: a first install starts decompressing (start_extraction) before the
+    # frozen stub has unpacked the OpenSSL that hashlib loads (stub/lazylibs.py), so this module must not wait for it.
+    import hashlib
+
+    return hashlib.sha256()
 
 
 def compress_frame(sources, out, level, progress=None):
@@ -80,7 +91,7 @@ def compress_frame(sources, out, level, progress=None):
 
 class HashingWriter:
     def __init__(self, out):
-        self.out, self.sha, self.count = out, hashlib.sha256(), 0
+        self.out, self.sha, self.count = out, _sha256(), 0
 
     def write(self, data):
         self.sha.update(data)
@@ -136,31 +147,30 @@ def extract_group(f, data_offset, group, entries, dest=None, progress=None, work
     link to it, kept only if that file's bytes equal the verified stream, else a file of its own; or it may be
     VERIFY_ONLY: the entry is hashed, not written. Every mismatch is collected and all are named in one
     IntegrityError at the end. `progress(bytes done, group size)` is called as the group is
-    decompressed. This thread reads the group's compressed bytes once, in order, and hands them to one job per
+    decompressed. A reader thread reads the group's compressed bytes once, in order, and hands them to one job per
     frame (`workers` at once, default frames_in_flight()); a job decompresses on one thread and hashes and writes
     its frame's entries on another, and one more thread fsyncs each finished file meanwhile.
     """
+    start_extraction(f, data_offset, group, entries, workers).finish(dest, progress, held)
+
+
+def start_extraction(f, data_offset, group, entries, workers=None, ahead=False, closing=None):
+    """Start reading and decompressing `group` from `f` on threads of their own; `finish` (where it goes, as
+    extract_group takes it) or `cancel` must follow. With `ahead`, the decoders go on before `finish` into up to
+    AHEAD_BUFFERS buffers of their own, held in memory: a first install decompresses while its checks run, before
+    anything is written (stub/install.py). `closing`: a file to close when the extraction ends."""
     entries_size = sum(e.size for e in entries)
     if entries_size != group.size:
         raise IntegrityError(f"group {group.name!r} holds {group.size} bytes, its entries {entries_size}")
     plan = group.split_entries(entries)
-    run = _Extraction(group, progress, workers or frames_in_flight(len(plan)), held)
-    syncer = Syncer() if dest is not None else None
-    try:
-        try:
-            run.read(f, data_offset, plan, dest, syncer)
-        except BaseException as exc:
-            run.stop(exc)  # Ctrl-C, or the data area could not be read
-            raise
-        finally:
-            run.join()
-    finally:
-        sync_failure = syncer.close() if syncer is not None else None
-    failure = run.failure()
-    if failure is not None or sync_failure is not None:
-        raise failure or sync_failure
-    if progress is not None:  # the jobs may all have ended before this thread last woke to report
-        progress(group.size, group.size)
+    run = _Extraction(group, workers or frames_in_flight(len(plan)), _ahead_budget() if ahead else 0, closing)
+    run.start(f, data_offset, plan)
+    return run
+
+
+def _ahead_budget():
+    available = _memory_available()
+    return AHEAD_BUFFERS if available is None else max(0, min(AHEAD_BUFFERS, available // 8 // BUFFER_SIZE))
 
 
 def link_checked(entries, files, dest, held=None):
@@ -187,7 +197,7 @@ def _link_if_same(found, path, entry):
     if fd is None:
         return False
     try:
-        sha, done = hashlib.sha256(), 0
+        sha, done = _sha256(), 0
         while done < entry.size:
             chunk = os.pread(fd, min(BUFFER_SIZE, entry.size - done), done)
             if not chunk:
@@ -233,22 +243,67 @@ class _Stopped(Exception):
 
 
 class _Extraction:
-    """The jobs of one group and what they share, under one condition: the compressed bytes read ahead, the bytes
-    decompressed (for the progress), the frames in flight, and the first error that stops them all."""
+    """The jobs of one group and what they share, under one condition: the compressed bytes read ahead, the buffers
+    lent before the group's destination is known, the bytes decompressed (for the progress), the frames in flight,
+    and the first error that stops them all."""
 
-    def __init__(self, group, progress, workers, held=None):
-        self.group, self.progress, self.workers, self.holder = group, progress, workers, held
+    def __init__(self, group, workers, budget, closing=None):
+        self.group, self.workers, self.budget, self.closing = group, workers, budget, closing
         self.cond = threading.Condition()
-        self.ahead = self.done = self.active = 0
-        self.fatal, self.stopping = None, False
-        self.jobs = []
+        self.ahead = self.done = self.active = self.lent = 0
+        self.fatal, self.stopping, self.read_all = None, False, False
+        self.attached, self.dest, self.syncer, self.holder = False, None, None, None  # set by finish()
+        self.jobs, self.reader = [], None
 
-    def read(self, f, data_offset, plan, dest, syncer):
+    def start(self, f, data_offset, plan):
+        self.reader = threading.Thread(target=self._reader, args=(f, data_offset, plan), name="read")
+        self.reader.daemon = True
+        self.reader.start()
+
+    def finish(self, dest=None, progress=None, held=None):
+        """Say where the group goes (as extract_group takes `dest` and `held`), then wait for its end, calling
+        `progress`; raise what went wrong."""
+        syncer = Syncer() if dest is not None else None
+        try:
+            try:
+                with self.cond:
+                    self.dest, self.syncer, self.holder, self.attached = dest, syncer, held, True
+                    self.cond.notify_all()
+                self._wait(lambda: self.read_all, progress)
+            except BaseException as exc:
+                self.stop(exc)  # Ctrl-C
+                raise
+            finally:
+                self.join()
+        finally:
+            sync_failure = syncer.close() if syncer is not None else None
+        failure = self.failure()
+        if failure is not None or sync_failure is not None:
+            raise failure or sync_failure
+        if progress is not None:  # the jobs may all have ended before this thread last woke to report
+            progress(self.group.size, self.group.size)
+
+    def cancel(self):
+        """Stop and write nothing (the checks before the install failed, or it is not needed); idempotent."""
+        self.stop()
+        self.join()
+
+    def _reader(self, f, data_offset, plan):
+        try:
+            self.read(f, data_offset, plan)
+        except BaseException as exc:  # the data area could not be read, or a bug: never taken for success
+            self.stop(exc)
+        finally:
+            with self.cond:
+                self.read_all = True
+                self.cond.notify_all()
+
+    def read(self, f, data_offset, plan):
         """Read every frame's bytes in order and feed them to its job; returns once every job has ended."""
         for frame, frame_entries in plan:
             if not self._wait(lambda: self.active < self.workers):
                 return
-            job = _FrameJob(self, frame, frame_entries, dest, syncer)
+            job = _FrameJob(self, frame, frame_entries)
             with self.cond:
                 self.active += 1
                 self.jobs.append(job)
@@ -261,7 +316,6 @@ class _Extraction:
                     return
                 chunk = self._read(f, size)
                 left -= len(chunk)
-                job.sha.update(chunk)  # here, not on the decoder's thread: decompression is the longest part
                 job.feed(chunk, last=not left)
             if not frame.csize:
                 job.feed(b"", last=True)
@@ -276,8 +330,8 @@ class _Extraction:
             raise IntegrityError(f"group {self.group.name!r} is cut short; the bundle is truncated, copy it again")
         return chunk
 
-    def _wait(self, ready):
-        """Wait until `ready()` (under the lock), reporting progress meanwhile; False once the jobs must stop."""
+    def _wait(self, ready, progress=None):
+        """Wait until `ready()` (under the lock), calling `progress` meanwhile; False once the jobs must stop."""
         while True:
             with self.cond:
                 if self.stopping:
@@ -286,8 +340,24 @@ class _Extraction:
                     return True
                 self.cond.wait()
                 done = self.done
-            if self.progress is not None:
-                self.progress(done, self.group.size)
+            if progress is not None:
+                progress(done, self.group.size)
+
+    def wait_attached(self):
+        """The writing side of a job waits here for finish(); False when the jobs must stop first."""
+        with self.cond:
+            while not self.attached and not self.stopping:
+                self.cond.wait()
+            return not self.stopping
+
+    def lend(self):
+        """A buffer of its own for a decoder whose buffers are all full before finish(), within the budget; None
+        once finish() was called (the writing side gives buffers back) or the budget is spent."""
+        with self.cond:
+            if self.attached or self.lent >= self.budget:
+                return None
+            self.lent += 1
+        return bytearray(BUFFER_SIZE)
 
     def stop(self, exc=None):
         """Stop every job: after `exc` (a fatal error of a job, or of this thread), or at the end."""
@@ -299,8 +369,12 @@ class _Extraction:
 
     def join(self):
         self.stop()
+        if self.reader is not None:
+            self.reader.join()
         for job in self.jobs:
             job.join()
+        if self.closing is not None:
+            self.closing.close()
 
     def failure(self):
         """The error of the whole group: the first fatal one, else every frame and entry that did not match."""
@@ -313,7 +387,7 @@ class _Extraction:
                     ", ".join(frames), "does" if len(frames) == 1 else "do", "its" if len(frames) == 1 else "their"
                 )
             )
-        entries = [path for job in self.jobs for path in job.splitter.mismatched]
+        entries = [path for job in self.jobs if job.splitter is not None for path in job.splitter.mismatched]
         if entries:
             return IntegrityError(
                 "sha256 mismatch in {}; the bundle is damaged, copy it again".format(", ".join(entries))
@@ -334,16 +408,17 @@ class _Extraction:
 
 
 class _FrameJob:
-    """One frame: a thread decompresses it into BUFFERS reused buffers, another hashes and writes its entries."""
+    """One frame: a thread decompresses it into reused buffers, another hashes its compressed bytes and hashes and
+    writes its entries, from finish() on."""
 
-    def __init__(self, run, frame, entries, dest, syncer):
-        self.run, self.frame, self.where = run, frame, run.group.label(frame)
+    def __init__(self, run, frame, entries):
+        self.run, self.frame, self.entries, self.where = run, frame, entries, run.group.label(frame)
         self.inbox, self.held, self.last = [], 0, False  # compressed chunks fed, not yet read (under run.cond)
-        self.sha, self.sha_mismatch = hashlib.sha256(), False
+        self.taken = collections.deque()  # compressed chunks the decoder read, not yet hashed
+        self.sha_mismatch, self.splitter = False, None
         self.filled, self.free = queue.Queue(), queue.Queue()
         for _ in range(BUFFERS):
             self.free.put(bytearray(BUFFER_SIZE))
-        self.splitter = EntrySplitter(entries, dest, syncer, run.holder)
         self.decoder = threading.Thread(target=self._decompress, name="decompress")
         self.consumer = threading.Thread(target=self._consume, name="write")
         self.decoder.daemon = self.consumer.daemon = True
@@ -379,6 +454,7 @@ class _FrameJob:
                 return b""
             chunk = self.inbox.pop(0)
             self.held = len(chunk)
+        self.taken.append(chunk)  # hashed on the writing side: decompression is the longest part
         return chunk
 
     def _close_input(self):
@@ -386,6 +462,12 @@ class _FrameJob:
             self.run.ahead -= self.held + sum(len(c) for c in self.inbox)
             self.held, self.inbox, self.last = 0, [], True
             self.run.cond.notify_all()
+
+    def _buffer(self):
+        try:
+            return self.free.get_nowait()
+        except queue.Empty:
+            return self.run.lend() or self.free.get()
 
     def _decompress(self):
         failure, frame = None, self.frame
@@ -395,7 +477,7 @@ class _FrameJob:
             stream = dctx.stream_reader(self, read_size=CHUNK, read_across_frames=True)
             produced = 0
             while True:
-                buf = self.free.get()
+                buf = self._buffer()
                 if buf is None:
                     return
                 size = stream.readinto(buf)  # fills the whole buffer unless the frame ends
@@ -418,11 +500,17 @@ class _FrameJob:
             self.filled.put((None, failure))
 
     def _consume(self):
-        failure = None
+        failure, sha = None, None
         try:
+            if not self.run.wait_attached():
+                return
+            sha = _sha256()
+            self.splitter = EntrySplitter(self.entries, self.run.dest, self.run.syncer, self.run.holder)
             self.splitter.next_entry()
             while True:
                 buf, size = self.filled.get()
+                while self.taken:
+                    sha.update(self.taken.popleft())
                 if buf is None:
                     failure = size
                     break
@@ -436,9 +524,10 @@ class _FrameJob:
                 self.run.stop(failure)  # before waiting: the decoder may be waiting for bytes the reader holds
             self.free.put(None)  # stops the decoder if this thread gave up early
             self.decoder.join()
-            self.splitter.close()
-            if failure is None:
-                self.sha_mismatch = self.sha.hexdigest() != self.frame.sha256
+            if self.splitter is not None:
+                self.splitter.close()
+            if failure is None and sha is not None and not self.run.stopping:
+                self.sha_mismatch = sha.hexdigest() != self.frame.sha256
             self.run.ended(self, failure)
 
 
@@ -479,7 +568,7 @@ class EntrySplitter:
             self.entry = next(self.entries, None)
             if self.entry is None:
                 return
-            self.sha, self.left = hashlib.sha256(), self.entry.size
+            self.sha, self.left = _sha256(), self.entry.size
             if self.dest is not None:
                 found = self.held(self.entry) if self.held is not None and self.left else None
                 if found is VERIFY_ONLY:
