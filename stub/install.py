@@ -169,10 +169,30 @@ def point_current(root, bundle_id):
     fs.replace_symlink(bundle_id, current)
 
 
-def install(payload, f, inst, after_extract=None, decoded=None):
+def start_decompressing(payload, path):
+    """Start decompressing the largest group of an unsplit bundle now, into memory, from a file of its own
+    (payload.groups.start_extraction, `ahead`): a first install's checks then run while the longest part goes on,
+    and `install` says where the group goes. None for a split bundle (its parts are verified as they stream, inside
+    the install)."""
+    from payload.groups import start_extraction
+
+    index = payload.index
+    if payload.split or not index.groups:
+        return None
+    group = max(index.groups, key=lambda g: g.csize)  # the longest to decompress
+    f = open(path, "rb")
+    try:
+        return start_extraction(f, payload.data_offset, group, index.entries_of(group.name), ahead=True, closing=f)
+    except BaseException:
+        f.close()
+        raise
+
+
+def install(payload, f, inst, after_extract=None, decoded=None, started=None):
     """Install `payload` (open as `f`) into `inst` unless it is there already. Returns True if it extracted.
     `decoded`: {entry path: file} a delta update decoded and checked (stub/deltas.py); a group whose files are all
-    there is linked from them, each hashed again through its link, instead of being decoded from `f`."""
+    there is linked from them, each hashed again through its link, instead of being decoded from `f`. `started`:
+    what start_decompressing started, finished here (or cancelled)."""
     from payload.groups import extract_group
     from stub import shared
 
@@ -207,16 +227,20 @@ def install(payload, f, inst, after_extract=None, decoded=None):
                     for group in index.groups:
                         if decoded and _from_decoded(index, group, decoded, work, held_files):
                             continue
-                        label = "installing " + group.name
-                        extract_group(
-                            data,
-                            payload.data_offset,
-                            group,
-                            index.entries_of(group.name),
-                            work,
-                            progress=lambda done, total, label=label: display(label, done, total),
-                            held=held_files,
-                        )
+                        shown = _shown(display, "installing " + group.name)
+                        if started is not None and started.group.name == group.name:
+                            run, started = started, None
+                            run.finish(work, progress=shown, held=held_files)
+                        else:
+                            extract_group(
+                                data,
+                                payload.data_offset,
+                                group,
+                                index.entries_of(group.name),
+                                work,
+                                progress=shown,
+                                held=held_files,
+                            )
             finally:
                 progress.finish(display)
             if after_extract is not None:
@@ -231,7 +255,13 @@ def install(payload, f, inst, after_extract=None, decoded=None):
     except OSError as exc:
         raise HostError(f"cannot install into {inst.root}: {exc.strerror or exc}") from None
     finally:
+        if started is not None:
+            started.cancel()
         os.close(lock)
+
+
+def _shown(display, label):
+    return lambda done, total: display(label, done, total)
 
 
 def _from_decoded(index, group, decoded, work, held):
