@@ -36,7 +36,7 @@ FRAMES_IN_FLIGHT = 4
 READ_AHEAD = 32 << 20
 # Buffers a first install may fill before it knows where the group goes (start_extraction, `ahead`): decompression
 # runs while the checks before any write do, for at most this many MiB, fewer when memory is short.
-AHEAD_BUFFERS = 32
+AHEAD_BUFFERS = 64
 # What a `held` function of extract_group returns for an entry to hash but not write.
 VERIFY_ONLY = object()
 

@@ -450,3 +450,93 @@ def test_verify_only_entries_are_hashed_and_not_written(tmp_path):
     bad = [Entry(e.path, e.kind, e.mode, e.size, "0" * 64, e.group, e.offset) for e in entries]
     with pytest.raises(IntegrityError, match="sha256 mismatch in d/f0, d/f1"):
         extract_group(io.BytesIO(frame), 0, group, bad, str(dest), held=lambda e: groups.VERIFY_ONLY)
+
+
+# ---------------------------------------------------------------- decompressing ahead (a first install's checks)
+
+
+class _CountingFile(io.BytesIO):
+    """Counts the bytes read: how far the reader got."""
+
+    def __init__(self, data):
+        super().__init__(data)
+        self.bytes_read = 0
+
+    def read(self, size=-1):
+        chunk = super().read(size)
+        self.bytes_read += len(chunk)
+        return chunk
+
+
+def _wait_until_still(measure, timeout=60):
+    """Wait until `measure()` stops changing (the same over four looks 50 ms apart), then return it: the threads
+    have decoded all they may. A wait, not a timed assertion: a slow machine only waits longer."""
+    last, same, deadline = None, 0, time.monotonic() + timeout
+    while same < 4 and time.monotonic() < deadline:
+        now = measure()
+        same = same + 1 if now == last else 0
+        last = now
+        time.sleep(0.05)
+    return last
+
+
+def test_ahead_the_group_is_decoded_before_finish_within_its_buffers_then_written_whole(tmp_path):
+    """start_extraction(ahead=True) reads and decodes before it knows where the group goes, into at most
+    AHEAD_BUFFERS MiB of its own beside the job's BUFFERS (counted by tracemalloc, independently of the code's own
+    count); finish() then writes every entry, the same as extract_group would."""
+    import tracemalloc
+
+    chunk = os.urandom(1 << 16)
+    contents = [chunk * 2400, b"tail" * 1000]  # 150 MiB that compress to little: the decoder could run far ahead
+    paths = _files(tmp_path, contents)
+    frame, size, sha, _ = _compress(paths)
+    group, entries = _group_and_entries(paths, frame, sha, size)
+    threads = threading.active_count()
+    bundle = _CountingFile(frame)
+    tracemalloc.start()
+    try:
+        run = groups.start_extraction(bundle, 0, group, entries, ahead=True)
+        read = _wait_until_still(lambda: bundle.bytes_read)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # What it holds: the buffers it decoded into (all it may fill: decoding went on before finish) and the
+    # compressed bytes read (this frame is small), nowhere near the 150 MiB it would decode without a bound.
+    decoded_ahead = groups._ahead_budget() * groups.BUFFER_SIZE  # AHEAD_BUFFERS, fewer where memory is short
+    bound = (groups.BUFFERS + groups.AHEAD_BUFFERS) * groups.BUFFER_SIZE + read + (4 << 20)
+    assert decoded_ahead <= held <= bound, (held, bound)
+    assert not (tmp_path / "dest").exists()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    run.finish(str(dest))
+    for i, data in enumerate(contents):
+        assert (dest / "d" / f"f{i}").read_bytes() == data
+    assert bundle.bytes_read == len(frame) and threading.active_count() == threads
+
+
+def test_ahead_and_cancelled_nothing_is_written_and_no_thread_or_file_is_left(tmp_path):
+    paths = _files(tmp_path, [os.urandom(8 << 20)])
+    frame, size, sha, _ = _compress(paths)
+    group, entries = _group_and_entries(paths, frame, sha, size)
+    (tmp_path / "bundle").write_bytes(frame)
+    threads, fds = threading.active_count(), _open_fds()
+    f = open(tmp_path / "bundle", "rb")
+    run = groups.start_extraction(f, 0, group, entries, ahead=True, closing=f)
+    _wait_until_still(lambda: f.tell())
+    run.cancel()
+    run.cancel()  # twice: the install's own and the caller's
+    assert f.closed and threading.active_count() == threads and _open_fds() == fds
+
+
+def test_ahead_a_damaged_frame_is_named_by_finish_not_before(tmp_path):
+    """An error found while decoding ahead waits for finish(): the checks before the install speak first."""
+    paths = _files(tmp_path, [os.urandom(2 << 20) + b"x" * (4 << 20)])
+    frame, size, sha, _ = _compress(paths)
+    group, entries = _group_and_entries(paths, frame, sha, size)
+    bad = bytearray(frame)
+    bad[len(bad) // 2] ^= 0xFF
+    bundle = _CountingFile(bytes(bad))
+    run = groups.start_extraction(bundle, 0, group, entries, ahead=True)
+    _wait_until_still(lambda: bundle.bytes_read)
+    with pytest.raises(IntegrityError, match="damaged"):
+        run.finish(str(tmp_path))

@@ -74,6 +74,49 @@ def test_a_damaged_group_is_exit_3_and_installs_nothing(bundle, tmp_path, monkey
     assert not os.path.lexists(root / "current")
 
 
+def test_a_first_install_decodes_while_its_checks_run(bundle, tmp_path, monkeypatch, capsys):
+    """The largest group's decoder reads the frame from before the checks that precede any write: by the time the
+    signature is checked it has taken compressed bytes, with nothing written yet. A refusal there (a key that did not
+    sign it) drops it: nothing installed, no thread left."""
+    import threading
+
+    from stub import install, trust
+
+    path, _ = bundle
+    started = []
+    real_start, real_check = install.start_decompressing, trust.check_before_install
+
+    def start(*args):
+        started.append(real_start(*args))
+        return started[-1]
+
+    def check(payload, root, *args, **kwargs):
+        run = started[0]
+        for _ in range(600):  # a wait for the decoder's thread, not a timed assertion
+            if run.jobs and run.jobs[0].taken:
+                break
+            threading.Event().wait(0.05)
+        taken = bool(run.jobs and run.jobs[0].taken)
+        seen.append((taken, os.path.exists(root) and [n for n in os.listdir(root) if ".tmp-" in n]))
+        return real_check(payload, root, *args, **kwargs)
+
+    seen = []
+    monkeypatch.setattr(install, "start_decompressing", start)
+    monkeypatch.setattr(trust, "check_before_install", check)
+    code, _, err = run_stub(monkeypatch, capsys, path, "--bundle-extract", tmp_path / "root")
+    assert code == 0, err
+    assert seen == [(True, [])]  # decoded ahead, nothing written
+    threads = threading.active_count()
+    key = tmp_path / "other.pub"
+    subprocess.run(
+        [sys.executable, "-m", "bundler", "keygen", "--out", str(tmp_path / "other")], check=True, capture_output=True
+    )
+    code, _, err = run_stub(monkeypatch, capsys, path, "--bundle-extract", tmp_path / "root2", "--bundle-key", key)
+    assert code == 3, err
+    assert not names(tmp_path / "root2") or not [n for n in names(tmp_path / "root2") if n not in (".locks",)]
+    assert threading.active_count() == threads and started[-1].reader is not None and not started[-1].reader.is_alive()
+
+
 def test_info_json_and_verify(bundle, monkeypatch, capsys):
     path, index = bundle
     code, out, _ = run_stub(monkeypatch, capsys, path, "--bundle-info", "--json")
