@@ -62,6 +62,12 @@ def pack(entries, out):
 def read_header(blob, where):
     """([(size, stored size, module or None, path)], the frames after it) of BLOB's bytes `blob`."""
     end = blob.find(b"\n\n")
+    other = blob.split(b"\n", 1)[0] + b"\n"
+    if other != MAGIC and other.startswith(MAGIC.rsplit(b" ", 1)[0] + b" "):
+        raise IntegrityError(
+            f"{where}: its library set is {other.strip().decode(errors='replace')!r}, this bundler reads "
+            f"{MAGIC.strip().decode()!r}: the stub was built by another bundler; build it again (`bundler stub`)"
+        )
     try:
         if not blob.startswith(MAGIC) or end < 0:
             raise ValueError("no header")

@@ -96,3 +96,15 @@ def test_a_damaged_set_is_an_integrity_error_naming_it(damage, sources, tmp_path
     where = re.escape(str(blob))
     with pytest.raises(IntegrityError, match=f"library set .*{where}|{where} is not the stub's library set"):
         lazylibs.unpack(bytes(data), str(blob))
+
+
+def test_a_set_of_another_format_names_the_stub_to_build_again(sources, tmp_path):
+    """A stub built by an older bundler (format 1: one frame for the whole set), given to `make --stub`."""
+    _, entries = sources
+    blob = tmp_path / lazylibs.BLOB
+    lazylibs.pack(entries, blob)
+    older = blob.read_bytes().replace(lazylibs.MAGIC, b"bundler lazy libraries 1\n", 1)
+    with pytest.raises(
+        IntegrityError, match=r"libraries 1'.*built by another bundler; build it again \(`bundler stub`\)"
+    ):
+        lazylibs.unpack(older, "old-stub")
