@@ -158,7 +158,8 @@ def start_extraction(f, data_offset, group, entries, workers=None, ahead=False, 
     """Start reading and decompressing `group` from `f` on threads of their own; `finish` (where it goes, as
     extract_group takes it) or `cancel` must follow. With `ahead`, the decoders go on before `finish` into up to
     AHEAD_BUFFERS buffers of their own, held in memory: a first install decompresses while its checks run, before
-    anything is written (stub/install.py). `closing`: a file to close when the extraction ends."""
+    anything is written (stub/install.py). `closing`: a file that `cancel` closes (once `finish` has returned, the
+    caller may still read other groups from `f`)."""
     entries_size = sum(e.size for e in entries)
     if entries_size != group.size:
         raise IntegrityError(f"group {group.name!r} holds {group.size} bytes, its entries {entries_size}")
@@ -249,6 +250,7 @@ class _Extraction:
 
     def __init__(self, group, workers, budget, closing=None):
         self.group, self.workers, self.budget, self.closing = group, workers, budget, closing
+        self.source = None  # what the reader reads
         self.cond = threading.Condition()
         self.ahead = self.done = self.active = self.lent = 0
         self.fatal, self.stopping, self.read_all = None, False, False
@@ -256,6 +258,7 @@ class _Extraction:
         self.jobs, self.reader = [], None
 
     def start(self, f, data_offset, plan):
+        self.source = f
         self.reader = threading.Thread(target=self._reader, args=(f, data_offset, plan), name="read")
         self.reader.daemon = True
         self.reader.start()
@@ -284,9 +287,12 @@ class _Extraction:
             progress(self.group.size, self.group.size)
 
     def cancel(self):
-        """Stop and write nothing (the checks before the install failed, or it is not needed); idempotent."""
+        """Stop and write nothing (the checks before the install failed, or it is not needed), and close `closing`;
+        after finish(), only the closing. Idempotent."""
         self.stop()
         self.join()
+        if self.closing is not None:
+            self.closing.close()
 
     def _reader(self, f, data_offset, plan):
         try:
@@ -373,8 +379,6 @@ class _Extraction:
             self.reader.join()
         for job in self.jobs:
             job.join()
-        if self.closing is not None:
-            self.closing.close()
 
     def failure(self):
         """The error of the whole group: the first fatal one, else every frame and entry that did not match."""
