@@ -184,9 +184,9 @@ def start_decompressing(payload, path):
     group = max(index.groups, key=lambda g: g.csize)  # the longest to decompress
     f = open(path, "rb")
     try:
-        return start_extraction(
-            payload.open_data(f), payload.data_offset, group, index.entries_of(group.name), ahead=True, closing=f
-        )
+        # The file itself, not payload.open_data(f): payload.parts imports hashlib, whose OpenSSL the frozen stub
+        # would unpack before the decoder starts.
+        return start_extraction(f, payload.data_offset, group, index.entries_of(group.name), ahead=True, closing=f)
     except BaseException:
         f.close()
         raise
@@ -213,7 +213,7 @@ def install(payload, f, inst, after_extract=None, decoded=None, started=None):
             fs.safe_rmtree(inst.path)
         index = payload.index
         # A missing or short part is named before anything is written.
-        data = started.source if started is not None else payload.open_data(f)
+        data = payload.open_data(started.source if started is not None else f)
         held = shared.Held(inst.root, inst.bundle_id)
         shared_size = held.shared_size(index)
         check_host(inst.root, index.installed_size - shared_size)

@@ -70,6 +70,24 @@ def test_installed_start_imports_neither_zstandard_nor_requests():
     assert out.strip() == "[]"
 
 
+def test_a_first_install_starts_decoding_before_hashlib_is_imported(plain_stub, tmp_path):
+    """The decoder starts right after the index is read: nothing on its way may import hashlib, whose OpenSSL the
+    frozen stub unpacks first (tests/stub/test_main.py checks that it decodes during the checks)."""
+    from testing.bundles import make_bundle
+
+    exe, _ = make_bundle(tmp_path / "build", plain_stub)
+    code = (
+        "import sys\nfrom payload.layout import open_payload\nfrom stub import install\n"
+        "f = open(sys.argv[1], 'rb')\n"
+        "started = install.start_decompressing(open_payload(sys.argv[1], f), sys.argv[1])\n"
+        "print(started is not None, 'hashlib' in sys.modules, '_hashlib' in sys.modules)\nstarted.cancel()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(exe)], cwd=ROOT, stdout=subprocess.PIPE, check=True, text=True
+    ).stdout
+    assert out.split() == ["True", "False", "False"]
+
+
 def test_run_side_is_python_39_syntax():
     vermin = shutil.which("vermin") or os.path.join(os.path.dirname(sys.executable), "vermin")
     result = subprocess.run(
