@@ -150,11 +150,12 @@ def _install_and_run(payload, f, opts, umask, path, args):
     index = payload.index
     root = opts.extract or opts.dir or default_root(index.name, os.environ)
     inst = Installation(root, payload.bundle_id)
+    first_install = not inst.is_installed()
     # A first install decompresses its largest group from here on, into memory, while the checks before any write
     # run; install.install writes it.
-    started = install.start_decompressing(payload, path) if not inst.is_installed() else None
+    started = install.start_decompressing(payload, path) if first_install else None
     try:
-        if not opts.extract and not inst.is_installed():  # --bundle-extract only unpacks: it may serve another system
+        if first_install and not opts.extract:  # --bundle-extract only unpacks: it may serve another system
             install.check_glibc(index)
         # Images left out are pulled after the install: in the background (the runtime starts at once), or first.
         pulls = early_import = None
