@@ -17,7 +17,8 @@ import os
 from payload.errors import IntegrityError
 
 BLOB = "bundler-lazy-libs"
-MAGIC = b"bundler lazy libraries 2\n"
+MAGIC_PREFIX = b"bundler lazy libraries "  # then the format's number: a set of another one is named as such
+MAGIC = MAGIC_PREFIX + b"2\n"
 # The extension modules packed, with the libraries named next. `_ctypes` is here because PyInstaller's bootstrap
 # imports ctypes at every start when it can (pyimod03_ctypes), which loads _ctypes and libffi; without them in the
 # archive that import fails quietly there, and only --bundle-rollback (renameat2) unpacks and uses them.
@@ -62,10 +63,10 @@ def pack(entries, out):
 def read_header(blob, where):
     """([(size, stored size, module or None, path)], the frames after it) of BLOB's bytes `blob`."""
     end = blob.find(b"\n\n")
-    other = blob.split(b"\n", 1)[0] + b"\n"
-    if other != MAGIC and other.startswith(MAGIC.rsplit(b" ", 1)[0] + b" "):
+    first_line = blob[: blob.find(b"\n") + 1]
+    if first_line != MAGIC and first_line.startswith(MAGIC_PREFIX):
         raise IntegrityError(
-            f"{where}: its library set is {other.strip().decode(errors='replace')!r}, this bundler reads "
+            f"{where}: its library set is {first_line.strip().decode(errors='replace')!r}, this bundler reads "
             f"{MAGIC.strip().decode()!r}: the stub was built by another bundler; build it again (`bundler stub`)"
         )
     try:
@@ -103,14 +104,14 @@ def unpack(blob, where, paths=None):
     files, frames = read_header(blob, where)
     if sum(stored for _, stored, _, _ in files) != len(frames):
         raise IntegrityError(f"the stub's library set {where} is damaged; copy the bundle again")
-    out, offset = [], 0
+    decoder, out, offset = zstandard.ZstdDecompressor(), [], 0
     for size, stored, module, dest in files:
         frame = frames[offset : offset + stored]
         offset += stored
         if paths is not None and dest not in paths:
             continue
         try:
-            data = zstandard.ZstdDecompressor().decompress(frame)
+            data = decoder.decompress(frame)
         except zstandard.ZstdError as exc:
             raise IntegrityError(f"the stub's library set {where} is damaged ({exc}); copy the bundle again") from None
         if len(data) != size:
