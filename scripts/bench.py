@@ -711,19 +711,24 @@ def _in_process_extract(exe, dest_base, reps):
     return runs
 
 
-def _floors(exe, reps):
-    """One thread, in this process: decompress alone, sha256 alone, and both one after the other per chunk
-    (CPU seconds): what the two halves of the pipeline cost, and what a serial loop costs."""
-    import zstandard
-
-    from payload.groups import MAX_WINDOW
-
+def _read_frames(exe):
+    """The compressed bytes of each frame of the bundle `exe`, in the order of payload.index.frames()."""
     f, payload = open_bundle(exe)
     with f:
         frames = []
         for _, frame in payload.index.frames():
             f.seek(payload.data_offset + frame.offset)
             frames.append(f.read(frame.csize))
+    return frames
+
+
+def _floors(frames):
+    """One thread, in this process, over the compressed `frames`, CPU seconds: (decompress alone, sha256 alone, both
+    one after the other per chunk, [decompression of each frame]): what the two halves of the pipeline cost, and
+    what a serial loop costs."""
+    import zstandard
+
+    from payload.groups import MAX_WINDOW
 
     def chunks(frames=frames):
         for frame in frames:
@@ -731,26 +736,20 @@ def _floors(exe, reps):
             for i in range(0, len(frame), 1 << 20):
                 yield dobj.decompress(frame[i : i + (1 << 20)])
 
-    decompress, hashing, serial, per_frame = [], [], [], []
-    for _ in range(reps):
-        outs, times = [], []
-        for frame in frames:
-            start = time.process_time()
-            outs += chunks([frame])
-            times.append(time.process_time() - start)
-        decompress.append(sum(times))
-        per_frame.append(times)
+    outs, per_frame = [], []
+    for frame in frames:
         start = time.process_time()
-        for chunk in outs:
-            hashlib.sha256(chunk).digest()
-        hashing.append(time.process_time() - start)
-        del outs
-        start = time.process_time()
-        for chunk in chunks():
-            hashlib.sha256(chunk).digest()
-        serial.append(time.process_time() - start)
-    # One thread's decompression of each frame, in the order of payload.index.frames() (medians over the runs)
-    return decompress, hashing, serial, [median(times) for times in zip(*per_frame)]
+        outs += chunks([frame])
+        per_frame.append(time.process_time() - start)
+    start = time.process_time()
+    for chunk in outs:
+        hashlib.sha256(chunk).digest()
+    hashing = time.process_time() - start
+    del outs
+    start = time.process_time()
+    for chunk in chunks():
+        hashlib.sha256(chunk).digest()
+    return sum(per_frame), hashing, time.process_time() - start, per_frame
 
 
 def _decompression_floor(index, per_frame):
@@ -788,7 +787,7 @@ def figure_extract(ws, exe, sizes, total):
         "decompression in this process and `zstd -d | sha256sum` beside it (interleaved: a slow spell of the machine "
         "hits the whole and its floor alike)"
     )
-    rounds = []
+    rounds, frames = [], _read_frames(exe)
     run(["bash", "-c", pipeline])  # the page cache holds the frame and the bundle for both from here on
     time_starts(installed_start, 0, warmup=2)
     for i in range(sizes.extract_reps):
@@ -799,9 +798,9 @@ def figure_extract(ws, exe, sizes, total):
         starts += time_starts(installed_start, 2, warmup=0)[0]["bins"]
         seconds, _ = timed(run, ["bash", "-c", pipeline])
         zstd_runs.append(seconds)
-        rounds.append(_floors(exe, 1))
-    decompress, hashing, serial = ([r[k][0] for r in rounds] for k in range(3))
-    per_frame = [median(times) for times in zip(*(r[3] for r in rounds))]
+        rounds.append(_floors(frames))
+    decompress, hashing, serial, frame_times = zip(*rounds)
+    per_frame = [median(times) for times in zip(*frame_times)]  # each frame's, in the order of index.frames()
     log("timing extract_group in this process")
     inproc = _in_process_extract(exe, ws.dir, sizes.extract_reps)
     t_stub, t_zstd, t_start = median(stub_runs), median(zstd_runs), median(starts)
